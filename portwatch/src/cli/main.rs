@@ -1,0 +1,53 @@
+//! The `portwatch` command.
+
+mod args;
+mod list;
+mod sink;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portwatch: cannot start the event loop: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Watch(args) => watch::run(args).await,
+            Command::List(args) => list::run(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if sink::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Library errors are whole sentences that already name their cause.
+            eprintln!("portwatch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Diagnostics go to stderr through `tracing`; `RUST_LOG` selects them
+/// (and `RUST_LOG=debug` also turns on the kernel programs' own log).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,79 @@
+//! The library's error type: one variant per thing a user can act on.
+
+use std::{io, path::PathBuf};
+
+/// Everything that can stop portwatch from watching.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "portwatch needs root (or the CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN capabilities) to load its eBPF programs: run it with sudo"
+    )]
+    NotPermitted,
+
+    #[error(
+        "tracefs is not mounted and mounting it at {path} failed ({source}): mount it as root with `mount -t tracefs nodev {path}`"
+    )]
+    TracefsMount { path: PathBuf, source: io::Error },
+
+    #[error("cannot read the tracepoint format file {path}: {source}")]
+    TracepointFormat { path: PathBuf, source: io::Error },
+
+    #[error("the tracepoint format file {path} has no usable field `{field}`")]
+    TracepointField { path: PathBuf, field: &'static str },
+
+    #[error("the kernel refused the eBPF programs: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+
+    #[error("the eBPF object lacks {0}")]
+    MissingObject(&'static str),
+
+    #[error("cannot {action}: {source}")]
+    Program {
+        action: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+
+    #[error("cannot use the eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+
+    #[error("invalid ring buffer size {0}: it must be a power of two of at least 4096 bytes")]
+    RingBufferSize(u64),
+
+    #[error("cannot read {what} from /proc: {source}")]
+    Procfs {
+        what: &'static str,
+        #[source]
+        source: procfs::ProcError,
+    },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Maps a kernel refusal caused by missing privileges to [`Error::NotPermitted`],
+    /// so the user reads how to fix it instead of an errno deep in a chain.
+    pub(crate) fn or_not_permitted(self) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&self);
+        while let Some(err) = cause {
+            if let Some(io) = err.downcast_ref::<io::Error>()
+                && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+            {
+                return Error::NotPermitted;
+            }
+            cause = err.source();
+        }
+        self
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

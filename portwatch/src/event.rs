@@ -1,0 +1,187 @@
+//! What portwatch reports: listeners and their opened/closed events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use chrono::{DateTime, Utc};
+use portwatch_common::{AF_INET, AF_INET6, ListenEvent, ListenKind};
+
+use crate::safe_text::comm_text;
+
+/// Transport protocol of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+}
+
+/// Whether a listener appeared or went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Opened,
+    Closed,
+}
+
+/// Where an event's knowledge came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The procfs scan taken at start-up.
+    Baseline,
+    /// A kernel event, as it happened.
+    Ebpf,
+    /// A later procfs scan that found a difference the events did not show.
+    Resync,
+    /// The polling fallback backend.
+    Procfs,
+}
+
+/// A listening socket and the process that owns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub proto: Proto,
+    pub address: IpAddr,
+    pub port: u16,
+    /// Owning process (thread group) id.
+    pub pid: u32,
+    /// Owner's name, made safe for terminals and JSON (see [`crate::safe_text`]).
+    pub comm: String,
+    pub uid: u32,
+    /// Kernel socket address, when the listener was seen by the kernel program.
+    pub skaddr: Option<u64>,
+    /// Socket inode, when the listener was seen by a procfs scan.
+    pub inode: Option<u64>,
+}
+
+/// One report: a listener opened or closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortEvent {
+    pub change: Change,
+    pub listener: Listener,
+    pub ts: DateTime<Utc>,
+    pub source: Source,
+}
+
+/// A kernel [`ListenEvent`] decoded into userspace types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelEvent {
+    pub kind: ListenKind,
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub address: IpAddr,
+    pub port: u16,
+    pub comm: String,
+}
+
+impl KernelEvent {
+    /// Decodes one ring buffer record. `None` for a record of the wrong size,
+    /// kind or address family, which only a mismatched kernel object sends.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < size_of::<ListenEvent>() {
+            return None;
+        }
+        // SAFETY: the length was checked above, `ListenEvent` is plain data
+        // valid for any bit pattern, and `read_unaligned` needs no alignment.
+        let raw: ListenEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Self::from_raw(&raw)
+    }
+
+    pub fn from_raw(raw: &ListenEvent) -> Option<Self> {
+        let address = match raw.family {
+            AF_INET => IpAddr::V4(Ipv4Addr::new(
+                raw.addr[0],
+                raw.addr[1],
+                raw.addr[2],
+                raw.addr[3],
+            )),
+            AF_INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
+            _ => return None,
+        };
+        Some(Self {
+            kind: ListenKind::from_u8(raw.kind)?,
+            ts_ns: raw.ts_ns,
+            skaddr: raw.skaddr,
+            cgroup_id: raw.cgroup_id,
+            tgid: raw.tgid,
+            tid: raw.tid,
+            uid: raw.uid,
+            address,
+            port: raw.port,
+            comm: comm_text(&raw.comm),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn raw(kind: ListenKind, family: u16, addr: [u8; 16], port: u16) -> ListenEvent {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"srv\x1b");
+        ListenEvent {
+            ts_ns: 5,
+            skaddr: 0xffff_8880_0000_1000,
+            cgroup_id: 7,
+            tgid: 100,
+            tid: 101,
+            uid: 1000,
+            kind: kind as u8,
+            _pad: 0,
+            family,
+            port,
+            _pad2: [0; 6],
+            addr,
+            comm,
+        }
+    }
+
+    fn bytes_of(ev: &ListenEvent) -> Vec<u8> {
+        // SAFETY: ListenEvent is plain data without implicit padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                (ev as *const ListenEvent).cast::<u8>(),
+                size_of::<ListenEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_ipv4() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let ev =
+            KernelEvent::decode(&bytes_of(&raw(ListenKind::Opened, AF_INET, addr, 8080))).unwrap();
+        assert_eq!(ev.address, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((ev.port, ev.tgid, ev.tid, ev.uid), (8080, 100, 101, 1000));
+        assert_eq!(ev.kind, ListenKind::Opened);
+        assert_eq!(ev.comm, "srv\\x1b");
+    }
+
+    #[test]
+    fn decodes_ipv6_and_mapped() {
+        let ev = KernelEvent::from_raw(&raw(ListenKind::Closed, AF_INET6, [0; 16], 1)).unwrap();
+        assert_eq!(ev.address.to_string(), "::");
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        let ev =
+            KernelEvent::from_raw(&raw(ListenKind::Opened, AF_INET6, mapped.octets(), 1)).unwrap();
+        assert_eq!(ev.address.to_string(), "::ffff:10.1.2.3");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let ok = raw(ListenKind::Opened, AF_INET, [0; 16], 1);
+        assert!(KernelEvent::decode(&bytes_of(&ok)[..40]).is_none());
+        let mut bad_kind = ok;
+        bad_kind.kind = 9;
+        assert!(KernelEvent::from_raw(&bad_kind).is_none());
+        let mut bad_family = ok;
+        bad_family.family = 1;
+        assert!(KernelEvent::from_raw(&bad_family).is_none());
+    }
+}

@@ -1,0 +1,252 @@
+//! Formats events and listener lists as JSON lines or aligned text.
+//!
+//! Names reaching this module were made safe at ingestion
+//! ([`crate::safe_text`]), so neither format carries raw control bytes.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::event::{Change, Listener, PortEvent, Proto, Source};
+
+/// RFC 3339 with microseconds, UTC.
+pub fn format_ts(ts: &DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    event: Change,
+    proto: Proto,
+    address: String,
+    port: u16,
+    pid: u32,
+    comm: &'a str,
+    uid: u32,
+    ts: String,
+    source: Source,
+}
+
+/// One event as a single JSON line (without the newline).
+pub fn event_json(ev: &PortEvent) -> String {
+    let l = &ev.listener;
+    let obj = EventJson {
+        event: ev.change,
+        proto: l.proto,
+        address: l.address.to_string(),
+        port: l.port,
+        pid: l.pid,
+        comm: &l.comm,
+        uid: l.uid,
+        ts: format_ts(&ev.ts),
+        source: ev.source,
+    };
+    to_json(&obj)
+}
+
+#[derive(Serialize)]
+struct ReadyJson<'a> {
+    event: &'static str,
+    backend: &'a str,
+    listeners: usize,
+    ts: String,
+}
+
+/// The line that says the watcher is attached and the baseline is printed.
+pub fn ready_json(backend: &str, listeners: usize, ts: &DateTime<Utc>) -> String {
+    to_json(&ReadyJson {
+        event: "ready",
+        backend,
+        listeners,
+        ts: format_ts(ts),
+    })
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    // Serializing these plain structs of strings and integers cannot fail.
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"error\":\"{e}\"}}"))
+}
+
+/// `address:port`, with IPv6 addresses in brackets.
+pub fn socket_text(address: IpAddr, port: u16) -> String {
+    match address {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+fn change_text(change: Change) -> &'static str {
+    match change {
+        Change::Opened => "opened",
+        Change::Closed => "closed",
+    }
+}
+
+fn source_text(source: Source) -> &'static str {
+    match source {
+        Source::Baseline => "baseline",
+        Source::Ebpf => "ebpf",
+        Source::Resync => "resync",
+        Source::Procfs => "procfs",
+    }
+}
+
+/// One event as an aligned, readable line.
+pub fn event_line(ev: &PortEvent) -> String {
+    let l = &ev.listener;
+    format!(
+        "{}  {:<6}  {:<5}  {:<28} {:>7}  {:<16} {:>6}  {}",
+        format_ts(&ev.ts),
+        change_text(ev.change),
+        "tcp",
+        socket_text(l.address, l.port),
+        l.pid,
+        l.comm,
+        l.uid,
+        source_text(ev.source),
+    )
+}
+
+/// Header matching [`event_line`].
+pub fn event_header() -> String {
+    format!(
+        "{:<27}  {:<6}  {:<5}  {:<28} {:>7}  {:<16} {:>6}  {}",
+        "TIME", "EVENT", "PROTO", "LOCAL", "PID", "COMM", "UID", "SOURCE"
+    )
+}
+
+#[derive(Serialize)]
+struct ListenerJson<'a> {
+    proto: Proto,
+    address: String,
+    port: u16,
+    pid: u32,
+    comm: &'a str,
+    uid: u32,
+    inode: Option<u64>,
+}
+
+/// A snapshot as one JSON array.
+pub fn listeners_json(listeners: &[Listener]) -> String {
+    let rows: Vec<ListenerJson<'_>> = listeners
+        .iter()
+        .map(|l| ListenerJson {
+            proto: l.proto,
+            address: l.address.to_string(),
+            port: l.port,
+            pid: l.pid,
+            comm: &l.comm,
+            uid: l.uid,
+            inode: l.inode,
+        })
+        .collect();
+    to_json(&rows)
+}
+
+/// A snapshot as a table like `ss -ltnp`.
+pub fn listeners_table(listeners: &[Listener]) -> String {
+    let mut out = format!(
+        "{:<5} {:<28} {:>7}  {:<16} {:>6}\n",
+        "PROTO", "LOCAL", "PID", "COMM", "UID"
+    );
+    for l in listeners {
+        out.push_str(&format!(
+            "{:<5} {:<28} {:>7}  {:<16} {:>6}\n",
+            "tcp",
+            socket_text(l.address, l.port),
+            l.pid,
+            l.comm,
+            l.uid
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safe_text::safe_text;
+
+    fn event(comm: &str, addr: &str) -> PortEvent {
+        PortEvent {
+            change: Change::Opened,
+            listener: Listener {
+                proto: Proto::Tcp,
+                address: addr.parse().unwrap(),
+                port: 8080,
+                pid: 42,
+                comm: comm.into(),
+                uid: 1000,
+                skaddr: Some(1),
+                inode: None,
+            },
+            ts: DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap(),
+            source: Source::Ebpf,
+        }
+    }
+
+    #[test]
+    fn json_event_fields() {
+        let line = event_json(&event("web", "::1"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "opened");
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["address"], "::1");
+        assert_eq!(v["port"], 8080);
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["uid"], 1000);
+        assert_eq!(v["comm"], "web");
+        assert_eq!(v["source"], "ebpf");
+        assert_eq!(v["ts"], "2025-11-24T16:00:00.123456Z");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn hostile_names_stay_valid_and_inert() {
+        let comm = safe_text(b"\x1b]0;pwned\x07\"\n\xff");
+        let line = event_json(&event(&comm, "0.0.0.0"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["comm"], "\\x1b]0;pwned\\x07\"\\x0a\\xff");
+        let text = event_line(&event(&comm, "0.0.0.0"));
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+    }
+
+    #[test]
+    fn ready_line() {
+        let ts = DateTime::from_timestamp(0, 0).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ready_json("ebpf", 3, &ts)).unwrap();
+        assert_eq!(
+            (
+                v["event"].as_str(),
+                v["backend"].as_str(),
+                v["listeners"].as_u64()
+            ),
+            (Some("ready"), Some("ebpf"), Some(3))
+        );
+    }
+
+    #[test]
+    fn human_lines_align() {
+        let a = event_line(&event("a", "127.0.0.1"));
+        let b = event_line(&event("longer-name", "::ffff:10.0.0.1"));
+        let col = |s: &str| s.find(" 42 ").unwrap();
+        assert_eq!(col(&a), col(&b));
+        assert!(a.contains("127.0.0.1:8080"));
+        assert!(b.contains("[::ffff:10.0.0.1]:8080"));
+        assert_eq!(event_header().find("PID").unwrap() + 3, col(&a) + 3);
+    }
+
+    #[test]
+    fn list_formats() {
+        let l = event("web", "0.0.0.0").listener;
+        let v: serde_json::Value =
+            serde_json::from_str(&listeners_json(std::slice::from_ref(&l))).unwrap();
+        assert_eq!(v[0]["port"], 8080);
+        assert_eq!(v[0]["address"], "0.0.0.0");
+        let table = listeners_table(&[l]);
+        assert!(table.lines().nth(1).unwrap().contains("0.0.0.0:8080"));
+    }
+}

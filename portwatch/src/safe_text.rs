@@ -1,0 +1,90 @@
+//! Turns untrusted bytes (process names, command lines) into text that is
+//! safe to print on a terminal and to put in JSON.
+
+use std::fmt::Write as _;
+
+/// Decodes `bytes` as UTF-8, keeping printable characters as they are and
+/// writing every control character (C0, DEL, C1), every invalid byte and the
+/// backslash itself as an escape (`\x1b`, `\u{9b}`, `\\`). The result never
+/// contains a raw control byte, and distinct inputs stay distinct.
+pub fn safe_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_char(&mut out, c);
+        }
+        for b in chunk.invalid() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Like [`safe_text`] for a string that is already valid UTF-8.
+pub fn safe_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        push_char(&mut out, c);
+    }
+    out
+}
+
+fn push_char(out: &mut String, c: char) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        c if (c as u32) < 0x80 && c.is_control() => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c if c.is_control() => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
+}
+
+/// A kernel `comm`: NUL padded, at most 16 bytes.
+pub fn comm_text(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    safe_text(&comm[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_pass_through() {
+        assert_eq!(safe_text(b"nginx: worker"), "nginx: worker");
+        assert_eq!(safe_text("café ☕".as_bytes()), "café ☕");
+    }
+
+    #[test]
+    fn control_bytes_are_escaped() {
+        assert_eq!(safe_text(b"\x1b[31mred\x07"), "\\x1b[31mred\\x07");
+        assert_eq!(safe_text(b"a\nb\tc\x7f"), "a\\x0ab\\x09c\\x7f");
+        // C1 controls such as U+009B (CSI) as UTF-8.
+        assert_eq!(safe_text("x\u{9b}y".as_bytes()), "x\\u{9b}y");
+        assert_eq!(safe_str("\u{85}"), "\\u{85}");
+    }
+
+    #[test]
+    fn invalid_utf8_and_backslash_stay_distinct() {
+        assert_eq!(safe_text(b"\xff\xfe"), "\\xff\\xfe");
+        assert_eq!(safe_text(b"\\xff"), "\\\\xff");
+        assert_ne!(safe_text(b"\\xff"), safe_text(b"\xff"));
+    }
+
+    #[test]
+    fn output_has_no_control_chars() {
+        let all: Vec<u8> = (0u8..=255).collect();
+        let text = safe_text(&all);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+
+    #[test]
+    fn comm_stops_at_nul() {
+        assert_eq!(comm_text(b"sshd\0\0\0\0\0\0\0\0\0\0\0\0"), "sshd");
+        assert_eq!(comm_text(b"0123456789abcdef"), "0123456789abcdef");
+    }
+}

@@ -1,0 +1,9 @@
+//! The boundary to the operating system: bpf, tracefs, procfs, clocks and
+//! capabilities. Everything outside this module is plain logic that tests
+//! can drive without root.
+
+pub mod bpf;
+pub mod clock;
+pub mod privilege;
+pub mod procfs_scan;
+pub mod tracefs;

@@ -1,0 +1,202 @@
+//! Drives the real `portwatch` binary: start it, wait for its ready line,
+//! read its JSON events.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portwatch");
+
+/// How long an event may take to arrive. Generous, because a loaded CI
+/// machine is slow; the latency itself is measured by the benchmarks.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long start-up (loading the programs, the procfs scan) may take.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `portwatch watch --json`.
+pub struct Watcher {
+    child: Child,
+    lines: Receiver<Value>,
+    /// Lines printed before the ready line.
+    pub baseline: Vec<Value>,
+    pub ready: Value,
+}
+
+impl Watcher {
+    /// Starts `portwatch watch --json ARGS` and waits for its ready line.
+    pub fn start(args: &[&str]) -> Watcher {
+        let mut child = Command::new(BIN)
+            .args(["watch", "--json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start portwatch");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("portwatch printed invalid JSON ({e}): {line:?}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut baseline = Vec::new();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(v) if v["event"] == "ready" => {
+                    return Watcher {
+                        child,
+                        lines,
+                        baseline,
+                        ready: v,
+                    };
+                }
+                Ok(v) => baseline.push(v),
+                Err(_) => {
+                    let _ = child.kill();
+                    let mut err = String::new();
+                    if let Some(mut s) = child.stderr.take() {
+                        let _ = s.read_to_string(&mut err);
+                    }
+                    panic!("portwatch never became ready; stderr: {err}");
+                }
+            }
+        }
+    }
+
+    /// The next event matching `pred`, skipping others; panics after `timeout`.
+    pub fn expect(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if pred(&v) => return v,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => panic!("no {what} within {timeout:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("portwatch exited before {what}"),
+            }
+        }
+    }
+
+    /// Every event that arrives until `quiet` passes with no matching one.
+    pub fn collect(&self, quiet: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(v) = self.lines.recv_timeout(quiet) {
+            if pred(&v) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        signal(self.child.id(), libc::SIGTERM);
+        let status = self.child.wait().expect("wait for portwatch");
+        let mut err = String::new();
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we own (our child) and a valid signal.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Matches an event by kind, port and address.
+pub fn is_event(v: &Value, event: &str, address: &str, port: u16) -> bool {
+    v["event"] == event && v["port"] == port && v["address"] == address
+}
+
+/// A helper process running a Python script that talks over stdin/stdout:
+/// the script prints lines (e.g. `port 8080`), the test answers with lines
+/// (e.g. `close`). Every step waits on such a message, never on a sleep.
+pub struct Helper {
+    pub child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Helper {
+    pub fn spawn(script: &str) -> Helper {
+        let mut child = Command::new("python3")
+            .args(["-u", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed by the tests");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Helper {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads the helper's next line.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).expect("read from helper");
+        assert!(n > 0, "helper exited early");
+        line.trim_end().to_string()
+    }
+
+    /// Reads a `key value` line and returns the value.
+    pub fn read_value(&mut self, key: &str) -> String {
+        let line = self.read_line();
+        let (k, v) = line.split_once(' ').unwrap_or((&line, ""));
+        assert_eq!(k, key, "unexpected helper line {line:?}");
+        v.to_string()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").expect("write to helper");
+        self.stdin.flush().expect("flush helper stdin");
+    }
+
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().expect("wait for helper")
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

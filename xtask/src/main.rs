@@ -1,0 +1,118 @@
+//! `cargo xtask setup | build | run | test`: the project's own tasks.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "portwatch's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the eBPF build needs: rust-src for nightly and a project-local bpf-linker
+    Setup,
+    /// Build the release binary (eBPF programs embedded) into target/release/portwatch
+    Build,
+    /// Build, then run portwatch as root with the given arguments
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests and the root integration tests
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => setup::ensure(&root),
+        Task::Build => build(&root),
+        Task::Run { args } => {
+            build(&root)?;
+            let bin = root.join("target/release/portwatch");
+            let mut cmd = as_root(&bin);
+            cmd.args(args);
+            // The exit status of portwatch is ours.
+            let status = cmd
+                .status()
+                .with_context(|| format!("cannot start {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            setup::ensure(&root)?;
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.current_dir(&root)
+                .args(["test", "--release"])
+                .args(args);
+            if !is_root() {
+                // Integration tests load eBPF programs: run the test binaries as root.
+                cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+            }
+            check(&mut cmd, "cargo test")
+        }
+    }
+}
+
+fn build(root: &Path) -> Result<()> {
+    setup::ensure(root)?;
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root)
+        .args(["build", "--release", "--package", "portwatch"]);
+    check(&mut cmd, "cargo build")
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask/ sits directly under the workspace root.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `program` as root: directly when we are root, through sudo otherwise.
+fn as_root(program: &Path) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg("-E").arg(program);
+        cmd
+    }
+}
+
+pub(crate) fn check(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
