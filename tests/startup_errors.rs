@@ -44,3 +44,54 @@ fn root_without_capabilities_is_told_to_use_root() {
         .expect("setpriv (util-linux) is needed by this test");
     assert_clear_refusal(&out);
 }
+
+/// Runs `portwatch ARGS` in a private mount namespace without tracefs.
+fn without_tracefs(setpriv: &[&str], args: &str) -> Command {
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         test -e /sys/kernel/tracing/events && exit 90; exec {} {} {args}",
+        setpriv.join(" "),
+        support::BIN
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    cmd
+}
+
+#[test]
+fn tracefs_is_mounted_when_missing() {
+    // unshare and sh both exec, so the child process ends up being portwatch.
+    let mut child = without_tracefs(&[], "watch --json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first_lines: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("\"event\":\"ready\""))
+        .collect();
+    support::signal(child.id(), libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err} after {first_lines:?}");
+}
+
+#[test]
+fn tracefs_that_cannot_be_mounted_is_one_clear_error() {
+    // CAP_BPF and CAP_PERFMON pass the privilege check, but mounting tracefs
+    // needs CAP_SYS_ADMIN.
+    let out = without_tracefs(
+        &[
+            "setpriv",
+            "--bounding-set=-all,+bpf,+perfmon,+dac_read_search,+sys_ptrace",
+            "--inh-caps=-all",
+            "--",
+        ],
+        "watch --json",
+    )
+    .output()
+    .unwrap();
+    assert_clear_refusal(&out);
+}
