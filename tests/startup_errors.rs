@@ -25,7 +25,7 @@ fn assert_clear_refusal(out: &Output) {
 fn unprivileged_user_is_told_to_use_root() {
     use std::os::unix::process::CommandExt as _;
     let out = Command::new(support::BIN)
-        .args(["watch", "--json"])
+        .args(["watch", "--json", "--backend", "ebpf"])
         .uid(65534)
         .gid(65534)
         .output()
@@ -39,7 +39,7 @@ fn root_without_capabilities_is_told_to_use_root() {
     let out = Command::new("setpriv")
         .args(["--bounding-set=-all", "--inh-caps=-all", "--"])
         .arg(support::BIN)
-        .args(["watch", "--json"])
+        .args(["watch", "--json", "--backend", "ebpf"])
         .output()
         .expect("setpriv (util-linux) is needed by this test");
     assert_clear_refusal(&out);
@@ -60,8 +60,9 @@ fn without_tracefs(setpriv: &[&str], args: &str) -> Command {
 
 #[test]
 fn tracefs_is_mounted_when_missing() {
+    // The classic tracepoint needs tracefs (tp_btf does not).
     // unshare and sh both exec, so the child process ends up being portwatch.
-    let mut child = without_tracefs(&[], "watch --json")
+    let mut child = without_tracefs(&[], "watch --json --hook tracepoint")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -89,7 +90,7 @@ fn tracefs_that_cannot_be_mounted_is_one_clear_error() {
             "--inh-caps=-all",
             "--",
         ],
-        "watch --json",
+        "watch --json --backend ebpf --hook tracepoint",
     )
     .output()
     .unwrap();

@@ -103,12 +103,18 @@ fn listener_of_another_process_names_that_process() {
 }
 
 #[test]
-fn sigterm_exits_cleanly() {
+fn sigterm_exits_cleanly_with_stats() {
     let watcher = Watcher::start(&["--stats"]);
-    let (status, stderr) = watcher.stop();
+    let (status, stderr, rest) = watcher.stop();
     assert!(status.success(), "{status:?} {stderr}");
-    assert!(stderr.contains("events"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let stats = rest
+        .iter()
+        .find(|v| v["event"] == "stats")
+        .expect("a stats line");
+    for counter in ["events", "drops", "resyncs", "owners_full"] {
+        assert!(stats[counter].is_u64(), "{stats}");
+    }
 }
 
 #[test]

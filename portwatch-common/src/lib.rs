@@ -42,6 +42,10 @@ impl ListenKind {
     }
 }
 
+/// `ListenEvent::flags`: the owner fields describe the process that called
+/// `listen()` (from the kernel's owner map), not just the closing task.
+pub const FLAG_OWNER_KNOWN: u8 = 1;
+
 /// One listen transition, written by the kernel program into the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -50,26 +54,96 @@ pub struct ListenEvent {
     pub ts_ns: u64,
     /// Kernel address of the `struct sock`: pairs an open with its close.
     pub skaddr: u64,
-    /// cgroup v2 id of the task that caused the transition.
+    /// cgroup v2 id of the owner.
     pub cgroup_id: u64,
-    /// Process id (thread group id) of the task that caused the transition.
+    /// Owner: process id (thread group id) that called `listen()`.
     pub tgid: u32,
-    /// Thread id of that task.
+    /// Owner's thread id.
     pub tid: u32,
+    /// Owner's uid.
     pub uid: u32,
+    /// For a close, the process that dropped the last reference; 0 for an open.
+    pub closer_tgid: u32,
+    /// Network namespace inode of the socket; 0 when unknown.
+    pub netns: u32,
     /// A [`ListenKind`] as `u8`.
     pub kind: u8,
-    pub _pad: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
-    /// Local port in host byte order; 0 when `listen()` ran without `bind()`
-    /// (the kernel picks the port only after the tracepoint fires).
+    /// Local port in host byte order; 0 at an open when `listen()` ran
+    /// without `bind()` (the kernel picks the port only after the event).
     pub port: u16,
-    pub _pad2: [u8; 6],
+    pub _pad: [u8; 6],
     /// Local address: the first 4 bytes for `AF_INET`, all 16 for `AF_INET6`.
     pub addr: [u8; 16],
-    /// `comm` of the task, NUL padded.
+    /// Owner's `comm`, NUL padded.
     pub comm: [u8; COMM_LEN],
+}
+
+/// What the kernel remembers about a listening socket, keyed by its address,
+/// so that the close names the process that opened it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub netns: u32,
+    /// 1 when the owner passed the process-tree filter (or no filter is set).
+    pub watched: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Byte offsets of `struct sock` and `struct net` fields, from the running
+/// kernel's BTF; handed to the kernel programs as a load-time global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub skc_family: u32,
+    /// Local port, host order. Zeroed before LISTEN->CLOSE of a socket whose
+    /// port the kernel picked, so only used at the open.
+    pub skc_num: u32,
+    /// `inet_sock.inet_sport`, network order: still set at LISTEN->CLOSE.
+    pub inet_sport: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_net: u32,
+    pub sk_protocol: u32,
+    pub net_ns_inum: u32,
+    /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
+    /// and the tp_btf hook cannot be used).
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+impl SockOffsets {
+    pub const UNKNOWN: Self = Self {
+        skc_family: 0,
+        skc_num: 0,
+        inet_sport: 0,
+        skc_rcv_saddr: 0,
+        skc_v6_rcv_saddr: 0,
+        skc_net: 0,
+        sk_protocol: 0,
+        net_ns_inum: 0,
+        valid: 0,
+        _pad: 0,
+    };
+}
+
+/// Offsets in the `sched:sched_process_fork` and `sched_process_exit`
+/// records, from their format files.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeOffsets {
+    pub fork_child_pid: u32,
+    /// Offset of `group_dead` in the exit record; `u32::MAX` when the kernel
+    /// has no such field (then a main-thread exit ends the process).
+    pub exit_group_dead: u32,
 }
 
 /// Byte offsets of the `sock:inet_sock_set_state` record fields, read by
@@ -106,22 +180,59 @@ impl SetStateOffsets {
 
 /// Name of the ring buffer map.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Name of the per-CPU counter array of failed ring buffer reserves.
-pub const DROPS_MAP: &str = "DROPS";
-/// Name of the load-time global holding [`SetStateOffsets`].
+/// Name of the per-CPU counter array, indexed by `COUNTER_*`.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Events lost because the ring buffer was full.
+pub const COUNTER_RING_FULL: u32 = 0;
+/// Listeners the owner map had no room for (their close names the closer).
+pub const COUNTER_OWNERS_FULL: u32 = 1;
+/// Number of counters.
+pub const COUNTER_SLOTS: u32 = 2;
+/// Name of the socket -> owner map.
+pub const OWNERS_MAP: &str = "OWNERS";
+/// Name of the set of watched process ids (process-tree filter).
+pub const WATCHED_MAP: &str = "WATCHED";
+/// Capacity of the owner map: listening sockets tracked at once.
+pub const OWNERS_CAPACITY: u32 = 65536;
+/// Capacity of the watched-process set.
+pub const WATCHED_CAPACITY: u32 = 65536;
+
+/// Load-time global: [`SetStateOffsets`].
 pub const OFFSETS_GLOBAL: &str = "SET_STATE_OFFSETS";
-/// Name of the state-change program.
+/// Load-time global: [`SockOffsets`].
+pub const SOCK_OFFSETS_GLOBAL: &str = "SOCK_OFFSETS";
+/// Load-time global: [`TreeOffsets`].
+pub const TREE_OFFSETS_GLOBAL: &str = "TREE_OFFSETS";
+/// Load-time global: `u32`, 1 when only processes in `WATCHED` are reported.
+pub const FILTER_TREE_GLOBAL: &str = "FILTER_TREE";
+
+/// The state-change program on the classic tracepoint.
 pub const SET_STATE_PROG: &str = "inet_sock_set_state";
+/// The same program on the BTF tracepoint (tp_btf).
+pub const SET_STATE_BTF_PROG: &str = "inet_sock_set_state_btf";
+/// Fork and exit programs for the process-tree filter.
+pub const FORK_PROG: &str = "sched_process_fork";
+pub const EXIT_PROG: &str = "sched_process_exit";
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both are `#[repr(C)]` structs of integers and byte arrays with
     // explicit padding fields, so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::ListenEvent {}
-    // SAFETY: as above, a `#[repr(C)]` struct of `u32`s.
+    // SAFETY: as above, `#[repr(C)]` structs of integers and byte arrays
+    // with explicit padding.
     unsafe impl aya::Pod for super::SetStateOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TreeOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Owner {}
 }
 
 // The kernel program and userspace must agree on these sizes byte for byte.
-const _: () = assert!(core::mem::size_of::<ListenEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<ListenEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<Owner>() == 48);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

@@ -1,12 +1,20 @@
 //! portwatch kernel programs.
 //!
-//! `inet_sock_set_state` runs on every TCP state change on the host, so its
-//! common path is two small reads and a return: only the exact CLOSE->LISTEN
-//! and LISTEN->CLOSE transitions of TCP sockets go any further.
+//! - `set_state` / `set_state_btf`: the same listen/close logic on the
+//!   classic and the BTF tracepoint of `inet_sock_set_state`; userspace
+//!   attaches one of them. It runs on every TCP state change on the host, so
+//!   its common path is two reads and a return.
+//! - `listen`: what happens on the rare listen transitions.
+//! - `tree`: fork/exit bookkeeping for the process-tree filter, attached
+//!   only when a filter is set.
 #![no_std]
 #![no_main]
 
+mod listen;
+mod maps;
 mod set_state;
+mod set_state_btf;
+mod tree;
 
 #[cfg(not(test))]
 #[panic_handler]

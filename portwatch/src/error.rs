@@ -21,6 +21,14 @@ pub enum Error {
     #[error("the tracepoint format file {path} has no usable field `{field}`")]
     TracepointField { path: PathBuf, field: &'static str },
 
+    #[error(
+        "the kernel has no usable BTF at /sys/kernel/btf/vmlinux, which the tp_btf hook needs: use --hook tracepoint"
+    )]
+    NoBtf,
+
+    #[error("no process with pid {0} exists")]
+    NoSuchProcess(u32),
+
     #[error("the kernel refused the eBPF programs: {0}")]
     Load(#[source] Box<aya::EbpfError>),
 

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
-use portwatch_common::{AF_INET, AF_INET6, ListenEvent, ListenKind};
+use portwatch_common::{AF_INET, AF_INET6, FLAG_OWNER_KNOWN, ListenEvent, ListenKind};
 
 use crate::safe_text::comm_text;
 
@@ -51,7 +51,23 @@ pub struct Listener {
     pub skaddr: Option<u64>,
     /// Socket inode, when the listener was seen by a procfs scan.
     pub inode: Option<u64>,
+    /// Network namespace inode (as in `/proc/PID/ns/net`); 0 when unknown.
+    pub netns: u64,
+    /// Owner's cgroup v2 path (e.g. `/system.slice/nginx.service`); empty
+    /// when unknown.
+    pub cgroup: String,
 }
+
+impl Listener {
+    /// What identifies a listening socket in a procfs scan and in events
+    /// alike: namespace, address and port.
+    pub fn key(&self) -> ListenerKey {
+        (self.netns, self.address, self.port)
+    }
+}
+
+/// See [`Listener::key`].
+pub type ListenerKey = (u64, IpAddr, u16);
 
 /// One report: a listener opened or closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,12 +85,38 @@ pub struct KernelEvent {
     pub ts_ns: u64,
     pub skaddr: u64,
     pub cgroup_id: u64,
+    /// Owner (for a close whose owner the kernel did not know: the closer).
     pub tgid: u32,
     pub tid: u32,
     pub uid: u32,
+    /// For a close, the process that dropped the last reference.
+    pub closer_tgid: u32,
+    /// Whether the owner fields name the process that called `listen()`.
+    pub owner_known: bool,
+    pub netns: u64,
     pub address: IpAddr,
     pub port: u16,
     pub comm: String,
+    /// Owner's cgroup path, filled in by the engine (the decoder cannot).
+    pub cgroup: String,
+}
+
+impl KernelEvent {
+    /// The listener this event describes.
+    pub fn listener(&self) -> Listener {
+        Listener {
+            proto: Proto::Tcp,
+            address: self.address,
+            port: self.port,
+            pid: self.tgid,
+            comm: self.comm.clone(),
+            uid: self.uid,
+            skaddr: Some(self.skaddr),
+            inode: None,
+            netns: self.netns,
+            cgroup: self.cgroup.clone(),
+        }
+    }
 }
 
 impl KernelEvent {
@@ -109,9 +151,13 @@ impl KernelEvent {
             tgid: raw.tgid,
             tid: raw.tid,
             uid: raw.uid,
+            closer_tgid: raw.closer_tgid,
+            owner_known: raw.flags & FLAG_OWNER_KNOWN != 0,
+            netns: u64::from(raw.netns),
             address,
             port: raw.port,
             comm: comm_text(&raw.comm),
+            cgroup: String::new(),
         })
     }
 }
@@ -130,11 +176,13 @@ mod tests {
             tgid: 100,
             tid: 101,
             uid: 1000,
+            closer_tgid: 0,
+            netns: 4026531840,
             kind: kind as u8,
-            _pad: 0,
+            flags: FLAG_OWNER_KNOWN,
             family,
             port,
-            _pad2: [0; 6],
+            _pad: [0; 6],
             addr,
             comm,
         }
@@ -161,6 +209,8 @@ mod tests {
         assert_eq!((ev.port, ev.tgid, ev.tid, ev.uid), (8080, 100, 101, 1000));
         assert_eq!(ev.kind, ListenKind::Opened);
         assert_eq!(ev.comm, "srv\\x1b");
+        assert!(ev.owner_known);
+        assert_eq!(ev.netns, 4026531840);
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::event::{Change, Listener, PortEvent, Proto, Source};
+use crate::{
+    engine::{ResyncReason, ResyncSummary, Stats},
+    event::{Change, Listener, PortEvent, Proto, Source},
+};
 
 /// RFC 3339 with microseconds, UTC.
 pub fn format_ts(ts: &DateTime<Utc>) -> String {
@@ -24,6 +27,8 @@ struct EventJson<'a> {
     pid: u32,
     comm: &'a str,
     uid: u32,
+    netns: u64,
+    cgroup: &'a str,
     ts: String,
     source: Source,
 }
@@ -39,6 +44,8 @@ pub fn event_json(ev: &PortEvent) -> String {
         pid: l.pid,
         comm: &l.comm,
         uid: l.uid,
+        netns: l.netns,
+        cgroup: &l.cgroup,
         ts: format_ts(&ev.ts),
         source: ev.source,
     };
@@ -59,6 +66,68 @@ pub fn ready_json(backend: &str, listeners: usize, ts: &DateTime<Utc>) -> String
         event: "ready",
         backend,
         listeners,
+        ts: format_ts(ts),
+    })
+}
+
+#[derive(Serialize)]
+struct ResyncJson {
+    event: &'static str,
+    reason: &'static str,
+    opened: usize,
+    closed: usize,
+    drops: u64,
+    ts: String,
+}
+
+fn reason_text(reason: ResyncReason) -> &'static str {
+    match reason {
+        ResyncReason::Drops => "drops",
+        ResyncReason::Interval => "interval",
+    }
+}
+
+/// The summary line of a procfs resynchronisation.
+pub fn resync_json(s: &ResyncSummary) -> String {
+    to_json(&ResyncJson {
+        event: "resync",
+        reason: reason_text(s.reason),
+        opened: s.opened,
+        closed: s.closed,
+        drops: s.drops,
+        ts: format_ts(&s.ts),
+    })
+}
+
+/// The same, as text.
+pub fn resync_text(s: &ResyncSummary) -> String {
+    format!(
+        "resync ({}): {} opened, {} closed that events had missed ({} events dropped so far)",
+        reason_text(s.reason),
+        s.opened,
+        s.closed,
+        s.drops
+    )
+}
+
+#[derive(Serialize)]
+struct StatsJson {
+    event: &'static str,
+    events: u64,
+    drops: u64,
+    resyncs: u64,
+    owners_full: u64,
+    ts: String,
+}
+
+/// The counters, as printed by `watch --stats --json` on exit.
+pub fn stats_json(s: &Stats, ts: &DateTime<Utc>) -> String {
+    to_json(&StatsJson {
+        event: "stats",
+        events: s.events,
+        drops: s.drops,
+        resyncs: s.resyncs,
+        owners_full: s.owners_full,
         ts: format_ts(ts),
     })
 }
@@ -126,6 +195,8 @@ struct ListenerJson<'a> {
     comm: &'a str,
     uid: u32,
     inode: Option<u64>,
+    netns: u64,
+    cgroup: &'a str,
 }
 
 /// A snapshot as one JSON array.
@@ -140,6 +211,8 @@ pub fn listeners_json(listeners: &[Listener]) -> String {
             comm: &l.comm,
             uid: l.uid,
             inode: l.inode,
+            netns: l.netns,
+            cgroup: &l.cgroup,
         })
         .collect();
     to_json(&rows)
@@ -181,6 +254,8 @@ mod tests {
                 uid: 1000,
                 skaddr: Some(1),
                 inode: None,
+                netns: 4026531840,
+                cgroup: "/user.slice".into(),
             },
             ts: DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap(),
             source: Source::Ebpf,
@@ -199,6 +274,8 @@ mod tests {
         assert_eq!(v["uid"], 1000);
         assert_eq!(v["comm"], "web");
         assert_eq!(v["source"], "ebpf");
+        assert_eq!(v["netns"], 4026531840u64);
+        assert_eq!(v["cgroup"], "/user.slice");
         assert_eq!(v["ts"], "2025-11-24T16:00:00.123456Z");
         assert!(!line.contains('\n'));
     }

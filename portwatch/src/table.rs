@@ -1,20 +1,46 @@
-//! The table of open listeners: pairs every close with its open.
+//! The table of open listeners: pairs every close with its open and
+//! reconciles the events with procfs scans. Pure logic, no OS access.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use portwatch_common::ListenKind;
 
-use crate::event::{Change, KernelEvent, Listener, PortEvent, Proto, Source};
+use crate::event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Source};
 
 /// Open listeners, keyed by kernel socket address once the kernel has told
-/// us about them, and by address and port while only a procfs scan has.
+/// us about them, and by namespace, address and port while only a procfs
+/// scan has.
 #[derive(Debug, Default)]
 pub struct ListenerTable {
     by_sk: HashMap<u64, Listener>,
     /// Listeners from a procfs scan: /proc shows no socket address, so their
-    /// close is matched on address and port.
+    /// close is matched on namespace, address and port.
     scanned: Vec<Listener>,
+    /// Opened by `listen()` without `bind()`: the port is not known yet.
+    /// Kept with the time of the open.
+    unbound: HashMap<u64, (Listener, DateTime<Utc>)>,
+}
+
+/// How [`ListenerTable::apply`] treats what it cannot pair.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyRules {
+    /// Boot time at which the start-up scan finished. Earlier events may
+    /// already be part of the scan.
+    pub scan_end_ns: u64,
+    /// A filter is active: the close of a listener never seen open is not
+    /// ours (the kernel filters opens, but not closes of listeners older
+    /// than the watcher).
+    pub drop_unknown_closes: bool,
+}
+
+fn report(change: Change, listener: Listener, ts: DateTime<Utc>, source: Source) -> PortEvent {
+    PortEvent {
+        change,
+        listener,
+        ts,
+        source,
+    }
 }
 
 impl ListenerTable {
@@ -27,7 +53,7 @@ impl ListenerTable {
         self.scanned.extend(listeners);
     }
 
-    /// Every open listener.
+    /// Every open listener with a known port.
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
         self.by_sk.values().chain(self.scanned.iter())
     }
@@ -40,93 +66,181 @@ impl ListenerTable {
         self.len() == 0
     }
 
-    /// Applies one kernel event and returns what to report, if anything.
-    ///
-    /// `scan_end_ns` is the boot-time at which the start-up procfs scan
-    /// finished. Events older than that may already be part of the scan:
-    /// an open that the scan already shows is not reported twice, and the
-    /// close of a listener the scan never showed (it was gone before the
-    /// scan) is not reported either.
+    /// Listeners opened without `bind()` whose port is still unknown.
+    pub fn unbound(&self) -> impl Iterator<Item = (u64, &Listener)> {
+        self.unbound.iter().map(|(sk, (l, _))| (*sk, l))
+    }
+
+    /// The ports a process already has in the table, in one namespace.
+    pub fn ports_of(&self, pid: u32, netns: u64) -> HashSet<(std::net::IpAddr, u16)> {
+        self.listeners()
+            .filter(|l| l.pid == pid && l.netns == netns)
+            .map(|l| (l.address, l.port))
+            .collect()
+    }
+
+    /// Gives an unbound listener its port, found by other means (procfs),
+    /// and reports it opened.
+    pub fn bind_unbound(&mut self, skaddr: u64, port: u16) -> Option<PortEvent> {
+        let (mut listener, ts) = self.unbound.remove(&skaddr)?;
+        listener.port = port;
+        self.by_sk.insert(skaddr, listener.clone());
+        Some(report(Change::Opened, listener, ts, Source::Ebpf))
+    }
+
+    /// Applies one kernel event and appends what to report.
     pub fn apply(
         &mut self,
         ev: &KernelEvent,
         ts: DateTime<Utc>,
-        scan_end_ns: u64,
-    ) -> Option<PortEvent> {
-        let during_startup = ev.ts_ns <= scan_end_ns;
+        rules: ApplyRules,
+        out: &mut Vec<PortEvent>,
+    ) {
+        let during_startup = ev.ts_ns <= rules.scan_end_ns;
         match ev.kind {
             ListenKind::Opened => {
-                let listener = Listener {
-                    proto: Proto::Tcp,
-                    address: ev.address,
-                    port: ev.port,
-                    pid: ev.tgid,
-                    comm: ev.comm.clone(),
-                    uid: ev.uid,
-                    skaddr: Some(ev.skaddr),
-                    inode: None,
-                };
+                let listener = ev.listener();
+                if listener.port == 0 {
+                    // The kernel assigns the port right after this event.
+                    self.unbound.insert(ev.skaddr, (listener, ts));
+                    return;
+                }
                 if during_startup
-                    && let Some(i) = self.scanned.iter().position(|l| same_socket(l, &listener))
+                    && let Some(i) = self
+                        .scanned
+                        .iter()
+                        .position(|l| l.key() == listener.key() && l.pid == listener.pid)
                 {
-                    // Already reported by the scan: from now on its close can
-                    // be matched by socket address.
+                    // Already reported by the scan: from now on its close
+                    // pairs by socket address.
                     let mut known = self.scanned.swap_remove(i);
                     known.skaddr = Some(ev.skaddr);
                     self.by_sk.insert(ev.skaddr, known);
-                    return None;
+                    return;
                 }
                 self.by_sk.insert(ev.skaddr, listener.clone());
-                Some(PortEvent {
-                    change: Change::Opened,
-                    listener,
-                    ts,
-                    source: Source::Ebpf,
-                })
+                out.push(report(Change::Opened, listener, ts, Source::Ebpf));
             }
             ListenKind::Closed => {
-                let owner = self.by_sk.remove(&ev.skaddr).or_else(|| {
-                    let i = self
-                        .scanned
-                        .iter()
-                        .position(|l| l.address == ev.address && l.port == ev.port)?;
-                    Some(self.scanned.swap_remove(i))
-                });
-                let listener = match owner {
-                    Some(owner) => owner,
-                    None if during_startup => return None,
-                    // Never seen open (its open was lost): report it with what
-                    // the close itself tells.
-                    None => Listener {
-                        proto: Proto::Tcp,
-                        address: ev.address,
-                        port: ev.port,
-                        pid: ev.tgid,
-                        comm: ev.comm.clone(),
-                        uid: ev.uid,
-                        skaddr: Some(ev.skaddr),
-                        inode: None,
-                    },
-                };
-                Some(PortEvent {
-                    change: Change::Closed,
-                    listener,
-                    ts,
-                    source: Source::Ebpf,
-                })
+                if let Some((mut pending, opened_at)) = self.unbound.remove(&ev.skaddr) {
+                    // Port 0 at close: the listen() failed, no port ever
+                    // existed. Otherwise the close tells the port.
+                    if ev.port != 0 {
+                        pending.port = ev.port;
+                        out.push(report(
+                            Change::Opened,
+                            pending.clone(),
+                            opened_at,
+                            Source::Ebpf,
+                        ));
+                        out.push(report(Change::Closed, pending, ts, Source::Ebpf));
+                    }
+                    return;
+                }
+                if let Some(known) = self.by_sk.remove(&ev.skaddr) {
+                    out.push(report(Change::Closed, known, ts, Source::Ebpf));
+                    return;
+                }
+                if ev.port == 0 {
+                    return;
+                }
+                let key = (ev.netns, ev.address, ev.port);
+                if let Some(i) = self.scanned.iter().position(|l| l.key() == key) {
+                    let known = self.scanned.swap_remove(i);
+                    out.push(report(Change::Closed, known, ts, Source::Ebpf));
+                    return;
+                }
+                // Never seen open. With its owner known, the open was lost
+                // (a full ring buffer): report it. Without, it is a listener
+                // older than the watcher that the scan did not see or the
+                // filter excluded.
+                if ev.owner_known || !(during_startup || rules.drop_unknown_closes) {
+                    out.push(report(Change::Closed, ev.listener(), ts, Source::Ebpf));
+                }
             }
         }
     }
-}
 
-fn same_socket(scanned: &Listener, opened: &Listener) -> bool {
-    scanned.address == opened.address && scanned.port == opened.port && scanned.pid == opened.pid
+    /// Makes the table agree with a procfs scan and reports the differences
+    /// (`source: resync`). Keys in `unsettled` changed while the scan ran,
+    /// so the scan may be stale for them: they are left alone.
+    pub fn reconcile(
+        &mut self,
+        scan: Vec<Listener>,
+        unsettled: &HashSet<ListenerKey>,
+        ts: DateTime<Utc>,
+    ) -> Vec<PortEvent> {
+        let mut want: HashMap<ListenerKey, Vec<Listener>> = HashMap::new();
+        for l in scan {
+            if !unsettled.contains(&l.key()) {
+                want.entry(l.key()).or_default().push(l);
+            }
+        }
+        let mut have: HashMap<ListenerKey, usize> = HashMap::new();
+        for l in self.listeners() {
+            *have.entry(l.key()).or_default() += 1;
+        }
+        let mut out = Vec::new();
+
+        // Too many in the table: closes that were lost.
+        let mut excess: HashMap<ListenerKey, usize> = HashMap::new();
+        for (key, n) in &have {
+            if unsettled.contains(key) {
+                continue;
+            }
+            let scanned = want.get(key).map_or(0, Vec::len);
+            if *n > scanned {
+                excess.insert(*key, n - scanned);
+            }
+        }
+        let mut take = |l: &Listener| match excess.get_mut(&l.key()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        let mut gone = Vec::new();
+        self.by_sk.retain(|_, l| {
+            if take(l) {
+                gone.push(l.clone());
+                false
+            } else {
+                true
+            }
+        });
+        self.scanned.retain(|l| {
+            if take(l) {
+                gone.push(l.clone());
+                false
+            } else {
+                true
+            }
+        });
+        out.extend(
+            gone.into_iter()
+                .map(|l| report(Change::Closed, l, ts, Source::Resync)),
+        );
+
+        // Too few: opens that were lost.
+        for (key, listeners) in want {
+            let n = have.get(&key).copied().unwrap_or(0);
+            for l in listeners.into_iter().skip(n) {
+                self.scanned.push(l.clone());
+                out.push(report(Change::Opened, l, ts, Source::Resync));
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Proto;
     use std::net::IpAddr;
+
+    const NS: u64 = 4026531840;
 
     fn ts() -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000, 0).unwrap()
@@ -141,10 +255,19 @@ mod tests {
             tgid: pid,
             tid: pid,
             uid: 0,
+            closer_tgid: pid,
+            owner_known: true,
+            netns: NS,
             address: addr.parse().unwrap(),
             port,
             comm: format!("p{pid}"),
+            cgroup: String::new(),
         }
+    }
+
+    fn unknown_owner(mut ev: KernelEvent) -> KernelEvent {
+        ev.owner_known = false;
+        ev
     }
 
     fn scanned(addr: &str, port: u16, pid: u32) -> Listener {
@@ -157,24 +280,44 @@ mod tests {
             uid: 0,
             skaddr: None,
             inode: Some(42),
+            netns: NS,
+            cgroup: String::new(),
+        }
+    }
+
+    fn apply(t: &mut ListenerTable, ev: KernelEvent, rules: ApplyRules) -> Vec<PortEvent> {
+        let mut out = Vec::new();
+        t.apply(&ev, ts(), rules, &mut out);
+        out
+    }
+
+    fn startup(scan_end_ns: u64) -> ApplyRules {
+        ApplyRules {
+            scan_end_ns,
+            drop_unknown_closes: false,
         }
     }
 
     #[test]
-    fn close_is_attributed_to_the_opener() {
+    fn close_keeps_the_owner_the_kernel_remembered() {
         let mut t = ListenerTable::new();
-        let open = t
-            .apply(&kev(ListenKind::Opened, 10, 0xa, "0.0.0.0", 80, 1), ts(), 0)
-            .unwrap();
+        let open = apply(
+            &mut t,
+            kev(ListenKind::Opened, 10, 0xa, "0.0.0.0", 80, 1),
+            startup(0),
+        );
         assert_eq!(
-            (open.change, open.listener.pid, open.source),
+            (open[0].change, open[0].listener.pid, open[0].source),
             (Change::Opened, 1, Source::Ebpf)
         );
-        // Closed by another process (a child that inherited the fd).
-        let close = t
-            .apply(&kev(ListenKind::Closed, 20, 0xa, "0.0.0.0", 80, 2), ts(), 0)
-            .unwrap();
-        assert_eq!((close.change, close.listener.pid), (Change::Closed, 1));
+        // The kernel names the owner (1) even though 2 closed it.
+        let mut close = kev(ListenKind::Closed, 20, 0xa, "0.0.0.0", 80, 1);
+        close.closer_tgid = 2;
+        let close = apply(&mut t, close, startup(0));
+        assert_eq!(
+            (close[0].change, close[0].listener.pid),
+            (Change::Closed, 1)
+        );
         assert!(t.is_empty());
     }
 
@@ -183,65 +326,205 @@ mod tests {
         let mut t = ListenerTable::new();
         t.seed([scanned("127.0.0.1", 8080, 5)]);
         assert!(
-            t.apply(
-                &kev(ListenKind::Opened, 10, 0xb, "127.0.0.1", 8080, 5),
-                ts(),
-                100
+            apply(
+                &mut t,
+                kev(ListenKind::Opened, 10, 0xb, "127.0.0.1", 8080, 5),
+                startup(100)
             )
-            .is_none()
+            .is_empty()
         );
         assert_eq!(t.len(), 1);
-        // The close now pairs by socket address.
-        let close = t
-            .apply(
-                &kev(ListenKind::Closed, 200, 0xb, "127.0.0.1", 8080, 9),
-                ts(),
-                100,
-            )
-            .unwrap();
-        assert_eq!(close.listener.pid, 5);
-        assert_eq!(close.listener.inode, Some(42));
+        let close = apply(
+            &mut t,
+            kev(ListenKind::Closed, 200, 0xb, "127.0.0.1", 8080, 5),
+            startup(100),
+        );
+        assert_eq!(
+            (close[0].listener.pid, close[0].listener.inode),
+            (5, Some(42))
+        );
         assert!(t.is_empty());
     }
 
     #[test]
     fn startup_open_missing_from_scan_is_reported_with_its_close() {
         let mut t = ListenerTable::new();
-        assert!(
-            t.apply(&kev(ListenKind::Opened, 10, 0xc, "::1", 9, 3), ts(), 100)
-                .is_some()
+        assert_eq!(
+            apply(
+                &mut t,
+                kev(ListenKind::Opened, 10, 0xc, "::1", 9, 3),
+                startup(100)
+            )
+            .len(),
+            1
         );
-        assert!(
-            t.apply(&kev(ListenKind::Closed, 11, 0xc, "::1", 9, 3), ts(), 100)
-                .is_some()
+        assert_eq!(
+            apply(
+                &mut t,
+                kev(ListenKind::Closed, 11, 0xc, "::1", 9, 3),
+                startup(100)
+            )
+            .len(),
+            1
         );
     }
 
     #[test]
-    fn close_before_scan_of_unknown_listener_is_dropped() {
+    fn unknown_closes_during_startup_or_under_a_filter_are_dropped() {
         let mut t = ListenerTable::new();
-        assert!(
-            t.apply(&kev(ListenKind::Closed, 10, 0xd, "::", 22, 3), ts(), 100)
-                .is_none()
-        );
-        // After start-up an unknown close is still reported, never lost.
-        let late = t
-            .apply(&kev(ListenKind::Closed, 300, 0xd, "::", 22, 3), ts(), 100)
-            .unwrap();
-        assert_eq!(late.listener.port, 22);
+        let ev = || unknown_owner(kev(ListenKind::Closed, 10, 0xd, "::", 22, 3));
+        assert!(apply(&mut t, ev(), startup(100)).is_empty());
+        let filtered = ApplyRules {
+            scan_end_ns: 0,
+            drop_unknown_closes: true,
+        };
+        assert!(apply(&mut t, ev(), filtered).is_empty());
+        // After start-up, without a filter, it is still reported: never lost.
+        assert_eq!(apply(&mut t, ev(), startup(0))[0].listener.port, 22);
+        // A close whose owner the kernel knew is reported even under a filter
+        // (the kernel already filtered it): its open was lost.
+        let known = kev(ListenKind::Closed, 10, 0xd, "::", 22, 3);
+        assert_eq!(apply(&mut t, known, filtered).len(), 1);
     }
 
     #[test]
-    fn scanned_listener_close_matches_on_address_and_port() {
+    fn scanned_listener_close_matches_on_namespace_address_and_port() {
         let mut t = ListenerTable::new();
         t.seed([scanned("0.0.0.0", 22, 7), scanned("::", 22, 7)]);
-        let close = t
-            .apply(&kev(ListenKind::Closed, 500, 0xe, "::", 22, 0), ts(), 100)
-            .unwrap();
+        let mut other_ns = unknown_owner(kev(ListenKind::Closed, 500, 0xe, "::", 22, 0));
+        other_ns.netns = 1;
+        assert_eq!(apply(&mut t, other_ns, startup(100))[0].listener.pid, 0);
+        assert_eq!(t.len(), 2);
+        let close = apply(
+            &mut t,
+            unknown_owner(kev(ListenKind::Closed, 500, 0xe, "::", 22, 0)),
+            startup(100),
+        );
         assert_eq!(
-            (close.listener.pid, close.listener.address.to_string()),
+            (close[0].listener.pid, close[0].listener.address.to_string()),
             (7, "::".to_string())
         );
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn listen_without_bind_waits_for_its_port() {
+        let mut t = ListenerTable::new();
+        assert!(
+            apply(
+                &mut t,
+                kev(ListenKind::Opened, 10, 0xf, "0.0.0.0", 0, 4),
+                startup(0)
+            )
+            .is_empty()
+        );
+        assert_eq!(t.unbound().count(), 1);
+        let opened = t.bind_unbound(0xf, 40001).unwrap();
+        assert_eq!(
+            (opened.change, opened.listener.port),
+            (Change::Opened, 40001)
+        );
+        let closed = apply(
+            &mut t,
+            kev(ListenKind::Closed, 20, 0xf, "0.0.0.0", 40001, 4),
+            startup(0),
+        );
+        assert_eq!(
+            (closed[0].change, closed[0].listener.port),
+            (Change::Closed, 40001)
+        );
+    }
+
+    #[test]
+    fn unbound_listener_closed_before_resolution_takes_the_close_port() {
+        let mut t = ListenerTable::new();
+        apply(
+            &mut t,
+            kev(ListenKind::Opened, 10, 0xf, "::", 0, 4),
+            startup(0),
+        );
+        let out = apply(
+            &mut t,
+            kev(ListenKind::Closed, 11, 0xf, "::", 40002, 4),
+            startup(0),
+        );
+        assert_eq!(
+            out.iter()
+                .map(|e| (e.change, e.listener.port))
+                .collect::<Vec<_>>(),
+            [(Change::Opened, 40002), (Change::Closed, 40002)]
+        );
+    }
+
+    #[test]
+    fn failed_listen_is_not_a_port() {
+        let mut t = ListenerTable::new();
+        apply(
+            &mut t,
+            kev(ListenKind::Opened, 10, 0x10, "0.0.0.0", 0, 4),
+            startup(0),
+        );
+        assert!(
+            apply(
+                &mut t,
+                kev(ListenKind::Closed, 11, 0x10, "0.0.0.0", 0, 4),
+                startup(0)
+            )
+            .is_empty()
+        );
+        assert!(t.is_empty() && t.unbound().count() == 0);
+    }
+
+    #[test]
+    fn reconcile_reports_lost_opens_and_closes() {
+        let mut t = ListenerTable::new();
+        apply(
+            &mut t,
+            kev(ListenKind::Opened, 1, 0x1, "127.0.0.1", 1000, 1),
+            startup(0),
+        );
+        apply(
+            &mut t,
+            kev(ListenKind::Opened, 1, 0x2, "127.0.0.1", 1001, 1),
+            startup(0),
+        );
+        // The scan: 1000 closed (its close was lost), 1002 opened (open lost).
+        let scan = vec![scanned("127.0.0.1", 1001, 1), scanned("127.0.0.1", 1002, 1)];
+        let out = t.reconcile(scan, &HashSet::new(), ts());
+        let mut got: Vec<_> = out
+            .iter()
+            .map(|e| (e.change, e.listener.port, e.source))
+            .collect();
+        got.sort_by_key(|g| g.1);
+        assert_eq!(
+            got,
+            [
+                (Change::Closed, 1000, Source::Resync),
+                (Change::Opened, 1002, Source::Resync)
+            ]
+        );
+        let mut ports: Vec<u16> = t.listeners().map(|l| l.port).collect();
+        ports.sort();
+        assert_eq!(ports, [1001, 1002]);
+        // A second pass finds nothing left to fix.
+        let scan = vec![scanned("127.0.0.1", 1001, 1), scanned("127.0.0.1", 1002, 1)];
+        assert!(t.reconcile(scan, &HashSet::new(), ts()).is_empty());
+    }
+
+    #[test]
+    fn reconcile_leaves_unsettled_keys_alone_and_counts_duplicates() {
+        let mut t = ListenerTable::new();
+        t.seed([scanned("0.0.0.0", 80, 1)]);
+        // SO_REUSEPORT: two sockets on one key in the scan, one in the table.
+        let two = vec![
+            scanned("0.0.0.0", 80, 1),
+            scanned("0.0.0.0", 80, 2),
+            scanned("::1", 5, 1),
+        ];
+        let unsettled: HashSet<ListenerKey> = [(NS, "::1".parse().unwrap(), 5)].into();
+        let out = t.reconcile(two, &unsettled, ts());
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].change, out[0].listener.pid), (Change::Opened, 2));
+        assert_eq!(t.len(), 2);
     }
 }

@@ -107,15 +107,18 @@ impl Watcher {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits for the exit.
-    pub fn stop(mut self) -> (ExitStatus, String) {
+    /// Sends SIGTERM, waits for the exit, and returns the status, stderr
+    /// and the lines printed but not yet read.
+    pub fn stop(mut self) -> (ExitStatus, String, Vec<Value>) {
         signal(self.child.id(), libc::SIGTERM);
         let status = self.child.wait().expect("wait for portwatch");
         let mut err = String::new();
         if let Some(mut s) = self.child.stderr.take() {
             let _ = s.read_to_string(&mut err);
         }
-        (status, err)
+        // The reader thread ends at end of file, closing the channel.
+        let rest = self.lines.iter().collect();
+        (status, err, rest)
     }
 }
 

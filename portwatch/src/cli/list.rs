@@ -5,8 +5,8 @@ use portwatch::{output, sys::procfs_scan};
 use crate::{args::ListArgs, sink::Sink};
 
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
-    let mut listeners = procfs_scan::scan_listeners()?;
-    listeners.sort_by_key(|l| (l.port, l.address, l.pid));
+    let mut listeners = procfs_scan::scan_listeners(&|_| true)?;
+    listeners.sort_by_key(|l| (l.port, l.address, l.netns, l.pid));
     let mut sink = Sink::new(args.json);
     if args.json {
         sink.line(&output::listeners_json(&listeners))?;

@@ -36,7 +36,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // Library errors are whole sentences that already name their cause.
             eprintln!("portwatch: {e}");
-            ExitCode::FAILURE
+            // A pid that does not exist is a usage error, like a bad flag.
+            match e.downcast_ref::<portwatch::Error>() {
+                Some(portwatch::Error::NoSuchProcess(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

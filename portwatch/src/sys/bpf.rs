@@ -1,14 +1,22 @@
 //! Loads and attaches the kernel programs and reads their ring buffer.
 
+use std::{fs, path::Path};
+
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
 };
-use portwatch_common::{DROPS_MAP, EVENTS_MAP, OFFSETS_GLOBAL, SET_STATE_PROG};
+use portwatch_common::{
+    COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
+    FILTER_TREE_GLOBAL, FORK_PROG, OFFSETS_GLOBAL, SET_STATE_BTF_PROG, SET_STATE_PROG,
+    SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
+    WATCHED_MAP,
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
+    btf,
     error::{Error, Result},
     event::KernelEvent,
     sys::tracefs,
@@ -17,8 +25,10 @@ use crate::{
 /// The eBPF object built from `portwatch-ebpf`, embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portwatch"));
 
-/// Default ring buffer size: room for about 3,000 events between two reads.
-pub const DEFAULT_RING_BUFFER_BYTES: u32 = 256 * 1024;
+/// Default ring buffer size: room for about 12,000 events between two reads.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1024 * 1024;
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Checks a ring buffer size: the kernel wants a power of two multiple of
 /// the page size.
@@ -29,23 +39,90 @@ pub fn validate_ring_buffer_size(bytes: u64) -> Result<u32> {
     }
 }
 
+/// Which tracepoint flavour carries the state-change program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Hook {
+    /// The BTF tracepoint when the kernel has BTF, else the classic one.
+    #[default]
+    Auto,
+    /// `tracepoint/sock/inet_sock_set_state`: needs tracefs.
+    Tracepoint,
+    /// `tp_btf/inet_sock_set_state`: needs kernel BTF.
+    TpBtf,
+}
+
+/// What to load and attach.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub ring_buffer_bytes: u32,
+    pub hook: Hook,
+    /// Report only processes in the watched set, kept up to date across
+    /// forks and exits by the kernel.
+    pub filter_tree: bool,
+}
+
+/// Counters kept by the kernel programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Events lost because the ring buffer was full.
+    pub ring_full: u64,
+    /// Listeners whose owner could not be remembered (owner map full).
+    pub owners_full: u64,
+}
+
 /// The attached kernel programs. Dropping it detaches every program and
 /// link; a killed process loses them with its file descriptors.
 pub struct KernelProbe {
     events: AsyncFd<RingBuf<MapData>>,
-    drops: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    watched: Option<BpfHashMap<MapData, u32, u8>>,
     malformed: u64,
+    hook: Hook,
+    netns_known: bool,
     // Owns the programs and their links: keep it last so it drops last.
     _ebpf: Ebpf,
 }
 
 impl KernelProbe {
-    /// Mounts tracefs if needed, loads the programs and attaches them.
-    /// Needs a tokio runtime with I/O enabled.
-    pub fn attach(ring_buffer_bytes: u32) -> Result<Self> {
+    /// Loads the programs and attaches them. Needs a tokio runtime with I/O.
+    pub fn attach(config: &ProbeConfig) -> Result<Self> {
         raise_memlock_limit();
-        let tracefs = tracefs::ensure_mounted().map_err(Error::or_not_permitted)?;
-        let offsets = tracefs::set_state_offsets(&tracefs)?;
+        let kernel_btf = fs::read(VMLINUX_BTF).ok();
+        let sock_offsets = kernel_btf
+            .as_deref()
+            .and_then(|data| btf::Btf::parse(data).ok())
+            .and_then(|b| sock_offsets(&b))
+            .unwrap_or(SockOffsets::UNKNOWN);
+        if sock_offsets.valid == 0 {
+            tracing::warn!(
+                "no usable kernel BTF at {VMLINUX_BTF}: network namespaces will be reported as 0"
+            );
+        }
+        let hook = match config.hook {
+            Hook::Auto if sock_offsets.valid != 0 => Hook::TpBtf,
+            Hook::Auto => Hook::Tracepoint,
+            Hook::TpBtf if sock_offsets.valid == 0 => return Err(Error::NoBtf),
+            other => other,
+        };
+
+        let needs_tracefs = hook == Hook::Tracepoint || config.filter_tree;
+        let tracefs_dir = if needs_tracefs {
+            Some(tracefs::ensure_mounted().map_err(Error::or_not_permitted)?)
+        } else {
+            None
+        };
+        let set_state_offsets = match (&tracefs_dir, hook) {
+            (Some(dir), Hook::Tracepoint) => tracefs::set_state_offsets(dir)?,
+            _ => SetStateOffsets::DEFAULT,
+        };
+        let tree_offsets = match &tracefs_dir {
+            Some(dir) if config.filter_tree => tracefs::tree_offsets(dir)?,
+            _ => TreeOffsets {
+                fork_child_pid: 0,
+                exit_group_dead: u32::MAX,
+            },
+        };
+
         // aya-log costs a ring buffer write per log call, so kernel logging
         // stays off unless RUST_LOG asks for debug output.
         let log_level: u8 = if tracing::enabled!(tracing::Level::DEBUG) {
@@ -53,28 +130,45 @@ impl KernelProbe {
         } else {
             0
         };
-
+        let filter_tree = u32::from(config.filter_tree);
         let mut ebpf = EbpfLoader::new()
-            .override_global(OFFSETS_GLOBAL, &offsets, true)
+            .override_global(OFFSETS_GLOBAL, &set_state_offsets, true)
+            .override_global(SOCK_OFFSETS_GLOBAL, &sock_offsets, true)
+            .override_global(TREE_OFFSETS_GLOBAL, &tree_offsets, true)
+            .override_global(FILTER_TREE_GLOBAL, &filter_tree, true)
             .override_global(aya_log::LEVEL, &log_level, false)
-            .map_max_entries(EVENTS_MAP, ring_buffer_bytes)
+            .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
         if log_level != 0 {
             start_kernel_log(&mut ebpf);
         }
 
-        let program: &mut TracePoint = ebpf
-            .program_mut(SET_STATE_PROG)
-            .ok_or(Error::MissingObject("the inet_sock_set_state program"))?
-            .try_into()
-            .map_err(|e| program_err("use the inet_sock_set_state program", e))?;
-        program
-            .load()
-            .map_err(|e| program_err("load the inet_sock_set_state program", e))?;
-        program
-            .attach("sock", "inet_sock_set_state")
-            .map_err(|e| program_err("attach to sock:inet_sock_set_state", e))?;
+        // Bookkeeping programs first: by the time listen events flow, the
+        // watched set can already follow forks.
+        if config.filter_tree {
+            attach_tracepoint(&mut ebpf, FORK_PROG, "sched", "sched_process_fork")?;
+            attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", "sched_process_exit")?;
+        }
+        match hook {
+            Hook::TpBtf => {
+                let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
+                let program: &mut BtfTracePoint = ebpf
+                    .program_mut(SET_STATE_BTF_PROG)
+                    .ok_or(Error::MissingObject(
+                        "the inet_sock_set_state tp_btf program",
+                    ))?
+                    .try_into()
+                    .map_err(|e| program_err("use the tp_btf program", e))?;
+                program
+                    .load("inet_sock_set_state", &btf)
+                    .map_err(|e| program_err("load the tp_btf program", e))?;
+                program
+                    .attach()
+                    .map_err(|e| program_err("attach to tp_btf/inet_sock_set_state", e))?;
+            }
+            _ => attach_tracepoint(&mut ebpf, SET_STATE_PROG, "sock", "inet_sock_set_state")?,
+        }
 
         let map_err = |name| {
             move |e| Error::Map {
@@ -93,16 +187,59 @@ impl KernelProbe {
                 what: "cannot register the ring buffer with the event loop",
                 source: e.into(),
             })?;
-        let drops = ebpf
-            .take_map(DROPS_MAP)
-            .ok_or(Error::MissingObject("the DROPS counter"))?;
-        let drops = PerCpuArray::try_from(drops).map_err(map_err(DROPS_MAP))?;
+        let counters = ebpf
+            .take_map(COUNTERS_MAP)
+            .ok_or(Error::MissingObject("the COUNTERS map"))?;
+        let counters = PerCpuArray::try_from(counters).map_err(map_err(COUNTERS_MAP))?;
+        let watched = if config.filter_tree {
+            let map = ebpf
+                .take_map(WATCHED_MAP)
+                .ok_or(Error::MissingObject("the WATCHED map"))?;
+            Some(BpfHashMap::try_from(map).map_err(map_err(WATCHED_MAP))?)
+        } else {
+            None
+        };
         Ok(Self {
             events,
-            drops,
+            counters,
+            watched,
             malformed: 0,
+            hook,
+            netns_known: sock_offsets.valid != 0,
             _ebpf: ebpf,
         })
+    }
+
+    /// The hook in use.
+    pub fn hook(&self) -> Hook {
+        self.hook
+    }
+
+    /// Whether events carry the socket's network namespace.
+    pub fn netns_known(&self) -> bool {
+        self.netns_known
+    }
+
+    /// Adds processes to the watched set (process-tree filter).
+    pub fn watch_pids(&mut self, pids: impl IntoIterator<Item = u32>) -> Result<()> {
+        let Some(map) = self.watched.as_mut() else {
+            return Ok(());
+        };
+        for pid in pids {
+            map.insert(pid, 1, 0).map_err(|e| Error::Map {
+                name: WATCHED_MAP,
+                source: Box::new(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether a process is in the watched set (always true without filter).
+    pub fn is_watched(&self, pid: u32) -> bool {
+        match &self.watched {
+            Some(map) => map.get(&pid, 0).is_ok(),
+            None => true,
+        }
     }
 
     /// Waits until the ring buffer has events, then appends all of them.
@@ -115,41 +252,84 @@ impl KernelProbe {
                 what: "waiting for the ring buffer failed",
                 source,
             })?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            match KernelEvent::decode(&item) {
-                Some(ev) => out.push(ev),
-                None => self.malformed += 1,
-            }
-        }
+        drain(guard.get_inner_mut(), out, &mut self.malformed);
         guard.clear_ready();
         Ok(())
     }
 
     /// Appends whatever the ring buffer holds now, without waiting.
     pub fn read_now(&mut self, out: &mut Vec<KernelEvent>) {
-        let ring = self.events.get_mut();
-        while let Some(item) = ring.next() {
-            match KernelEvent::decode(&item) {
-                Some(ev) => out.push(ev),
-                None => self.malformed += 1,
-            }
-        }
+        drain(self.events.get_mut(), out, &mut self.malformed);
     }
 
-    /// Events the kernel could not queue because the ring buffer was full.
-    pub fn drops(&self) -> Result<u64> {
-        let values = self.drops.get(&0, 0).map_err(|e| Error::Map {
-            name: DROPS_MAP,
-            source: Box::new(e),
-        })?;
-        Ok(values.iter().sum())
+    /// The kernel's loss counters.
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let sum = |index: u32| -> Result<u64> {
+            let values = self.counters.get(&index, 0).map_err(|e| Error::Map {
+                name: COUNTERS_MAP,
+                source: Box::new(e),
+            })?;
+            Ok(values.iter().sum())
+        };
+        Ok(KernelCounters {
+            ring_full: sum(COUNTER_RING_FULL)?,
+            owners_full: sum(COUNTER_OWNERS_FULL)?,
+        })
     }
 
     /// Records that did not decode (only a mismatched object produces them).
     pub fn malformed(&self) -> u64 {
         self.malformed
     }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>, malformed: &mut u64) {
+    while let Some(item) = ring.next() {
+        match KernelEvent::decode(&item) {
+            Some(ev) => out.push(ev),
+            None => *malformed += 1,
+        }
+    }
+}
+
+/// The `struct sock` and `struct net` offsets the programs read.
+pub fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
+    let sc = |field: &str| b.member_offset("sock_common", &[field]);
+    // `struct sock` starts with its `struct sock_common __sk_common`.
+    let common = b.member_offset("sock", &["__sk_common"])?;
+    Some(SockOffsets {
+        skc_family: common + sc("skc_family")?,
+        skc_num: common + sc("skc_num")?,
+        inet_sport: b.member_offset("inet_sock", &["inet_sport"])?,
+        skc_rcv_saddr: common + sc("skc_rcv_saddr")?,
+        skc_v6_rcv_saddr: common + sc("skc_v6_rcv_saddr")?,
+        // possible_net_t holds the `struct net *` as its only member.
+        skc_net: common + sc("skc_net")?,
+        sk_protocol: b.member_offset("sock", &["sk_protocol"])?,
+        net_ns_inum: b.member_offset("net", &["ns", "inum"])?,
+        valid: 1,
+        _pad: 0,
+    })
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    category: &str,
+    name: &str,
+) -> Result<()> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(Error::MissingObject("a tracepoint program"))?
+        .try_into()
+        .map_err(|e| program_err("use a tracepoint program", e))?;
+    program
+        .load()
+        .map_err(|e| program_err("load a tracepoint program", e))?;
+    program
+        .attach(category, name)
+        .map_err(|e| program_err("attach a tracepoint program", e))?;
+    Ok(())
 }
 
 fn program_err(action: &'static str, e: aya::programs::ProgramError) -> Error {
@@ -192,4 +372,9 @@ fn start_kernel_log(ebpf: &mut Ebpf) {
             guard.clear_ready();
         }
     });
+}
+
+/// Whether this kernel exposes BTF (needed by the tp_btf hook).
+pub fn has_kernel_btf() -> bool {
+    Path::new(VMLINUX_BTF).exists()
 }

@@ -3,6 +3,7 @@
 //! can drive without root.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod clock;
 pub mod privilege;
 pub mod procfs_scan;

@@ -1,6 +1,11 @@
-//! The procfs baseline: listening TCP sockets and the processes owning them.
+//! The procfs baseline: listening TCP sockets of every network namespace
+//! that has processes, and the processes owning them.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    os::unix::fs::MetadataExt as _,
+};
 
 use procfs::{
     net::{TcpNetEntry, TcpState},
@@ -23,50 +28,154 @@ pub struct Holder {
     pub comm: String,
 }
 
-/// Every listening TCP socket of this network namespace, with its owner.
-/// Sockets no process holds (being torn down) are reported with pid 0.
-pub fn scan_listeners() -> Result<Vec<Listener>> {
-    let proc_err = |what| move |source| Error::Procfs { what, source };
-    let mut entries = procfs::net::tcp().map_err(proc_err("/proc/net/tcp"))?;
-    // A kernel without IPv6 has no tcp6 table: that is no error.
-    entries.extend(procfs::net::tcp6().unwrap_or_default());
-    let listening: Vec<ListenEntry> = entries
-        .into_iter()
-        .filter(|e| e.state == TcpState::Listen)
-        .map(ListenEntry::from)
-        .collect();
-    let holders = socket_holders(listening.iter().map(|e| e.inode))?;
-    Ok(listeners_with_owners(listening, &holders))
-}
-
 /// A row of /proc/net/tcp{,6} in the LISTEN state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenEntry {
     pub local: SocketAddr,
     pub uid: u32,
     pub inode: u64,
+    pub netns: u64,
 }
 
-impl From<TcpNetEntry> for ListenEntry {
-    fn from(e: TcpNetEntry) -> Self {
-        Self {
+fn listen_entries(rows: Vec<TcpNetEntry>, netns: u64) -> impl Iterator<Item = ListenEntry> {
+    rows.into_iter()
+        .filter(|e| e.state == TcpState::Listen)
+        .map(move |e| ListenEntry {
             local: e.local_address,
             uid: e.uid,
             inode: e.inode,
+            netns,
+        })
+}
+
+/// The network namespace inode of a process (`/proc/PID/ns/net`).
+pub fn netns_of(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// A process's cgroup v2 path, or empty when it has none.
+pub fn cgroup_of(pid: u32) -> String {
+    Process::new(pid as i32)
+        .and_then(|p| p.cgroups())
+        .ok()
+        .and_then(|groups| {
+            groups
+                .0
+                .into_iter()
+                .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
+        })
+        .map(|g| safe_str(&g.pathname))
+        .unwrap_or_default()
+}
+
+struct ProcessSockets {
+    pid: u32,
+    netns: Option<u64>,
+    sockets: Vec<u64>,
+    proc: Process,
+}
+
+/// Every listening TCP socket of every namespace, with its owner: the
+/// oldest process holding it for which `owner_ok` is true. A socket no
+/// such process holds is kept with pid 0 only if `owner_ok(0)`.
+pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
+    let procs = all_processes().map_err(|source| Error::Procfs {
+        what: "the process list",
+        source,
+    })?;
+    // Processes come and go while we read: one that vanished is skipped.
+    let mut all = Vec::new();
+    for proc in procs.flatten() {
+        let Ok(pid) = u32::try_from(proc.pid()) else {
+            continue;
+        };
+        let sockets = match proc.fd() {
+            Ok(fds) => fds
+                .flatten()
+                .filter_map(|fd| match fd.target {
+                    FDTarget::Socket(inode) => Some(inode),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        all.push(ProcessSockets {
+            pid,
+            netns: netns_of(pid),
+            sockets,
+            proc,
+        });
+    }
+
+    // One process per namespace reads that namespace's tables.
+    let mut entries = Vec::new();
+    let mut seen_ns = HashSet::new();
+    for p in &all {
+        let Some(ns) = p.netns else { continue };
+        if !seen_ns.insert(ns) {
+            continue;
+        }
+        let Ok(tcp) = p.proc.tcp() else {
+            // It exited: let another process of the namespace read it.
+            seen_ns.remove(&ns);
+            continue;
+        };
+        entries.extend(listen_entries(tcp, ns));
+        // A kernel without IPv6 has no tcp6 table: that is no error.
+        entries.extend(listen_entries(p.proc.tcp6().unwrap_or_default(), ns));
+    }
+
+    let wanted: HashSet<u64> = entries.iter().map(|e| e.inode).collect();
+    let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
+    for p in &all {
+        let mut holder = None;
+        for inode in p.sockets.iter().filter(|i| wanted.contains(i)) {
+            if holder.is_none() {
+                holder = holder_of(&p.proc, p.pid);
+            }
+            if let Some(h) = &holder {
+                holders.entry(*inode).or_default().push(h.clone());
+            }
         }
     }
+    let mut listeners = listeners_with_owners(entries, &holders, owner_ok);
+    for l in &mut listeners {
+        if l.pid != 0 {
+            l.cgroup = cgroup_of(l.pid);
+        }
+    }
+    Ok(listeners)
+}
+
+fn holder_of(proc: &Process, pid: u32) -> Option<Holder> {
+    let stat = proc.stat().ok()?;
+    Some(Holder {
+        pid,
+        start_time: stat.starttime,
+        comm: safe_str(&stat.comm),
+    })
 }
 
 /// Pure: joins listening entries with the holders of their inodes.
 pub fn listeners_with_owners(
     entries: Vec<ListenEntry>,
-    holders: &HashMap<u64, Holder>,
+    holders: &HashMap<u64, Vec<Holder>>,
+    owner_ok: &dyn Fn(u32) -> bool,
 ) -> Vec<Listener> {
     entries
         .into_iter()
-        .map(|e| {
-            let owner = holders.get(&e.inode);
-            Listener {
+        .filter_map(|e| {
+            let candidates = holders.get(&e.inode).map(Vec::as_slice).unwrap_or_default();
+            let owner = candidates
+                .iter()
+                .filter(|h| owner_ok(h.pid))
+                .min_by_key(|h| (h.start_time, h.pid));
+            if owner.is_none() && !owner_ok(0) {
+                return None;
+            }
+            Some(Listener {
                 proto: Proto::Tcp,
                 address: e.local.ip(),
                 port: e.local.port(),
@@ -75,57 +184,75 @@ pub fn listeners_with_owners(
                 uid: e.uid,
                 skaddr: None,
                 inode: Some(e.inode),
-            }
+                netns: e.netns,
+                cgroup: String::new(),
+            })
         })
         .collect()
 }
 
-/// Finds, for each wanted socket inode, the oldest process holding it.
-fn socket_holders(wanted: impl Iterator<Item = u64>) -> Result<HashMap<u64, Holder>> {
-    let wanted: std::collections::HashSet<u64> = wanted.collect();
-    let mut holders: HashMap<u64, Holder> = HashMap::new();
-    if wanted.is_empty() {
-        return Ok(holders);
-    }
+/// The listening sockets a process holds: (local address, inode).
+pub fn listening_sockets_of(pid: u32) -> Vec<SocketAddr> {
+    let Ok(proc) = Process::new(pid as i32) else {
+        return Vec::new();
+    };
+    let Ok(fds) = proc.fd() else {
+        return Vec::new();
+    };
+    let held: HashSet<u64> = fds
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
+    let mut rows = proc.tcp().unwrap_or_default();
+    rows.extend(proc.tcp6().unwrap_or_default());
+    rows.into_iter()
+        .filter(|r| r.state == TcpState::Listen && held.contains(&r.inode))
+        .map(|r| r.local_address)
+        .collect()
+}
+
+/// (pid, parent pid) of every process.
+pub fn parent_links() -> Result<Vec<(u32, u32)>> {
     let procs = all_processes().map_err(|source| Error::Procfs {
         what: "the process list",
         source,
     })?;
-    // Processes come and go while we read: one that vanished is skipped.
-    for proc in procs.flatten() {
-        let Ok(fds) = proc.fd() else { continue };
-        let mut stat = None;
-        for fd in fds.flatten() {
-            let FDTarget::Socket(inode) = fd.target else {
-                continue;
-            };
-            if !wanted.contains(&inode) {
-                continue;
-            }
-            let Some(candidate) = holder_of(&proc, &mut stat) else {
-                break;
-            };
-            match holders.get(&inode) {
-                Some(h) if (h.start_time, h.pid) <= (candidate.start_time, candidate.pid) => {}
-                _ => {
-                    holders.insert(inode, candidate);
-                }
+    Ok(procs
+        .flatten()
+        .filter_map(|p| {
+            let stat = p.stat().ok()?;
+            Some((
+                u32::try_from(stat.pid).ok()?,
+                u32::try_from(stat.ppid).ok()?,
+            ))
+        })
+        .collect())
+}
+
+/// Pure: `root` and every process below it in the parent links.
+pub fn descendants(root: u32, links: &[(u32, u32)]) -> HashSet<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &(pid, ppid) in links {
+        children.entry(ppid).or_default().push(pid);
+    }
+    let mut out = HashSet::from([root]);
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            if out.insert(c) {
+                stack.push(c);
             }
         }
     }
-    Ok(holders)
+    out
 }
 
-fn holder_of(proc: &Process, stat: &mut Option<Holder>) -> Option<Holder> {
-    if stat.is_none() {
-        let s = proc.stat().ok()?;
-        *stat = Some(Holder {
-            pid: u32::try_from(s.pid).ok()?,
-            start_time: s.starttime,
-            comm: safe_str(&s.comm),
-        });
-    }
-    stat.clone()
+/// Whether a process exists.
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]
@@ -137,23 +264,27 @@ mod tests {
             local: local.parse().unwrap(),
             uid: 1000,
             inode,
+            netns: 7,
+        }
+    }
+
+    fn holder(pid: u32, start_time: u64, comm: &str) -> Holder {
+        Holder {
+            pid,
+            start_time,
+            comm: comm.into(),
         }
     }
 
     #[test]
-    fn joins_entries_with_holders() {
+    fn joins_entries_with_the_oldest_holder() {
         let mut holders = HashMap::new();
-        holders.insert(
-            77,
-            Holder {
-                pid: 10,
-                start_time: 5,
-                comm: "web".into(),
-            },
-        );
+        holders.insert(77, vec![holder(12, 9, "worker"), holder(10, 5, "master")]);
+        let all = |_: u32| true;
         let out = listeners_with_owners(
             vec![entry("127.0.0.1:8080", 77), entry("[::]:22", 78)],
             &holders,
+            &all,
         );
         assert_eq!(out.len(), 2);
         assert_eq!(
@@ -162,13 +293,36 @@ mod tests {
                 out[0].port,
                 out[0].pid,
                 out[0].comm.as_str(),
-                out[0].uid
+                out[0].uid,
+                out[0].netns
             ),
-            ("127.0.0.1".to_string(), 8080, 10, "web", 1000)
+            ("127.0.0.1".to_string(), 8080, 10, "master", 1000, 7)
         );
         assert_eq!(
             (out[1].address.to_string(), out[1].pid, out[1].comm.as_str()),
             ("::".to_string(), 0, "")
         );
+    }
+
+    #[test]
+    fn a_filter_picks_an_admitted_holder_or_drops_the_socket() {
+        let mut holders = HashMap::new();
+        holders.insert(77, vec![holder(1, 0, "init"), holder(50, 9, "service")]);
+        let only_50 = |pid: u32| pid == 50;
+        let out = listeners_with_owners(
+            vec![entry("0.0.0.0:80", 77), entry("0.0.0.0:81", 78)],
+            &holders,
+            &only_50,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].pid, 50);
+    }
+
+    #[test]
+    fn descendants_follow_links() {
+        let links = [(2, 1), (3, 2), (4, 3), (5, 1), (6, 5)];
+        let got = descendants(2, &links);
+        assert_eq!(got, HashSet::from([2, 3, 4]));
+        assert_eq!(descendants(9, &links), HashSet::from([9]));
     }
 }

@@ -207,3 +207,59 @@ print fmt: \"family=%s\"
         assert_eq!(parse_field_line("field:int x;\toffset:zz;\tsize:4;"), None);
     }
 }
+
+/// Reads the fork/exit record offsets the process-tree programs need.
+pub fn tree_offsets(tracefs: &Path) -> Result<portwatch_common::TreeOffsets> {
+    let read = |event: &str| {
+        let path = tracefs.join(format!("events/sched/{event}/format"));
+        fs::read_to_string(&path)
+            .map(|text| (path.clone(), text))
+            .map_err(|source| Error::TracepointFormat { path, source })
+    };
+    let (fork_path, fork) = read("sched_process_fork")?;
+    let (_, exit) = read("sched_process_exit")?;
+    parse_tree_formats(&fork, &exit).map_err(|field| Error::TracepointField {
+        path: fork_path,
+        field,
+    })
+}
+
+/// Pure: the fork record's `child_pid` and the exit record's optional
+/// `group_dead` (absent before Linux 6.x: `u32::MAX`).
+pub fn parse_tree_formats(
+    fork: &str,
+    exit: &str,
+) -> Result<portwatch_common::TreeOffsets, &'static str> {
+    let find = |text: &str, name: &str, size: u32| {
+        text.lines()
+            .filter_map(parse_field_line)
+            .find(|f| f.name == name && f.size == size)
+            .map(|f| f.offset)
+    };
+    Ok(portwatch_common::TreeOffsets {
+        fork_child_pid: find(fork, "child_pid", 4).ok_or("child_pid")?,
+        exit_group_dead: find(exit, "group_dead", 1).unwrap_or(u32::MAX),
+    })
+}
+
+#[cfg(test)]
+mod tree_format_tests {
+    use super::*;
+
+    #[test]
+    fn fork_and_exit_formats() {
+        let fork = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\
+                    \tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\
+                    \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
+        let exit = "\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+                    \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        let off = parse_tree_formats(fork, exit).unwrap();
+        assert_eq!((off.fork_child_pid, off.exit_group_dead), (20, 32));
+        let old_exit = "\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n";
+        assert_eq!(
+            parse_tree_formats(fork, old_exit).unwrap().exit_group_dead,
+            u32::MAX
+        );
+        assert_eq!(parse_tree_formats("", exit), Err("child_pid"));
+    }
+}

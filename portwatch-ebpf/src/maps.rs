@@ -1,0 +1,60 @@
+//! Maps and load-time globals shared by the programs.
+
+use aya_ebpf::{
+    Global,
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use portwatch_common::{
+    COUNTER_SLOTS, OWNERS_CAPACITY, Owner, SetStateOffsets, SockOffsets, TreeOffsets,
+    WATCHED_CAPACITY,
+};
+
+/// Listen events for userspace. The size here is a default that the loader
+/// always overrides with `--ring-buffer`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// Per-CPU counters of lost work, indexed by `COUNTER_*`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Socket address -> the process that called `listen()` on it.
+/// Not preallocated: a host has far fewer listeners than the capacity.
+#[map]
+pub static OWNERS: HashMap<u64, Owner> =
+    HashMap::with_max_entries(OWNERS_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Process ids inside the watched process tree (filter on).
+#[map]
+pub static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(WATCHED_CAPACITY, 0);
+
+/// Record field offsets from the tracepoint's format file.
+#[unsafe(no_mangle)]
+pub static SET_STATE_OFFSETS: Global<SetStateOffsets> = Global::new(SetStateOffsets::DEFAULT);
+
+/// `struct sock` / `struct net` offsets from the kernel's BTF.
+#[unsafe(no_mangle)]
+pub static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets::UNKNOWN);
+
+/// Fork/exit record offsets from their format files.
+#[unsafe(no_mangle)]
+pub static TREE_OFFSETS: Global<TreeOffsets> = Global::new(TreeOffsets {
+    fork_child_pid: 20,
+    exit_group_dead: u32::MAX,
+});
+
+/// 1 when only processes in `WATCHED` are reported.
+#[unsafe(no_mangle)]
+pub static FILTER_TREE: Global<u32> = Global::new(0);
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot is only touched by programs on this CPU, and
+        // the pointer comes from a successful map lookup.
+        unsafe { *counter += 1 };
+    }
+}

@@ -1,0 +1,73 @@
+//! `inet_sock_set_state` as a BTF tracepoint (tp_btf): the states are plain
+//! arguments, so the common path needs no helper call; socket fields are
+//! read from `struct sock` at offsets from the kernel's BTF.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+use portwatch_common::{AF_INET, SockOffsets};
+
+use crate::{
+    listen::{Transition, handle, listen_kind},
+    maps::SOCK_OFFSETS,
+};
+
+struct Sock {
+    sk: u64,
+    off: SockOffsets,
+}
+
+impl Sock {
+    #[inline(always)]
+    fn read<T: Default>(&self, offset: u32) -> T {
+        // SAFETY: a probe read inside `struct sock` at a BTF-derived offset;
+        // a failed read yields the zero value, treated as unknown.
+        unsafe { bpf_probe_read_kernel((self.sk + offset as u64) as *const T) }.unwrap_or_default()
+    }
+}
+
+impl Transition for Sock {
+    fn skaddr(&self) -> u64 {
+        self.sk
+    }
+    fn protocol(&self) -> u16 {
+        self.read(self.off.sk_protocol)
+    }
+    fn family(&self) -> u16 {
+        self.read(self.off.skc_family)
+    }
+    fn port(&self) -> u16 {
+        // inet_sport, like the classic tracepoint's `sport`: skc_num is
+        // already zero when a listener with a kernel-picked port closes.
+        u16::from_be(self.read(self.off.inet_sport))
+    }
+    fn addr(&self, family: u16) -> [u8; 16] {
+        if family == AF_INET {
+            let v4: [u8; 4] = self.read(self.off.skc_rcv_saddr);
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4);
+            addr
+        } else {
+            self.read(self.off.skc_v6_rcv_saddr)
+        }
+    }
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let Some(kind) = listen_kind(old, new) else {
+        return 0;
+    };
+    let sk: u64 = ctx.arg(0);
+    handle(
+        &Sock {
+            sk,
+            off: SOCK_OFFSETS.load(),
+        },
+        kind,
+    );
+    0
+}
