@@ -260,12 +260,18 @@ impl EbpfWatch {
             interval: config.resync_interval,
         };
         // Attached first, scanned second: whatever changes meanwhile waits
-        // in the ring buffer and is reconciled by `apply_pending`.
+        // in the ring buffer and is reconciled by `apply_pending`; the opens
+        // among it also name owners the scan could not see.
+        let scan_start_ns = BootClock::boot_now_ns();
         let listeners = w.scan()?;
         w.rules.scan_end_ns = BootClock::boot_now_ns();
-        w.table.seed(listeners.clone());
+        w.probe.read_now(&mut w.pending);
+        w.prepare_pending();
+        w.table.seed(listeners);
+        w.table.adopt_startup_opens(&w.pending, scan_start_ns);
+        let baseline: Vec<Listener> = w.table.listeners().cloned().collect();
         w.schedule_interval();
-        Ok((w, baseline_events(&listeners, Source::Baseline)))
+        Ok((w, baseline_events(&baseline, Source::Baseline)))
     }
 
     fn scan(&self) -> Result<Vec<Listener>> {
@@ -313,6 +319,16 @@ impl EbpfWatch {
         Ok(out.into_iter().map(Report::Port).collect())
     }
 
+    /// Fills in what decoding cannot: namespace policy and cgroup paths.
+    fn prepare_pending(&mut self) {
+        for ev in self.pending.iter_mut().filter(|e| e.cgroup.is_empty()) {
+            if !self.netns_known {
+                ev.netns = 0;
+            }
+            ev.cgroup = self.cgroups.path(ev.cgroup_id);
+        }
+    }
+
     /// Applies buffered kernel events; with `since`, returns the keys of
     /// events at or after that boot time.
     fn apply_pending(
@@ -321,18 +337,15 @@ impl EbpfWatch {
         since: Option<u64>,
     ) -> HashSet<ListenerKey> {
         let mut touched = HashSet::new();
+        self.prepare_pending();
         self.events += self.pending.len() as u64;
-        for mut ev in std::mem::take(&mut self.pending) {
-            if !self.netns_known {
-                ev.netns = 0;
-            }
+        for ev in std::mem::take(&mut self.pending) {
             if since.is_some_and(|t| ev.ts_ns >= t) {
                 touched.insert((ev.netns, ev.address, ev.port));
             }
             if !self.filter.admits(&ev.listener()) {
                 continue;
             }
-            ev.cgroup = self.cgroups.path(ev.cgroup_id);
             let ts = self.clock.to_wall(ev.ts_ns);
             self.table.apply(&ev, ts, self.rules, out);
         }
@@ -379,6 +392,8 @@ impl EbpfWatch {
 
     fn resync(&mut self, reason: ResyncReason) -> Result<Vec<Report>> {
         self.resync_due = None;
+        // Drops seen from here on schedule the next resync after the spacing.
+        self.last_resync = Some(Instant::now());
         let started = BootClock::boot_now_ns();
         let scan = self.scan()?;
         // Events up to now: the ones older than the scan are already in it;
@@ -397,7 +412,6 @@ impl EbpfWatch {
         };
         out.extend(fixes);
         self.resyncs += 1;
-        self.last_resync = Some(Instant::now());
         self.schedule_interval();
         let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
         reports.push(Report::Resync(summary));

@@ -19,6 +19,7 @@ pub mod output;
 pub mod safe_text;
 pub mod sys;
 pub mod table;
+pub mod watcher;
 
 pub use engine::{Backend, Engine, EngineConfig, Report, ResyncSummary, Stats};
 pub use error::{Error, Result};

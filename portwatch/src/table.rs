@@ -53,6 +53,44 @@ impl ListenerTable {
         self.scanned.extend(listeners);
     }
 
+    /// Pairs scanned listeners with the kernel's open events that arrived
+    /// while the scan ran. A paired listener closes by socket address, and
+    /// when the scan found no owner (the socket was opened after the
+    /// process list was read, or its fd was already gone), the event names
+    /// it. Call after [`Self::seed`], before reporting the baseline.
+    ///
+    /// `scan_start_ns` is the boot time at which the scan began: a socket
+    /// closed before it cannot be the one the scan saw (the port may have
+    /// been reused since), so it is left to [`Self::apply`].
+    pub fn adopt_startup_opens(&mut self, events: &[KernelEvent], scan_start_ns: u64) {
+        let closed: HashSet<u64> = events
+            .iter()
+            .filter(|e| e.kind == ListenKind::Closed && e.ts_ns < scan_start_ns)
+            .map(|e| e.skaddr)
+            .collect();
+        for ev in events
+            .iter()
+            .filter(|e| e.kind == ListenKind::Opened && e.port != 0 && !closed.contains(&e.skaddr))
+        {
+            let key = (ev.netns, ev.address, ev.port);
+            let Some(i) = self
+                .scanned
+                .iter()
+                .position(|l| l.key() == key && (l.pid == ev.tgid || l.pid == 0))
+            else {
+                continue;
+            };
+            let mut known = self.scanned.swap_remove(i);
+            if known.pid == 0 {
+                known.pid = ev.tgid;
+                known.comm = ev.comm.clone();
+                known.cgroup = ev.cgroup.clone();
+            }
+            known.skaddr = Some(ev.skaddr);
+            self.by_sk.insert(ev.skaddr, known);
+        }
+    }
+
     /// Every open listener with a known port.
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
         self.by_sk.values().chain(self.scanned.iter())
@@ -105,15 +143,23 @@ impl ListenerTable {
                     self.unbound.insert(ev.skaddr, (listener, ts));
                     return;
                 }
+                if during_startup && self.by_sk.contains_key(&ev.skaddr) {
+                    // Adopted by the baseline already.
+                    return;
+                }
                 if during_startup
-                    && let Some(i) = self
-                        .scanned
-                        .iter()
-                        .position(|l| l.key() == listener.key() && l.pid == listener.pid)
+                    && let Some(i) = self.scanned.iter().position(|l| {
+                        l.key() == listener.key() && (l.pid == listener.pid || l.pid == 0)
+                    })
                 {
                     // Already reported by the scan: from now on its close
-                    // pairs by socket address.
+                    // pairs by socket address, and names the owner.
                     let mut known = self.scanned.swap_remove(i);
+                    if known.pid == 0 {
+                        known.pid = listener.pid;
+                        known.comm = listener.comm;
+                        known.cgroup = listener.cgroup;
+                    }
                     known.skaddr = Some(ev.skaddr);
                     self.by_sk.insert(ev.skaddr, known);
                     return;
@@ -221,6 +267,24 @@ impl ListenerTable {
             gone.into_iter()
                 .map(|l| report(Change::Closed, l, ts, Source::Resync)),
         );
+
+        // Owners the table lacked (pid 0) that the scan now knows: no
+        // change to report, just better knowledge.
+        for l in self
+            .scanned
+            .iter_mut()
+            .chain(self.by_sk.values_mut())
+            .filter(|l| l.pid == 0)
+        {
+            if let Some(found) = want
+                .get(&l.key())
+                .and_then(|v| v.iter().find(|s| s.pid != 0))
+            {
+                l.pid = found.pid;
+                l.comm = found.comm.clone();
+                l.cgroup = found.cgroup.clone();
+            }
+        }
 
         // Too few: opens that were lost.
         for (key, listeners) in want {
@@ -344,6 +408,32 @@ mod tests {
             (5, Some(42))
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn startup_opens_name_the_owners_a_scan_missed() {
+        let mut t = ListenerTable::new();
+        t.seed([scanned("127.0.0.1", 7000, 0), scanned("127.0.0.1", 7001, 5)]);
+        let opens = [
+            kev(ListenKind::Opened, 10, 0x70, "127.0.0.1", 7000, 9),
+            kev(ListenKind::Opened, 10, 0x71, "127.0.0.1", 7001, 5),
+        ];
+        t.adopt_startup_opens(&opens, 0);
+        let mut owners: Vec<(u16, u32)> = t.listeners().map(|l| (l.port, l.pid)).collect();
+        owners.sort();
+        assert_eq!(owners, [(7000, 9), (7001, 5)]);
+        for ev in opens {
+            assert!(
+                apply(&mut t, ev, startup(100)).is_empty(),
+                "not reported twice"
+            );
+        }
+        let close = apply(
+            &mut t,
+            kev(ListenKind::Closed, 200, 0x70, "127.0.0.1", 7000, 9),
+            startup(100),
+        );
+        assert_eq!((close[0].listener.pid, close[0].listener.port), (9, 7000));
     }
 
     #[test]

@@ -79,7 +79,12 @@ impl Watcher {
     }
 
     /// The next event matching `pred`, skipping others; panics after `timeout`.
-    pub fn expect(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn expect(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -90,6 +95,11 @@ impl Watcher {
                 Err(RecvTimeoutError::Disconnected) => panic!("portwatch exited before {what}"),
             }
         }
+    }
+
+    /// The next line, if one arrives within `timeout`.
+    pub fn collect_one(&self, timeout: Duration) -> Option<Value> {
+        self.lines.recv_timeout(timeout).ok()
     }
 
     /// Every event that arrives until `quiet` passes with no matching one.
@@ -145,24 +155,71 @@ pub fn is_event(v: &Value, event: &str, address: &str, port: u16) -> bool {
 /// (e.g. `close`). Every step waits on such a message, never on a sleep.
 pub struct Helper {
     pub child: Child,
-    stdin: std::process::ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
+    stdin: Option<std::process::ChildStdin>,
+    lines: Receiver<String>,
+}
+
+/// How long a helper may take to say its next line.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A helper script under tests/helpers/.
+pub fn helper_path(name: &str) -> String {
+    format!("{}/../tests/helpers/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 impl Helper {
     pub fn spawn(script: &str) -> Helper {
-        let mut child = Command::new("python3")
-            .args(["-u", "-c", script])
+        Self::command(Command::new("python3").args(["-u", "-c", script]))
+    }
+
+    /// Runs tests/helpers/NAME with arguments.
+    pub fn script(name: &str, args: &[&str]) -> Helper {
+        Self::command(
+            Command::new("python3")
+                .arg("-u")
+                .arg(helper_path(name))
+                .args(args),
+        )
+    }
+
+    /// Runs tests/helpers/NAME inside a network namespace.
+    pub fn script_in_netns(netns: &str, name: &str, args: &[&str]) -> Helper {
+        Self::command(
+            Command::new("ip")
+                .args(["netns", "exec", netns, "python3", "-u"])
+                .arg(helper_path(name))
+                .args(args),
+        )
+    }
+
+    /// Runs an inline Python script inside a network namespace.
+    pub fn command_in_netns(netns: &str, script: &str) -> Helper {
+        Self::command(
+            Command::new("ip").args(["netns", "exec", netns, "python3", "-u", "-c", script]),
+        )
+    }
+
+    fn command(cmd: &mut Command) -> Helper {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 is needed by the tests");
-        let stdin = child.stdin.take().expect("piped stdin");
+            .expect("python3 (and iproute2 for namespaces) are needed by the tests");
+        let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Helper {
             child,
             stdin,
-            stdout,
+            lines,
         }
     }
 
@@ -172,10 +229,11 @@ impl Helper {
 
     /// Reads the helper's next line.
     pub fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.stdout.read_line(&mut line).expect("read from helper");
-        assert!(n > 0, "helper exited early");
-        line.trim_end().to_string()
+        match self.lines.recv_timeout(HELPER_TIMEOUT) {
+            Ok(line) => line.trim_end().to_string(),
+            Err(RecvTimeoutError::Timeout) => panic!("helper said nothing for {HELPER_TIMEOUT:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("helper exited early"),
+        }
     }
 
     /// Reads a `key value` line and returns the value.
@@ -188,8 +246,14 @@ impl Helper {
 
     pub fn send(&mut self, line: &str) {
         use std::io::Write as _;
-        writeln!(self.stdin, "{line}").expect("write to helper");
-        self.stdin.flush().expect("flush helper stdin");
+        let stdin = self.stdin.as_mut().expect("helper stdin is open");
+        writeln!(stdin, "{line}").expect("write to helper");
+        stdin.flush().expect("flush helper stdin");
+    }
+
+    /// Closes the helper's stdin: it reads end of file.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     pub fn wait(mut self) -> ExitStatus {
@@ -202,4 +266,66 @@ impl Drop for Helper {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A network namespace made for one test and deleted after it.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("pwtest-{}-{tag}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip (iproute2)");
+        assert!(ok.success(), "ip netns add {name}");
+        let lo = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(lo.success());
+        NetNs { name }
+    }
+
+    /// The namespace's inode number, as portwatch reports it.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .expect("netns file")
+            .ino()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The listening TCP sockets that process `pid` holds: (address, port).
+pub fn listening_of(pid: u32) -> std::collections::BTreeSet<(String, u16)> {
+    let Ok(proc) = procfs::process::Process::new(pid as i32) else {
+        return Default::default();
+    };
+    let held: std::collections::HashSet<u64> = proc
+        .fd()
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| match fd.target {
+                    procfs::process::FDTarget::Socket(i) => Some(i),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut rows = proc.tcp().unwrap_or_default();
+    rows.extend(proc.tcp6().unwrap_or_default());
+    rows.into_iter()
+        .filter(|r| r.state == procfs::net::TcpState::Listen && held.contains(&r.inode))
+        .map(|r| (r.local_address.ip().to_string(), r.local_address.port()))
+        .collect()
 }

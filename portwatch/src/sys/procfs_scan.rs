@@ -70,76 +70,57 @@ pub fn cgroup_of(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-struct ProcessSockets {
-    pid: u32,
-    netns: Option<u64>,
-    sockets: Vec<u64>,
-    proc: Process,
-}
-
 /// Every listening TCP socket of every namespace, with its owner: the
 /// oldest process holding it for which `owner_ok` is true. A socket no
 /// such process holds is kept with pid 0 only if `owner_ok(0)`.
+///
+/// The socket tables are read before and after the processes' file
+/// descriptors, and only sockets present both times are kept: a socket
+/// that exists across the whole scan cannot hide from the descriptor walk,
+/// and one that was closed meanwhile is not reported as an orphan. (A
+/// table read while it changes may also list a socket twice.)
 pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
     let procs = all_processes().map_err(|source| Error::Procfs {
         what: "the process list",
         source,
     })?;
-    // Processes come and go while we read: one that vanished is skipped.
-    let mut all = Vec::new();
-    for proc in procs.flatten() {
-        let Ok(pid) = u32::try_from(proc.pid()) else {
-            continue;
-        };
-        let sockets = match proc.fd() {
-            Ok(fds) => fds
-                .flatten()
-                .filter_map(|fd| match fd.target {
-                    FDTarget::Socket(inode) => Some(inode),
-                    _ => None,
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        all.push(ProcessSockets {
-            pid,
-            netns: netns_of(pid),
-            sockets,
-            proc,
-        });
-    }
+    let all: Vec<(u32, Option<u64>, Process)> = procs
+        .flatten()
+        .filter_map(|proc| {
+            let pid = u32::try_from(proc.pid()).ok()?;
+            Some((pid, netns_of(pid), proc))
+        })
+        .collect();
+    let before = read_tables(&all);
 
-    // One process per namespace reads that namespace's tables.
-    let mut entries = Vec::new();
-    let mut seen_ns = HashSet::new();
-    for p in &all {
-        let Some(ns) = p.netns else { continue };
-        if !seen_ns.insert(ns) {
-            continue;
-        }
-        let Ok(tcp) = p.proc.tcp() else {
-            // It exited: let another process of the namespace read it.
-            seen_ns.remove(&ns);
-            continue;
-        };
-        entries.extend(listen_entries(tcp, ns));
-        // A kernel without IPv6 has no tcp6 table: that is no error.
-        entries.extend(listen_entries(p.proc.tcp6().unwrap_or_default(), ns));
-    }
-
-    let wanted: HashSet<u64> = entries.iter().map(|e| e.inode).collect();
+    let wanted: HashSet<u64> = before.iter().map(|e| e.inode).collect();
     let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
-    for p in &all {
+    for (pid, _, proc) in &all {
+        // Processes come and go while we read: one that vanished is skipped.
+        let Ok(fds) = proc.fd() else { continue };
         let mut holder = None;
-        for inode in p.sockets.iter().filter(|i| wanted.contains(i)) {
+        for fd in fds.flatten() {
+            let FDTarget::Socket(inode) = fd.target else {
+                continue;
+            };
+            if !wanted.contains(&inode) {
+                continue;
+            }
             if holder.is_none() {
-                holder = holder_of(&p.proc, p.pid);
+                holder = holder_of(proc, *pid);
             }
             if let Some(h) = &holder {
-                holders.entry(*inode).or_default().push(h.clone());
+                holders.entry(inode).or_default().push(h.clone());
             }
         }
     }
+
+    let after: HashSet<u64> = read_tables(&all).iter().map(|e| e.inode).collect();
+    let mut seen = HashSet::new();
+    let entries: Vec<ListenEntry> = before
+        .into_iter()
+        .filter(|e| after.contains(&e.inode) && seen.insert(e.inode))
+        .collect();
     let mut listeners = listeners_with_owners(entries, &holders, owner_ok);
     for l in &mut listeners {
         if l.pid != 0 {
@@ -147,6 +128,26 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
         }
     }
     Ok(listeners)
+}
+
+/// The LISTEN rows of every namespace's tables, read through one process
+/// of each namespace.
+fn read_tables(all: &[(u32, Option<u64>, Process)]) -> Vec<ListenEntry> {
+    let mut entries = Vec::new();
+    let mut done = HashSet::new();
+    for (_, netns, proc) in all {
+        let Some(ns) = *netns else { continue };
+        if done.contains(&ns) {
+            continue;
+        }
+        // If this process exited, another one of the namespace reads it.
+        let Ok(tcp) = proc.tcp() else { continue };
+        done.insert(ns);
+        entries.extend(listen_entries(tcp, ns));
+        // A kernel without IPv6 has no tcp6 table: that is no error.
+        entries.extend(listen_entries(proc.tcp6().unwrap_or_default(), ns));
+    }
+    entries
 }
 
 fn holder_of(proc: &Process, pid: u32) -> Option<Holder> {

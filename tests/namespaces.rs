@@ -1,0 +1,94 @@
+//! Network namespaces, IPv4-mapped addresses and address scope.
+
+mod support;
+
+use std::{net::TcpListener, time::Duration};
+
+use serde_json::Value;
+use support::{EVENT_TIMEOUT, Helper, NetNs, Watcher, is_event};
+
+const LISTEN_TWICE: &str = r#"
+import socket, sys
+a = socket.socket(); a.bind(("0.0.0.0", 7001)); a.listen()
+print("ready")
+sys.stdin.readline()
+b = socket.socket(); b.bind(("127.0.0.1", 7002)); b.listen()
+print("second")
+sys.stdin.readline()
+"#;
+
+#[test]
+fn listeners_in_other_namespaces_carry_their_namespace() {
+    let ns = NetNs::new("ns");
+    let inode = ns.inode();
+    let mut helper = Helper::command_in_netns(&ns.name, LISTEN_TWICE);
+    assert_eq!(helper.read_line(), "ready");
+
+    let all = Watcher::start(&[]);
+    let only_ns = Watcher::start(&["--netns", &inode.to_string()]);
+    // The baseline covers the other namespace.
+    let base = all
+        .baseline
+        .iter()
+        .find(|v| v["netns"] == inode && v["port"] == 7001)
+        .unwrap_or_else(|| panic!("no baseline entry in netns {inode}: {:?}", all.baseline));
+    assert_eq!(base["address"], "0.0.0.0");
+    assert_eq!(base["pid"], helper.pid(), "{base}");
+    assert!(
+        only_ns.baseline.iter().all(|v| v["netns"] == inode),
+        "{:?}",
+        only_ns.baseline
+    );
+    assert_eq!(only_ns.baseline.len(), 1);
+
+    // A host listener first, then one in the namespace as a barrier.
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    all.expect("host listener", EVENT_TIMEOUT, |v| {
+        is_event(v, "opened", "127.0.0.1", host_port)
+    });
+    helper.send("next");
+    assert_eq!(helper.read_line(), "second");
+    for w in [&all, &only_ns] {
+        let mut seen: Vec<Value> = Vec::new();
+        let v = w.expect("namespace listener", EVENT_TIMEOUT, |v| {
+            seen.push(v.clone());
+            is_event(v, "opened", "127.0.0.1", 7002)
+        });
+        assert_eq!(v["netns"], inode, "{v}");
+        if std::ptr::eq(w, &only_ns) {
+            assert!(
+                !seen.iter().any(|s| s["port"] == host_port),
+                "--netns let a host listener through"
+            );
+        }
+    }
+    drop(host);
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_reported_and_scope_local_keeps_four_addresses() {
+    let all = Watcher::start(&[]);
+    let local = Watcher::start(&["--scope", "local"]);
+    let mapped = TcpListener::bind("[::ffff:127.0.0.1]:0").unwrap();
+    let mapped_port = mapped.local_addr().unwrap().port();
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+
+    all.expect("mapped listener", EVENT_TIMEOUT, |v| {
+        is_event(v, "opened", "::ffff:127.0.0.1", mapped_port)
+    });
+    let mut seen: Vec<Value> = Vec::new();
+    local.expect("the 127.0.0.1 listener", EVENT_TIMEOUT, |v| {
+        seen.push(v.clone());
+        is_event(v, "opened", "127.0.0.1", plain_port)
+    });
+    seen.extend(local.collect(Duration::from_millis(100), |_| true));
+    assert!(
+        !seen.iter().any(|v| v["port"] == mapped_port),
+        "--scope local reported {mapped_port}"
+    );
+    assert!(local.baseline.iter().all(|v| {
+        ["127.0.0.1", "0.0.0.0", "::1", "::"].contains(&v["address"].as_str().unwrap())
+    }));
+}
