@@ -92,3 +92,46 @@ fn ipv4_mapped_addresses_are_reported_and_scope_local_keeps_four_addresses() {
         ["127.0.0.1", "0.0.0.0", "::1", "::"].contains(&v["address"].as_str().unwrap())
     }));
 }
+
+/// Moves itself into the cgroup given as argv[1], then listens.
+const IN_CGROUP: &str = r#"
+import os, socket, sys
+open(os.path.join(sys.argv[1], "cgroup.procs"), "w").write(str(os.getpid()))
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print("port", s.getsockname()[1])
+sys.stdin.readline()
+"#;
+
+#[test]
+fn events_carry_the_owners_cgroup_path() {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = mounts
+        .lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|fs| fs.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("a cgroup2 mount")
+        .to_string();
+    let name = format!("pwtest-{}", std::process::id());
+    let dir = format!("{root}/{name}");
+    std::fs::create_dir(&dir).unwrap();
+    let watcher = Watcher::start(&[]);
+    let mut helper =
+        Helper::command(std::process::Command::new("python3").args(["-u", "-c", IN_CGROUP, &dir]));
+    let port: u16 = helper.read_value("port").parse().unwrap();
+    let v = watcher.expect("opened in the cgroup", EVENT_TIMEOUT, |v| {
+        is_event(v, "opened", "127.0.0.1", port)
+    });
+    assert_eq!(v["cgroup"], format!("/{name}"), "{v}");
+    drop(helper);
+    // The helper is gone: the cgroup can be removed (retry while it exits).
+    for _ in 0..100 {
+        if std::fs::remove_dir(&dir).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -199,7 +199,7 @@ impl Helper {
         )
     }
 
-    fn command(cmd: &mut Command) -> Helper {
+    pub fn command(cmd: &mut Command) -> Helper {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
