@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod output;
+pub mod rules;
 pub mod safe_text;
 pub mod sys;
 pub mod table;

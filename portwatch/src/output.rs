@@ -132,6 +132,66 @@ pub fn stats_json(s: &Stats, ts: &DateTime<Utc>) -> String {
     })
 }
 
+#[derive(Serialize)]
+struct AlertJson<'a> {
+    event: &'static str,
+    rule_id: String,
+    rule_name: String,
+    severity: crate::rules::model::Severity,
+    condition: &'a str,
+    message: &'a str,
+    pid: u32,
+    comm: &'a str,
+    address: Option<String>,
+    port: Option<u16>,
+    ts: String,
+}
+
+/// One alert as a JSON line.
+pub fn alert_json(a: &crate::rules::eval::Alert) -> String {
+    to_json(&AlertJson {
+        event: "alert",
+        // From the rules file: escaped like process names.
+        rule_id: crate::safe_text::safe_str(&a.rule_id),
+        rule_name: crate::safe_text::safe_str(&a.rule_name),
+        severity: a.severity,
+        condition: a.condition,
+        message: &a.message,
+        pid: a.pid,
+        comm: &a.comm,
+        address: a.address.map(|x| x.to_string()),
+        port: a.port,
+        ts: format_ts(&a.ts),
+    })
+}
+
+/// One alert as a readable line. Rule names come from the rules file, so
+/// they are escaped like process names.
+pub fn alert_line(a: &crate::rules::eval::Alert) -> String {
+    format!(
+        "{}  {:<8}  {}: {}",
+        format_ts(&a.ts),
+        format!("{:?}", a.severity).to_uppercase(),
+        crate::safe_text::safe_str(&a.rule_name),
+        a.message
+    )
+}
+
+/// A free-form notice as a JSON line: `{"event": kind, "message": ...}`.
+pub fn notice_json(kind: &str, message: &str) -> String {
+    #[derive(Serialize)]
+    struct Notice<'a> {
+        event: &'a str,
+        message: &'a str,
+        ts: String,
+    }
+    to_json(&Notice {
+        event: kind,
+        message,
+        ts: format_ts(&Utc::now()),
+    })
+}
+
 fn to_json(value: &impl Serialize) -> String {
     // Serializing these plain structs of strings and integers cannot fail.
     serde_json::to_string(value)

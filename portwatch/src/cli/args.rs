@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -21,6 +21,44 @@ pub enum Command {
     Watch(WatchArgs),
     /// Print the listening TCP sockets and their owners, like `ss -ltnp`
     List(ListArgs),
+    /// Manage the alert rules file (alerts.json)
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// Watch and evaluate the alert rules, printing each alert
+    Daemon(DaemonArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCommand {
+    /// Check a rules file (default: the one portwatch reads)
+    Validate {
+        /// The file to check
+        file: Option<PathBuf>,
+    },
+    /// Print the path of the rules file portwatch reads
+    Path,
+    /// Write the example rules to the canonical path
+    Init {
+        /// Replace an existing file (it is kept as alerts.json.bak)
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// The rules file (default: the canonical path, or the legacy one)
+    #[arg(long, value_name = "FILE")]
+    pub alerts: Option<PathBuf>,
+    /// One JSON object per line instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Only this process and its descendants
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// How often the CPU and memory of listening processes are sampled
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub sample_interval: Duration,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,8 @@
 //! The `portwatch` command.
 
+mod alerts;
 mod args;
+mod daemon;
 mod list;
 mod sink;
 mod watch;
@@ -28,6 +30,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => watch::run(args).await,
             Command::List(args) => list::run(args),
+            Command::Alerts(cmd) => alerts::run(cmd),
+            Command::Daemon(args) => daemon::run(args).await,
         }
     });
     match result {

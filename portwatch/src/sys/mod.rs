@@ -7,4 +7,5 @@ pub mod cgroup;
 pub mod clock;
 pub mod privilege;
 pub mod procfs_scan;
+pub mod sampler;
 pub mod tracefs;

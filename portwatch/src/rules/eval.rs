@@ -1,0 +1,577 @@
+//! Evaluates rules against what the watcher sees. Pure logic: events,
+//! connections and process samples in, alerts out.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use regex::Regex;
+
+use super::{
+    model::{AlertsFile, Condition, Severity},
+    private::is_private,
+    validate::{RulesError, compile_regex, validate},
+};
+use crate::event::{Change, PortEvent, Source};
+
+/// A TCP connection made (outbound, at connect time) or accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub pid: u32,
+    pub comm: String,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub outbound: bool,
+    pub ts: DateTime<Utc>,
+}
+
+/// Resource use of a process that owns listening sockets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessSample {
+    pub pid: u32,
+    pub comm: String,
+    /// CPU time over the last interval, as a percentage of one CPU.
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub ts: DateTime<Utc>,
+}
+
+/// One firing of a rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub rule_id: String,
+    pub rule_name: String,
+    pub severity: Severity,
+    pub condition: &'static str,
+    pub message: String,
+    pub pid: u32,
+    pub comm: String,
+    pub address: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub ts: DateTime<Utc>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+enum Matcher {
+    Port(u16),
+    Range(u16, u16),
+    External { ip: Regex, exclude_private: bool },
+    Cpu { name: Regex, threshold: f64 },
+    Memory { name: Regex, threshold_mb: u64 },
+    Unknown,
+}
+
+struct Compiled {
+    id: String,
+    name: String,
+    severity: Severity,
+    condition: &'static str,
+    opened: bool,
+    enabled: bool,
+    cooldown: TimeDelta,
+    matcher: Matcher,
+}
+
+/// The rules in force, their cooldowns, and the processes known to listen.
+pub struct Evaluator {
+    rules: Vec<Compiled>,
+    known_patterns: Vec<Regex>,
+    /// Names of processes listening when the daemon started.
+    known_names: HashSet<String>,
+    last_fired: HashMap<String, DateTime<Utc>>,
+}
+
+fn compile(file: &AlertsFile) -> Result<(Vec<Compiled>, Vec<Regex>), RulesError> {
+    validate(file, std::path::Path::new("rules"))?;
+    let re = |p: &str| {
+        compile_regex(p, p).map_err(|e| RulesError::Invalid {
+            path: "rules".into(),
+            problems: super::validate::Problems(vec![e]),
+        })
+    };
+    let mut rules = Vec::new();
+    for r in &file.rules {
+        let (matcher, opened) = match &r.condition {
+            // Ranges were validated: the ports fit in u16.
+            Condition::PortOpened(p) => (Matcher::Port(p.port as u16), true),
+            Condition::PortClosed(p) => (Matcher::Port(p.port as u16), false),
+            Condition::PortRangeActivity(p) => {
+                (Matcher::Range(p.start_port as u16, p.end_port as u16), true)
+            }
+            Condition::ExternalConnection(p) => (
+                Matcher::External {
+                    ip: re(&p.ip_pattern)?,
+                    exclude_private: p.exclude_private,
+                },
+                false,
+            ),
+            Condition::ProcessCpuThreshold(p) => (
+                Matcher::Cpu {
+                    name: re(&p.process_pattern)?,
+                    threshold: p.threshold_percent,
+                },
+                false,
+            ),
+            Condition::ProcessMemoryThreshold(p) => (
+                Matcher::Memory {
+                    name: re(&p.process_pattern)?,
+                    threshold_mb: p.threshold_mb,
+                },
+                false,
+            ),
+            Condition::UnknownProcessListening(()) => (Matcher::Unknown, true),
+        };
+        rules.push(Compiled {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            severity: r.severity,
+            condition: r.condition.type_name(),
+            opened,
+            enabled: r.enabled,
+            cooldown: TimeDelta::seconds(i64::try_from(r.cooldown_seconds).unwrap_or(i64::MAX)),
+            matcher,
+        });
+    }
+    // Known names match whole: `sshd` is not `sshd-evil`.
+    let known = file
+        .known_processes
+        .iter()
+        .flatten()
+        .map(|p| re(&format!("^(?:{p})$")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((rules, known))
+}
+
+impl Evaluator {
+    /// Rules from a validated file; `listening_at_start` are the names of
+    /// processes already listening (known to UnknownProcessListening).
+    pub fn new(
+        file: &AlertsFile,
+        listening_at_start: impl IntoIterator<Item = String>,
+    ) -> Result<Self, RulesError> {
+        let (rules, known_patterns) = compile(file)?;
+        Ok(Self {
+            rules,
+            known_patterns,
+            known_names: listening_at_start.into_iter().collect(),
+            last_fired: HashMap::new(),
+        })
+    }
+
+    /// Replaces the rules (a reloaded file); cooldowns of ids that remain
+    /// carry over, so a reload does not re-fire everything.
+    pub fn replace_rules(&mut self, file: &AlertsFile) -> Result<(), RulesError> {
+        let (rules, known_patterns) = compile(file)?;
+        self.rules = rules;
+        self.known_patterns = known_patterns;
+        Ok(())
+    }
+
+    /// Whether any enabled rule needs connection events.
+    pub fn wants_connections(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.enabled && matches!(r.matcher, Matcher::External { .. }))
+    }
+
+    /// Whether any enabled rule needs process samples.
+    pub fn wants_samples(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.enabled && matches!(r.matcher, Matcher::Cpu { .. } | Matcher::Memory { .. }))
+    }
+
+    fn is_known(&self, comm: &str) -> bool {
+        self.known_names.contains(comm) || self.known_patterns.iter().any(|p| p.is_match(comm))
+    }
+
+    /// Fires rule `i` unless disabled or cooling down.
+    fn fire(&mut self, i: usize, ts: DateTime<Utc>, what: Fired) -> Option<Alert> {
+        let rule = &self.rules[i];
+        if !rule.enabled {
+            return None;
+        }
+        if let Some(last) = self.last_fired.get(&rule.id)
+            && ts < *last + rule.cooldown
+        {
+            return None;
+        }
+        self.last_fired.insert(rule.id.clone(), ts);
+        Some(Alert {
+            rule_id: rule.id.clone(),
+            rule_name: rule.name.clone(),
+            severity: rule.severity,
+            condition: rule.condition,
+            message: what.message,
+            pid: what.pid,
+            comm: what.comm,
+            address: what.address,
+            port: what.port,
+            ts,
+        })
+    }
+
+    /// Rules about listeners. The baseline is the state at start, not a
+    /// change, so it fires nothing.
+    pub fn on_port(&mut self, ev: &PortEvent) -> Vec<Alert> {
+        if ev.source == Source::Baseline {
+            return Vec::new();
+        }
+        let l = &ev.listener;
+        let opened = ev.change == Change::Opened;
+        let verb = if opened { "opened" } else { "closed" };
+        let socket = crate::output::socket_text(l.address, l.port);
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            let r = &self.rules[i];
+            let hit = match r.matcher {
+                Matcher::Port(p) => r.opened == opened && p == l.port,
+                Matcher::Range(a, b) => opened && (a..=b).contains(&l.port),
+                Matcher::Unknown => opened && !self.is_known(&l.comm),
+                _ => false,
+            };
+            if !hit {
+                continue;
+            }
+            let message = match r.matcher {
+                Matcher::Unknown => format!(
+                    "unknown process {} (pid {}) is listening on {socket}",
+                    l.comm, l.pid
+                ),
+                _ => format!("{} (pid {}) {verb} {socket}", l.comm, l.pid),
+            };
+            let what = Fired {
+                message,
+                pid: l.pid,
+                comm: l.comm.clone(),
+                address: Some(l.address),
+                port: Some(l.port),
+            };
+            out.extend(self.fire(i, ev.ts, what));
+        }
+        out
+    }
+
+    /// Rules about connections.
+    pub fn on_connection(&mut self, c: &Connection) -> Vec<Alert> {
+        let remote_ip = c.remote.ip();
+        let text = remote_ip.to_string();
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            let Matcher::External {
+                ip,
+                exclude_private,
+            } = &self.rules[i].matcher
+            else {
+                continue;
+            };
+            if !ip.is_match(&text) || (*exclude_private && is_private(remote_ip)) {
+                continue;
+            }
+            let dir = if c.outbound {
+                "connected to"
+            } else {
+                "accepted a connection from"
+            };
+            let message = format!(
+                "{} (pid {}) {dir} {}",
+                c.comm,
+                c.pid,
+                crate::output::socket_text(remote_ip, c.remote.port())
+            );
+            let what = Fired {
+                message,
+                pid: c.pid,
+                comm: c.comm.clone(),
+                address: Some(remote_ip),
+                port: Some(c.remote.port()),
+            };
+            out.extend(self.fire(i, c.ts, what));
+        }
+        out
+    }
+
+    /// Rules about the resource use of listening processes.
+    pub fn on_sample(&mut self, s: &ProcessSample) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            let message = match &self.rules[i].matcher {
+                Matcher::Cpu { name, threshold }
+                    if name.is_match(&s.comm) && s.cpu_percent > *threshold =>
+                {
+                    format!(
+                        "{} (pid {}) uses {:.1}% CPU, above {threshold}%",
+                        s.comm, s.pid, s.cpu_percent
+                    )
+                }
+                Matcher::Memory { name, threshold_mb }
+                    if name.is_match(&s.comm) && s.rss_bytes > threshold_mb * MIB =>
+                {
+                    format!(
+                        "{} (pid {}) uses {} MiB of memory, above {threshold_mb} MiB",
+                        s.comm,
+                        s.pid,
+                        s.rss_bytes / MIB
+                    )
+                }
+                _ => continue,
+            };
+            let what = Fired {
+                message,
+                pid: s.pid,
+                comm: s.comm.clone(),
+                address: None,
+                port: None,
+            };
+            out.extend(self.fire(i, s.ts, what));
+        }
+        out
+    }
+}
+
+struct Fired {
+    message: String,
+    pid: u32,
+    comm: String,
+    address: Option<IpAddr>,
+    port: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::Listener, event::Proto, rules::validate::load_bytes};
+
+    fn rules(json: &str) -> AlertsFile {
+        load_bytes(json.as_bytes(), std::path::Path::new("t")).unwrap()
+    }
+
+    fn rule(id: &str, condition: &str, cooldown: u64, enabled: bool) -> String {
+        format!(
+            r#"{{"id":"{id}","name":"{id} rule","condition":{condition},"enabled":{enabled},"severity":"Warning","cooldown_seconds":{cooldown}}}"#
+        )
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn port_event(change: Change, port: u16, comm: &str, secs: i64, source: Source) -> PortEvent {
+        PortEvent {
+            change,
+            listener: Listener {
+                proto: Proto::Tcp,
+                address: "0.0.0.0".parse().unwrap(),
+                port,
+                pid: 7,
+                comm: comm.into(),
+                uid: 0,
+                skaddr: None,
+                inode: None,
+                netns: 1,
+                cgroup: String::new(),
+            },
+            ts: at(secs),
+            source,
+        }
+    }
+
+    #[test]
+    fn port_rules_fire_on_the_right_change_only() {
+        let file = rules(&format!(
+            r#"{{"rules":[{},{},{}]}}"#,
+            rule(
+                "open22",
+                r#"{"type":"PortOpened","params":{"port":22}}"#,
+                10,
+                true
+            ),
+            rule(
+                "close22",
+                r#"{"type":"PortClosed","params":{"port":22}}"#,
+                10,
+                true
+            ),
+            rule(
+                "range",
+                r#"{"type":"PortRangeActivity","params":{"start_port":20,"end_port":25}}"#,
+                10,
+                true
+            ),
+        ));
+        let mut e = Evaluator::new(&file, []).unwrap();
+        let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(e.on_port(&port_event(Change::Opened, 22, "sshd", 0, Source::Ebpf))),
+            ["open22", "range"]
+        );
+        assert_eq!(
+            ids(e.on_port(&port_event(Change::Closed, 22, "sshd", 100, Source::Ebpf))),
+            ["close22"]
+        );
+        assert!(
+            e.on_port(&port_event(Change::Opened, 26, "x", 200, Source::Ebpf))
+                .is_empty()
+        );
+        // The baseline is not a change.
+        assert!(
+            e.on_port(&port_event(
+                Change::Opened,
+                22,
+                "sshd",
+                300,
+                Source::Baseline
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn cooldown_and_disabled_rules() {
+        let file = rules(&format!(
+            r#"{{"rules":[{},{}]}}"#,
+            rule(
+                "a",
+                r#"{"type":"PortOpened","params":{"port":80}}"#,
+                60,
+                true
+            ),
+            rule(
+                "off",
+                r#"{"type":"PortOpened","params":{"port":80}}"#,
+                1,
+                false
+            ),
+        ));
+        let mut e = Evaluator::new(&file, []).unwrap();
+        assert_eq!(
+            e.on_port(&port_event(Change::Opened, 80, "w", 0, Source::Ebpf))
+                .len(),
+            1
+        );
+        assert!(
+            e.on_port(&port_event(Change::Opened, 80, "w", 59, Source::Ebpf))
+                .is_empty()
+        );
+        assert_eq!(
+            e.on_port(&port_event(Change::Opened, 80, "w", 60, Source::Ebpf))
+                .len(),
+            1
+        );
+        // A reload keeps the cooldown of an id that stays.
+        e.replace_rules(&file).unwrap();
+        assert!(
+            e.on_port(&port_event(Change::Opened, 80, "w", 61, Source::Ebpf))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_process_listening() {
+        let file = rules(&format!(
+            r#"{{"rules":[{}],"known_processes":["sshd","python3\\.\\d+"]}}"#,
+            rule(
+                "u",
+                r#"{"type":"UnknownProcessListening","params":null}"#,
+                1,
+                true
+            ),
+        ));
+        let mut e = Evaluator::new(&file, ["nginx".to_string()]).unwrap();
+        let fires = |e: &mut Evaluator, comm: &str, t| {
+            e.on_port(&port_event(Change::Opened, 9, comm, t, Source::Ebpf))
+                .len()
+        };
+        assert_eq!(fires(&mut e, "sshd", 0), 0, "listed by name");
+        assert_eq!(fires(&mut e, "python3.11", 10), 0, "listed by regex");
+        assert_eq!(fires(&mut e, "nginx", 20), 0, "listening at start");
+        assert_eq!(fires(&mut e, "sshd-evil", 30), 1, "names match whole");
+        assert_eq!(fires(&mut e, "nc", 40), 1);
+        assert!(
+            e.on_port(&port_event(Change::Closed, 9, "nc", 50, Source::Ebpf))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn external_connections_respect_exclude_private() {
+        let file = rules(&format!(
+            r#"{{"rules":[{},{}]}}"#,
+            rule(
+                "all",
+                r#"{"type":"ExternalConnection","params":{"ip_pattern":"^127\\.|^8\\.8","exclude_private":false}}"#,
+                1,
+                true
+            ),
+            rule(
+                "public",
+                r#"{"type":"ExternalConnection","params":{"ip_pattern":".*","exclude_private":true}}"#,
+                1,
+                true
+            ),
+        ));
+        let mut e = Evaluator::new(&file, []).unwrap();
+        assert!(e.wants_connections() && !e.wants_samples());
+        let conn = |remote: &str, t| Connection {
+            pid: 3,
+            comm: "curl".into(),
+            local: "127.0.0.1:40000".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            outbound: true,
+            ts: at(t),
+        };
+        let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
+        assert_eq!(ids(e.on_connection(&conn("127.0.0.1:80", 0))), ["all"]);
+        assert_eq!(
+            ids(e.on_connection(&conn("8.8.8.8:53", 10))),
+            ["all", "public"]
+        );
+        assert!(
+            e.on_connection(&conn("[::ffff:10.0.0.1]:80", 20))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn cpu_and_memory_thresholds() {
+        let file = rules(&format!(
+            r#"{{"rules":[{},{}]}}"#,
+            rule(
+                "cpu",
+                r#"{"type":"ProcessCpuThreshold","params":{"process_pattern":"^busy$","threshold_percent":50.0}}"#,
+                1,
+                true
+            ),
+            rule(
+                "mem",
+                r#"{"type":"ProcessMemoryThreshold","params":{"process_pattern":".*","threshold_mb":100}}"#,
+                1,
+                true
+            ),
+        ));
+        let mut e = Evaluator::new(&file, []).unwrap();
+        let sample = |comm: &str, cpu, rss, t| ProcessSample {
+            pid: 5,
+            comm: comm.into(),
+            cpu_percent: cpu,
+            rss_bytes: rss,
+            ts: at(t),
+        };
+        let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(e.on_sample(&sample("busy", 75.0, 10 * MIB, 0))),
+            ["cpu"]
+        );
+        assert!(
+            e.on_sample(&sample("busy", 50.0, 100 * MIB, 10)).is_empty(),
+            "exceeds means strictly above"
+        );
+        assert_eq!(
+            ids(e.on_sample(&sample("idle", 0.0, 100 * MIB + 1, 20))),
+            ["mem"]
+        );
+    }
+}

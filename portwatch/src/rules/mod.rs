@@ -1,0 +1,9 @@
+//! Alert rules: the `alerts.json` format (`model`), its checks
+//! (`validate`), where it lives and how it is saved (`store`), and the
+//! evaluation of rules against what the watcher sees (`eval`).
+
+pub mod eval;
+pub mod model;
+pub mod private;
+pub mod store;
+pub mod validate;

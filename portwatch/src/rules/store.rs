@@ -1,0 +1,230 @@
+//! Where alerts.json lives, and saving it without ever losing a file.
+
+use std::{
+    fs::{self, File},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use super::{
+    model::AlertsFile,
+    validate::{RulesError, load_bytes, validate},
+};
+
+/// The example rules, also written by `portwatch alerts init`.
+pub const EXAMPLE: &str = include_str!("../../../examples/alerts.example.json");
+
+/// Everything that can go wrong reading or writing the rules.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("no alerts file at {0}: create one with `portwatch alerts init`")]
+    Missing(PathBuf),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "{0} already exists: use --force to replace it (the old file is kept as alerts.json.bak)"
+    )]
+    Exists(PathBuf),
+    #[error(
+        "{path} is not a valid alerts file, so it is left as it is ({reason}); fix it or move it away first"
+    )]
+    RefuseToReplace { path: PathBuf, reason: String },
+    #[error("cannot find the user's configuration directory (is HOME set?)")]
+    NoConfigDir,
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `{config_dir}/portwatch/alerts.json`: where new files are saved.
+pub fn canonical_path() -> Result<PathBuf, StoreError> {
+    Ok(dirs::config_dir()
+        .ok_or(StoreError::NoConfigDir)?
+        .join("portwatch/alerts.json"))
+}
+
+/// `~/.config/portwatch/alerts.json`: read when the canonical one is missing.
+pub fn legacy_path() -> Result<PathBuf, StoreError> {
+    Ok(dirs::home_dir()
+        .ok_or(StoreError::NoConfigDir)?
+        .join(".config/portwatch/alerts.json"))
+}
+
+/// The file to read: the canonical path if it exists, else the legacy one
+/// if that exists, else the canonical path (which is then missing).
+pub fn read_path() -> Result<PathBuf, StoreError> {
+    let canonical = canonical_path()?;
+    if canonical.exists() {
+        return Ok(canonical);
+    }
+    let legacy = legacy_path()?;
+    Ok(if legacy.exists() { legacy } else { canonical })
+}
+
+/// Reads, parses and validates a rules file.
+pub fn load(path: &Path) -> Result<AlertsFile, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    Ok(load_bytes(&bytes, path)?)
+}
+
+/// The backup kept next to `path`: `alerts.json.bak`.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    path.with_file_name(name)
+}
+
+/// Saves `file` atomically: validated first, written to a temporary file
+/// in the same directory, flushed to disk, then renamed over `path`. The
+/// previous version is kept as `alerts.json.bak`. An existing file that
+/// does not parse or validate is never replaced (so a typo cannot cost the
+/// user their rules) unless `replace_invalid` is set, and then it, too, is
+/// kept as the backup.
+pub fn save(path: &Path, file: &AlertsFile, replace_invalid: bool) -> Result<(), StoreError> {
+    validate(file, path)?;
+    let mut text =
+        serde_json::to_string_pretty(file).map_err(|e| io_err("serialize", path)(e.into()))?;
+    text.push('\n');
+    write_atomically(path, text.as_bytes(), replace_invalid)
+}
+
+/// Writes exact bytes (already known to be a valid file) the same way.
+pub fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    replace_invalid: bool,
+) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    match fs::read(path) {
+        Ok(old) => {
+            if let (Err(e), false) = (load_bytes(&old, path), replace_invalid) {
+                return Err(StoreError::RefuseToReplace {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
+            }
+            let bak = backup_path(path);
+            write_file(&bak, &old)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("read", path)(e)),
+    }
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    write_file(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err("replace", path)(e)
+    })?;
+    // The rename itself is durable once the directory is synced.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut f = File::create(path).map_err(io_err("write", path))?;
+    f.write_all(bytes).map_err(io_err("write", path))?;
+    f.sync_all().map_err(io_err("sync", path))
+}
+
+/// `portwatch alerts init`: writes the example to `path`. Refuses to touch
+/// an existing file unless `force`, and then keeps it as the backup.
+pub fn init(path: &Path, force: bool) -> Result<(), StoreError> {
+    if path.exists() && !force {
+        return Err(StoreError::Exists(path.to_path_buf()));
+    }
+    load_bytes(
+        EXAMPLE.as_bytes(),
+        Path::new("examples/alerts.example.json"),
+    )?;
+    write_atomically(path, EXAMPLE.as_bytes(), force)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("portwatch-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_example_is_valid() {
+        let file = load_bytes(EXAMPLE.as_bytes(), Path::new("example")).unwrap();
+        let mut kinds: Vec<&str> = file.rules.iter().map(|r| r.condition.type_name()).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 7, "one rule per condition type: {kinds:?}");
+    }
+
+    #[test]
+    fn save_keeps_a_backup_and_round_trips() {
+        let dir = tmpdir("save");
+        let path = dir.join("alerts.json");
+        init(&path, false).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), EXAMPLE);
+        let mut file = load(&path).unwrap();
+        file.rules.truncate(1);
+        save(&path, &file, false).unwrap();
+        assert_eq!(load(&path).unwrap(), file);
+        assert_eq!(fs::read_to_string(backup_path(&path)).unwrap(), EXAMPLE);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_file_is_never_replaced() {
+        let dir = tmpdir("invalid");
+        let path = dir.join("alerts.json");
+        fs::write(&path, "{\"rules\": [").unwrap();
+        let file = load_bytes(EXAMPLE.as_bytes(), Path::new("x")).unwrap();
+        assert!(matches!(
+            save(&path, &file, false),
+            Err(StoreError::RefuseToReplace { .. })
+        ));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"rules\": [");
+        assert!(matches!(init(&path, false), Err(StoreError::Exists(_))));
+        // Forced: replaced, and the broken file survives as the backup.
+        init(&path, true).unwrap();
+        assert_eq!(
+            fs::read_to_string(backup_path(&path)).unwrap(),
+            "{\"rules\": ["
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_create_one() {
+        let err = load(Path::new("/nonexistent/alerts.json")).unwrap_err();
+        assert!(err.to_string().contains("portwatch alerts init"), "{err}");
+    }
+}
