@@ -52,6 +52,21 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<AlertsFile, RulesError> {
     if text.trim().is_empty() {
         return Err(RulesError::Empty { path });
     }
+    // serde would read a top-level array as the struct's fields in order,
+    // and complain about the first element: say what is really wrong.
+    if let Some(offset) = text.find(|c: char| !c.is_whitespace())
+        && !text[offset..].starts_with('{')
+    {
+        let line = text[..offset].matches('\n').count() + 1;
+        let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+        return Err(RulesError::Syntax {
+            path,
+            line,
+            column,
+            at: String::new(),
+            message: "the top level must be an object like {\"rules\": []}".into(),
+        });
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let file: AlertsFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let at = e.path().to_string();
