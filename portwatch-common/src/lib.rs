@@ -8,6 +8,9 @@
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 pub mod tcp_state {
+    pub const ESTABLISHED: i32 = 1;
+    pub const SYN_SENT: i32 = 2;
+    pub const SYN_RECV: i32 = 3;
     pub const CLOSE: i32 = 7;
     pub const LISTEN: i32 = 10;
 }
@@ -30,6 +33,11 @@ pub enum ListenKind {
     Opened = 1,
     /// LISTEN -> CLOSE: the last reference to a listening socket was dropped.
     Closed = 2,
+    /// CLOSE -> SYN_SENT: a process called `connect()` (connection events only).
+    Connect = 3,
+    /// SYN_RECV -> ESTABLISHED: an incoming connection completed its
+    /// handshake (connection events only; runs in softirq, so no pid).
+    Accept = 4,
 }
 
 impl ListenKind {
@@ -37,6 +45,8 @@ impl ListenKind {
         match v {
             1 => Some(Self::Opened),
             2 => Some(Self::Closed),
+            3 => Some(Self::Connect),
+            4 => Some(Self::Accept),
             _ => None,
         }
     }
@@ -80,6 +90,11 @@ pub struct ListenEvent {
     pub addr: [u8; 16],
     /// Owner's `comm`, NUL padded.
     pub comm: [u8; COMM_LEN],
+    /// Remote address (connection events only), laid out like `addr`.
+    pub raddr: [u8; 16],
+    /// Remote port, host order (connection events only).
+    pub rport: u16,
+    pub _pad2: [u8; 6],
 }
 
 /// What the kernel remembers about a listening socket, keyed by its address,
@@ -109,6 +124,10 @@ pub struct SockOffsets {
     pub skc_num: u32,
     /// `inet_sock.inet_sport`, network order: still set at LISTEN->CLOSE.
     pub inet_sport: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_daddr: u32,
+    /// Remote port, network order.
+    pub skc_dport: u32,
     pub skc_rcv_saddr: u32,
     pub skc_v6_rcv_saddr: u32,
     pub skc_net: u32,
@@ -117,7 +136,6 @@ pub struct SockOffsets {
     /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
     /// and the tp_btf hook cannot be used).
     pub valid: u32,
-    pub _pad: u32,
 }
 
 impl SockOffsets {
@@ -125,13 +143,15 @@ impl SockOffsets {
         skc_family: 0,
         skc_num: 0,
         inet_sport: 0,
+        skc_daddr: 0,
+        skc_v6_daddr: 0,
+        skc_dport: 0,
         skc_rcv_saddr: 0,
         skc_v6_rcv_saddr: 0,
         skc_net: 0,
         sk_protocol: 0,
         net_ns_inum: 0,
         valid: 0,
-        _pad: 0,
     };
 }
 
@@ -210,6 +230,9 @@ pub const FILTER_TREE_GLOBAL: &str = "FILTER_TREE";
 pub const SET_STATE_PROG: &str = "inet_sock_set_state";
 /// The same program on the BTF tracepoint (tp_btf).
 pub const SET_STATE_BTF_PROG: &str = "inet_sock_set_state_btf";
+/// The connection-event program (tp_btf), attached only while a rule
+/// needs connection events.
+pub const CONN_PROG: &str = "inet_sock_set_state_conn";
 /// Fork and exit programs for the process-tree filter.
 pub const FORK_PROG: &str = "sched_process_fork";
 pub const EXIT_PROG: &str = "sched_process_exit";
@@ -231,8 +254,8 @@ mod user {
 }
 
 // The kernel program and userspace must agree on these sizes byte for byte.
-const _: () = assert!(core::mem::size_of::<ListenEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<ListenEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 48);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

@@ -69,11 +69,13 @@ pub fn handle(t: &impl Transition, kind: ListenKind) {
                 None => emit(t, kind, &current_owner(netns_of(skaddr)), closer, 0),
             }
         }
+        // Connection kinds come from the connection program only.
+        ListenKind::Connect | ListenKind::Accept => {}
     }
 }
 
 #[inline(always)]
-fn current_owner(netns: u32) -> Owner {
+pub fn current_owner(netns: u32) -> Owner {
     let pid_tgid = bpf_get_current_pid_tgid();
     Owner {
         // SAFETY: a helper without arguments, valid in tracing programs.
@@ -90,7 +92,7 @@ fn current_owner(netns: u32) -> Owner {
 
 /// `sk->__sk_common.skc_net.net->ns.inum`, or 0 without BTF offsets.
 #[inline(always)]
-fn netns_of(skaddr: u64) -> u32 {
+pub fn netns_of(skaddr: u64) -> u32 {
     let off = SOCK_OFFSETS.load();
     if off.valid == 0 {
         return 0;
@@ -129,6 +131,9 @@ fn emit(t: &impl Transition, kind: ListenKind, owner: &Owner, closer: u32, flags
         _pad: [0; 6],
         addr: t.addr(family),
         comm: owner.comm,
+        raddr: [0; 16],
+        rport: 0,
+        _pad2: [0; 6],
     });
     entry.submit(0);
 }

@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod conn;
 mod listen;
 mod maps;
 mod set_state;

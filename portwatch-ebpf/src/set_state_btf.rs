@@ -12,14 +12,14 @@ use crate::{
     maps::SOCK_OFFSETS,
 };
 
-struct Sock {
-    sk: u64,
-    off: SockOffsets,
+pub struct Sock {
+    pub sk: u64,
+    pub off: SockOffsets,
 }
 
 impl Sock {
     #[inline(always)]
-    fn read<T: Default>(&self, offset: u32) -> T {
+    pub fn read<T: Default>(&self, offset: u32) -> T {
         // SAFETY: a probe read inside `struct sock` at a BTF-derived offset;
         // a failed read yields the zero value, treated as unknown.
         unsafe { bpf_probe_read_kernel((self.sk + offset as u64) as *const T) }.unwrap_or_default()

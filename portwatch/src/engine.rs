@@ -8,11 +8,13 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use portwatch_common::ListenKind;
 
 use crate::{
     error::{Error, Result},
     event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Source},
     filter::Filter,
+    rules::eval::Connection,
     sys::{
         bpf::{Hook, KernelProbe, ProbeConfig},
         cgroup::CgroupNames,
@@ -45,6 +47,9 @@ pub struct EngineConfig {
     pub resync_interval: Option<Duration>,
     /// Poll interval of the procfs backend.
     pub poll_interval: Duration,
+    /// Report TCP connections too (for ExternalConnection rules). Costs a
+    /// second program on the connection path while on.
+    pub connections: bool,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             filter: Filter::default(),
             resync_interval: Some(Duration::from_secs(60)),
             poll_interval: Duration::from_secs(1),
+            connections: false,
         }
     }
 }
@@ -97,6 +103,8 @@ pub struct ResyncSummary {
 pub enum Report {
     Port(PortEvent),
     Resync(ResyncSummary),
+    /// A connection made or accepted (only with `connections` on).
+    Connection(Connection),
 }
 
 /// A running watcher.
@@ -172,6 +180,15 @@ impl Engine {
         }
     }
 
+    /// Turns connection events on or off (eBPF backend with BTF only).
+    pub fn set_connections(&mut self, on: bool) -> Result<()> {
+        match &mut self.inner {
+            Inner::Ebpf(w) => w.probe.set_connections(on),
+            Inner::Procfs(_) if on => Err(Error::NoBtf),
+            Inner::Procfs(_) => Ok(()),
+        }
+    }
+
     /// Event, loss and resync counters.
     pub fn stats(&self) -> Stats {
         match &self.inner {
@@ -218,6 +235,8 @@ struct EbpfWatch {
     filter: Filter,
     cgroups: CgroupNames,
     pending: Vec<KernelEvent>,
+    /// Connection events waiting to be returned.
+    connections: Vec<Connection>,
     /// Whether kernel events carry namespace inodes (needs BTF).
     netns_known: bool,
     events: u64,
@@ -235,6 +254,7 @@ impl EbpfWatch {
             ring_buffer_bytes: config.ring_buffer_bytes,
             hook: config.hook,
             filter_tree: config.filter.pid.is_some(),
+            connections: config.connections,
         })?;
         if let Some(root) = config.filter.pid {
             seed_tree(&mut probe, root)?;
@@ -251,6 +271,7 @@ impl EbpfWatch {
             filter: config.filter.clone(),
             cgroups: CgroupNames::new(),
             pending: Vec::new(),
+            connections: Vec::new(),
             netns_known,
             events: 0,
             resyncs: 0,
@@ -316,7 +337,9 @@ impl EbpfWatch {
         let mut out = Vec::new();
         self.apply_pending(&mut out, None);
         self.check_drops()?;
-        Ok(out.into_iter().map(Report::Port).collect())
+        let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
+        reports.extend(self.connections.drain(..).map(Report::Connection));
+        Ok(reports)
     }
 
     /// Fills in what decoding cannot: namespace policy and cgroup paths.
@@ -343,14 +366,44 @@ impl EbpfWatch {
             if since.is_some_and(|t| ev.ts_ns >= t) {
                 touched.insert((ev.netns, ev.address, ev.port));
             }
+            let ts = self.clock.to_wall(ev.ts_ns);
+            if matches!(ev.kind, ListenKind::Connect | ListenKind::Accept) {
+                self.connection(&ev, ts);
+                continue;
+            }
             if !self.filter.admits(&ev.listener()) {
                 continue;
             }
-            let ts = self.clock.to_wall(ev.ts_ns);
             self.table.apply(&ev, ts, self.rules, out);
         }
         self.bind_unbound(out);
         touched
+    }
+
+    /// Turns a connection event into a [`Connection`]. An accepted one is
+    /// attributed to the owner of the listener that accepted it.
+    fn connection(&mut self, ev: &KernelEvent, ts: DateTime<Utc>) {
+        let Some(remote) = ev.remote else { return };
+        let outbound = ev.kind == ListenKind::Connect;
+        let (pid, comm) = if outbound {
+            (ev.tgid, ev.comm.clone())
+        } else {
+            match self.table.listener_for(ev.netns, ev.address, ev.port) {
+                Some(l) => (l.pid, l.comm.clone()),
+                None => (0, String::new()),
+            }
+        };
+        if self.filter.pid.is_some() && !self.probe.is_watched(pid) {
+            return;
+        }
+        self.connections.push(Connection {
+            pid,
+            comm,
+            local: std::net::SocketAddr::new(ev.address, ev.port),
+            remote,
+            outbound,
+            ts,
+        });
     }
 
     /// Finds the port of listeners opened without `bind()`: by now the

@@ -99,6 +99,8 @@ pub struct KernelEvent {
     pub comm: String,
     /// Owner's cgroup path, filled in by the engine (the decoder cannot).
     pub cgroup: String,
+    /// The peer, for connection events.
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 impl KernelEvent {
@@ -133,18 +135,18 @@ impl KernelEvent {
     }
 
     pub fn from_raw(raw: &ListenEvent) -> Option<Self> {
-        let address = match raw.family {
-            AF_INET => IpAddr::V4(Ipv4Addr::new(
-                raw.addr[0],
-                raw.addr[1],
-                raw.addr[2],
-                raw.addr[3],
-            )),
-            AF_INET6 => IpAddr::V6(Ipv6Addr::from(raw.addr)),
-            _ => return None,
+        let ip = |a: &[u8; 16]| match raw.family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+            _ => None,
         };
+        let address = ip(&raw.addr)?;
+        let kind = ListenKind::from_u8(raw.kind)?;
+        let remote = matches!(kind, ListenKind::Connect | ListenKind::Accept)
+            .then(|| ip(&raw.raddr).map(|r| std::net::SocketAddr::new(r, raw.rport)))
+            .flatten();
         Some(Self {
-            kind: ListenKind::from_u8(raw.kind)?,
+            kind,
             ts_ns: raw.ts_ns,
             skaddr: raw.skaddr,
             cgroup_id: raw.cgroup_id,
@@ -158,6 +160,7 @@ impl KernelEvent {
             port: raw.port,
             comm: comm_text(&raw.comm),
             cgroup: String::new(),
+            remote,
         })
     }
 }
@@ -185,6 +188,9 @@ mod tests {
             _pad: [0; 6],
             addr,
             comm,
+            raddr: [0; 16],
+            rport: 0,
+            _pad2: [0; 6],
         }
     }
 

@@ -109,6 +109,26 @@ impl ListenerTable {
         self.unbound.iter().map(|(sk, (l, _))| (*sk, l))
     }
 
+    /// The owner of the listener that accepts connections on `port` at
+    /// `address` (or on a wildcard address) in namespace `netns`.
+    pub fn listener_for(
+        &self,
+        netns: u64,
+        address: std::net::IpAddr,
+        port: u16,
+    ) -> Option<&Listener> {
+        let mut candidates = self
+            .listeners()
+            .filter(|l| l.netns == netns && l.port == port);
+        let first = candidates.next()?;
+        if first.address == address {
+            return Some(first);
+        }
+        std::iter::once(first)
+            .chain(candidates)
+            .find(|l| l.address == address || l.address.is_unspecified())
+    }
+
     /// The ports a process already has in the table, in one namespace.
     pub fn ports_of(&self, pid: u32, netns: u64) -> HashSet<(std::net::IpAddr, u16)> {
         self.listeners()
@@ -204,6 +224,8 @@ impl ListenerTable {
                     out.push(report(Change::Closed, ev.listener(), ts, Source::Ebpf));
                 }
             }
+            // Connections are not listeners: the engine routes them apart.
+            ListenKind::Connect | ListenKind::Accept => {}
         }
     }
 
@@ -326,6 +348,7 @@ mod tests {
             port,
             comm: format!("p{pid}"),
             cgroup: String::new(),
+            remote: None,
         }
     }
 

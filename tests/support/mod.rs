@@ -33,8 +33,15 @@ pub struct Watcher {
 impl Watcher {
     /// Starts `portwatch watch --json ARGS` and waits for its ready line.
     pub fn start(args: &[&str]) -> Watcher {
+        let mut all = vec!["watch", "--json"];
+        all.extend_from_slice(args);
+        Self::spawn(&all)
+    }
+
+    /// Starts `portwatch ARGS` (which must print JSON lines and a ready
+    /// line) and waits for the ready line.
+    pub fn spawn(args: &[&str]) -> Watcher {
         let mut child = Command::new(BIN)
-            .args(["watch", "--json"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -170,6 +177,15 @@ pub fn helper_path(name: &str) -> String {
 impl Helper {
     pub fn spawn(script: &str) -> Helper {
         Self::command(Command::new("python3").args(["-u", "-c", script]))
+    }
+
+    /// Runs an inline Python script with arguments.
+    pub fn script_inline(script: &str, args: &[&str]) -> Helper {
+        Self::command(
+            Command::new("python3")
+                .args(["-u", "-c", script])
+                .args(args),
+        )
     }
 
     /// Runs tests/helpers/NAME with arguments.

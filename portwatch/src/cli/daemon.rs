@@ -32,11 +32,15 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut changes = watch_file(&path)?;
 
+    // Connection events cost a program on the connection path: only on
+    // when a rule needs them (the baseline does not matter for that).
+    let wants_connections = Evaluator::new(&rules, [])?.wants_connections();
     let config = EngineConfig {
         filter: Filter {
             pid: args.pid,
             ..Filter::default()
         },
+        connections: wants_connections,
         ..EngineConfig::default()
     };
     let (mut engine, baseline) = Engine::start(&config)?;
@@ -72,8 +76,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             reports = engine.next_reports() => {
                 let mut alerts = Vec::new();
                 for r in reports? {
-                    if let Report::Port(ev) = r {
-                        alerts.extend(evaluator.on_port(&ev));
+                    match r {
+                        Report::Port(ev) => alerts.extend(evaluator.on_port(&ev)),
+                        Report::Connection(c) => alerts.extend(evaluator.on_connection(&c)),
+                        Report::Resync(_) => {}
                     }
                 }
                 alerts
@@ -85,6 +91,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             changed = next_change(&mut changes, &path) => {
                 changed?;
                 reload(&path, &mut evaluator, &mut sink)?;
+                // A reload may enable or disable connection rules.
+                if let Err(e) = engine.set_connections(evaluator.wants_connections()) {
+                    eprintln!("portwatch: connection rules cannot run: {e}");
+                }
                 Vec::new()
             }
         };

@@ -41,6 +41,7 @@ pub fn config(args: &WatchArgs) -> anyhow::Result<EngineConfig> {
         },
         resync_interval: (args.resync_interval > Duration::ZERO).then_some(args.resync_interval),
         poll_interval: args.interval,
+        connections: false,
     })
 }
 
@@ -88,6 +89,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                         Report::Port(ev) => sink.event(&ev)?,
                         Report::Resync(summary) if sink.is_json() => sink.line(&output::resync_json(&summary))?,
                         Report::Resync(summary) => eprintln!("portwatch: {}", output::resync_text(&summary)),
+                        Report::Connection(_) => {}
                     }
                 }
             }

@@ -8,7 +8,7 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use portwatch_common::{
-    COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
+    CONN_PROG, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
     FILTER_TREE_GLOBAL, FORK_PROG, OFFSETS_GLOBAL, SET_STATE_BTF_PROG, SET_STATE_PROG,
     SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
     WATCHED_MAP,
@@ -59,6 +59,8 @@ pub struct ProbeConfig {
     /// Report only processes in the watched set, kept up to date across
     /// forks and exits by the kernel.
     pub filter_tree: bool,
+    /// Attach the connection-event program from the start.
+    pub connections: bool,
 }
 
 /// Counters kept by the kernel programs.
@@ -79,6 +81,9 @@ pub struct KernelProbe {
     malformed: u64,
     hook: Hook,
     netns_known: bool,
+    /// The connection program's link while attached.
+    conn_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
+    conn_loaded: bool,
     // Owns the programs and their links: keep it last so it drops last.
     _ebpf: Ebpf,
 }
@@ -169,6 +174,19 @@ impl KernelProbe {
             }
             _ => attach_tracepoint(&mut ebpf, SET_STATE_PROG, "sock", "inet_sock_set_state")?,
         }
+        // The connection program needs BTF; loaded now, attached on demand.
+        let conn_loaded = sock_offsets.valid != 0 && {
+            let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(CONN_PROG)
+                .ok_or(Error::MissingObject("the connection program"))?
+                .try_into()
+                .map_err(|e| program_err("use the connection program", e))?;
+            program
+                .load("inet_sock_set_state", &btf)
+                .map_err(|e| program_err("load the connection program", e))?;
+            true
+        };
 
         let map_err = |name| {
             move |e| Error::Map {
@@ -199,15 +217,53 @@ impl KernelProbe {
         } else {
             None
         };
-        Ok(Self {
+        Self {
             events,
             counters,
             watched,
             malformed: 0,
             hook,
             netns_known: sock_offsets.valid != 0,
+            conn_link: None,
+            conn_loaded,
             _ebpf: ebpf,
-        })
+        }
+        .with_connections(config.connections)
+    }
+
+    fn with_connections(mut self, on: bool) -> Result<Self> {
+        self.set_connections(on)?;
+        Ok(self)
+    }
+
+    /// Attaches or detaches the connection-event program. While detached,
+    /// connections cost nothing beyond the listen program's state check.
+    pub fn set_connections(&mut self, on: bool) -> Result<()> {
+        if on == self.conn_link.is_some() {
+            return Ok(());
+        }
+        if on && !self.conn_loaded {
+            return Err(Error::NoBtf);
+        }
+        let program: &mut BtfTracePoint = self
+            ._ebpf
+            .program_mut(CONN_PROG)
+            .ok_or(Error::MissingObject("the connection program"))?
+            .try_into()
+            .map_err(|e| program_err("use the connection program", e))?;
+        match self.conn_link.take() {
+            Some(link) => program
+                .detach(link)
+                .map_err(|e| program_err("detach the connection program", e))?,
+            None => {
+                self.conn_link = Some(
+                    program
+                        .attach()
+                        .map_err(|e| program_err("attach the connection program", e))?,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The hook in use.
@@ -301,6 +357,9 @@ pub fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         skc_family: common + sc("skc_family")?,
         skc_num: common + sc("skc_num")?,
         inet_sport: b.member_offset("inet_sock", &["inet_sport"])?,
+        skc_daddr: common + sc("skc_daddr")?,
+        skc_v6_daddr: common + sc("skc_v6_daddr")?,
+        skc_dport: common + sc("skc_dport")?,
         skc_rcv_saddr: common + sc("skc_rcv_saddr")?,
         skc_v6_rcv_saddr: common + sc("skc_v6_rcv_saddr")?,
         // possible_net_t holds the `struct net *` as its only member.
@@ -308,7 +367,6 @@ pub fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         sk_protocol: b.member_offset("sock", &["sk_protocol"])?,
         net_ns_inum: b.member_offset("net", &["ns", "inum"])?,
         valid: 1,
-        _pad: 0,
     })
 }
 

@@ -80,19 +80,10 @@ pub fn cgroup_of(pid: u32) -> String {
 /// and one that was closed meanwhile is not reported as an orphan. (A
 /// table read while it changes may also list a socket twice.)
 pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
-    let procs = all_processes().map_err(|source| Error::Procfs {
-        what: "the process list",
-        source,
-    })?;
-    let all: Vec<(u32, Option<u64>, Process)> = procs
-        .flatten()
-        .filter_map(|proc| {
-            let pid = u32::try_from(proc.pid()).ok()?;
-            Some((pid, netns_of(pid), proc))
-        })
-        .collect();
-    let before = read_tables(&all);
-
+    let before = read_tables(&list_processes()?);
+    // Listed again after the first read: whoever created a socket seen in
+    // that read existed by then, so the walk below meets its holder.
+    let all = list_processes()?;
     let wanted: HashSet<u64> = before.iter().map(|e| e.inode).collect();
     let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
     for (pid, _, proc) in &all {
@@ -128,6 +119,21 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
         }
     }
     Ok(listeners)
+}
+
+/// Every process, with its network namespace.
+fn list_processes() -> Result<Vec<(u32, Option<u64>, Process)>> {
+    let procs = all_processes().map_err(|source| Error::Procfs {
+        what: "the process list",
+        source,
+    })?;
+    Ok(procs
+        .flatten()
+        .filter_map(|proc| {
+            let pid = u32::try_from(proc.pid()).ok()?;
+            Some((pid, netns_of(pid), proc))
+        })
+        .collect())
 }
 
 /// The LISTEN rows of every namespace's tables, read through one process

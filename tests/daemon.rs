@@ -1,0 +1,177 @@
+//! `portwatch daemon`: every condition type fires for real, and the rules
+//! reload when their file changes, keeping the old ones if the new file
+//! is invalid.
+
+mod support;
+
+use std::{collections::HashSet, fs, net::TcpListener, time::Duration};
+
+use support::{Helper, Watcher};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rule(id: &str, condition: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","name":"{id} rule","condition":{condition},"enabled":true,"severity":"Warning","cooldown_seconds":3600}}"#
+    )
+}
+
+/// Renames itself (comm), optionally allocates, listens, then burns CPU or
+/// sleeps until stdin closes.
+const NAMED_LISTENER: &str = r#"
+import ctypes, socket, sys, threading
+name, mib, busy = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "busy"
+ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+ballast = bytearray(mib << 20)
+for i in range(0, len(ballast), 4096):
+    ballast[i] = 1
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print("port", s.getsockname()[1])
+if busy:
+    threading.Thread(target=lambda: sys.stdin.read() and None, daemon=True).start()
+    while True:
+        pass
+sys.stdin.read()
+"#;
+
+#[test]
+fn every_condition_fires_and_rules_reload() {
+    let dir = std::env::temp_dir().join(format!("portwatch-daemon-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("alerts.json");
+    let (opened_port, range_port) = (free_port(), free_port());
+    let rules = [
+        rule(
+            "opened",
+            &format!(r#"{{"type":"PortOpened","params":{{"port":{opened_port}}}}}"#),
+        ),
+        rule(
+            "closed",
+            &format!(r#"{{"type":"PortClosed","params":{{"port":{opened_port}}}}}"#),
+        ),
+        rule(
+            "range",
+            &format!(
+                r#"{{"type":"PortRangeActivity","params":{{"start_port":{range_port},"end_port":{range_port}}}}}"#
+            ),
+        ),
+        rule(
+            "external",
+            r#"{"type":"ExternalConnection","params":{"ip_pattern":"^127\\.0\\.0\\.1$","exclude_private":false}}"#,
+        ),
+        rule(
+            "cpu",
+            r#"{"type":"ProcessCpuThreshold","params":{"process_pattern":"^pwbusy$","threshold_percent":20.0}}"#,
+        ),
+        rule(
+            "memory",
+            r#"{"type":"ProcessMemoryThreshold","params":{"process_pattern":"^pwalloc$","threshold_mb":64}}"#,
+        ),
+        rule(
+            "unknown",
+            r#"{"type":"UnknownProcessListening","params":null}"#,
+        ),
+    ];
+    fs::write(
+        &path,
+        format!(
+            r#"{{"rules":[{}],"known_processes":["never-this"]}}"#,
+            rules.join(",")
+        ),
+    )
+    .unwrap();
+    let daemon = Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--alerts",
+        path.to_str().unwrap(),
+        "--sample-interval",
+        "200ms",
+    ]);
+
+    let busy = Helper::script_inline(NAMED_LISTENER, &["pwbusy", "0", "busy"]);
+    let alloc = Helper::script_inline(NAMED_LISTENER, &["pwalloc", "128", "idle"]);
+    let opened = TcpListener::bind(("127.0.0.1", opened_port)).unwrap();
+    let range = TcpListener::bind(("127.0.0.1", range_port)).unwrap();
+    let client = std::net::TcpStream::connect(range.local_addr().unwrap()).unwrap();
+    drop(opened);
+
+    let mut fired: HashSet<String> = HashSet::new();
+    let mut alerts = Vec::new();
+    daemon.expect("all seven rules", Duration::from_secs(20), |v| {
+        if v["event"] == "alert" {
+            fired.insert(v["rule_id"].as_str().unwrap().to_string());
+            alerts.push(v.clone());
+        }
+        fired.len() == 7
+    });
+    let by_id = |id: &str| alerts.iter().find(|a| a["rule_id"] == id).unwrap().clone();
+    assert_eq!(by_id("opened")["port"], opened_port);
+    assert_eq!(by_id("opened")["severity"], "Warning");
+    assert_eq!(by_id("opened")["condition"], "PortOpened");
+    assert_eq!(by_id("closed")["condition"], "PortClosed");
+    assert_eq!(by_id("range")["port"], range_port);
+    assert_eq!(by_id("external")["address"], "127.0.0.1");
+    assert_eq!(by_id("cpu")["pid"], busy.pid());
+    assert_eq!(by_id("cpu")["comm"], "pwbusy");
+    assert_eq!(by_id("memory")["pid"], alloc.pid());
+    for a in &alerts {
+        for key in [
+            "rule_id",
+            "rule_name",
+            "severity",
+            "condition",
+            "message",
+            "pid",
+            "comm",
+            "address",
+            "port",
+            "ts",
+        ] {
+            assert!(a.get(key).is_some(), "{key} missing in {a}");
+        }
+    }
+    drop((busy, alloc, client, range));
+
+    // An invalid new version: reported, the old rules stay in force.
+    fs::write(&path, "{\"rules\": [").unwrap();
+    let error = daemon.expect("rules_error", Duration::from_secs(5), |v| {
+        v["event"] == "rules_error"
+    });
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("previous rules stay in force"),
+        "{error}"
+    );
+    // A valid one replaces them.
+    let new_port = free_port();
+    fs::write(
+        &path,
+        format!(
+            r#"{{"rules":[{}]}}"#,
+            rule(
+                "new",
+                &format!(r#"{{"type":"PortOpened","params":{{"port":{new_port}}}}}"#)
+            )
+        ),
+    )
+    .unwrap();
+    daemon.expect("rules_reloaded", Duration::from_secs(5), |v| {
+        v["event"] == "rules_reloaded"
+    });
+    let _l = TcpListener::bind(("127.0.0.1", new_port)).unwrap();
+    let a = daemon.expect("the new rule", Duration::from_secs(5), |v| {
+        v["event"] == "alert" && v["rule_id"] == "new"
+    });
+    assert_eq!(a["port"], new_port);
+    let _ = fs::remove_dir_all(dir);
+}
