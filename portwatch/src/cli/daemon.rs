@@ -46,6 +46,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (mut engine, baseline) = Engine::start(&config)?;
     if let Some(reason) = engine.fallback_reason() {
         eprintln!("portwatch: warning: eBPF unavailable ({reason}); polling procfs instead");
+        if wants_connections {
+            eprintln!("portwatch: warning: ExternalConnection rules need eBPF and will not fire");
+        }
     }
     // Processes already listening are known to UnknownProcessListening.
     let mut evaluator = Evaluator::new(&rules, baseline.iter().map(|e| e.listener.comm.clone()))?;
