@@ -39,7 +39,7 @@ if os.fork() == 0:
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-            except FileNotFoundError:
+            except OSError:  # gone, or being reaped while we read
                 return False
         while alive(me):  # wait for the original process to be gone
             time.sleep(0.01)
