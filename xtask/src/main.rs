@@ -1,5 +1,6 @@
 //! `cargo xtask setup | build | run | test`: the project's own tasks.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -28,6 +29,18 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks against bpftrace, an ss poller, ss -ltnp and lsof (root)
+    Bench {
+        /// Smaller workloads and shorter runs, for a quick look
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Loopback connection churn for the benchmarks (internal)
+    #[command(hide = true)]
+    Churn { seconds: f64 },
+    /// Holds listening sockets for the scan benchmark (internal)
+    #[command(hide = true)]
+    HoldChild { count: usize, index: usize },
     /// Run every test: unit tests and the root integration tests
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter)
@@ -62,6 +75,12 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot start {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
+        Task::Bench { quick } => {
+            build(&root)?;
+            bench::run(&root, &bench::Options { quick })
+        }
+        Task::Churn { seconds } => bench::churn_main(seconds),
+        Task::HoldChild { count, index } => bench::hold_child_main(count, index),
         Task::Test { args } => {
             setup::ensure(&root)?;
             let mut cmd = Command::new(env!("CARGO"));

@@ -1,0 +1,167 @@
+//! Hot-path cost: loopback TCP connection churn with and without a
+//! monitor, and the kernel's own per-run time of each BPF program.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+
+use super::{
+    monitors::BPFTRACE_LISTEN,
+    util::{Lines, median, prog_stats},
+};
+
+/// Close without TIME_WAIT, so a long churn never runs out of ports.
+fn linger_zero(fd: i32) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a linger struct of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as u32,
+        )
+    };
+}
+
+/// The churn itself (`xtask churn SECONDS`): a server thread accepts and
+/// closes, the client connects and closes, as fast as they can. Prints
+/// the connections per second.
+pub fn churn_main(seconds: f64) -> Result<()> {
+    let server = TcpListener::bind("127.0.0.1:0")?;
+    // A deep accept queue: a dropped SYN would stall the client for the
+    // 1 s retransmit and measure that instead of the hot path.
+    // SAFETY: listen(2) again on our own listening socket only resizes
+    // its backlog.
+    unsafe { libc::listen(server.as_raw_fd(), 4096) };
+    let addr = server.local_addr()?;
+    thread::spawn(move || for _conn in server.incoming().flatten() {});
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut n: u64 = 0;
+    while Instant::now() < end {
+        // A reset from the server's abortive close can race the handshake:
+        // count only connections that were made.
+        if let Ok(c) = TcpStream::connect(addr) {
+            linger_zero(c.as_raw_fd());
+            drop(c);
+            n += 1;
+        }
+    }
+    println!("{:.0}", n as f64 / start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn run_churn(seconds: f64) -> Result<f64> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args(["churn", &seconds.to_string()])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("churn printed no rate")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    None,
+    TpBtf,
+    Tracepoint,
+    Bpftrace,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::None => "no monitor",
+            Mode::TpBtf => "portwatch (tp_btf)",
+            Mode::Tracepoint => "portwatch (tracepoint)",
+            Mode::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+fn start(mode: Mode, root: &Path) -> Result<Option<Lines>> {
+    let bin = root.join("target/release/portwatch");
+    let lines = match mode {
+        Mode::None => return Ok(None),
+        Mode::TpBtf => {
+            Lines::spawn(Command::new(&bin).args(["watch", "--json", "--hook", "tp-btf"]))?
+        }
+        Mode::Tracepoint => {
+            Lines::spawn(Command::new(&bin).args(["watch", "--json", "--hook", "tracepoint"]))?
+        }
+        Mode::Bpftrace => {
+            Lines::spawn(Command::new("bpftrace").args(["-B", "line", "-e", BPFTRACE_LISTEN]))?
+        }
+    };
+    let ready = if mode == Mode::Bpftrace {
+        "Attaching"
+    } else {
+        "\"ready\""
+    };
+    lines.wait_for(ready, Duration::from_secs(60))?;
+    Ok(Some(lines))
+}
+
+fn set_bpf_stats(on: bool) {
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if on { "1" } else { "0" },
+    );
+}
+
+/// Alternates the modes for `rounds` rounds of `seconds` each, then one
+/// run per monitor with `kernel.bpf_stats_enabled` for the per-run cost.
+pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
+    let modes = [Mode::None, Mode::TpBtf, Mode::Tracepoint, Mode::Bpftrace];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    set_bpf_stats(false);
+    for _ in 0..rounds {
+        for (i, mode) in modes.iter().enumerate() {
+            let mon = start(*mode, root)?;
+            rates[i].push(run_churn(seconds)?);
+            if let Some(m) = mon {
+                m.stop();
+            }
+        }
+    }
+    let base = median(&rates[0]);
+    let mut throughput = Vec::new();
+    for (i, mode) in modes.iter().enumerate() {
+        let m = median(&rates[i]);
+        throughput.push(
+            json!({ "mode": mode.name(), "conn_per_s": m, "ratio": m / base, "runs": rates[i] }),
+        );
+    }
+
+    let mut per_run = Vec::new();
+    for mode in &modes[1..] {
+        let mon = start(*mode, root)?.context("a monitor")?;
+        set_bpf_stats(true);
+        run_churn(seconds)?;
+        let stats = prog_stats(mon.child.id());
+        set_bpf_stats(false);
+        mon.stop();
+        // The state-change program is the one that ran most.
+        if let Some((_, t, n)) = stats.iter().max_by_key(|s| s.2).copied() {
+            per_run.push(json!({ "mode": mode.name(), "run_cnt": n, "ns_per_run": t as f64 / n.max(1) as f64 }));
+        }
+    }
+    Ok(
+        json!({ "throughput": throughput, "per_run": per_run, "seconds_per_run": seconds, "rounds": rounds }),
+    )
+}

@@ -1,0 +1,92 @@
+//! The daemon's own cost (idle and at 1,000 events/s) and its cleanup
+//! after SIGTERM and SIGKILL.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::util::{Lines, cpu_seconds, prog_stats, status_field};
+
+fn start_watch(root: &Path) -> Result<Lines> {
+    let lines = Lines::spawn(
+        Command::new(root.join("target/release/portwatch")).args(["watch", "--json"]),
+    )?;
+    lines.wait_for("\"ready\"", Duration::from_secs(30))?;
+    Ok(lines)
+}
+
+/// CPU seconds, context switches and peak RSS over `seconds` idle, then
+/// over `seconds` at 1,000 events/s (500 listeners opened and closed a
+/// second).
+pub fn daemon_cost(root: &Path, seconds: u64) -> Result<Value> {
+    let w = start_watch(root)?;
+    let pid = w.child.id();
+    let cpu0 = cpu_seconds(pid);
+    let sw0 = status_field(pid, "voluntary_ctxt_switches");
+    thread::sleep(Duration::from_secs(seconds));
+    let idle_cpu = cpu_seconds(pid) - cpu0;
+    let idle_switches = status_field(pid, "voluntary_ctxt_switches") - sw0;
+    let idle_rss_kb = status_field(pid, "VmHWM");
+
+    let cpu1 = cpu_seconds(pid);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut opened = 0u64;
+    while Instant::now() < end {
+        let tick = Instant::now();
+        for _ in 0..50 {
+            drop(TcpListener::bind("127.0.0.1:0")?);
+            opened += 1;
+        }
+        // 50 listeners per 100 ms: 1,000 events per second.
+        thread::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed()));
+    }
+    let busy_cpu = cpu_seconds(pid) - cpu1;
+    let peak_rss_kb = status_field(pid, "VmHWM");
+    w.stop();
+    Ok(json!({
+        "seconds": seconds,
+        "idle_cpu_s": idle_cpu,
+        "idle_voluntary_switches": idle_switches,
+        "idle_peak_rss_mib": idle_rss_kb as f64 / 1024.0,
+        "events_per_s": (opened * 2) as f64 / seconds as f64,
+        "busy_cpu_s": busy_cpu,
+        "busy_cpu_percent": busy_cpu / seconds as f64 * 100.0,
+        "peak_rss_mib": peak_rss_kb as f64 / 1024.0,
+    }))
+}
+
+fn program_exists(id: u32) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// After SIGTERM and after SIGKILL, does `bpftool prog show` still list
+/// any of the watcher's programs? Waits up to 5 s for the kernel to free
+/// them.
+pub fn cleanup(root: &Path) -> Result<Value> {
+    let mut out = Vec::new();
+    for (name, sig) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL)] {
+        let mut w = start_watch(root)?;
+        let ids: Vec<u32> = prog_stats(w.child.id()).iter().map(|p| p.0).collect();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(w.child.id() as i32, sig) };
+        let _ = w.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut left: Vec<u32> = ids.clone();
+        while !left.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            left.retain(|id| program_exists(*id));
+        }
+        out.push(json!({ "signal": name, "programs": ids.len(), "left_after": left.len() }));
+    }
+    Ok(Value::Array(out))
+}

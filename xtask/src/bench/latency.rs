@@ -1,0 +1,88 @@
+//! Latency (listen() returning -> event read) and completeness (listeners
+//! living well under a millisecond).
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::{
+    monitors::{self, Tool},
+    util::{mono_ns, quantile},
+};
+
+/// Opens `count` listeners 2 ms apart, keeps them until each is reported
+/// (or 3 s after the last), and returns the latencies in microseconds.
+pub fn latency(tool: Tool, root: &Path, count: usize) -> Result<Value> {
+    let mon = monitors::start(tool, root)?;
+    let mut opened_at: HashMap<u16, u64> = HashMap::new();
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let t = mono_ns();
+        opened_at.insert(l.local_addr()?.port(), t);
+        held.push(l);
+        thread::sleep(Duration::from_millis(2));
+    }
+    let mut lat_us = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while lat_us.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((t, opened, port)) = mon.events.recv_timeout(left) else {
+            break;
+        };
+        if opened && let Some(t0) = opened_at.remove(&port) {
+            lat_us.push(t.saturating_sub(t0) as f64 / 1000.0);
+        }
+    }
+    drop(held);
+    mon.stop();
+    lat_us.sort_by(f64::total_cmp);
+    Ok(json!({
+        "tool": tool.name(),
+        "listeners": count,
+        "reported": lat_us.len(),
+        "p50_us": quantile(&lat_us, 0.5),
+        "p99_us": quantile(&lat_us, 0.99),
+        "max_us": lat_us.last().copied().unwrap_or(f64::NAN),
+    }))
+}
+
+/// Opens and closes `count` listeners back to back (each lives a few
+/// microseconds) and counts how many opens and closes were reported.
+pub fn completeness(tool: Tool, root: &Path, count: usize) -> Result<Value> {
+    let mon = monitors::start(tool, root)?;
+    let mut ports: HashMap<u16, usize> = HashMap::new();
+    let started = Instant::now();
+    for _ in 0..count {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        *ports.entry(l.local_addr()?.port()).or_default() += 1;
+    }
+    let storm = started.elapsed();
+    let (mut opened, mut closed) = (0usize, 0usize);
+    // Quiet for 2 s (or 1.5 poll periods) means everything arrived.
+    while let Ok((_, is_open, port)) = mon.events.recv_timeout(Duration::from_millis(2000)) {
+        if ports.contains_key(&port) {
+            if is_open {
+                opened += 1;
+            } else {
+                closed += 1;
+            }
+        }
+    }
+    mon.stop();
+    Ok(json!({
+        "tool": tool.name(),
+        "listeners": count,
+        "storm_ms": storm.as_secs_f64() * 1000.0,
+        "opened_reported": opened.min(count),
+        "closed_reported": closed.min(count),
+        "fraction": (opened.min(count) + closed.min(count)) as f64 / (2 * count) as f64,
+    }))
+}

@@ -1,0 +1,171 @@
+//! The tools compared: portwatch, a bpftrace one-liner on the same
+//! tracepoint with the same LISTEN filter, and a 1 s `ss -ltn` poller (what
+//! the Go port-watcher does).
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    process::{Child, Command},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver},
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::Result;
+
+use super::util::{Lines, mono_ns};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    Portwatch,
+    Bpftrace,
+    Poller,
+}
+
+impl Tool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Portwatch => "portwatch",
+            Tool::Bpftrace => "bpftrace",
+            Tool::Poller => "ss poll 1s",
+        }
+    }
+}
+
+/// (arrival time, opened?, port) of each reported change.
+pub type Seen = (u64, bool, u16);
+
+pub struct Running {
+    pub events: Receiver<Seen>,
+    child: Option<Child>,
+    polling: Option<Arc<AtomicBool>>,
+}
+
+impl Running {
+    pub fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+        if let Some(flag) = self.polling.take() {
+            flag.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+pub const BPFTRACE_LISTEN: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6 && ((args->oldstate == 7 && args->newstate == 10) || (args->oldstate == 10 && args->newstate == 7))/ { printf("%d %d\n", args->newstate, args->sport); }"#;
+
+pub fn start(tool: Tool, root: &Path) -> Result<Running> {
+    let (tx, events) = mpsc::channel();
+    match tool {
+        Tool::Portwatch => {
+            let lines = Lines::spawn(Command::new(root.join("target/release/portwatch")).args([
+                "watch",
+                "--json",
+                "--resync-interval",
+                "0",
+            ]))?;
+            lines.wait_for("\"ready\"", Duration::from_secs(30))?;
+            let Lines { child, rx } = lines;
+            thread::spawn(move || {
+                for (t, line) in rx {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                        continue;
+                    };
+                    let opened = v["event"] == "opened";
+                    if (opened || v["event"] == "closed") && v["source"] == "ebpf" {
+                        let port = v["port"].as_u64().unwrap_or(0) as u16;
+                        if tx.send((t, opened, port)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok(Running {
+                events,
+                child: Some(child),
+                polling: None,
+            })
+        }
+        Tool::Bpftrace => {
+            let lines =
+                Lines::spawn(Command::new("bpftrace").args(["-B", "line", "-e", BPFTRACE_LISTEN]))?;
+            lines.wait_for("Attaching", Duration::from_secs(60))?;
+            let Lines { child, rx } = lines;
+            thread::spawn(move || {
+                for (t, line) in rx {
+                    let mut f = line.split_whitespace();
+                    let (Some(state), Some(port)) = (f.next(), f.next()) else {
+                        continue;
+                    };
+                    let (Ok(state), Ok(port)) = (state.parse::<i32>(), port.parse::<u16>()) else {
+                        continue;
+                    };
+                    if tx.send((t, state == 10, port)).is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(Running {
+                events,
+                child: Some(child),
+                polling: None,
+            })
+        }
+        Tool::Poller => {
+            let running = Arc::new(AtomicBool::new(true));
+            let flag = running.clone();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            thread::spawn(move || {
+                let mut known: Option<HashSet<u16>> = None;
+                while flag.load(Ordering::Relaxed) {
+                    let now = ss_ports();
+                    let t = mono_ns();
+                    if let Some(prev) = &known {
+                        for p in now.difference(prev) {
+                            let _ = tx.send((t, true, *p));
+                        }
+                        for p in prev.difference(&now) {
+                            let _ = tx.send((t, false, *p));
+                        }
+                    } else {
+                        let _ = ready_tx.send(());
+                    }
+                    known = Some(now);
+                    thread::sleep(Duration::from_secs(1));
+                }
+            });
+            let _ = ready_rx.recv();
+            Ok(Running {
+                events,
+                child: None,
+                polling: Some(running),
+            })
+        }
+    }
+}
+
+/// The local ports `ss -Hltn` lists.
+pub fn ss_ports() -> HashSet<u16> {
+    let out = Command::new("ss")
+        .args(["-Hltn"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
+        .collect()
+}

@@ -1,0 +1,159 @@
+//! Small tools shared by the benchmarks: clocks, statistics, processes.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The value at quantile `q` (0..=1) of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    quantile(&v, 0.5)
+}
+
+/// Lifts the open-files limit to its hard maximum (scan benchmarks hold
+/// tens of thousands of sockets).
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit structs, read and written by the calls only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A child whose stdout lines arrive, each with its arrival time, on a
+/// channel read by a thread (so reading never waits on our own work).
+pub struct Lines {
+    pub child: Child,
+    pub rx: Receiver<(u64, String)>,
+}
+
+impl Lines {
+    pub fn spawn(cmd: &mut Command) -> Result<Lines> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {cmd:?}"))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((mono_ns(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        // Drain stderr so the child never blocks on it.
+        let stderr = child.stderr.take().context("stderr")?;
+        thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+        Ok(Lines { child, rx })
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((_, line)) if line.contains(needle) => return Ok(()),
+                Ok(_) => continue,
+                Err(_) => bail!("no line with {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 (utime, stime) are 11 and 12 after the comm.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// A field of /proc/PID/status, as a number (kB for memory fields).
+pub fn status_field(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (prog_id, run_time_ns, run_cnt) of every BPF program a process holds.
+pub fn prog_stats(pid: u32) -> Vec<(u32, u64, u64)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(t), Some(n)) =
+            (get("prog_id:"), get("run_time_ns:"), get("run_cnt:"))
+        {
+            out.push((id as u32, t, n));
+        }
+    }
+    out.sort();
+    out.dedup_by_key(|p| p.0);
+    out
+}
+
+pub fn sh(cmd: &str) -> Result<String> {
+    let out = Command::new("sh").args(["-c", cmd]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
