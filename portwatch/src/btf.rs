@@ -6,8 +6,6 @@
 //! `/sys/kernel/btf/vmlinux` at load time. aya keeps its own BTF parser's
 //! type lookups private, hence this small reader.
 
-use std::collections::HashMap;
-
 const MAGIC: u16 = 0xeb9f;
 
 const KIND_INT: u32 = 1;
@@ -37,29 +35,25 @@ pub enum BtfError {
     UnknownKind(u32),
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Member {
-    name_off: u32,
-    type_id: u32,
-    /// Offset in bits from the start of the enclosing struct or union.
-    bit_offset: u32,
+/// Parsed BTF: the blob itself, borrowed, plus where each type starts.
+/// Types are decoded on demand, so the kernel's BTF (several MB, over
+/// 100,000 types) costs little more than one index entry per type.
+pub struct Btf<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Byte offset of each type in `types`; index = type id - 1.
+    starts: Vec<u32>,
 }
 
-#[derive(Clone, Debug)]
-struct Type {
+#[derive(Clone, Copy)]
+struct TypeHeader {
     name_off: u32,
     kind: u32,
-    /// The referenced type, for typedef, const, volatile, ...
+    kind_flag: bool,
+    vlen: usize,
     ref_type: u32,
-    members: Vec<Member>,
-}
-
-/// Parsed BTF: just enough to resolve member offsets.
-pub struct Btf {
-    /// Index = type id; id 0 is `void`.
-    types: Vec<Type>,
-    strings: Vec<u8>,
-    structs_by_name: HashMap<String, u32>,
+    /// Where the kind-specific data begins.
+    data: usize,
 }
 
 fn u16_at(b: &[u8], off: usize) -> Result<u16, BtfError> {
@@ -72,96 +66,79 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
     Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-impl Btf {
+fn extra_len(kind: u32, vlen: usize) -> Result<usize, BtfError> {
+    Ok(match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_ARRAY => 12,
+        KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+        KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+        0 | 2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | 16
+        | KIND_TYPE_TAG => 0,
+        other => return Err(BtfError::UnknownKind(other)),
+    })
+}
+
+impl<'a> Btf<'a> {
     /// Parses little-endian BTF as found in `/sys/kernel/btf/vmlinux`.
-    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
+    pub fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
         if u16_at(data, 0)? != MAGIC {
             return Err(BtfError::BadHeader);
         }
         let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
-        let type_start = hdr_len.checked_add(type_off).ok_or(BtfError::BadHeader)?;
-        let type_end = type_start
-            .checked_add(type_len)
-            .ok_or(BtfError::BadHeader)?;
-        let str_start = hdr_len.checked_add(str_off).ok_or(BtfError::BadHeader)?;
-        let str_end = str_start.checked_add(str_len).ok_or(BtfError::BadHeader)?;
-        let type_data = data.get(type_start..type_end).ok_or(BtfError::Truncated)?;
-        let strings = data
-            .get(str_start..str_end)
-            .ok_or(BtfError::Truncated)?
-            .to_vec();
-
-        let void = Type {
-            name_off: 0,
-            kind: 0,
-            ref_type: 0,
-            members: Vec::new(),
+        let field = |off| u32_at(data, off).map(|v| v as usize);
+        let (type_off, type_len, str_off, str_len) =
+            (field(8)?, field(12)?, field(16)?, field(20)?);
+        let range = |off: usize, len: usize| {
+            let start = hdr_len.checked_add(off).ok_or(BtfError::BadHeader)?;
+            let end = start.checked_add(len).ok_or(BtfError::BadHeader)?;
+            data.get(start..end).ok_or(BtfError::Truncated)
         };
-        let mut types = vec![void];
+        let types = range(type_off, type_len)?;
+        let strings = range(str_off, str_len)?;
+        let mut starts = Vec::new();
         let mut pos = 0;
-        while pos < type_data.len() {
-            let name_off = u32_at(type_data, pos)?;
-            let info = u32_at(type_data, pos + 4)?;
-            let size_or_type = u32_at(type_data, pos + 8)?;
-            pos += 12;
-            let vlen = (info & 0xffff) as usize;
-            let kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 == 1;
-            let mut members = Vec::new();
-            let extra = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let m = pos + i * 12;
-                        let raw_offset = u32_at(type_data, m + 8)?;
-                        members.push(Member {
-                            name_off: u32_at(type_data, m)?,
-                            type_id: u32_at(type_data, m + 4)?,
-                            // With kind_flag, the top byte is a bitfield size.
-                            bit_offset: if kind_flag {
-                                raw_offset & 0xff_ffff
-                            } else {
-                                raw_offset
-                            },
-                        });
-                    }
-                    vlen * 12
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
-                KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                0 | 2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | 16
-                | KIND_TYPE_TAG => 0,
-                other => return Err(BtfError::UnknownKind(other)),
-            };
-            pos += extra;
-            types.push(Type {
-                name_off,
-                kind,
-                ref_type: size_or_type,
-                members,
-            });
+        while pos < types.len() {
+            let info = u32_at(types, pos + 4)?;
+            u32_at(types, pos + 8)?;
+            starts.push(u32::try_from(pos).map_err(|_| BtfError::Truncated)?);
+            pos += 12 + extra_len((info >> 24) & 0x1f, (info & 0xffff) as usize)?;
         }
-        if pos != type_data.len() {
+        if pos != types.len() {
             return Err(BtfError::Truncated);
         }
-        let mut btf = Btf {
+        Ok(Btf {
             types,
             strings,
-            structs_by_name: HashMap::new(),
-        };
-        for (id, t) in btf.types.iter().enumerate() {
-            if t.kind == KIND_STRUCT && t.name_off != 0 {
-                let name = btf.name(t.name_off).to_string();
-                // The first definition wins; duplicates are identical in vmlinux.
-                btf.structs_by_name.entry(name).or_insert(id as u32);
-            }
-        }
-        Ok(btf)
+            starts,
+        })
+    }
+
+    fn header(&self, id: u32) -> Option<TypeHeader> {
+        let pos = *self.starts.get((id as usize).checked_sub(1)?)? as usize;
+        let info = u32_at(self.types, pos + 4).ok()?;
+        Some(TypeHeader {
+            name_off: u32_at(self.types, pos).ok()?,
+            kind: (info >> 24) & 0x1f,
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            ref_type: u32_at(self.types, pos + 8).ok()?,
+            data: pos + 12,
+        })
+    }
+
+    /// (name offset, type id, bit offset) of each member of a struct/union.
+    fn members(&self, t: TypeHeader) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        (0..t.vlen).filter_map(move |i| {
+            let m = t.data + i * 12;
+            let raw = u32_at(self.types, m + 8).ok()?;
+            // With kind_flag, the top byte is a bitfield size.
+            let bits = if t.kind_flag { raw & 0xff_ffff } else { raw };
+            Some((
+                u32_at(self.types, m).ok()?,
+                u32_at(self.types, m + 4).ok()?,
+                bits,
+            ))
+        })
     }
 
     fn name(&self, off: u32) -> &str {
@@ -171,9 +148,9 @@ impl Btf {
     }
 
     /// Follows typedef, const, volatile, restrict and type tags.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<TypeHeader> {
         for _ in 0..32 {
-            let t = self.types.get(id as usize)?;
+            let t = self.header(id)?;
             match t.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     id = t.ref_type
@@ -186,30 +163,38 @@ impl Btf {
 
     /// Finds `name` among the members of `t`, looking inside anonymous
     /// structs and unions; returns the bit offset and the member's type id.
-    fn find_member(&self, t: &Type, name: &str, depth: u32) -> Option<(u32, u32)> {
+    fn find_member(&self, t: TypeHeader, name: &str, depth: u32) -> Option<(u32, u32)> {
         if depth > 8 {
             return None;
         }
-        for m in &t.members {
-            if m.name_off != 0 && self.name(m.name_off) == name {
-                return Some((m.bit_offset, m.type_id));
-            }
+        if let Some((_, ty, off)) = self
+            .members(t)
+            .find(|(n, _, _)| *n != 0 && self.name(*n) == name)
+        {
+            return Some((off, ty));
         }
-        for m in t.members.iter().filter(|m| m.name_off == 0) {
-            let inner = self.resolve(m.type_id)?;
+        for (_, ty, off) in self.members(t).filter(|(n, _, _)| *n == 0) {
+            let inner = self.resolve(ty)?;
             if matches!(inner.kind, KIND_STRUCT | KIND_UNION)
-                && let Some((off, ty)) = self.find_member(inner, name, depth + 1)
+                && let Some((o, found)) = self.find_member(inner, name, depth + 1)
             {
-                return Some((m.bit_offset + off, ty));
+                return Some((off + o, found));
             }
         }
         None
     }
 
+    /// The first `struct name` (duplicates in vmlinux are identical).
+    fn find_struct(&self, name: &str) -> Option<TypeHeader> {
+        (1..=self.starts.len() as u32)
+            .filter_map(|id| self.header(id))
+            .find(|t| t.kind == KIND_STRUCT && t.name_off != 0 && self.name(t.name_off) == name)
+    }
+
     /// Byte offset of `path` (e.g. `["ns", "inum"]`) inside `struct name`.
     /// `None` when a name is missing or the member is a bitfield.
     pub fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
-        let mut t = self.resolve(*self.structs_by_name.get(name)?)?;
+        let mut t = self.find_struct(name)?;
         let mut bits = 0;
         for (i, field) in path.iter().enumerate() {
             let (off, ty) = self.find_member(t, field, 0)?;
@@ -344,7 +329,8 @@ pub(crate) mod tests {
 
     #[test]
     fn resolves_nested_anonymous_members() {
-        let btf = Btf::parse(&sample()).unwrap();
+        let blob = sample();
+        let btf = Btf::parse(&blob).unwrap();
         assert_eq!(btf.member_offset("sock_common", &["skc_num"]), Some(14));
         assert_eq!(btf.member_offset("sock_common", &["skc_dport"]), Some(12));
         assert_eq!(btf.member_offset("sock_common", &["skc_hash"]), Some(8));
@@ -353,7 +339,8 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_names_are_none() {
-        let btf = Btf::parse(&sample()).unwrap();
+        let blob = sample();
+        let btf = Btf::parse(&blob).unwrap();
         assert_eq!(btf.member_offset("sock_common", &["nope"]), None);
         assert_eq!(btf.member_offset("nothing", &["skc_num"]), None);
         assert_eq!(btf.member_offset("net", &["ns", "nope"]), None);
