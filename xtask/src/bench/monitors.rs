@@ -48,9 +48,7 @@ pub struct Running {
 impl Running {
     pub fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
+            super::util::stop_child(&mut child);
         }
         if let Some(flag) = self.polling.take() {
             flag.store(false, Ordering::Relaxed);

@@ -96,9 +96,7 @@ impl Lines {
     }
 
     pub fn stop(mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
 }
 
@@ -156,4 +154,20 @@ pub fn prog_stats(pid: u32) -> Vec<(u32, u64, u64)> {
 pub fn sh(cmd: &str) -> Result<String> {
     let out = Command::new("sh").args(["-c", cmd]).output()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Ends a monitor: SIGINT (bpftrace only checks its exit flag when events
+/// arrive after a SIGTERM, and may wait for ever), then SIGKILL after 5 s.
+pub fn stop_child(child: &mut Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
