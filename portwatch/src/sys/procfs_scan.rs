@@ -121,14 +121,18 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
     Ok(listeners)
 }
 
-/// Every process, with its network namespace.
-fn list_processes() -> Result<Vec<(u32, Option<u64>, Process)>> {
+/// Every process still there when it is read (one that vanished is skipped).
+fn processes() -> Result<impl Iterator<Item = Process>> {
     let procs = all_processes().map_err(|source| Error::Procfs {
         what: "the process list",
         source,
     })?;
-    Ok(procs
-        .flatten()
+    Ok(procs.flatten())
+}
+
+/// Every process, with its network namespace.
+fn list_processes() -> Result<Vec<(u32, Option<u64>, Process)>> {
+    Ok(processes()?
         .filter_map(|proc| {
             let pid = u32::try_from(proc.pid()).ok()?;
             Some((pid, netns_of(pid), proc))
@@ -223,12 +227,7 @@ pub fn listening_sockets_of(pid: u32) -> Vec<SocketAddr> {
 
 /// (pid, parent pid) of every process.
 pub fn parent_links() -> Result<Vec<(u32, u32)>> {
-    let procs = all_processes().map_err(|source| Error::Procfs {
-        what: "the process list",
-        source,
-    })?;
-    Ok(procs
-        .flatten()
+    Ok(processes()?
         .filter_map(|p| {
             let stat = p.stat().ok()?;
             Some((
