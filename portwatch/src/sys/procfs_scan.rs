@@ -88,12 +88,8 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
     let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
     for (pid, _, proc) in &all {
         // Processes come and go while we read: one that vanished is skipped.
-        let Ok(fds) = proc.fd() else { continue };
         let mut holder = None;
-        for fd in fds.flatten() {
-            let FDTarget::Socket(inode) = fd.target else {
-                continue;
-            };
+        for inode in socket_inodes(*pid) {
             if !wanted.contains(&inode) {
                 continue;
             }
@@ -113,12 +109,35 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
         .filter(|e| after.contains(&e.inode) && seen.insert(e.inode))
         .collect();
     let mut listeners = listeners_with_owners(entries, &holders, owner_ok);
+    // One read per owner, not per socket: servers own many.
+    let mut cgroups: HashMap<u32, String> = HashMap::new();
     for l in &mut listeners {
         if l.pid != 0 {
-            l.cgroup = cgroup_of(l.pid);
+            l.cgroup = cgroups
+                .entry(l.pid)
+                .or_insert_with(|| cgroup_of(l.pid))
+                .clone();
         }
     }
     Ok(listeners)
+}
+
+/// The socket inodes a process holds. One readlink per descriptor, read
+/// with the procfs crate's own parser: its descriptor iterator also
+/// stats each one, which doubles the cost of a scan.
+fn socket_inodes(pid: u32) -> impl Iterator<Item = u64> {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let link = std::fs::read_link(entry.path()).ok()?;
+            match link.to_str()?.parse::<FDTarget>().ok()? {
+                FDTarget::Socket(inode) => Some(inode),
+                _ => None,
+            }
+        })
 }
 
 /// Every process still there when it is read (one that vanished is skipped).
@@ -207,16 +226,7 @@ pub fn listening_sockets_of(pid: u32) -> Vec<SocketAddr> {
     let Ok(proc) = Process::new(pid as i32) else {
         return Vec::new();
     };
-    let Ok(fds) = proc.fd() else {
-        return Vec::new();
-    };
-    let held: HashSet<u64> = fds
-        .flatten()
-        .filter_map(|fd| match fd.target {
-            FDTarget::Socket(inode) => Some(inode),
-            _ => None,
-        })
-        .collect();
+    let held: HashSet<u64> = socket_inodes(pid).collect();
     let mut rows = proc.tcp().unwrap_or_default();
     rows.extend(proc.tcp6().unwrap_or_default());
     rows.into_iter()
