@@ -6,6 +6,7 @@ mod cost;
 mod latency;
 mod monitors;
 mod scan;
+mod storm;
 mod util;
 
 use std::{fmt::Write as _, path::Path, process::Command};
@@ -85,6 +86,8 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         .collect::<Result<_>>()?;
     eprintln!("bench: hot path ({rounds} rounds of {churn_s} s churn per mode)");
     let hot = churn::hot_path(root, rounds, churn_s)?;
+    eprintln!("bench: loss under a storm (4 KiB ring buffer)");
+    let storm = storm::storm(root, 4, if opts.quick { 1000 } else { 2000 })?;
     eprintln!("bench: scan cost");
     let scan = scan::scan_cost(root, sizes, 50, 5)?;
     eprintln!("bench: daemon cost ({cost_s} s idle, {cost_s} s at 1,000 events/s)");
@@ -103,6 +106,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         "latency": lat,
         "completeness": comp,
         "hot_path": hot,
+        "storm": storm,
         "scan": scan,
         "daemon_cost": cost,
         "cleanup": cleanup,
@@ -199,6 +203,19 @@ pub fn table(r: &Value) -> String {
             f(&x["ns_per_run"])
         );
     }
+    let st = &r["storm"];
+    let _ = writeln!(
+        s,
+        "\nLoss under a storm: {} processes, {} listeners ({} events) through a {}-byte ring buffer: {} events dropped, {} resyncs; state equal to procfs {} ms after the storm ended ({} listeners kept open).",
+        st["workers"],
+        st["listeners"],
+        st["events"],
+        st["ring_buffer_bytes"],
+        st["drops"],
+        st["resyncs"],
+        f(&st["converge_ms_after_storm"]),
+        st["kept_open"]
+    );
     let _ = writeln!(s, "\nSnapshot cost (median wall time):\n");
     let _ = writeln!(
         s,

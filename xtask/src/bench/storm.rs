@@ -1,0 +1,115 @@
+//! Loss under a storm: a tiny ring buffer, listeners opened and closed by
+//! several processes at once. Counts drops and resyncs, and times how long
+//! after the storm the reported state equals what procfs shows.
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+
+use super::util::{Lines, mono_ns};
+
+/// Ports (local) that processes `pids` listen on, from `ss -Hltnp`.
+fn listening_ports_of(pids: &[u32]) -> BTreeSet<u16> {
+    let out = Command::new("ss")
+        .args(["-Hltnp"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| pids.iter().any(|p| l.contains(&format!("pid={p},"))))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
+    let watch = Lines::spawn(Command::new(root.join("target/release/portwatch")).args([
+        "watch",
+        "--json",
+        "--ring-buffer",
+        "4096",
+        "--resync-interval",
+        "0",
+    ]))?;
+    watch.wait_for("\"ready\"", Duration::from_secs(30))?;
+    let mut helper = Command::new("python3")
+        .arg(root.join("tests/helpers/storm.py"))
+        .args([workers.to_string(), per_worker.to_string(), "7".into()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("python3 runs the storm")?;
+    let mut out = BufReader::new(helper.stdout.take().context("stdout")?);
+    let mut pids = Vec::new();
+    for _ in 0..workers {
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        pids.push(
+            line.split_whitespace()
+                .nth(1)
+                .context("a done line")?
+                .parse::<u32>()?,
+        );
+    }
+    let storm_end = mono_ns();
+    let truth = listening_ports_of(&pids);
+
+    let mut state = BTreeSet::new();
+    let (mut drops, mut resyncs) = (0u64, 0u64);
+    let mut converged_ms = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while converged_ms.is_none() && Instant::now() < deadline {
+        let Ok((t, line)) = watch.rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let pid = v["pid"].as_u64().unwrap_or(0) as u32;
+        let port = v["port"].as_u64().unwrap_or(0) as u16;
+        match v["event"].as_str() {
+            Some("opened") if pids.contains(&pid) => {
+                state.insert(port);
+            }
+            Some("closed") if pids.contains(&pid) => {
+                state.remove(&port);
+            }
+            Some("resync") => {
+                resyncs += 1;
+                drops = v["drops"].as_u64().unwrap_or(0);
+                if state == truth {
+                    converged_ms = Some(t.saturating_sub(storm_end) as f64 / 1e6);
+                }
+            }
+            _ => {}
+        }
+    }
+    drop(helper.stdin.take());
+    let _ = helper.wait();
+    watch.stop();
+    Ok(json!({
+        "workers": workers,
+        "listeners": workers * per_worker,
+        "events": workers * per_worker * 2,
+        "ring_buffer_bytes": 4096,
+        "drops": drops,
+        "resyncs": resyncs,
+        "kept_open": truth.len(),
+        "converged": converged_ms.is_some(),
+        "converge_ms_after_storm": converged_ms,
+    }))
+}
