@@ -150,13 +150,19 @@ pub fn start(tool: Tool, root: &Path) -> Result<Running> {
 
 /// The local ports `ss -Hltn` lists.
 pub fn ss_ports() -> HashSet<u16> {
+    ss_listening(&["-Hltn"], |_| true)
+}
+
+/// The local ports of the `ss ARGS` lines for which `keep` is true.
+pub fn ss_listening<T: FromIterator<u16>>(args: &[&str], keep: impl Fn(&str) -> bool) -> T {
     let out = Command::new("ss")
-        .args(["-Hltn"])
+        .args(args)
         .output()
         .map(|o| o.stdout)
         .unwrap_or_default();
     String::from_utf8_lossy(&out)
         .lines()
+        .filter(|l| keep(l))
         .filter_map(|l| {
             l.split_whitespace()
                 .nth(3)?

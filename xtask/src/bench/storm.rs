@@ -17,23 +17,9 @@ use super::util::{Lines, mono_ns};
 
 /// Ports (local) that processes `pids` listen on, from `ss -Hltnp`.
 fn listening_ports_of(pids: &[u32]) -> BTreeSet<u16> {
-    let out = Command::new("ss")
-        .args(["-Hltnp"])
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    String::from_utf8_lossy(&out)
-        .lines()
-        .filter(|l| pids.iter().any(|p| l.contains(&format!("pid={p},"))))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(3)?
-                .rsplit_once(':')?
-                .1
-                .parse()
-                .ok()
-        })
-        .collect()
+    super::monitors::ss_listening(&["-Hltnp"], |l| {
+        pids.iter().any(|p| l.contains(&format!("pid={p},")))
+    })
 }
 
 pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
