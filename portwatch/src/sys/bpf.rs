@@ -155,9 +155,16 @@ impl KernelProbe {
             attach_tracepoint(&mut ebpf, FORK_PROG, "sched", "sched_process_fork")?;
             attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", "sched_process_exit")?;
         }
+        // aya's parse of the kernel BTF is large and slow: one serves both
+        // BTF-typed programs.
+        let kernel_btf = if sock_offsets.valid != 0 {
+            Some(Btf::from_sys_fs().map_err(|_| Error::NoBtf)?)
+        } else {
+            None
+        };
         match hook {
             Hook::TpBtf => {
-                let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
+                let btf = kernel_btf.as_ref().ok_or(Error::NoBtf)?;
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(SET_STATE_BTF_PROG)
                     .ok_or(Error::MissingObject(
@@ -166,7 +173,7 @@ impl KernelProbe {
                     .try_into()
                     .map_err(|e| program_err("use the tp_btf program", e))?;
                 program
-                    .load("inet_sock_set_state", &btf)
+                    .load("inet_sock_set_state", btf)
                     .map_err(|e| program_err("load the tp_btf program", e))?;
                 program
                     .attach()
@@ -175,18 +182,20 @@ impl KernelProbe {
             _ => attach_tracepoint(&mut ebpf, SET_STATE_PROG, "sock", "inet_sock_set_state")?,
         }
         // The connection program needs BTF; loaded now, attached on demand.
-        let conn_loaded = sock_offsets.valid != 0 && {
-            let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
+        let conn_loaded = if let Some(btf) = &kernel_btf {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut(CONN_PROG)
                 .ok_or(Error::MissingObject("the connection program"))?
                 .try_into()
                 .map_err(|e| program_err("use the connection program", e))?;
             program
-                .load("inet_sock_set_state", &btf)
+                .load("inet_sock_set_state", btf)
                 .map_err(|e| program_err("load the connection program", e))?;
             true
+        } else {
+            false
         };
+        drop(kernel_btf);
 
         let map_err = |name| {
             move |e| Error::Map {
