@@ -5,12 +5,10 @@ use aya_ebpf::{
     helpers::generated::bpf_ktime_get_boot_ns, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use portwatch_common::{
-    AF_INET, COUNTER_RING_FULL, IPPROTO_TCP, ListenEvent, ListenKind, tcp_state,
-};
+use portwatch_common::{COUNTER_RING_FULL, IPPROTO_TCP, ListenEvent, ListenKind, tcp_state};
 
 use crate::{
-    listen::{Transition, current_owner, netns_of},
+    listen::{Transition, current_owner, event_addr, netns_of},
     maps::{EVENTS, SOCK_OFFSETS, count},
     set_state_btf::Sock,
 };
@@ -47,13 +45,11 @@ pub fn inet_sock_set_state_conn(ctx: BtfTracePointContext) -> u32 {
         owner.tid = 0;
         owner.comm = [0; 16];
     }
-    let mut raddr = [0u8; 16];
-    if family == AF_INET {
-        let v4: [u8; 4] = sock.read(sock.off.skc_daddr);
-        raddr[..4].copy_from_slice(&v4);
-    } else {
-        raddr = sock.read(sock.off.skc_v6_daddr);
-    }
+    let raddr = event_addr(
+        family,
+        || sock.read(sock.off.skc_daddr),
+        || sock.read(sock.off.skc_v6_daddr),
+    );
     entry.write(ListenEvent {
         // SAFETY: a helper without arguments, valid in tracing programs.
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },

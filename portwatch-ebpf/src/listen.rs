@@ -5,8 +5,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
 };
 use portwatch_common::{
-    COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP, ListenEvent, ListenKind,
-    Owner, tcp_state,
+    AF_INET, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP, ListenEvent,
+    ListenKind, Owner, tcp_state,
 };
 
 use crate::maps::{EVENTS, FILTER_TREE, OWNERS, SOCK_OFFSETS, WATCHED, count};
@@ -19,6 +19,23 @@ pub trait Transition {
     fn port(&self) -> u16;
     /// Local address: 4 bytes for AF_INET, 16 for AF_INET6.
     fn addr(&self, family: u16) -> [u8; 16];
+}
+
+/// An address as the event carries it: the 4 bytes of an AF_INET address
+/// at the front, or all 16 of any other family's.
+#[inline(always)]
+pub fn event_addr(
+    family: u16,
+    v4: impl FnOnce() -> [u8; 4],
+    v6: impl FnOnce() -> [u8; 16],
+) -> [u8; 16] {
+    if family == AF_INET {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&v4());
+        addr
+    } else {
+        v6()
+    }
 }
 
 /// The listen transition `old -> new` is, if any.

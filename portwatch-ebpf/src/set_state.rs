@@ -2,10 +2,10 @@
 //! trace record, at offsets read from its format file.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use portwatch_common::{AF_INET, SetStateOffsets};
+use portwatch_common::SetStateOffsets;
 
 use crate::{
-    listen::{Transition, handle, listen_kind},
+    listen::{Transition, event_addr, handle, listen_kind},
     maps::SET_STATE_OFFSETS,
 };
 
@@ -37,14 +37,11 @@ impl Transition for Record<'_> {
         self.read(self.off.sport)
     }
     fn addr(&self, family: u16) -> [u8; 16] {
-        if family == AF_INET {
-            let v4: [u8; 4] = self.read(self.off.saddr);
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&v4);
-            addr
-        } else {
-            self.read(self.off.saddr_v6)
-        }
+        event_addr(
+            family,
+            || self.read(self.off.saddr),
+            || self.read(self.off.saddr_v6),
+        )
     }
 }
 

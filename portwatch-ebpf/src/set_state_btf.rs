@@ -5,10 +5,10 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use portwatch_common::{AF_INET, SockOffsets};
+use portwatch_common::SockOffsets;
 
 use crate::{
-    listen::{Transition, handle, listen_kind},
+    listen::{Transition, event_addr, handle, listen_kind},
     maps::SOCK_OFFSETS,
 };
 
@@ -42,14 +42,11 @@ impl Transition for Sock {
         u16::from_be(self.read(self.off.inet_sport))
     }
     fn addr(&self, family: u16) -> [u8; 16] {
-        if family == AF_INET {
-            let v4: [u8; 4] = self.read(self.off.skc_rcv_saddr);
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&v4);
-            addr
-        } else {
-            self.read(self.off.skc_v6_rcv_saddr)
-        }
+        event_addr(
+            family,
+            || self.read(self.off.skc_rcv_saddr),
+            || self.read(self.off.skc_v6_rcv_saddr),
+        )
     }
 }
 
