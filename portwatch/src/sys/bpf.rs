@@ -1,6 +1,6 @@
 //! Loads and attaches the kernel programs and reads their ring buffer.
 
-use std::{fs, path::Path};
+use std::fs;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -439,9 +439,4 @@ fn start_kernel_log(ebpf: &mut Ebpf) {
             guard.clear_ready();
         }
     });
-}
-
-/// Whether this kernel exposes BTF (needed by the tp_btf hook).
-pub fn has_kernel_btf() -> bool {
-    Path::new(VMLINUX_BTF).exists()
 }
