@@ -92,12 +92,15 @@ impl KernelProbe {
     /// Loads the programs and attaches them. Needs a tokio runtime with I/O.
     pub fn attach(config: &ProbeConfig) -> Result<Self> {
         raise_memlock_limit();
-        let kernel_btf = fs::read(VMLINUX_BTF).ok();
-        let sock_offsets = kernel_btf
-            .as_deref()
-            .and_then(|data| btf::Btf::parse(data).ok())
-            .and_then(|b| sock_offsets(&b))
-            .unwrap_or(SockOffsets::UNKNOWN);
+        // The raw BTF is as large as aya's own parse of it: a block, so it is
+        // freed before the loader parses the file again (peak RSS).
+        let sock_offsets = {
+            let raw = fs::read(VMLINUX_BTF).ok();
+            raw.as_deref()
+                .and_then(|data| btf::Btf::parse(data).ok())
+                .and_then(|b| sock_offsets(&b))
+                .unwrap_or(SockOffsets::UNKNOWN)
+        };
         if sock_offsets.valid == 0 {
             tracing::warn!(
                 "no usable kernel BTF at {VMLINUX_BTF}: network namespaces will be reported as 0"
@@ -196,6 +199,7 @@ impl KernelProbe {
             false
         };
         drop(kernel_btf);
+        release_freed_heap();
 
         let map_err = |name| {
             move |e| Error::Map {
@@ -409,6 +413,17 @@ fn program_err(action: &'static str, e: aya::programs::ProgramError) -> Error {
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lifting it is
 /// harmless on newer ones. A failure surfaces later as a load error.
+/// aya's parses of the kernel BTF leave megabytes of freed heap behind, in
+/// pieces glibc would keep for the life of the daemon: hand them back.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
+    // touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
