@@ -34,6 +34,9 @@ enum Task {
         /// Smaller workloads and shorter runs, for a quick look
         #[arg(long)]
         quick: bool,
+        /// Run only these sections (comma-separated); all by default
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<bench::Section>,
     },
     /// Loopback connection churn for the benchmarks (internal)
     #[command(hide = true)]
@@ -75,9 +78,9 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot start {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, only } => {
             build(&root)?;
-            bench::run(&root, &bench::Options { quick })
+            bench::run(&root, &bench::Options { quick, only })
         }
         Task::Churn { seconds } => bench::churn_main(seconds),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),

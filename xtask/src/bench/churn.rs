@@ -124,28 +124,42 @@ fn set_bpf_stats(on: bool) {
     );
 }
 
-/// Alternates the modes for `rounds` rounds of `seconds` each, then one
-/// run per monitor with `kernel.bpf_stats_enabled` for the per-run cost.
+/// Runs every mode once per round for `rounds` rounds of `seconds` each,
+/// the order rotated each round so that no mode always runs first or
+/// last; then one run per monitor with `kernel.bpf_stats_enabled` for the
+/// per-run cost. A mode's ratio is the median over rounds of its rate
+/// over the same round's no-monitor rate: the machine's drift between
+/// rounds cancels out.
 pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
     let modes = [Mode::None, Mode::TpBtf, Mode::Tracepoint, Mode::Bpftrace];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     set_bpf_stats(false);
-    for _ in 0..rounds {
-        for (i, mode) in modes.iter().enumerate() {
-            let mon = start(*mode, root)?;
+    for round in 0..rounds {
+        for k in 0..modes.len() {
+            let i = (k + round) % modes.len();
+            let mon = start(modes[i], root)?;
             rates[i].push(run_churn(seconds)?);
             if let Some(m) = mon {
                 m.stop();
             }
         }
     }
-    let base = median(&rates[0]);
     let mut throughput = Vec::new();
     for (i, mode) in modes.iter().enumerate() {
-        let m = median(&rates[i]);
-        throughput.push(
-            json!({ "mode": mode.name(), "conn_per_s": m, "ratio": m / base, "runs": rates[i] }),
-        );
+        let mut ratios: Vec<f64> = rates[i]
+            .iter()
+            .zip(&rates[0])
+            .map(|(r, base)| r / base)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        throughput.push(json!({
+            "mode": mode.name(),
+            "conn_per_s": median(&rates[i]),
+            "ratio": median(&ratios),
+            "ratio_min": ratios.first(),
+            "ratio_max": ratios.last(),
+            "runs": rates[i],
+        }));
     }
 
     let mut per_run = Vec::new();

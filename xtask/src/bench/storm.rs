@@ -5,8 +5,10 @@
 use std::{
     collections::BTreeSet,
     io::{BufRead as _, BufReader},
+    net::TcpListener,
     path::Path,
     process::{Command, Stdio},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -84,6 +86,7 @@ pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
             _ => {}
         }
     }
+    let after = after_convergence(&watch, 200)?;
     drop(helper.stdin.take());
     let _ = helper.wait();
     watch.stop();
@@ -97,5 +100,52 @@ pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
         "kept_open": truth.len(),
         "converged": converged_ms.is_some(),
         "converge_ms_after_storm": converged_ms,
+        "after": after,
+    }))
+}
+
+/// Nothing lost once converged: `n` listeners of our own, opened and
+/// closed at a pace the tiny ring buffer holds, must all be reported.
+fn after_convergence(watch: &Lines, n: usize) -> Result<Value> {
+    let me = std::process::id();
+    let mut ports = BTreeSet::new();
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        ports.insert(l.local_addr()?.port());
+        held.push(l);
+        thread::sleep(Duration::from_micros(500));
+    }
+    for l in held {
+        drop(l);
+        thread::sleep(Duration::from_micros(500));
+    }
+    let (mut opened, mut closed) = (BTreeSet::new(), BTreeSet::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closed.len() < ports.len() && Instant::now() < deadline {
+        let Ok((_, line)) = watch.rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let port = v["port"].as_u64().unwrap_or(0) as u16;
+        if v["pid"].as_u64() != Some(u64::from(me)) || !ports.contains(&port) {
+            continue;
+        }
+        match v["event"].as_str() {
+            Some("opened") => {
+                opened.insert(port);
+            }
+            Some("closed") => {
+                closed.insert(port);
+            }
+            _ => {}
+        }
+    }
+    Ok(json!({
+        "listeners": n,
+        "opened_reported": opened.len(),
+        "closed_reported": closed.len(),
     }))
 }

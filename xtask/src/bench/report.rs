@@ -1,0 +1,198 @@
+//! The results as Markdown tables (what BENCHMARKS.md holds). A section
+//! left out with `--only` is left out of the tables too.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+fn f(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => v.to_string(),
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn rows(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+pub fn tables(r: &Value) -> String {
+    let mut s = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(
+        s,
+        "Machine: {} cores, {}, Linux {}",
+        m["cores"],
+        text(&m["cpu"]),
+        text(&m["kernel"])
+    );
+    if !r["latency"].is_null() {
+        latency(&mut s, &r["latency"]);
+    }
+    if !r["completeness"].is_null() {
+        completeness(&mut s, &r["completeness"]);
+    }
+    if !r["hot_path"].is_null() {
+        hot_path(&mut s, &r["hot_path"]);
+    }
+    if !r["storm"].is_null() {
+        storm(&mut s, &r["storm"]);
+    }
+    if !r["scan"].is_null() {
+        scan(&mut s, &r["scan"]);
+    }
+    if !r["daemon_cost"].is_null() {
+        daemon_cost(&mut s, &r["daemon_cost"]);
+    }
+    if !r["cleanup"].is_null() {
+        let _ = write!(s, "\nCleanup:");
+        for x in rows(&r["cleanup"]) {
+            let _ = write!(
+                s,
+                " after {}, {} of {} programs left;",
+                text(&x["signal"]),
+                x["left_after"],
+                x["programs"]
+            );
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn latency(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nLatency, listen() returning to the event line read:\n\n\
+         | tool | listeners | reported | p50 us | p99 us | max us |\n|---|---|---|---|---|---|"
+    );
+    for x in rows(v) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            text(&x["tool"]),
+            x["listeners"],
+            x["reported"],
+            f(&x["p50_us"]),
+            f(&x["p99_us"]),
+            f(&x["max_us"])
+        );
+    }
+}
+
+fn completeness(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nCompleteness, listeners living microseconds:\n\n\
+         | tool | listeners | opens reported | closes reported | fraction |\n|---|---|---|---|---|"
+    );
+    for x in rows(v) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            text(&x["tool"]),
+            x["listeners"],
+            x["opened_reported"],
+            x["closed_reported"],
+            f(&x["fraction"])
+        );
+    }
+}
+
+fn hot_path(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nHot path, loopback connection churn ({} rounds of {} s, order rotated each round; \
+         ratio: median over rounds of the mode's rate over the same round's no-monitor rate):\n\n\
+         | mode | connections/s (median) | ratio to no monitor | lowest, highest round ratio |\n|---|---|---|---|",
+        v["rounds"], v["seconds_per_run"]
+    );
+    for x in rows(&v["throughput"]) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}, {} |",
+            text(&x["mode"]),
+            f(&x["conn_per_s"]),
+            f(&x["ratio"]),
+            f(&x["ratio_min"]),
+            f(&x["ratio_max"])
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nKernel run time of the state-change program (kernel.bpf_stats_enabled):\n\n\
+         | program | runs | ns per run |\n|---|---|---|"
+    );
+    for x in rows(&v["per_run"]) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            text(&x["mode"]),
+            x["run_cnt"],
+            f(&x["ns_per_run"])
+        );
+    }
+}
+
+fn storm(s: &mut String, st: &Value) {
+    let _ = writeln!(
+        s,
+        "\nLoss under a storm: {} processes, {} listeners ({} events) through a {}-byte ring \
+         buffer: {} events dropped, {} resyncs; state equal to procfs {} ms after the storm \
+         ended ({} listeners kept open). After convergence, {} of {} new listeners reported \
+         opened and {} of {} closed.",
+        st["workers"],
+        st["listeners"],
+        st["events"],
+        st["ring_buffer_bytes"],
+        st["drops"],
+        st["resyncs"],
+        f(&st["converge_ms_after_storm"]),
+        st["kept_open"],
+        st["after"]["opened_reported"],
+        st["after"]["listeners"],
+        st["after"]["closed_reported"],
+        st["after"]["listeners"],
+    );
+}
+
+fn scan(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nSnapshot cost (median wall time):\n\n\
+         | listeners | processes | portwatch list ms | ss -ltnp ms | lsof ms | portwatch / ss |\n|---|---|---|---|---|---|"
+    );
+    for x in rows(v) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            x["listeners"],
+            x["processes"],
+            f(&x["portwatch_list_ms"]),
+            f(&x["ss_ltnp_ms"]),
+            f(&x["lsof_ms"]),
+            f(&x["ratio_vs_ss"])
+        );
+    }
+}
+
+fn daemon_cost(s: &mut String, c: &Value) {
+    let _ = writeln!(
+        s,
+        "\nDaemon cost over {} s: idle {} CPU s, {} wakeups, RSS {} MiB; at {} events/s {}% \
+         CPU, RSS {} MiB. Start-up peak (VmHWM) {} MiB.",
+        c["seconds"],
+        f(&c["idle_cpu_s"]),
+        c["idle_voluntary_switches"],
+        f(&c["idle_rss_mib"]),
+        f(&c["events_per_s"]),
+        f(&c["busy_cpu_percent"]),
+        f(&c["busy_rss_mib"]),
+        f(&c["peak_rss_mib"])
+    );
+}
