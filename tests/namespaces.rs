@@ -135,3 +135,42 @@ fn events_carry_the_owners_cgroup_path() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+const LISTEN_V4_V6: &str = r#"
+import socket
+held = []
+for fam, addr in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::")]:
+    s = socket.socket(fam); s.bind((addr, 0)); s.listen(); held.append(s)
+print("ready")
+import sys; sys.stdin.readline()
+"#;
+
+/// The snapshot reads a namespace's listening sockets through sock_diag
+/// and falls back to /proc/PID/net/tcp{,6}: both must see the same rows.
+#[test]
+fn sock_diag_rows_match_the_proc_tables_of_another_namespace() {
+    use portwatch::sys::sock_diag;
+    use std::collections::BTreeSet;
+
+    let ns = NetNs::new("diag");
+    let inode = ns.inode();
+    let mut helper = Helper::command_in_netns(&ns.name, LISTEN_V4_V6);
+    assert_eq!(helper.read_line(), "ready");
+
+    let diag: BTreeSet<(String, u64)> = sock_diag::listening_in(helper.pid(), inode)
+        .expect("sock_diag in the namespace")
+        .into_iter()
+        .inspect(|r| assert_eq!(r.netns, inode))
+        .map(|r| (r.local.to_string(), r.inode))
+        .collect();
+    let proc = procfs::process::Process::new(helper.pid() as i32).unwrap();
+    let mut rows = proc.tcp().unwrap();
+    rows.extend(proc.tcp6().unwrap());
+    let text: BTreeSet<(String, u64)> = rows
+        .into_iter()
+        .filter(|r| r.state == procfs::net::TcpState::Listen)
+        .map(|r| (r.local_address.to_string(), r.inode))
+        .collect();
+    assert_eq!(diag.len(), 3, "{diag:?}");
+    assert_eq!(diag, text);
+}

@@ -8,4 +8,5 @@ pub mod clock;
 pub mod privilege;
 pub mod procfs_scan;
 pub mod sampler;
+pub mod sock_diag;
 pub mod tracefs;

@@ -3,15 +3,19 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    ffi::CString,
+    fs::File,
     net::SocketAddr,
-    os::unix::fs::MetadataExt as _,
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _, unix::fs::MetadataExt as _},
 };
 
 use procfs::{
+    FromRead as _, ProcessCGroups,
     net::{TcpNetEntry, TcpState},
-    process::{FDTarget, Process, all_processes},
+    process::{FDTarget, Process, Stat},
 };
 
+use super::sock_diag;
 use crate::{
     error::{Error, Result},
     event::{Listener, Proto},
@@ -57,8 +61,7 @@ pub fn netns_of(pid: u32) -> Option<u64> {
 
 /// A process's cgroup v2 path, or empty when it has none.
 pub fn cgroup_of(pid: u32) -> String {
-    Process::new(pid as i32)
-        .and_then(|p| p.cgroups())
+    ProcessCGroups::from_file(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|groups| {
             groups
@@ -86,7 +89,7 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
     let all = list_processes()?;
     let wanted: HashSet<u64> = before.iter().map(|e| e.inode).collect();
     let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
-    for (pid, _, proc) in &all {
+    for (pid, _) in &all {
         // Processes come and go while we read: one that vanished is skipped.
         let mut holder = None;
         for inode in socket_inodes(*pid) {
@@ -94,7 +97,7 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
                 continue;
             }
             if holder.is_none() {
-                holder = holder_of(proc, *pid);
+                holder = holder_of(*pid);
             }
             if let Some(h) = &holder {
                 holders.entry(inode).or_default().push(h.clone());
@@ -122,65 +125,94 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
     Ok(listeners)
 }
 
-/// The socket inodes a process holds. One readlink per descriptor, read
-/// with the procfs crate's own parser: its descriptor iterator also
-/// stats each one, which doubles the cost of a scan.
-fn socket_inodes(pid: u32) -> impl Iterator<Item = u64> {
-    let dir = format!("/proc/{pid}/fd");
-    std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
+/// The socket inodes a process holds: one readlinkat(2) per descriptor,
+/// relative to the open fd directory, so the kernel does not walk
+/// /proc/PID/fd/N from the root for each one (ss does, and pays for it).
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let dir_path = format!("/proc/{pid}/fd");
+    let (Ok(dir), Ok(entries)) = (File::open(&dir_path), std::fs::read_dir(&dir_path)) else {
+        return Vec::new();
+    };
+    let mut buf = [0u8; 64];
+    entries
         .flatten()
         .filter_map(|entry| {
-            let link = std::fs::read_link(entry.path()).ok()?;
-            match link.to_str()?.parse::<FDTarget>().ok()? {
+            let name = CString::new(entry.file_name().as_bytes()).ok()?;
+            // SAFETY: a valid directory fd, a NUL-terminated name and a
+            // buffer of the length passed; readlinkat writes at most that.
+            let n = unsafe {
+                libc::readlinkat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            let link = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+            match link.parse::<FDTarget>().ok()? {
                 FDTarget::Socket(inode) => Some(inode),
                 _ => None,
             }
         })
+        .collect()
 }
 
-/// Every process still there when it is read (one that vanished is skipped).
-fn processes() -> Result<impl Iterator<Item = Process>> {
-    let procs = all_processes().map_err(|source| Error::Procfs {
-        what: "the process list",
+/// Every process (its pid) and its network namespace. Reads the /proc
+/// directory only: opening each process is left to whoever needs it.
+fn list_processes() -> Result<Vec<(u32, Option<u64>)>> {
+    let dir = std::fs::read_dir("/proc").map_err(|source| Error::Io {
+        what: "cannot list the processes in /proc",
         source,
     })?;
-    Ok(procs.flatten())
-}
-
-/// Every process, with its network namespace.
-fn list_processes() -> Result<Vec<(u32, Option<u64>, Process)>> {
-    Ok(processes()?
-        .filter_map(|proc| {
-            let pid = u32::try_from(proc.pid()).ok()?;
-            Some((pid, netns_of(pid), proc))
-        })
+    Ok(dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .map(|pid| (pid, netns_of(pid)))
         .collect())
 }
 
 /// The LISTEN rows of every namespace's tables, read through one process
-/// of each namespace.
-fn read_tables(all: &[(u32, Option<u64>, Process)]) -> Vec<ListenEntry> {
+/// of each namespace: by sock_diag, or from /proc/PID/net/tcp{,6} where
+/// sock_diag is unavailable (a kernel without it, or a namespace we may
+/// not enter).
+fn read_tables(all: &[(u32, Option<u64>)]) -> Vec<ListenEntry> {
+    let own = netns_of(std::process::id());
     let mut entries = Vec::new();
     let mut done = HashSet::new();
-    for (_, netns, proc) in all {
-        let Some(ns) = *netns else { continue };
+    for &(pid, netns) in all {
+        let Some(ns) = netns else { continue };
         if done.contains(&ns) {
             continue;
         }
         // If this process exited, another one of the namespace reads it.
-        let Ok(tcp) = proc.tcp() else { continue };
-        done.insert(ns);
-        entries.extend(listen_entries(tcp, ns));
-        // A kernel without IPv6 has no tcp6 table: that is no error.
-        entries.extend(listen_entries(proc.tcp6().unwrap_or_default(), ns));
+        if let Some(rows) = listen_rows(pid, ns, own) {
+            done.insert(ns);
+            entries.extend(rows);
+        }
     }
     entries
 }
 
-fn holder_of(proc: &Process, pid: u32) -> Option<Holder> {
-    let stat = proc.stat().ok()?;
+/// The LISTEN rows of namespace `ns`, read through process `pid` of it;
+/// None if that process is gone.
+fn listen_rows(pid: u32, ns: u64, own: Option<u64>) -> Option<Vec<ListenEntry>> {
+    let diag = if Some(ns) == own {
+        sock_diag::listening_here(ns)
+    } else {
+        sock_diag::listening_in(pid, ns)
+    };
+    if let Ok(rows) = diag {
+        return Some(rows);
+    }
+    let proc = Process::new(pid as i32).ok()?;
+    let mut rows: Vec<ListenEntry> = listen_entries(proc.tcp().ok()?, ns).collect();
+    // A kernel without IPv6 has no tcp6 table: that is no error.
+    rows.extend(listen_entries(proc.tcp6().unwrap_or_default(), ns));
+    Some(rows)
+}
+
+fn holder_of(pid: u32) -> Option<Holder> {
+    let stat = Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
     Some(Holder {
         pid,
         start_time: stat.starttime,
@@ -221,29 +253,27 @@ pub fn listeners_with_owners(
         .collect()
 }
 
-/// The listening sockets a process holds: (local address, inode).
+/// The listening sockets a process holds.
 pub fn listening_sockets_of(pid: u32) -> Vec<SocketAddr> {
-    let Ok(proc) = Process::new(pid as i32) else {
+    let Some(ns) = netns_of(pid) else {
         return Vec::new();
     };
-    let held: HashSet<u64> = socket_inodes(pid).collect();
-    let mut rows = proc.tcp().unwrap_or_default();
-    rows.extend(proc.tcp6().unwrap_or_default());
-    rows.into_iter()
-        .filter(|r| r.state == TcpState::Listen && held.contains(&r.inode))
-        .map(|r| r.local_address)
+    let held: HashSet<u64> = socket_inodes(pid).into_iter().collect();
+    listen_rows(pid, ns, netns_of(std::process::id()))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| held.contains(&r.inode))
+        .map(|r| r.local)
         .collect()
 }
 
 /// (pid, parent pid) of every process.
 pub fn parent_links() -> Result<Vec<(u32, u32)>> {
-    Ok(processes()?
-        .filter_map(|p| {
-            let stat = p.stat().ok()?;
-            Some((
-                u32::try_from(stat.pid).ok()?,
-                u32::try_from(stat.ppid).ok()?,
-            ))
+    Ok(list_processes()?
+        .into_iter()
+        .filter_map(|(pid, _)| {
+            let stat = Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
+            Some((pid, u32::try_from(stat.ppid).ok()?))
         })
         .collect())
 }
