@@ -68,11 +68,12 @@ fn a_storm_that_overflows_the_ring_buffer_converges_to_procfs() {
     let resync_lines: Vec<_> = all.iter().filter(|v| v["event"] == "resync").collect();
     let history: Vec<_> = missing
         .first()
+        .or(extra.first())
         .map(|(_, port)| all.iter().filter(|v| v["port"] == *port).collect())
         .unwrap_or_default();
     assert!(
         converged,
-        "state never matched procfs: {} reported vs {} real; missing {missing:?}, extra {extra:?}; resyncs {resync_lines:?}; history of the first missing: {history:?}",
+        "state never matched procfs: {} reported vs {} real; missing {missing:?}, extra {extra:?}; resyncs {resync_lines:?}; history of the first missing or extra: {history:?}",
         state.len(),
         truth.len()
     );

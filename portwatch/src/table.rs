@@ -158,13 +158,21 @@ impl ListenerTable {
         match ev.kind {
             ListenKind::Opened => {
                 let listener = ev.listener();
+                if during_startup && listener.port != 0 && self.by_sk.contains_key(&ev.skaddr) {
+                    // Adopted by the baseline already.
+                    return;
+                }
+                // One socket address holds one live socket: whatever the
+                // table still has at this address closed, and its close was
+                // lost (a full ring buffer). An unbound one was never
+                // reported, so it just goes.
+                self.unbound.remove(&ev.skaddr);
+                if let Some(stale) = self.by_sk.remove(&ev.skaddr) {
+                    out.push(report(Change::Closed, stale, ts, Source::Ebpf));
+                }
                 if listener.port == 0 {
                     // The kernel assigns the port right after this event.
                     self.unbound.insert(ev.skaddr, (listener, ts));
-                    return;
-                }
-                if during_startup && self.by_sk.contains_key(&ev.skaddr) {
-                    // Adopted by the baseline already.
                     return;
                 }
                 if during_startup
@@ -232,6 +240,24 @@ impl ListenerTable {
     /// Makes the table agree with a procfs scan and reports the differences
     /// (`source: resync`). Keys in `unsettled` changed while the scan ran,
     /// so the scan may be stale for them: they are left alone.
+    /// How many of the `unsettled` keys the table and `scan` disagree on.
+    /// [`reconcile`](Self::reconcile) leaves those alone; after lost events
+    /// one of them may hide a loss that only a later scan can settle.
+    pub fn unsettled_disagreements(
+        &self,
+        scan: &[Listener],
+        unsettled: &HashSet<ListenerKey>,
+    ) -> usize {
+        let mut diff: HashMap<ListenerKey, i64> = HashMap::new();
+        for l in scan.iter().filter(|l| unsettled.contains(&l.key())) {
+            *diff.entry(l.key()).or_default() += 1;
+        }
+        for l in self.listeners().filter(|l| unsettled.contains(&l.key())) {
+            *diff.entry(l.key()).or_default() -= 1;
+        }
+        diff.values().filter(|d| **d != 0).count()
+    }
+
     pub fn reconcile(
         &mut self,
         scan: Vec<Listener>,
@@ -635,9 +661,45 @@ mod tests {
             scanned("::1", 5, 1),
         ];
         let unsettled: HashSet<ListenerKey> = [(NS, "::1".parse().unwrap(), 5)].into();
+        assert_eq!(t.unsettled_disagreements(&two, &unsettled), 1);
         let out = t.reconcile(two, &unsettled, ts());
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].change, out[0].listener.pid), (Change::Opened, 2));
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn unsettled_keys_that_agree_are_not_counted() {
+        let mut t = ListenerTable::new();
+        t.seed([scanned("0.0.0.0", 80, 1), scanned("0.0.0.0", 81, 1)]);
+        let unsettled: HashSet<ListenerKey> = [
+            (NS, "0.0.0.0".parse().unwrap(), 80),
+            (NS, "0.0.0.0".parse().unwrap(), 81),
+        ]
+        .into();
+        // 80 agrees; 81 is in the table but gone from the scan.
+        let scan = vec![scanned("0.0.0.0", 80, 1)];
+        assert_eq!(t.unsettled_disagreements(&scan, &unsettled), 1);
+        assert_eq!(t.unsettled_disagreements(&scan, &HashSet::new()), 0);
+    }
+
+    #[test]
+    fn a_reused_socket_address_closes_the_listener_whose_close_was_lost() {
+        let mut t = ListenerTable::new();
+        apply(
+            &mut t,
+            kev(ListenKind::Opened, 10, 0xa, "127.0.0.1", 1000, 1),
+            startup(0),
+        );
+        // The close of 1000 was lost; the kernel reuses the address 0xa.
+        let out = apply(
+            &mut t,
+            kev(ListenKind::Opened, 20, 0xa, "127.0.0.1", 2000, 2),
+            startup(0),
+        );
+        let got: Vec<_> = out.iter().map(|e| (e.change, e.listener.port)).collect();
+        assert_eq!(got, [(Change::Closed, 1000), (Change::Opened, 2000)]);
+        let ports: Vec<u16> = t.listeners().map(|l| l.port).collect();
+        assert_eq!(ports, [2000]);
     }
 }
