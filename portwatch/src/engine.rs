@@ -242,6 +242,10 @@ struct EbpfWatch {
     events: u64,
     resyncs: u64,
     seen_drops: u64,
+    /// A batch went out whose drops are not checked yet.
+    drops_unchecked: bool,
+    /// The resync due is the follow-up of one that lost track of keys.
+    settling: bool,
     last_resync: Option<Instant>,
     resync_due: Option<(Instant, ResyncReason)>,
     interval: Option<Duration>,
@@ -276,6 +280,8 @@ impl EbpfWatch {
             events: 0,
             resyncs: 0,
             seen_drops: 0,
+            drops_unchecked: false,
+            settling: false,
             last_resync: None,
             resync_due: None,
             interval: config.resync_interval,
@@ -318,6 +324,12 @@ impl EbpfWatch {
     }
 
     async fn next_reports(&mut self) -> Result<Vec<Report>> {
+        // The previous batch's drops are checked once its reports are out:
+        // the counter reads (two syscalls) stay off the event's path, and
+        // still come before any wait.
+        if std::mem::take(&mut self.drops_unchecked) {
+            self.check_drops()?;
+        }
         if let Some((due, reason)) = self.resync_due
             && due <= Instant::now()
         {
@@ -336,7 +348,7 @@ impl EbpfWatch {
         }
         let mut out = Vec::new();
         self.apply_pending(&mut out, None);
-        self.check_drops()?;
+        self.drops_unchecked = true;
         let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
         reports.extend(self.connections.drain(..).map(Report::Connection));
         Ok(reports)
@@ -432,6 +444,8 @@ impl EbpfWatch {
         let drops = self.probe.counters()?.ring_full;
         if drops > self.seen_drops {
             self.seen_drops = drops;
+            // New losses: the resync they bring is no follow-up.
+            self.settling = false;
             let earliest = self
                 .last_resync
                 .map_or_else(Instant::now, |t| t + DROP_RESYNC_SPACING);
@@ -455,6 +469,19 @@ impl EbpfWatch {
         let mut out = Vec::new();
         let unsettled = self.apply_pending(&mut out, Some(started));
         self.check_drops()?;
+        // After lost events, a key that changed during the scan may still
+        // hide a lost close or open: one more scan, once, settles it.
+        let follow_up = std::mem::take(&mut self.settling);
+        if reason == ResyncReason::Drops
+            && !follow_up
+            && self.table.unsettled_disagreements(&scan, &unsettled) > 0
+        {
+            let due = Instant::now() + DROP_RESYNC_SPACING;
+            if self.resync_due.is_none_or(|(d, _)| d > due) {
+                self.resync_due = Some((due, ResyncReason::Drops));
+                self.settling = true;
+            }
+        }
         let fixes = self.table.reconcile(scan, &unsettled, Utc::now());
         let summary = ResyncSummary {
             reason,
