@@ -17,9 +17,43 @@ use super::{
     util::{mono_ns, quantile},
 };
 
+/// Latency of each tool over `rounds` rounds of `per_round` listeners,
+/// the tools' order rotated each round so that none always runs first on
+/// a machine whose load drifts; each tool's samples are pooled.
+pub fn latency_rounds(
+    tools: &[Tool],
+    root: &Path,
+    per_round: usize,
+    rounds: usize,
+) -> Result<Vec<Value>> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    for round in 0..rounds {
+        for k in 0..tools.len() {
+            let i = (k + round) % tools.len();
+            samples[i].extend(latency(tools[i], root, per_round)?);
+        }
+    }
+    Ok(tools
+        .iter()
+        .zip(samples)
+        .map(|(tool, mut lat_us)| {
+            lat_us.sort_by(f64::total_cmp);
+            json!({
+                "tool": tool.name(),
+                "listeners": per_round * rounds,
+                "rounds": rounds,
+                "reported": lat_us.len(),
+                "p50_us": quantile(&lat_us, 0.5),
+                "p99_us": quantile(&lat_us, 0.99),
+                "max_us": lat_us.last().copied().unwrap_or(f64::NAN),
+            })
+        })
+        .collect())
+}
+
 /// Opens `count` listeners 2 ms apart, keeps them until each is reported
 /// (or 3 s after the last), and returns the latencies in microseconds.
-pub fn latency(tool: Tool, root: &Path, count: usize) -> Result<Value> {
+fn latency(tool: Tool, root: &Path, count: usize) -> Result<Vec<f64>> {
     let mon = monitors::start(tool, root)?;
     let mut opened_at: HashMap<u16, u64> = HashMap::new();
     let mut held = Vec::with_capacity(count);
@@ -43,15 +77,7 @@ pub fn latency(tool: Tool, root: &Path, count: usize) -> Result<Value> {
     }
     drop(held);
     mon.stop();
-    lat_us.sort_by(f64::total_cmp);
-    Ok(json!({
-        "tool": tool.name(),
-        "listeners": count,
-        "reported": lat_us.len(),
-        "p50_us": quantile(&lat_us, 0.5),
-        "p99_us": quantile(&lat_us, 0.99),
-        "max_us": lat_us.last().copied().unwrap_or(f64::NAN),
-    }))
+    Ok(lat_us)
 }
 
 /// Opens and closes `count` listeners back to back (each lives a few
