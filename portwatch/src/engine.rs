@@ -280,7 +280,8 @@ impl EbpfWatch {
             events: 0,
             resyncs: 0,
             seen_drops: 0,
-            drops_unchecked: false,
+            // Whatever start-up read is checked on the first call.
+            drops_unchecked: true,
             settling: false,
             last_resync: None,
             resync_due: None,
@@ -324,10 +325,11 @@ impl EbpfWatch {
     }
 
     async fn next_reports(&mut self) -> Result<Vec<Report>> {
-        // The previous batch's drops are checked once its reports are out:
-        // the counter reads (two syscalls) stay off the event's path, and
-        // still come before any wait.
-        if std::mem::take(&mut self.drops_unchecked) {
+        // The previous batch's drops are checked once its reports are out,
+        // and only when a buffer's worth was read since the last look: the
+        // counter reads (syscalls) stay off the event's path, and still
+        // come before any wait.
+        if std::mem::take(&mut self.drops_unchecked) && self.probe.loss_possible() {
             self.check_drops()?;
         }
         if let Some((due, reason)) = self.resync_due
@@ -441,7 +443,7 @@ impl EbpfWatch {
     }
 
     fn check_drops(&mut self) -> Result<()> {
-        let drops = self.probe.counters()?.ring_full;
+        let drops = self.probe.read_counters()?.ring_full;
         if drops > self.seen_drops {
             self.seen_drops = drops;
             // New losses: the resync they bring is no follow-up.

@@ -9,7 +9,7 @@ use aya::{
 };
 use portwatch_common::{
     CONN_PROG, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
-    FILTER_TREE_GLOBAL, FORK_PROG, OFFSETS_GLOBAL, SET_STATE_BTF_PROG, SET_STATE_PROG,
+    FILTER_TREE_GLOBAL, FORK_PROG, ListenEvent, OFFSETS_GLOBAL, SET_STATE_BTF_PROG, SET_STATE_PROG,
     SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
     WATCHED_MAP,
 };
@@ -79,6 +79,10 @@ pub struct KernelProbe {
     counters: PerCpuArray<MapData, u64>,
     watched: Option<BpfHashMap<MapData, u32, u8>>,
     malformed: u64,
+    /// Ring buffer size, and bytes read from it since the loss counters
+    /// were last read: see [`KernelProbe::loss_possible`].
+    ring_bytes: u64,
+    drained: u64,
     hook: Hook,
     netns_known: bool,
     /// The connection program's link while attached.
@@ -235,6 +239,8 @@ impl KernelProbe {
             counters,
             watched,
             malformed: 0,
+            ring_bytes: u64::from(config.ring_buffer_bytes),
+            drained: 0,
             hook,
             netns_known: sock_offsets.valid != 0,
             conn_link: None,
@@ -321,14 +327,30 @@ impl KernelProbe {
                 what: "waiting for the ring buffer failed",
                 source,
             })?;
-        drain(guard.get_inner_mut(), out, &mut self.malformed);
+        self.drained += drain(guard.get_inner_mut(), out, &mut self.malformed);
         guard.clear_ready();
         Ok(())
     }
 
     /// Appends whatever the ring buffer holds now, without waiting.
     pub fn read_now(&mut self, out: &mut Vec<KernelEvent>) {
-        drain(self.events.get_mut(), out, &mut self.malformed);
+        self.drained += drain(self.events.get_mut(), out, &mut self.malformed);
+    }
+
+    /// Whether events can have been lost since the counters were last read.
+    /// A record is dropped only when the buffer is full, and every byte
+    /// that filled it is read afterwards: until almost a buffer's worth has
+    /// been read since the last look, no loss can have happened. This keeps
+    /// the counter reads (syscalls) off ordinary traffic.
+    pub fn loss_possible(&self) -> bool {
+        self.drained + RECORD_BYTES >= self.ring_bytes
+    }
+
+    /// The kernel's loss counters; resets [`KernelProbe::loss_possible`].
+    pub fn read_counters(&mut self) -> Result<KernelCounters> {
+        // Reset first: bytes read from here on may follow a later drop.
+        self.drained = 0;
+        self.counters()
     }
 
     /// The kernel's loss counters.
@@ -352,13 +374,21 @@ impl KernelProbe {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>, malformed: &mut u64) {
+/// Bytes one event takes in the ring buffer: an 8-byte header, and the
+/// record rounded up to 8 bytes.
+const RECORD_BYTES: u64 = (8 + size_of::<ListenEvent>() as u64).next_multiple_of(8);
+
+/// Reads every record; returns the ring buffer bytes they took.
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>, malformed: &mut u64) -> u64 {
+    let mut bytes = 0;
     while let Some(item) = ring.next() {
+        bytes += (8 + item.len() as u64).next_multiple_of(8);
         match KernelEvent::decode(&item) {
             Some(ev) => out.push(ev),
             None => *malformed += 1,
         }
     }
+    bytes
 }
 
 /// The `struct sock` and `struct net` offsets the programs read.
