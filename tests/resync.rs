@@ -5,10 +5,11 @@ mod support;
 
 use std::{
     collections::BTreeSet,
+    net::TcpListener,
     time::{Duration, Instant},
 };
 
-use support::{Helper, Watcher, listening_of};
+use support::{EVENT_TIMEOUT, Helper, Watcher, is_event, listening_of};
 
 #[test]
 fn a_storm_that_overflows_the_ring_buffer_converges_to_procfs() {
@@ -77,6 +78,19 @@ fn a_storm_that_overflows_the_ring_buffer_converges_to_procfs() {
         state.len(),
         truth.len()
     );
+    // Nothing is lost once converged: each new listener is reported opened,
+    // then closed, one at a time (the 4 KiB buffer is not the test here).
+    for _ in 0..20 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        watcher.expect("an open after convergence", EVENT_TIMEOUT, |v| {
+            is_event(v, "opened", "127.0.0.1", port)
+        });
+        drop(l);
+        watcher.expect("a close after convergence", EVENT_TIMEOUT, |v| {
+            is_event(v, "closed", "127.0.0.1", port)
+        });
+    }
     storm.close_stdin();
     let (status, _, rest) = watcher.stop();
     assert!(status.success());
