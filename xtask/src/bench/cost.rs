@@ -28,6 +28,9 @@ fn start_watch(root: &Path) -> Result<Lines> {
 pub fn daemon_cost(root: &Path, seconds: u64) -> Result<Value> {
     let w = start_watch(root)?;
     let pid = w.child.id();
+    // The ready line comes before the first wait for events: let it settle
+    // into that wait, so the window below holds only idle time.
+    thread::sleep(Duration::from_secs(1));
     // VmHWM is the high-water mark since exec, start-up included; the
     // largest VmRSS sampled during each window is what the daemon holds
     // while it runs.
