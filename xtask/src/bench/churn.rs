@@ -36,6 +36,20 @@ fn linger_zero(fd: i32) {
     };
 }
 
+/// Pins the calling thread to `cpu` when the machine has it.
+fn pin_to_cpu(cpu: usize) {
+    if thread::available_parallelism().map_or(1, |n| n.get()) <= cpu {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it,
+    // and sched_setaffinity reads it for the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// The churn itself (`xtask churn SECONDS`): a server thread accepts and
 /// closes, the client connects and closes, as fast as they can. Prints
 /// the connections per second.
@@ -47,7 +61,14 @@ pub fn churn_main(seconds: f64) -> Result<()> {
     // its backlog.
     unsafe { libc::listen(server.as_raw_fd(), 4096) };
     let addr = server.local_addr()?;
-    thread::spawn(move || for _conn in server.incoming().flatten() {});
+    // Server and client each on a core of their own, the same in every
+    // run: left to the scheduler, their placement changes from run to run
+    // and moves the rate by more than the monitors do.
+    thread::spawn(move || {
+        pin_to_cpu(0);
+        for _conn in server.incoming().flatten() {}
+    });
+    pin_to_cpu(1);
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut n: u64 = 0;

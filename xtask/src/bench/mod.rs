@@ -91,7 +91,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         if opts.quick {
             (200, 2000, 2, 2.0, &[1000, 10000], 10)
         } else {
-            (500, 10000, 8, 2.5, &[1000, 10000, 50000], 60)
+            (500, 10000, 12, 2.5, &[1000, 10000, 50000], 60)
         };
     let tools = [Tool::Portwatch, Tool::Bpftrace, Tool::Poller];
 
