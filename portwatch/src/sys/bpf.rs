@@ -441,8 +441,6 @@ fn program_err(action: &'static str, e: aya::programs::ProgramError) -> Error {
     .or_not_permitted()
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lifting it is
-/// harmless on newer ones. A failure surfaces later as a load error.
 /// aya's parses of the kernel BTF leave megabytes of freed heap behind, in
 /// pieces glibc would keep for the life of the daemon: hand them back.
 fn release_freed_heap() {
@@ -454,6 +452,8 @@ fn release_freed_heap() {
     }
 }
 
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lifting it is
+/// harmless on newer ones. A failure surfaces later as a load error.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
