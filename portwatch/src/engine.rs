@@ -242,8 +242,6 @@ struct EbpfWatch {
     events: u64,
     resyncs: u64,
     seen_drops: u64,
-    /// A batch went out whose drops are not checked yet.
-    drops_unchecked: bool,
     /// The resync due is the follow-up of one that lost track of keys.
     settling: bool,
     last_resync: Option<Instant>,
@@ -280,8 +278,6 @@ impl EbpfWatch {
             events: 0,
             resyncs: 0,
             seen_drops: 0,
-            // Whatever start-up read is checked on the first call.
-            drops_unchecked: true,
             settling: false,
             last_resync: None,
             resync_due: None,
@@ -325,11 +321,11 @@ impl EbpfWatch {
     }
 
     async fn next_reports(&mut self) -> Result<Vec<Report>> {
-        // The previous batch's drops are checked once its reports are out,
-        // and only when a buffer's worth was read since the last look: the
-        // counter reads (syscalls) stay off the event's path, and still
-        // come before any wait.
-        if std::mem::take(&mut self.drops_unchecked) && self.probe.loss_possible() {
+        // Drops of what was read (the previous batch, or start-up) are
+        // checked once its reports are out, and only when a buffer's worth
+        // was read since the last look: the counter reads (syscalls) stay
+        // off the event's path, and still come before any wait.
+        if self.probe.loss_possible() {
             self.check_drops()?;
         }
         if let Some((due, reason)) = self.resync_due
@@ -350,7 +346,6 @@ impl EbpfWatch {
         }
         let mut out = Vec::new();
         self.apply_pending(&mut out, None);
-        self.drops_unchecked = true;
         let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
         reports.extend(self.connections.drain(..).map(Report::Connection));
         Ok(reports)
