@@ -17,6 +17,8 @@ pub mod tcp_state {
 
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u16 = 6;
+/// `IPPROTO_UDP`.
+pub const IPPROTO_UDP: u16 = 17;
 /// `AF_INET`.
 pub const AF_INET: u16 = 2;
 /// `AF_INET6`.
@@ -25,10 +27,10 @@ pub const AF_INET6: u16 = 10;
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 
-/// What happened to a listening socket.
+/// What happened to a socket.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListenKind {
+pub enum SockEventKind {
     /// CLOSE -> LISTEN: `listen()` put the socket into the listening state.
     Opened = 1,
     /// LISTEN -> CLOSE: the last reference to a listening socket was dropped.
@@ -40,26 +42,29 @@ pub enum ListenKind {
     Accept = 4,
 }
 
-impl ListenKind {
-    pub fn from_u8(v: u8) -> Option<Self> {
+impl TryFrom<u8> for SockEventKind {
+    type Error = u8;
+
+    fn try_from(v: u8) -> Result<Self, u8> {
         match v {
-            1 => Some(Self::Opened),
-            2 => Some(Self::Closed),
-            3 => Some(Self::Connect),
-            4 => Some(Self::Accept),
-            _ => None,
+            1 => Ok(Self::Opened),
+            2 => Ok(Self::Closed),
+            3 => Ok(Self::Connect),
+            4 => Ok(Self::Accept),
+            other => Err(other),
         }
     }
 }
 
-/// `ListenEvent::flags`: the owner fields describe the process that called
+/// `SockEvent::flags`: the owner fields describe the process that called
 /// `listen()` (from the kernel's owner map), not just the closing task.
 pub const FLAG_OWNER_KNOWN: u8 = 1;
 
-/// One listen transition, written by the kernel program into the ring buffer.
+/// One socket event (a listener opened or closed, or a connection),
+/// written by a kernel program into the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ListenEvent {
+pub struct SockEvent {
     /// `bpf_ktime_get_boot_ns()` at the transition.
     pub ts_ns: u64,
     /// Kernel address of the `struct sock`: pairs an open with its close.
@@ -76,7 +81,7 @@ pub struct ListenEvent {
     pub closer_tgid: u32,
     /// Network namespace inode of the socket; 0 when unknown.
     pub netns: u32,
-    /// A [`ListenKind`] as `u8`.
+    /// A [`SockEventKind`] as `u8`.
     pub kind: u8,
     /// `FLAG_*` bits.
     pub flags: u8,
@@ -85,7 +90,9 @@ pub struct ListenEvent {
     /// Local port in host byte order; 0 at an open when `listen()` ran
     /// without `bind()` (the kernel picks the port only after the event).
     pub port: u16,
-    pub _pad: [u8; 6],
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`, as `u8`.
+    pub proto: u8,
+    pub _pad: [u8; 5],
     /// Local address: the first 4 bytes for `AF_INET`, all 16 for `AF_INET6`.
     pub addr: [u8; 16],
     /// Owner's `comm`, NUL padded.
@@ -241,7 +248,7 @@ pub const EXIT_PROG: &str = "sched_process_exit";
 mod user {
     // SAFETY: both are `#[repr(C)]` structs of integers and byte arrays with
     // explicit padding fields, so every bit pattern is a valid value.
-    unsafe impl aya::Pod for super::ListenEvent {}
+    unsafe impl aya::Pod for super::SockEvent {}
     // SAFETY: as above, `#[repr(C)]` structs of integers and byte arrays
     // with explicit padding.
     unsafe impl aya::Pod for super::SetStateOffsets {}
@@ -254,7 +261,7 @@ mod user {
 }
 
 // The kernel program and userspace must agree on these sizes byte for byte.
-const _: () = assert!(core::mem::size_of::<ListenEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 48);

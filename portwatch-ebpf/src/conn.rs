@@ -1,15 +1,12 @@
 //! Connection events for ExternalConnection rules. Attached only while
 //! such a rule is enabled, so the connection path pays nothing otherwise.
 
-use aya_ebpf::{
-    helpers::generated::bpf_ktime_get_boot_ns, macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
-use portwatch_common::{COUNTER_RING_FULL, IPPROTO_TCP, ListenEvent, ListenKind, tcp_state};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use portwatch_common::{IPPROTO_TCP, SockEventKind, tcp_state};
 
 use crate::{
-    listen::{Transition, current_owner, event_addr, netns_of},
-    maps::{EVENTS, SOCK_OFFSETS, count},
+    listen::{Transition, current_owner, event_addr, netns_of, new_event, submit},
+    maps::SOCK_OFFSETS,
     set_state_btf::Sock,
 };
 
@@ -21,9 +18,9 @@ pub fn inet_sock_set_state_conn(ctx: BtfTracePointContext) -> u32 {
     // passive side completes in softirq, where the current task is
     // arbitrary: userspace names the listener's owner instead.
     let kind = if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
-        ListenKind::Connect
+        SockEventKind::Connect
     } else if old == tcp_state::SYN_RECV && new == tcp_state::ESTABLISHED {
-        ListenKind::Accept
+        SockEventKind::Accept
     } else {
         return 0;
     };
@@ -34,44 +31,22 @@ pub fn inet_sock_set_state_conn(ctx: BtfTracePointContext) -> u32 {
     if sock.protocol() != IPPROTO_TCP {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ListenEvent>(0) else {
-        count(COUNTER_RING_FULL);
-        return 0;
-    };
     let family = sock.family();
     let mut owner = current_owner(netns_of(sock.sk));
-    if kind == ListenKind::Accept {
+    if kind == SockEventKind::Accept {
         owner.tgid = 0;
         owner.tid = 0;
         owner.comm = [0; 16];
     }
-    let raddr = event_addr(
+    // The local port: skc_num is set for both directions by now.
+    let port = sock.read(sock.off.skc_num);
+    let mut ev = new_event(kind, sock.sk, &owner, family, port, sock.addr(family));
+    ev.raddr = event_addr(
         family,
         || sock.read(sock.off.skc_daddr),
         || sock.read(sock.off.skc_v6_daddr),
     );
-    entry.write(ListenEvent {
-        // SAFETY: a helper without arguments, valid in tracing programs.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        skaddr: sock.sk,
-        cgroup_id: owner.cgroup_id,
-        tgid: owner.tgid,
-        tid: owner.tid,
-        uid: owner.uid,
-        closer_tgid: 0,
-        netns: owner.netns,
-        kind: kind as u8,
-        flags: 0,
-        family,
-        // The local port: skc_num is set for both directions by now.
-        port: sock.read(sock.off.skc_num),
-        _pad: [0; 6],
-        addr: sock.addr(family),
-        comm: owner.comm,
-        raddr,
-        rport: u16::from_be(sock.read(sock.off.skc_dport)),
-        _pad2: [0; 6],
-    });
-    entry.submit(0);
+    ev.rport = u16::from_be(sock.read(sock.off.skc_dport));
+    submit(&ev);
     0
 }

@@ -5,8 +5,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
 };
 use portwatch_common::{
-    AF_INET, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP, ListenEvent,
-    ListenKind, Owner, tcp_state,
+    AF_INET, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP, Owner,
+    SockEvent, SockEventKind, tcp_state,
 };
 
 use crate::maps::{EVENTS, FILTER_TREE, OWNERS, SOCK_OFFSETS, WATCHED, count};
@@ -38,26 +38,27 @@ pub fn event_addr(
     }
 }
 
-/// The listen transition `old -> new` is, if any.
+/// Which listen transition the TCP state change `old -> new` is: a
+/// listener opened, a listener closed, or neither (every other change).
 #[inline(always)]
-pub fn listen_kind(old: i32, new: i32) -> Option<ListenKind> {
+pub fn listen_kind(old: i32, new: i32) -> Option<SockEventKind> {
     if old == tcp_state::CLOSE && new == tcp_state::LISTEN {
-        Some(ListenKind::Opened)
+        Some(SockEventKind::Opened)
     } else if old == tcp_state::LISTEN && new == tcp_state::CLOSE {
-        Some(ListenKind::Closed)
+        Some(SockEventKind::Closed)
     } else {
         None
     }
 }
 
 #[inline(always)]
-pub fn handle(t: &impl Transition, kind: ListenKind) {
+pub fn handle(t: &impl Transition, kind: SockEventKind) {
     if t.protocol() != IPPROTO_TCP {
         return;
     }
     let skaddr = t.skaddr();
     match kind {
-        ListenKind::Opened => {
+        SockEventKind::Opened => {
             let mut owner = current_owner(netns_of(skaddr));
             let tgid = owner.tgid;
             // SAFETY: the value is only tested for presence.
@@ -70,7 +71,7 @@ pub fn handle(t: &impl Transition, kind: ListenKind) {
                 emit(t, kind, &owner, 0, FLAG_OWNER_KNOWN);
             }
         }
-        ListenKind::Closed => {
+        SockEventKind::Closed => {
             let closer = (bpf_get_current_pid_tgid() >> 32) as u32;
             // SAFETY: the entry is copied out before it is removed.
             match unsafe { OWNERS.get(skaddr) }.copied() {
@@ -87,7 +88,7 @@ pub fn handle(t: &impl Transition, kind: ListenKind) {
             }
         }
         // Connection kinds come from the connection program only.
-        ListenKind::Connect | ListenKind::Accept => {}
+        SockEventKind::Connect | SockEventKind::Accept => {}
     }
 }
 
@@ -125,32 +126,52 @@ pub fn netns_of(skaddr: u64) -> u32 {
 }
 
 #[inline(always)]
-fn emit(t: &impl Transition, kind: ListenKind, owner: &Owner, closer: u32, flags: u8) {
-    let Some(mut entry) = EVENTS.reserve::<ListenEvent>(0) else {
-        count(COUNTER_RING_FULL);
-        return;
-    };
+fn emit(t: &impl Transition, kind: SockEventKind, owner: &Owner, closer: u32, flags: u8) {
     let family = t.family();
-    entry.write(ListenEvent {
+    let mut ev = new_event(kind, t.skaddr(), owner, family, t.port(), t.addr(family));
+    ev.closer_tgid = closer;
+    ev.flags = flags;
+    submit(&ev);
+}
+
+/// A TCP event with its owner's fields and no peer; callers set the rest.
+#[inline(always)]
+pub fn new_event(
+    kind: SockEventKind,
+    skaddr: u64,
+    owner: &Owner,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+) -> SockEvent {
+    SockEvent {
         // SAFETY: a helper without arguments, valid in tracing programs.
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        skaddr: t.skaddr(),
+        skaddr,
         cgroup_id: owner.cgroup_id,
         tgid: owner.tgid,
         tid: owner.tid,
         uid: owner.uid,
-        closer_tgid: closer,
+        closer_tgid: 0,
         netns: owner.netns,
         kind: kind as u8,
-        flags,
+        flags: 0,
         family,
-        port: t.port(),
-        _pad: [0; 6],
-        addr: t.addr(family),
+        port,
+        proto: IPPROTO_TCP as u8,
+        _pad: [0; 5],
+        addr,
         comm: owner.comm,
         raddr: [0; 16],
         rport: 0,
         _pad2: [0; 6],
-    });
-    entry.submit(0);
+    }
+}
+
+/// Copies an event into the ring buffer, or counts it lost when full.
+#[inline(always)]
+pub fn submit(ev: &SockEvent) {
+    if EVENTS.output::<SockEvent>(ev, 0).is_err() {
+        count(COUNTER_RING_FULL);
+    }
 }
