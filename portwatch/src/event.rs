@@ -1,17 +1,47 @@
-//! What portwatch reports: listeners and their opened/closed events.
+//! What portwatch reports: listeners and their opened/closed events, and
+//! the kernel's socket events decoded into userspace types.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
-use portwatch_common::{AF_INET, AF_INET6, FLAG_OWNER_KNOWN, ListenEvent, ListenKind};
+use portwatch_common::{
+    AF_INET, AF_INET6, FLAG_OWNER_KNOWN, IPPROTO_TCP, IPPROTO_UDP, SockEvent, SockEventKind,
+};
 
 use crate::safe_text::comm_text;
 
-/// Transport protocol of a listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+/// Transport protocol of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Proto {
     Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The lowercase name, as the JSON output spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// From an `IPPROTO_*` number.
+    pub fn from_ipproto(n: u16) -> Option<Self> {
+        match n {
+            IPPROTO_TCP => Some(Proto::Tcp),
+            IPPROTO_UDP => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether a listener appeared or went away.
@@ -20,6 +50,15 @@ pub enum Proto {
 pub enum Change {
     Opened,
     Closed,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Opened => "opened",
+            Change::Closed => "closed",
+        }
+    }
 }
 
 /// Where an event's knowledge came from.
@@ -34,6 +73,17 @@ pub enum Source {
     Resync,
     /// The polling fallback backend.
     Procfs,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Baseline => "baseline",
+            Source::Ebpf => "ebpf",
+            Source::Resync => "resync",
+            Source::Procfs => "procfs",
+        }
+    }
 }
 
 /// A listening socket and the process that owns it.
@@ -56,18 +106,38 @@ pub struct Listener {
     /// Owner's cgroup v2 path (e.g. `/system.slice/nginx.service`); empty
     /// when unknown.
     pub cgroup: String,
+    /// When the listener opened, if it opened while portwatch watched
+    /// (`None` for listeners older than the watch, or found by a scan).
+    pub opened_at: Option<DateTime<Utc>>,
 }
 
 impl Listener {
     /// What identifies a listening socket in a procfs scan and in events
-    /// alike: namespace, address and port.
+    /// alike: protocol, namespace, address and port.
     pub fn key(&self) -> ListenerKey {
-        (self.netns, self.address, self.port)
+        ListenerKey {
+            proto: self.proto,
+            netns: self.netns,
+            address: self.address,
+            port: self.port,
+        }
+    }
+
+    /// `address:port`, with IPv6 addresses in brackets.
+    pub fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
     }
 }
 
-/// See [`Listener::key`].
-pub type ListenerKey = (u64, IpAddr, u16);
+/// See [`Listener::key`]. Several sockets may share one key
+/// (`SO_REUSEPORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub proto: Proto,
+    pub netns: u64,
+    pub address: IpAddr,
+    pub port: u16,
+}
 
 /// One report: a listener opened or closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,10 +148,11 @@ pub struct PortEvent {
     pub source: Source,
 }
 
-/// A kernel [`ListenEvent`] decoded into userspace types.
+/// A kernel [`SockEvent`] decoded into userspace types.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelEvent {
-    pub kind: ListenKind,
+    pub kind: SockEventKind,
+    pub proto: Proto,
     pub ts_ns: u64,
     pub skaddr: u64,
     pub cgroup_id: u64,
@@ -100,14 +171,14 @@ pub struct KernelEvent {
     /// Owner's cgroup path, filled in by the engine (the decoder cannot).
     pub cgroup: String,
     /// The peer, for connection events.
-    pub remote: Option<std::net::SocketAddr>,
+    pub remote: Option<SocketAddr>,
 }
 
 impl KernelEvent {
-    /// The listener this event describes.
+    /// The listener this event describes, opened at `ts` if it is an open.
     pub fn listener(&self) -> Listener {
         Listener {
-            proto: Proto::Tcp,
+            proto: self.proto,
             address: self.address,
             port: self.port,
             pid: self.tgid,
@@ -117,36 +188,47 @@ impl KernelEvent {
             inode: None,
             netns: self.netns,
             cgroup: self.cgroup.clone(),
+            opened_at: None,
         }
     }
-}
 
-impl KernelEvent {
+    pub fn key(&self) -> ListenerKey {
+        ListenerKey {
+            proto: self.proto,
+            netns: self.netns,
+            address: self.address,
+            port: self.port,
+        }
+    }
+
     /// Decodes one ring buffer record. `None` for a record of the wrong size,
-    /// kind or address family, which only a mismatched kernel object sends.
+    /// kind, protocol or address family, which only a mismatched kernel
+    /// object sends.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() < size_of::<ListenEvent>() {
+        if bytes.len() < size_of::<SockEvent>() {
             return None;
         }
-        // SAFETY: the length was checked above, `ListenEvent` is plain data
+        // SAFETY: the length was checked above, `SockEvent` is plain data
         // valid for any bit pattern, and `read_unaligned` needs no alignment.
-        let raw: ListenEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let raw: SockEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         Self::from_raw(&raw)
     }
 
-    pub fn from_raw(raw: &ListenEvent) -> Option<Self> {
+    pub fn from_raw(raw: &SockEvent) -> Option<Self> {
         let ip = |a: &[u8; 16]| match raw.family {
             AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
             AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
             _ => None,
         };
         let address = ip(&raw.addr)?;
-        let kind = ListenKind::from_u8(raw.kind)?;
-        let remote = matches!(kind, ListenKind::Connect | ListenKind::Accept)
-            .then(|| ip(&raw.raddr).map(|r| std::net::SocketAddr::new(r, raw.rport)))
+        let kind = SockEventKind::try_from(raw.kind).ok()?;
+        let proto = Proto::from_ipproto(u16::from(raw.proto))?;
+        let remote = matches!(kind, SockEventKind::Connect | SockEventKind::Accept)
+            .then(|| ip(&raw.raddr).map(|r| SocketAddr::new(r, raw.rport)))
             .flatten();
         Some(Self {
             kind,
+            proto,
             ts_ns: raw.ts_ns,
             skaddr: raw.skaddr,
             cgroup_id: raw.cgroup_id,
@@ -169,10 +251,10 @@ impl KernelEvent {
 mod tests {
     use super::*;
 
-    pub(crate) fn raw(kind: ListenKind, family: u16, addr: [u8; 16], port: u16) -> ListenEvent {
+    pub(crate) fn raw(kind: SockEventKind, family: u16, addr: [u8; 16], port: u16) -> SockEvent {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"srv\x1b");
-        ListenEvent {
+        SockEvent {
             ts_ns: 5,
             skaddr: 0xffff_8880_0000_1000,
             cgroup_id: 7,
@@ -185,7 +267,8 @@ mod tests {
             flags: FLAG_OWNER_KNOWN,
             family,
             port,
-            _pad: [0; 6],
+            proto: IPPROTO_TCP as u8,
+            _pad: [0; 5],
             addr,
             comm,
             raddr: [0; 16],
@@ -194,12 +277,12 @@ mod tests {
         }
     }
 
-    fn bytes_of(ev: &ListenEvent) -> Vec<u8> {
-        // SAFETY: ListenEvent is plain data without implicit padding.
+    fn bytes_of(ev: &SockEvent) -> Vec<u8> {
+        // SAFETY: SockEvent is plain data without implicit padding.
         unsafe {
             std::slice::from_raw_parts(
-                (ev as *const ListenEvent).cast::<u8>(),
-                size_of::<ListenEvent>(),
+                (ev as *const SockEvent).cast::<u8>(),
+                size_of::<SockEvent>(),
             )
         }
         .to_vec()
@@ -209,29 +292,31 @@ mod tests {
     fn decodes_ipv4() {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        let ev =
-            KernelEvent::decode(&bytes_of(&raw(ListenKind::Opened, AF_INET, addr, 8080))).unwrap();
+        let ev = KernelEvent::decode(&bytes_of(&raw(SockEventKind::Opened, AF_INET, addr, 8080)))
+            .unwrap();
         assert_eq!(ev.address, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!((ev.port, ev.tgid, ev.tid, ev.uid), (8080, 100, 101, 1000));
-        assert_eq!(ev.kind, ListenKind::Opened);
+        assert_eq!((ev.kind, ev.proto), (SockEventKind::Opened, Proto::Tcp));
         assert_eq!(ev.comm, "srv\\x1b");
         assert!(ev.owner_known);
         assert_eq!(ev.netns, 4026531840);
     }
 
     #[test]
-    fn decodes_ipv6_and_mapped() {
-        let ev = KernelEvent::from_raw(&raw(ListenKind::Closed, AF_INET6, [0; 16], 1)).unwrap();
+    fn decodes_ipv6_mapped_and_udp() {
+        let ev = KernelEvent::from_raw(&raw(SockEventKind::Closed, AF_INET6, [0; 16], 1)).unwrap();
         assert_eq!(ev.address.to_string(), "::");
         let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
-        let ev =
-            KernelEvent::from_raw(&raw(ListenKind::Opened, AF_INET6, mapped.octets(), 1)).unwrap();
+        let mut udp = raw(SockEventKind::Opened, AF_INET6, mapped.octets(), 1);
+        udp.proto = IPPROTO_UDP as u8;
+        let ev = KernelEvent::from_raw(&udp).unwrap();
         assert_eq!(ev.address.to_string(), "::ffff:10.1.2.3");
+        assert_eq!(ev.proto, Proto::Udp);
     }
 
     #[test]
     fn rejects_garbage() {
-        let ok = raw(ListenKind::Opened, AF_INET, [0; 16], 1);
+        let ok = raw(SockEventKind::Opened, AF_INET, [0; 16], 1);
         assert!(KernelEvent::decode(&bytes_of(&ok)[..40]).is_none());
         let mut bad_kind = ok;
         bad_kind.kind = 9;
@@ -239,5 +324,19 @@ mod tests {
         let mut bad_family = ok;
         bad_family.family = 1;
         assert!(KernelEvent::from_raw(&bad_family).is_none());
+        let mut bad_proto = ok;
+        bad_proto.proto = 1;
+        assert!(KernelEvent::from_raw(&bad_proto).is_none());
+    }
+
+    #[test]
+    fn keys_keep_protocols_apart() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[0, 0, 0, 0]);
+        let tcp = KernelEvent::from_raw(&raw(SockEventKind::Opened, AF_INET, addr, 53)).unwrap();
+        let mut udp = tcp.clone();
+        udp.proto = Proto::Udp;
+        assert_ne!(tcp.key(), udp.key());
+        assert_ne!(tcp.listener().key(), udp.listener().key());
     }
 }

@@ -3,14 +3,15 @@
 //! Names reaching this module were made safe at ingestion
 //! ([`crate::safe_text`]), so neither format carries raw control bytes.
 
-use std::net::IpAddr;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::{
-    engine::{ResyncReason, ResyncSummary, Stats},
     event::{Change, Listener, PortEvent, Proto, Source},
+    monitor::Notice,
+    report::{ResyncSummary, Stats},
+    rules::{eval::Alert, model::Severity},
+    safe_text::safe_str,
 };
 
 /// RFC 3339 with microseconds, UTC.
@@ -80,18 +81,11 @@ struct ResyncJson {
     ts: String,
 }
 
-fn reason_text(reason: ResyncReason) -> &'static str {
-    match reason {
-        ResyncReason::Drops => "drops",
-        ResyncReason::Interval => "interval",
-    }
-}
-
 /// The summary line of a procfs resynchronisation.
 pub fn resync_json(s: &ResyncSummary) -> String {
     to_json(&ResyncJson {
         event: "resync",
-        reason: reason_text(s.reason),
+        reason: s.reason.as_str(),
         opened: s.opened,
         closed: s.closed,
         drops: s.drops,
@@ -103,7 +97,7 @@ pub fn resync_json(s: &ResyncSummary) -> String {
 pub fn resync_text(s: &ResyncSummary) -> String {
     format!(
         "resync ({}): {} opened, {} closed that events had missed ({} events dropped so far)",
-        reason_text(s.reason),
+        s.reason.as_str(),
         s.opened,
         s.closed,
         s.drops
@@ -137,7 +131,7 @@ struct AlertJson<'a> {
     event: &'static str,
     rule_id: String,
     rule_name: String,
-    severity: crate::rules::model::Severity,
+    severity: Severity,
     condition: &'a str,
     message: &'a str,
     pid: u32,
@@ -148,12 +142,12 @@ struct AlertJson<'a> {
 }
 
 /// One alert as a JSON line.
-pub fn alert_json(a: &crate::rules::eval::Alert) -> String {
+pub fn alert_json(a: &Alert) -> String {
     to_json(&AlertJson {
         event: "alert",
         // From the rules file: escaped like process names.
-        rule_id: crate::safe_text::safe_str(&a.rule_id),
-        rule_name: crate::safe_text::safe_str(&a.rule_name),
+        rule_id: safe_str(&a.rule_id),
+        rule_name: safe_str(&a.rule_name),
         severity: a.severity,
         condition: a.condition,
         message: &a.message,
@@ -167,28 +161,28 @@ pub fn alert_json(a: &crate::rules::eval::Alert) -> String {
 
 /// One alert as a readable line. Rule names come from the rules file, so
 /// they are escaped like process names.
-pub fn alert_line(a: &crate::rules::eval::Alert) -> String {
+pub fn alert_line(a: &Alert) -> String {
     format!(
         "{}  {:<8}  {}: {}",
         format_ts(&a.ts),
-        format!("{:?}", a.severity).to_uppercase(),
-        crate::safe_text::safe_str(&a.rule_name),
+        a.severity.as_str().to_uppercase(),
+        safe_str(&a.rule_name),
         a.message
     )
 }
 
-/// A free-form notice as a JSON line: `{"event": kind, "message": ...}`.
-pub fn notice_json(kind: &str, message: &str) -> String {
+/// A notice as a JSON line: `{"event": kind, "message": ..., "ts": ...}`.
+pub fn notice_json(n: &Notice) -> String {
     #[derive(Serialize)]
-    struct Notice<'a> {
+    struct NoticeJson<'a> {
         event: &'a str,
         message: &'a str,
         ts: String,
     }
-    to_json(&Notice {
-        event: kind,
-        message,
-        ts: format_ts(&Utc::now()),
+    to_json(&NoticeJson {
+        event: n.kind.as_str(),
+        message: &n.message,
+        ts: format_ts(&n.ts),
     })
 }
 
@@ -198,43 +192,19 @@ fn to_json(value: &impl Serialize) -> String {
         .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"error\":\"{e}\"}}"))
 }
 
-/// `address:port`, with IPv6 addresses in brackets.
-pub fn socket_text(address: IpAddr, port: u16) -> String {
-    match address {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
-}
-
-fn change_text(change: Change) -> &'static str {
-    match change {
-        Change::Opened => "opened",
-        Change::Closed => "closed",
-    }
-}
-
-fn source_text(source: Source) -> &'static str {
-    match source {
-        Source::Baseline => "baseline",
-        Source::Ebpf => "ebpf",
-        Source::Resync => "resync",
-        Source::Procfs => "procfs",
-    }
-}
-
 /// One event as an aligned, readable line.
 pub fn event_line(ev: &PortEvent) -> String {
     let l = &ev.listener;
     format!(
         "{}  {:<6}  {:<5}  {:<28} {:>7}  {:<16} {:>6}  {}",
         format_ts(&ev.ts),
-        change_text(ev.change),
-        "tcp",
-        socket_text(l.address, l.port),
+        ev.change.as_str(),
+        l.proto.as_str(),
+        l.socket(),
         l.pid,
         l.comm,
         l.uid,
-        source_text(ev.source),
+        ev.source.as_str(),
     )
 }
 
@@ -280,19 +250,22 @@ pub fn listeners_json(listeners: &[Listener]) -> String {
 
 /// A snapshot as a table like `ss -ltnp`.
 pub fn listeners_table(listeners: &[Listener]) -> String {
+    use std::fmt::Write as _;
     let mut out = format!(
         "{:<5} {:<28} {:>7}  {:<16} {:>6}\n",
         "PROTO", "LOCAL", "PID", "COMM", "UID"
     );
     for l in listeners {
-        out.push_str(&format!(
-            "{:<5} {:<28} {:>7}  {:<16} {:>6}\n",
-            "tcp",
-            socket_text(l.address, l.port),
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{:<5} {:<28} {:>7}  {:<16} {:>6}",
+            l.proto.as_str(),
+            l.socket(),
             l.pid,
             l.comm,
             l.uid
-        ));
+        );
     }
     out
 }
@@ -316,6 +289,7 @@ mod tests {
                 inode: None,
                 netns: 4026531840,
                 cgroup: "/user.slice".into(),
+                opened_at: None,
             },
             ts: DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap(),
             source: Source::Ebpf,

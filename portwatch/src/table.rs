@@ -4,27 +4,27 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use portwatch_common::ListenKind;
+use portwatch_common::SockEventKind;
 
 use crate::event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Source};
 
 /// Open listeners, keyed by kernel socket address once the kernel has told
-/// us about them, and by namespace, address and port while only a procfs
-/// scan has.
+/// us about them, and by protocol, namespace, address and port while only
+/// a procfs scan has.
 #[derive(Debug, Default)]
 pub struct ListenerTable {
     by_sk: HashMap<u64, Listener>,
     /// Listeners from a procfs scan: /proc shows no socket address, so their
-    /// close is matched on namespace, address and port.
+    /// close is matched on their key.
     scanned: Vec<Listener>,
     /// Opened by `listen()` without `bind()`: the port is not known yet.
     /// Kept with the time of the open.
     unbound: HashMap<u64, (Listener, DateTime<Utc>)>,
 }
 
-/// How [`ListenerTable::apply`] treats what it cannot pair.
+/// How [`ListenerTable::apply`] pairs what it cannot match by address.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ApplyRules {
+pub struct PairingPolicy {
     /// Boot time at which the start-up scan finished. Earlier events may
     /// already be part of the scan.
     pub scan_end_ns: u64,
@@ -34,7 +34,7 @@ pub struct ApplyRules {
     pub drop_unknown_closes: bool,
 }
 
-fn report(change: Change, listener: Listener, ts: DateTime<Utc>, source: Source) -> PortEvent {
+fn port_event(change: Change, listener: Listener, ts: DateTime<Utc>, source: Source) -> PortEvent {
     PortEvent {
         change,
         listener,
@@ -53,6 +53,30 @@ impl ListenerTable {
         self.scanned.extend(listeners);
     }
 
+    /// Moves the scanned listener that the kernel's open `ev` describes
+    /// (same key, same owner or an owner the scan did not see) under its
+    /// socket address, so its close pairs by address and names the owner.
+    /// Returns false when the scan holds no such listener.
+    fn adopt(&mut self, ev: &KernelEvent) -> bool {
+        let key = ev.key();
+        let Some(i) = self
+            .scanned
+            .iter()
+            .position(|l| l.key() == key && (l.pid == ev.tgid || l.pid == 0))
+        else {
+            return false;
+        };
+        let mut known = self.scanned.swap_remove(i);
+        if known.pid == 0 {
+            known.pid = ev.tgid;
+            known.comm = ev.comm.clone();
+            known.cgroup = ev.cgroup.clone();
+        }
+        known.skaddr = Some(ev.skaddr);
+        self.by_sk.insert(ev.skaddr, known);
+        true
+    }
+
     /// Pairs scanned listeners with the kernel's open events that arrived
     /// while the scan ran. A paired listener closes by socket address, and
     /// when the scan found no owner (the socket was opened after the
@@ -65,29 +89,13 @@ impl ListenerTable {
     pub fn adopt_startup_opens(&mut self, events: &[KernelEvent], scan_start_ns: u64) {
         let closed: HashSet<u64> = events
             .iter()
-            .filter(|e| e.kind == ListenKind::Closed && e.ts_ns < scan_start_ns)
+            .filter(|e| e.kind == SockEventKind::Closed && e.ts_ns < scan_start_ns)
             .map(|e| e.skaddr)
             .collect();
-        for ev in events
-            .iter()
-            .filter(|e| e.kind == ListenKind::Opened && e.port != 0 && !closed.contains(&e.skaddr))
-        {
-            let key = (ev.netns, ev.address, ev.port);
-            let Some(i) = self
-                .scanned
-                .iter()
-                .position(|l| l.key() == key && (l.pid == ev.tgid || l.pid == 0))
-            else {
-                continue;
-            };
-            let mut known = self.scanned.swap_remove(i);
-            if known.pid == 0 {
-                known.pid = ev.tgid;
-                known.comm = ev.comm.clone();
-                known.cgroup = ev.cgroup.clone();
-            }
-            known.skaddr = Some(ev.skaddr);
-            self.by_sk.insert(ev.skaddr, known);
+        for ev in events.iter().filter(|e| {
+            e.kind == SockEventKind::Opened && e.port != 0 && !closed.contains(&e.skaddr)
+        }) {
+            self.adopt(ev);
         }
     }
 
@@ -96,10 +104,12 @@ impl ListenerTable {
         self.by_sk.values().chain(self.scanned.iter())
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_sk.len() + self.scanned.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -109,7 +119,7 @@ impl ListenerTable {
         self.unbound.iter().map(|(sk, (l, _))| (*sk, l))
     }
 
-    /// The owner of the listener that accepts connections on `port` at
+    /// The owner of the TCP listener that accepts connections on `port` at
     /// `address` (or on a wildcard address) in namespace `netns`.
     pub fn listener_for(
         &self,
@@ -119,7 +129,7 @@ impl ListenerTable {
     ) -> Option<&Listener> {
         let mut candidates = self
             .listeners()
-            .filter(|l| l.netns == netns && l.port == port);
+            .filter(|l| l.proto == crate::event::Proto::Tcp && l.netns == netns && l.port == port);
         let first = candidates.next()?;
         if first.address == address {
             return Some(first);
@@ -129,7 +139,7 @@ impl ListenerTable {
             .find(|l| l.address == address || l.address.is_unspecified())
     }
 
-    /// The ports a process already has in the table, in one namespace.
+    /// The sockets a process already has in the table, in one namespace.
     pub fn ports_of(&self, pid: u32, netns: u64) -> HashSet<(std::net::IpAddr, u16)> {
         self.listeners()
             .filter(|l| l.pid == pid && l.netns == netns)
@@ -143,7 +153,7 @@ impl ListenerTable {
         let (mut listener, ts) = self.unbound.remove(&skaddr)?;
         listener.port = port;
         self.by_sk.insert(skaddr, listener.clone());
-        Some(report(Change::Opened, listener, ts, Source::Ebpf))
+        Some(port_event(Change::Opened, listener, ts, Source::Ebpf))
     }
 
     /// Applies one kernel event and appends what to report.
@@ -151,13 +161,14 @@ impl ListenerTable {
         &mut self,
         ev: &KernelEvent,
         ts: DateTime<Utc>,
-        rules: ApplyRules,
+        policy: PairingPolicy,
         out: &mut Vec<PortEvent>,
     ) {
-        let during_startup = ev.ts_ns <= rules.scan_end_ns;
+        let during_startup = ev.ts_ns <= policy.scan_end_ns;
         match ev.kind {
-            ListenKind::Opened => {
-                let listener = ev.listener();
+            SockEventKind::Opened => {
+                let mut listener = ev.listener();
+                listener.opened_at = Some(ts);
                 if during_startup && listener.port != 0 && self.by_sk.contains_key(&ev.skaddr) {
                     // Adopted by the baseline already.
                     return;
@@ -168,78 +179,63 @@ impl ListenerTable {
                 // reported, so it just goes.
                 self.unbound.remove(&ev.skaddr);
                 if let Some(stale) = self.by_sk.remove(&ev.skaddr) {
-                    out.push(report(Change::Closed, stale, ts, Source::Ebpf));
+                    out.push(port_event(Change::Closed, stale, ts, Source::Ebpf));
                 }
                 if listener.port == 0 {
                     // The kernel assigns the port right after this event.
                     self.unbound.insert(ev.skaddr, (listener, ts));
                     return;
                 }
-                if during_startup
-                    && let Some(i) = self.scanned.iter().position(|l| {
-                        l.key() == listener.key() && (l.pid == listener.pid || l.pid == 0)
-                    })
-                {
-                    // Already reported by the scan: from now on its close
-                    // pairs by socket address, and names the owner.
-                    let mut known = self.scanned.swap_remove(i);
-                    if known.pid == 0 {
-                        known.pid = listener.pid;
-                        known.comm = listener.comm;
-                        known.cgroup = listener.cgroup;
-                    }
-                    known.skaddr = Some(ev.skaddr);
-                    self.by_sk.insert(ev.skaddr, known);
+                // Already reported by the scan: from now on its close pairs
+                // by socket address, and names the owner.
+                if during_startup && self.adopt(ev) {
                     return;
                 }
                 self.by_sk.insert(ev.skaddr, listener.clone());
-                out.push(report(Change::Opened, listener, ts, Source::Ebpf));
+                out.push(port_event(Change::Opened, listener, ts, Source::Ebpf));
             }
-            ListenKind::Closed => {
+            SockEventKind::Closed => {
                 if let Some((mut pending, opened_at)) = self.unbound.remove(&ev.skaddr) {
                     // Port 0 at close: the listen() failed, no port ever
                     // existed. Otherwise the close tells the port.
                     if ev.port != 0 {
                         pending.port = ev.port;
-                        out.push(report(
+                        out.push(port_event(
                             Change::Opened,
                             pending.clone(),
                             opened_at,
                             Source::Ebpf,
                         ));
-                        out.push(report(Change::Closed, pending, ts, Source::Ebpf));
+                        out.push(port_event(Change::Closed, pending, ts, Source::Ebpf));
                     }
                     return;
                 }
                 if let Some(known) = self.by_sk.remove(&ev.skaddr) {
-                    out.push(report(Change::Closed, known, ts, Source::Ebpf));
+                    out.push(port_event(Change::Closed, known, ts, Source::Ebpf));
                     return;
                 }
                 if ev.port == 0 {
                     return;
                 }
-                let key = (ev.netns, ev.address, ev.port);
+                let key = ev.key();
                 if let Some(i) = self.scanned.iter().position(|l| l.key() == key) {
                     let known = self.scanned.swap_remove(i);
-                    out.push(report(Change::Closed, known, ts, Source::Ebpf));
+                    out.push(port_event(Change::Closed, known, ts, Source::Ebpf));
                     return;
                 }
                 // Never seen open. With its owner known, the open was lost
                 // (a full ring buffer): report it. Without, it is a listener
                 // older than the watcher that the scan did not see or the
                 // filter excluded.
-                if ev.owner_known || !(during_startup || rules.drop_unknown_closes) {
-                    out.push(report(Change::Closed, ev.listener(), ts, Source::Ebpf));
+                if ev.owner_known || !(during_startup || policy.drop_unknown_closes) {
+                    out.push(port_event(Change::Closed, ev.listener(), ts, Source::Ebpf));
                 }
             }
             // Connections are not listeners: the engine routes them apart.
-            ListenKind::Connect | ListenKind::Accept => {}
+            SockEventKind::Connect | SockEventKind::Accept => {}
         }
     }
 
-    /// Makes the table agree with a procfs scan and reports the differences
-    /// (`source: resync`). Keys in `unsettled` changed while the scan ran,
-    /// so the scan may be stale for them: they are left alone.
     /// How many of the `unsettled` keys the table and `scan` disagree on.
     /// [`reconcile`](Self::reconcile) leaves those alone; after lost events
     /// one of them may hide a loss that only a later scan can settle.
@@ -258,6 +254,9 @@ impl ListenerTable {
         diff.values().filter(|d| **d != 0).count()
     }
 
+    /// Makes the table agree with a procfs scan and reports the differences
+    /// (`source: resync`). Keys in `unsettled` changed while the scan ran,
+    /// so the scan may be stale for them: they are left alone.
     pub fn reconcile(
         &mut self,
         scan: Vec<Listener>,
@@ -313,7 +312,7 @@ impl ListenerTable {
         });
         out.extend(
             gone.into_iter()
-                .map(|l| report(Change::Closed, l, ts, Source::Resync)),
+                .map(|l| port_event(Change::Closed, l, ts, Source::Resync)),
         );
 
         // Owners the table lacked (pid 0) that the scan now knows: no
@@ -339,7 +338,7 @@ impl ListenerTable {
             let n = have.get(&key).copied().unwrap_or(0);
             for l in listeners.into_iter().skip(n) {
                 self.scanned.push(l.clone());
-                out.push(report(Change::Opened, l, ts, Source::Resync));
+                out.push(port_event(Change::Opened, l, ts, Source::Resync));
             }
         }
         out
@@ -358,9 +357,17 @@ mod tests {
         DateTime::from_timestamp(1_700_000_000, 0).unwrap()
     }
 
-    fn kev(kind: ListenKind, ts_ns: u64, sk: u64, addr: &str, port: u16, pid: u32) -> KernelEvent {
+    fn kev(
+        kind: SockEventKind,
+        ts_ns: u64,
+        sk: u64,
+        addr: &str,
+        port: u16,
+        pid: u32,
+    ) -> KernelEvent {
         KernelEvent {
             kind,
+            proto: Proto::Tcp,
             ts_ns,
             skaddr: sk,
             cgroup_id: 1,
@@ -375,6 +382,15 @@ mod tests {
             comm: format!("p{pid}"),
             cgroup: String::new(),
             remote: None,
+        }
+    }
+
+    fn key(addr: &str, port: u16) -> ListenerKey {
+        ListenerKey {
+            proto: Proto::Tcp,
+            netns: NS,
+            address: addr.parse().unwrap(),
+            port,
         }
     }
 
@@ -395,17 +411,18 @@ mod tests {
             inode: Some(42),
             netns: NS,
             cgroup: String::new(),
+            opened_at: None,
         }
     }
 
-    fn apply(t: &mut ListenerTable, ev: KernelEvent, rules: ApplyRules) -> Vec<PortEvent> {
+    fn apply(t: &mut ListenerTable, ev: KernelEvent, policy: PairingPolicy) -> Vec<PortEvent> {
         let mut out = Vec::new();
-        t.apply(&ev, ts(), rules, &mut out);
+        t.apply(&ev, ts(), policy, &mut out);
         out
     }
 
-    fn startup(scan_end_ns: u64) -> ApplyRules {
-        ApplyRules {
+    fn startup(scan_end_ns: u64) -> PairingPolicy {
+        PairingPolicy {
             scan_end_ns,
             drop_unknown_closes: false,
         }
@@ -416,7 +433,7 @@ mod tests {
         let mut t = ListenerTable::new();
         let open = apply(
             &mut t,
-            kev(ListenKind::Opened, 10, 0xa, "0.0.0.0", 80, 1),
+            kev(SockEventKind::Opened, 10, 0xa, "0.0.0.0", 80, 1),
             startup(0),
         );
         assert_eq!(
@@ -424,7 +441,7 @@ mod tests {
             (Change::Opened, 1, Source::Ebpf)
         );
         // The kernel names the owner (1) even though 2 closed it.
-        let mut close = kev(ListenKind::Closed, 20, 0xa, "0.0.0.0", 80, 1);
+        let mut close = kev(SockEventKind::Closed, 20, 0xa, "0.0.0.0", 80, 1);
         close.closer_tgid = 2;
         let close = apply(&mut t, close, startup(0));
         assert_eq!(
@@ -441,7 +458,7 @@ mod tests {
         assert!(
             apply(
                 &mut t,
-                kev(ListenKind::Opened, 10, 0xb, "127.0.0.1", 8080, 5),
+                kev(SockEventKind::Opened, 10, 0xb, "127.0.0.1", 8080, 5),
                 startup(100)
             )
             .is_empty()
@@ -449,7 +466,7 @@ mod tests {
         assert_eq!(t.len(), 1);
         let close = apply(
             &mut t,
-            kev(ListenKind::Closed, 200, 0xb, "127.0.0.1", 8080, 5),
+            kev(SockEventKind::Closed, 200, 0xb, "127.0.0.1", 8080, 5),
             startup(100),
         );
         assert_eq!(
@@ -464,8 +481,8 @@ mod tests {
         let mut t = ListenerTable::new();
         t.seed([scanned("127.0.0.1", 7000, 0), scanned("127.0.0.1", 7001, 5)]);
         let opens = [
-            kev(ListenKind::Opened, 10, 0x70, "127.0.0.1", 7000, 9),
-            kev(ListenKind::Opened, 10, 0x71, "127.0.0.1", 7001, 5),
+            kev(SockEventKind::Opened, 10, 0x70, "127.0.0.1", 7000, 9),
+            kev(SockEventKind::Opened, 10, 0x71, "127.0.0.1", 7001, 5),
         ];
         t.adopt_startup_opens(&opens, 0);
         let mut owners: Vec<(u16, u32)> = t.listeners().map(|l| (l.port, l.pid)).collect();
@@ -479,7 +496,7 @@ mod tests {
         }
         let close = apply(
             &mut t,
-            kev(ListenKind::Closed, 200, 0x70, "127.0.0.1", 7000, 9),
+            kev(SockEventKind::Closed, 200, 0x70, "127.0.0.1", 7000, 9),
             startup(100),
         );
         assert_eq!((close[0].listener.pid, close[0].listener.port), (9, 7000));
@@ -491,7 +508,7 @@ mod tests {
         assert_eq!(
             apply(
                 &mut t,
-                kev(ListenKind::Opened, 10, 0xc, "::1", 9, 3),
+                kev(SockEventKind::Opened, 10, 0xc, "::1", 9, 3),
                 startup(100)
             )
             .len(),
@@ -500,7 +517,7 @@ mod tests {
         assert_eq!(
             apply(
                 &mut t,
-                kev(ListenKind::Closed, 11, 0xc, "::1", 9, 3),
+                kev(SockEventKind::Closed, 11, 0xc, "::1", 9, 3),
                 startup(100)
             )
             .len(),
@@ -511,9 +528,9 @@ mod tests {
     #[test]
     fn unknown_closes_during_startup_or_under_a_filter_are_dropped() {
         let mut t = ListenerTable::new();
-        let ev = || unknown_owner(kev(ListenKind::Closed, 10, 0xd, "::", 22, 3));
+        let ev = || unknown_owner(kev(SockEventKind::Closed, 10, 0xd, "::", 22, 3));
         assert!(apply(&mut t, ev(), startup(100)).is_empty());
-        let filtered = ApplyRules {
+        let filtered = PairingPolicy {
             scan_end_ns: 0,
             drop_unknown_closes: true,
         };
@@ -522,7 +539,7 @@ mod tests {
         assert_eq!(apply(&mut t, ev(), startup(0))[0].listener.port, 22);
         // A close whose owner the kernel knew is reported even under a filter
         // (the kernel already filtered it): its open was lost.
-        let known = kev(ListenKind::Closed, 10, 0xd, "::", 22, 3);
+        let known = kev(SockEventKind::Closed, 10, 0xd, "::", 22, 3);
         assert_eq!(apply(&mut t, known, filtered).len(), 1);
     }
 
@@ -530,13 +547,13 @@ mod tests {
     fn scanned_listener_close_matches_on_namespace_address_and_port() {
         let mut t = ListenerTable::new();
         t.seed([scanned("0.0.0.0", 22, 7), scanned("::", 22, 7)]);
-        let mut other_ns = unknown_owner(kev(ListenKind::Closed, 500, 0xe, "::", 22, 0));
+        let mut other_ns = unknown_owner(kev(SockEventKind::Closed, 500, 0xe, "::", 22, 0));
         other_ns.netns = 1;
         assert_eq!(apply(&mut t, other_ns, startup(100))[0].listener.pid, 0);
         assert_eq!(t.len(), 2);
         let close = apply(
             &mut t,
-            unknown_owner(kev(ListenKind::Closed, 500, 0xe, "::", 22, 0)),
+            unknown_owner(kev(SockEventKind::Closed, 500, 0xe, "::", 22, 0)),
             startup(100),
         );
         assert_eq!(
@@ -552,7 +569,7 @@ mod tests {
         assert!(
             apply(
                 &mut t,
-                kev(ListenKind::Opened, 10, 0xf, "0.0.0.0", 0, 4),
+                kev(SockEventKind::Opened, 10, 0xf, "0.0.0.0", 0, 4),
                 startup(0)
             )
             .is_empty()
@@ -565,7 +582,7 @@ mod tests {
         );
         let closed = apply(
             &mut t,
-            kev(ListenKind::Closed, 20, 0xf, "0.0.0.0", 40001, 4),
+            kev(SockEventKind::Closed, 20, 0xf, "0.0.0.0", 40001, 4),
             startup(0),
         );
         assert_eq!(
@@ -579,12 +596,12 @@ mod tests {
         let mut t = ListenerTable::new();
         apply(
             &mut t,
-            kev(ListenKind::Opened, 10, 0xf, "::", 0, 4),
+            kev(SockEventKind::Opened, 10, 0xf, "::", 0, 4),
             startup(0),
         );
         let out = apply(
             &mut t,
-            kev(ListenKind::Closed, 11, 0xf, "::", 40002, 4),
+            kev(SockEventKind::Closed, 11, 0xf, "::", 40002, 4),
             startup(0),
         );
         assert_eq!(
@@ -600,13 +617,13 @@ mod tests {
         let mut t = ListenerTable::new();
         apply(
             &mut t,
-            kev(ListenKind::Opened, 10, 0x10, "0.0.0.0", 0, 4),
+            kev(SockEventKind::Opened, 10, 0x10, "0.0.0.0", 0, 4),
             startup(0),
         );
         assert!(
             apply(
                 &mut t,
-                kev(ListenKind::Closed, 11, 0x10, "0.0.0.0", 0, 4),
+                kev(SockEventKind::Closed, 11, 0x10, "0.0.0.0", 0, 4),
                 startup(0)
             )
             .is_empty()
@@ -619,12 +636,12 @@ mod tests {
         let mut t = ListenerTable::new();
         apply(
             &mut t,
-            kev(ListenKind::Opened, 1, 0x1, "127.0.0.1", 1000, 1),
+            kev(SockEventKind::Opened, 1, 0x1, "127.0.0.1", 1000, 1),
             startup(0),
         );
         apply(
             &mut t,
-            kev(ListenKind::Opened, 1, 0x2, "127.0.0.1", 1001, 1),
+            kev(SockEventKind::Opened, 1, 0x2, "127.0.0.1", 1001, 1),
             startup(0),
         );
         // The scan: 1000 closed (its close was lost), 1002 opened (open lost).
@@ -660,7 +677,7 @@ mod tests {
             scanned("0.0.0.0", 80, 2),
             scanned("::1", 5, 1),
         ];
-        let unsettled: HashSet<ListenerKey> = [(NS, "::1".parse().unwrap(), 5)].into();
+        let unsettled: HashSet<ListenerKey> = [key("::1", 5)].into();
         assert_eq!(t.unsettled_disagreements(&two, &unsettled), 1);
         let out = t.reconcile(two, &unsettled, ts());
         assert_eq!(out.len(), 1);
@@ -672,11 +689,7 @@ mod tests {
     fn unsettled_keys_that_agree_are_not_counted() {
         let mut t = ListenerTable::new();
         t.seed([scanned("0.0.0.0", 80, 1), scanned("0.0.0.0", 81, 1)]);
-        let unsettled: HashSet<ListenerKey> = [
-            (NS, "0.0.0.0".parse().unwrap(), 80),
-            (NS, "0.0.0.0".parse().unwrap(), 81),
-        ]
-        .into();
+        let unsettled: HashSet<ListenerKey> = [key("0.0.0.0", 80), key("0.0.0.0", 81)].into();
         // 80 agrees; 81 is in the table but gone from the scan.
         let scan = vec![scanned("0.0.0.0", 80, 1)];
         assert_eq!(t.unsettled_disagreements(&scan, &unsettled), 1);
@@ -688,13 +701,13 @@ mod tests {
         let mut t = ListenerTable::new();
         apply(
             &mut t,
-            kev(ListenKind::Opened, 10, 0xa, "127.0.0.1", 1000, 1),
+            kev(SockEventKind::Opened, 10, 0xa, "127.0.0.1", 1000, 1),
             startup(0),
         );
         // The close of 1000 was lost; the kernel reuses the address 0xa.
         let out = apply(
             &mut t,
-            kev(ListenKind::Opened, 20, 0xa, "127.0.0.1", 2000, 2),
+            kev(SockEventKind::Opened, 20, 0xa, "127.0.0.1", 2000, 2),
             startup(0),
         );
         let got: Vec<_> = out.iter().map(|e| (e.change, e.listener.port)).collect();

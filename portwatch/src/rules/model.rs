@@ -34,6 +34,17 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// As the file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "Info",
+            Severity::Warning => "Warning",
+            Severity::Critical => "Critical",
+        }
+    }
+}
+
 /// Adjacently tagged: `{"type": "PortOpened", "params": {"port": 22}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "params", deny_unknown_fields)]

@@ -1,21 +1,23 @@
-//! The procfs baseline: listening TCP sockets of every network namespace
-//! that has processes, and the processes owning them.
+//! The procfs baseline: the sockets of every network namespace that has
+//! processes, and the processes owning them.
 
 use std::{
     collections::{HashMap, HashSet},
-    ffi::CString,
     fs::File,
+    mem::MaybeUninit,
     net::SocketAddr,
-    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _, unix::fs::MetadataExt as _},
+    os::unix::fs::MetadataExt as _,
 };
 
 use procfs::{
     FromRead as _, ProcessCGroups,
-    net::{TcpNetEntry, TcpState},
     process::{FDTarget, Process, Stat},
 };
 
-use super::sock_diag;
+use super::{
+    sock_diag,
+    socket_table::{SocketEntry, SocketQuery},
+};
 use crate::{
     error::{Error, Result},
     event::{Listener, Proto},
@@ -24,7 +26,7 @@ use crate::{
 
 /// A process that holds a socket open.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub pid: u32,
     /// Start time in clock ticks since boot: among several holders of one
     /// socket (a server that forked workers), the oldest is the owner.
@@ -32,35 +34,15 @@ pub struct Holder {
     pub comm: String,
 }
 
-/// A row of /proc/net/tcp{,6} in the LISTEN state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListenEntry {
-    pub local: SocketAddr,
-    pub uid: u32,
-    pub inode: u64,
-    pub netns: u64,
-}
-
-fn listen_entries(rows: Vec<TcpNetEntry>, netns: u64) -> impl Iterator<Item = ListenEntry> {
-    rows.into_iter()
-        .filter(|e| e.state == TcpState::Listen)
-        .map(move |e| ListenEntry {
-            local: e.local_address,
-            uid: e.uid,
-            inode: e.inode,
-            netns,
-        })
-}
-
 /// The network namespace inode of a process (`/proc/PID/ns/net`).
-pub fn netns_of(pid: u32) -> Option<u64> {
+pub(crate) fn netns_of(pid: u32) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/net"))
         .ok()
         .map(|m| m.ino())
 }
 
 /// A process's cgroup v2 path, or empty when it has none.
-pub fn cgroup_of(pid: u32) -> String {
+pub(crate) fn cgroup_of(pid: u32) -> String {
     ProcessCGroups::from_file(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|groups| {
@@ -73,7 +55,7 @@ pub fn cgroup_of(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Every listening TCP socket of every namespace, with its owner: the
+/// Every socket `queries` ask for, in every namespace, with its owner: the
 /// oldest process holding it for which `owner_ok` is true. A socket no
 /// such process holds is kept with pid 0 only if `owner_ok(0)`.
 ///
@@ -82,8 +64,11 @@ pub fn cgroup_of(pid: u32) -> String {
 /// that exists across the whole scan cannot hide from the descriptor walk,
 /// and one that was closed meanwhile is not reported as an orphan. (A
 /// table read while it changes may also list a socket twice.)
-pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
-    let before = read_tables(&list_processes()?);
+pub(crate) fn scan_listeners(
+    queries: &[SocketQuery],
+    owner_ok: &dyn Fn(u32) -> bool,
+) -> Result<Vec<Listener>> {
+    let before = read_tables(&list_processes()?, queries);
     // Listed again after the first read: whoever created a socket seen in
     // that read existed by then, so the walk below meets its holder.
     let all = list_processes()?;
@@ -105,9 +90,9 @@ pub fn scan_listeners(owner_ok: &dyn Fn(u32) -> bool) -> Result<Vec<Listener>> {
         }
     }
 
-    let after: HashSet<u64> = read_tables(&all).iter().map(|e| e.inode).collect();
+    let after: HashSet<u64> = read_tables(&all, queries).iter().map(|e| e.inode).collect();
     let mut seen = HashSet::new();
-    let entries: Vec<ListenEntry> = before
+    let entries: Vec<SocketEntry> = before
         .into_iter()
         .filter(|e| after.contains(&e.inode) && seen.insert(e.inode))
         .collect();
@@ -133,23 +118,13 @@ fn socket_inodes(pid: u32) -> Vec<u64> {
     let (Ok(dir), Ok(entries)) = (File::open(&dir_path), std::fs::read_dir(&dir_path)) else {
         return Vec::new();
     };
-    let mut buf = [0u8; 64];
+    let mut buf = [MaybeUninit::<u8>::uninit(); 64];
     entries
         .flatten()
         .filter_map(|entry| {
-            let name = CString::new(entry.file_name().as_bytes()).ok()?;
-            // SAFETY: a valid directory fd, a NUL-terminated name and a
-            // buffer of the length passed; readlinkat writes at most that.
-            let n = unsafe {
-                libc::readlinkat(
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            let link = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
-            match link.parse::<FDTarget>().ok()? {
+            let (link, _) =
+                rustix::fs::readlinkat_raw(&dir, entry.file_name().as_os_str(), &mut buf).ok()?;
+            match std::str::from_utf8(link).ok()?.parse::<FDTarget>().ok()? {
                 FDTarget::Socket(inode) => Some(inode),
                 _ => None,
             }
@@ -171,11 +146,11 @@ fn list_processes() -> Result<Vec<(u32, Option<u64>)>> {
         .collect())
 }
 
-/// The LISTEN rows of every namespace's tables, read through one process
-/// of each namespace: by sock_diag, or from /proc/PID/net/tcp{,6} where
-/// sock_diag is unavailable (a kernel without it, or a namespace we may
-/// not enter).
-fn read_tables(all: &[(u32, Option<u64>)]) -> Vec<ListenEntry> {
+/// The rows `queries` ask for in every namespace's tables, read through
+/// one process of each namespace: by sock_diag, or from /proc/PID/net/*
+/// where sock_diag is unavailable (a kernel without it, or a namespace we
+/// may not enter).
+fn read_tables(all: &[(u32, Option<u64>)], queries: &[SocketQuery]) -> Vec<SocketEntry> {
     let own = netns_of(std::process::id());
     let mut entries = Vec::new();
     let mut done = HashSet::new();
@@ -185,7 +160,7 @@ fn read_tables(all: &[(u32, Option<u64>)]) -> Vec<ListenEntry> {
             continue;
         }
         // If this process exited, another one of the namespace reads it.
-        if let Some(rows) = listen_rows(pid, ns, own) {
+        if let Some(rows) = table_rows(pid, ns, own, queries) {
             done.insert(ns);
             entries.extend(rows);
         }
@@ -193,21 +168,74 @@ fn read_tables(all: &[(u32, Option<u64>)]) -> Vec<ListenEntry> {
     entries
 }
 
-/// The LISTEN rows of namespace `ns`, read through process `pid` of it;
-/// None if that process is gone.
-fn listen_rows(pid: u32, ns: u64, own: Option<u64>) -> Option<Vec<ListenEntry>> {
+/// The rows of namespace `ns`, read through process `pid` of it; None if
+/// that process is gone.
+fn table_rows(
+    pid: u32,
+    ns: u64,
+    own: Option<u64>,
+    queries: &[SocketQuery],
+) -> Option<Vec<SocketEntry>> {
     let diag = if Some(ns) == own {
-        sock_diag::listening_here(ns)
+        sock_diag::sockets_here(queries, ns)
     } else {
-        sock_diag::listening_in(pid, ns)
+        sock_diag::sockets_in(pid, queries, ns)
     };
     if let Ok(rows) = diag {
         return Some(rows);
     }
     let proc = Process::new(pid as i32).ok()?;
-    let mut rows: Vec<ListenEntry> = listen_entries(proc.tcp().ok()?, ns).collect();
-    // A kernel without IPv6 has no tcp6 table: that is no error.
-    rows.extend(listen_entries(proc.tcp6().unwrap_or_default(), ns));
+    let mut rows = Vec::new();
+    for q in queries {
+        let entry = |proto, state, local, remote, uid, inode| SocketEntry {
+            proto,
+            state,
+            local,
+            remote,
+            uid,
+            inode,
+            netns: ns,
+        };
+        // A kernel without IPv6 has no tcp6 or udp6 table: that is no error.
+        match q.proto {
+            Proto::Tcp => rows.extend(
+                proc.tcp()
+                    .ok()?
+                    .into_iter()
+                    .chain(proc.tcp6().unwrap_or_default())
+                    .map(|e| {
+                        let state = e.state.to_u8();
+                        entry(
+                            Proto::Tcp,
+                            state,
+                            e.local_address,
+                            e.remote_address,
+                            e.uid,
+                            e.inode,
+                        )
+                    })
+                    .filter(|e| q.states.contains(e.state)),
+            ),
+            Proto::Udp => rows.extend(
+                proc.udp()
+                    .ok()?
+                    .into_iter()
+                    .chain(proc.udp6().unwrap_or_default())
+                    .map(|e| {
+                        let state = e.state.to_u8();
+                        entry(
+                            Proto::Udp,
+                            state,
+                            e.local_address,
+                            e.remote_address,
+                            e.uid,
+                            e.inode,
+                        )
+                    })
+                    .filter(|e| q.states.contains(e.state)),
+            ),
+        }
+    }
     Some(rows)
 }
 
@@ -220,9 +248,9 @@ fn holder_of(pid: u32) -> Option<Holder> {
     })
 }
 
-/// Pure: joins listening entries with the holders of their inodes.
-pub fn listeners_with_owners(
-    entries: Vec<ListenEntry>,
+/// Pure: joins socket entries with the holders of their inodes.
+pub(crate) fn listeners_with_owners(
+    entries: Vec<SocketEntry>,
     holders: &HashMap<u64, Vec<Holder>>,
     owner_ok: &dyn Fn(u32) -> bool,
 ) -> Vec<Listener> {
@@ -238,7 +266,7 @@ pub fn listeners_with_owners(
                 return None;
             }
             Some(Listener {
-                proto: Proto::Tcp,
+                proto: e.proto,
                 address: e.local.ip(),
                 port: e.local.port(),
                 pid: owner.map_or(0, |h| h.pid),
@@ -248,27 +276,33 @@ pub fn listeners_with_owners(
                 inode: Some(e.inode),
                 netns: e.netns,
                 cgroup: String::new(),
+                opened_at: None,
             })
         })
         .collect()
 }
 
-/// The listening sockets a process holds.
-pub fn listening_sockets_of(pid: u32) -> Vec<SocketAddr> {
+/// The listening TCP sockets a process holds.
+pub(crate) fn listening_sockets_of(pid: u32) -> Vec<SocketAddr> {
     let Some(ns) = netns_of(pid) else {
         return Vec::new();
     };
     let held: HashSet<u64> = socket_inodes(pid).into_iter().collect();
-    listen_rows(pid, ns, netns_of(std::process::id()))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| held.contains(&r.inode))
-        .map(|r| r.local)
-        .collect()
+    table_rows(
+        pid,
+        ns,
+        netns_of(std::process::id()),
+        &[SocketQuery::TCP_LISTEN],
+    )
+    .unwrap_or_default()
+    .into_iter()
+    .filter(|r| held.contains(&r.inode))
+    .map(|r| r.local)
+    .collect()
 }
 
 /// (pid, parent pid) of every process.
-pub fn parent_links() -> Result<Vec<(u32, u32)>> {
+pub(crate) fn parent_links() -> Result<Vec<(u32, u32)>> {
     Ok(list_processes()?
         .into_iter()
         .filter_map(|(pid, _)| {
@@ -278,26 +312,8 @@ pub fn parent_links() -> Result<Vec<(u32, u32)>> {
         .collect())
 }
 
-/// Pure: `root` and every process below it in the parent links.
-pub fn descendants(root: u32, links: &[(u32, u32)]) -> HashSet<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for &(pid, ppid) in links {
-        children.entry(ppid).or_default().push(pid);
-    }
-    let mut out = HashSet::from([root]);
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
-            if out.insert(c) {
-                stack.push(c);
-            }
-        }
-    }
-    out
-}
-
 /// Whether a process exists.
-pub fn process_exists(pid: u32) -> bool {
+pub(crate) fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -305,9 +321,12 @@ pub fn process_exists(pid: u32) -> bool {
 mod tests {
     use super::*;
 
-    fn entry(local: &str, inode: u64) -> ListenEntry {
-        ListenEntry {
+    fn entry(local: &str, inode: u64) -> SocketEntry {
+        SocketEntry {
+            proto: Proto::Tcp,
+            state: crate::sys::socket_table::state::LISTEN,
             local: local.parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
             uid: 1000,
             inode,
             netns: 7,
@@ -362,13 +381,5 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].pid, 50);
-    }
-
-    #[test]
-    fn descendants_follow_links() {
-        let links = [(2, 1), (3, 2), (4, 3), (5, 1), (6, 5)];
-        let got = descendants(2, &links);
-        assert_eq!(got, HashSet::from([2, 3, 4]));
-        assert_eq!(descendants(9, &links), HashSet::from([9]));
     }
 }

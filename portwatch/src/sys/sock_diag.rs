@@ -1,51 +1,57 @@
-//! Listening TCP sockets through netlink sock_diag, as `ss` reads them.
+//! Sockets through netlink sock_diag, as `ss` reads them.
 //!
 //! Reading /proc/net/tcp walks the whole established-connection hash table
 //! of the namespace, empty buckets included, on every read; a sock_diag
 //! dump asked for LISTEN only walks the listening table.
 
-use std::{fs::File, io, net::SocketAddr, os::fd::AsRawFd as _};
+use std::{fs::File, io, net::SocketAddr, os::fd::AsFd as _};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
-use super::procfs_scan::ListenEntry;
+use super::socket_table::{SocketEntry, SocketQuery};
+use crate::event::Proto;
 
-/// The LISTEN sockets of both families in the calling thread's network
-/// namespace, tagged with `netns`.
-pub fn listening_here(netns: u64) -> io::Result<Vec<ListenEntry>> {
+/// The sockets `queries` ask for, of both families, in the calling
+/// thread's network namespace, tagged with `netns`.
+pub(crate) fn sockets_here(queries: &[SocketQuery], netns: u64) -> io::Result<Vec<SocketEntry>> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&NetlinkAddr::new(0, 0))?;
     let mut out = Vec::new();
-    for (family, id) in [
-        (AF_INET, SocketId::new_v4()),
-        (AF_INET6, SocketId::new_v6()),
-    ] {
-        dump(&socket, family, id, netns, &mut out)?;
+    for query in queries {
+        for (family, id) in [
+            (AF_INET, SocketId::new_v4()),
+            (AF_INET6, SocketId::new_v6()),
+        ] {
+            dump(&socket, family, id, *query, netns, &mut out)?;
+        }
     }
     Ok(out)
 }
 
 /// The same for the network namespace of process `pid`: a short-lived
 /// thread enters that namespace, and only that thread.
-pub fn listening_in(pid: u32, netns: u64) -> io::Result<Vec<ListenEntry>> {
+pub(crate) fn sockets_in(
+    pid: u32,
+    queries: &[SocketQuery],
+    netns: u64,
+) -> io::Result<Vec<SocketEntry>> {
     let ns = File::open(format!("/proc/{pid}/ns/net"))?;
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns(2) with an open namespace fd changes the network
-            // namespace of this thread alone, which ends with the scope.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            listening_here(netns)
+            // setns(2) changes the network namespace of this thread alone,
+            // which ends with the scope.
+            move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
+            sockets_here(queries, netns)
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
@@ -56,8 +62,9 @@ fn dump(
     socket: &Socket,
     family: u8,
     socket_id: SocketId,
+    query: SocketQuery,
     netns: u64,
-    out: &mut Vec<ListenEntry>,
+    out: &mut Vec<SocketEntry>,
 ) -> io::Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -65,9 +72,12 @@ fn dump(
         header,
         SockDiagMessage::InetRequest(InetRequest {
             family,
-            protocol: IPPROTO_TCP,
+            protocol: match query.proto {
+                Proto::Tcp => IPPROTO_TCP,
+                Proto::Udp => IPPROTO_UDP,
+            },
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::LISTEN,
+            states: StateFlags::from_bits_retain(query.states.0),
             socket_id,
         })
         .into(),
@@ -90,8 +100,12 @@ fn dump(
             match msg.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                     let h = &r.header;
-                    out.push(ListenEntry {
-                        local: SocketAddr::new(h.socket_id.source_address, h.socket_id.source_port),
+                    let id = &h.socket_id;
+                    out.push(SocketEntry {
+                        proto: query.proto,
+                        state: h.state,
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
                         uid: h.uid,
                         inode: u64::from(h.inode),
                         netns,
