@@ -29,6 +29,15 @@ pub enum Error {
     #[error("no process with pid {0} exists")]
     NoSuchProcess(u32),
 
+    #[error("{0} must be longer than 0")]
+    ZeroInterval(&'static str),
+
+    #[error("connection events need the eBPF backend")]
+    ConnectionsNeedEbpf,
+
+    #[error("connection events need kernel BTF (/sys/kernel/btf/vmlinux), which this kernel lacks")]
+    ConnectionsNeedBtf,
+
     #[error("the kernel refused the eBPF programs: {0}")]
     Load(#[source] Box<aya::EbpfError>),
 
@@ -73,8 +82,9 @@ impl Error {
     pub(crate) fn or_not_permitted(self) -> Self {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&self);
         while let Some(err) = cause {
+            // std maps both EPERM and EACCES to PermissionDenied.
             if let Some(io) = err.downcast_ref::<io::Error>()
-                && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+                && io.kind() == io::ErrorKind::PermissionDenied
             {
                 return Error::NotPermitted;
             }

@@ -1,28 +1,45 @@
 //! portwatch: reports the moment any process starts or stops listening on
-//! a TCP port, from eBPF events reconciled with a procfs baseline.
+//! a port, from eBPF events reconciled with a procfs baseline.
 //!
-//! - [`watcher::PortWatcher`] watches one process tree and calls back, like
-//!   the Go port-watcher it replaces; [`watcher::watch`] is the same as an
-//!   async stream of [`PortEvent`]s;
-//! - [`engine::Engine`] runs the whole pipeline;
-//! - [`table::ListenerTable`] pairs closes with opens and reconciles with
-//!   procfs (pure logic); [`filter`] decides what is reported;
-//! - [`output`] formats reports; [`safe_text`] neutralises hostile names;
-//! - [`sys`] is the only module that touches the kernel and /proc.
+//! The layers, each using only those listed before it:
+//! - [`event`], [`report`], [`safe_text`], [`error`]: plain data;
+//! - [`filter`] and `table` (pairing and reconciliation): pure logic;
+//! - `sys`: the only code that touches the kernel and /proc, behind two
+//!   traits the engine can run on fakes;
+//! - [`rules`]: the alerts.json format, its validation and the evaluator;
+//! - [`engine`]: events and scans into reports ([`Engine`]);
+//! - [`monitor`]: the engine plus rules, sampling and reload, as one
+//!   stream of [`MonitorEvent`]s that every consumer reads;
+//! - [`output`]: JSON lines and text; [`watcher`]: the Go port-watcher's
+//!   API ([`watcher::PortWatcher`]) and an async stream.
 
-pub mod btf;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod monitor;
 pub mod output;
+pub mod report;
 pub mod rules;
 pub mod safe_text;
-pub mod sys;
-pub mod table;
+pub(crate) mod sys;
+pub(crate) mod table;
 pub mod watcher;
 
-pub use engine::{Backend, Engine, EngineConfig, Report, ResyncSummary, Stats};
+pub use engine::{Backend, Engine, EngineConfig, Hook, Report};
 pub use error::{Error, Result};
 pub use event::{Change, Listener, PortEvent, Proto, Source};
 pub use filter::{Filter, Scope};
+pub use monitor::{Monitor, MonitorConfig, MonitorEvent};
+pub use report::{ResyncReason, ResyncSummary, Stats};
+
+/// Every listening socket of `proto` (both when `None`) in every network
+/// namespace, with its owner, as `portwatch list` prints them.
+pub fn list_listeners(proto: Option<Proto>) -> Result<Vec<Listener>> {
+    let filter = Filter {
+        proto,
+        ..Filter::default()
+    };
+    let queries = engine::scan_queries(&filter);
+    sys::procfs_scan::scan_listeners(&queries, &|_| true)
+}

@@ -17,17 +17,21 @@
 
 use std::{
     net::IpAddr,
+    ops::ControlFlow,
     pin::Pin,
     sync::mpsc as std_mpsc,
     task::{Context, Poll},
     thread::JoinHandle,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{
-    Change, Engine, EngineConfig, Filter, PortEvent, Report,
+    engine::EngineConfig,
     error::{Error, Result},
+    event::{Change, PortEvent},
+    filter::Filter,
+    monitor::{Monitor, MonitorConfig, MonitorEvent},
     sys::procfs_scan,
 };
 
@@ -110,9 +114,12 @@ impl PortWatcher {
         let Some(mut callback) = self.callback.take() else {
             return Ok(());
         };
-        let config = self.config.clone();
+        let config = MonitorConfig {
+            engine: self.config.clone(),
+            ..MonitorConfig::default()
+        };
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<()>>();
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("portwatch".into())
             .spawn(move || {
@@ -130,32 +137,30 @@ impl PortWatcher {
                     }
                 };
                 runtime.block_on(async move {
-                    let (mut engine, baseline) = match Engine::start(&config) {
-                        Ok(started) => started,
+                    let mut monitor = match Monitor::start(config) {
+                        Ok(m) => m,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
-                    for ev in &baseline {
-                        callback(ev.into());
-                    }
-                    let _ = ready_tx.send(Ok(()));
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop_rx => break,
-                            reports = engine.next_reports() => match reports {
-                                Ok(reports) => for r in reports {
-                                    if let Report::Port(ev) = r {
-                                        callback((&ev).into());
-                                    }
-                                },
-                                Err(e) => {
-                                    tracing::error!("portwatch stopped: {e}");
-                                    break;
+                    let stop = async {
+                        let _ = stop_rx.await;
+                    };
+                    let run = monitor
+                        .run_until(stop, |ev| {
+                            match ev {
+                                MonitorEvent::Port(ev) => callback((&ev).into()),
+                                MonitorEvent::Ready(_) => {
+                                    let _ = ready_tx.send(Ok(()));
                                 }
-                            },
-                        }
+                                _ => {}
+                            }
+                            Ok::<_, Error>(ControlFlow::Continue(()))
+                        })
+                        .await;
+                    if let Err(e) = run {
+                        tracing::error!("portwatch stopped: {e}");
                     }
                 });
             })
@@ -199,55 +204,62 @@ impl Drop for PortWatcher {
 }
 
 /// Every event of a watch as an async stream: first the baseline, then
-/// live changes. Must be called inside a tokio runtime; the watch stops
-/// when the stream is dropped.
+/// live changes. Must be called inside a tokio runtime. The kernel's ring
+/// buffer is read as the stream is polled: a consumer that falls behind
+/// makes the kernel drop events, which a resync then repairs. The watch
+/// stops when the stream is dropped.
 pub fn watch(config: EngineConfig) -> Result<EventStream> {
-    let (mut engine, baseline) = Engine::start(&config)?;
-    let (tx, rx) = mpsc::channel(1024);
-    let task = tokio::spawn(async move {
-        for ev in baseline {
-            if tx.send(Ok(ev)).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                reports = engine.next_reports() => match reports {
-                    Ok(reports) => for r in reports {
-                        if let Report::Port(ev) = r
-                            && tx.send(Ok(ev)).await.is_err()
-                        {
-                            return;
-                        }
-                    },
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                },
-            }
-        }
-    });
-    Ok(EventStream { rx, task })
+    let monitor = Monitor::start(MonitorConfig {
+        engine: config,
+        ..MonitorConfig::default()
+    })?;
+    Ok(EventStream {
+        state: StreamState::Idle(Box::new(monitor)),
+    })
 }
+
+type NextEvent = Pin<Box<dyn Future<Output = (Box<Monitor>, Result<MonitorEvent>)> + Send>>;
 
 /// See [`watch`].
 pub struct EventStream {
-    rx: mpsc::Receiver<Result<PortEvent>>,
-    task: tokio::task::JoinHandle<()>,
+    state: StreamState,
+}
+
+enum StreamState {
+    Idle(Box<Monitor>),
+    /// Waiting for the monitor's next event; the future owns the monitor
+    /// until it is ready.
+    Waiting(NextEvent),
+    /// Stopped by an error.
+    Done,
 }
 
 impl futures_core::Stream for EventStream {
     type Item = Result<PortEvent>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.task.abort();
+        loop {
+            match std::mem::replace(&mut self.state, StreamState::Done) {
+                StreamState::Done => return Poll::Ready(None),
+                StreamState::Idle(mut monitor) => {
+                    self.state = StreamState::Waiting(Box::pin(async move {
+                        let next = monitor.next().await;
+                        (monitor, next)
+                    }));
+                }
+                StreamState::Waiting(mut next) => match next.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = StreamState::Waiting(next);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready((monitor, Ok(MonitorEvent::Port(ev)))) => {
+                        self.state = StreamState::Idle(monitor);
+                        return Poll::Ready(Some(Ok(ev)));
+                    }
+                    Poll::Ready((monitor, Ok(_))) => self.state = StreamState::Idle(monitor),
+                    Poll::Ready((_, Err(e))) => return Poll::Ready(Some(Err(e))),
+                },
+            }
+        }
     }
 }

@@ -6,37 +6,17 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use chrono::{DateTime, TimeDelta, Utc};
-use regex::Regex;
+use chrono::{DateTime, Utc};
 
 use super::{
-    model::{AlertsFile, Condition, Severity},
+    model::Severity,
     private::is_private,
-    validate::{RulesError, compile_regex, validate},
+    validate::{CompiledRule, Matcher, Rules},
 };
-use crate::event::{Change, PortEvent, Source};
-
-/// A TCP connection made (outbound, at connect time) or accepted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Connection {
-    pub pid: u32,
-    pub comm: String,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub outbound: bool,
-    pub ts: DateTime<Utc>,
-}
-
-/// Resource use of a process that owns listening sockets.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProcessSample {
-    pub pid: u32,
-    pub comm: String,
-    /// CPU time over the last interval, as a percentage of one CPU.
-    pub cpu_percent: f64,
-    pub rss_bytes: u64,
-    pub ts: DateTime<Utc>,
-}
+use crate::{
+    event::{Change, PortEvent, Source},
+    report::{Connection, ProcessSample},
+};
 
 /// One firing of a rule.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,124 +35,79 @@ pub struct Alert {
 
 const MIB: u64 = 1024 * 1024;
 
-enum Matcher {
-    Port(u16),
-    Range(u16, u16),
-    External { ip: Regex, exclude_private: bool },
-    Cpu { name: Regex, threshold: f64 },
-    Memory { name: Regex, threshold_mb: u64 },
-    Unknown,
-}
-
-struct Compiled {
-    id: String,
-    name: String,
-    severity: Severity,
-    condition: &'static str,
-    opened: bool,
-    enabled: bool,
-    cooldown: TimeDelta,
-    matcher: Matcher,
-}
-
 /// The rules in force, their cooldowns, and the processes known to listen.
 pub struct Evaluator {
-    rules: Vec<Compiled>,
-    known_patterns: Vec<Regex>,
+    rules: Rules,
     /// Names of processes listening when the daemon started.
     known_names: HashSet<String>,
     last_fired: HashMap<String, DateTime<Utc>>,
 }
 
-fn compile(file: &AlertsFile) -> Result<(Vec<Compiled>, Vec<Regex>), RulesError> {
-    validate(file, std::path::Path::new("rules"))?;
-    let re = |p: &str| {
-        compile_regex(p, p).map_err(|e| RulesError::Invalid {
-            path: "rules".into(),
-            problems: super::validate::Problems(vec![e]),
-        })
-    };
-    let mut rules = Vec::new();
-    for r in &file.rules {
-        let (matcher, opened) = match &r.condition {
-            // Ranges were validated: the ports fit in u16.
-            Condition::PortOpened(p) => (Matcher::Port(p.port as u16), true),
-            Condition::PortClosed(p) => (Matcher::Port(p.port as u16), false),
-            Condition::PortRangeActivity(p) => {
-                (Matcher::Range(p.start_port as u16, p.end_port as u16), true)
-            }
-            Condition::ExternalConnection(p) => (
-                Matcher::External {
-                    ip: re(&p.ip_pattern)?,
-                    exclude_private: p.exclude_private,
-                },
-                false,
-            ),
-            Condition::ProcessCpuThreshold(p) => (
-                Matcher::Cpu {
-                    name: re(&p.process_pattern)?,
-                    threshold: p.threshold_percent,
-                },
-                false,
-            ),
-            Condition::ProcessMemoryThreshold(p) => (
-                Matcher::Memory {
-                    name: re(&p.process_pattern)?,
-                    threshold_mb: p.threshold_mb,
-                },
-                false,
-            ),
-            Condition::UnknownProcessListening(()) => (Matcher::Unknown, true),
-        };
-        rules.push(Compiled {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            severity: r.severity,
-            condition: r.condition.type_name(),
-            opened,
-            enabled: r.enabled,
-            cooldown: TimeDelta::seconds(i64::try_from(r.cooldown_seconds).unwrap_or(i64::MAX)),
-            matcher,
-        });
+/// What a firing is about.
+struct Fired {
+    message: String,
+    pid: u32,
+    comm: String,
+    address: Option<IpAddr>,
+    port: Option<u16>,
+}
+
+/// Fires `rule` unless disabled or cooling down.
+fn fire(
+    rule: &CompiledRule,
+    last_fired: &mut HashMap<String, DateTime<Utc>>,
+    ts: DateTime<Utc>,
+    what: Fired,
+) -> Option<Alert> {
+    if !rule.enabled {
+        return None;
     }
-    // Known names match whole: `sshd` is not `sshd-evil`.
-    let known = file
-        .known_processes
-        .iter()
-        .flatten()
-        .map(|p| re(&format!("^(?:{p})$")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((rules, known))
+    if let Some(last) = last_fired.get(&rule.id)
+        && ts < *last + rule.cooldown
+    {
+        return None;
+    }
+    last_fired.insert(rule.id.clone(), ts);
+    Some(Alert {
+        rule_id: rule.id.clone(),
+        rule_name: rule.name.clone(),
+        severity: rule.severity,
+        condition: rule.condition,
+        message: what.message,
+        pid: what.pid,
+        comm: what.comm,
+        address: what.address,
+        port: what.port,
+        ts,
+    })
 }
 
 impl Evaluator {
-    /// Rules from a validated file; `listening_at_start` are the names of
-    /// processes already listening (known to UnknownProcessListening).
-    pub fn new(
-        file: &AlertsFile,
-        listening_at_start: impl IntoIterator<Item = String>,
-    ) -> Result<Self, RulesError> {
-        let (rules, known_patterns) = compile(file)?;
-        Ok(Self {
+    /// `listening_at_start` are the names of processes already listening
+    /// (known to UnknownProcessListening).
+    pub fn new(rules: Rules, listening_at_start: impl IntoIterator<Item = String>) -> Self {
+        Self {
             rules,
-            known_patterns,
             known_names: listening_at_start.into_iter().collect(),
             last_fired: HashMap::new(),
-        })
+        }
     }
 
     /// Replaces the rules (a reloaded file); cooldowns of ids that remain
     /// carry over, so a reload does not re-fire everything.
-    pub fn replace_rules(&mut self, file: &AlertsFile) -> Result<(), RulesError> {
-        let (rules, known_patterns) = compile(file)?;
+    pub fn replace_rules(&mut self, rules: Rules) {
         self.rules = rules;
-        self.known_patterns = known_patterns;
-        Ok(())
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// Whether any enabled rule needs connection events.
     pub fn wants_connections(&self) -> bool {
         self.rules
+            .compiled
             .iter()
             .any(|r| r.enabled && matches!(r.matcher, Matcher::External { .. }))
     }
@@ -180,38 +115,13 @@ impl Evaluator {
     /// Whether any enabled rule needs process samples.
     pub fn wants_samples(&self) -> bool {
         self.rules
+            .compiled
             .iter()
             .any(|r| r.enabled && matches!(r.matcher, Matcher::Cpu { .. } | Matcher::Memory { .. }))
     }
 
     fn is_known(&self, comm: &str) -> bool {
-        self.known_names.contains(comm) || self.known_patterns.iter().any(|p| p.is_match(comm))
-    }
-
-    /// Fires rule `i` unless disabled or cooling down.
-    fn fire(&mut self, i: usize, ts: DateTime<Utc>, what: Fired) -> Option<Alert> {
-        let rule = &self.rules[i];
-        if !rule.enabled {
-            return None;
-        }
-        if let Some(last) = self.last_fired.get(&rule.id)
-            && ts < *last + rule.cooldown
-        {
-            return None;
-        }
-        self.last_fired.insert(rule.id.clone(), ts);
-        Some(Alert {
-            rule_id: rule.id.clone(),
-            rule_name: rule.name.clone(),
-            severity: rule.severity,
-            condition: rule.condition,
-            message: what.message,
-            pid: what.pid,
-            comm: what.comm,
-            address: what.address,
-            port: what.port,
-            ts,
-        })
+        self.known_names.contains(comm) || self.rules.known.iter().any(|p| p.is_match(comm))
     }
 
     /// Rules about listeners. The baseline is the state at start, not a
@@ -222,26 +132,25 @@ impl Evaluator {
         }
         let l = &ev.listener;
         let opened = ev.change == Change::Opened;
-        let verb = if opened { "opened" } else { "closed" };
-        let socket = crate::output::socket_text(l.address, l.port);
+        let verb = ev.change.as_str();
+        let socket = l.socket();
         let mut out = Vec::new();
-        for i in 0..self.rules.len() {
-            let r = &self.rules[i];
-            let hit = match r.matcher {
-                Matcher::Port(p) => r.opened == opened && p == l.port,
-                Matcher::Range(a, b) => opened && (a..=b).contains(&l.port),
-                Matcher::Unknown => opened && !self.is_known(&l.comm),
-                _ => false,
-            };
-            if !hit {
-                continue;
-            }
+        for r in &self.rules.compiled {
             let message = match r.matcher {
-                Matcher::Unknown => format!(
+                Matcher::Opened(p) if opened && p == l.port => {
+                    format!("{} (pid {}) {verb} {socket}", l.comm, l.pid)
+                }
+                Matcher::Closed(p) if !opened && p == l.port => {
+                    format!("{} (pid {}) {verb} {socket}", l.comm, l.pid)
+                }
+                Matcher::Range(a, b) if opened && (a..=b).contains(&l.port) => {
+                    format!("{} (pid {}) {verb} {socket}", l.comm, l.pid)
+                }
+                Matcher::Unknown if opened && !self.is_known(&l.comm) => format!(
                     "unknown process {} (pid {}) is listening on {socket}",
                     l.comm, l.pid
                 ),
-                _ => format!("{} (pid {}) {verb} {socket}", l.comm, l.pid),
+                _ => continue,
             };
             let what = Fired {
                 message,
@@ -250,7 +159,7 @@ impl Evaluator {
                 address: Some(l.address),
                 port: Some(l.port),
             };
-            out.extend(self.fire(i, ev.ts, what));
+            out.extend(fire(r, &mut self.last_fired, ev.ts, what));
         }
         out
     }
@@ -260,11 +169,11 @@ impl Evaluator {
         let remote_ip = c.remote.ip();
         let text = remote_ip.to_string();
         let mut out = Vec::new();
-        for i in 0..self.rules.len() {
+        for r in &self.rules.compiled {
             let Matcher::External {
                 ip,
                 exclude_private,
-            } = &self.rules[i].matcher
+            } = &r.matcher
             else {
                 continue;
             };
@@ -280,7 +189,7 @@ impl Evaluator {
                 "{} (pid {}) {dir} {}",
                 c.comm,
                 c.pid,
-                crate::output::socket_text(remote_ip, c.remote.port())
+                SocketAddr::new(remote_ip, c.remote.port())
             );
             let what = Fired {
                 message,
@@ -289,7 +198,7 @@ impl Evaluator {
                 address: Some(remote_ip),
                 port: Some(c.remote.port()),
             };
-            out.extend(self.fire(i, c.ts, what));
+            out.extend(fire(r, &mut self.last_fired, c.ts, what));
         }
         out
     }
@@ -297,8 +206,8 @@ impl Evaluator {
     /// Rules about the resource use of listening processes.
     pub fn on_sample(&mut self, s: &ProcessSample) -> Vec<Alert> {
         let mut out = Vec::new();
-        for i in 0..self.rules.len() {
-            let message = match &self.rules[i].matcher {
+        for r in &self.rules.compiled {
+            let message = match &r.matcher {
                 Matcher::Cpu { name, threshold }
                     if name.is_match(&s.comm) && s.cpu_percent > *threshold =>
                 {
@@ -326,18 +235,10 @@ impl Evaluator {
                 address: None,
                 port: None,
             };
-            out.extend(self.fire(i, s.ts, what));
+            out.extend(fire(r, &mut self.last_fired, s.ts, what));
         }
         out
     }
-}
-
-struct Fired {
-    message: String,
-    pid: u32,
-    comm: String,
-    address: Option<IpAddr>,
-    port: Option<u16>,
 }
 
 #[cfg(test)]
@@ -345,7 +246,7 @@ mod tests {
     use super::*;
     use crate::{event::Listener, event::Proto, rules::validate::load_bytes};
 
-    fn rules(json: &str) -> AlertsFile {
+    fn rules(json: &str) -> Rules {
         load_bytes(json.as_bytes(), std::path::Path::new("t")).unwrap()
     }
 
@@ -373,6 +274,7 @@ mod tests {
                 inode: None,
                 netns: 1,
                 cgroup: String::new(),
+                opened_at: None,
             },
             ts: at(secs),
             source,
@@ -402,7 +304,7 @@ mod tests {
                 true
             ),
         ));
-        let mut e = Evaluator::new(&file, []).unwrap();
+        let mut e = Evaluator::new(file.clone(), []);
         let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
         assert_eq!(
             ids(e.on_port(&port_event(Change::Opened, 22, "sshd", 0, Source::Ebpf))),
@@ -446,7 +348,7 @@ mod tests {
                 false
             ),
         ));
-        let mut e = Evaluator::new(&file, []).unwrap();
+        let mut e = Evaluator::new(file.clone(), []);
         assert_eq!(
             e.on_port(&port_event(Change::Opened, 80, "w", 0, Source::Ebpf))
                 .len(),
@@ -462,7 +364,7 @@ mod tests {
             1
         );
         // A reload keeps the cooldown of an id that stays.
-        e.replace_rules(&file).unwrap();
+        e.replace_rules(file);
         assert!(
             e.on_port(&port_event(Change::Opened, 80, "w", 61, Source::Ebpf))
                 .is_empty()
@@ -480,7 +382,7 @@ mod tests {
                 true
             ),
         ));
-        let mut e = Evaluator::new(&file, ["nginx".to_string()]).unwrap();
+        let mut e = Evaluator::new(file, ["nginx".to_string()]);
         let fires = |e: &mut Evaluator, comm: &str, t| {
             e.on_port(&port_event(Change::Opened, 9, comm, t, Source::Ebpf))
                 .len()
@@ -513,7 +415,7 @@ mod tests {
                 true
             ),
         ));
-        let mut e = Evaluator::new(&file, []).unwrap();
+        let mut e = Evaluator::new(file.clone(), []);
         assert!(e.wants_connections() && !e.wants_samples());
         let conn = |remote: &str, t| Connection {
             pid: 3,
@@ -552,7 +454,7 @@ mod tests {
                 true
             ),
         ));
-        let mut e = Evaluator::new(&file, []).unwrap();
+        let mut e = Evaluator::new(file.clone(), []);
         let sample = |comm: &str, cpu, rss, t| ProcessSample {
             pid: 5,
             comm: comm.into(),

@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     model::AlertsFile,
-    validate::{RulesError, load_bytes, validate},
+    validate::{Rules, RulesError, compile, load_bytes},
 };
 
 /// The example rules, also written by `portwatch alerts init`.
@@ -72,8 +72,8 @@ pub fn read_path() -> Result<PathBuf, StoreError> {
     Ok(if legacy.exists() { legacy } else { canonical })
 }
 
-/// Reads, parses and validates a rules file.
-pub fn load(path: &Path) -> Result<AlertsFile, StoreError> {
+/// Reads, parses, validates and compiles a rules file.
+pub fn load(path: &Path) -> Result<Rules, StoreError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -98,7 +98,7 @@ pub fn backup_path(path: &Path) -> PathBuf {
 /// user their rules) unless `replace_invalid` is set, and then it, too, is
 /// kept as the backup.
 pub fn save(path: &Path, file: &AlertsFile, replace_invalid: bool) -> Result<(), StoreError> {
-    validate(file, path)?;
+    compile(file, path)?;
     let mut text =
         serde_json::to_string_pretty(file).map_err(|e| io_err("serialize", path)(e.into()))?;
     text.push('\n');
@@ -180,7 +180,9 @@ mod tests {
 
     #[test]
     fn the_example_is_valid() {
-        let file = load_bytes(EXAMPLE.as_bytes(), Path::new("example")).unwrap();
+        let file = load_bytes(EXAMPLE.as_bytes(), Path::new("example"))
+            .unwrap()
+            .file;
         let mut kinds: Vec<&str> = file.rules.iter().map(|r| r.condition.type_name()).collect();
         kinds.sort();
         kinds.dedup();
@@ -193,10 +195,10 @@ mod tests {
         let path = dir.join("alerts.json");
         init(&path, false).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), EXAMPLE);
-        let mut file = load(&path).unwrap();
+        let mut file = load(&path).unwrap().file;
         file.rules.truncate(1);
         save(&path, &file, false).unwrap();
-        assert_eq!(load(&path).unwrap(), file);
+        assert_eq!(load(&path).unwrap().file, file);
         assert_eq!(fs::read_to_string(backup_path(&path)).unwrap(), EXAMPLE);
         fs::remove_dir_all(dir).unwrap();
     }
@@ -206,7 +208,7 @@ mod tests {
         let dir = tmpdir("invalid");
         let path = dir.join("alerts.json");
         fs::write(&path, "{\"rules\": [").unwrap();
-        let file = load_bytes(EXAMPLE.as_bytes(), Path::new("x")).unwrap();
+        let file = load_bytes(EXAMPLE.as_bytes(), Path::new("x")).unwrap().file;
         assert!(matches!(
             save(&path, &file, false),
             Err(StoreError::RefuseToReplace { .. })

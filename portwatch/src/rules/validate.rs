@@ -1,11 +1,13 @@
-//! Reads and checks an alerts file. Every problem is one sentence that
-//! names the file, the rule and the field.
+//! Reads and checks an alerts file, and compiles it into the rules the
+//! evaluator runs: what passes the checks is exactly what runs. Every
+//! problem is one sentence that names the file, the rule and the field.
 
 use std::{collections::HashMap, path::Path};
 
+use chrono::TimeDelta;
 use regex::Regex;
 
-use super::model::{AlertRule, AlertsFile, Condition};
+use super::model::{AlertRule, AlertsFile, Condition, Severity};
 
 /// Why an alerts file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,16 +116,77 @@ pub fn compile_regex(pattern: &str, what: &str) -> Result<Regex, String> {
     })
 }
 
-fn check_port(value: u64, rule: &str, field: &str, problems: &mut Vec<String>) {
-    if value > 65535 {
+/// A validated alerts file, compiled: what the evaluator runs.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// The file as read (to count, show or save it back).
+    pub file: AlertsFile,
+    pub(crate) compiled: Vec<CompiledRule>,
+    /// `known_processes`, each anchored to match a whole name.
+    pub(crate) known: Vec<Regex>,
+}
+
+impl Rules {
+    /// No rules at all.
+    pub fn empty() -> Self {
+        Self {
+            file: AlertsFile::default(),
+            compiled: Vec::new(),
+            known: Vec::new(),
+        }
+    }
+}
+
+/// One rule, ready to match.
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledRule {
+    pub id: String,
+    pub name: String,
+    pub severity: Severity,
+    pub condition: &'static str,
+    pub enabled: bool,
+    pub cooldown: TimeDelta,
+    pub matcher: Matcher,
+}
+
+/// What a rule's condition matches, with its numbers in range and its
+/// patterns compiled.
+#[derive(Clone, Debug)]
+pub(crate) enum Matcher {
+    Opened(u16),
+    Closed(u16),
+    Range(u16, u16),
+    External { ip: Regex, exclude_private: bool },
+    Cpu { name: Regex, threshold: f64 },
+    Memory { name: Regex, threshold_mb: u64 },
+    Unknown,
+}
+
+/// A port from the file, or a problem when it is out of range.
+fn port(value: u64, rule: &str, field: &str, problems: &mut Vec<String>) -> Option<u16> {
+    let port = u16::try_from(value).ok();
+    if port.is_none() {
         problems.push(format!(
             "rule `{rule}`: condition.params.{field} is {value}, outside 0-65535"
         ));
     }
+    port
 }
 
-fn check_rule(rule: &AlertRule, index: usize, problems: &mut Vec<String>) {
+/// A compiled pattern, or a problem.
+fn pattern(pattern: &str, what: &str, problems: &mut Vec<String>) -> Option<Regex> {
+    compile_regex(pattern, what)
+        .map_err(|msg| problems.push(msg))
+        .ok()
+}
+
+fn compile_rule(
+    rule: &AlertRule,
+    index: usize,
+    problems: &mut Vec<String>,
+) -> Option<CompiledRule> {
     let id = &rule.id;
+    let before = problems.len();
     if id.trim().is_empty() {
         problems.push(format!("rules[{index}] has an empty id"));
     }
@@ -133,51 +196,70 @@ fn check_rule(rule: &AlertRule, index: usize, problems: &mut Vec<String>) {
         ));
     }
     let field = |f: &str| format!("rule `{id}`: condition.params.{f}");
-    match &rule.condition {
-        Condition::PortOpened(p) | Condition::PortClosed(p) => {
-            check_port(p.port, id, "port", problems)
-        }
+    let matcher = match &rule.condition {
+        Condition::PortOpened(p) => port(p.port, id, "port", problems).map(Matcher::Opened),
+        Condition::PortClosed(p) => port(p.port, id, "port", problems).map(Matcher::Closed),
         Condition::PortRangeActivity(r) => {
-            check_port(r.start_port, id, "start_port", problems);
-            check_port(r.end_port, id, "end_port", problems);
+            let start = port(r.start_port, id, "start_port", problems);
+            let end = port(r.end_port, id, "end_port", problems);
             if r.end_port < r.start_port {
                 problems.push(format!(
                     "rule `{id}`: condition.params.end_port ({}) is below start_port ({})",
                     r.end_port, r.start_port
                 ));
             }
+            start.zip(end).map(|(a, b)| Matcher::Range(a, b))
         }
-        Condition::ExternalConnection(e) => {
-            if let Err(msg) = compile_regex(&e.ip_pattern, &field("ip_pattern")) {
-                problems.push(msg);
-            }
-        }
+        Condition::ExternalConnection(e) => pattern(&e.ip_pattern, &field("ip_pattern"), problems)
+            .map(|ip| Matcher::External {
+                ip,
+                exclude_private: e.exclude_private,
+            }),
         Condition::ProcessCpuThreshold(c) => {
-            if let Err(msg) = compile_regex(&c.process_pattern, &field("process_pattern")) {
-                problems.push(msg);
-            }
+            let name = pattern(&c.process_pattern, &field("process_pattern"), problems);
             if !c.threshold_percent.is_finite() || c.threshold_percent < 0.0 {
                 problems.push(format!(
                     "{} must be a number of at least 0",
                     field("threshold_percent")
                 ));
             }
+            name.map(|name| Matcher::Cpu {
+                name,
+                threshold: c.threshold_percent,
+            })
         }
         Condition::ProcessMemoryThreshold(m) => {
-            if let Err(msg) = compile_regex(&m.process_pattern, &field("process_pattern")) {
-                problems.push(msg);
-            }
+            pattern(&m.process_pattern, &field("process_pattern"), problems).map(|name| {
+                Matcher::Memory {
+                    name,
+                    threshold_mb: m.threshold_mb,
+                }
+            })
         }
-        Condition::UnknownProcessListening(()) => {}
+        Condition::UnknownProcessListening(()) => Some(Matcher::Unknown),
+    };
+    if problems.len() > before {
+        return None;
     }
+    Some(CompiledRule {
+        id: rule.id.clone(),
+        name: rule.name.clone(),
+        severity: rule.severity,
+        condition: rule.condition.type_name(),
+        enabled: rule.enabled,
+        cooldown: TimeDelta::seconds(i64::try_from(rule.cooldown_seconds).unwrap_or(i64::MAX)),
+        matcher: matcher?,
+    })
 }
 
-/// Checks everything the types cannot: ranges, regexes, unique ids.
-pub fn validate(file: &AlertsFile, path: &Path) -> Result<(), RulesError> {
+/// Checks everything the types cannot (ranges, regexes, unique ids) and
+/// compiles the rules; on failure, lists every problem of the file.
+pub fn compile(file: &AlertsFile, path: &Path) -> Result<Rules, RulesError> {
     let mut problems = Vec::new();
+    let mut compiled = Vec::new();
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     for (i, rule) in file.rules.iter().enumerate() {
-        check_rule(rule, i, &mut problems);
+        compiled.extend(compile_rule(rule, i, &mut problems));
         if let Some(first) = first_index.insert(&rule.id, i) {
             problems.push(format!(
                 "rule id `{}` is used twice (rules[{first}] and rules[{i}])",
@@ -185,13 +267,22 @@ pub fn validate(file: &AlertsFile, path: &Path) -> Result<(), RulesError> {
             ));
         }
     }
+    let mut known = Vec::new();
     for (i, name) in file.known_processes.iter().flatten().enumerate() {
-        if let Err(msg) = compile_regex(name, &format!("known_processes[{i}]")) {
-            problems.push(msg);
+        // Names match whole: `sshd` is not `sshd-evil`. The entry is
+        // checked alone first, so that one like `a)|(b` cannot escape the
+        // anchoring group.
+        let what = format!("known_processes[{i}]");
+        if pattern(name, &what, &mut problems).is_some() {
+            known.extend(pattern(&format!("^(?:{name})$"), &what, &mut problems));
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(Rules {
+            file: file.clone(),
+            compiled,
+            known,
+        })
     } else {
         Err(RulesError::Invalid {
             path: path.display().to_string(),
@@ -200,9 +291,7 @@ pub fn validate(file: &AlertsFile, path: &Path) -> Result<(), RulesError> {
     }
 }
 
-/// Parses and validates.
-pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<AlertsFile, RulesError> {
-    let file = parse(bytes, path)?;
-    validate(&file, path)?;
-    Ok(file)
+/// Parses, validates and compiles.
+pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Rules, RulesError> {
+    compile(&parse(bytes, path)?, path)
 }

@@ -1,6 +1,9 @@
 //! Loads and attaches the kernel programs and reads their ring buffer.
 
-use std::fs;
+use std::{
+    fs,
+    task::{Context, Poll},
+};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -9,30 +12,29 @@ use aya::{
 };
 use portwatch_common::{
     CONN_PROG, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
-    FILTER_TREE_GLOBAL, FORK_PROG, ListenEvent, OFFSETS_GLOBAL, SET_STATE_BTF_PROG, SET_STATE_PROG,
-    SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
+    FILTER_TREE_GLOBAL, FORK_PROG, OFFSETS_GLOBAL, SET_STATE_BTF_PROG, SET_STATE_PROG,
+    SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
     WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
+use super::{EventSource, btf, tracefs};
 use crate::{
-    btf,
     error::{Error, Result},
     event::KernelEvent,
-    sys::tracefs,
 };
 
 /// The eBPF object built from `portwatch-ebpf`, embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portwatch"));
 
 /// Default ring buffer size: room for about 12,000 events between two reads.
-pub const DEFAULT_RING_BUFFER_BYTES: u32 = 1024 * 1024;
+pub(crate) const DEFAULT_RING_BUFFER_BYTES: u32 = 1024 * 1024;
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Checks a ring buffer size: the kernel wants a power of two multiple of
 /// the page size.
-pub fn validate_ring_buffer_size(bytes: u64) -> Result<u32> {
+pub(crate) fn validate_ring_buffer_size(bytes: u64) -> Result<u32> {
     match u32::try_from(bytes) {
         Ok(b) if b >= 4096 && b.is_power_of_two() => Ok(b),
         _ => Err(Error::RingBufferSize(bytes)),
@@ -41,6 +43,7 @@ pub fn validate_ring_buffer_size(bytes: u64) -> Result<u32> {
 
 /// Which tracepoint flavour carries the state-change program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Hook {
     /// The BTF tracepoint when the kernel has BTF, else the classic one.
     #[default]
@@ -53,7 +56,7 @@ pub enum Hook {
 
 /// What to load and attach.
 #[derive(Clone, Debug)]
-pub struct ProbeConfig {
+pub(crate) struct ProbeConfig {
     pub ring_buffer_bytes: u32,
     pub hook: Hook,
     /// Report only processes in the watched set, kept up to date across
@@ -65,7 +68,7 @@ pub struct ProbeConfig {
 
 /// Counters kept by the kernel programs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
+pub(crate) struct KernelCounters {
     /// Events lost because the ring buffer was full.
     pub ring_full: u64,
     /// Listeners whose owner could not be remembered (owner map full).
@@ -74,16 +77,15 @@ pub struct KernelCounters {
 
 /// The attached kernel programs. Dropping it detaches every program and
 /// link; a killed process loses them with its file descriptors.
-pub struct KernelProbe {
+pub(crate) struct KernelProbe {
     events: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     watched: Option<BpfHashMap<MapData, u32, u8>>,
     malformed: u64,
     /// Ring buffer size, and bytes read from it since the loss counters
-    /// were last read: see [`KernelProbe::loss_possible`].
+    /// were last read: see [`EventSource::loss_possible`].
     ring_bytes: u64,
     drained: u64,
-    hook: Hook,
     netns_known: bool,
     /// The connection program's link while attached.
     conn_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
@@ -94,22 +96,26 @@ pub struct KernelProbe {
 
 impl KernelProbe {
     /// Loads the programs and attaches them. Needs a tokio runtime with I/O.
-    pub fn attach(config: &ProbeConfig) -> Result<Self> {
+    pub(crate) fn attach(config: &ProbeConfig) -> Result<Self> {
         raise_memlock_limit();
         // The raw BTF is as large as aya's own parse of it: a block, so it is
         // freed before the loader parses the file again (peak RSS).
-        let sock_offsets = {
-            let raw = fs::read(VMLINUX_BTF).ok();
-            raw.as_deref()
-                .and_then(|data| btf::Btf::parse(data).ok())
-                .and_then(|b| sock_offsets(&b))
-                .unwrap_or(SockOffsets::UNKNOWN)
+        let sock_offsets = match fs::read(VMLINUX_BTF) {
+            Ok(raw) => match btf::Btf::parse(&raw) {
+                Ok(b) => sock_offsets(&b).unwrap_or_else(|| {
+                    tracing::warn!("the kernel BTF lacks a struct sock or struct net field portwatch reads: network namespaces will be reported as 0");
+                    SockOffsets::UNKNOWN
+                }),
+                Err(e) => {
+                    tracing::warn!("cannot parse the kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
+                    SockOffsets::UNKNOWN
+                }
+            },
+            Err(e) => {
+                tracing::warn!("no kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
+                SockOffsets::UNKNOWN
+            }
         };
-        if sock_offsets.valid == 0 {
-            tracing::warn!(
-                "no usable kernel BTF at {VMLINUX_BTF}: network namespaces will be reported as 0"
-            );
-        }
         let hook = match config.hook {
             Hook::Auto if sock_offsets.valid != 0 => Hook::TpBtf,
             Hook::Auto => Hook::Tracepoint,
@@ -135,26 +141,15 @@ impl KernelProbe {
             },
         };
 
-        // aya-log costs a ring buffer write per log call, so kernel logging
-        // stays off unless RUST_LOG asks for debug output.
-        let log_level: u8 = if tracing::enabled!(tracing::Level::DEBUG) {
-            0xff
-        } else {
-            0
-        };
         let filter_tree = u32::from(config.filter_tree);
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &set_state_offsets, true)
             .override_global(SOCK_OFFSETS_GLOBAL, &sock_offsets, true)
             .override_global(TREE_OFFSETS_GLOBAL, &tree_offsets, true)
             .override_global(FILTER_TREE_GLOBAL, &filter_tree, true)
-            .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
-        if log_level != 0 {
-            start_kernel_log(&mut ebpf);
-        }
 
         // Bookkeeping programs first: by the time listen events flow, the
         // watched set can already follow forks.
@@ -165,7 +160,10 @@ impl KernelProbe {
         // aya's parse of the kernel BTF is large and slow: one serves both
         // BTF-typed programs.
         let kernel_btf = if sock_offsets.valid != 0 {
-            Some(Btf::from_sys_fs().map_err(|_| Error::NoBtf)?)
+            Some(Btf::from_sys_fs().map_err(|e| {
+                tracing::warn!("aya cannot parse the kernel BTF: {e}");
+                Error::NoBtf
+            })?)
         } else {
             None
         };
@@ -241,7 +239,6 @@ impl KernelProbe {
             malformed: 0,
             ring_bytes: u64::from(config.ring_buffer_bytes),
             drained: 0,
-            hook,
             netns_known: sock_offsets.valid != 0,
             conn_link: None,
             conn_loaded,
@@ -254,15 +251,17 @@ impl KernelProbe {
         self.set_connections(on)?;
         Ok(self)
     }
+}
 
-    /// Attaches or detaches the connection-event program. While detached,
-    /// connections cost nothing beyond the listen program's state check.
-    pub fn set_connections(&mut self, on: bool) -> Result<()> {
+impl EventSource for KernelProbe {
+    /// While detached, connections cost nothing beyond the listen
+    /// program's state check.
+    fn set_connections(&mut self, on: bool) -> Result<()> {
         if on == self.conn_link.is_some() {
             return Ok(());
         }
         if on && !self.conn_loaded {
-            return Err(Error::NoBtf);
+            return Err(Error::ConnectionsNeedBtf);
         }
         let program: &mut BtfTracePoint = self
             ._ebpf
@@ -285,22 +284,15 @@ impl KernelProbe {
         Ok(())
     }
 
-    /// The hook in use.
-    pub fn hook(&self) -> Hook {
-        self.hook
-    }
-
-    /// Whether events carry the socket's network namespace.
-    pub fn netns_known(&self) -> bool {
+    fn netns_known(&self) -> bool {
         self.netns_known
     }
 
-    /// Adds processes to the watched set (process-tree filter).
-    pub fn watch_pids(&mut self, pids: impl IntoIterator<Item = u32>) -> Result<()> {
+    fn watch_pids(&mut self, pids: &[u32]) -> Result<()> {
         let Some(map) = self.watched.as_mut() else {
             return Ok(());
         };
-        for pid in pids {
+        for &pid in pids {
             map.insert(pid, 1, 0).map_err(|e| Error::Map {
                 name: WATCHED_MAP,
                 source: Box::new(e),
@@ -309,52 +301,48 @@ impl KernelProbe {
         Ok(())
     }
 
-    /// Whether a process is in the watched set (always true without filter).
-    pub fn is_watched(&self, pid: u32) -> bool {
+    fn is_watched(&self, pid: u32) -> bool {
         match &self.watched {
             Some(map) => map.get(&pid, 0).is_ok(),
             None => true,
         }
     }
 
-    /// Waits until the ring buffer has events, then appends all of them.
-    pub async fn read(&mut self, out: &mut Vec<KernelEvent>) -> Result<()> {
-        let mut guard = self
-            .events
-            .readable_mut()
-            .await
-            .map_err(|source| Error::Io {
-                what: "waiting for the ring buffer failed",
-                source,
-            })?;
+    fn poll_read(&mut self, cx: &mut Context<'_>, out: &mut Vec<KernelEvent>) -> Poll<Result<()>> {
+        let mut guard = match self.events.poll_read_ready_mut(cx) {
+            Poll::Ready(Ok(guard)) => guard,
+            Poll::Ready(Err(source)) => {
+                return Poll::Ready(Err(Error::Io {
+                    what: "waiting for the ring buffer failed",
+                    source,
+                }));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
         self.drained += drain(guard.get_inner_mut(), out, &mut self.malformed);
         guard.clear_ready();
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
-    /// Appends whatever the ring buffer holds now, without waiting.
-    pub fn read_now(&mut self, out: &mut Vec<KernelEvent>) {
+    fn read_now(&mut self, out: &mut Vec<KernelEvent>) {
         self.drained += drain(self.events.get_mut(), out, &mut self.malformed);
     }
 
-    /// Whether events can have been lost since the counters were last read.
     /// A record is dropped only when the buffer is full, and every byte
     /// that filled it is read afterwards: until almost a buffer's worth has
     /// been read since the last look, no loss can have happened. This keeps
     /// the counter reads (syscalls) off ordinary traffic.
-    pub fn loss_possible(&self) -> bool {
+    fn loss_possible(&self) -> bool {
         self.drained + RECORD_BYTES >= self.ring_bytes
     }
 
-    /// The kernel's loss counters; resets [`KernelProbe::loss_possible`].
-    pub fn read_counters(&mut self) -> Result<KernelCounters> {
+    fn read_counters(&mut self) -> Result<KernelCounters> {
         // Reset first: bytes read from here on may follow a later drop.
         self.drained = 0;
         self.counters()
     }
 
-    /// The kernel's loss counters.
-    pub fn counters(&self) -> Result<KernelCounters> {
+    fn counters(&self) -> Result<KernelCounters> {
         let sum = |index: u32| -> Result<u64> {
             let values = self.counters.get(&index, 0).map_err(|e| Error::Map {
                 name: COUNTERS_MAP,
@@ -368,15 +356,14 @@ impl KernelProbe {
         })
     }
 
-    /// Records that did not decode (only a mismatched object produces them).
-    pub fn malformed(&self) -> u64 {
+    fn malformed(&self) -> u64 {
         self.malformed
     }
 }
 
 /// Bytes one event takes in the ring buffer: an 8-byte header, and the
 /// record rounded up to 8 bytes.
-const RECORD_BYTES: u64 = (8 + size_of::<ListenEvent>() as u64).next_multiple_of(8);
+const RECORD_BYTES: u64 = (8 + size_of::<SockEvent>() as u64).next_multiple_of(8);
 
 /// Reads every record; returns the ring buffer bytes they took.
 fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>, malformed: &mut u64) -> u64 {
@@ -392,7 +379,7 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>, malformed: &mu
 }
 
 /// The `struct sock` and `struct net` offsets the programs read.
-pub fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
+fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
     let sc = |field: &str| b.member_offset("sock_common", &[field]);
     // `struct sock` starts with its `struct sock_common __sk_common`.
     let common = b.member_offset("sock", &["__sk_common"])?;
@@ -455,33 +442,9 @@ fn release_freed_heap() {
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lifting it is
 /// harmless on newer ones. A failure surfaces later as a load error.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    let unlimited = rustix::process::Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: a valid rlimit struct, read by the call only.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-}
-
-/// Forwards the kernel programs' aya-log records to `tracing`. The logger
-/// owns the log map, so it lives in the task for as long as the runtime.
-fn start_kernel_log(ebpf: &mut Ebpf) {
-    let logger = match aya_log::EbpfLogger::init(ebpf) {
-        Ok(logger) => logger,
-        Err(e) => {
-            tracing::warn!("kernel program logging unavailable: {e}");
-            return;
-        }
-    };
-    // SAFETY: the logger owns its ring buffer's fd for its whole life.
-    let Ok(mut logger) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
-    else {
-        return;
-    };
-    tokio::spawn(async move {
-        while let Ok(mut guard) = logger.readable_mut().await {
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Memlock, unlimited);
 }

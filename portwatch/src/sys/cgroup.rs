@@ -13,7 +13,7 @@ use crate::safe_text::safe_text;
 /// On cgroup v2 a cgroup's id is the inode number of its directory, so a
 /// walk of the hierarchy maps ids to paths. The walk is cached and redone
 /// on a miss, at most once a second.
-pub struct CgroupNames {
+pub(crate) struct CgroupNames {
     root: Option<PathBuf>,
     names: HashMap<u64, String>,
     last_walk: Option<Instant>,

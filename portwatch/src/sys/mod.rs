@@ -1,12 +1,163 @@
-//! The boundary to the operating system: bpf, tracefs, procfs, clocks and
-//! capabilities. Everything outside this module is plain logic that tests
-//! can drive without root.
+//! The boundary to the operating system: bpf, tracefs, procfs, netlink,
+//! clocks and capabilities. The rest of the crate reaches the OS only
+//! through the two traits here, [`EventSource`] (the kernel programs) and
+//! [`Host`] (scans, process lookups, clock, cgroup names), so the engine
+//! runs on fakes in unit tests ([`fake`]).
 
-pub mod bpf;
-pub mod cgroup;
-pub mod clock;
-pub mod privilege;
-pub mod procfs_scan;
-pub mod sampler;
-pub mod sock_diag;
-pub mod tracefs;
+pub(crate) mod bpf;
+pub(crate) mod btf;
+pub(crate) mod cgroup;
+pub(crate) mod clock;
+#[cfg(test)]
+pub(crate) mod fake;
+pub(crate) mod file_watch;
+pub(crate) mod privilege;
+pub(crate) mod procfs_scan;
+pub(crate) mod sock_diag;
+pub(crate) mod socket_table;
+pub(crate) mod tracefs;
+pub(crate) mod usage;
+
+use std::{
+    net::SocketAddr,
+    task::{Context, Poll},
+};
+
+use chrono::{DateTime, Utc};
+
+pub(crate) use self::{
+    bpf::{KernelCounters, ProbeConfig},
+    socket_table::SocketQuery,
+    usage::ProcessUsage,
+};
+use crate::{error::Result, event::KernelEvent, event::Listener};
+
+/// The kernel side: the attached programs and their ring buffer.
+pub(crate) trait EventSource: Send {
+    /// Ready once the ring buffer has events; then appends all of them.
+    fn poll_read(&mut self, cx: &mut Context<'_>, out: &mut Vec<KernelEvent>) -> Poll<Result<()>>;
+    /// Appends whatever the ring buffer holds now, without waiting.
+    fn read_now(&mut self, out: &mut Vec<KernelEvent>);
+    /// Whether events can have been lost since the counters were last read.
+    fn loss_possible(&self) -> bool;
+    /// The kernel's loss counters; resets [`Self::loss_possible`].
+    fn read_counters(&mut self) -> Result<KernelCounters>;
+    /// The kernel's loss counters, without resetting anything.
+    fn counters(&self) -> Result<KernelCounters>;
+    /// Ring buffer records that did not decode.
+    fn malformed(&self) -> u64;
+    /// Whether events carry the socket's network namespace.
+    fn netns_known(&self) -> bool;
+    /// Whether a process is in the kernel's watched set (always true
+    /// without a process-tree filter).
+    fn is_watched(&self, pid: u32) -> bool;
+    /// Adds processes to the watched set.
+    fn watch_pids(&mut self, pids: &[u32]) -> Result<()>;
+    /// Attaches or detaches the connection-event program.
+    fn set_connections(&mut self, on: bool) -> Result<()>;
+}
+
+/// Everything else the engine asks of the host.
+pub(crate) trait Host: Send {
+    /// Every socket `queries` ask for, in every namespace, with its owner:
+    /// the oldest holder for which `owner_ok` is true (pid 0 if none, kept
+    /// only if `owner_ok(0)`).
+    fn scan_listeners(
+        &mut self,
+        queries: &[SocketQuery],
+        owner_ok: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Listener>>;
+    /// The listening TCP sockets process `pid` holds.
+    fn listening_sockets_of(&mut self, pid: u32) -> Vec<SocketAddr>;
+    /// (pid, parent pid) of every process.
+    fn parent_links(&mut self) -> Result<Vec<(u32, u32)>>;
+    fn process_exists(&self, pid: u32) -> bool;
+    /// CLOCK_BOOTTIME, the clock kernel events are stamped with.
+    fn boot_now_ns(&self) -> u64;
+    fn wall_now(&self) -> DateTime<Utc>;
+    /// The path of cgroup `id`, or empty when unknown.
+    fn cgroup_path(&mut self, id: u64) -> String;
+    /// CPU time and memory of a process, if it exists.
+    fn process_usage(&self, pid: u32) -> Option<ProcessUsage>;
+    /// Clock ticks per second, the unit of [`ProcessUsage::cpu_ticks`].
+    fn ticks_per_second(&self) -> u64;
+}
+
+/// Attaches the kernel programs.
+pub(crate) type Attach = Box<dyn FnOnce(&ProbeConfig) -> Result<Box<dyn EventSource>> + Send>;
+
+/// The operating system as the engine sees it.
+pub(crate) struct Os {
+    pub host: Box<dyn Host>,
+    pub attach: Attach,
+}
+
+impl Os {
+    /// The real one.
+    pub fn system() -> Self {
+        Os {
+            host: Box::new(SystemHost::new()),
+            attach: Box::new(|config| {
+                privilege::require_ebpf_privileges()?;
+                Ok(Box::new(bpf::KernelProbe::attach(config)?) as Box<dyn EventSource>)
+            }),
+        }
+    }
+}
+
+/// [`Host`] on the running system.
+pub(crate) struct SystemHost {
+    cgroups: cgroup::CgroupNames,
+    usage: usage::UsageReader,
+}
+
+impl SystemHost {
+    pub fn new() -> Self {
+        Self {
+            cgroups: cgroup::CgroupNames::new(),
+            usage: usage::UsageReader::new(),
+        }
+    }
+}
+
+impl Host for SystemHost {
+    fn scan_listeners(
+        &mut self,
+        queries: &[SocketQuery],
+        owner_ok: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Listener>> {
+        procfs_scan::scan_listeners(queries, owner_ok)
+    }
+
+    fn listening_sockets_of(&mut self, pid: u32) -> Vec<SocketAddr> {
+        procfs_scan::listening_sockets_of(pid)
+    }
+
+    fn parent_links(&mut self) -> Result<Vec<(u32, u32)>> {
+        procfs_scan::parent_links()
+    }
+
+    fn process_exists(&self, pid: u32) -> bool {
+        procfs_scan::process_exists(pid)
+    }
+
+    fn boot_now_ns(&self) -> u64 {
+        clock::boot_now_ns()
+    }
+
+    fn wall_now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn cgroup_path(&mut self, id: u64) -> String {
+        self.cgroups.path(id)
+    }
+
+    fn process_usage(&self, pid: u32) -> Option<ProcessUsage> {
+        self.usage.read(pid)
+    }
+
+    fn ticks_per_second(&self) -> u64 {
+        self.usage.ticks_per_second()
+    }
+}

@@ -8,13 +8,13 @@ const CAP_BPF: u32 = 39;
 
 /// Whether an effective capability set allows loading and attaching
 /// tracepoint programs and reading every process's sockets.
-pub fn caps_allow_ebpf(cap_eff: u64) -> bool {
+pub(crate) fn caps_allow_ebpf(cap_eff: u64) -> bool {
     let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
 /// Fails with [`Error::NotPermitted`] when this process lacks the capabilities.
-pub fn require_ebpf_privileges() -> Result<()> {
+pub(crate) fn require_ebpf_privileges() -> Result<()> {
     let status = procfs::process::Process::myself()
         .and_then(|me| me.status())
         .map_err(|source| Error::Procfs {

@@ -1,24 +1,24 @@
 //! tracefs: mounted on demand, and the source of tracepoint record layouts.
 
 use std::{
-    ffi::CString,
     fs, io,
     path::{Path, PathBuf},
 };
 
-use portwatch_common::SetStateOffsets;
+use portwatch_common::{SetStateOffsets, TreeOffsets};
+use rustix::mount::{MountFlags, mount};
 
 use crate::error::{Error, Result};
 
 /// Where tracefs lives on current kernels.
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 
 fn is_mounted(dir: &Path) -> bool {
     dir.join("events").is_dir()
 }
 
 /// Returns the tracefs directory, mounting tracefs first when it is missing.
-pub fn ensure_mounted() -> Result<PathBuf> {
+pub(crate) fn ensure_mounted() -> Result<PathBuf> {
     let dir = PathBuf::from(TRACEFS);
     if is_mounted(&dir) {
         return Ok(dir);
@@ -35,35 +35,12 @@ pub fn ensure_mounted() -> Result<PathBuf> {
 }
 
 fn mount_tracefs(dir: &Path) -> io::Result<()> {
-    let to_c = |s: &str| CString::new(s).map_err(io::Error::other);
-    let (src, target, fstype) = (
-        to_c("nodev")?,
-        to_c(
-            dir.to_str()
-                .ok_or_else(|| io::Error::other("non-UTF-8 path"))?,
-        )?,
-        to_c("tracefs")?,
-    );
-    // SAFETY: all pointers are valid NUL-terminated strings that outlive the
-    // call, and a null data pointer is allowed for tracefs.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    mount("nodev", dir, "tracefs", MountFlags::empty(), "")?;
+    Ok(())
 }
 
 /// Reads the record layout of `sock:inet_sock_set_state`.
-pub fn set_state_offsets(tracefs: &Path) -> Result<SetStateOffsets> {
+pub(crate) fn set_state_offsets(tracefs: &Path) -> Result<SetStateOffsets> {
     let path = tracefs.join("events/sock/inet_sock_set_state/format");
     let text = fs::read_to_string(&path).map_err(|source| Error::TracepointFormat {
         path: path.clone(),
@@ -74,7 +51,7 @@ pub fn set_state_offsets(tracefs: &Path) -> Result<SetStateOffsets> {
 
 /// One `field:` line of a tracepoint format file.
 #[derive(Debug, PartialEq, Eq)]
-pub struct FormatField<'a> {
+pub(crate) struct FormatField<'a> {
     pub name: &'a str,
     pub offset: u32,
     pub size: u32,
@@ -82,7 +59,7 @@ pub struct FormatField<'a> {
 
 /// Parses a line such as
 /// `field:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;` (tab separated).
-pub fn parse_field_line(line: &str) -> Option<FormatField<'_>> {
+pub(crate) fn parse_field_line(line: &str) -> Option<FormatField<'_>> {
     let mut decl = None;
     let mut offset = None;
     let mut size = None;
@@ -111,7 +88,7 @@ pub fn parse_field_line(line: &str) -> Option<FormatField<'_>> {
 /// Extracts the offsets portwatch needs, checking each field's size so a
 /// kernel with a different record cannot make the program misread it.
 /// On failure, returns the name of the first missing or mis-sized field.
-pub fn parse_set_state_format(text: &str) -> Result<SetStateOffsets, &'static str> {
+pub(crate) fn parse_set_state_format(text: &str) -> Result<SetStateOffsets, &'static str> {
     let fields: Vec<FormatField<'_>> = text.lines().filter_map(parse_field_line).collect();
     let find = |name: &'static str, size: u32| {
         fields
@@ -129,6 +106,37 @@ pub fn parse_set_state_format(text: &str) -> Result<SetStateOffsets, &'static st
         protocol: find("protocol", 2)?,
         saddr: find("saddr", 4)?,
         saddr_v6: find("saddr_v6", 16)?,
+    })
+}
+
+/// Reads the fork/exit record offsets the process-tree programs need.
+pub(crate) fn tree_offsets(tracefs: &Path) -> Result<TreeOffsets> {
+    let read = |event: &str| {
+        let path = tracefs.join(format!("events/sched/{event}/format"));
+        fs::read_to_string(&path)
+            .map(|text| (path.clone(), text))
+            .map_err(|source| Error::TracepointFormat { path, source })
+    };
+    let (fork_path, fork) = read("sched_process_fork")?;
+    let (_, exit) = read("sched_process_exit")?;
+    parse_tree_formats(&fork, &exit).map_err(|field| Error::TracepointField {
+        path: fork_path,
+        field,
+    })
+}
+
+/// Pure: the fork record's `child_pid` and the exit record's optional
+/// `group_dead` (absent before Linux 6.x: `u32::MAX`).
+pub(crate) fn parse_tree_formats(fork: &str, exit: &str) -> Result<TreeOffsets, &'static str> {
+    let find = |text: &str, name: &str, size: u32| {
+        text.lines()
+            .filter_map(parse_field_line)
+            .find(|f| f.name == name && f.size == size)
+            .map(|f| f.offset)
+    };
+    Ok(TreeOffsets {
+        fork_child_pid: find(fork, "child_pid", 4).ok_or("child_pid")?,
+        exit_group_dead: find(exit, "group_dead", 1).unwrap_or(u32::MAX),
     })
 }
 
@@ -206,45 +214,6 @@ print fmt: \"family=%s\"
         assert_eq!(parse_field_line("print fmt: \"x\""), None);
         assert_eq!(parse_field_line("field:int x;\toffset:zz;\tsize:4;"), None);
     }
-}
-
-/// Reads the fork/exit record offsets the process-tree programs need.
-pub fn tree_offsets(tracefs: &Path) -> Result<portwatch_common::TreeOffsets> {
-    let read = |event: &str| {
-        let path = tracefs.join(format!("events/sched/{event}/format"));
-        fs::read_to_string(&path)
-            .map(|text| (path.clone(), text))
-            .map_err(|source| Error::TracepointFormat { path, source })
-    };
-    let (fork_path, fork) = read("sched_process_fork")?;
-    let (_, exit) = read("sched_process_exit")?;
-    parse_tree_formats(&fork, &exit).map_err(|field| Error::TracepointField {
-        path: fork_path,
-        field,
-    })
-}
-
-/// Pure: the fork record's `child_pid` and the exit record's optional
-/// `group_dead` (absent before Linux 6.x: `u32::MAX`).
-pub fn parse_tree_formats(
-    fork: &str,
-    exit: &str,
-) -> Result<portwatch_common::TreeOffsets, &'static str> {
-    let find = |text: &str, name: &str, size: u32| {
-        text.lines()
-            .filter_map(parse_field_line)
-            .find(|f| f.name == name && f.size == size)
-            .map(|f| f.offset)
-    };
-    Ok(portwatch_common::TreeOffsets {
-        fork_child_pid: find(fork, "child_pid", 4).ok_or("child_pid")?,
-        exit_group_dead: find(exit, "group_dead", 1).unwrap_or(u32::MAX),
-    })
-}
-
-#[cfg(test)]
-mod tree_format_tests {
-    use super::*;
 
     #[test]
     fn fork_and_exit_formats() {

@@ -1,0 +1,306 @@
+//! The eBPF backend: kernel events applied to the listener table, checked
+//! against procfs scans after losses, on a timer and on request.
+
+use std::collections::HashSet;
+
+use chrono::DateTime;
+use portwatch_common::SockEventKind;
+use tokio::time::Instant;
+
+use super::{EngineConfig, Report, baseline_events, resync::ResyncSchedule, scan_queries};
+use crate::{
+    error::Result,
+    event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Source},
+    filter::{Filter, descendants},
+    report::{Connection, ResyncReason, ResyncSummary, Stats},
+    sys::{EventSource, Host, SocketQuery, clock::BootClock},
+    table::{ListenerTable, PairingPolicy},
+};
+
+pub(super) struct EbpfWatch {
+    source: Box<dyn EventSource>,
+    host: Box<dyn Host>,
+    table: ListenerTable,
+    clock: BootClock,
+    policy: PairingPolicy,
+    filter: Filter,
+    queries: Vec<SocketQuery>,
+    pending: Vec<KernelEvent>,
+    /// Connection events waiting to be returned.
+    connections: Vec<Connection>,
+    /// Whether kernel events carry namespace inodes (needs BTF).
+    netns_known: bool,
+    events: u64,
+    resyncs: u64,
+    schedule: ResyncSchedule,
+}
+
+impl EbpfWatch {
+    /// Takes over attached programs: seeds the process tree, scans, and
+    /// reconciles the scan with what the kernel reported meanwhile.
+    pub(super) fn start(
+        config: &EngineConfig,
+        source: Box<dyn EventSource>,
+        host: Box<dyn Host>,
+    ) -> Result<(Self, Vec<PortEvent>)> {
+        let netns_known = source.netns_known();
+        let clock = BootClock::new(host.boot_now_ns(), host.wall_now());
+        let mut w = Self {
+            source,
+            host,
+            table: ListenerTable::new(),
+            clock,
+            policy: PairingPolicy {
+                scan_end_ns: 0,
+                drop_unknown_closes: config.filter.is_active(),
+            },
+            filter: config.filter.clone(),
+            queries: scan_queries(&config.filter),
+            pending: Vec::new(),
+            connections: Vec::new(),
+            netns_known,
+            events: 0,
+            resyncs: 0,
+            schedule: ResyncSchedule::new(config.resync_interval, Instant::now()),
+        };
+        if let Some(root) = config.filter.pid {
+            w.seed_tree(root)?;
+        }
+        // Attached first, scanned second: whatever changes meanwhile waits
+        // in the ring buffer and is reconciled here; the opens among it
+        // also name owners the scan could not see.
+        let scan_start_ns = w.host.boot_now_ns();
+        let listeners = w.scan()?;
+        w.policy.scan_end_ns = w.host.boot_now_ns();
+        w.source.read_now(&mut w.pending);
+        w.prepare_pending();
+        w.table.seed(listeners);
+        w.table.adopt_startup_opens(&w.pending, scan_start_ns);
+        let baseline: Vec<Listener> = w.table.listeners().cloned().collect();
+        let now = w.host.wall_now();
+        Ok((w, baseline_events(&baseline, Source::Baseline, now)))
+    }
+
+    pub(super) fn table(&self) -> &ListenerTable {
+        &self.table
+    }
+
+    pub(super) fn host(&self) -> &dyn Host {
+        self.host.as_ref()
+    }
+
+    pub(super) fn set_connections(&mut self, on: bool) -> Result<()> {
+        self.source.set_connections(on)
+    }
+
+    pub(super) fn request_resync(&mut self) {
+        self.schedule.request(Instant::now());
+    }
+
+    /// Puts `root` and its current descendants in the kernel's watched set.
+    /// The fork program is already attached, so a child forked from now on
+    /// by a watched parent joins by itself; repeating the walk until it
+    /// finds nobody new closes the gap of forks made while it ran.
+    fn seed_tree(&mut self, root: u32) -> Result<()> {
+        let mut seeded = HashSet::new();
+        for _ in 0..8 {
+            let links = self.host.parent_links()?;
+            let tree = descendants(root, &links);
+            let new: Vec<u32> = tree.difference(&seeded).copied().collect();
+            if new.is_empty() {
+                break;
+            }
+            self.source.watch_pids(&new)?;
+            seeded.extend(new);
+        }
+        Ok(())
+    }
+
+    fn scan(&mut self) -> Result<Vec<Listener>> {
+        let tree = self.filter.pid.is_some();
+        let source = &self.source;
+        let owner_ok = |pid: u32| !tree || (pid != 0 && source.is_watched(pid));
+        let mut listeners = self.host.scan_listeners(&self.queries, &owner_ok)?;
+        if !self.netns_known {
+            // Events carry no namespace: compare on address and port alone.
+            for l in &mut listeners {
+                l.netns = 0;
+            }
+        }
+        listeners.retain(|l| self.filter.admits(l));
+        Ok(listeners)
+    }
+
+    pub(super) async fn next_reports(&mut self) -> Result<Vec<Report>> {
+        // Drops of what was read (the previous batch, or start-up) are
+        // checked once its reports are out, and only when a buffer's worth
+        // was read since the last look: the counter reads (syscalls) stay
+        // off the event's path, and still come before any wait.
+        if self.source.loss_possible() {
+            self.check_drops()?;
+        }
+        if let Some((due, reason)) = self.schedule.due()
+            && due <= Instant::now()
+        {
+            return self.resync(reason);
+        }
+        if self.pending.is_empty() {
+            let read = std::future::poll_fn(|cx| self.source.poll_read(cx, &mut self.pending));
+            match self.schedule.due() {
+                Some((due, reason)) => {
+                    tokio::select! {
+                        r = read => r?,
+                        _ = tokio::time::sleep_until(due) => return self.resync(reason),
+                    }
+                }
+                None => read.await?,
+            }
+        }
+        let mut out = Vec::new();
+        self.apply_pending(&mut out, None);
+        let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
+        reports.extend(self.connections.drain(..).map(Report::Connection));
+        Ok(reports)
+    }
+
+    /// Fills in what decoding cannot: namespace policy and cgroup paths.
+    fn prepare_pending(&mut self) {
+        for ev in self.pending.iter_mut().filter(|e| e.cgroup.is_empty()) {
+            if !self.netns_known {
+                ev.netns = 0;
+            }
+            ev.cgroup = self.host.cgroup_path(ev.cgroup_id);
+        }
+    }
+
+    /// Applies buffered kernel events; with `since`, returns the keys of
+    /// events at or after that boot time.
+    fn apply_pending(
+        &mut self,
+        out: &mut Vec<PortEvent>,
+        since: Option<u64>,
+    ) -> HashSet<ListenerKey> {
+        let mut touched = HashSet::new();
+        self.prepare_pending();
+        self.events += self.pending.len() as u64;
+        for ev in std::mem::take(&mut self.pending) {
+            if since.is_some_and(|t| ev.ts_ns >= t) {
+                touched.insert(ev.key());
+            }
+            let ts = self.clock.to_wall(ev.ts_ns);
+            if matches!(ev.kind, SockEventKind::Connect | SockEventKind::Accept) {
+                self.connection(&ev, ts);
+                continue;
+            }
+            if !self.filter.admits(&ev.listener()) {
+                continue;
+            }
+            self.table.apply(&ev, ts, self.policy, out);
+        }
+        self.bind_unbound(out);
+        touched
+    }
+
+    /// Turns a connection event into a [`Connection`]. An accepted one is
+    /// attributed to the owner of the listener that accepted it.
+    fn connection(&mut self, ev: &KernelEvent, ts: DateTime<chrono::Utc>) {
+        let Some(remote) = ev.remote else { return };
+        let outbound = ev.kind == SockEventKind::Connect;
+        let (pid, comm) = if outbound {
+            (ev.tgid, ev.comm.clone())
+        } else {
+            match self.table.listener_for(ev.netns, ev.address, ev.port) {
+                Some(l) => (l.pid, l.comm.clone()),
+                None => (0, String::new()),
+            }
+        };
+        if self.filter.pid.is_some() && !self.source.is_watched(pid) {
+            return;
+        }
+        self.connections.push(Connection {
+            pid,
+            comm,
+            local: std::net::SocketAddr::new(ev.address, ev.port),
+            remote,
+            outbound,
+            ts,
+        });
+    }
+
+    /// Finds the port of listeners opened without `bind()`: by now the
+    /// kernel has assigned it, and /proc shows it.
+    fn bind_unbound(&mut self, out: &mut Vec<PortEvent>) {
+        let unbound: Vec<(u64, Listener)> = self
+            .table
+            .unbound()
+            .map(|(sk, l)| (sk, l.clone()))
+            .collect();
+        for (sk, l) in unbound {
+            let known = self.table.ports_of(l.pid, l.netns);
+            let port = self
+                .host
+                .listening_sockets_of(l.pid)
+                .into_iter()
+                .find(|a| a.ip() == l.address && !known.contains(&(a.ip(), a.port())))
+                .map(|a| a.port());
+            if let Some(port) = port
+                && let Some(ev) = self.table.bind_unbound(sk, port)
+            {
+                out.push(ev);
+            }
+        }
+    }
+
+    fn check_drops(&mut self) -> Result<()> {
+        let drops = self.source.read_counters()?.ring_full;
+        self.schedule.drops_counted(drops, Instant::now());
+        Ok(())
+    }
+
+    fn resync(&mut self, reason: ResyncReason) -> Result<Vec<Report>> {
+        self.schedule.start(Instant::now());
+        let started = self.host.boot_now_ns();
+        let scan = self.scan()?;
+        // Events up to now: the ones older than the scan are already in it;
+        // keys that changed while it ran are left for the next resync.
+        self.source.read_now(&mut self.pending);
+        let mut out = Vec::new();
+        let unsettled = self.apply_pending(&mut out, Some(started));
+        self.check_drops()?;
+        // After lost events, a key that changed during the scan may still
+        // hide a lost close or open: one more scan settles it.
+        let disagreements = self.table.unsettled_disagreements(&scan, &unsettled);
+        self.schedule.finish(reason, disagreements, Instant::now());
+        let now = self.host.wall_now();
+        let fixes = self.table.reconcile(scan, &unsettled, now);
+        let summary = ResyncSummary {
+            reason,
+            opened: fixes.iter().filter(|e| e.change == Change::Opened).count(),
+            closed: fixes.iter().filter(|e| e.change == Change::Closed).count(),
+            drops: self.schedule.drops(),
+            ts: self.host.wall_now(),
+        };
+        out.extend(fixes);
+        self.resyncs += 1;
+        let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
+        reports.push(Report::Resync(summary));
+        Ok(reports)
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        let counters = match self.source.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot read the kernel's counters: {e}");
+                Default::default()
+            }
+        };
+        Stats {
+            events: self.events,
+            drops: counters.ring_full,
+            owners_full: counters.owners_full,
+            resyncs: self.resyncs,
+            malformed: self.source.malformed(),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The fallback backend: compares procfs scans at a fixed interval.
+
+use std::{collections::HashSet, time::Duration};
+
+use tokio::time::Instant;
+
+use super::{EngineConfig, Report, baseline_events, scan_queries};
+use crate::{
+    error::Result,
+    event::{Listener, PortEvent, Source},
+    filter::{Filter, descendants},
+    report::Stats,
+    sys::{Host, SocketQuery},
+    table::ListenerTable,
+};
+
+pub(super) struct PollWatch {
+    host: Box<dyn Host>,
+    table: ListenerTable,
+    filter: Filter,
+    queries: Vec<SocketQuery>,
+    interval: Duration,
+    next: Instant,
+    polls: u64,
+}
+
+impl PollWatch {
+    pub(super) fn start(
+        config: &EngineConfig,
+        host: Box<dyn Host>,
+    ) -> Result<(Self, Vec<PortEvent>)> {
+        let mut w = Self {
+            host,
+            table: ListenerTable::new(),
+            filter: config.filter.clone(),
+            queries: scan_queries(&config.filter),
+            interval: config.poll_interval,
+            next: Instant::now() + config.poll_interval,
+            polls: 0,
+        };
+        let listeners = w.scan()?;
+        w.table.seed(listeners.clone());
+        let now = w.host.wall_now();
+        Ok((w, baseline_events(&listeners, Source::Baseline, now)))
+    }
+
+    pub(super) fn table(&self) -> &ListenerTable {
+        &self.table
+    }
+
+    pub(super) fn host(&self) -> &dyn Host {
+        self.host.as_ref()
+    }
+
+    pub(super) fn request_poll(&mut self) {
+        self.next = Instant::now();
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        Stats {
+            resyncs: self.polls,
+            ..Stats::default()
+        }
+    }
+
+    fn scan(&mut self) -> Result<Vec<Listener>> {
+        // Without fork events, the tree is what the parent links show now.
+        let tree = match self.filter.pid {
+            Some(root) => Some(descendants(root, &self.host.parent_links()?)),
+            None => None,
+        };
+        let owner_ok = |pid: u32| tree.as_ref().is_none_or(|t| t.contains(&pid));
+        let mut listeners = self.host.scan_listeners(&self.queries, &owner_ok)?;
+        listeners.retain(|l| self.filter.admits(l));
+        Ok(listeners)
+    }
+
+    pub(super) async fn next_reports(&mut self) -> Result<Vec<Report>> {
+        tokio::time::sleep_until(self.next).await;
+        self.next = Instant::now() + self.interval;
+        let scan = self.scan()?;
+        self.polls += 1;
+        let now = self.host.wall_now();
+        Ok(self
+            .table
+            .reconcile(scan, &HashSet::new(), now)
+            .into_iter()
+            .map(|mut e| {
+                e.source = Source::Procfs;
+                Report::Port(e)
+            })
+            .collect())
+    }
+}

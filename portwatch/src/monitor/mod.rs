@@ -1,0 +1,392 @@
+//! One pipeline for every consumer: the engine, the optional rule
+//! evaluator with its process sampler and its rules-file reload, yielding
+//! one stream of [`MonitorEvent`]s. `watch`, `daemon`, the library's
+//! [`crate::watcher`] API and the TUI all read it.
+
+mod sampler;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, ops::ControlFlow, path::PathBuf, time::Duration};
+
+use chrono::{DateTime, Utc};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::{
+    engine::{Engine, EngineConfig, Report},
+    error::{Error, Result},
+    event::{Listener, PortEvent},
+    report::{ResyncSummary, Stats},
+    rules::{
+        eval::{Alert, Evaluator},
+        store,
+        validate::Rules,
+    },
+    sys::{Os, file_watch::FileWatch},
+};
+use sampler::Sampler;
+
+/// Alert rules and the file they come from: the monitor reloads them when
+/// the file changes.
+#[derive(Clone, Debug)]
+pub struct RulesSource {
+    pub path: PathBuf,
+    pub rules: Rules,
+}
+
+/// What a monitor runs.
+#[derive(Clone, Debug)]
+pub struct MonitorConfig {
+    pub engine: EngineConfig,
+    /// Alert rules to evaluate; none by default.
+    pub rules: Option<RulesSource>,
+    /// How often the CPU and memory of listening processes are sampled,
+    /// while a rule needs them.
+    pub sample_interval: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            rules: None,
+            sample_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything a monitor reports, in order: the baseline's port events,
+/// [`MonitorEvent::Ready`], then live events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MonitorEvent {
+    /// A listener opened or closed (`source: baseline` before `Ready`).
+    Port(PortEvent),
+    /// The baseline is complete; from here on events are live.
+    Ready(Ready),
+    /// A procfs resync ran.
+    Resync(ResyncSummary),
+    /// A rule fired.
+    Alert(Alert),
+    /// Something the user should know that is no port change.
+    Notice(Notice),
+}
+
+/// See [`MonitorEvent::Ready`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// `"ebpf"` or `"procfs"`.
+    pub backend: &'static str,
+    /// Listeners in the baseline.
+    pub listeners: usize,
+    pub ts: DateTime<Utc>,
+}
+
+/// See [`MonitorEvent::Notice`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// One sentence.
+    pub message: String,
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// The rules file changed and its new rules are in force.
+    RulesReloaded,
+    /// The rules file changed but cannot be used: the previous rules stay.
+    RulesError,
+    /// A feature asked for cannot run here.
+    Warning,
+}
+
+impl NoticeKind {
+    /// The `event` name of the notice's JSON line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::RulesReloaded => "rules_reloaded",
+            NoticeKind::RulesError => "rules_error",
+            NoticeKind::Warning => "warning",
+        }
+    }
+}
+
+/// The alert rules in force, with what they need.
+struct Alerting {
+    evaluator: Evaluator,
+    path: PathBuf,
+    watch: FileWatch,
+    sampler: Sampler,
+    tick: Interval,
+}
+
+/// A running monitor. Dropping it stops everything and detaches the
+/// kernel programs.
+pub struct Monitor {
+    engine: Engine,
+    alerting: Option<Alerting>,
+    queue: VecDeque<MonitorEvent>,
+}
+
+impl Monitor {
+    /// Attaches (or falls back to polling), takes the baseline and loads
+    /// the rules. The baseline and the ready event are the first events
+    /// [`Self::next`] returns. Needs a tokio runtime.
+    pub fn start(config: MonitorConfig) -> Result<Self> {
+        Self::start_with(config, Os::system())
+    }
+
+    pub(crate) fn start_with(config: MonitorConfig, os: Os) -> Result<Self> {
+        if config.sample_interval.is_zero() {
+            return Err(Error::ZeroInterval("the sample interval"));
+        }
+        let mut engine_config = config.engine;
+        // Connection events cost a program on the connection path: only
+        // on while a rule needs them.
+        engine_config.connections = config
+            .rules
+            .as_ref()
+            .is_some_and(|r| Evaluator::new(r.rules.clone(), []).wants_connections());
+        // The file is watched before the engine starts: a change made
+        // while it starts is not missed.
+        let watch = match &config.rules {
+            Some(r) => Some(FileWatch::new(&r.path).map_err(|source| Error::Io {
+                what: "cannot watch the rules file for changes",
+                source,
+            })?),
+            None => None,
+        };
+        let (engine, baseline) = Engine::start_with(&engine_config, os)?;
+        let now = engine.host().wall_now();
+        let mut queue = VecDeque::new();
+        if engine_config.connections && engine.fallback_reason().is_some() {
+            queue.push_back(notice(
+                NoticeKind::Warning,
+                "warning: ExternalConnection rules need eBPF and will not fire".into(),
+                now,
+            ));
+        }
+        let alerting = config.rules.zip(watch).map(|(source, watch)| {
+            let mut tick = tokio::time::interval(config.sample_interval);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Alerting {
+                // Processes already listening are known to
+                // UnknownProcessListening.
+                evaluator: Evaluator::new(
+                    source.rules,
+                    baseline.iter().map(|e| e.listener.comm.clone()),
+                ),
+                path: source.path,
+                watch,
+                sampler: Sampler::default(),
+                tick,
+            }
+        });
+        let listeners = baseline.len();
+        queue.extend(baseline.into_iter().map(MonitorEvent::Port));
+        queue.push_back(MonitorEvent::Ready(Ready {
+            backend: engine.backend_name(),
+            listeners,
+            ts: now,
+        }));
+        Ok(Self {
+            engine,
+            alerting,
+            queue,
+        })
+    }
+
+    /// The next event. Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self) -> Result<MonitorEvent> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Ok(ev);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Calls `handle` with every event until `stop` completes, `handle`
+    /// breaks, or either fails.
+    pub async fn run_until<E, F>(
+        &mut self,
+        stop: impl Future<Output = ()>,
+        mut handle: F,
+    ) -> std::result::Result<(), E>
+    where
+        E: From<Error>,
+        F: FnMut(MonitorEvent) -> std::result::Result<ControlFlow<()>, E>,
+    {
+        tokio::pin!(stop);
+        loop {
+            let ev = tokio::select! {
+                () = &mut stop => return Ok(()),
+                ev = self.next() => ev?,
+            };
+            if handle(ev)?.is_break() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for whatever comes next and queues its events.
+    async fn fill(&mut self) -> Result<()> {
+        let sampling = self
+            .alerting
+            .as_ref()
+            .is_some_and(|a| a.evaluator.wants_samples());
+        let woke = {
+            let Self {
+                engine, alerting, ..
+            } = self;
+            let (tick, watch) = match alerting.as_mut() {
+                Some(a) => (Some(&mut a.tick), Some(&mut a.watch)),
+                None => (None, None),
+            };
+            tokio::select! {
+                reports = engine.next_reports() => Woke::Reports(reports),
+                _ = async {
+                    match tick {
+                        Some(t) => { t.tick().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                }, if sampling => Woke::Tick,
+                changed = async {
+                    match watch {
+                        Some(w) => std::future::poll_fn(|cx| w.poll_changed(cx)).await,
+                        None => std::future::pending().await,
+                    }
+                } => Woke::RulesChanged(changed),
+            }
+        };
+        match woke {
+            Woke::Reports(reports) => {
+                for r in reports? {
+                    self.report(r);
+                }
+            }
+            Woke::Tick => self.sample(),
+            Woke::RulesChanged(changed) => {
+                changed.map_err(|source| Error::Io {
+                    what: "watching the rules file failed",
+                    source,
+                })?;
+                self.reload();
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, r: Report) {
+        match r {
+            Report::Port(ev) => {
+                if let Some(a) = &mut self.alerting {
+                    let alerts = a.evaluator.on_port(&ev);
+                    self.queue.push_back(MonitorEvent::Port(ev));
+                    self.queue
+                        .extend(alerts.into_iter().map(MonitorEvent::Alert));
+                } else {
+                    self.queue.push_back(MonitorEvent::Port(ev));
+                }
+            }
+            Report::Connection(c) => {
+                if let Some(a) = &mut self.alerting {
+                    let alerts = a.evaluator.on_connection(&c);
+                    self.queue
+                        .extend(alerts.into_iter().map(MonitorEvent::Alert));
+                }
+            }
+            Report::Resync(summary) => self.queue.push_back(MonitorEvent::Resync(summary)),
+        }
+    }
+
+    fn reload(&mut self) {
+        let Some(a) = &mut self.alerting else { return };
+        let now = self.engine.host().wall_now();
+        match store::load(&a.path) {
+            Ok(rules) => {
+                let n = rules.file.rules.len();
+                a.evaluator.replace_rules(rules);
+                let message = format!("reloaded {n} rules from {}", a.path.display());
+                self.queue
+                    .push_back(notice(NoticeKind::RulesReloaded, message, now));
+                // A reload may enable or disable connection rules.
+                let wants = a.evaluator.wants_connections();
+                if let Err(e) = self.engine.set_connections(wants) {
+                    let message = format!("connection rules cannot run: {e}");
+                    self.queue
+                        .push_back(notice(NoticeKind::Warning, message, now));
+                }
+            }
+            Err(e) => {
+                let message = format!("{e}; the previous rules stay in force");
+                self.queue
+                    .push_back(notice(NoticeKind::RulesError, message, now));
+            }
+        }
+    }
+
+    /// Samples the owners of open listeners and evaluates the resource
+    /// rules on them.
+    fn sample(&mut self) {
+        let Some(a) = &mut self.alerting else { return };
+        let mut pids: Vec<(u32, String)> = self
+            .engine
+            .listeners()
+            .filter(|l| l.pid != 0)
+            .map(|l| (l.pid, l.comm.clone()))
+            .collect();
+        pids.sort();
+        pids.dedup_by_key(|p| p.0);
+        let host = self.engine.host();
+        let samples = a
+            .sampler
+            .sample(host, &pids, Instant::now(), host.wall_now());
+        for s in &samples {
+            let alerts = a.evaluator.on_sample(s);
+            self.queue
+                .extend(alerts.into_iter().map(MonitorEvent::Alert));
+        }
+    }
+
+    /// Asks for a procfs resync now; its summary follows as an event.
+    pub fn resync_now(&mut self) {
+        self.engine.request_resync();
+    }
+
+    /// The listeners open now, as far as the monitor knows.
+    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.engine.listeners()
+    }
+
+    /// Event, loss and resync counters.
+    pub fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    /// `"ebpf"` or `"procfs"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.engine.backend_name()
+    }
+
+    /// Why eBPF is not used, when the engine fell back to procfs.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.engine.fallback_reason()
+    }
+
+    /// The alert rules in force, if any.
+    pub fn rules(&self) -> Option<&Rules> {
+        self.alerting.as_ref().map(|a| a.evaluator.rules())
+    }
+}
+
+/// What ended a wait in [`Monitor::fill`].
+enum Woke {
+    Reports(Result<Vec<Report>>),
+    Tick,
+    RulesChanged(std::io::Result<()>),
+}
+
+fn notice(kind: NoticeKind, message: String, ts: DateTime<Utc>) -> MonitorEvent {
+    MonitorEvent::Notice(Notice { kind, message, ts })
+}

@@ -1,0 +1,236 @@
+//! The monitor on a scripted OS, under paused tokio time.
+
+use std::{fs, time::Duration};
+
+use portwatch_common::SockEventKind::{Closed, Opened};
+
+use super::*;
+use crate::{
+    event::{Change, Proto, Source},
+    report::ResyncReason,
+    rules::validate::load_bytes,
+    sys::{
+        ProcessUsage,
+        fake::{FakeOs, kernel_event as ev, scanned},
+    },
+};
+
+fn rules_file(rules: &[&str]) -> String {
+    let rules: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, condition)| {
+            format!(
+                r#"{{"id":"r{i}","name":"rule {i}","condition":{condition},"enabled":true,"severity":"Warning","cooldown_seconds":1}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"rules":[{}]}}"#, rules.join(","))
+}
+
+/// A rules file in a fresh directory, compiled.
+fn rules_source(tag: &str, rules: &[&str]) -> (RulesSource, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("portwatch-monitor-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("alerts.json");
+    let text = rules_file(rules);
+    fs::write(&path, &text).unwrap();
+    let rules = load_bytes(text.as_bytes(), &path).unwrap();
+    (RulesSource { path, rules }, dir)
+}
+
+fn config(rules: Option<RulesSource>) -> MonitorConfig {
+    MonitorConfig {
+        engine: EngineConfig {
+            resync_interval: None,
+            ..EngineConfig::default()
+        },
+        rules,
+        sample_interval: Duration::from_secs(1),
+    }
+}
+
+async fn next(m: &mut Monitor) -> MonitorEvent {
+    tokio::time::timeout(Duration::from_secs(3600), m.next())
+        .await
+        .expect("an event")
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_baseline_comes_first_then_ready_then_live_events() {
+    let os = FakeOs::new();
+    os.world().listeners = vec![scanned(Proto::Tcp, "0.0.0.0", 22, 1)];
+    let mut m = Monitor::start_with(config(None), os.os()).unwrap();
+    match next(&mut m).await {
+        MonitorEvent::Port(e) => assert_eq!((e.listener.port, e.source), (22, Source::Baseline)),
+        other => panic!("{other:?}"),
+    }
+    match next(&mut m).await {
+        MonitorEvent::Ready(r) => assert_eq!((r.backend, r.listeners), ("ebpf", 1)),
+        other => panic!("{other:?}"),
+    }
+    let t = os.world().boot_ns;
+    os.world()
+        .listeners
+        .push(scanned(Proto::Tcp, "127.0.0.1", 8080, 5));
+    os.emit([ev(Opened, t, 0x1, "127.0.0.1", 8080, 5)]);
+    match next(&mut m).await {
+        MonitorEvent::Port(e) => {
+            assert_eq!((e.change, e.listener.port), (Change::Opened, 8080));
+            assert!(e.listener.opened_at.is_some(), "a live open has its time");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.listeners().count(), 2);
+    m.resync_now();
+    match next(&mut m).await {
+        MonitorEvent::Resync(s) => {
+            assert_eq!(
+                (s.reason, s.opened, s.closed),
+                (ResyncReason::Requested, 0, 0)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn alerts_follow_the_event_that_fired_them() {
+    let os = FakeOs::new();
+    os.world().listeners = vec![scanned(Proto::Tcp, "0.0.0.0", 22, 1)];
+    let (source, dir) = rules_source(
+        "alerts",
+        &[
+            r#"{"type":"PortOpened","params":{"port":8080}}"#,
+            r#"{"type":"UnknownProcessListening","params":null}"#,
+        ],
+    );
+    let mut m = Monitor::start_with(config(Some(source)), os.os()).unwrap();
+    assert!(matches!(next(&mut m).await, MonitorEvent::Port(_)));
+    assert!(matches!(next(&mut m).await, MonitorEvent::Ready(_)));
+    assert!(!os.world().connections, "no rule needs connections");
+    let t = os.world().boot_ns;
+    // p1 listened at start: known. p5 is not.
+    os.emit([
+        ev(Opened, t, 0x1, "127.0.0.1", 8080, 5),
+        ev(Closed, t + 1, 0x1, "127.0.0.1", 8080, 5),
+    ]);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(match next(&mut m).await {
+            MonitorEvent::Port(e) => format!("{} {}", e.change.as_str(), e.listener.port),
+            MonitorEvent::Alert(a) => format!("alert {}", a.rule_id),
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(got, ["opened 8080", "alert r0", "alert r1", "closed 8080"]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_rules_turn_the_connection_program_on() {
+    let os = FakeOs::new();
+    let (source, dir) = rules_source(
+        "conn",
+        &[r#"{"type":"ExternalConnection","params":{"ip_pattern":".*","exclude_private":false}}"#],
+    );
+    let _m = Monitor::start_with(config(Some(source.clone())), os.os()).unwrap();
+    assert!(os.world().connections);
+
+    // Without eBPF they cannot fire, and the user is told.
+    let os = FakeOs::new();
+    os.world().attach_fails = true;
+    let mut m = Monitor::start_with(config(Some(source)), os.os()).unwrap();
+    match next(&mut m).await {
+        MonitorEvent::Notice(n) => {
+            assert_eq!(n.kind, NoticeKind::Warning);
+            assert!(n.message.contains("ExternalConnection"), "{}", n.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn resource_rules_sample_the_listening_processes() {
+    let os = FakeOs::new();
+    os.world().listeners = vec![scanned(Proto::Tcp, "0.0.0.0", 22, 7)];
+    os.world().usage.insert(
+        7,
+        ProcessUsage {
+            cpu_ticks: 0,
+            rss_bytes: 200 << 20,
+        },
+    );
+    let (source, dir) = rules_source(
+        "samples",
+        &[
+            r#"{"type":"ProcessMemoryThreshold","params":{"process_pattern":"^p7$","threshold_mb":100}}"#,
+            r#"{"type":"ProcessCpuThreshold","params":{"process_pattern":".*","threshold_percent":50.0}}"#,
+        ],
+    );
+    let mut m = Monitor::start_with(config(Some(source)), os.os()).unwrap();
+    assert!(matches!(next(&mut m).await, MonitorEvent::Port(_)));
+    assert!(matches!(next(&mut m).await, MonitorEvent::Ready(_)));
+    // The first sample: memory over its threshold, no CPU interval yet.
+    match next(&mut m).await {
+        MonitorEvent::Alert(a) => assert_eq!((a.rule_id.as_str(), a.pid), ("r0", 7)),
+        other => panic!("{other:?}"),
+    }
+    // 80 ticks (0.8 s of CPU) during the next second: 80%.
+    os.world().usage.insert(
+        7,
+        ProcessUsage {
+            cpu_ticks: 80,
+            rss_bytes: 1 << 20,
+        },
+    );
+    let before = tokio::time::Instant::now();
+    match next(&mut m).await {
+        MonitorEvent::Alert(a) => {
+            assert_eq!(a.rule_id, "r1");
+            assert!(a.message.contains("80.0% CPU"), "{}", a.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tokio::time::Instant::now() - before, Duration::from_secs(1));
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_rules_file_is_reloaded_and_a_broken_one_is_not() {
+    let os = FakeOs::new();
+    let (source, dir) = rules_source("reload", &[r#"{"type":"PortOpened","params":{"port":1}}"#]);
+    let path = source.path.clone();
+    let mut m = Monitor::start_with(config(Some(source)), os.os()).unwrap();
+    assert!(matches!(next(&mut m).await, MonitorEvent::Ready(_)));
+    fs::write(&path, "{\"rules\": [").unwrap();
+    match next(&mut m).await {
+        MonitorEvent::Notice(n) => {
+            assert_eq!(n.kind, NoticeKind::RulesError);
+            assert!(
+                n.message.ends_with("the previous rules stay in force"),
+                "{}",
+                n.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.rules().map(|r| r.file.rules.len()), Some(1));
+    let two = rules_file(&[
+        r#"{"type":"PortOpened","params":{"port":1}}"#,
+        r#"{"type":"PortClosed","params":{"port":1}}"#,
+    ]);
+    fs::write(&path, two).unwrap();
+    match next(&mut m).await {
+        MonitorEvent::Notice(n) => {
+            assert_eq!(n.kind, NoticeKind::RulesReloaded);
+            assert!(n.message.starts_with("reloaded 2 rules"), "{}", n.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.rules().map(|r| r.file.rules.len()), Some(2));
+    fs::remove_dir_all(dir).unwrap();
+}
