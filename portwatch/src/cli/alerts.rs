@@ -12,12 +12,12 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<()> {
                 Some(p) => p,
                 None => store::read_path()?,
             };
-            let rules = store::load(&path)?;
-            let enabled = rules.rules.iter().filter(|r| r.enabled).count();
+            let rules = store::load(&path)?.file.rules;
+            let enabled = rules.iter().filter(|r| r.enabled).count();
             sink.line(&format!(
                 "{}: valid, {} rules ({enabled} enabled)",
                 path.display(),
-                rules.rules.len()
+                rules.len()
             ))?;
         }
         AlertsCommand::Path => sink.line(&store::read_path()?.display().to_string())?,

@@ -1,8 +1,11 @@
-//! Command-line arguments.
+//! Command-line arguments: the raw flags, and the one step that turns
+//! them into validated settings ([`EngineArgs::config`]).
 
 use std::{path::PathBuf, time::Duration};
 
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portwatch::{Backend, EngineConfig, Filter, Hook, Proto, Scope, engine::ring_buffer_bytes};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,42 +48,24 @@ pub enum AlertsCommand {
     },
 }
 
+/// What to watch and how: shared by `watch` and `daemon`.
 #[derive(Args, Debug)]
-pub struct DaemonArgs {
-    /// The rules file (default: the canonical path, or the legacy one)
-    #[arg(long, value_name = "FILE")]
-    pub alerts: Option<PathBuf>,
-    /// One JSON object per line instead of text
-    #[arg(long)]
-    pub json: bool,
-    /// Only this process and its descendants
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-    /// How often the CPU and memory of listening processes are sampled
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub sample_interval: Duration,
-}
-
-#[derive(Args, Debug)]
-pub struct WatchArgs {
-    /// One JSON object per line instead of aligned text
-    #[arg(long)]
-    pub json: bool,
-    /// Print event, loss and resync counters on exit
-    #[arg(long)]
-    pub stats: bool,
+pub struct EngineArgs {
     /// Only this process and its descendants (children, threads, daemons that re-parented)
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
     /// Which local addresses: all, or local (127.0.0.1, 0.0.0.0, ::1, ::)
-    #[arg(long, value_enum, default_value_t = ScopeArg::All)]
-    pub scope: ScopeArg,
+    #[arg(long, value_enum, default_value_t = Scope::All)]
+    pub scope: Scope,
     /// Only this network namespace (the inode number of /proc/PID/ns/net)
     #[arg(long, value_name = "INODE")]
     pub netns: Option<u64>,
+    /// Only this protocol
+    #[arg(long, value_enum, default_value_t = ProtoArg::All)]
+    pub proto: ProtoArg,
     /// Event source: ebpf, procfs polling, or auto (eBPF, else procfs with a warning)
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    pub backend: BackendArg,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
     /// Rescan procfs and report differences this often (0 disables; e.g. 60, 30s, 500ms)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub resync_interval: Duration,
@@ -91,28 +76,82 @@ pub struct WatchArgs {
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
     pub ring_buffer: u64,
     /// Tracepoint flavour of the kernel program: auto (tp-btf when the kernel has BTF), tracepoint, tp-btf
-    #[arg(long, value_enum, default_value_t = HookArg::Auto)]
-    pub hook: HookArg,
+    #[arg(long, value_enum, default_value_t = Hook::Auto)]
+    pub hook: Hook,
+}
+
+impl EngineArgs {
+    /// The validated engine settings, or one sentence naming the flag.
+    pub fn config(&self) -> anyhow::Result<EngineConfig> {
+        if self.interval.is_zero() {
+            bail!("--interval must be longer than 0");
+        }
+        Ok(EngineConfig {
+            backend: self.backend,
+            ring_buffer_bytes: ring_buffer_bytes(self.ring_buffer)?,
+            hook: self.hook,
+            filter: Filter {
+                scope: self.scope,
+                netns: self.netns,
+                pid: self.pid,
+                proto: self.proto.proto(),
+            },
+            resync_interval: (!self.resync_interval.is_zero()).then_some(self.resync_interval),
+            poll_interval: self.interval,
+            connections: false,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScopeArg {
+pub enum ProtoArg {
+    Tcp,
+    Udp,
     All,
-    Local,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    Auto,
-    Ebpf,
-    Procfs,
+impl ProtoArg {
+    pub fn proto(self) -> Option<Proto> {
+        match self {
+            ProtoArg::Tcp => Some(Proto::Tcp),
+            ProtoArg::Udp => Some(Proto::Udp),
+            ProtoArg::All => None,
+        }
+    }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum HookArg {
-    Auto,
-    Tracepoint,
-    TpBtf,
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// The rules file (default: the canonical path, or the legacy one)
+    #[arg(long, value_name = "FILE")]
+    pub alerts: Option<PathBuf>,
+    /// One JSON object per line instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// How often the CPU and memory of listening processes are sampled
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub sample_interval: Duration,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// One JSON object per line instead of aligned text
+    #[arg(long)]
+    pub json: bool,
+    /// Print event, loss and resync counters on exit
+    #[arg(long)]
+    pub stats: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// One JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses `60`, `60s`, `500ms`, `2m`; `0` means off.
@@ -132,13 +171,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(unit_ms)
         .map(Duration::from_millis)
         .ok_or_else(err)
-}
-
-#[derive(Args, Debug)]
-pub struct ListArgs {
-    /// One JSON array instead of a table
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Parses `4096`, `256K`, `4M` (binary multiples).
@@ -186,5 +218,67 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
+    }
+
+    fn engine_args(args: &[&str]) -> EngineArgs {
+        let mut all = vec!["portwatch", "daemon"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Daemon(d) => d.engine,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_daemon_takes_every_engine_flag() {
+        let config = engine_args(&[
+            "--pid",
+            "7",
+            "--scope",
+            "local",
+            "--netns",
+            "42",
+            "--proto",
+            "tcp",
+            "--backend",
+            "procfs",
+            "--resync-interval",
+            "0",
+            "--interval",
+            "2s",
+            "--ring-buffer",
+            "64K",
+            "--hook",
+            "tracepoint",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(
+            config.filter,
+            Filter {
+                scope: Scope::Local,
+                netns: Some(42),
+                pid: Some(7),
+                proto: Some(Proto::Tcp),
+            }
+        );
+        assert_eq!(config.backend, Backend::Procfs);
+        assert_eq!(config.resync_interval, None);
+        assert_eq!(config.poll_interval, Duration::from_secs(2));
+        assert_eq!(config.ring_buffer_bytes, 65536);
+        assert_eq!(config.hook, Hook::Tracepoint);
+    }
+
+    #[test]
+    fn engine_flags_are_checked_in_one_place() {
+        let err = |args: &[&str]| engine_args(args).config().unwrap_err().to_string();
+        assert_eq!(
+            err(&["--interval", "0"]),
+            "--interval must be longer than 0"
+        );
+        assert!(err(&["--ring-buffer", "5000"]).contains("power of two"));
+        let defaults = engine_args(&[]).config().unwrap();
+        assert_eq!(defaults.filter, Filter::default());
+        assert_eq!(defaults.resync_interval, Some(Duration::from_secs(60)));
     }
 }

@@ -4,6 +4,7 @@ mod alerts;
 mod args;
 mod daemon;
 mod list;
+mod shutdown;
 mod sink;
 mod watch;
 
