@@ -28,7 +28,14 @@ fn main() -> anyhow::Result<()> {
     let joined = env::join_paths(dirs).context("PATH contains an invalid entry")?;
     // SAFETY: a build script is single-threaded here; nothing else reads the
     // environment concurrently.
-    unsafe { env::set_var("PATH", joined) };
+    unsafe {
+        env::set_var("PATH", joined);
+        // aya-build forwards every line the inner cargo prints as a
+        // `cargo:warning`, so its progress ("Compiling ...") would reach
+        // every build's output as warnings. Quiet, cargo prints only
+        // diagnostics: real warnings, and errors in full.
+        env::set_var("CARGO_TERM_QUIET", "true");
+    }
 
     let ebpf_dir = ebpf_dir
         .to_str()
