@@ -1,8 +1,6 @@
 //! `portwatch alerts`: every malformed file gets its own clear message, a
 //! non-zero exit, and is left byte for byte as it was.
 
-mod support;
-
 use std::{fs, path::PathBuf, process::Command};
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -70,7 +68,7 @@ fn malformed_files_each_get_a_specific_message() {
     for (i, (what, bytes, expected)) in cases.iter().enumerate() {
         let path = dir.join(format!("case{i}.json"));
         fs::write(&path, bytes).unwrap();
-        let out = Command::new(support::BIN)
+        let out = Command::new(crate::support::BIN)
             .args(["alerts", "validate"])
             .arg(&path)
             .output()
@@ -98,7 +96,7 @@ fn the_example_file_is_valid() {
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/alerts.example.json"
     );
-    let out = Command::new(support::BIN)
+    let out = Command::new(crate::support::BIN)
         .args(["alerts", "validate", example])
         .output()
         .unwrap();
@@ -111,7 +109,7 @@ fn the_example_file_is_valid() {
 }
 
 fn with_home(home: &PathBuf, args: &[&str]) -> std::process::Output {
-    Command::new(support::BIN)
+    Command::new(crate::support::BIN)
         .args(args)
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join("xdg"))

@@ -1,7 +1,5 @@
 //! The procfs polling backend, chosen or fallen back to.
 
-mod support;
-
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     net::TcpListener,
@@ -9,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use support::{Watcher, is_event};
+use crate::support::{Watcher, is_event};
 
 #[test]
 fn procfs_backend_reports_changes_at_its_interval() {
@@ -33,7 +31,7 @@ fn procfs_backend_reports_changes_at_its_interval() {
 fn auto_falls_back_to_procfs_with_one_warning() {
     let mut child = Command::new("setpriv")
         .args(["--bounding-set=-all", "--inh-caps=-all", "--"])
-        .arg(support::BIN)
+        .arg(crate::support::BIN)
         .args(["watch", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -44,7 +42,7 @@ fn auto_falls_back_to_procfs_with_one_warning() {
         .map_while(Result::ok)
         .find(|l| l.contains("\"ready\""))
         .expect("a ready line");
-    support::signal(child.id(), libc::SIGTERM);
+    crate::support::signal(child.id(), crate::support::Signal::Term);
     assert!(child.wait().unwrap().success());
     let mut err = String::new();
     child

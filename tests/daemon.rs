@@ -2,11 +2,9 @@
 //! reload when their file changes, keeping the old ones if the new file
 //! is invalid.
 
-mod support;
-
 use std::{collections::HashSet, fs, net::TcpListener, time::Duration};
 
-use support::{Helper, Watcher};
+use crate::support::{Helper, Watcher};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

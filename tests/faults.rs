@@ -2,15 +2,13 @@
 //! killed while listening, and a whole tree exiting, still get their
 //! closes reported.
 
-mod support;
-
 use std::{
     collections::HashSet,
     fs,
     time::{Duration, Instant},
 };
 
-use support::{EVENT_TIMEOUT, Helper, Watcher, is_event};
+use crate::support::{EVENT_TIMEOUT, Helper, Signal, Watcher, is_event};
 
 /// The ids of the BPF programs a process holds, from its fdinfo.
 fn prog_ids_of(pid: u32) -> HashSet<u32> {
@@ -57,14 +55,14 @@ fn assert_programs_gone(ids: &HashSet<u32>) {
 
 #[test]
 fn no_program_survives_sigterm_or_sigkill() {
-    for signal in [libc::SIGTERM, libc::SIGKILL] {
+    for signal in [Signal::Term, Signal::Kill] {
         let watcher = Watcher::start(&["--pid", &std::process::id().to_string()]);
         let ids = prog_ids_of(watcher.pid());
         // inet_sock_set_state (+ the connection program, loaded but not
         // attached) and the fork/exit pair.
         assert!(ids.len() >= 3, "{ids:?}");
         assert!(ids.is_subset(&loaded_program_ids()));
-        support::signal(watcher.pid(), signal);
+        crate::support::signal(watcher.pid(), signal);
         drop(watcher);
         assert_programs_gone(&ids);
     }
@@ -87,7 +85,7 @@ fn a_watched_process_killed_while_listening_reports_its_close() {
     watcher.expect("opened", EVENT_TIMEOUT, |v| {
         is_event(v, "opened", "127.0.0.1", port)
     });
-    support::signal(pid, libc::SIGKILL);
+    crate::support::signal(pid, Signal::Kill);
     let closed = watcher.expect("closed", EVENT_TIMEOUT, |v| {
         is_event(v, "closed", "127.0.0.1", port)
     });
@@ -140,8 +138,8 @@ fn a_tree_exiting_while_its_listeners_close_reports_every_close() {
         });
     }
     // Kill the whole process group at once.
-    // SAFETY: kill(2) on the helper's own process group.
-    assert_eq!(unsafe { libc::kill(-(root as i32), libc::SIGKILL) }, 0);
+    let group = rustix::process::Pid::from_raw(root as i32).unwrap();
+    rustix::process::kill_process_group(group, Signal::Kill).unwrap();
     let mut closed = HashSet::new();
     watcher.expect("six closes", EVENT_TIMEOUT * 2, |v| {
         if v["event"] == "closed" && ports.contains(&(v["port"].as_u64().unwrap() as u16)) {

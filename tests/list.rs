@@ -1,13 +1,11 @@
 //! `portwatch list --json` agrees with /proc/net/tcp{,6} and with `ss -ltn`.
 
-mod support;
-
 use std::{collections::BTreeSet, net::TcpListener, process::Command};
 
 type Set = BTreeSet<(String, u16)>;
 
 fn from_portwatch() -> (Set, serde_json::Value) {
-    let out = Command::new(support::BIN)
+    let out = Command::new(crate::support::BIN)
         .args(["list", "--json"])
         .output()
         .unwrap();

@@ -1,11 +1,9 @@
 //! Network namespaces, IPv4-mapped addresses and address scope.
 
-mod support;
-
 use std::{net::TcpListener, time::Duration};
 
+use crate::support::{EVENT_TIMEOUT, Helper, NetNs, Watcher, is_event};
 use serde_json::Value;
-use support::{EVENT_TIMEOUT, Helper, NetNs, Watcher, is_event};
 
 const LISTEN_TWICE: &str = r#"
 import socket, sys
@@ -83,7 +81,8 @@ fn ipv4_mapped_addresses_are_reported_and_scope_local_keeps_four_addresses() {
         seen.push(v.clone());
         is_event(v, "opened", "127.0.0.1", plain_port)
     });
-    seen.extend(local.collect(Duration::from_millis(100), |_| true));
+    drop(mapped);
+    seen.extend(local.fence());
     assert!(
         !seen.iter().any(|v| v["port"] == mapped_port),
         "--scope local reported {mapped_port}"
@@ -146,10 +145,10 @@ import sys; sys.stdin.readline()
 "#;
 
 /// The snapshot reads a namespace's listening sockets through sock_diag
-/// and falls back to /proc/PID/net/tcp{,6}: both must see the same rows.
+/// (entering the namespace) and falls back to /proc/PID/net/tcp{,6}: both
+/// must see the same rows.
 #[test]
 fn sock_diag_rows_match_the_proc_tables_of_another_namespace() {
-    use portwatch::sys::sock_diag;
     use std::collections::BTreeSet;
 
     let ns = NetNs::new("diag");
@@ -157,11 +156,12 @@ fn sock_diag_rows_match_the_proc_tables_of_another_namespace() {
     let mut helper = Helper::command_in_netns(&ns.name, LISTEN_V4_V6);
     assert_eq!(helper.read_line(), "ready");
 
-    let diag: BTreeSet<(String, u64)> = sock_diag::listening_in(helper.pid(), inode)
-        .expect("sock_diag in the namespace")
+    let diag: BTreeSet<(String, u64)> = portwatch::list_listeners(Some(portwatch::Proto::Tcp))
+        .expect("a snapshot")
         .into_iter()
-        .inspect(|r| assert_eq!(r.netns, inode))
-        .map(|r| (r.local.to_string(), r.inode))
+        .filter(|l| l.netns == inode)
+        .inspect(|l| assert_eq!(l.pid, helper.pid()))
+        .map(|l| (l.socket().to_string(), l.inode.unwrap()))
         .collect();
     let proc = procfs::process::Process::new(helper.pid() as i32).unwrap();
     let mut rows = proc.tcp().unwrap();

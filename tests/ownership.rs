@@ -1,12 +1,10 @@
 //! Who owns a listener, listeners without bind(), failed listens,
 //! start-up races and short-lived listeners. Real processes, real kernel.
 
-mod support;
-
 use std::{collections::HashMap, time::Duration};
 
+use crate::support::{EVENT_TIMEOUT, Helper, NetNs, Watcher, is_event};
 use serde_json::Value;
-use support::{EVENT_TIMEOUT, Helper, NetNs, Watcher, is_event};
 
 /// A listener inherited by a forked child; the parent closes its copy, and
 /// the child's exit drops the last reference.
@@ -174,15 +172,15 @@ fn listeners_churning_during_start_up_are_neither_missed_nor_repeated() {
     helper.send("stop");
     let used: Vec<u16> = serde_json::from_str(&helper.read_value("used")).unwrap();
     let last = stable[4];
-    // Every listener the helper still had open gets closed; wait for the
-    // last one, then for the rest to trickle in.
+    // Every listener the helper still had open gets closed, the last one
+    // last; a fence then shows whatever else portwatch had to say.
     watcher.expect("the last close", EVENT_TIMEOUT, |v| {
         if v["pid"] == pid {
             events.push(v.clone());
         }
         v["pid"] == pid && v["event"] == "closed" && v["port"] == last
     });
-    events.extend(watcher.collect(Duration::from_millis(300), |v| v["pid"] == pid));
+    events.extend(watcher.fence().into_iter().filter(|v| v["pid"] == pid));
 
     let mut per_port: HashMap<u16, Vec<String>> = HashMap::new();
     for v in &events {

@@ -1,15 +1,13 @@
 //! Loss and resync: a listener storm through a tiny ring buffer drops
 //! events, and the reported state still converges to what procfs shows.
 
-mod support;
-
 use std::{
     collections::BTreeSet,
     net::TcpListener,
     time::{Duration, Instant},
 };
 
-use support::{EVENT_TIMEOUT, Helper, Watcher, is_event, listening_of};
+use crate::support::{EVENT_TIMEOUT, Helper, Watcher, is_event, listening_of};
 
 #[test]
 fn a_storm_that_overflows_the_ring_buffer_converges_to_procfs() {
@@ -36,7 +34,7 @@ fn a_storm_that_overflows_the_ring_buffer_converges_to_procfs() {
     let mut converged = false;
     let mut all = Vec::new();
     while Instant::now() < deadline && !converged {
-        let Some(v) = watcher.collect_one(Duration::from_millis(500)) else {
+        let Some(v) = watcher.next_within(Duration::from_millis(500)) else {
             continue;
         };
         all.push(v.clone());

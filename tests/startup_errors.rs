@@ -1,7 +1,5 @@
 //! Start-up without the needed privileges: one clear sentence, exit 1.
 
-mod support;
-
 use std::process::{Command, Output};
 
 fn assert_clear_refusal(out: &Output) {
@@ -24,7 +22,7 @@ fn assert_clear_refusal(out: &Output) {
 #[test]
 fn unprivileged_user_is_told_to_use_root() {
     use std::os::unix::process::CommandExt as _;
-    let out = Command::new(support::BIN)
+    let out = Command::new(crate::support::BIN)
         .args(["watch", "--json", "--backend", "ebpf"])
         .uid(65534)
         .gid(65534)
@@ -38,7 +36,7 @@ fn root_without_capabilities_is_told_to_use_root() {
     // uid 0, but an empty bounding set: exec gives the process no capabilities.
     let out = Command::new("setpriv")
         .args(["--bounding-set=-all", "--inh-caps=-all", "--"])
-        .arg(support::BIN)
+        .arg(crate::support::BIN)
         .args(["watch", "--json", "--backend", "ebpf"])
         .output()
         .expect("setpriv (util-linux) is needed by this test");
@@ -51,7 +49,7 @@ fn without_tracefs(setpriv: &[&str], args: &str) -> Command {
         "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
          test -e /sys/kernel/tracing/events && exit 90; exec {} {} {args}",
         setpriv.join(" "),
-        support::BIN
+        crate::support::BIN
     );
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
@@ -72,7 +70,7 @@ fn tracefs_is_mounted_when_missing() {
         .map_while(Result::ok)
         .take_while(|l| !l.contains("\"event\":\"ready\""))
         .collect();
-    support::signal(child.id(), libc::SIGTERM);
+    crate::support::signal(child.id(), crate::support::Signal::Term);
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();

@@ -1,15 +1,13 @@
 //! `portwatch watch` against real sockets, with the real eBPF programs.
 //! Runs as root (`cargo xtask test`).
 
-mod support;
-
 use std::{
     io::{BufRead as _, BufReader},
     net::{SocketAddr, TcpListener},
     process::{Command, Stdio},
 };
 
-use support::{EVENT_TIMEOUT, Helper, Watcher, is_event};
+use crate::support::{EVENT_TIMEOUT, Helper, Watcher, is_event};
 
 fn check_open_close(watcher: &Watcher, bind: &str) {
     let listener = TcpListener::bind(bind).expect("bind");
@@ -119,7 +117,7 @@ fn sigterm_exits_cleanly_with_stats() {
 
 #[test]
 fn human_output_is_aligned_text() {
-    let mut child = Command::new(support::BIN)
+    let mut child = Command::new(crate::support::BIN)
         .arg("watch")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -145,7 +143,7 @@ fn human_output_is_aligned_text() {
             break line;
         }
     };
-    support::signal(child.id(), libc::SIGINT);
+    crate::support::signal(child.id(), crate::support::Signal::Int);
     assert!(child.wait().unwrap().success());
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[1..4], ["opened", "tcp", needle.trim()], "{line:?}");
@@ -161,7 +159,7 @@ fn human_output_is_aligned_text() {
 
 #[test]
 fn invalid_ring_buffer_size_is_one_clear_error() {
-    let out = Command::new(support::BIN)
+    let out = Command::new(crate::support::BIN)
         .args(["watch", "--ring-buffer", "5000"])
         .output()
         .unwrap();

@@ -1,8 +1,6 @@
 //! Drives the real `portwatch` binary: start it, wait for its ready line,
 //! read its JSON events.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
-
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     process::{Child, Command, ExitStatus, Stdio},
@@ -15,9 +13,10 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portwatch");
 
-/// How long an event may take to arrive. Generous, because a loaded CI
-/// machine is slow; the latency itself is measured by the benchmarks.
-pub const EVENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an event may take to arrive before a test gives up. Generous,
+/// because a loaded CI machine is slow: this is no latency check (the
+/// benchmarks measure latency).
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long start-up (loading the programs, the procfs scan) may take.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -105,19 +104,35 @@ impl Watcher {
     }
 
     /// The next line, if one arrives within `timeout`.
-    pub fn collect_one(&self, timeout: Duration) -> Option<Value> {
+    pub fn next_within(&self, timeout: Duration) -> Option<Value> {
         self.lines.recv_timeout(timeout).ok()
     }
 
-    /// Every event that arrives until `quiet` passes with no matching one.
-    pub fn collect(&self, quiet: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let mut out = Vec::new();
-        while let Ok(v) = self.lines.recv_timeout(quiet) {
-            if pred(&v) {
-                out.push(v);
-            }
-        }
-        out
+    /// Every line up to and including the close of `address:port`.
+    pub fn until_closed(&self, address: &str, port: u16) -> Vec<Value> {
+        let mut seen = Vec::new();
+        self.expect(
+            &format!("the close of {address}:{port}"),
+            EVENT_TIMEOUT,
+            |v| {
+                seen.push(v.clone());
+                is_event(v, "closed", address, port)
+            },
+        );
+        seen
+    }
+
+    /// A fence: this process opens and closes a listener on 127.0.0.1 and
+    /// every line up to its close is returned. The kernel's ring buffer is
+    /// one ordered queue, so whatever portwatch had to say about what
+    /// happened before the fence is out by then: an event that is not in
+    /// the result did not happen. The watcher must admit this process's
+    /// listeners on 127.0.0.1 (no `--pid`, `--netns` of another namespace).
+    pub fn fence(&self) -> Vec<Value> {
+        let marker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a fence listener");
+        let port = marker.local_addr().expect("its address").port();
+        drop(marker);
+        self.until_closed("127.0.0.1", port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -127,7 +142,7 @@ impl Watcher {
     /// Sends SIGTERM, waits for the exit, and returns the status, stderr
     /// and the lines printed but not yet read.
     pub fn stop(mut self) -> (ExitStatus, String, Vec<Value>) {
-        signal(self.child.id(), libc::SIGTERM);
+        signal(self.child.id(), Signal::Term);
         let status = self.child.wait().expect("wait for portwatch");
         let mut err = String::new();
         if let Some(mut s) = self.child.stderr.take() {
@@ -146,10 +161,13 @@ impl Drop for Watcher {
     }
 }
 
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a pid we own (our child) and a valid signal.
-    let rc = unsafe { libc::kill(pid as i32, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
+pub use rustix::process::Signal;
+
+/// Sends `sig` to process `pid`.
+pub fn signal(pid: u32, sig: Signal) {
+    let target = rustix::process::Pid::from_raw(pid as i32).expect("a pid above 0");
+    rustix::process::kill_process(target, sig)
+        .unwrap_or_else(|e| panic!("kill({pid}, {sig:?}): {e}"));
 }
 
 /// Matches an event by kind, port and address.
@@ -193,16 +211,6 @@ impl Helper {
         Self::command(
             Command::new("python3")
                 .arg("-u")
-                .arg(helper_path(name))
-                .args(args),
-        )
-    }
-
-    /// Runs tests/helpers/NAME inside a network namespace.
-    pub fn script_in_netns(netns: &str, name: &str, args: &[&str]) -> Helper {
-        Self::command(
-            Command::new("ip")
-                .args(["netns", "exec", netns, "python3", "-u"])
                 .arg(helper_path(name))
                 .args(args),
         )
@@ -270,10 +278,6 @@ impl Helper {
     /// Closes the helper's stdin: it reads end of file.
     pub fn close_stdin(&mut self) {
         self.stdin = None;
-    }
-
-    pub fn wait(mut self) -> ExitStatus {
-        self.child.wait().expect("wait for helper")
     }
 }
 

@@ -1,0 +1,24 @@
+//! The integration tests: the real binary, the real eBPF programs, real
+//! sockets, processes and namespaces (root; `cargo xtask test`). One test
+//! binary, so CI links once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+mod support;
+
+mod alerts_cli;
+mod backends;
+mod daemon;
+mod faults;
+mod library;
+mod list;
+mod namespaces;
+mod ownership;
+mod process_tree;
+mod resync;
+mod startup_errors;
+mod watch;
