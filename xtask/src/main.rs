@@ -1,6 +1,7 @@
 //! `cargo xtask setup | build | run | test`: the project's own tasks.
 
 mod bench;
+mod modgraph;
 mod setup;
 
 use std::{
@@ -44,6 +45,11 @@ enum Task {
     /// Holds listening sockets for the scan benchmark (internal)
     #[command(hide = true)]
     HoldChild { count: usize, index: usize },
+    /// Print the portwatch crate's module graph and check its layering
+    Modgraph {
+        /// Another source tree to read (default: portwatch/src)
+        src: Option<PathBuf>,
+    },
     /// Run every test: unit tests and the root integration tests
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter)
@@ -83,6 +89,7 @@ fn run(cli: Cli) -> Result<()> {
             bench::run(&root, &bench::Options { quick, only })
         }
         Task::Churn { seconds } => bench::churn_main(seconds),
+        Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),
         Task::Test { args } => {
             setup::ensure(&root)?;
@@ -114,8 +121,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// `program` as root: directly when we are root, through sudo otherwise.

@@ -3,7 +3,6 @@
 
 use std::{
     net::{TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     path::Path,
     process::Command,
     thread,
@@ -19,21 +18,8 @@ use super::{
 };
 
 /// Close without TIME_WAIT, so a long churn never runs out of ports.
-fn linger_zero(fd: i32) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a linger struct of the right size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            size_of::<libc::linger>() as u32,
-        )
-    };
+fn linger_zero(socket: &TcpStream) {
+    let _ = rustix::net::sockopt::set_socket_linger(socket, Some(Duration::ZERO));
 }
 
 /// Pins the calling thread to `cpu` when the machine has it.
@@ -41,13 +27,9 @@ fn pin_to_cpu(cpu: usize) {
     if thread::available_parallelism().map_or(1, |n| n.get()) <= cpu {
         return;
     }
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it,
-    // and sched_setaffinity reads it for the calling thread only.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
+    let mut set = rustix::process::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::process::sched_setaffinity(None, &set);
 }
 
 /// The churn itself (`xtask churn SECONDS`): a server thread accepts and
@@ -57,9 +39,8 @@ pub fn churn_main(seconds: f64) -> Result<()> {
     let server = TcpListener::bind("127.0.0.1:0")?;
     // A deep accept queue: a dropped SYN would stall the client for the
     // 1 s retransmit and measure that instead of the hot path.
-    // SAFETY: listen(2) again on our own listening socket only resizes
-    // its backlog.
-    unsafe { libc::listen(server.as_raw_fd(), 4096) };
+    // listen(2) again on a listening socket only resizes its backlog.
+    rustix::net::listen(&server, 4096)?;
     let addr = server.local_addr()?;
     // Server and client each on a core of their own, the same in every
     // run: left to the scheduler, their placement changes from run to run
@@ -76,7 +57,7 @@ pub fn churn_main(seconds: f64) -> Result<()> {
         // A reset from the server's abortive close can race the handshake:
         // count only connections that were made.
         if let Ok(c) = TcpStream::connect(addr) {
-            linger_zero(c.as_raw_fd());
+            linger_zero(&c);
             drop(c);
             n += 1;
         }

@@ -89,11 +89,11 @@ fn program_exists(id: u32) -> bool {
 /// them.
 pub fn cleanup(root: &Path) -> Result<Value> {
     let mut out = Vec::new();
-    for (name, sig) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL)] {
+    use rustix::process::Signal;
+    for (name, sig) in [("SIGTERM", Signal::Term), ("SIGKILL", Signal::Kill)] {
         let mut w = start_watch(root)?;
         let ids: Vec<u32> = prog_stats(w.child.id()).iter().map(|p| p.0).collect();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(w.child.id() as i32, sig) };
+        super::util::signal(&w.child, sig);
         let _ = w.child.wait();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut left: Vec<u32> = ids.clone();

@@ -79,8 +79,7 @@ impl Options {
 }
 
 pub fn run(root: &Path, opts: &Options) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !util::is_root() {
         bail!(
             "the benchmarks load eBPF programs and read every process: run `sudo -E cargo xtask bench`"
         );
