@@ -1,12 +1,17 @@
-//! Turns untrusted bytes (process names, command lines) into text that is
-//! safe to print on a terminal and to put in JSON.
+//! Turns untrusted bytes (process names, command lines, cgroup paths,
+//! what a rules file holds) into text that is safe to print on a terminal
+//! and to put in JSON. Everything untrusted goes through here once, where
+//! it is read, so every output shows it the same way.
 
 use std::fmt::Write as _;
 
 /// Decodes `bytes` as UTF-8, keeping printable characters as they are and
-/// writing every control character (C0, DEL, C1), every invalid byte and the
-/// backslash itself as an escape (`\x1b`, `\u{9b}`, `\\`). The result never
-/// contains a raw control byte, and distinct inputs stay distinct.
+/// writing every control character (C0, DEL, C1), every character that
+/// makes text lie (bidirectional overrides, zero-width and other invisible
+/// characters), every invalid byte and the backslash itself as an escape
+/// (`\x1b`, `\u{202e}`, `\xff`, `\\`). The result never contains a raw
+/// control byte, what it shows is what it holds, and distinct inputs stay
+/// distinct.
 pub fn safe_text(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
@@ -36,11 +41,38 @@ fn push_char(out: &mut String, c: char) {
         c if (c as u32) < 0x80 && c.is_control() => {
             let _ = write!(out, "\\x{:02x}", c as u32);
         }
-        c if c.is_control() => {
+        c if c.is_control() || is_deceptive(c) => {
             let _ = write!(out, "\\u{{{:x}}}", c as u32);
         }
         c => out.push(c),
     }
+}
+
+/// Characters a terminal shows as nothing, or that reorder the text after
+/// them: `sshd\u{200b}` would look like `sshd`, and a right-to-left
+/// override turns `exe.txt` around.
+fn is_deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{034f}'
+            | '\u{061c}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{17b4}'
+            | '\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fffb}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
 }
 
 /// A kernel `comm`: NUL padded, at most 16 bytes.
@@ -66,6 +98,17 @@ mod tests {
         // C1 controls such as U+009B (CSI) as UTF-8.
         assert_eq!(safe_text("x\u{9b}y".as_bytes()), "x\\u{9b}y");
         assert_eq!(safe_str("\u{85}"), "\\u{85}");
+    }
+
+    #[test]
+    fn characters_that_make_text_lie_are_shown() {
+        // A right-to-left override, a zero-width space, a byte order mark.
+        assert_eq!(safe_str("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(safe_str("sshd\u{200b}"), "sshd\\u{200b}");
+        assert_eq!(safe_str("\u{feff}x\u{2066}"), "\\u{feff}x\\u{2066}");
+        assert_ne!(safe_str("sshd\u{200b}"), safe_str("sshd"));
+        // Other scripts are text like any other.
+        assert_eq!(safe_str("nginx-服务 עברית"), "nginx-服务 עברית");
     }
 
     #[test]
