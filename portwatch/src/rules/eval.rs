@@ -62,8 +62,10 @@ fn fire(
     if !rule.enabled {
         return None;
     }
+    // A difference of two times, never a time plus a user's number: no
+    // cooldown, however long, can overflow.
     if let Some(last) = last_fired.get(&rule.id)
-        && ts < *last + rule.cooldown
+        && ts.signed_duration_since(*last) < rule.cooldown
     {
         return None;
     }
@@ -217,7 +219,7 @@ impl Evaluator {
                     )
                 }
                 Matcher::Memory { name, threshold_mb }
-                    if name.is_match(&s.comm) && s.rss_bytes > threshold_mb * MIB =>
+                    if name.is_match(&s.comm) && s.rss_bytes > threshold_mb.saturating_mul(MIB) =>
                 {
                     format!(
                         "{} (pid {}) uses {} MiB of memory, above {threshold_mb} MiB",
@@ -270,7 +272,7 @@ mod tests {
                 pid: 7,
                 comm: comm.into(),
                 uid: 0,
-                skaddr: None,
+                cookie: None,
                 inode: None,
                 netns: 1,
                 cgroup: String::new(),

@@ -1,8 +1,9 @@
 //! Where alerts.json lives, and saving it without ever losing a file.
 
 use std::{
-    fs::{self, File},
-    io::{self, Write as _},
+    fs::{self, File, OpenOptions},
+    io::{self, Read as _, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -13,6 +14,10 @@ use super::{
 
 /// The example rules, also written by `portwatch alerts init`.
 pub const EXAMPLE: &str = include_str!("../../../examples/alerts.example.json");
+
+/// The largest alerts file portwatch reads: far above any real one (the
+/// example is 2 KiB), far below what would hurt to hold in memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Everything that can go wrong reading or writing the rules.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,10 @@ pub enum StoreError {
     RefuseToReplace { path: PathBuf, reason: String },
     #[error("cannot find the user's configuration directory (is HOME set?)")]
     NoConfigDir,
+    #[error("{0} is not a regular file, so it is not read as alerts")]
+    NotAFile(PathBuf),
+    #[error("{path} is larger than {max} bytes, too large for an alerts file")]
+    TooLarge { path: PathBuf, max: u64 },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -72,16 +81,48 @@ pub fn read_path() -> Result<PathBuf, StoreError> {
     Ok(if legacy.exists() { legacy } else { canonical })
 }
 
-/// Reads, parses, validates and compiles a rules file.
+/// Reads, parses, validates and compiles a rules file: what `alerts
+/// validate`, the daemon and its reloads all use.
 pub fn load(path: &Path) -> Result<Rules, StoreError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(StoreError::Missing(path.to_path_buf()));
-        }
+    let bytes = read_file(path)?.ok_or_else(|| StoreError::Missing(path.to_path_buf()))?;
+    Ok(load_bytes(&bytes, path)?)
+}
+
+/// The bytes of a rules file, or None if there is none. Refuses, without
+/// blocking, what is no regular file (a FIFO would block the read until a
+/// writer comes, a device such as /dev/zero never ends) and files above
+/// [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("read", path)(e)),
     };
-    Ok(load_bytes(&bytes, path)?)
+    let meta = file.metadata().map_err(io_err("read", path))?;
+    if !meta.is_file() {
+        return Err(StoreError::NotAFile(path.to_path_buf()));
+    }
+    let too_large = || StoreError::TooLarge {
+        path: path.to_path_buf(),
+        max: MAX_FILE_BYTES,
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    // The file may grow while it is read: never read more than the limit.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(Some(bytes))
 }
 
 /// The backup kept next to `path`: `alerts.json.bak`.
@@ -116,19 +157,15 @@ pub fn write_atomically(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    match fs::read(path) {
-        Ok(old) => {
-            if let (Err(e), false) = (load_bytes(&old, path), replace_invalid) {
-                return Err(StoreError::RefuseToReplace {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                });
-            }
-            let bak = backup_path(path);
-            write_file(&bak, &old)?;
+    if let Some(old) = read_file(path)? {
+        if let (Err(e), false) = (load_bytes(&old, path), replace_invalid) {
+            return Err(StoreError::RefuseToReplace {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("read", path)(e)),
+        let bak = backup_path(path);
+        write_file(&bak, &old)?;
     }
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -221,6 +258,42 @@ mod tests {
             fs::read_to_string(backup_path(&path)).unwrap(),
             "{\"rules\": ["
         );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn what_is_no_regular_file_or_too_large_is_refused_without_blocking() {
+        let dir = tmpdir("special");
+        let fifo = dir.join("fifo.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            load(&fifo).unwrap_err().to_string(),
+            format!(
+                "{} is not a regular file, so it is not read as alerts",
+                fifo.display()
+            )
+        );
+        assert!(matches!(
+            load(Path::new("/dev/zero")),
+            Err(StoreError::NotAFile(_))
+        ));
+        let big = dir.join("big.json");
+        let f = File::create(&big).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        assert!(matches!(load(&big), Err(StoreError::TooLarge { .. })));
+        // Saving over such a path is refused the same way.
+        let file = load_bytes(EXAMPLE.as_bytes(), Path::new("x")).unwrap().file;
+        assert!(matches!(
+            save(&fifo, &file, true),
+            Err(StoreError::NotAFile(_))
+        ));
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -8,6 +8,12 @@ use chrono::TimeDelta;
 use regex::Regex;
 
 use super::model::{AlertRule, AlertsFile, Condition, Severity};
+use crate::safe_text::{safe_str, safe_text};
+
+/// A path as errors show it: made safe like any other untrusted text.
+fn shown(path: &Path) -> String {
+    safe_text(path.as_os_str().as_encoded_bytes())
+}
 
 /// Why an alerts file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,8 +49,10 @@ impl std::fmt::Display for Problems {
 }
 
 /// Parses the bytes of an alerts file (`path` only names it in errors).
+/// What an error quotes from the file (keys, values) is made safe: the
+/// file's bytes never reach a terminal raw.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<AlertsFile, RulesError> {
-    let path = path.display().to_string();
+    let path = shown(path);
     if bytes.starts_with(&[0xef, 0xbb, 0xbf]) {
         return Err(RulesError::Bom { path });
     }
@@ -80,9 +88,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<AlertsFile, RulesError> {
             at: if at == "." {
                 String::new()
             } else {
-                format!("{at}: ")
+                format!("{}: ", safe_str(&at))
             },
-            message: strip_position(&inner.to_string()),
+            message: safe_str(&strip_position(&inner.to_string())),
         }
     })?;
     de.end().map_err(|e| RulesError::Syntax {
@@ -90,7 +98,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<AlertsFile, RulesError> {
         line: e.line(),
         column: e.column(),
         at: String::new(),
-        message: strip_position(&e.to_string()),
+        message: safe_str(&strip_position(&e.to_string())),
     })?;
     Ok(file)
 }
@@ -247,7 +255,12 @@ fn compile_rule(
         severity: rule.severity,
         condition: rule.condition.type_name(),
         enabled: rule.enabled,
-        cooldown: TimeDelta::seconds(i64::try_from(rule.cooldown_seconds).unwrap_or(i64::MAX)),
+        // Beyond what a TimeDelta holds (about 292 million years) a
+        // cooldown means "never again": saturate.
+        cooldown: i64::try_from(rule.cooldown_seconds)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .unwrap_or(TimeDelta::MAX),
         matcher: matcher?,
     })
 }
@@ -284,9 +297,10 @@ pub fn compile(file: &AlertsFile, path: &Path) -> Result<Rules, RulesError> {
             known,
         })
     } else {
+        // Problems quote ids and patterns from the file.
         Err(RulesError::Invalid {
-            path: path.display().to_string(),
-            problems: Problems(problems),
+            path: shown(path),
+            problems: Problems(problems.iter().map(|p| safe_str(p)).collect()),
         })
     }
 }
