@@ -199,8 +199,11 @@ fn listeners_churning_during_start_up_are_neither_missed_nor_repeated() {
             .iter()
             .enumerate()
             .all(|(i, e)| e == if i % 2 == 0 { "opened" } else { "closed" });
-        assert!(alternating && seq.len() % 2 == 0, "port {port}: {seq:?}");
         let detail: Vec<&Value> = events.iter().filter(|v| v["port"] == *port).collect();
+        assert!(
+            alternating && seq.len() % 2 == 0,
+            "port {port}: {seq:?}: {detail:?}"
+        );
         assert!(
             seq.len() / 2 <= times_used[port],
             "port {port} reported more often than used: {detail:?}"

@@ -59,6 +59,9 @@ impl TryFrom<u8> for SockEventKind {
 /// `SockEvent::flags`: the owner fields describe the process that called
 /// `listen()` (from the kernel's owner map), not just the closing task.
 pub const FLAG_OWNER_KNOWN: u8 = 1;
+/// `SockEvent::flags`: `sock` is the socket's cookie (as sock_diag and
+/// `ss -e` report it), not its kernel address.
+pub const FLAG_SOCK_COOKIE: u8 = 2;
 
 /// One socket event (a listener opened or closed, or a connection),
 /// written by a kernel program into the ring buffer.
@@ -67,8 +70,10 @@ pub const FLAG_OWNER_KNOWN: u8 = 1;
 pub struct SockEvent {
     /// `bpf_ktime_get_boot_ns()` at the transition.
     pub ts_ns: u64,
-    /// Kernel address of the `struct sock`: pairs an open with its close.
-    pub skaddr: u64,
+    /// The socket's identity, which pairs an open with its close: its
+    /// cookie with [`FLAG_SOCK_COOKIE`], else the address of its
+    /// `struct sock` (the classic tracepoint, which cannot ask for cookies).
+    pub sock: u64,
     /// cgroup v2 id of the owner.
     pub cgroup_id: u64,
     /// Owner: process id (thread group id) that called `listen()`.
@@ -87,8 +92,9 @@ pub struct SockEvent {
     pub flags: u8,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
-    /// Local port in host byte order; 0 at an open when `listen()` ran
-    /// without `bind()` (the kernel picks the port only after the event).
+    /// Local port in host byte order. Final when the listen callback
+    /// reports the open; from the state change alone it is 0 when
+    /// `listen()` ran without `bind()` (the kernel picks the port after).
     pub port: u16,
     /// `IPPROTO_TCP` or `IPPROTO_UDP`, as `u8`.
     pub proto: u8,
@@ -104,8 +110,9 @@ pub struct SockEvent {
     pub _pad2: [u8; 6],
 }
 
-/// What the kernel remembers about a listening socket, keyed by its address,
-/// so that the close names the process that opened it.
+/// What the kernel remembers about a listening socket, keyed by its
+/// identity (see [`SockEvent::sock`]), so that the close names the process
+/// that opened it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Owner {
@@ -116,8 +123,16 @@ pub struct Owner {
     pub netns: u32,
     /// 1 when the owner passed the process-tree filter (or no filter is set).
     pub watched: u32,
-    pub _pad: u32,
+    /// 1 once the listen callback saw `listen()` succeed. With the callback
+    /// attached, a listener closed while still 0 never listened: its
+    /// `listen()` failed (EADDRINUSE), and nothing is reported.
+    pub listening: u32,
     pub comm: [u8; COMM_LEN],
+    /// The socket's family and local address, which `listen()` does not
+    /// change: the listen callback reads only the final port.
+    pub family: u16,
+    pub _pad: [u8; 6],
+    pub addr: [u8; 16],
 }
 
 /// Byte offsets of `struct sock` and `struct net` fields, from the running
@@ -139,7 +154,13 @@ pub struct SockOffsets {
     pub skc_v6_rcv_saddr: u32,
     pub skc_net: u32,
     pub sk_protocol: u32,
+    /// `sock.sk_uid`: the socket's owner, as sock_diag reports it.
+    pub sk_uid: u32,
     pub net_ns_inum: u32,
+    /// `task_struct.group_leader` and `task_struct.comm`: the process's
+    /// name, not the calling thread's, as /proc/PID/stat shows it.
+    pub task_group_leader: u32,
+    pub task_comm: u32,
     /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
     /// and the tp_btf hook cannot be used).
     pub valid: u32,
@@ -157,7 +178,10 @@ impl SockOffsets {
         skc_v6_rcv_saddr: 0,
         skc_net: 0,
         sk_protocol: 0,
+        sk_uid: 0,
         net_ns_inum: 0,
+        task_group_leader: 0,
+        task_comm: 0,
         valid: 0,
     };
 }
@@ -217,6 +241,9 @@ pub const COUNTER_OWNERS_FULL: u32 = 1;
 pub const COUNTER_SLOTS: u32 = 2;
 /// Name of the socket -> owner map.
 pub const OWNERS_MAP: &str = "OWNERS";
+/// Name of the one-slot array that holds 1 while the listen callback is
+/// attached: the state-change program then leaves opens to it.
+pub const LISTEN_CB_MAP: &str = "LISTEN_CB";
 /// Name of the set of watched process ids (process-tree filter).
 pub const WATCHED_MAP: &str = "WATCHED";
 /// Capacity of the owner map: listening sockets tracked at once.
@@ -240,6 +267,9 @@ pub const SET_STATE_BTF_PROG: &str = "inet_sock_set_state_btf";
 /// The connection-event program (tp_btf), attached only while a rule
 /// needs connection events.
 pub const CONN_PROG: &str = "inet_sock_set_state_conn";
+/// The sock_ops program whose listen callback runs only after a
+/// successful `listen()`, with the final port.
+pub const LISTEN_CB_PROG: &str = "sock_ops_listen";
 /// Fork and exit programs for the process-tree filter.
 pub const FORK_PROG: &str = "sched_process_fork";
 pub const EXIT_PROG: &str = "sched_process_exit";
@@ -262,7 +292,7 @@ mod user {
 
 // The kernel program and userspace must agree on these sizes byte for byte.
 const _: () = assert!(core::mem::size_of::<SockEvent>() == 112);
-const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+const _: () = assert!(core::mem::size_of::<Owner>() == 72);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 60);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

@@ -5,7 +5,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use portwatch_common::{IPPROTO_TCP, SockEventKind, tcp_state};
 
 use crate::{
-    listen::{Transition, current_owner, event_addr, netns_of, new_event, submit},
+    listen::{Transition, current_owner, event_addr, new_event, submit},
     maps::SOCK_OFFSETS,
     set_state_btf::Sock,
 };
@@ -32,7 +32,7 @@ pub fn inet_sock_set_state_conn(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let family = sock.family();
-    let mut owner = current_owner(netns_of(sock.sk));
+    let mut owner = current_owner(sock.sk);
     if kind == SockEventKind::Accept {
         owner.tgid = 0;
         owner.tid = 0;
@@ -40,7 +40,8 @@ pub fn inet_sock_set_state_conn(ctx: BtfTracePointContext) -> u32 {
     }
     // The local port: skc_num is set for both directions by now.
     let port = sock.read(sock.off.skc_num);
-    let mut ev = new_event(kind, sock.sk, &owner, family, port, sock.addr(family));
+    // Connections need no identity: 0.
+    let mut ev = new_event(kind, 0, &owner, family, port, sock.addr(family));
     ev.raddr = event_addr(
         family,
         || sock.read(sock.off.skc_daddr),

@@ -1,19 +1,27 @@
 //! The listen transitions: remember the owner at LISTEN, name it at CLOSE.
+//!
+//! With the listen callback attached (`listen_cb.rs`), the open is reported
+//! from there, once `listen()` has succeeded and the port is final; the
+//! state change only records the owner. Without it, the state change
+//! reports the open itself.
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
-    generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+    generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
 use portwatch_common::{
-    AF_INET, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP, Owner,
-    SockEvent, SockEventKind, tcp_state,
+    AF_INET, COMM_LEN, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP,
+    Owner, SockEvent, SockEventKind, SockOffsets, tcp_state,
 };
 
-use crate::maps::{EVENTS, FILTER_TREE, OWNERS, SOCK_OFFSETS, WATCHED, count};
+use crate::maps::{EVENTS, FILTER_TREE, LISTEN_CB, OWNERS, SOCK_OFFSETS, WATCHED, count};
 
 /// The fields of one state change, however the hook reads them.
 pub trait Transition {
+    /// Kernel address of the `struct sock`, for probe reads.
     fn skaddr(&self) -> u64;
+    /// The socket's identity and the `FLAG_*` bit that says which kind.
+    fn sock_id(&self) -> (u64, u8);
     fn protocol(&self) -> u16;
     fn family(&self) -> u16;
     fn port(&self) -> u16;
@@ -51,40 +59,55 @@ pub fn listen_kind(old: i32, new: i32) -> Option<SockEventKind> {
     }
 }
 
+/// Whether the listen callback is attached and reports opens.
+#[inline(always)]
+fn listen_cb_attached() -> bool {
+    LISTEN_CB.get(0).is_some_and(|on| *on != 0)
+}
+
 #[inline(always)]
 pub fn handle(t: &impl Transition, kind: SockEventKind) {
     if t.protocol() != IPPROTO_TCP {
         return;
     }
+    let (id, id_flag) = t.sock_id();
     let skaddr = t.skaddr();
     match kind {
         SockEventKind::Opened => {
-            let mut owner = current_owner(netns_of(skaddr));
+            let mut owner = current_owner(skaddr);
+            owner.family = t.family();
+            owner.addr = t.addr(owner.family);
             let tgid = owner.tgid;
             // SAFETY: the value is only tested for presence.
             let watched = FILTER_TREE.load() == 0 || unsafe { WATCHED.get(tgid) }.is_some();
             owner.watched = watched as u32;
-            if OWNERS.insert(skaddr, owner, 0).is_err() {
+            let remembered = OWNERS.insert(id, owner, 0).is_ok();
+            if !remembered {
                 count(COUNTER_OWNERS_FULL);
             }
-            if watched {
-                emit(t, kind, &owner, 0, FLAG_OWNER_KNOWN);
+            // Without a remembered owner the callback has nothing to
+            // confirm: report the open now rather than lose it.
+            if watched && (!remembered || !listen_cb_attached()) {
+                emit(t, kind, &owner, 0, FLAG_OWNER_KNOWN | id_flag);
             }
         }
         SockEventKind::Closed => {
             let closer = (bpf_get_current_pid_tgid() >> 32) as u32;
             // SAFETY: the entry is copied out before it is removed.
-            match unsafe { OWNERS.get(skaddr) }.copied() {
+            match unsafe { OWNERS.get(id) }.copied() {
                 Some(owner) => {
-                    // Socket addresses are reused: always forget the key.
-                    let _ = OWNERS.remove(skaddr);
-                    if owner.watched != 0 {
-                        emit(t, kind, &owner, closer, FLAG_OWNER_KNOWN);
+                    // Always forget the key: socket addresses are reused.
+                    let _ = OWNERS.remove(id);
+                    // Never confirmed by the callback: this close ends a
+                    // listen() that failed, and no port was ever open.
+                    let failed_listen = owner.listening == 0 && listen_cb_attached();
+                    if watched_now(&owner) && !failed_listen {
+                        emit(t, kind, &owner, closer, FLAG_OWNER_KNOWN | id_flag);
                     }
                 }
                 // Opened before portwatch started (or the map was full):
                 // userspace matches it against its baseline.
-                None => emit(t, kind, &current_owner(netns_of(skaddr)), closer, 0),
+                None => emit(t, kind, &current_owner(skaddr), closer, id_flag),
             }
         }
         // Connection kinds come from the connection program only.
@@ -92,29 +115,61 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
     }
 }
 
+/// Whether the owner is in the watched tree: as it was at the open, or
+/// since. Userspace seeds the tree after the programs are attached, so a
+/// listener opened meanwhile is watched by the time it closes.
 #[inline(always)]
-pub fn current_owner(netns: u32) -> Owner {
+pub fn watched_now(owner: &Owner) -> bool {
+    // SAFETY: the value is only tested for presence.
+    owner.watched != 0 || unsafe { WATCHED.get(owner.tgid) }.is_some()
+}
+
+/// The calling process as the owner of socket `skaddr`. With BTF offsets,
+/// the name is the process's (its thread group leader's), the uid the
+/// socket's and the namespace the socket's, as a scan of /proc and
+/// sock_diag reports them; without, the calling thread's name and uid.
+#[inline(always)]
+pub fn current_owner(skaddr: u64) -> Owner {
     let pid_tgid = bpf_get_current_pid_tgid();
-    Owner {
+    let off = SOCK_OFFSETS.load();
+    let mut owner = Owner {
         // SAFETY: a helper without arguments, valid in tracing programs.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         uid: bpf_get_current_uid_gid() as u32,
-        netns,
+        netns: 0,
         watched: 1,
-        _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        listening: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        family: 0,
+        _pad: [0; 6],
+        addr: [0; 16],
+    };
+    if off.valid != 0 {
+        owner.netns = netns_of(skaddr, &off);
+        // SAFETY: probe reads at BTF-derived offsets; a failed read keeps
+        // the value read from the current thread.
+        unsafe {
+            if let Ok(uid) = bpf_probe_read_kernel((skaddr + off.sk_uid as u64) as *const u32) {
+                owner.uid = uid;
+            }
+            let task = bpf_get_current_task();
+            if let Ok(leader) =
+                bpf_probe_read_kernel((task + off.task_group_leader as u64) as *const u64)
+                && let Ok(comm) =
+                    bpf_probe_read_kernel((leader + off.task_comm as u64) as *const [u8; COMM_LEN])
+            {
+                owner.comm = comm;
+            }
+        }
     }
+    owner
 }
 
-/// `sk->__sk_common.skc_net.net->ns.inum`, or 0 without BTF offsets.
+/// `sk->__sk_common.skc_net.net->ns.inum`, or 0 if unreadable.
 #[inline(always)]
-pub fn netns_of(skaddr: u64) -> u32 {
-    let off = SOCK_OFFSETS.load();
-    if off.valid == 0 {
-        return 0;
-    }
+pub fn netns_of(skaddr: u64, off: &SockOffsets) -> u32 {
     // SAFETY: probe reads of kernel memory at BTF-derived offsets; a
     // failed read returns an error, mapped to "unknown".
     unsafe {
@@ -128,7 +183,8 @@ pub fn netns_of(skaddr: u64) -> u32 {
 #[inline(always)]
 fn emit(t: &impl Transition, kind: SockEventKind, owner: &Owner, closer: u32, flags: u8) {
     let family = t.family();
-    let mut ev = new_event(kind, t.skaddr(), owner, family, t.port(), t.addr(family));
+    let (id, _) = t.sock_id();
+    let mut ev = new_event(kind, id, owner, family, t.port(), t.addr(family));
     ev.closer_tgid = closer;
     ev.flags = flags;
     submit(&ev);
@@ -138,7 +194,7 @@ fn emit(t: &impl Transition, kind: SockEventKind, owner: &Owner, closer: u32, fl
 #[inline(always)]
 pub fn new_event(
     kind: SockEventKind,
-    skaddr: u64,
+    sock: u64,
     owner: &Owner,
     family: u16,
     port: u16,
@@ -147,7 +203,7 @@ pub fn new_event(
     SockEvent {
         // SAFETY: a helper without arguments, valid in tracing programs.
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        skaddr,
+        sock,
         cgroup_id: owner.cgroup_id,
         tgid: owner.tgid,
         tid: owner.tid,

@@ -5,6 +5,8 @@
 //!   attaches one of them. It runs on every TCP state change on the host, so
 //!   its common path is two reads and a return.
 //! - `listen`: what happens on the rare listen transitions.
+//! - `listen_cb`: the sock_ops listen callback, which reports an open
+//!   only once `listen()` succeeded, with the final port.
 //! - `tree`: fork/exit bookkeeping for the process-tree filter, attached
 //!   only when a filter is set.
 #![no_std]
@@ -12,6 +14,7 @@
 
 mod conn;
 mod listen;
+mod listen_cb;
 mod maps;
 mod set_state;
 mod set_state_btf;

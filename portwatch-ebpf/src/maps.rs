@@ -4,7 +4,7 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use portwatch_common::{
     COUNTER_SLOTS, OWNERS_CAPACITY, Owner, SetStateOffsets, SockOffsets, TreeOffsets,
@@ -20,7 +20,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Socket address -> the process that called `listen()` on it.
+/// Slot 0 is 1 while the listen callback is attached (userspace sets it):
+/// the state-change program then leaves opens to the callback.
+#[map]
+pub static LISTEN_CB: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Socket identity -> the process that called `listen()` on it.
 /// Not preallocated: a host has far fewer listeners than the capacity.
 #[map]
 pub static OWNERS: HashMap<u64, Owner> =

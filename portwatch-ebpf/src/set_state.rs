@@ -27,6 +27,10 @@ impl Transition for Record<'_> {
     fn skaddr(&self) -> u64 {
         self.read(self.off.skaddr)
     }
+    fn sock_id(&self) -> (u64, u8) {
+        // A classic tracepoint cannot ask for the socket's cookie.
+        (self.skaddr(), 0)
+    }
     fn protocol(&self) -> u16 {
         self.read(self.off.protocol)
     }

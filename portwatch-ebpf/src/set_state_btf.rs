@@ -3,9 +3,11 @@
 //! read from `struct sock` at offsets from the kernel's BTF.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext,
+    helpers::{bpf_probe_read_kernel, generated::bpf_get_socket_cookie},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
-use portwatch_common::SockOffsets;
+use portwatch_common::{FLAG_SOCK_COOKIE, SockOffsets};
 
 use crate::{
     listen::{Transition, event_addr, handle, listen_kind},
@@ -29,6 +31,12 @@ impl Sock {
 impl Transition for Sock {
     fn skaddr(&self) -> u64 {
         self.sk
+    }
+    fn sock_id(&self) -> (u64, u8) {
+        // SAFETY: `sk` is the tracepoint's typed `struct sock *` argument,
+        // which this helper accepts in tracing programs.
+        let cookie = unsafe { bpf_get_socket_cookie(self.sk as *mut _) };
+        (cookie, FLAG_SOCK_COOKIE)
     }
     fn protocol(&self) -> u16 {
         self.read(self.off.sk_protocol)

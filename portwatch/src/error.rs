@@ -29,6 +29,12 @@ pub enum Error {
     #[error("no process with pid {0} exists")]
     NoSuchProcess(u32),
 
+    #[error("{tid} is a thread of process {tgid}, not a process: watch {tgid} instead")]
+    NotAProcess { tid: u32, tgid: u32 },
+
+    #[error("no network namespace with inode {0} exists on this host")]
+    NoSuchNetns(u64),
+
     #[error("{0} must be longer than 0")]
     ZeroInterval(&'static str),
 

@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 use portwatch_common::{
-    AF_INET, AF_INET6, FLAG_OWNER_KNOWN, IPPROTO_TCP, IPPROTO_UDP, SockEvent, SockEventKind,
+    AF_INET, AF_INET6, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, IPPROTO_TCP, IPPROTO_UDP, SockEvent,
+    SockEventKind,
 };
 
 use crate::safe_text::comm_text;
@@ -97,8 +98,9 @@ pub struct Listener {
     /// Owner's name, made safe for terminals and JSON (see [`crate::safe_text`]).
     pub comm: String,
     pub uid: u32,
-    /// Kernel socket address, when the listener was seen by the kernel program.
-    pub skaddr: Option<u64>,
+    /// The socket's cookie (`ss -e` prints it as `sk:`), when known: it
+    /// names one socket for its whole life, in events and scans alike.
+    pub cookie: Option<u64>,
     /// Socket inode, when the listener was seen by a procfs scan.
     pub inode: Option<u64>,
     /// Network namespace inode (as in `/proc/PID/ns/net`); 0 when unknown.
@@ -139,6 +141,16 @@ pub struct ListenerKey {
     pub port: u16,
 }
 
+/// What one scan of the socket tables saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Scan {
+    pub listeners: Vec<Listener>,
+    /// The network namespaces whose tables were read, each with whether
+    /// the read gave socket cookies (sock_diag) or not (/proc/net text).
+    /// A listener of a namespace not in here was not looked for.
+    pub namespaces: std::collections::HashMap<u64, bool>,
+}
+
 /// One report: a listener opened or closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortEvent {
@@ -154,7 +166,10 @@ pub struct KernelEvent {
     pub kind: SockEventKind,
     pub proto: Proto,
     pub ts_ns: u64,
-    pub skaddr: u64,
+    /// The socket's identity: its cookie, or with `sock_is_cookie` false
+    /// (the classic tracepoint) the kernel address of its `struct sock`.
+    pub sock: u64,
+    pub sock_is_cookie: bool,
     pub cgroup_id: u64,
     /// Owner (for a close whose owner the kernel did not know: the closer).
     pub tgid: u32,
@@ -184,7 +199,7 @@ impl KernelEvent {
             pid: self.tgid,
             comm: self.comm.clone(),
             uid: self.uid,
-            skaddr: Some(self.skaddr),
+            cookie: self.sock_is_cookie.then_some(self.sock),
             inode: None,
             netns: self.netns,
             cgroup: self.cgroup.clone(),
@@ -230,7 +245,8 @@ impl KernelEvent {
             kind,
             proto,
             ts_ns: raw.ts_ns,
-            skaddr: raw.skaddr,
+            sock: raw.sock,
+            sock_is_cookie: raw.flags & FLAG_SOCK_COOKIE != 0,
             cgroup_id: raw.cgroup_id,
             tgid: raw.tgid,
             tid: raw.tid,
@@ -256,7 +272,7 @@ mod tests {
         comm[..4].copy_from_slice(b"srv\x1b");
         SockEvent {
             ts_ns: 5,
-            skaddr: 0xffff_8880_0000_1000,
+            sock: 0x1000,
             cgroup_id: 7,
             tgid: 100,
             tid: 101,
@@ -264,7 +280,7 @@ mod tests {
             closer_tgid: 0,
             netns: 4026531840,
             kind: kind as u8,
-            flags: FLAG_OWNER_KNOWN,
+            flags: FLAG_OWNER_KNOWN | FLAG_SOCK_COOKIE,
             family,
             port,
             proto: IPPROTO_TCP as u8,
@@ -300,6 +316,7 @@ mod tests {
         assert_eq!(ev.comm, "srv\\x1b");
         assert!(ev.owner_known);
         assert_eq!(ev.netns, 4026531840);
+        assert_eq!(ev.listener().cookie, Some(0x1000));
     }
 
     #[test]

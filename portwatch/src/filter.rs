@@ -97,7 +97,7 @@ mod tests {
             pid: 1,
             comm: String::new(),
             uid: 0,
-            skaddr: None,
+            cookie: None,
             inode: None,
             netns,
             cgroup: String::new(),

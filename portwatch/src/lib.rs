@@ -41,5 +41,5 @@ pub fn list_listeners(proto: Option<Proto>) -> Result<Vec<Listener>> {
         ..Filter::default()
     };
     let queries = engine::scan_queries(&filter);
-    sys::procfs_scan::scan_listeners(&queries, &|_| true)
+    Ok(sys::procfs_scan::scan_listeners(&queries, &|_| true)?.listeners)
 }

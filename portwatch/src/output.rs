@@ -285,7 +285,7 @@ mod tests {
                 pid: 42,
                 comm: comm.into(),
                 uid: 1000,
-                skaddr: Some(1),
+                cookie: Some(1),
                 inode: None,
                 netns: 4026531840,
                 cgroup: "/user.slice".into(),

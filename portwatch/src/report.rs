@@ -20,6 +20,9 @@ pub struct Stats {
     /// Ring buffer records that did not decode (only a kernel object that
     /// does not match this binary sends them).
     pub malformed: u64,
+    /// Listeners opened without `bind()` whose port was not found in
+    /// /proc (only without the listen callback); a resync reported them.
+    pub unresolved: u64,
 }
 
 /// Why a resynchronisation ran.
@@ -31,6 +34,8 @@ pub enum ResyncReason {
     Interval,
     /// Someone asked for one ([`crate::Engine::request_resync`]).
     Requested,
+    /// Listeners opened without `bind()` whose port could not be found.
+    Unresolved,
 }
 
 impl ResyncReason {
@@ -39,6 +44,7 @@ impl ResyncReason {
             ResyncReason::Drops => "drops",
             ResyncReason::Interval => "interval",
             ResyncReason::Requested => "requested",
+            ResyncReason::Unresolved => "unresolved",
         }
     }
 }

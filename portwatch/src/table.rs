@@ -1,28 +1,47 @@
 //! The table of open listeners: pairs every close with its open and
 //! reconciles the events with procfs scans. Pure logic, no OS access.
+//!
+//! A socket's identity is its cookie where the kernel gives one (the BTF
+//! tracepoint and the listen callback; sock_diag scans carry the same
+//! cookie), so events and scans pair exactly. Events of the classic
+//! tracepoint carry the socket's kernel address instead, which no scan
+//! shows, and /proc/net text shows no cookie: those are paired on their
+//! key (protocol, namespace, address, port).
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use portwatch_common::SockEventKind;
 
-use crate::event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Source};
+use crate::event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Scan, Source};
 
-/// Open listeners, keyed by kernel socket address once the kernel has told
-/// us about them, and by protocol, namespace, address and port while only
-/// a procfs scan has.
+/// Open listeners.
 #[derive(Debug, Default)]
 pub struct ListenerTable {
-    by_sk: HashMap<u64, Listener>,
-    /// Listeners from a procfs scan: /proc shows no socket address, so their
-    /// close is matched on their key.
-    scanned: Vec<Listener>,
-    /// Opened by `listen()` without `bind()`: the port is not known yet.
-    /// Kept with the time of the open.
-    unbound: HashMap<u64, (Listener, DateTime<Utc>)>,
+    /// Whether event identities are socket cookies, comparable with the
+    /// cookies of a sock_diag scan.
+    cookies: bool,
+    /// Listeners by identity: every listener an event told us about, and,
+    /// with cookies, every listener a sock_diag scan found.
+    by_id: HashMap<u64, Listener>,
+    /// Listeners from a scan that no event identity can name: their close
+    /// is matched on their key.
+    anonymous: Vec<Listener>,
+    /// Opened by `listen()` without `bind()` and reported by the state
+    /// change alone (no listen callback): the port is not known yet.
+    unbound: HashMap<u64, Unbound>,
 }
 
-/// How [`ListenerTable::apply`] pairs what it cannot match by address.
+/// A listener whose port is still to be found.
+#[derive(Clone, Debug)]
+pub struct Unbound {
+    pub listener: Listener,
+    pub opened_at: DateTime<Utc>,
+    /// Lookups that did not find it so far.
+    pub misses: u32,
+}
+
+/// How [`ListenerTable::apply`] pairs what it cannot match by identity.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PairingPolicy {
     /// Boot time at which the start-up scan finished. Earlier events may
@@ -34,6 +53,21 @@ pub struct PairingPolicy {
     pub drop_unknown_closes: bool,
 }
 
+/// What changed while a resync's scan ran, so the scan may be stale for
+/// it: socket identities and keys of the events from its start on.
+#[derive(Clone, Debug, Default)]
+pub struct Unsettled {
+    pub ids: HashSet<u64>,
+    pub keys: HashSet<ListenerKey>,
+}
+
+impl Unsettled {
+    pub fn add(&mut self, ev: &KernelEvent) {
+        self.ids.insert(ev.sock);
+        self.keys.insert(ev.key());
+    }
+}
+
 fn port_event(change: Change, listener: Listener, ts: DateTime<Utc>, source: Source) -> PortEvent {
     PortEvent {
         change,
@@ -43,45 +77,70 @@ fn port_event(change: Change, listener: Listener, ts: DateTime<Utc>, source: Sou
     }
 }
 
+/// Takes the owner a scan found for a listener whose owner was unknown.
+fn learn_owner(known: &mut Listener, scanned: &Listener) {
+    if known.pid == 0 && scanned.pid != 0 {
+        known.pid = scanned.pid;
+        known.comm = scanned.comm.clone();
+        known.cgroup = scanned.cgroup.clone();
+    }
+}
+
 impl ListenerTable {
-    pub fn new() -> Self {
-        Self::default()
+    /// A table for events whose identities are socket cookies (`cookies`)
+    /// or kernel addresses.
+    pub fn new(cookies: bool) -> Self {
+        Self {
+            cookies,
+            ..Self::default()
+        }
+    }
+
+    /// The identity events would use for a scanned listener, if any.
+    fn scan_id(&self, l: &Listener) -> Option<u64> {
+        if self.cookies { l.cookie } else { None }
     }
 
     /// Adds the listeners of a procfs scan taken at start-up.
     pub fn seed(&mut self, listeners: impl IntoIterator<Item = Listener>) {
-        self.scanned.extend(listeners);
+        for l in listeners {
+            match self.scan_id(&l) {
+                Some(id) => {
+                    self.by_id.insert(id, l);
+                }
+                None => self.anonymous.push(l),
+            }
+        }
     }
 
-    /// Moves the scanned listener that the kernel's open `ev` describes
-    /// (same key, same owner or an owner the scan did not see) under its
-    /// socket address, so its close pairs by address and names the owner.
-    /// Returns false when the scan holds no such listener.
+    /// Matches the kernel's open `ev` with the scanned listener it
+    /// describes, which from now on closes by identity, and names its
+    /// owner when the scan did not see one. Returns false when the scan
+    /// holds no such listener.
     fn adopt(&mut self, ev: &KernelEvent) -> bool {
+        if let Some(known) = self.by_id.get_mut(&ev.sock) {
+            learn_owner(known, &ev.listener());
+            return true;
+        }
         let key = ev.key();
         let Some(i) = self
-            .scanned
+            .anonymous
             .iter()
             .position(|l| l.key() == key && (l.pid == ev.tgid || l.pid == 0))
         else {
             return false;
         };
-        let mut known = self.scanned.swap_remove(i);
-        if known.pid == 0 {
-            known.pid = ev.tgid;
-            known.comm = ev.comm.clone();
-            known.cgroup = ev.cgroup.clone();
-        }
-        known.skaddr = Some(ev.skaddr);
-        self.by_sk.insert(ev.skaddr, known);
+        let mut known = self.anonymous.swap_remove(i);
+        learn_owner(&mut known, &ev.listener());
+        self.by_id.insert(ev.sock, known);
         true
     }
 
     /// Pairs scanned listeners with the kernel's open events that arrived
-    /// while the scan ran. A paired listener closes by socket address, and
-    /// when the scan found no owner (the socket was opened after the
-    /// process list was read, or its fd was already gone), the event names
-    /// it. Call after [`Self::seed`], before reporting the baseline.
+    /// while the scan ran. A paired listener closes by identity, and when
+    /// the scan found no owner (the socket was opened after the process
+    /// list was read, or its fd was already gone), the event names it.
+    /// Call after [`Self::seed`], before reporting the baseline.
     ///
     /// `scan_start_ns` is the boot time at which the scan began: a socket
     /// closed before it cannot be the one the scan saw (the port may have
@@ -90,23 +149,49 @@ impl ListenerTable {
         let closed: HashSet<u64> = events
             .iter()
             .filter(|e| e.kind == SockEventKind::Closed && e.ts_ns < scan_start_ns)
-            .map(|e| e.skaddr)
+            .map(|e| e.sock)
             .collect();
-        for ev in events.iter().filter(|e| {
-            e.kind == SockEventKind::Opened && e.port != 0 && !closed.contains(&e.skaddr)
-        }) {
+        for ev in events
+            .iter()
+            .filter(|e| e.kind == SockEventKind::Opened && e.port != 0 && !closed.contains(&e.sock))
+        {
             self.adopt(ev);
+        }
+    }
+
+    /// Tells which of the start-up's `events` are history: on sockets
+    /// that came and went before the scan ended (at `scan_end_ns`) and that
+    /// the table, just seeded with the scan, does not hold. Without an
+    /// identity to go by (an anonymous scanned listener) a socket is held
+    /// if one has its key, unless it closed before the scan began (at
+    /// `scan_start_ns`).
+    pub fn history(
+        &self,
+        events: &[KernelEvent],
+        scan_start_ns: u64,
+        scan_end_ns: u64,
+    ) -> impl Fn(&KernelEvent) -> bool + '_ {
+        let closed_before: HashSet<u64> = events
+            .iter()
+            .filter(|e| e.kind == SockEventKind::Closed && e.ts_ns < scan_start_ns)
+            .map(|e| e.sock)
+            .collect();
+        move |e| {
+            e.ts_ns <= scan_end_ns
+                && !self.by_id.contains_key(&e.sock)
+                && (closed_before.contains(&e.sock)
+                    || !self.anonymous.iter().any(|l| l.key() == e.key()))
         }
     }
 
     /// Every open listener with a known port.
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
-        self.by_sk.values().chain(self.scanned.iter())
+        self.by_id.values().chain(self.anonymous.iter())
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.by_sk.len() + self.scanned.len()
+        self.by_id.len() + self.anonymous.len()
     }
 
     #[cfg(test)]
@@ -115,8 +200,23 @@ impl ListenerTable {
     }
 
     /// Listeners opened without `bind()` whose port is still unknown.
-    pub fn unbound(&self) -> impl Iterator<Item = (u64, &Listener)> {
-        self.unbound.iter().map(|(sk, (l, _))| (*sk, l))
+    pub fn unbound(&self) -> impl Iterator<Item = (u64, &Unbound)> {
+        self.unbound.iter().map(|(id, u)| (*id, u))
+    }
+
+    /// Notes that a lookup did not find the port of `id`; returns how
+    /// many lookups have missed it.
+    pub fn unbound_missed(&mut self, id: u64) -> u32 {
+        self.unbound.get_mut(&id).map_or(0, |u| {
+            u.misses += 1;
+            u.misses
+        })
+    }
+
+    /// Forgets an unbound listener whose port cannot be found: a resync
+    /// will report it from its scan.
+    pub fn give_up_unbound(&mut self, id: u64) {
+        self.unbound.remove(&id);
     }
 
     /// The owner of the TCP listener that accepts connections on `port` at
@@ -139,21 +239,33 @@ impl ListenerTable {
             .find(|l| l.address == address || l.address.is_unspecified())
     }
 
-    /// The sockets a process already has in the table, in one namespace.
-    pub fn ports_of(&self, pid: u32, netns: u64) -> HashSet<(std::net::IpAddr, u16)> {
-        self.listeners()
-            .filter(|l| l.pid == pid && l.netns == netns)
-            .map(|l| (l.address, l.port))
-            .collect()
+    /// The sockets processes already have in the table, by (pid, netns).
+    pub fn ports_by_owner(&self) -> HashMap<(u32, u64), HashSet<(std::net::IpAddr, u16)>> {
+        let mut out: HashMap<(u32, u64), HashSet<_>> = HashMap::new();
+        for l in self.listeners() {
+            out.entry((l.pid, l.netns))
+                .or_default()
+                .insert((l.address, l.port));
+        }
+        out
     }
 
     /// Gives an unbound listener its port, found by other means (procfs),
     /// and reports it opened.
-    pub fn bind_unbound(&mut self, skaddr: u64, port: u16) -> Option<PortEvent> {
-        let (mut listener, ts) = self.unbound.remove(&skaddr)?;
+    pub fn bind_unbound(&mut self, id: u64, port: u16) -> Option<PortEvent> {
+        let Unbound {
+            mut listener,
+            opened_at,
+            ..
+        } = self.unbound.remove(&id)?;
         listener.port = port;
-        self.by_sk.insert(skaddr, listener.clone());
-        Some(port_event(Change::Opened, listener, ts, Source::Ebpf))
+        self.by_id.insert(id, listener.clone());
+        Some(port_event(
+            Change::Opened,
+            listener,
+            opened_at,
+            Source::Ebpf,
+        ))
     }
 
     /// Applies one kernel event and appends what to report.
@@ -169,48 +281,65 @@ impl ListenerTable {
             SockEventKind::Opened => {
                 let mut listener = ev.listener();
                 listener.opened_at = Some(ts);
-                if during_startup && listener.port != 0 && self.by_sk.contains_key(&ev.skaddr) {
-                    // Adopted by the baseline already.
+                // Known already, as it is: adopted by the baseline (with
+                // cookies, also an open stamped a moment after the scan
+                // saw the socket: the listen callback runs once the
+                // socket is in the tables).
+                if listener.port != 0
+                    && (during_startup || self.cookies)
+                    && let Some(known) = self.by_id.get_mut(&ev.sock)
+                    && known.key() == listener.key()
+                {
+                    learn_owner(known, &listener);
                     return;
                 }
-                // One socket address holds one live socket: whatever the
-                // table still has at this address closed, and its close was
-                // lost (a full ring buffer). An unbound one was never
-                // reported, so it just goes.
-                self.unbound.remove(&ev.skaddr);
-                if let Some(stale) = self.by_sk.remove(&ev.skaddr) {
+                // One identity holds one live listener: whatever the table
+                // still has under it closed, and its close was lost (a full
+                // ring buffer; kernel addresses are reused at once, and a
+                // socket can listen again after shutdown()). An unbound one
+                // was never reported, so it just goes.
+                self.unbound.remove(&ev.sock);
+                if let Some(stale) = self.by_id.remove(&ev.sock) {
                     out.push(port_event(Change::Closed, stale, ts, Source::Ebpf));
                 }
                 if listener.port == 0 {
                     // The kernel assigns the port right after this event.
-                    self.unbound.insert(ev.skaddr, (listener, ts));
+                    self.unbound.insert(
+                        ev.sock,
+                        Unbound {
+                            listener,
+                            opened_at: ts,
+                            misses: 0,
+                        },
+                    );
                     return;
                 }
                 // Already reported by the scan: from now on its close pairs
-                // by socket address, and names the owner.
+                // by identity, and names the owner.
                 if during_startup && self.adopt(ev) {
                     return;
                 }
-                self.by_sk.insert(ev.skaddr, listener.clone());
+                self.by_id.insert(ev.sock, listener.clone());
                 out.push(port_event(Change::Opened, listener, ts, Source::Ebpf));
             }
             SockEventKind::Closed => {
-                if let Some((mut pending, opened_at)) = self.unbound.remove(&ev.skaddr) {
+                if let Some(pending) = self.unbound.remove(&ev.sock) {
                     // Port 0 at close: the listen() failed, no port ever
                     // existed. Otherwise the close tells the port.
                     if ev.port != 0 {
-                        pending.port = ev.port;
+                        let mut l = pending.listener;
+                        l.port = ev.port;
                         out.push(port_event(
                             Change::Opened,
-                            pending.clone(),
-                            opened_at,
+                            l.clone(),
+                            pending.opened_at,
                             Source::Ebpf,
                         ));
-                        out.push(port_event(Change::Closed, pending, ts, Source::Ebpf));
+                        out.push(port_event(Change::Closed, l, ts, Source::Ebpf));
                     }
                     return;
                 }
-                if let Some(known) = self.by_sk.remove(&ev.skaddr) {
+                if let Some(known) = self.by_id.remove(&ev.sock) {
                     out.push(port_event(Change::Closed, known, ts, Source::Ebpf));
                     return;
                 }
@@ -218,8 +347,8 @@ impl ListenerTable {
                     return;
                 }
                 let key = ev.key();
-                if let Some(i) = self.scanned.iter().position(|l| l.key() == key) {
-                    let known = self.scanned.swap_remove(i);
+                if let Some(i) = self.anonymous.iter().position(|l| l.key() == key) {
+                    let known = self.anonymous.swap_remove(i);
                     out.push(port_event(Change::Closed, known, ts, Source::Ebpf));
                     return;
                 }
@@ -239,46 +368,109 @@ impl ListenerTable {
     /// How many of the `unsettled` keys the table and `scan` disagree on.
     /// [`reconcile`](Self::reconcile) leaves those alone; after lost events
     /// one of them may hide a loss that only a later scan can settle.
-    pub fn unsettled_disagreements(
-        &self,
-        scan: &[Listener],
-        unsettled: &HashSet<ListenerKey>,
-    ) -> usize {
+    pub fn unsettled_disagreements(&self, scan: &Scan, unsettled: &Unsettled) -> usize {
         let mut diff: HashMap<ListenerKey, i64> = HashMap::new();
-        for l in scan.iter().filter(|l| unsettled.contains(&l.key())) {
+        for l in scan
+            .listeners
+            .iter()
+            .filter(|l| unsettled.keys.contains(&l.key()))
+        {
             *diff.entry(l.key()).or_default() += 1;
         }
-        for l in self.listeners().filter(|l| unsettled.contains(&l.key())) {
+        for l in self
+            .listeners()
+            .filter(|l| unsettled.keys.contains(&l.key()) && scan.namespaces.contains_key(&l.netns))
+        {
             *diff.entry(l.key()).or_default() -= 1;
         }
         diff.values().filter(|d| **d != 0).count()
     }
 
     /// Makes the table agree with a procfs scan and reports the differences
-    /// (`source: resync`). Keys in `unsettled` changed while the scan ran,
-    /// so the scan may be stale for them: they are left alone.
+    /// (`source: resync`). What changed while the scan ran (`unsettled`) is
+    /// left alone, since the scan may be stale for it, and so is every
+    /// listener of a namespace the scan could not read: a resync closes
+    /// only what it saw gone.
     pub fn reconcile(
         &mut self,
-        scan: Vec<Listener>,
-        unsettled: &HashSet<ListenerKey>,
+        scan: Scan,
+        unsettled: &Unsettled,
         ts: DateTime<Utc>,
     ) -> Vec<PortEvent> {
+        let cookies = self.cookies;
+        let namespaces = scan.namespaces;
+        // Namespaces where scan and table name sockets the same way.
+        let exact = |netns: u64| cookies && namespaces.get(&netns) == Some(&true);
+        let read = |netns: u64| namespaces.contains_key(&netns);
+        let mut out = Vec::new();
+
+        // By identity.
+        let mut by_key_scan = Vec::new();
+        let mut seen = HashSet::new();
+        for l in scan.listeners {
+            let id = match (exact(l.netns), l.cookie) {
+                (true, Some(id)) => id,
+                _ => {
+                    by_key_scan.push(l);
+                    continue;
+                }
+            };
+            seen.insert(id);
+            if let Some(known) = self.by_id.get_mut(&id) {
+                learn_owner(known, &l);
+                continue;
+            }
+            if unsettled.ids.contains(&id) {
+                continue;
+            }
+            // Known from an earlier scan that showed no cookie.
+            let key = l.key();
+            if let Some(i) = self
+                .anonymous
+                .iter()
+                .position(|a| a.key() == key && (a.pid == l.pid || a.pid == 0))
+            {
+                let mut known = self.anonymous.swap_remove(i);
+                known.cookie = Some(id);
+                learn_owner(&mut known, &l);
+                self.by_id.insert(id, known);
+                continue;
+            }
+            self.by_id.insert(id, l.clone());
+            out.push(port_event(Change::Opened, l, ts, Source::Resync));
+        }
+        let mut gone = Vec::new();
+        self.by_id.retain(|id, l| {
+            let closed = exact(l.netns) && !seen.contains(id) && !unsettled.ids.contains(id);
+            if closed {
+                gone.push(l.clone());
+            }
+            !closed
+        });
+        self.anonymous.retain(|l| {
+            let closed = exact(l.netns) && !unsettled.keys.contains(&l.key());
+            if closed {
+                gone.push(l.clone());
+            }
+            !closed
+        });
+
+        // By key, where identities do not compare: count per key.
+        let by_key = |l: &Listener| read(l.netns) && !exact(l.netns);
         let mut want: HashMap<ListenerKey, Vec<Listener>> = HashMap::new();
-        for l in scan {
-            if !unsettled.contains(&l.key()) {
+        for l in by_key_scan {
+            if !unsettled.keys.contains(&l.key()) {
                 want.entry(l.key()).or_default().push(l);
             }
         }
         let mut have: HashMap<ListenerKey, usize> = HashMap::new();
-        for l in self.listeners() {
+        for l in self.listeners().filter(|l| by_key(l)) {
             *have.entry(l.key()).or_default() += 1;
         }
-        let mut out = Vec::new();
-
         // Too many in the table: closes that were lost.
         let mut excess: HashMap<ListenerKey, usize> = HashMap::new();
         for (key, n) in &have {
-            if unsettled.contains(key) {
+            if unsettled.keys.contains(key) {
                 continue;
             }
             let scanned = want.get(key).map_or(0, Vec::len);
@@ -286,15 +478,19 @@ impl ListenerTable {
                 excess.insert(*key, n - scanned);
             }
         }
-        let mut take = |l: &Listener| match excess.get_mut(&l.key()) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
+        let mut take = |l: &Listener| {
+            if !by_key(l) {
+                return false;
             }
-            _ => false,
+            match excess.get_mut(&l.key()) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
         };
-        let mut gone = Vec::new();
-        self.by_sk.retain(|_, l| {
+        self.by_id.retain(|_, l| {
             if take(l) {
                 gone.push(l.clone());
                 false
@@ -302,7 +498,7 @@ impl ListenerTable {
                 true
             }
         });
-        self.scanned.retain(|l| {
+        self.anonymous.retain(|l| {
             if take(l) {
                 gone.push(l.clone());
                 false
@@ -314,30 +510,26 @@ impl ListenerTable {
             gone.into_iter()
                 .map(|l| port_event(Change::Closed, l, ts, Source::Resync)),
         );
-
         // Owners the table lacked (pid 0) that the scan now knows: no
         // change to report, just better knowledge.
         for l in self
-            .scanned
+            .anonymous
             .iter_mut()
-            .chain(self.by_sk.values_mut())
+            .chain(self.by_id.values_mut())
             .filter(|l| l.pid == 0)
         {
             if let Some(found) = want
                 .get(&l.key())
                 .and_then(|v| v.iter().find(|s| s.pid != 0))
             {
-                l.pid = found.pid;
-                l.comm = found.comm.clone();
-                l.cgroup = found.cgroup.clone();
+                learn_owner(l, found);
             }
         }
-
         // Too few: opens that were lost.
         for (key, listeners) in want {
             let n = have.get(&key).copied().unwrap_or(0);
             for l in listeners.into_iter().skip(n) {
-                self.scanned.push(l.clone());
+                self.anonymous.push(l.clone());
                 out.push(port_event(Change::Opened, l, ts, Source::Resync));
             }
         }
@@ -369,7 +561,8 @@ mod tests {
             kind,
             proto: Proto::Tcp,
             ts_ns,
-            skaddr: sk,
+            sock: sk,
+            sock_is_cookie: false,
             cgroup_id: 1,
             tgid: pid,
             tid: pid,
@@ -407,11 +600,51 @@ mod tests {
             pid,
             comm: format!("p{pid}"),
             uid: 0,
-            skaddr: None,
+            cookie: None,
             inode: Some(42),
             netns: NS,
             cgroup: String::new(),
             opened_at: None,
+        }
+    }
+
+    /// A scan of namespace NS through /proc text (no cookies).
+    fn scan_of(listeners: Vec<Listener>) -> Scan {
+        Scan {
+            listeners,
+            namespaces: [(NS, false)].into(),
+        }
+    }
+
+    /// A scan of namespace NS through sock_diag: every listener with its
+    /// cookie.
+    fn diag_scan(listeners: Vec<Listener>) -> Scan {
+        Scan {
+            listeners,
+            namespaces: [(NS, true)].into(),
+        }
+    }
+
+    fn keys(keys: impl IntoIterator<Item = ListenerKey>) -> Unsettled {
+        Unsettled {
+            ids: HashSet::new(),
+            keys: keys.into_iter().collect(),
+        }
+    }
+
+    /// A listener a sock_diag scan found, with its cookie.
+    fn with_cookie(cookie: u64, addr: &str, port: u16, pid: u32) -> Listener {
+        Listener {
+            cookie: Some(cookie),
+            ..scanned(addr, port, pid)
+        }
+    }
+
+    /// A kernel event carrying a cookie.
+    fn cev(kind: SockEventKind, cookie: u64, addr: &str, port: u16, pid: u32) -> KernelEvent {
+        KernelEvent {
+            sock_is_cookie: true,
+            ..kev(kind, 500, cookie, addr, port, pid)
         }
     }
 
@@ -430,7 +663,7 @@ mod tests {
 
     #[test]
     fn close_keeps_the_owner_the_kernel_remembered() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         let open = apply(
             &mut t,
             kev(SockEventKind::Opened, 10, 0xa, "0.0.0.0", 80, 1),
@@ -453,7 +686,7 @@ mod tests {
 
     #[test]
     fn startup_open_already_in_scan_is_not_repeated() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         t.seed([scanned("127.0.0.1", 8080, 5)]);
         assert!(
             apply(
@@ -478,7 +711,7 @@ mod tests {
 
     #[test]
     fn startup_opens_name_the_owners_a_scan_missed() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         t.seed([scanned("127.0.0.1", 7000, 0), scanned("127.0.0.1", 7001, 5)]);
         let opens = [
             kev(SockEventKind::Opened, 10, 0x70, "127.0.0.1", 7000, 9),
@@ -504,7 +737,7 @@ mod tests {
 
     #[test]
     fn startup_open_missing_from_scan_is_reported_with_its_close() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         assert_eq!(
             apply(
                 &mut t,
@@ -527,7 +760,7 @@ mod tests {
 
     #[test]
     fn unknown_closes_during_startup_or_under_a_filter_are_dropped() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         let ev = || unknown_owner(kev(SockEventKind::Closed, 10, 0xd, "::", 22, 3));
         assert!(apply(&mut t, ev(), startup(100)).is_empty());
         let filtered = PairingPolicy {
@@ -545,7 +778,7 @@ mod tests {
 
     #[test]
     fn scanned_listener_close_matches_on_namespace_address_and_port() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         t.seed([scanned("0.0.0.0", 22, 7), scanned("::", 22, 7)]);
         let mut other_ns = unknown_owner(kev(SockEventKind::Closed, 500, 0xe, "::", 22, 0));
         other_ns.netns = 1;
@@ -565,7 +798,7 @@ mod tests {
 
     #[test]
     fn listen_without_bind_waits_for_its_port() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         assert!(
             apply(
                 &mut t,
@@ -593,7 +826,7 @@ mod tests {
 
     #[test]
     fn unbound_listener_closed_before_resolution_takes_the_close_port() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         apply(
             &mut t,
             kev(SockEventKind::Opened, 10, 0xf, "::", 0, 4),
@@ -614,7 +847,7 @@ mod tests {
 
     #[test]
     fn failed_listen_is_not_a_port() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         apply(
             &mut t,
             kev(SockEventKind::Opened, 10, 0x10, "0.0.0.0", 0, 4),
@@ -633,7 +866,7 @@ mod tests {
 
     #[test]
     fn reconcile_reports_lost_opens_and_closes() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         apply(
             &mut t,
             kev(SockEventKind::Opened, 1, 0x1, "127.0.0.1", 1000, 1),
@@ -645,8 +878,11 @@ mod tests {
             startup(0),
         );
         // The scan: 1000 closed (its close was lost), 1002 opened (open lost).
-        let scan = vec![scanned("127.0.0.1", 1001, 1), scanned("127.0.0.1", 1002, 1)];
-        let out = t.reconcile(scan, &HashSet::new(), ts());
+        let scan = scan_of(vec![
+            scanned("127.0.0.1", 1001, 1),
+            scanned("127.0.0.1", 1002, 1),
+        ]);
+        let out = t.reconcile(scan, &Unsettled::default(), ts());
         let mut got: Vec<_> = out
             .iter()
             .map(|e| (e.change, e.listener.port, e.source))
@@ -663,21 +899,24 @@ mod tests {
         ports.sort();
         assert_eq!(ports, [1001, 1002]);
         // A second pass finds nothing left to fix.
-        let scan = vec![scanned("127.0.0.1", 1001, 1), scanned("127.0.0.1", 1002, 1)];
-        assert!(t.reconcile(scan, &HashSet::new(), ts()).is_empty());
+        let scan = scan_of(vec![
+            scanned("127.0.0.1", 1001, 1),
+            scanned("127.0.0.1", 1002, 1),
+        ]);
+        assert!(t.reconcile(scan, &Unsettled::default(), ts()).is_empty());
     }
 
     #[test]
     fn reconcile_leaves_unsettled_keys_alone_and_counts_duplicates() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         t.seed([scanned("0.0.0.0", 80, 1)]);
         // SO_REUSEPORT: two sockets on one key in the scan, one in the table.
-        let two = vec![
+        let two = scan_of(vec![
             scanned("0.0.0.0", 80, 1),
             scanned("0.0.0.0", 80, 2),
             scanned("::1", 5, 1),
-        ];
-        let unsettled: HashSet<ListenerKey> = [key("::1", 5)].into();
+        ]);
+        let unsettled = keys([key("::1", 5)]);
         assert_eq!(t.unsettled_disagreements(&two, &unsettled), 1);
         let out = t.reconcile(two, &unsettled, ts());
         assert_eq!(out.len(), 1);
@@ -687,18 +926,18 @@ mod tests {
 
     #[test]
     fn unsettled_keys_that_agree_are_not_counted() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         t.seed([scanned("0.0.0.0", 80, 1), scanned("0.0.0.0", 81, 1)]);
-        let unsettled: HashSet<ListenerKey> = [key("0.0.0.0", 80), key("0.0.0.0", 81)].into();
+        let unsettled = keys([key("0.0.0.0", 80), key("0.0.0.0", 81)]);
         // 80 agrees; 81 is in the table but gone from the scan.
-        let scan = vec![scanned("0.0.0.0", 80, 1)];
+        let scan = scan_of(vec![scanned("0.0.0.0", 80, 1)]);
         assert_eq!(t.unsettled_disagreements(&scan, &unsettled), 1);
-        assert_eq!(t.unsettled_disagreements(&scan, &HashSet::new()), 0);
+        assert_eq!(t.unsettled_disagreements(&scan, &Unsettled::default()), 0);
     }
 
     #[test]
     fn a_reused_socket_address_closes_the_listener_whose_close_was_lost() {
-        let mut t = ListenerTable::new();
+        let mut t = ListenerTable::new(false);
         apply(
             &mut t,
             kev(SockEventKind::Opened, 10, 0xa, "127.0.0.1", 1000, 1),
@@ -714,5 +953,98 @@ mod tests {
         assert_eq!(got, [(Change::Closed, 1000), (Change::Opened, 2000)]);
         let ports: Vec<u16> = t.listeners().map(|l| l.port).collect();
         assert_eq!(ports, [2000]);
+    }
+
+    #[test]
+    fn closes_of_a_reuseport_group_name_the_socket_that_closed() {
+        // Three processes listen on one address and port before the start.
+        let mut t = ListenerTable::new(true);
+        t.seed([
+            with_cookie(11, "0.0.0.0", 8080, 1),
+            with_cookie(12, "0.0.0.0", 8080, 2),
+            with_cookie(13, "0.0.0.0", 8080, 3),
+        ]);
+        // The kernel did not know the owner (opened before portwatch).
+        for (cookie, pid) in [(12, 2), (11, 1), (13, 3)] {
+            let close = unknown_owner(cev(SockEventKind::Closed, cookie, "0.0.0.0", 8080, 99));
+            let out = apply(&mut t, close, startup(0));
+            assert_eq!((out[0].change, out[0].listener.pid), (Change::Closed, pid));
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_resync_by_cookie_closes_only_what_it_saw_gone() {
+        let mut t = ListenerTable::new(true);
+        let mut elsewhere = with_cookie(3, "0.0.0.0", 22, 7);
+        elsewhere.netns = NS + 1;
+        t.seed([
+            with_cookie(1, "0.0.0.0", 80, 5),
+            with_cookie(2, "0.0.0.0", 81, 5),
+            elsewhere,
+        ]);
+        // 81 closed and a new socket listens on it (both events lost); 80
+        // is unchanged; the namespace of 22 could not be read.
+        let scan = diag_scan(vec![
+            with_cookie(1, "0.0.0.0", 80, 5),
+            with_cookie(4, "0.0.0.0", 81, 6),
+        ]);
+        let out = t.reconcile(scan, &Unsettled::default(), ts());
+        let mut got: Vec<_> = out
+            .iter()
+            .map(|e| (e.change, e.listener.port, e.listener.pid))
+            .collect();
+        got.sort_by_key(|g| g.2);
+        assert_eq!(got, [(Change::Closed, 81, 5), (Change::Opened, 81, 6)]);
+        let mut left: Vec<(u16, u32)> = t.listeners().map(|l| (l.port, l.pid)).collect();
+        left.sort();
+        assert_eq!(left, [(22, 7), (80, 5), (81, 6)]);
+    }
+
+    #[test]
+    fn a_resync_by_cookie_leaves_what_changed_during_its_scan() {
+        let mut t = ListenerTable::new(true);
+        // 5 opened after the scan read the table; 6 closed after it did.
+        apply(
+            &mut t,
+            cev(SockEventKind::Opened, 5, "127.0.0.1", 1005, 1),
+            startup(0),
+        );
+        let scan = diag_scan(vec![with_cookie(6, "127.0.0.1", 1006, 1)]);
+        let unsettled = Unsettled {
+            ids: [5, 6].into(),
+            keys: HashSet::new(),
+        };
+        assert!(t.reconcile(scan, &unsettled, ts()).is_empty());
+        let ports: Vec<u16> = t.listeners().map(|l| l.port).collect();
+        assert_eq!(ports, [1005]);
+    }
+
+    #[test]
+    fn a_socket_listening_again_after_shutdown_is_one_listener_with_a_new_port() {
+        let mut t = ListenerTable::new(true);
+        apply(
+            &mut t,
+            cev(SockEventKind::Opened, 9, "0.0.0.0", 40001, 1),
+            startup(0),
+        );
+        let closed = apply(
+            &mut t,
+            cev(SockEventKind::Closed, 9, "0.0.0.0", 40001, 1),
+            startup(0),
+        );
+        assert_eq!(closed[0].listener.port, 40001);
+        apply(
+            &mut t,
+            cev(SockEventKind::Opened, 9, "0.0.0.0", 40002, 1),
+            startup(0),
+        );
+        let closed = apply(
+            &mut t,
+            cev(SockEventKind::Closed, 9, "0.0.0.0", 40002, 1),
+            startup(0),
+        );
+        assert_eq!(closed[0].listener.port, 40002);
+        assert!(t.is_empty());
     }
 }

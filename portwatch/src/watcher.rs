@@ -32,7 +32,6 @@ use crate::{
     event::{Change, PortEvent},
     filter::Filter,
     monitor::{Monitor, MonitorConfig, MonitorEvent},
-    sys::procfs_scan,
 };
 
 /// A listening port, as the Go package reported it.
@@ -79,9 +78,7 @@ pub struct PortWatcher {
 impl PortWatcher {
     /// A watcher of `pid` and its descendants. Fails if `pid` does not exist.
     pub fn new(pid: u32, callback: impl FnMut(PortChange) + Send + 'static) -> Result<Self> {
-        if !procfs_scan::process_exists(pid) {
-            return Err(Error::NoSuchProcess(pid));
-        }
+        crate::engine::check_pid(pid)?;
         let config = EngineConfig {
             filter: Filter {
                 pid: Some(pid),

@@ -78,6 +78,15 @@ pub struct EngineArgs {
     /// Tracepoint flavour of the kernel program: auto (tp-btf when the kernel has BTF), tracepoint, tp-btf
     #[arg(long, value_enum, default_value_t = Hook::Auto)]
     pub hook: Hook,
+    /// Confirm each listen() with the kernel's listen callback (a sock_ops program): auto (when cgroup v2 and tp-btf allow), off
+    #[arg(long, value_enum, default_value_t = Toggle::Auto)]
+    pub listen_callback: Toggle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    Auto,
+    Off,
 }
 
 impl EngineArgs {
@@ -90,6 +99,7 @@ impl EngineArgs {
             backend: self.backend,
             ring_buffer_bytes: ring_buffer_bytes(self.ring_buffer)?,
             hook: self.hook,
+            listen_callback: self.listen_callback == Toggle::Auto,
             filter: Filter {
                 scope: self.scope,
                 netns: self.netns,

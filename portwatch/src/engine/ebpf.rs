@@ -10,12 +10,17 @@ use tokio::time::Instant;
 use super::{EngineConfig, Report, baseline_events, resync::ResyncSchedule, scan_queries};
 use crate::{
     error::Result,
-    event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Source},
+    event::{Change, KernelEvent, Listener, PortEvent, Scan, Source},
     filter::{Filter, descendants},
     report::{Connection, ResyncReason, ResyncSummary, Stats},
     sys::{EventSource, Host, SocketQuery, clock::BootClock},
-    table::{ListenerTable, PairingPolicy},
+    table::{ListenerTable, PairingPolicy, Unsettled},
 };
+
+/// Looks that may miss the port of a listener opened without `bind()`
+/// (the kernel assigns it a moment after the event) before a resync is
+/// left to find it.
+const UNBOUND_LOOKS: u32 = 2;
 
 pub(super) struct EbpfWatch {
     source: Box<dyn EventSource>,
@@ -32,12 +37,15 @@ pub(super) struct EbpfWatch {
     netns_known: bool,
     events: u64,
     resyncs: u64,
+    unresolved: u64,
     schedule: ResyncSchedule,
 }
 
 impl EbpfWatch {
     /// Takes over attached programs: seeds the process tree, scans, and
     /// reconciles the scan with what the kernel reported meanwhile.
+    /// Returns the start-up's events: what came and went before the scan
+    /// ended (`source: ebpf`), then the baseline.
     pub(super) fn start(
         config: &EngineConfig,
         source: Box<dyn EventSource>,
@@ -45,10 +53,11 @@ impl EbpfWatch {
     ) -> Result<(Self, Vec<PortEvent>)> {
         let netns_known = source.netns_known();
         let clock = BootClock::new(host.boot_now_ns(), host.wall_now());
+        let table = ListenerTable::new(source.cookies());
         let mut w = Self {
             source,
             host,
-            table: ListenerTable::new(),
+            table,
             clock,
             policy: PairingPolicy {
                 scan_end_ns: 0,
@@ -61,24 +70,43 @@ impl EbpfWatch {
             netns_known,
             events: 0,
             resyncs: 0,
+            unresolved: 0,
             schedule: ResyncSchedule::new(config.resync_interval, Instant::now()),
         };
+        // The tree first, then the listener programs: a listener is judged
+        // in or out of the tree when it opens.
         if let Some(root) = config.filter.pid {
             w.seed_tree(root)?;
         }
+        w.source.start()?;
         // Attached first, scanned second: whatever changes meanwhile waits
         // in the ring buffer and is reconciled here; the opens among it
         // also name owners the scan could not see.
         let scan_start_ns = w.host.boot_now_ns();
-        let listeners = w.scan()?;
+        let scan = w.scan()?;
         w.policy.scan_end_ns = w.host.boot_now_ns();
         w.source.read_now(&mut w.pending);
         w.prepare_pending();
-        w.table.seed(listeners);
+        w.table.seed(scan.listeners);
         w.table.adopt_startup_opens(&w.pending, scan_start_ns);
         let baseline: Vec<Listener> = w.table.listeners().cloned().collect();
+        // What came and went before the scan ended, on sockets the
+        // baseline does not hold, is told first, in order: a port the
+        // baseline shows again after it then reads right. Events on the
+        // baseline's own sockets follow it.
+        let scan_end = w.policy.scan_end_ns;
+        let pending = std::mem::take(&mut w.pending);
+        let (early, late): (Vec<_>, Vec<_>) = {
+            let is_history = w.table.history(&pending, scan_start_ns, scan_end);
+            pending.into_iter().partition(|e| is_history(e))
+        };
+        w.pending = early;
+        let mut events = Vec::new();
+        w.apply_pending(&mut events, None);
+        w.pending = late;
         let now = w.host.wall_now();
-        Ok((w, baseline_events(&baseline, Source::Baseline, now)))
+        events.extend(baseline_events(&baseline, Source::Baseline, now));
+        Ok((w, events))
     }
 
     pub(super) fn table(&self) -> &ListenerTable {
@@ -87,6 +115,10 @@ impl EbpfWatch {
 
     pub(super) fn host(&self) -> &dyn Host {
         self.host.as_ref()
+    }
+
+    pub(super) fn listen_cb_missing(&self) -> Option<&str> {
+        self.source.listen_cb_missing()
     }
 
     pub(super) fn set_connections(&mut self, on: bool) -> Result<()> {
@@ -116,19 +148,24 @@ impl EbpfWatch {
         Ok(())
     }
 
-    fn scan(&mut self) -> Result<Vec<Listener>> {
+    fn scan(&mut self) -> Result<Scan> {
         let tree = self.filter.pid.is_some();
         let source = &self.source;
         let owner_ok = |pid: u32| !tree || (pid != 0 && source.is_watched(pid));
-        let mut listeners = self.host.scan_listeners(&self.queries, &owner_ok)?;
+        let mut scan = self.host.scan_listeners(&self.queries, &owner_ok)?;
         if !self.netns_known {
             // Events carry no namespace: compare on address and port alone.
-            for l in &mut listeners {
+            for l in &mut scan.listeners {
                 l.netns = 0;
             }
+            let read = !scan.namespaces.is_empty();
+            scan.namespaces.clear();
+            if read {
+                scan.namespaces.insert(0, false);
+            }
         }
-        listeners.retain(|l| self.filter.admits(l));
-        Ok(listeners)
+        scan.listeners.retain(|l| self.filter.admits(l));
+        Ok(scan)
     }
 
     pub(super) async fn next_reports(&mut self) -> Result<Vec<Report>> {
@@ -173,19 +210,18 @@ impl EbpfWatch {
         }
     }
 
-    /// Applies buffered kernel events; with `since`, returns the keys of
-    /// events at or after that boot time.
-    fn apply_pending(
-        &mut self,
-        out: &mut Vec<PortEvent>,
-        since: Option<u64>,
-    ) -> HashSet<ListenerKey> {
-        let mut touched = HashSet::new();
+    /// Applies buffered kernel events; with `since`, returns what events
+    /// at or after that boot time touched.
+    fn apply_pending(&mut self, out: &mut Vec<PortEvent>, since: Option<u64>) -> Unsettled {
+        let mut touched = Unsettled::default();
         self.prepare_pending();
+        // Both clocks read for every batch: a step of the wall clock (NTP,
+        // a manual correction) shows in the next events' times.
+        self.clock = BootClock::new(self.host.boot_now_ns(), self.host.wall_now());
         self.events += self.pending.len() as u64;
         for ev in std::mem::take(&mut self.pending) {
             if since.is_some_and(|t| ev.ts_ns >= t) {
-                touched.insert(ev.key());
+                touched.add(&ev);
             }
             let ts = self.clock.to_wall(ev.ts_ns);
             if matches!(ev.kind, SockEventKind::Connect | SockEventKind::Accept) {
@@ -197,7 +233,7 @@ impl EbpfWatch {
             }
             self.table.apply(&ev, ts, self.policy, out);
         }
-        self.bind_unbound(out);
+        self.resolve_unbound(out);
         touched
     }
 
@@ -227,26 +263,53 @@ impl EbpfWatch {
         });
     }
 
-    /// Finds the port of listeners opened without `bind()`: by now the
-    /// kernel has assigned it, and /proc shows it.
-    fn bind_unbound(&mut self, out: &mut Vec<PortEvent>) {
-        let unbound: Vec<(u64, Listener)> = self
+    /// Finds the ports of listeners opened without `bind()` and reported
+    /// by the state change alone (no listen callback): by now the kernel
+    /// has assigned them, and the socket tables show them. One table read
+    /// per namespace and one descriptor walk per owner, for the whole
+    /// batch; a listener still not found at its last look is left to a
+    /// resync (and counted), so that no backlog of them builds up and
+    /// delays other events.
+    fn resolve_unbound(&mut self, out: &mut Vec<PortEvent>) {
+        let pending: Vec<(u64, Listener)> = self
             .table
             .unbound()
-            .map(|(sk, l)| (sk, l.clone()))
+            .map(|(id, u)| (id, u.listener.clone()))
             .collect();
-        for (sk, l) in unbound {
-            let known = self.table.ports_of(l.pid, l.netns);
-            let port = self
-                .host
-                .listening_sockets_of(l.pid)
-                .into_iter()
-                .find(|a| a.ip() == l.address && !known.contains(&(a.ip(), a.port())))
-                .map(|a| a.port());
-            if let Some(port) = port
-                && let Some(ev) = self.table.bind_unbound(sk, port)
-            {
-                out.push(ev);
+        if pending.is_empty() {
+            return;
+        }
+        let mut pids: Vec<u32> = pending.iter().map(|(_, l)| l.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let held = self.host.held_listeners(&pids);
+        let known = self.table.ports_by_owner();
+        let mut taken = HashSet::new();
+        for (id, l) in pending {
+            // By cookie where events carry one; else the first socket of
+            // the owner at that address that the table does not hold yet.
+            let found = held.iter().find(|h| match l.cookie {
+                Some(cookie) => h.cookie == Some(cookie),
+                None => {
+                    h.pid == l.pid
+                        && h.local.ip() == l.address
+                        && !taken.contains(&(h.pid, h.local))
+                        && !known
+                            .get(&(l.pid, l.netns))
+                            .is_some_and(|k| k.contains(&(h.local.ip(), h.local.port())))
+                }
+            });
+            match found {
+                Some(h) => {
+                    taken.insert((h.pid, h.local));
+                    out.extend(self.table.bind_unbound(id, h.local.port()));
+                }
+                None if self.table.unbound_missed(id) >= UNBOUND_LOOKS => {
+                    self.table.give_up_unbound(id);
+                    self.unresolved += 1;
+                    self.schedule.unresolved(Instant::now());
+                }
+                None => {}
             }
         }
     }
@@ -301,6 +364,7 @@ impl EbpfWatch {
             owners_full: counters.owners_full,
             resyncs: self.resyncs,
             malformed: self.source.malformed(),
+            unresolved: self.unresolved,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     event::{Change, Listener, PortEvent, Proto, Source},
     filter::Filter,
     report::{Connection, ResyncSummary, Stats},
-    sys::{Host, Os, ProbeConfig, SocketQuery, bpf},
+    sys::{Host, Os, ProbeConfig, ProcessKind, SocketQuery, bpf},
 };
 use ebpf::EbpfWatch;
 use poll::PollWatch;
@@ -45,6 +45,10 @@ pub struct EngineConfig {
     /// Ring buffer size in bytes: a power of two, at least 4096.
     pub ring_buffer_bytes: u32,
     pub hook: Hook,
+    /// Report opens from the listen callback (a sock_ops program at the
+    /// cgroup v2 root) when it can attach: only listens that succeeded,
+    /// with their final port. Costs a few program runs per TCP connection.
+    pub listen_callback: bool,
     pub filter: Filter,
     /// Periodic procfs resynchronisation; `None` disables it (a resync
     /// still follows any lost event).
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
             backend: Backend::Auto,
             ring_buffer_bytes: bpf::DEFAULT_RING_BUFFER_BYTES,
             hook: Hook::Auto,
+            listen_callback: true,
             filter: Filter::default(),
             resync_interval: Some(Duration::from_secs(60)),
             poll_interval: Duration::from_secs(1),
@@ -88,6 +93,7 @@ impl EngineConfig {
         ProbeConfig {
             ring_buffer_bytes: self.ring_buffer_bytes,
             hook: self.hook,
+            listen_callback: self.listen_callback,
             filter_tree: self.filter.pid.is_some(),
             connections: self.connections,
         }
@@ -122,7 +128,9 @@ enum Inner {
 
 impl Engine {
     /// Starts watching and returns the engine with the baseline: the
-    /// listeners that exist now, as `opened` events with `source: baseline`.
+    /// listeners that exist now, as `opened` events with `source: baseline`,
+    /// after any listener that opened or closed while the engine started
+    /// (`source: ebpf`, in the order they happened).
     pub fn start(config: &EngineConfig) -> Result<(Self, Vec<PortEvent>)> {
         Self::start_with(config, Os::system())
     }
@@ -130,10 +138,13 @@ impl Engine {
     pub(crate) fn start_with(config: &EngineConfig, os: Os) -> Result<(Self, Vec<PortEvent>)> {
         config.validate()?;
         let Os { host, attach } = os;
-        if let Some(pid) = config.filter.pid
-            && !host.process_exists(pid)
+        if let Some(pid) = config.filter.pid {
+            check_process(host.as_ref(), pid)?;
+        }
+        if let Some(ns) = config.filter.netns
+            && !host.netns_exists(ns)
         {
-            return Err(Error::NoSuchProcess(pid));
+            return Err(Error::NoSuchNetns(ns));
         }
         let source = match config.backend {
             Backend::Ebpf => Some(attach(&config.probe())?),
@@ -180,6 +191,15 @@ impl Engine {
     /// Why `Backend::Auto` fell back to procfs, if it did.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback_reason.as_deref()
+    }
+
+    /// Why the listen callback is not in use though it was asked for (see
+    /// [`EngineConfig::listen_callback`]).
+    pub fn listen_callback_missing(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Ebpf(w) => w.listen_cb_missing(),
+            Inner::Poll(_) => None,
+        }
     }
 
     /// Waits for the next reports (possibly none, when every event was
@@ -233,6 +253,20 @@ impl Engine {
             Inner::Poll(w) => w.host(),
         }
     }
+}
+
+/// Checks that `pid` names a process: not nothing, not one of its threads.
+fn check_process(host: &dyn Host, pid: u32) -> Result<()> {
+    match host.process_kind(pid) {
+        ProcessKind::Process => Ok(()),
+        ProcessKind::Missing => Err(Error::NoSuchProcess(pid)),
+        ProcessKind::ThreadOf(tgid) => Err(Error::NotAProcess { tid: pid, tgid }),
+    }
+}
+
+/// [`check_process`] on this host.
+pub(crate) fn check_pid(pid: u32) -> Result<()> {
+    check_process(Os::system().host.as_ref(), pid)
 }
 
 /// The socket tables the baseline and resyncs read: TCP listeners (UDP

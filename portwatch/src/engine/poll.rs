@@ -1,17 +1,17 @@
 //! The fallback backend: compares procfs scans at a fixed interval.
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{EngineConfig, Report, baseline_events, scan_queries};
 use crate::{
     error::Result,
-    event::{Listener, PortEvent, Source},
+    event::{PortEvent, Scan, Source},
     filter::{Filter, descendants},
     report::Stats,
     sys::{Host, SocketQuery},
-    table::ListenerTable,
+    table::{ListenerTable, Unsettled},
 };
 
 pub(super) struct PollWatch {
@@ -31,17 +31,19 @@ impl PollWatch {
     ) -> Result<(Self, Vec<PortEvent>)> {
         let mut w = Self {
             host,
-            table: ListenerTable::new(),
+            // Scans compare with scans: sock_diag cookies name sockets
+            // exactly.
+            table: ListenerTable::new(true),
             filter: config.filter.clone(),
             queries: scan_queries(&config.filter),
             interval: config.poll_interval,
             next: Instant::now() + config.poll_interval,
             polls: 0,
         };
-        let listeners = w.scan()?;
-        w.table.seed(listeners.clone());
+        let scan = w.scan()?;
+        w.table.seed(scan.listeners.clone());
         let now = w.host.wall_now();
-        Ok((w, baseline_events(&listeners, Source::Baseline, now)))
+        Ok((w, baseline_events(&scan.listeners, Source::Baseline, now)))
     }
 
     pub(super) fn table(&self) -> &ListenerTable {
@@ -63,16 +65,16 @@ impl PollWatch {
         }
     }
 
-    fn scan(&mut self) -> Result<Vec<Listener>> {
+    fn scan(&mut self) -> Result<Scan> {
         // Without fork events, the tree is what the parent links show now.
         let tree = match self.filter.pid {
             Some(root) => Some(descendants(root, &self.host.parent_links()?)),
             None => None,
         };
         let owner_ok = |pid: u32| tree.as_ref().is_none_or(|t| t.contains(&pid));
-        let mut listeners = self.host.scan_listeners(&self.queries, &owner_ok)?;
-        listeners.retain(|l| self.filter.admits(l));
-        Ok(listeners)
+        let mut scan = self.host.scan_listeners(&self.queries, &owner_ok)?;
+        scan.listeners.retain(|l| self.filter.admits(l));
+        Ok(scan)
     }
 
     pub(super) async fn next_reports(&mut self) -> Result<Vec<Report>> {
@@ -83,7 +85,7 @@ impl PollWatch {
         let now = self.host.wall_now();
         Ok(self
             .table
-            .reconcile(scan, &HashSet::new(), now)
+            .reconcile(scan, &Unsettled::default(), now)
             .into_iter()
             .map(|mut e| {
                 e.source = Source::Procfs;

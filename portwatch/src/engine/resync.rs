@@ -63,6 +63,16 @@ impl ResyncSchedule {
         self.bring_forward(earliest, ResyncReason::Drops);
     }
 
+    /// Listeners were opened whose port could not be found: a resync
+    /// reports them, spaced like those after drops.
+    pub fn unresolved(&mut self, now: Instant) {
+        let earliest = self
+            .last_start
+            .map_or(now, |t| t + DROP_RESYNC_SPACING)
+            .max(now);
+        self.bring_forward(earliest, ResyncReason::Unresolved);
+    }
+
     /// A resync as soon as possible. One already due for drops keeps its
     /// reason (and its follow-up), only sooner.
     pub fn request(&mut self, now: Instant) {

@@ -8,10 +8,29 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::{
-    event::Proto,
+    event::{KernelEvent, Proto},
     report::ResyncReason,
-    sys::fake::{FakeOs, kernel_event as ev, scanned},
+    sys::{
+        HeldSocket,
+        fake::{FakeOs, NETNS, kernel_event as ev, scanned},
+    },
 };
+
+/// An event that names its socket by cookie, as the BTF tracepoint and
+/// the listen callback do.
+fn cev(
+    kind: portwatch_common::SockEventKind,
+    ts: u64,
+    cookie: u64,
+    addr: &str,
+    port: u16,
+    pid: u32,
+) -> KernelEvent {
+    KernelEvent {
+        sock_is_cookie: true,
+        ..ev(kind, ts, cookie, addr, port, pid)
+    }
+}
 
 fn start(os: &FakeOs, config: EngineConfig) -> (Engine, Vec<PortEvent>) {
     Engine::start_with(&config, os.os()).unwrap()
@@ -73,20 +92,24 @@ async fn start_up_reconciles_the_events_that_arrive_during_the_scan() {
             w.ring.push(ev(Opened, t, 0x72, "127.0.0.1", 7002, 6));
         }));
     }
-    let (mut engine, baseline) = start(&os, config());
-    let mut base: Vec<(u16, u32, Source)> = baseline
+    let (mut engine, startup) = start(&os, config());
+    // What opened after the scan read the tables comes first, then the
+    // baseline.
+    let mut base: Vec<(u16, u32, Source)> = startup
         .iter()
         .map(|e| (e.listener.port, e.listener.pid, e.source))
         .collect();
-    base.sort_by_key(|b| (b.0, b.1));
+    base[1..].sort_by_key(|b| (b.0, b.1));
     assert_eq!(
         base,
-        [(7000, 5, Source::Baseline), (7001, 9, Source::Baseline)]
+        [
+            (7002, 6, Source::Ebpf),
+            (7000, 5, Source::Baseline),
+            (7001, 9, Source::Baseline)
+        ]
     );
-    assert_eq!(
-        summary(&engine.next_reports().await.unwrap()),
-        [(Change::Opened, 7002, 6, Source::Ebpf)]
-    );
+    // The opens the baseline adopted are not told again.
+    assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
     // The adopted listeners close by socket address, naming their owner.
     let t = os.world().boot_ns;
     os.emit([ev(Closed, t, 0x71, "127.0.0.1", 7001, 9)]);
@@ -109,17 +132,19 @@ async fn a_close_from_before_the_scan_is_not_paired_with_the_scanned_socket() {
         w.ring.push(ev(Closed, t - 5, 0xa, "127.0.0.1", 7000, 5));
         w.listeners = vec![scanned(Proto::Tcp, "127.0.0.1", 7000, 8)];
     }
-    let (mut engine, baseline) = start(&os, config());
-    assert_eq!(baseline.len(), 1);
-    assert_eq!(baseline[0].listener.pid, 8);
-    // The stale open and close are reported as such; the scanned listener
-    // stays open.
-    let reports = engine.next_reports().await.unwrap();
+    let (engine, startup) = start(&os, config());
+    // The stale open and close are told first, as they happened; the
+    // scanned listener stays open.
+    let told: Vec<(Change, u16, u32, Source)> = startup
+        .iter()
+        .map(|e| (e.change, e.listener.port, e.listener.pid, e.source))
+        .collect();
     assert_eq!(
-        summary(&reports),
+        told,
         [
             (Change::Opened, 7000, 5, Source::Ebpf),
-            (Change::Closed, 7000, 5, Source::Ebpf)
+            (Change::Closed, 7000, 5, Source::Ebpf),
+            (Change::Opened, 7000, 8, Source::Baseline)
         ]
     );
     assert_eq!(engine.listeners().map(|l| l.pid).collect::<Vec<_>>(), [8]);
@@ -204,9 +229,11 @@ async fn drops_bring_a_spaced_resync_and_one_follow_up() {
 async fn a_listen_without_bind_gets_its_port_from_the_host() {
     let os = FakeOs::new();
     let (mut engine, _) = start(&os, config());
-    os.world()
-        .sockets_of
-        .insert(4, vec!["0.0.0.0:40001".parse().unwrap()]);
+    os.world().held.push(HeldSocket {
+        pid: 4,
+        local: "0.0.0.0:40001".parse().unwrap(),
+        cookie: None,
+    });
     let t = os.world().boot_ns;
     os.emit([ev(Opened, t, 0xf, "0.0.0.0", 0, 4)]);
     assert_eq!(
@@ -406,6 +433,9 @@ async fn a_process_tree_is_seeded_into_the_kernel_and_limits_the_scan() {
     watched.sort();
     assert_eq!(watched, [10, 11, 12]);
     assert!(os.world().filter_tree);
+    // Seeded before the listener programs started: no listener of the tree
+    // is judged outside it.
+    assert_eq!(os.world().watched_at_start, 3);
     let ports: Vec<u16> = baseline.iter().map(|e| e.listener.port).collect();
     assert_eq!(ports, [1011]);
 }
@@ -432,4 +462,163 @@ async fn protocols_are_scanned_as_asked_and_kept_apart() {
     let (_e, baseline) = start(&os, udp_only);
     assert!(os.world().scanned_protos.is_empty());
     assert!(baseline.is_empty(), "UDP has no kernel events yet");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unbound_ports_are_looked_up_once_per_batch_and_by_cookie() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    // Ten listen() calls without bind() by one process in one batch: the
+    // kernel's cookies tell which port is whose, whatever the order.
+    let t = os.world().boot_ns;
+    {
+        let mut w = os.world();
+        for i in 0..10u16 {
+            w.held.push(HeldSocket {
+                pid: 4,
+                local: format!("0.0.0.0:{}", 41000 + 9 - i).parse().unwrap(),
+                cookie: Some(u64::from(100 + 9 - i)),
+            });
+        }
+    }
+    os.emit((0..10u16).map(|i| cev(Opened, t, u64::from(100 + i), "0.0.0.0", 0, 4)));
+    let mut opened: Vec<u16> = summary(&engine.next_reports().await.unwrap())
+        .iter()
+        .map(|s| s.1)
+        .collect();
+    opened.sort_unstable();
+    assert_eq!(opened, (41000..41010).collect::<Vec<_>>());
+    assert_eq!(os.world().held_lookups, 1, "one lookup for the whole batch");
+    // Each close names its own port.
+    for i in [3u16, 7, 0] {
+        os.emit([cev(
+            Closed,
+            t + 1,
+            u64::from(100 + i),
+            "0.0.0.0",
+            41000 + i,
+            4,
+        )]);
+        assert_eq!(
+            summary(&engine.next_reports().await.unwrap()),
+            [(Change::Closed, 41000 + i, 4, Source::Ebpf)]
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unbound_port_never_found_is_counted_and_left_to_a_resync() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    // The owner handed the socket on and exited: its fds do not show it.
+    os.emit([cev(Opened, t, 0x50, "0.0.0.0", 0, 4)]);
+    assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
+    {
+        let mut w = os.world();
+        w.listeners = vec![
+            Listener {
+                cookie: Some(0x50),
+                ..scanned(Proto::Tcp, "0.0.0.0", 41234, 8)
+            },
+            Listener {
+                cookie: Some(0x51),
+                ..scanned(Proto::Tcp, "127.0.0.1", 9000, 5)
+            },
+        ];
+        w.namespaces = [(NETNS, true)].into();
+    }
+    // A second batch looks again, misses again and gives up.
+    os.emit([cev(Opened, t + 1, 0x51, "127.0.0.1", 9000, 5)]);
+    assert_eq!(
+        summary(&engine.next_reports().await.unwrap()),
+        [(Change::Opened, 9000, 5, Source::Ebpf)]
+    );
+    assert_eq!(engine.stats().unresolved, 1);
+    let reports = within(&mut engine, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(resyncs(&reports)[0].reason, ResyncReason::Unresolved);
+    assert_eq!(
+        summary(&reports),
+        [(Change::Opened, 41234, 8, Source::Resync)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_times_follow_a_step_of_the_wall_clock() {
+    let os = FakeOs::new();
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.emit([ev(Opened, t, 0x1, "127.0.0.1", 1000, 1)]);
+    let before = engine.next_reports().await.unwrap();
+    // The wall clock is stepped an hour forward (NTP, an operator).
+    os.world().wall_at_boot += chrono::TimeDelta::hours(1);
+    let t = os.world().boot_ns;
+    os.emit([ev(Opened, t, 0x2, "127.0.0.1", 1001, 1)]);
+    let after = engine.next_reports().await.unwrap();
+    let ts = |r: &[Report]| match &r[0] {
+        Report::Port(e) => e.ts,
+        other => panic!("{other:?}"),
+    };
+    let wall_now = {
+        let w = os.world();
+        w.wall_at_boot + chrono::TimeDelta::nanoseconds(i64::try_from(w.boot_ns).unwrap())
+    };
+    assert!(ts(&after) - ts(&before) >= chrono::TimeDelta::hours(1));
+    assert!((wall_now - ts(&after)).abs() < chrono::TimeDelta::seconds(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resync_closes_nothing_in_a_namespace_it_could_not_read() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    // A listener in a namespace no process is in any more.
+    let mut lonely = cev(Opened, t, 0x77, "0.0.0.0", 5353, 3);
+    lonely.netns = NETNS + 9;
+    os.emit([lonely, cev(Opened, t, 0x78, "0.0.0.0", 80, 3)]);
+    engine.next_reports().await.unwrap();
+    // The scan reads NETNS only, where port 80 is gone (its close lost).
+    os.world().namespaces = [(NETNS, true)].into();
+    engine.request_resync();
+    let reports = engine.next_reports().await.unwrap();
+    assert_eq!(summary(&reports), [(Change::Closed, 80, 3, Source::Resync)]);
+    assert_eq!(
+        engine.listeners().map(|l| l.port).collect::<Vec<_>>(),
+        [5353]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thread_or_an_unknown_namespace_is_refused() {
+    let os = FakeOs::new();
+    os.world().threads.insert(1235, 1234);
+    let thread = EngineConfig {
+        filter: Filter {
+            pid: Some(1235),
+            ..Filter::default()
+        },
+        ..config()
+    };
+    assert_eq!(
+        Engine::start_with(&thread, os.os())
+            .err()
+            .map(|e| e.to_string()),
+        Some("1235 is a thread of process 1234, not a process: watch 1234 instead".into())
+    );
+    let netns = EngineConfig {
+        filter: Filter {
+            netns: Some(42),
+            ..Filter::default()
+        },
+        ..config()
+    };
+    assert_eq!(
+        Engine::start_with(&netns, os.os())
+            .err()
+            .map(|e| e.to_string()),
+        Some("no network namespace with inode 42 exists on this host".into())
+    );
 }

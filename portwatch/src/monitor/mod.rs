@@ -15,7 +15,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use crate::{
     engine::{Engine, EngineConfig, Report},
     error::{Error, Result},
-    event::{Listener, PortEvent},
+    event::{Listener, PortEvent, Source},
     report::{ResyncSummary, Stats},
     rules::{
         eval::{Alert, Evaluator},
@@ -55,7 +55,8 @@ impl Default for MonitorConfig {
     }
 }
 
-/// Everything a monitor reports, in order: the baseline's port events,
+/// Everything a monitor reports, in order: listeners that opened or
+/// closed while it started, the baseline's port events,
 /// [`MonitorEvent::Ready`], then live events.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MonitorEvent {
@@ -159,6 +160,12 @@ impl Monitor {
         let (engine, baseline) = Engine::start_with(&engine_config, os)?;
         let now = engine.host().wall_now();
         let mut queue = VecDeque::new();
+        if let Some(reason) = engine.listen_callback_missing() {
+            let message = format!(
+                "warning: the listen callback is not attached ({reason}): a listen() that fails may be reported as a listener opened and closed, and the port of a listen() without bind() is looked up in /proc"
+            );
+            queue.push_back(notice(NoticeKind::Warning, message, now));
+        }
         if engine_config.connections && engine.fallback_reason().is_some() {
             queue.push_back(notice(
                 NoticeKind::Warning,
@@ -166,6 +173,7 @@ impl Monitor {
                 now,
             ));
         }
+        let is_baseline = |e: &&PortEvent| e.source == Source::Baseline;
         let alerting = config.rules.zip(watch).map(|(source, watch)| {
             let mut tick = tokio::time::interval(config.sample_interval);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -174,7 +182,10 @@ impl Monitor {
                 // UnknownProcessListening.
                 evaluator: Evaluator::new(
                     source.rules,
-                    baseline.iter().map(|e| e.listener.comm.clone()),
+                    baseline
+                        .iter()
+                        .filter(is_baseline)
+                        .map(|e| e.listener.comm.clone()),
                 ),
                 path: source.path,
                 watch,
@@ -182,18 +193,28 @@ impl Monitor {
                 tick,
             }
         });
-        let listeners = baseline.len();
-        queue.extend(baseline.into_iter().map(MonitorEvent::Port));
-        queue.push_back(MonitorEvent::Ready(Ready {
-            backend: engine.backend_name(),
-            listeners,
-            ts: now,
-        }));
-        Ok(Self {
+        let listeners = baseline.iter().filter(is_baseline).count();
+        let mut monitor = Self {
             engine,
             alerting,
             queue,
-        })
+        };
+        // Start-up events that are no baseline are live news: rules see
+        // them.
+        for ev in baseline {
+            if ev.source == Source::Baseline {
+                monitor.queue.push_back(MonitorEvent::Port(ev));
+            } else {
+                monitor.report(Report::Port(ev));
+            }
+        }
+        let backend = monitor.engine.backend_name();
+        monitor.queue.push_back(MonitorEvent::Ready(Ready {
+            backend,
+            listeners,
+            ts: now,
+        }));
+        Ok(monitor)
     }
 
     /// The next event. Cancel-safe: dropping the future loses nothing.

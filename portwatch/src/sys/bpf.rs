@@ -7,18 +7,18 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, CgroupAttachMode, SockOps, TracePoint},
 };
 use portwatch_common::{
     CONN_PROG, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
-    FILTER_TREE_GLOBAL, FORK_PROG, OFFSETS_GLOBAL, SET_STATE_BTF_PROG, SET_STATE_PROG,
-    SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
-    WATCHED_MAP,
+    FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CB_MAP, LISTEN_CB_PROG, OFFSETS_GLOBAL,
+    SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent,
+    SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets, WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::{EventSource, btf, tracefs};
+use super::{EventSource, btf, cgroup, tracefs};
 use crate::{
     error::{Error, Result},
     event::KernelEvent,
@@ -59,6 +59,8 @@ pub enum Hook {
 pub(crate) struct ProbeConfig {
     pub ring_buffer_bytes: u32,
     pub hook: Hook,
+    /// Attach the listen callback when possible.
+    pub listen_callback: bool,
     /// Report only processes in the watched set, kept up to date across
     /// forks and exits by the kernel.
     pub filter_tree: bool,
@@ -87,6 +89,13 @@ pub(crate) struct KernelProbe {
     ring_bytes: u64,
     drained: u64,
     netns_known: bool,
+    hook: Hook,
+    config: ProbeConfig,
+    /// Why the listen callback is not attached, if it was wanted and is
+    /// not: opens then come from the state change alone.
+    listen_cb_missing: Option<String>,
+    /// Whether events carry socket cookies (the BTF tracepoint).
+    cookies: bool,
     /// The connection program's link while attached.
     conn_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
     conn_loaded: bool,
@@ -95,7 +104,9 @@ pub(crate) struct KernelProbe {
 }
 
 impl KernelProbe {
-    /// Loads the programs and attaches them. Needs a tokio runtime with I/O.
+    /// Loads the programs and attaches the bookkeeping ones (the process
+    /// tree's); [`EventSource::start`] attaches those that report
+    /// listeners. Needs a tokio runtime with I/O.
     pub(crate) fn attach(config: &ProbeConfig) -> Result<Self> {
         raise_memlock_limit();
         // The raw BTF is as large as aya's own parse of it: a block, so it is
@@ -158,7 +169,7 @@ impl KernelProbe {
             attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", "sched_process_exit")?;
         }
         // aya's parse of the kernel BTF is large and slow: one serves both
-        // BTF-typed programs.
+        // BTF-typed programs. Loaded now, attached by `start`.
         let kernel_btf = if sock_offsets.valid != 0 {
             Some(Btf::from_sys_fs().map_err(|e| {
                 tracing::warn!("aya cannot parse the kernel BTF: {e}");
@@ -170,30 +181,17 @@ impl KernelProbe {
         match hook {
             Hook::TpBtf => {
                 let btf = kernel_btf.as_ref().ok_or(Error::NoBtf)?;
-                let program: &mut BtfTracePoint = ebpf
-                    .program_mut(SET_STATE_BTF_PROG)
-                    .ok_or(Error::MissingObject(
-                        "the inet_sock_set_state tp_btf program",
-                    ))?
-                    .try_into()
-                    .map_err(|e| program_err("use the tp_btf program", e))?;
-                program
+                btf_program(&mut ebpf, SET_STATE_BTF_PROG)?
                     .load("inet_sock_set_state", btf)
                     .map_err(|e| program_err("load the tp_btf program", e))?;
-                program
-                    .attach()
-                    .map_err(|e| program_err("attach to tp_btf/inet_sock_set_state", e))?;
             }
-            _ => attach_tracepoint(&mut ebpf, SET_STATE_PROG, "sock", "inet_sock_set_state")?,
+            _ => tracepoint_program(&mut ebpf, SET_STATE_PROG)?
+                .load()
+                .map_err(|e| program_err("load a tracepoint program", e))?,
         }
         // The connection program needs BTF; loaded now, attached on demand.
         let conn_loaded = if let Some(btf) = &kernel_btf {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(CONN_PROG)
-                .ok_or(Error::MissingObject("the connection program"))?
-                .try_into()
-                .map_err(|e| program_err("use the connection program", e))?;
-            program
+            btf_program(&mut ebpf, CONN_PROG)?
                 .load("inet_sock_set_state", btf)
                 .map_err(|e| program_err("load the connection program", e))?;
             true
@@ -232,7 +230,7 @@ impl KernelProbe {
         } else {
             None
         };
-        Self {
+        Ok(Self {
             events,
             counters,
             watched,
@@ -240,20 +238,41 @@ impl KernelProbe {
             ring_bytes: u64::from(config.ring_buffer_bytes),
             drained: 0,
             netns_known: sock_offsets.valid != 0,
+            hook,
+            config: config.clone(),
+            listen_cb_missing: None,
+            cookies: hook == Hook::TpBtf,
             conn_link: None,
             conn_loaded,
             _ebpf: ebpf,
-        }
-        .with_connections(config.connections)
-    }
-
-    fn with_connections(mut self, on: bool) -> Result<Self> {
-        self.set_connections(on)?;
-        Ok(self)
+        })
     }
 }
 
 impl EventSource for KernelProbe {
+    /// The listen callback before the state change: once the state change
+    /// runs, every open it leaves to the callback is reported.
+    fn start(&mut self) -> Result<()> {
+        self.listen_cb_missing = match (self.config.listen_callback, self.hook) {
+            (false, _) => None,
+            (true, Hook::TpBtf) => attach_listen_cb(&mut self._ebpf).err(),
+            (true, _) => Some("it needs the tp_btf hook".to_string()),
+        };
+        match self.hook {
+            Hook::TpBtf => {
+                btf_program(&mut self._ebpf, SET_STATE_BTF_PROG)?
+                    .attach()
+                    .map_err(|e| program_err("attach to tp_btf/inet_sock_set_state", e))?;
+            }
+            _ => {
+                tracepoint_program(&mut self._ebpf, SET_STATE_PROG)?
+                    .attach("sock", "inet_sock_set_state")
+                    .map_err(|e| program_err("attach a tracepoint program", e))?;
+            }
+        }
+        self.set_connections(self.config.connections)
+    }
+
     /// While detached, connections cost nothing beyond the listen
     /// program's state check.
     fn set_connections(&mut self, on: bool) -> Result<()> {
@@ -263,12 +282,7 @@ impl EventSource for KernelProbe {
         if on && !self.conn_loaded {
             return Err(Error::ConnectionsNeedBtf);
         }
-        let program: &mut BtfTracePoint = self
-            ._ebpf
-            .program_mut(CONN_PROG)
-            .ok_or(Error::MissingObject("the connection program"))?
-            .try_into()
-            .map_err(|e| program_err("use the connection program", e))?;
+        let program = btf_program(&mut self._ebpf, CONN_PROG)?;
         match self.conn_link.take() {
             Some(link) => program
                 .detach(link)
@@ -286,6 +300,14 @@ impl EventSource for KernelProbe {
 
     fn netns_known(&self) -> bool {
         self.netns_known
+    }
+
+    fn listen_cb_missing(&self) -> Option<&str> {
+        self.listen_cb_missing.as_deref()
+    }
+
+    fn cookies(&self) -> bool {
+        self.cookies
     }
 
     fn watch_pids(&mut self, pids: &[u32]) -> Result<()> {
@@ -395,9 +417,45 @@ fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         // possible_net_t holds the `struct net *` as its only member.
         skc_net: common + sc("skc_net")?,
         sk_protocol: b.member_offset("sock", &["sk_protocol"])?,
+        sk_uid: b.member_offset("sock", &["sk_uid"])?,
         net_ns_inum: b.member_offset("net", &["ns", "inum"])?,
+        task_group_leader: b.member_offset("task_struct", &["group_leader"])?,
+        task_comm: b.member_offset("task_struct", &["comm"])?,
         valid: 1,
     })
+}
+
+/// Attaches the listen callback (sock_ops) at the root of the cgroup v2
+/// hierarchy, where it sees every socket of the host, and tells the
+/// state-change program so. Only at the true root: below it (portwatch in
+/// a cgroup namespace) sockets of other cgroups would never be confirmed.
+/// Without it the state change reports opens itself, as on kernels
+/// without cgroup v2; the error says why, in a few words.
+fn attach_listen_cb(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
+    let root = cgroup::root_dir().ok_or("no cgroup v2 hierarchy root is mounted")?;
+    let cgroup =
+        fs::File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    let program: &mut SockOps = ebpf
+        .program_mut(LISTEN_CB_PROG)
+        .ok_or("the eBPF object has no listen callback")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load().map_err(|e| {
+        // The verifier's log is long: for RUST_LOG=debug only.
+        tracing::debug!("loading the listen callback failed: {e:?}");
+        "the kernel refused to load it".to_string()
+    })?;
+    // Single: aya's multi flags are refused by bpf_link_create, and cgroup
+    // links share the hook with other programs anyway.
+    program
+        .attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(|e| format!("cannot attach it to {}: {e}", root.display()))?;
+    let mut flag: Array<&mut MapData, u32> = Array::try_from(
+        ebpf.map_mut(LISTEN_CB_MAP)
+            .ok_or("the eBPF object has no LISTEN_CB map")?,
+    )
+    .map_err(|e| format!("{e}"))?;
+    flag.set(0, 1, 0).map_err(|e| format!("{e}"))
 }
 
 fn attach_tracepoint(
@@ -406,11 +464,7 @@ fn attach_tracepoint(
     category: &str,
     name: &str,
 ) -> Result<()> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(prog)
-        .ok_or(Error::MissingObject("a tracepoint program"))?
-        .try_into()
-        .map_err(|e| program_err("use a tracepoint program", e))?;
+    let program = tracepoint_program(ebpf, prog)?;
     program
         .load()
         .map_err(|e| program_err("load a tracepoint program", e))?;
@@ -418,6 +472,20 @@ fn attach_tracepoint(
         .attach(category, name)
         .map_err(|e| program_err("attach a tracepoint program", e))?;
     Ok(())
+}
+
+fn tracepoint_program<'a>(ebpf: &'a mut Ebpf, prog: &'static str) -> Result<&'a mut TracePoint> {
+    ebpf.program_mut(prog)
+        .ok_or(Error::MissingObject("a tracepoint program"))?
+        .try_into()
+        .map_err(|e| program_err("use a tracepoint program", e))
+}
+
+fn btf_program<'a>(ebpf: &'a mut Ebpf, prog: &'static str) -> Result<&'a mut BtfTracePoint> {
+    ebpf.program_mut(prog)
+        .ok_or(Error::MissingObject("a tp_btf program"))?
+        .try_into()
+        .map_err(|e| program_err("use a tp_btf program", e))
 }
 
 fn program_err(action: &'static str, e: aya::programs::ProgramError) -> Error {

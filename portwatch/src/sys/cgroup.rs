@@ -71,6 +71,13 @@ fn walk(root: &Path, dir: &Path, out: &mut HashMap<u64, String>, depth: u32) {
     }
 }
 
+/// The root of the host's cgroup v2 hierarchy, where programs attached see
+/// every socket: the cgroup2 mount, if its directory is the root cgroup
+/// (inode 1; in a cgroup namespace the mount shows a subtree).
+pub(crate) fn root_dir() -> Option<PathBuf> {
+    cgroup2_mount().filter(|p| fs::metadata(p).is_ok_and(|m| m.ino() == 1))
+}
+
 /// Where cgroup2 is mounted (`/sys/fs/cgroup` or, on hybrid systems,
 /// `/sys/fs/cgroup/unified`).
 fn cgroup2_mount() -> Option<PathBuf> {

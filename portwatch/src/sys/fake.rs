@@ -5,7 +5,6 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, Waker},
 };
@@ -13,10 +12,13 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use portwatch_common::SockEventKind;
 
-use super::{EventSource, Host, KernelCounters, Os, ProbeConfig, ProcessUsage, SocketQuery};
+use super::{
+    EventSource, HeldSocket, Host, KernelCounters, Os, ProbeConfig, ProcessKind, ProcessUsage,
+    SocketQuery,
+};
 use crate::{
     error::{Error, Result},
-    event::{KernelEvent, Listener, Proto},
+    event::{KernelEvent, Listener, Proto, Scan},
 };
 
 /// A change made while a scan runs (after it started, before it reads).
@@ -30,25 +32,38 @@ pub(crate) struct World {
     pub owners_full: u64,
     /// What a scan finds.
     pub listeners: Vec<Listener>,
+    /// The namespaces a scan reads, and whether with cookies; by default
+    /// NETNS, without.
+    pub namespaces: HashMap<u64, bool>,
     /// Run by the next scans, one each.
     pub during_scan: VecDeque<DuringScan>,
     pub scans: usize,
     /// The protocols the last scan asked for.
     pub scanned_protos: Vec<Proto>,
-    /// What `listening_sockets_of` answers, per pid.
-    pub sockets_of: HashMap<u32, Vec<SocketAddr>>,
+    /// What `held_listeners` answers.
+    pub held: Vec<HeldSocket>,
+    /// How many times `held_listeners` was asked.
+    pub held_lookups: usize,
     pub links: Vec<(u32, u32)>,
     pub processes: HashSet<u32>,
+    /// Threads: tid -> their process.
+    pub threads: HashMap<u32, u32>,
+    pub namespaces_on_host: HashSet<u64>,
     pub usage: HashMap<u32, ProcessUsage>,
     /// CLOCK_BOOTTIME; every read advances it by 1 ns.
     pub boot_ns: u64,
     pub wall_at_boot: DateTime<Utc>,
     pub netns_known: bool,
+    /// Whether events carry socket cookies.
+    pub cookies: bool,
     pub watched: HashSet<u32>,
     pub filter_tree: bool,
     pub connections: bool,
     /// Whether attaching fails (no privileges).
     pub attach_fails: bool,
+    /// How many processes were in the watched set when the listener
+    /// programs were attached.
+    pub watched_at_start: usize,
     waker: Option<Waker>,
 }
 
@@ -62,6 +77,8 @@ impl FakeOs {
             boot_ns: 1_000_000_000,
             wall_at_boot: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
             netns_known: true,
+            namespaces: [(NETNS, false)].into(),
+            namespaces_on_host: [NETNS].into(),
             ..World::default()
         };
         Self(Arc::new(Mutex::new(world)))
@@ -112,6 +129,12 @@ impl World {
 struct FakeSource(FakeOs);
 
 impl EventSource for FakeSource {
+    fn start(&mut self) -> Result<()> {
+        let mut w = self.0.world();
+        w.watched_at_start = w.watched.len();
+        Ok(())
+    }
+
     fn poll_read(&mut self, cx: &mut Context<'_>, out: &mut Vec<KernelEvent>) -> Poll<Result<()>> {
         let mut w = self.0.world();
         if w.ring.is_empty() {
@@ -150,6 +173,14 @@ impl EventSource for FakeSource {
         self.0.world().netns_known
     }
 
+    fn listen_cb_missing(&self) -> Option<&str> {
+        None
+    }
+
+    fn cookies(&self) -> bool {
+        self.0.world().cookies
+    }
+
     fn is_watched(&self, pid: u32) -> bool {
         let w = self.0.world();
         !w.filter_tree || w.watched.contains(&pid)
@@ -173,7 +204,7 @@ impl Host for FakeHost {
         &mut self,
         queries: &[SocketQuery],
         owner_ok: &dyn Fn(u32) -> bool,
-    ) -> Result<Vec<Listener>> {
+    ) -> Result<Scan> {
         let mut w = self.0.world();
         w.scans += 1;
         w.scanned_protos = queries.iter().map(|q| q.proto).collect();
@@ -183,30 +214,47 @@ impl Host for FakeHost {
         }
         w.now_ns();
         let candidates = w.listeners.clone();
+        let namespaces = w.namespaces.clone();
         // `owner_ok` asks the fake source, which takes the lock too.
         drop(w);
-        Ok(candidates
-            .into_iter()
-            .filter(|l| queries.iter().any(|q| q.proto == l.proto))
-            .filter(|l| owner_ok(l.pid))
-            .collect())
+        Ok(Scan {
+            listeners: candidates
+                .into_iter()
+                .filter(|l| queries.iter().any(|q| q.proto == l.proto))
+                .filter(|l| namespaces.contains_key(&l.netns))
+                .filter(|l| owner_ok(l.pid))
+                .collect(),
+            namespaces,
+        })
     }
 
-    fn listening_sockets_of(&mut self, pid: u32) -> Vec<SocketAddr> {
-        self.0
-            .world()
-            .sockets_of
-            .get(&pid)
-            .cloned()
-            .unwrap_or_default()
+    fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
+        let mut w = self.0.world();
+        w.held_lookups += 1;
+        w.held
+            .iter()
+            .filter(|h| pids.contains(&h.pid))
+            .copied()
+            .collect()
     }
 
     fn parent_links(&mut self) -> Result<Vec<(u32, u32)>> {
         Ok(self.0.world().links.clone())
     }
 
-    fn process_exists(&self, pid: u32) -> bool {
-        self.0.world().processes.contains(&pid)
+    fn process_kind(&self, pid: u32) -> ProcessKind {
+        let w = self.0.world();
+        if w.processes.contains(&pid) {
+            ProcessKind::Process
+        } else if let Some(tgid) = w.threads.get(&pid) {
+            ProcessKind::ThreadOf(*tgid)
+        } else {
+            ProcessKind::Missing
+        }
+    }
+
+    fn netns_exists(&self, ino: u64) -> bool {
+        self.0.world().namespaces_on_host.contains(&ino)
     }
 
     fn boot_now_ns(&self) -> u64 {
@@ -244,7 +292,8 @@ pub(crate) fn kernel_event(
         kind,
         proto: Proto::Tcp,
         ts_ns,
-        skaddr: sk,
+        sock: sk,
+        sock_is_cookie: false,
         cgroup_id: 1,
         tgid: pid,
         tid: pid,
@@ -276,7 +325,7 @@ pub(crate) fn scanned(proto: Proto, addr: &str, port: u16, pid: u32) -> Listener
         pid,
         comm: format!("p{pid}"),
         uid: 0,
-        skaddr: None,
+        cookie: None,
         inode: Some(u64::from(port)),
         netns: NETNS,
         cgroup: String::new(),

@@ -11,6 +11,7 @@ pub(crate) mod clock;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod file_watch;
+pub(crate) mod netns;
 pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
 pub(crate) mod sock_diag;
@@ -18,22 +19,27 @@ pub(crate) mod socket_table;
 pub(crate) mod tracefs;
 pub(crate) mod usage;
 
-use std::{
-    net::SocketAddr,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
 
 pub(crate) use self::{
     bpf::{KernelCounters, ProbeConfig},
+    procfs_scan::{HeldSocket, ProcessKind},
     socket_table::SocketQuery,
     usage::ProcessUsage,
 };
-use crate::{error::Result, event::KernelEvent, event::Listener};
+use crate::{
+    error::Result,
+    event::{KernelEvent, Scan},
+};
 
 /// The kernel side: the attached programs and their ring buffer.
 pub(crate) trait EventSource: Send {
+    /// Attaches the programs that report listeners. Until then only the
+    /// bookkeeping ones run (the process tree's), so that the tree can be
+    /// seeded before the first listener is judged in or out of it.
+    fn start(&mut self) -> Result<()>;
     /// Ready once the ring buffer has events; then appends all of them.
     fn poll_read(&mut self, cx: &mut Context<'_>, out: &mut Vec<KernelEvent>) -> Poll<Result<()>>;
     /// Appends whatever the ring buffer holds now, without waiting.
@@ -48,6 +54,11 @@ pub(crate) trait EventSource: Send {
     fn malformed(&self) -> u64;
     /// Whether events carry the socket's network namespace.
     fn netns_known(&self) -> bool;
+    /// Why opens do not come from the listen callback (only after
+    /// `listen()` succeeded, with the final port) though it was asked for.
+    fn listen_cb_missing(&self) -> Option<&str>;
+    /// Whether events name sockets by cookie (else by kernel address).
+    fn cookies(&self) -> bool;
     /// Whether a process is in the kernel's watched set (always true
     /// without a process-tree filter).
     fn is_watched(&self, pid: u32) -> bool;
@@ -61,17 +72,21 @@ pub(crate) trait EventSource: Send {
 pub(crate) trait Host: Send {
     /// Every socket `queries` ask for, in every namespace, with its owner:
     /// the oldest holder for which `owner_ok` is true (pid 0 if none, kept
-    /// only if `owner_ok(0)`).
+    /// only if `owner_ok(0)`), and which namespaces were read.
     fn scan_listeners(
         &mut self,
         queries: &[SocketQuery],
         owner_ok: &dyn Fn(u32) -> bool,
-    ) -> Result<Vec<Listener>>;
-    /// The listening TCP sockets process `pid` holds.
-    fn listening_sockets_of(&mut self, pid: u32) -> Vec<SocketAddr>;
+    ) -> Result<Scan>;
+    /// The listening TCP sockets processes `pids` hold (one table read per
+    /// namespace).
+    fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket>;
     /// (pid, parent pid) of every process.
     fn parent_links(&mut self) -> Result<Vec<(u32, u32)>>;
-    fn process_exists(&self, pid: u32) -> bool;
+    fn process_kind(&self, pid: u32) -> ProcessKind;
+    /// Whether a network namespace with this inode exists (one with a
+    /// process in it, or an `ip netns` one).
+    fn netns_exists(&self, ino: u64) -> bool;
     /// CLOCK_BOOTTIME, the clock kernel events are stamped with.
     fn boot_now_ns(&self) -> u64;
     fn wall_now(&self) -> DateTime<Utc>;
@@ -125,20 +140,24 @@ impl Host for SystemHost {
         &mut self,
         queries: &[SocketQuery],
         owner_ok: &dyn Fn(u32) -> bool,
-    ) -> Result<Vec<Listener>> {
+    ) -> Result<Scan> {
         procfs_scan::scan_listeners(queries, owner_ok)
     }
 
-    fn listening_sockets_of(&mut self, pid: u32) -> Vec<SocketAddr> {
-        procfs_scan::listening_sockets_of(pid)
+    fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
+        procfs_scan::held_listeners(pids)
     }
 
     fn parent_links(&mut self) -> Result<Vec<(u32, u32)>> {
         procfs_scan::parent_links()
     }
 
-    fn process_exists(&self, pid: u32) -> bool {
-        procfs_scan::process_exists(pid)
+    fn process_kind(&self, pid: u32) -> ProcessKind {
+        procfs_scan::process_kind(pid)
+    }
+
+    fn netns_exists(&self, ino: u64) -> bool {
+        procfs_scan::netns_exists(ino)
     }
 
     fn boot_now_ns(&self) -> u64 {

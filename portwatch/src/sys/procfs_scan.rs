@@ -1,27 +1,24 @@
-//! The procfs baseline: the sockets of every network namespace that has
-//! processes, and the processes owning them.
+//! The procfs baseline: the sockets of every network namespace, and the
+//! processes owning them.
 
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
     mem::MaybeUninit,
     net::SocketAddr,
-    os::unix::fs::MetadataExt as _,
 };
 
-use procfs::{
-    FromRead as _, ProcessCGroups,
-    process::{FDTarget, Process, Stat},
-};
+use procfs::process::{FDTarget, Process};
 
 use super::{
+    netns::{self, Entered, Namespaces},
     sock_diag,
-    socket_table::{SocketEntry, SocketQuery},
+    socket_table::{SocketEntry, SocketQuery, States},
 };
 use crate::{
     error::{Error, Result},
-    event::{Listener, Proto},
-    safe_text::safe_str,
+    event::{Listener, Proto, Scan},
+    safe_text::safe_text,
 };
 
 /// A process that holds a socket open.
@@ -34,69 +31,145 @@ pub(crate) struct Holder {
     pub comm: String,
 }
 
-/// The network namespace inode of a process (`/proc/PID/ns/net`).
-pub(crate) fn netns_of(pid: u32) -> Option<u64> {
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(|m| m.ino())
+/// The fields of /proc/PID/stat portwatch uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Made safe from the raw bytes, exactly as a kernel event's name is.
+    pub comm: String,
+    pub ppid: u32,
+    pub start_time: u64,
 }
 
-/// A process's cgroup v2 path, or empty when it has none.
+/// Parses /proc/PID/stat. Pure. The name is the bytes between the first
+/// `(` and the last `)`, as they are: a name may hold spaces, parentheses
+/// and bytes that are not UTF-8 (procfs's parser decodes it lossily, which
+/// would make distinct names look alike).
+pub(crate) fn parse_stat(bytes: &[u8]) -> Option<ProcStat> {
+    let open = bytes.iter().position(|&b| b == b'(')?;
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    let comm = safe_text(bytes.get(open + 1..close)?);
+    let rest = std::str::from_utf8(bytes.get(close + 1..)?).ok()?;
+    // Fields after the name, from field 3 (state) on.
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    Some(ProcStat {
+        comm,
+        ppid: fields.get(1)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// A process's cgroup v2 path (the `0::` line), made safe, or empty.
 pub(crate) fn cgroup_of(pid: u32) -> String {
-    ProcessCGroups::from_file(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|groups| {
-            groups
-                .0
-                .into_iter()
-                .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
-        })
-        .map(|g| safe_str(&g.pathname))
+    let Ok(bytes) = std::fs::read(format!("/proc/{pid}/cgroup")) else {
+        return String::new();
+    };
+    bytes
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"0::"))
+        .map(safe_text)
         .unwrap_or_default()
 }
 
-/// Every socket `queries` ask for, in every namespace, with its owner: the
-/// oldest process holding it for which `owner_ok` is true. A socket no
-/// such process holds is kept with pid 0 only if `owner_ok(0)`.
+/// Whether `pid` names a process, a thread of one, or nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProcessKind {
+    Missing,
+    Process,
+    /// A thread that is not its process's leader.
+    ThreadOf(u32),
+}
+
+pub(crate) fn process_kind(pid: u32) -> ProcessKind {
+    match Process::new(pid as i32).and_then(|p| p.status()) {
+        Ok(s) if s.tgid == pid as i32 => ProcessKind::Process,
+        Ok(s) => ProcessKind::ThreadOf(u32::try_from(s.tgid).unwrap_or(0)),
+        Err(_) => ProcessKind::Missing,
+    }
+}
+
+/// Every socket `queries` ask for, in every network namespace, with its
+/// owner: the oldest process holding it for which `owner_ok` is true. A
+/// socket no such process holds is kept with pid 0 only if `owner_ok(0)`.
 ///
-/// The socket tables are read before and after the processes' file
-/// descriptors, and only sockets present both times are kept: a socket
-/// that exists across the whole scan cannot hide from the descriptor walk,
-/// and one that was closed meanwhile is not reported as an orphan. (A
-/// table read while it changes may also list a socket twice.)
+/// The namespaces are those of processes, of `ip netns`, and those that
+/// only a socket held by a process elsewhere leads to. The socket tables
+/// are read before and after the processes' file descriptors, and only
+/// sockets present both times are kept: a socket that exists across the
+/// whole scan cannot hide from the descriptor walk, and one closed
+/// meanwhile is not reported as an orphan. (A table read while it changes
+/// may also list a socket twice.)
 pub(crate) fn scan_listeners(
     queries: &[SocketQuery],
     owner_ok: &dyn Fn(u32) -> bool,
-) -> Result<Vec<Listener>> {
-    let before = read_tables(&list_processes()?, queries);
+) -> Result<Scan> {
+    let mut spaces = Namespaces::new(&list_processes()?);
+    let mut before = read_tables(&spaces, &spaces.inodes(), queries);
     // Listed again after the first read: whoever created a socket seen in
     // that read existed by then, so the walk below meets its holder.
     let all = list_processes()?;
-    let wanted: HashSet<u64> = before.iter().map(|e| e.inode).collect();
-    let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
-    for (pid, _) in &all {
-        // Processes come and go while we read: one that vanished is skipped.
-        let mut holder = None;
-        for inode in socket_inodes(*pid) {
+    spaces.add_processes(&all);
+    let mut wanted: HashSet<u64> = rows(&before).map(|e| e.inode).collect();
+    // Every socket descriptor: who holds each socket, and the first place
+    // each socket missing from the tables was seen.
+    let mut holders: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut elsewhere: HashMap<u64, (u32, u32)> = HashMap::new();
+    for &(pid, _) in &all {
+        for (fd, inode) in socket_fds(pid) {
+            holders.entry(inode).or_default().push(pid);
             if !wanted.contains(&inode) {
-                continue;
-            }
-            if holder.is_none() {
-                holder = holder_of(*pid);
-            }
-            if let Some(h) = &holder {
-                holders.entry(inode).or_default().push(h.clone());
+                elsewhere.entry(inode).or_insert((pid, fd));
             }
         }
     }
+    // Sockets of a namespace no process is in.
+    let found = namespaces_of_sockets(&mut spaces, &all, elsewhere, queries);
+    if !found.is_empty() {
+        let more = read_tables(&spaces, &found, queries);
+        wanted.extend(rows(&more).map(|e| e.inode));
+        before.extend(more);
+    }
 
-    let after: HashSet<u64> = read_tables(&all, queries).iter().map(|e| e.inode).collect();
+    let after = read_tables(
+        &spaces,
+        &before.keys().copied().collect::<Vec<_>>(),
+        queries,
+    );
+    let still: HashSet<u64> = rows(&after).map(|e| e.inode).collect();
+    let mut namespaces = HashMap::new();
     let mut seen = HashSet::new();
-    let entries: Vec<SocketEntry> = before
-        .into_iter()
-        .filter(|e| after.contains(&e.inode) && seen.insert(e.inode))
-        .collect();
-    let mut listeners = listeners_with_owners(entries, &holders, owner_ok);
+    let mut entries = Vec::new();
+    for (ino, (cookies, table)) in before {
+        // Read both times, or not read at all.
+        let Some((cookies_after, _)) = after.get(&ino) else {
+            continue;
+        };
+        namespaces.insert(ino, cookies && *cookies_after);
+        entries.extend(
+            table
+                .into_iter()
+                .filter(|e| still.contains(&e.inode) && seen.insert(e.inode)),
+        );
+    }
+    let mut stats: HashMap<u32, Option<ProcStat>> = HashMap::new();
+    let mut owners: HashMap<u64, Vec<Holder>> = HashMap::new();
+    for e in &entries {
+        for &pid in holders.get(&e.inode).into_iter().flatten() {
+            // Processes come and go while we read: one that vanished is
+            // skipped.
+            if let Some(stat) = stats.entry(pid).or_insert_with(|| read_stat(pid)) {
+                owners.entry(e.inode).or_default().push(Holder {
+                    pid,
+                    start_time: stat.start_time,
+                    comm: stat.comm.clone(),
+                });
+            }
+        }
+    }
+    let mut listeners = listeners_with_owners(entries, &owners, owner_ok);
     // One read per owner, not per socket: servers own many.
     let mut cgroups: HashMap<u32, String> = HashMap::new();
     for l in &mut listeners {
@@ -107,13 +180,67 @@ pub(crate) fn scan_listeners(
                 .clone();
         }
     }
-    Ok(listeners)
+    Ok(Scan {
+        listeners,
+        namespaces,
+    })
 }
 
-/// The socket inodes a process holds: one readlinkat(2) per descriptor,
-/// relative to the open fd directory, so the kernel does not walk
-/// /proc/PID/fd/N from the root for each one (ss does, and pays for it).
-fn socket_inodes(pid: u32) -> Vec<u64> {
+/// Finds the namespaces that sockets missing from the tables read so far
+/// lead to, adds them to `spaces` and returns them. Most such sockets are
+/// Unix sockets, or TCP and UDP sockets in states the queries did not ask
+/// for: the first are told apart by their protocol name, the second by a
+/// read of every state of their holder's namespace; only what is left is
+/// asked for its namespace (SIOCGSKNS).
+fn namespaces_of_sockets(
+    spaces: &mut Namespaces,
+    processes: &[(u32, Option<u64>)],
+    sockets: HashMap<u64, (u32, u32)>,
+    queries: &[SocketQuery],
+) -> Vec<u64> {
+    let protos: HashSet<Proto> = queries.iter().map(|q| q.proto).collect();
+    let netns_of: HashMap<u32, Option<u64>> = processes.iter().copied().collect();
+    let mut by_ns: HashMap<Option<u64>, Vec<(u64, u32, u32)>> = HashMap::new();
+    for (inode, (pid, fd)) in sockets {
+        if netns::socket_proto(pid, fd).is_some_and(|p| protos.contains(&p)) {
+            let ns = netns_of.get(&pid).copied().flatten();
+            by_ns.entry(ns).or_default().push((inode, pid, fd));
+        }
+    }
+    let every_state: Vec<SocketQuery> = protos
+        .iter()
+        .map(|&proto| SocketQuery {
+            proto,
+            states: States::ALL,
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (ns, candidates) in by_ns {
+        let known: HashSet<u64> = ns
+            .and_then(|ns| table_rows(spaces, ns, &every_state))
+            .map(|(_, rows)| rows.iter().map(|r| r.inode).collect())
+            .unwrap_or_default();
+        for (_, pid, fd) in candidates.into_iter().filter(|c| !known.contains(&c.0)) {
+            if let Some((ino, fd)) = netns::of_socket(pid, fd)
+                && spaces.add_fd(ino, fd)
+            {
+                found.push(ino);
+            }
+        }
+    }
+    found
+}
+
+/// The rows of every namespace's table.
+fn rows(tables: &HashMap<u64, (bool, Vec<SocketEntry>)>) -> impl Iterator<Item = &SocketEntry> {
+    tables.values().flat_map(|(_, rows)| rows)
+}
+
+/// The socket descriptors of a process: (fd, socket inode). One
+/// readlinkat(2) per descriptor, relative to the open fd directory, so the
+/// kernel does not walk /proc/PID/fd/N from the root for each one (ss
+/// does, and pays for it).
+fn socket_fds(pid: u32) -> Vec<(u32, u64)> {
     let dir_path = format!("/proc/{pid}/fd");
     let (Ok(dir), Ok(entries)) = (File::open(&dir_path), std::fs::read_dir(&dir_path)) else {
         return Vec::new();
@@ -122,10 +249,11 @@ fn socket_inodes(pid: u32) -> Vec<u64> {
     entries
         .flatten()
         .filter_map(|entry| {
-            let (link, _) =
-                rustix::fs::readlinkat_raw(&dir, entry.file_name().as_os_str(), &mut buf).ok()?;
+            let name = entry.file_name();
+            let fd: u32 = name.to_str()?.parse().ok()?;
+            let (link, _) = rustix::fs::readlinkat_raw(&dir, name.as_os_str(), &mut buf).ok()?;
             match std::str::from_utf8(link).ok()?.parse::<FDTarget>().ok()? {
-                FDTarget::Socket(inode) => Some(inode),
+                FDTarget::Socket(inode) => Some((fd, inode)),
                 _ => None,
             }
         })
@@ -142,48 +270,51 @@ fn list_processes() -> Result<Vec<(u32, Option<u64>)>> {
     Ok(dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .map(|pid| (pid, netns_of(pid)))
+        .map(|pid| (pid, netns::of_process(pid)))
         .collect())
 }
 
-/// The rows `queries` ask for in every namespace's tables, read through
-/// one process of each namespace: by sock_diag, or from /proc/PID/net/*
-/// where sock_diag is unavailable (a kernel without it, or a namespace we
-/// may not enter).
-fn read_tables(all: &[(u32, Option<u64>)], queries: &[SocketQuery]) -> Vec<SocketEntry> {
-    let own = netns_of(std::process::id());
-    let mut entries = Vec::new();
-    let mut done = HashSet::new();
-    for &(pid, netns) in all {
-        let Some(ns) = netns else { continue };
-        if done.contains(&ns) {
-            continue;
-        }
-        // If this process exited, another one of the namespace reads it.
-        if let Some(rows) = table_rows(pid, ns, own, queries) {
-            done.insert(ns);
-            entries.extend(rows);
-        }
-    }
-    entries
+/// The rows `queries` ask for in the tables of namespaces `inodes`, each
+/// with whether they came with cookies (sock_diag). A namespace that
+/// cannot be read is left out.
+fn read_tables(
+    spaces: &Namespaces,
+    inodes: &[u64],
+    queries: &[SocketQuery],
+) -> HashMap<u64, (bool, Vec<SocketEntry>)> {
+    inodes
+        .iter()
+        .filter_map(|&ino| Some((ino, table_rows(spaces, ino, queries)?)))
+        .collect()
 }
 
-/// The rows of namespace `ns`, read through process `pid` of it; None if
-/// that process is gone.
+/// The rows of namespace `ino`: by sock_diag, or from /proc/PID/net/*
+/// where sock_diag is unavailable (a kernel without it).
 fn table_rows(
-    pid: u32,
-    ns: u64,
-    own: Option<u64>,
+    spaces: &Namespaces,
+    ino: u64,
     queries: &[SocketQuery],
-) -> Option<Vec<SocketEntry>> {
-    let diag = if Some(ns) == own {
-        sock_diag::sockets_here(queries, ns)
-    } else {
-        sock_diag::sockets_in(pid, queries, ns)
-    };
-    if let Ok(rows) = diag {
-        return Some(rows);
+) -> Option<(bool, Vec<SocketEntry>)> {
+    let diag = spaces.with(ino, |entered| {
+        let rows = match entered {
+            Entered::Own => sock_diag::sockets_here(queries, ino),
+            other => sock_diag::sockets_in(other.fd()?, queries, ino),
+        };
+        rows.ok()
+    });
+    if let Some(rows) = diag {
+        return Some((true, rows));
     }
+    let own = std::process::id();
+    spaces
+        .processes(ino)
+        .chain((netns::of_process(own) == Some(ino)).then_some(own))
+        .find_map(|pid| proc_net_rows(pid, ino, queries))
+        .map(|rows| (false, rows))
+}
+
+/// The rows of /proc/PID/net/{tcp,tcp6,udp,udp6}: no cookies there.
+fn proc_net_rows(pid: u32, ino: u64, queries: &[SocketQuery]) -> Option<Vec<SocketEntry>> {
     let proc = Process::new(pid as i32).ok()?;
     let mut rows = Vec::new();
     for q in queries {
@@ -194,7 +325,8 @@ fn table_rows(
             remote,
             uid,
             inode,
-            netns: ns,
+            cookie: None,
+            netns: ino,
         };
         // A kernel without IPv6 has no tcp6 or udp6 table: that is no error.
         match q.proto {
@@ -239,15 +371,6 @@ fn table_rows(
     Some(rows)
 }
 
-fn holder_of(pid: u32) -> Option<Holder> {
-    let stat = Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
-    Some(Holder {
-        pid,
-        start_time: stat.starttime,
-        comm: safe_str(&stat.comm),
-    })
-}
-
 /// Pure: joins socket entries with the holders of their inodes.
 pub(crate) fn listeners_with_owners(
     entries: Vec<SocketEntry>,
@@ -272,7 +395,7 @@ pub(crate) fn listeners_with_owners(
                 pid: owner.map_or(0, |h| h.pid),
                 comm: owner.map_or_else(String::new, |h| h.comm.clone()),
                 uid: e.uid,
-                skaddr: None,
+                cookie: e.cookie,
                 inode: Some(e.inode),
                 netns: e.netns,
                 cgroup: String::new(),
@@ -282,39 +405,61 @@ pub(crate) fn listeners_with_owners(
         .collect()
 }
 
-/// The listening TCP sockets a process holds.
-pub(crate) fn listening_sockets_of(pid: u32) -> Vec<SocketAddr> {
-    let Some(ns) = netns_of(pid) else {
-        return Vec::new();
-    };
-    let held: HashSet<u64> = socket_inodes(pid).into_iter().collect();
-    table_rows(
-        pid,
-        ns,
-        netns_of(std::process::id()),
-        &[SocketQuery::TCP_LISTEN],
-    )
-    .unwrap_or_default()
-    .into_iter()
-    .filter(|r| held.contains(&r.inode))
-    .map(|r| r.local)
-    .collect()
+/// A listening socket a process holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeldSocket {
+    pub pid: u32,
+    pub local: SocketAddr,
+    pub cookie: Option<u64>,
+}
+
+/// The listening TCP sockets the processes `pids` hold: one table read
+/// per namespace, one descriptor walk per process.
+pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
+    let mut by_ns: HashMap<u64, Vec<u32>> = HashMap::new();
+    for &pid in pids {
+        if let Some(ns) = netns::of_process(pid) {
+            by_ns.entry(ns).or_default().push(pid);
+        }
+    }
+    let processes: Vec<(u32, Option<u64>)> = by_ns
+        .iter()
+        .flat_map(|(ns, pids)| pids.iter().map(|p| (*p, Some(*ns))))
+        .collect();
+    let spaces = Namespaces::from_processes(&processes);
+    let mut out = Vec::new();
+    for (ns, pids) in by_ns {
+        let Some((_, rows)) = table_rows(&spaces, ns, &[SocketQuery::TCP_LISTEN]) else {
+            continue;
+        };
+        let by_inode: HashMap<u64, &SocketEntry> = rows.iter().map(|r| (r.inode, r)).collect();
+        for pid in pids {
+            for (_, inode) in socket_fds(pid) {
+                if let Some(r) = by_inode.get(&inode) {
+                    out.push(HeldSocket {
+                        pid,
+                        local: r.local,
+                        cookie: r.cookie,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a network namespace with inode `ino` exists: one a process is
+/// in, or one of `ip netns`.
+pub(crate) fn netns_exists(ino: u64) -> bool {
+    list_processes().is_ok_and(|all| Namespaces::new(&all).contains(ino))
 }
 
 /// (pid, parent pid) of every process.
 pub(crate) fn parent_links() -> Result<Vec<(u32, u32)>> {
     Ok(list_processes()?
         .into_iter()
-        .filter_map(|(pid, _)| {
-            let stat = Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
-            Some((pid, u32::try_from(stat.ppid).ok()?))
-        })
+        .filter_map(|(pid, _)| Some((pid, read_stat(pid)?.ppid)))
         .collect())
-}
-
-/// Whether a process exists.
-pub(crate) fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]
@@ -329,6 +474,7 @@ mod tests {
             remote: "0.0.0.0:0".parse().unwrap(),
             uid: 1000,
             inode,
+            cookie: Some(inode + 1000),
             netns: 7,
         }
     }
@@ -359,9 +505,18 @@ mod tests {
                 out[0].pid,
                 out[0].comm.as_str(),
                 out[0].uid,
-                out[0].netns
+                out[0].netns,
+                out[0].cookie,
             ),
-            ("127.0.0.1".to_string(), 8080, 10, "master", 1000, 7)
+            (
+                "127.0.0.1".to_string(),
+                8080,
+                10,
+                "master",
+                1000,
+                7,
+                Some(1077)
+            )
         );
         assert_eq!(
             (out[1].address.to_string(), out[1].pid, out[1].comm.as_str()),
@@ -381,5 +536,22 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].pid, 50);
+    }
+
+    #[test]
+    fn stat_names_are_taken_as_bytes() {
+        let line = b"1234 (a) b (\xff\x1b) S 77 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3\n";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.comm, "a) b (\\xff\\x1b");
+        assert_eq!((stat.ppid, stat.start_time), (77, 987654));
+        // The lossy decoding would have made two names alike.
+        let other = b"1 (\xfe) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 1\n";
+        assert_ne!(
+            parse_stat(other).unwrap().comm,
+            parse_stat(b"1 (\xff) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 1\n")
+                .unwrap()
+                .comm
+        );
+        assert_eq!(parse_stat(b"garbage"), None);
     }
 }

@@ -4,7 +4,7 @@
 //! of the namespace, empty buckets included, on every read; a sock_diag
 //! dump asked for LISTEN only walks the listening table.
 
-use std::{fs::File, io, net::SocketAddr, os::fd::AsFd as _};
+use std::{io, net::SocketAddr, os::fd::BorrowedFd};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -38,24 +38,37 @@ pub(crate) fn sockets_here(queries: &[SocketQuery], netns: u64) -> io::Result<Ve
     Ok(out)
 }
 
-/// The same for the network namespace of process `pid`: a short-lived
-/// thread enters that namespace, and only that thread.
+/// The same inside the network namespace `ns` (an nsfs fd): a
+/// short-lived thread enters that namespace, and only that thread.
 pub(crate) fn sockets_in(
-    pid: u32,
+    ns: BorrowedFd<'_>,
     queries: &[SocketQuery],
     netns: u64,
 ) -> io::Result<Vec<SocketEntry>> {
-    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
     std::thread::scope(|s| {
         s.spawn(|| {
             // setns(2) changes the network namespace of this thread alone,
             // which ends with the scope.
-            move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
+            move_into_link_name_space(ns, Some(LinkNameSpaceType::Network))?;
             sockets_here(queries, netns)
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
     })
+}
+
+/// The kernel writes a socket's 64-bit cookie as two 32-bit words in host
+/// order, the low one first (`sock_diag_save_cookie`).
+fn cookie(bytes: &[u8; 8]) -> u64 {
+    let word = |i: usize| {
+        u64::from(u32::from_ne_bytes([
+            bytes[i],
+            bytes[i + 1],
+            bytes[i + 2],
+            bytes[i + 3],
+        ]))
+    };
+    word(0) | word(4) << 32
 }
 
 fn dump(
@@ -108,6 +121,7 @@ fn dump(
                         remote: SocketAddr::new(id.destination_address, id.destination_port),
                         uid: h.uid,
                         inode: u64::from(h.inode),
+                        cookie: Some(cookie(&id.cookie)),
                         netns,
                     });
                 }

@@ -17,6 +17,9 @@ pub(crate) mod state {
 pub(crate) struct States(pub u32);
 
 impl States {
+    /// Every state.
+    pub const ALL: States = States(u32::MAX);
+
     pub const fn only(state: u8) -> States {
         States(1 << state)
     }
@@ -50,6 +53,8 @@ pub(crate) struct SocketEntry {
     pub remote: SocketAddr,
     pub uid: u32,
     pub inode: u64,
+    /// The socket cookie; only sock_diag shows it.
+    pub cookie: Option<u64>,
     pub netns: u64,
 }
 
