@@ -80,7 +80,10 @@ fn run_churn(seconds: f64) -> Result<f64> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     None,
+    /// The default: tp_btf and the listen callback.
     TpBtf,
+    /// tp_btf alone: what the listen callback costs.
+    TpBtfNoCallback,
     Tracepoint,
     Bpftrace,
 }
@@ -89,7 +92,8 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::None => "no monitor",
-            Mode::TpBtf => "portwatch (tp_btf)",
+            Mode::TpBtf => "portwatch (tp_btf + listen callback)",
+            Mode::TpBtfNoCallback => "portwatch (tp_btf alone)",
             Mode::Tracepoint => "portwatch (tracepoint)",
             Mode::Bpftrace => "bpftrace",
         }
@@ -103,6 +107,14 @@ fn start(mode: Mode, root: &Path) -> Result<Option<Lines>> {
         Mode::TpBtf => {
             Lines::spawn(Command::new(&bin).args(["watch", "--json", "--hook", "tp-btf"]))?
         }
+        Mode::TpBtfNoCallback => Lines::spawn(Command::new(&bin).args([
+            "watch",
+            "--json",
+            "--hook",
+            "tp-btf",
+            "--listen-callback",
+            "off",
+        ]))?,
         Mode::Tracepoint => {
             Lines::spawn(Command::new(&bin).args(["watch", "--json", "--hook", "tracepoint"]))?
         }
@@ -129,11 +141,18 @@ fn set_bpf_stats(on: bool) {
 /// Runs every mode once per round for `rounds` rounds of `seconds` each,
 /// the order rotated each round so that no mode always runs first or
 /// last; then one run per monitor with `kernel.bpf_stats_enabled` for the
-/// per-run cost. A mode's ratio is the median over rounds of its rate
-/// over the same round's no-monitor rate: the machine's drift between
-/// rounds cancels out.
+/// per-run cost of each of its programs, and their kernel time per
+/// connection. A mode's ratio is the median over rounds of its rate over
+/// the same round's no-monitor rate: the machine's drift between rounds
+/// cancels out.
 pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
-    let modes = [Mode::None, Mode::TpBtf, Mode::Tracepoint, Mode::Bpftrace];
+    let modes = [
+        Mode::None,
+        Mode::TpBtf,
+        Mode::TpBtfNoCallback,
+        Mode::Tracepoint,
+        Mode::Bpftrace,
+    ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     set_bpf_stats(false);
     for round in 0..rounds {
@@ -168,14 +187,29 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
     for mode in &modes[1..] {
         let mon = start(*mode, root)?.context("a monitor")?;
         set_bpf_stats(true);
-        run_churn(seconds)?;
+        let rate = run_churn(seconds)?;
         let stats = prog_stats(mon.child.id());
         set_bpf_stats(false);
         mon.stop();
-        // The state-change program is the one that ran most.
-        if let Some((_, t, n)) = stats.iter().max_by_key(|s| s.2).copied() {
-            per_run.push(json!({ "mode": mode.name(), "run_cnt": n, "ns_per_run": t as f64 / n.max(1) as f64 }));
-        }
+        let connections = (rate * seconds).max(1.0);
+        let programs: Vec<Value> = stats
+            .iter()
+            .filter(|p| p.run_cnt > 0)
+            .map(|p| {
+                json!({
+                    "type": p.prog_type,
+                    "run_cnt": p.run_cnt,
+                    "ns_per_run": p.run_time_ns as f64 / p.run_cnt as f64,
+                    "runs_per_connection": p.run_cnt as f64 / connections,
+                })
+            })
+            .collect();
+        let total_ns: u64 = stats.iter().map(|p| p.run_time_ns).sum();
+        per_run.push(json!({
+            "mode": mode.name(),
+            "programs": programs,
+            "ns_per_connection": total_ns as f64 / connections,
+        }));
     }
     Ok(
         json!({ "throughput": throughput, "per_run": per_run, "seconds_per_run": seconds, "rounds": rounds }),

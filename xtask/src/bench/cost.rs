@@ -92,7 +92,7 @@ pub fn cleanup(root: &Path) -> Result<Value> {
     use rustix::process::Signal;
     for (name, sig) in [("SIGTERM", Signal::Term), ("SIGKILL", Signal::Kill)] {
         let mut w = start_watch(root)?;
-        let ids: Vec<u32> = prog_stats(w.child.id()).iter().map(|p| p.0).collect();
+        let ids: Vec<u32> = prog_stats(w.child.id()).iter().map(|p| p.id).collect();
         super::util::signal(&w.child, sig);
         let _ = w.child.wait();
         let deadline = Instant::now() + Duration::from_secs(5);

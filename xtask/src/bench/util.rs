@@ -130,7 +130,18 @@ pub fn status_field(pid: u32, name: &str) -> u64 {
 }
 
 /// (prog_id, run_time_ns, run_cnt) of every BPF program a process holds.
-pub fn prog_stats(pid: u32) -> Vec<(u32, u64, u64)> {
+/// What the kernel counted for one program (`kernel.bpf_stats_enabled`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProgStats {
+    pub id: u32,
+    /// `prog_type` from fdinfo (e.g. 26 tracing, 13 sock_ops).
+    pub prog_type: u32,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+}
+
+/// The programs process `pid` holds, from its fdinfo.
+pub fn prog_stats(pid: u32) -> Vec<ProgStats> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return out;
@@ -144,14 +155,22 @@ pub fn prog_stats(pid: u32) -> Vec<(u32, u64, u64)> {
                 .find_map(|l| l.strip_prefix(k))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        if let (Some(id), Some(t), Some(n)) =
-            (get("prog_id:"), get("run_time_ns:"), get("run_cnt:"))
-        {
-            out.push((id as u32, t, n));
+        if let (Some(id), Some(ty), Some(t), Some(n)) = (
+            get("prog_id:"),
+            get("prog_type:"),
+            get("run_time_ns:"),
+            get("run_cnt:"),
+        ) {
+            out.push(ProgStats {
+                id: id as u32,
+                prog_type: ty as u32,
+                run_time_ns: t,
+                run_cnt: n,
+            });
         }
     }
     out.sort();
-    out.dedup_by_key(|p| p.0);
+    out.dedup_by_key(|p| p.id);
     out
 }
 
