@@ -14,6 +14,7 @@ mod alerts_cli;
 mod backends;
 mod daemon;
 mod faults;
+mod hostile;
 mod library;
 mod list;
 mod namespaces;

@@ -111,6 +111,7 @@ struct StatsJson {
     drops: u64,
     resyncs: u64,
     owners_full: u64,
+    unresolved: u64,
     ts: String,
 }
 
@@ -122,6 +123,7 @@ pub fn stats_json(s: &Stats, ts: &DateTime<Utc>) -> String {
         drops: s.drops,
         resyncs: s.resyncs,
         owners_full: s.owners_full,
+        unresolved: s.unresolved,
         ts: format_ts(ts),
     })
 }

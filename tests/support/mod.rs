@@ -40,8 +40,12 @@ impl Watcher {
     /// Starts `portwatch ARGS` (which must print JSON lines and a ready
     /// line) and waits for the ready line.
     pub fn spawn(args: &[&str]) -> Watcher {
-        let mut child = Command::new(BIN)
-            .args(args)
+        Self::spawn_command(Command::new(BIN).args(args))
+    }
+
+    /// Like [`Self::spawn`] for a prepared command (environment, a wrapper).
+    pub fn spawn_command(cmd: &mut Command) -> Watcher {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

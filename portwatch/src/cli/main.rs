@@ -41,9 +41,14 @@ fn main() -> ExitCode {
         Err(e) => {
             // Library errors are whole sentences that already name their cause.
             eprintln!("portwatch: {e}");
-            // A pid that does not exist is a usage error, like a bad flag.
+            // A pid or namespace that cannot be watched is a usage error,
+            // like a bad flag.
             match e.downcast_ref::<portwatch::Error>() {
-                Some(portwatch::Error::NoSuchProcess(_)) => ExitCode::from(2),
+                Some(
+                    portwatch::Error::NoSuchProcess(_)
+                    | portwatch::Error::NotAProcess { .. }
+                    | portwatch::Error::NoSuchNetns(_),
+                ) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }

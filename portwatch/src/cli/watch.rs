@@ -51,8 +51,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             sink.line(&output::stats_json(&stats, &Utc::now()))?;
         } else {
             eprintln!(
-                "portwatch: {} events, {} dropped, {} resyncs, {} owners not tracked",
-                stats.events, stats.drops, stats.resyncs, stats.owners_full
+                "portwatch: {} events, {} dropped, {} resyncs, {} owners not tracked, {} ports not found",
+                stats.events, stats.drops, stats.resyncs, stats.owners_full, stats.unresolved
             );
         }
     }
