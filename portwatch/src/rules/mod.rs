@@ -3,6 +3,8 @@
 //! evaluation of rules against what the watcher sees (`eval`).
 
 pub mod eval;
+#[cfg(test)]
+mod fuzz;
 pub mod model;
 pub mod private;
 pub mod store;
