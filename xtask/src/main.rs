@@ -38,6 +38,9 @@ enum Task {
         /// Run only these sections (comma-separated); all by default
         #[arg(long, value_delimiter = ',')]
         only: Vec<bench::Section>,
+        /// Measure this portwatch binary instead of target/release/portwatch (e.g. an older build)
+        #[arg(long, value_name = "PATH")]
+        portwatch: Option<PathBuf>,
     },
     /// Loopback connection churn for the benchmarks (internal)
     #[command(hide = true)]
@@ -84,9 +87,20 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot start {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Task::Bench { quick, only } => {
+        Task::Bench {
+            quick,
+            only,
+            portwatch,
+        } => {
             build(&root)?;
-            bench::run(&root, &bench::Options { quick, only })
+            bench::run(
+                &root,
+                &bench::Options {
+                    quick,
+                    only,
+                    portwatch,
+                },
+            )
         }
         Task::Churn { seconds } => bench::churn_main(seconds),
         Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),

@@ -101,7 +101,7 @@ impl Mode {
 }
 
 fn start(mode: Mode, root: &Path) -> Result<Option<Lines>> {
-    let bin = root.join("target/release/portwatch");
+    let bin = super::portwatch_bin(root);
     let lines = match mode {
         Mode::None => return Ok(None),
         Mode::TpBtf => {

@@ -15,9 +15,7 @@ use serde_json::{Value, json};
 use super::util::{Lines, cpu_seconds, prog_stats, status_field};
 
 fn start_watch(root: &Path) -> Result<Lines> {
-    let lines = Lines::spawn(
-        Command::new(root.join("target/release/portwatch")).args(["watch", "--json"]),
-    )?;
+    let lines = Lines::spawn(Command::new(super::portwatch_bin(root)).args(["watch", "--json"]))?;
     lines.wait_for("\"ready\"", Duration::from_secs(30))?;
     Ok(lines)
 }

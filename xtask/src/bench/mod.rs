@@ -3,6 +3,7 @@
 
 mod churn;
 mod cost;
+mod flood;
 mod latency;
 mod monitors;
 mod report;
@@ -10,7 +11,11 @@ mod scan;
 mod storm;
 mod util;
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -58,6 +63,20 @@ pub struct Options {
     pub quick: bool,
     /// Empty: every section.
     pub only: Vec<Section>,
+    /// Another portwatch binary to measure (an older build, say) instead
+    /// of target/release/portwatch.
+    pub portwatch: Option<PathBuf>,
+}
+
+/// The portwatch binary the benchmarks run: `--portwatch`, else this
+/// tree's release build.
+static PORTWATCH: OnceLock<PathBuf> = OnceLock::new();
+
+fn portwatch_bin(root: &Path) -> PathBuf {
+    PORTWATCH
+        .get()
+        .cloned()
+        .unwrap_or_else(|| root.join("target/release/portwatch"))
 }
 
 /// The parts of the benchmark, each runnable on its own.
@@ -70,6 +89,7 @@ pub enum Section {
     Scan,
     Cost,
     Cleanup,
+    Flood,
 }
 
 impl Options {
@@ -86,6 +106,9 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     }
     ensure_peers()?;
     util::raise_nofile();
+    if let Some(p) = &opts.portwatch {
+        let _ = PORTWATCH.set(p.clone());
+    }
     let (lat_n, comp_n, rounds, churn_s, sizes, cost_s): (usize, usize, usize, f64, &[usize], u64) =
         if opts.quick {
             (200, 2000, 2, 2.0, &[1000, 10000], 10)
@@ -125,6 +148,13 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     if opts.wants(Section::Cost) {
         eprintln!("bench: daemon cost ({cost_s} s idle, {cost_s} s at 1,000 events/s)");
         results.insert("daemon_cost".into(), cost::daemon_cost(root, cost_s)?);
+    }
+    if opts.wants(Section::Flood) {
+        let (waves, probes) = if opts.quick { (4, 100) } else { (10, 300) };
+        eprintln!(
+            "bench: a flood of listen() without bind() from user nobody (waves of 3,000, {probes} root listeners meanwhile)"
+        );
+        results.insert("flood".into(), flood::flood(root, waves, 3000, probes)?);
     }
     if opts.wants(Section::Cleanup) {
         eprintln!("bench: cleanup");

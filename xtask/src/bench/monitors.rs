@@ -62,7 +62,7 @@ pub fn start(tool: Tool, root: &Path) -> Result<Running> {
     let (tx, events) = mpsc::channel();
     match tool {
         Tool::Portwatch => {
-            let lines = Lines::spawn(Command::new(root.join("target/release/portwatch")).args([
+            let lines = Lines::spawn(Command::new(super::portwatch_bin(root)).args([
                 "watch",
                 "--json",
                 "--resync-interval",

@@ -43,6 +43,9 @@ pub fn tables(r: &Value) -> String {
     if !r["storm"].is_null() {
         storm(&mut s, &r["storm"]);
     }
+    if !r["flood"].is_null() {
+        flood(&mut s, &r["flood"]);
+    }
     if !r["scan"].is_null() {
         scan(&mut s, &r["scan"]);
     }
@@ -158,6 +161,24 @@ fn prog_type_name(v: &Value) -> String {
         Some(n) => format!("type {n}"),
         None => "?".into(),
     }
+}
+
+fn flood(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nA flood from user nobody ({} waves of {} sockets calling listen() without bind(), opened and closed, for {} s): \
+         root's listeners opened every 10 ms meanwhile, {} of {} reported; delay listen() -> line read: \
+         p50 {} ms, p99 {} ms, max {} ms; portwatch used {}% of a CPU.",
+        v["waves"],
+        v["per_wave"],
+        f(&v["probing_s"]),
+        v["reported"],
+        v["probes"],
+        f(&v["p50_ms"]),
+        f(&v["p99_ms"]),
+        f(&v["max_ms"]),
+        f(&v["cpu_percent"]),
+    );
 }
 
 fn storm(s: &mut String, st: &Value) {

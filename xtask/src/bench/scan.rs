@@ -64,7 +64,7 @@ pub fn scan_cost(root: &Path, sizes: &[usize], procs: usize, runs: usize) -> Res
             children.push(child);
         }
         let pw = time_ms(
-            Command::new(root.join("target/release/portwatch")).args(["list", "--json"]),
+            Command::new(super::portwatch_bin(root)).args(["list", "--json"]),
             runs,
         )?;
         let ss = time_ms(Command::new("ss").args(["-ltnp"]), runs)?;

@@ -25,7 +25,7 @@ fn listening_ports_of(pids: &[u32]) -> BTreeSet<u16> {
 }
 
 pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
-    let watch = Lines::spawn(Command::new(root.join("target/release/portwatch")).args([
+    let watch = Lines::spawn(Command::new(super::portwatch_bin(root)).args([
         "watch",
         "--json",
         "--ring-buffer",

@@ -100,6 +100,24 @@ impl Lines {
         }
     }
 
+    /// Waits for a stdout line `KEY VALUE` and returns the value.
+    pub fn wait_for_value(&self, key: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((_, line)) => {
+                    if let Some((k, v)) = line.split_once(' ')
+                        && k == key
+                    {
+                        return Ok(v.to_string());
+                    }
+                }
+                Err(_) => bail!("no {key:?} line within {timeout:?}"),
+            }
+        }
+    }
+
     pub fn stop(mut self) {
         stop_child(&mut self.child);
     }
@@ -129,7 +147,6 @@ pub fn status_field(pid: u32, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// (prog_id, run_time_ns, run_cnt) of every BPF program a process holds.
 /// What the kernel counted for one program (`kernel.bpf_stats_enabled`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ProgStats {
