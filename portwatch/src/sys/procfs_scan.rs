@@ -112,24 +112,31 @@ pub(crate) fn scan_listeners(
     // that read existed by then, so the walk below meets its holder.
     let all = list_processes()?;
     spaces.add_processes(&all);
-    let mut wanted: HashSet<u64> = rows(&before).map(|e| e.inode).collect();
-    // Every socket descriptor: who holds each socket, and the first place
-    // each socket missing from the tables was seen.
-    let mut holders: HashMap<u64, Vec<u32>> = HashMap::new();
-    let mut elsewhere: HashMap<u64, (u32, u32)> = HashMap::new();
+    let wanted: HashSet<u64> = rows(&before).map(|e| e.inode).collect();
+    // Who holds each socket of the tables, and where every other socket
+    // is held (the sockets of a namespace no process is in are among them).
+    let mut stats: HashMap<u32, Option<ProcStat>> = HashMap::new();
+    let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
+    let mut elsewhere: HashMap<u64, Vec<(u32, u32)>> = HashMap::new();
     for &(pid, _) in &all {
         for (fd, inode) in socket_fds(pid) {
-            holders.entry(inode).or_default().push(pid);
-            if !wanted.contains(&inode) {
-                elsewhere.entry(inode).or_insert((pid, fd));
+            if wanted.contains(&inode) {
+                // Processes come and go while we read: one that vanished
+                // is skipped.
+                holders.entry(inode).or_default().extend(holder(&mut stats, pid));
+            } else {
+                elsewhere.entry(inode).or_default().push((pid, fd));
             }
         }
     }
-    // Sockets of a namespace no process is in.
-    let found = namespaces_of_sockets(&mut spaces, &all, elsewhere, queries);
+    let found = namespaces_of_sockets(&mut spaces, &all, &elsewhere, queries);
     if !found.is_empty() {
         let more = read_tables(&spaces, &found, queries);
-        wanted.extend(rows(&more).map(|e| e.inode));
+        for e in rows(&more) {
+            for &(pid, _) in elsewhere.get(&e.inode).into_iter().flatten() {
+                holders.entry(e.inode).or_default().extend(holder(&mut stats, pid));
+            }
+        }
         before.extend(more);
     }
 
@@ -154,22 +161,7 @@ pub(crate) fn scan_listeners(
                 .filter(|e| still.contains(&e.inode) && seen.insert(e.inode)),
         );
     }
-    let mut stats: HashMap<u32, Option<ProcStat>> = HashMap::new();
-    let mut owners: HashMap<u64, Vec<Holder>> = HashMap::new();
-    for e in &entries {
-        for &pid in holders.get(&e.inode).into_iter().flatten() {
-            // Processes come and go while we read: one that vanished is
-            // skipped.
-            if let Some(stat) = stats.entry(pid).or_insert_with(|| read_stat(pid)) {
-                owners.entry(e.inode).or_default().push(Holder {
-                    pid,
-                    start_time: stat.start_time,
-                    comm: stat.comm.clone(),
-                });
-            }
-        }
-    }
-    let mut listeners = listeners_with_owners(entries, &owners, owner_ok);
+    let mut listeners = listeners_with_owners(entries, &holders, owner_ok);
     // One read per owner, not per socket: servers own many.
     let mut cgroups: HashMap<u32, String> = HashMap::new();
     for l in &mut listeners {
@@ -195,13 +187,17 @@ pub(crate) fn scan_listeners(
 fn namespaces_of_sockets(
     spaces: &mut Namespaces,
     processes: &[(u32, Option<u64>)],
-    sockets: HashMap<u64, (u32, u32)>,
+    sockets: &HashMap<u64, Vec<(u32, u32)>>,
     queries: &[SocketQuery],
 ) -> Vec<u64> {
     let protos: HashSet<Proto> = queries.iter().map(|q| q.proto).collect();
     let netns_of: HashMap<u32, Option<u64>> = processes.iter().copied().collect();
     let mut by_ns: HashMap<Option<u64>, Vec<(u64, u32, u32)>> = HashMap::new();
-    for (inode, (pid, fd)) in sockets {
+    for (&inode, held) in sockets {
+        // One holder is enough to ask.
+        let Some(&(pid, fd)) = held.first() else {
+            continue;
+        };
         if netns::socket_proto(pid, fd).is_some_and(|p| protos.contains(&p)) {
             let ns = netns_of.get(&pid).copied().flatten();
             by_ns.entry(ns).or_default().push((inode, pid, fd));
@@ -229,6 +225,16 @@ fn namespaces_of_sockets(
         }
     }
     found
+}
+
+/// Process `pid` as a holder of sockets, its stat read once per scan.
+fn holder(stats: &mut HashMap<u32, Option<ProcStat>>, pid: u32) -> Option<Holder> {
+    let stat = stats.entry(pid).or_insert_with(|| read_stat(pid)).as_ref()?;
+    Some(Holder {
+        pid,
+        start_time: stat.start_time,
+        comm: stat.comm.clone(),
+    })
 }
 
 /// The rows of every namespace's table.
