@@ -1,7 +1,10 @@
 //! The eBPF backend: kernel events applied to the listener table, checked
 //! against procfs scans after losses, on a timer and on request.
 
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
 use chrono::DateTime;
 use portwatch_common::SockEventKind;
@@ -13,7 +16,7 @@ use crate::{
     event::{Change, KernelEvent, Listener, PortEvent, Scan, Source},
     filter::{Filter, descendants},
     report::{Connection, ResyncReason, ResyncSummary, Stats},
-    sys::{EventSource, Host, SocketQuery, clock::BootClock},
+    sys::{EventSource, HeldSocket, Host, SocketQuery, clock::BootClock},
     table::{ListenerTable, PairingPolicy, Unsettled},
 };
 
@@ -283,22 +286,31 @@ impl EbpfWatch {
         pids.sort_unstable();
         pids.dedup();
         let held = self.host.held_listeners(&pids);
+        let by_cookie: HashMap<u64, &HeldSocket> =
+            held.iter().filter_map(|h| Some((h.cookie?, h))).collect();
+        let mut by_owner: HashMap<(u32, IpAddr), Vec<&HeldSocket>> = HashMap::new();
+        for h in &held {
+            by_owner.entry((h.pid, h.local.ip())).or_default().push(h);
+        }
         let known = self.table.ports_by_owner();
         let mut taken = HashSet::new();
         for (id, l) in pending {
             // By cookie where events carry one; else the first socket of
             // the owner at that address that the table does not hold yet.
-            let found = held.iter().find(|h| match l.cookie {
-                Some(cookie) => h.cookie == Some(cookie),
-                None => {
-                    h.pid == l.pid
-                        && h.local.ip() == l.address
-                        && !taken.contains(&(h.pid, h.local))
-                        && !known
-                            .get(&(l.pid, l.netns))
-                            .is_some_and(|k| k.contains(&(h.local.ip(), h.local.port())))
-                }
-            });
+            let found = match l.cookie {
+                Some(cookie) => by_cookie.get(&cookie).copied(),
+                None => by_owner
+                    .get(&(l.pid, l.address))
+                    .into_iter()
+                    .flatten()
+                    .find(|h| {
+                        !taken.contains(&(h.pid, h.local))
+                            && !known
+                                .get(&(l.pid, l.netns))
+                                .is_some_and(|k| k.contains(&(h.local.ip(), h.local.port())))
+                    })
+                    .copied(),
+            };
             match found {
                 Some(h) => {
                     taken.insert((h.pid, h.local));

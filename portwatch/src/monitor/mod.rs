@@ -60,7 +60,8 @@ impl Default for MonitorConfig {
 /// [`MonitorEvent::Ready`], then live events.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MonitorEvent {
-    /// A listener opened or closed (`source: baseline` before `Ready`).
+    /// A listener opened or closed. Before `Ready`: the baseline
+    /// (`source: baseline`), after what came and went during start-up.
     Port(PortEvent),
     /// The baseline is complete; from here on events are live.
     Ready(Ready),

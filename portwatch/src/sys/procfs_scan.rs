@@ -123,7 +123,10 @@ pub(crate) fn scan_listeners(
             if wanted.contains(&inode) {
                 // Processes come and go while we read: one that vanished
                 // is skipped.
-                holders.entry(inode).or_default().extend(holder(&mut stats, pid));
+                holders
+                    .entry(inode)
+                    .or_default()
+                    .extend(holder(&mut stats, pid));
             } else {
                 elsewhere.entry(inode).or_default().push((pid, fd));
             }
@@ -134,7 +137,10 @@ pub(crate) fn scan_listeners(
         let more = read_tables(&spaces, &found, queries);
         for e in rows(&more) {
             for &(pid, _) in elsewhere.get(&e.inode).into_iter().flatten() {
-                holders.entry(e.inode).or_default().extend(holder(&mut stats, pid));
+                holders
+                    .entry(e.inode)
+                    .or_default()
+                    .extend(holder(&mut stats, pid));
             }
         }
         before.extend(more);
@@ -229,7 +235,10 @@ fn namespaces_of_sockets(
 
 /// Process `pid` as a holder of sockets, its stat read once per scan.
 fn holder(stats: &mut HashMap<u32, Option<ProcStat>>, pid: u32) -> Option<Holder> {
-    let stat = stats.entry(pid).or_insert_with(|| read_stat(pid)).as_ref()?;
+    let stat = stats
+        .entry(pid)
+        .or_insert_with(|| read_stat(pid))
+        .as_ref()?;
     Some(Holder {
         pid,
         start_time: stat.start_time,
