@@ -4,20 +4,10 @@
 
 use std::{collections::HashSet, fs, net::TcpListener, time::Duration};
 
-use crate::support::{Helper, Watcher};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{Helper, Watcher, free_port, rule_with_cooldown};
 
 fn rule(id: &str, condition: &str) -> String {
-    format!(
-        r#"{{"id":"{id}","name":"{id} rule","condition":{condition},"enabled":true,"severity":"Warning","cooldown_seconds":3600}}"#
-    )
+    rule_with_cooldown(id, condition, 3600)
 }
 
 /// Renames itself (comm), optionally allocates, listens, then burns CPU or

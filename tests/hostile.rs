@@ -15,7 +15,9 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{BIN, EVENT_TIMEOUT, Helper, NetNs, Signal, Watcher, is_event};
+use crate::support::{
+    BIN, EVENT_TIMEOUT, Helper, NetNs, Signal, Watcher, free_port, is_event, rule_with_cooldown,
+};
 
 fn events_for(lines: &[Value], address: &str, port: u16) -> Vec<String> {
     lines
@@ -66,18 +68,9 @@ fn a_listen_that_fails_reports_nothing() {
     assert_eq!(events_for(&rest, "127.0.0.1", port), ["closed"]);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A rule that may fire again after a second.
 fn rule(id: &str, condition: &str) -> String {
-    format!(
-        r#"{{"id":"{id}","name":"{id}","condition":{condition},"enabled":true,"severity":"Critical","cooldown_seconds":1}}"#
-    )
+    rule_with_cooldown(id, condition, 1)
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -475,16 +468,15 @@ print("port", s.getsockname()[1])
 sys.stdin.readline()
 "#;
 
-#[test]
-fn a_hostile_name_is_shown_the_same_safe_way_everywhere() {
-    let watcher = Watcher::start(&[]);
-    let mut helper = Helper::spawn(HOSTILE_NAME);
-    let port: u16 = helper.read_value("port").parse().unwrap();
+/// The three views of a listener on 127.0.0.1:`port` that the helper
+/// opens once `watcher` runs: its live open, a new watcher's baseline, and
+/// `list --json`.
+fn three_views(watcher: &Watcher, port: u16) -> [Value; 3] {
     let live = watcher.expect("its open", EVENT_TIMEOUT, |v| {
         is_event(v, "opened", "127.0.0.1", port)
     });
-    let baseline = Watcher::start(&[]);
-    let base = baseline
+    let second = Watcher::start(&[]);
+    let base = second
         .baseline
         .iter()
         .find(|v| is_event(v, "opened", "127.0.0.1", port))
@@ -493,6 +485,15 @@ fn a_hostile_name_is_shown_the_same_safe_way_everywhere() {
     let out = Command::new(BIN).args(["list", "--json"]).output().unwrap();
     let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let listed = list.iter().find(|v| v["port"] == port).cloned().unwrap();
+    [live, base, listed]
+}
+
+#[test]
+fn a_hostile_name_is_shown_the_same_safe_way_everywhere() {
+    let watcher = Watcher::start(&[]);
+    let mut helper = Helper::spawn(HOSTILE_NAME);
+    let port: u16 = helper.read_value("port").parse().unwrap();
+    let [live, base, listed] = three_views(&watcher, port);
     let expected = r"\xffa\x1bb\u{202e}";
     for (what, v) in [("live", &live), ("baseline", &base), ("list", &listed)] {
         assert_eq!(v["comm"], expected, "{what}: {v}");
@@ -547,19 +548,7 @@ fn live_events_baseline_and_list_agree_on_a_socket() {
     let mut helper = Helper::spawn(THREAD_AND_UID);
     helper.read_value("tid");
     let port: u16 = helper.read_value("port").parse().unwrap();
-    let live = watcher.expect("its open", EVENT_TIMEOUT, |v| {
-        is_event(v, "opened", "127.0.0.1", port)
-    });
-    let second = Watcher::start(&[]);
-    let base = second
-        .baseline
-        .iter()
-        .find(|v| is_event(v, "opened", "127.0.0.1", port))
-        .cloned()
-        .unwrap();
-    let out = Command::new(BIN).args(["list", "--json"]).output().unwrap();
-    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let listed = list.iter().find(|v| v["port"] == port).cloned().unwrap();
+    let [live, base, listed] = three_views(&watcher, port);
     let fields = [
         "proto", "address", "port", "pid", "comm", "uid", "netns", "cgroup",
     ];

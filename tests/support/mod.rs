@@ -174,6 +174,22 @@ pub fn signal(pid: u32, sig: Signal) {
         .unwrap_or_else(|e| panic!("kill({pid}, {sig:?}): {e}"));
 }
 
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One enabled Warning rule of the alerts.json format.
+pub fn rule_with_cooldown(id: &str, condition: &str, cooldown_seconds: u64) -> String {
+    format!(
+        r#"{{"id":"{id}","name":"{id} rule","condition":{condition},"enabled":true,"severity":"Warning","cooldown_seconds":{cooldown_seconds}}}"#
+    )
+}
+
 /// Matches an event by kind, port and address.
 pub fn is_event(v: &Value, event: &str, address: &str, port: u16) -> bool {
     v["event"] == event && v["port"] == port && v["address"] == address
