@@ -12,6 +12,7 @@ mod support;
 
 mod alerts_cli;
 mod backends;
+mod containers;
 mod daemon;
 mod faults;
 mod hostile;

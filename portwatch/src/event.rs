@@ -9,7 +9,7 @@ use portwatch_common::{
     SockEventKind,
 };
 
-use crate::safe_text::comm_text;
+use crate::{container::Container, safe_text::comm_text};
 
 /// Transport protocol of a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -108,6 +108,8 @@ pub struct Listener {
     /// Owner's cgroup v2 path (e.g. `/system.slice/nginx.service`); empty
     /// when unknown.
     pub cgroup: String,
+    /// The container or service unit the owner runs in, from its cgroup.
+    pub container: Option<Container>,
     /// When the listener opened, if it opened while portwatch watched
     /// (`None` for listeners older than the watch, or found by a scan).
     pub opened_at: Option<DateTime<Utc>>,
@@ -183,8 +185,10 @@ pub struct KernelEvent {
     pub address: IpAddr,
     pub port: u16,
     pub comm: String,
-    /// Owner's cgroup path, filled in by the engine (the decoder cannot).
+    /// Owner's cgroup path and container, filled in by the engine (the
+    /// decoder cannot).
     pub cgroup: String,
+    pub container: Option<Container>,
     /// The peer, for connection events.
     pub remote: Option<SocketAddr>,
 }
@@ -203,6 +207,7 @@ impl KernelEvent {
             inode: None,
             netns: self.netns,
             cgroup: self.cgroup.clone(),
+            container: self.container.clone(),
             opened_at: None,
         }
     }
@@ -258,6 +263,7 @@ impl KernelEvent {
             port: raw.port,
             comm: comm_text(&raw.comm),
             cgroup: String::new(),
+            container: None,
             remote,
         })
     }

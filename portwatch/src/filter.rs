@@ -101,6 +101,7 @@ mod tests {
             inode: None,
             netns,
             cgroup: String::new(),
+            container: None,
             opened_at: None,
         }
     }

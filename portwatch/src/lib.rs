@@ -2,7 +2,8 @@
 //! a port, from eBPF events reconciled with a procfs baseline.
 //!
 //! The layers, each using only those listed before it:
-//! - [`event`], [`report`], [`safe_text`], [`error`]: plain data;
+//! - [`event`], [`report`], [`safe_text`], [`error`], [`container`]:
+//!   plain data;
 //! - [`filter`] and `table` (pairing and reconciliation): pure logic;
 //! - `sys`: the only code that touches the kernel and /proc, behind two
 //!   traits the engine can run on fakes;
@@ -13,6 +14,7 @@
 //! - [`output`]: JSON lines and text; [`watcher`]: the Go port-watcher's
 //!   API ([`watcher::PortWatcher`]) and an async stream.
 
+pub mod container;
 pub mod engine;
 pub mod error;
 pub mod event;
@@ -41,5 +43,10 @@ pub fn list_listeners(proto: Option<Proto>) -> Result<Vec<Listener>> {
         ..Filter::default()
     };
     let queries = engine::scan_queries(&filter);
-    Ok(sys::procfs_scan::scan_listeners(&queries, &|_| true)?.listeners)
+    let mut listeners = sys::procfs_scan::scan_listeners(&queries, &|_| true)?.listeners;
+    let mut names = sys::container_names::ContainerNames::new();
+    for l in &mut listeners {
+        l.container = names.container(&l.cgroup);
+    }
+    Ok(listeners)
 }

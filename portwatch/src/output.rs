@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::{
+    container::Container,
     event::{Change, Listener, PortEvent, Proto, Source},
     monitor::Notice,
     report::{ResyncSummary, Stats},
@@ -30,6 +31,7 @@ struct EventJson<'a> {
     uid: u32,
     netns: u64,
     cgroup: &'a str,
+    container: Option<&'a Container>,
     ts: String,
     source: Source,
 }
@@ -47,6 +49,7 @@ pub fn event_json(ev: &PortEvent) -> String {
         uid: l.uid,
         netns: l.netns,
         cgroup: &l.cgroup,
+        container: l.container.as_ref(),
         ts: format_ts(&ev.ts),
         source: ev.source,
     };
@@ -229,6 +232,7 @@ struct ListenerJson<'a> {
     inode: Option<u64>,
     netns: u64,
     cgroup: &'a str,
+    container: Option<&'a Container>,
 }
 
 /// A snapshot as one JSON array.
@@ -245,6 +249,7 @@ pub fn listeners_json(listeners: &[Listener]) -> String {
             inode: l.inode,
             netns: l.netns,
             cgroup: &l.cgroup,
+            container: l.container.as_ref(),
         })
         .collect();
     to_json(&rows)
@@ -291,6 +296,7 @@ mod tests {
                 inode: None,
                 netns: 4026531840,
                 cgroup: "/user.slice".into(),
+                container: None,
                 opened_at: None,
             },
             ts: DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap(),

@@ -574,6 +574,7 @@ mod tests {
             port,
             comm: format!("p{pid}"),
             cgroup: String::new(),
+            container: None,
             remote: None,
         }
     }
@@ -604,6 +605,7 @@ mod tests {
             inode: Some(42),
             netns: NS,
             cgroup: String::new(),
+            container: None,
             opened_at: None,
         }
     }

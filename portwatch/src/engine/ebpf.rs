@@ -168,6 +168,9 @@ impl EbpfWatch {
             }
         }
         scan.listeners.retain(|l| self.filter.admits(l));
+        for l in &mut scan.listeners {
+            l.container = self.host.container(&l.cgroup);
+        }
         Ok(scan)
     }
 
@@ -210,6 +213,7 @@ impl EbpfWatch {
                 ev.netns = 0;
             }
             ev.cgroup = self.host.cgroup_path(ev.cgroup_id);
+            ev.container = self.host.container(&ev.cgroup);
         }
     }
 

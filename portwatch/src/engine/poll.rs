@@ -74,6 +74,9 @@ impl PollWatch {
         let owner_ok = |pid: u32| tree.as_ref().is_none_or(|t| t.contains(&pid));
         let mut scan = self.host.scan_listeners(&self.queries, &owner_ok)?;
         scan.listeners.retain(|l| self.filter.admits(l));
+        for l in &mut scan.listeners {
+            l.container = self.host.container(&l.cgroup);
+        }
         Ok(scan)
     }
 

@@ -276,6 +276,7 @@ mod tests {
                 inode: None,
                 netns: 1,
                 cgroup: String::new(),
+                container: None,
                 opened_at: None,
             },
             ts: at(secs),

@@ -155,6 +155,7 @@ fn feed(evaluator: &mut Evaluator, input: &Input) {
                 inode: None,
                 netns: 1,
                 cgroup: String::new(),
+                container: None,
                 opened_at: None,
             };
             evaluator.on_port(&PortEvent {

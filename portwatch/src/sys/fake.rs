@@ -270,6 +270,10 @@ impl Host for FakeHost {
         format!("/cg{id}")
     }
 
+    fn container(&mut self, cgroup: &str) -> Option<crate::container::Container> {
+        crate::container::Container::classify(cgroup)
+    }
+
     fn process_usage(&self, pid: u32) -> Option<ProcessUsage> {
         self.0.world().usage.get(&pid).copied()
     }
@@ -307,6 +311,7 @@ pub(crate) fn kernel_event(
         port,
         comm: format!("p{pid}"),
         cgroup: String::new(),
+        container: None,
         remote: None,
     }
 }
@@ -329,6 +334,7 @@ pub(crate) fn scanned(proto: Proto, addr: &str, port: u16, pid: u32) -> Listener
         inode: Some(u64::from(port)),
         netns: NETNS,
         cgroup: String::new(),
+        container: None,
         opened_at: None,
     }
 }

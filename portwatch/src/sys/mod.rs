@@ -8,6 +8,7 @@ pub(crate) mod bpf;
 pub(crate) mod btf;
 pub(crate) mod cgroup;
 pub(crate) mod clock;
+pub(crate) mod container_names;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod file_watch;
@@ -30,6 +31,7 @@ pub(crate) use self::{
     usage::ProcessUsage,
 };
 use crate::{
+    container::Container,
     error::Result,
     event::{KernelEvent, Scan},
 };
@@ -92,6 +94,9 @@ pub(crate) trait Host: Send {
     fn wall_now(&self) -> DateTime<Utc>;
     /// The path of cgroup `id`, or empty when unknown.
     fn cgroup_path(&mut self, id: u64) -> String;
+    /// The container (or service unit) of a cgroup path, with the name
+    /// its runtime keeps on disk.
+    fn container(&mut self, cgroup: &str) -> Option<Container>;
     /// CPU time and memory of a process, if it exists.
     fn process_usage(&self, pid: u32) -> Option<ProcessUsage>;
     /// Clock ticks per second, the unit of [`ProcessUsage::cpu_ticks`].
@@ -123,6 +128,7 @@ impl Os {
 /// [`Host`] on the running system.
 pub(crate) struct SystemHost {
     cgroups: cgroup::CgroupNames,
+    containers: container_names::ContainerNames,
     usage: usage::UsageReader,
 }
 
@@ -130,6 +136,7 @@ impl SystemHost {
     pub fn new() -> Self {
         Self {
             cgroups: cgroup::CgroupNames::new(),
+            containers: container_names::ContainerNames::new(),
             usage: usage::UsageReader::new(),
         }
     }
@@ -170,6 +177,10 @@ impl Host for SystemHost {
 
     fn cgroup_path(&mut self, id: u64) -> String {
         self.cgroups.path(id)
+    }
+
+    fn container(&mut self, cgroup: &str) -> Option<Container> {
+        self.containers.container(cgroup)
     }
 
     fn process_usage(&self, pid: u32) -> Option<ProcessUsage> {

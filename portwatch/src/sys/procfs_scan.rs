@@ -414,6 +414,7 @@ pub(crate) fn listeners_with_owners(
                 inode: Some(e.inode),
                 netns: e.netns,
                 cgroup: String::new(),
+                container: None,
                 opened_at: None,
             })
         })

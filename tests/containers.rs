@@ -1,0 +1,90 @@
+//! Containers named from real cgroups: a process moved into a cgroup laid
+//! out as Docker lays it out, with the name Docker keeps on disk, appears
+//! with its container in live events, the baseline and `list`.
+
+use std::{fs, path::PathBuf, process::Command};
+
+use serde_json::Value;
+
+use crate::support::{BIN, EVENT_TIMEOUT, Helper, Watcher, is_event};
+
+/// The cgroup v2 mount (hybrid hosts keep it under `unified`).
+fn cgroup2_root() -> PathBuf {
+    let unified = PathBuf::from("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// Moves itself into the cgroup directory argv[1], then listens.
+const JOIN_AND_LISTEN: &str = r#"
+import os, socket, sys
+open(os.path.join(sys.argv[1], "cgroup.procs"), "w").write(str(os.getpid()))
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print("port", s.getsockname()[1])
+sys.stdin.readline()
+"#;
+
+/// What a test made, removed again even when it fails.
+struct Made(Vec<PathBuf>);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = fs::remove_dir(p).or_else(|_| fs::remove_dir_all(p));
+        }
+    }
+}
+
+#[test]
+fn a_docker_container_is_named_everywhere() {
+    let id = format!(
+        "{:0>64x}",
+        0xfeed_0000_0000_u64 + u64::from(std::process::id())
+    );
+    let scope = cgroup2_root().join(format!("system.slice/docker-{id}.scope"));
+    let config_dir = PathBuf::from("/var/lib/docker/containers").join(&id);
+    let mut made = Made(Vec::new());
+    for dir in [scope.parent().unwrap(), &scope] {
+        if !dir.exists() {
+            fs::create_dir(dir).unwrap();
+            made.0.push(dir.to_path_buf());
+        }
+    }
+    for dir in ["/var/lib/docker", "/var/lib/docker/containers"] {
+        if !PathBuf::from(dir).exists() {
+            fs::create_dir(dir).unwrap();
+            made.0.push(dir.into());
+        }
+    }
+    fs::create_dir(&config_dir).unwrap();
+    made.0.push(config_dir.clone());
+    fs::write(
+        config_dir.join("config.v2.json"),
+        r#"{"ID":"x","Name":"/pwtest-web"}"#,
+    )
+    .unwrap();
+    made.0.push(config_dir.join("config.v2.json"));
+
+    let watcher = Watcher::start(&[]);
+    let mut helper = Helper::script_inline(JOIN_AND_LISTEN, &[scope.to_str().unwrap()]);
+    let port: u16 = helper.read_value("port").parse().unwrap();
+    let want = serde_json::json!({"runtime": "docker", "id": id, "name": "pwtest-web"});
+    let live = watcher.expect("its open", EVENT_TIMEOUT, |v| {
+        is_event(v, "opened", "127.0.0.1", port)
+    });
+    assert_eq!(live["container"], want, "{live}");
+    let out = Command::new(BIN).args(["list", "--json"]).output().unwrap();
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = list.iter().find(|v| v["port"] == port).unwrap();
+    assert_eq!(listed["container"], want, "{listed}");
+    // A process of the host has none.
+    let host = list.iter().find(|v| v["pid"] == std::process::id());
+    if let Some(h) = host {
+        assert_eq!(h["container"], Value::Null);
+    }
+    drop(helper);
+    // The cgroup can go once the helper is reaped (its Drop waits).
+}
