@@ -35,6 +35,12 @@ pub enum Error {
     #[error("no network namespace with inode {0} exists on this host")]
     NoSuchNetns(u64),
 
+    #[error("{0}")]
+    Refused(String),
+
+    #[error("process {0} has exited; its pid is not signalled again")]
+    ProcessExited(u32),
+
     #[error("{0} must be longer than 0")]
     ZeroInterval(&'static str),
 

@@ -2,12 +2,14 @@
 //! a port, from eBPF events reconciled with a procfs baseline.
 //!
 //! The layers, each using only those listed before it:
-//! - [`event`], [`report`], [`safe_text`], [`error`], [`container`]:
-//!   plain data;
+//! - [`event`], [`report`], [`safe_text`], [`error`], [`container`],
+//!   [`socket`], [`process`]: plain data;
 //! - [`filter`] and `table` (pairing and reconciliation): pure logic;
 //! - `sys`: the only code that touches the kernel and /proc, behind two
 //!   traits the engine can run on fakes;
 //! - [`rules`]: the alerts.json format, its validation and the evaluator;
+//! - [`host`]: process details, user names, and signals to a pinned
+//!   process;
 //! - [`engine`]: events and scans into reports ([`Engine`]);
 //! - [`monitor`]: the engine plus rules, sampling and reload, as one
 //!   stream of [`MonitorEvent`]s that every consumer reads;
@@ -19,11 +21,14 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod host;
 pub mod monitor;
 pub mod output;
+pub mod process;
 pub mod report;
 pub mod rules;
 pub mod safe_text;
+pub mod socket;
 pub(crate) mod sys;
 pub(crate) mod table;
 pub mod watcher;
@@ -49,4 +54,21 @@ pub fn list_listeners(proto: Option<Proto>) -> Result<Vec<Listener>> {
         l.container = names.container(&l.cgroup);
     }
     Ok(listeners)
+}
+
+/// Every TCP and UDP socket of `protos` (both when `None`), in any
+/// state, in every network namespace, with its owner, as `ss -tuanp`
+/// lists them.
+pub fn list_sockets(proto: Option<Proto>) -> Result<Vec<socket::SocketInfo>> {
+    let queries: Vec<sys::SocketQuery> = [Proto::Tcp, Proto::Udp]
+        .into_iter()
+        .filter(|p| proto.is_none_or(|want| want == *p))
+        .map(sys::SocketQuery::every_state)
+        .collect();
+    let mut sockets = sys::procfs_scan::scan_sockets(&queries)?;
+    let mut names = sys::container_names::ContainerNames::new();
+    for s in &mut sockets {
+        s.container = names.container(&s.cgroup);
+    }
+    Ok(sockets)
 }

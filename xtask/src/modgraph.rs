@@ -268,7 +268,15 @@ pub fn violations(graph: &Graph) -> Vec<String> {
         }
     }
     // `sys` is the OS boundary: it may use plain data, nothing above it.
-    let plain = ["error", "event", "safe_text", "report", "container"];
+    let plain = [
+        "error",
+        "event",
+        "safe_text",
+        "report",
+        "container",
+        "socket",
+        "process",
+    ];
     for d in top.get("sys").into_iter().flatten() {
         if !plain.contains(&d.as_str()) {
             out.push(format!("sys uses {d}, which sits above it"));

@@ -15,10 +15,12 @@ pub(crate) mod file_watch;
 pub(crate) mod netns;
 pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
+pub(crate) mod procinfo;
 pub(crate) mod sock_diag;
 pub(crate) mod socket_table;
 pub(crate) mod tracefs;
 pub(crate) mod usage;
+pub(crate) mod users;
 
 use std::task::{Context, Poll};
 

@@ -19,6 +19,7 @@ use crate::{
     error::{Error, Result},
     event::{Listener, Proto, Scan},
     safe_text::safe_text,
+    socket::{SocketInfo, SocketState},
 };
 
 /// A process that holds a socket open.
@@ -37,7 +38,12 @@ pub(crate) struct ProcStat {
     /// Made safe from the raw bytes, exactly as a kernel event's name is.
     pub comm: String,
     pub ppid: u32,
+    /// Clock ticks since boot.
     pub start_time: u64,
+    /// User plus system time, in clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u32,
+    pub rss_pages: u64,
 }
 
 /// Parses /proc/PID/stat. Pure. The name is the bytes between the first
@@ -51,11 +57,20 @@ pub(crate) fn parse_stat(bytes: &[u8]) -> Option<ProcStat> {
     let rest = std::str::from_utf8(bytes.get(close + 1..)?).ok()?;
     // Fields after the name, from field 3 (state) on.
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     Some(ProcStat {
         comm,
         ppid: fields.get(1)?.parse().ok()?,
-        start_time: fields.get(19)?.parse().ok()?,
+        start_time: num(19)?,
+        cpu_ticks: num(11)?.saturating_add(num(12)?),
+        threads: u32::try_from(num(17)?).unwrap_or(u32::MAX),
+        rss_pages: num(21)?,
     })
+}
+
+/// /proc/PID/stat, parsed; None when the process is gone.
+pub(crate) fn read_full_stat(pid: u32) -> Option<ProcStat> {
+    read_stat(pid)
 }
 
 fn read_stat(pid: u32) -> Option<ProcStat> {
@@ -106,6 +121,61 @@ pub(crate) fn scan_listeners(
     queries: &[SocketQuery],
     owner_ok: &dyn Fn(u32) -> bool,
 ) -> Result<Scan> {
+    let (owned, namespaces) = scan_owned(queries, owner_ok)?;
+    let listeners = owned
+        .into_iter()
+        .map(|(e, owner, cgroup)| Listener {
+            proto: e.proto,
+            address: e.local.ip(),
+            port: e.local.port(),
+            pid: owner.as_ref().map_or(0, |h| h.pid),
+            comm: owner.map(|h| h.comm).unwrap_or_default(),
+            uid: e.uid,
+            cookie: e.cookie,
+            inode: Some(e.inode),
+            netns: e.netns,
+            cgroup,
+            container: None,
+            opened_at: None,
+        })
+        .collect();
+    Ok(Scan {
+        listeners,
+        namespaces,
+    })
+}
+
+/// Every socket `queries` ask for, in any state, with its owner, as
+/// `ss -tuanp` shows them (see [`scan_listeners`]).
+pub(crate) fn scan_sockets(queries: &[SocketQuery]) -> Result<Vec<SocketInfo>> {
+    let (owned, _) = scan_owned(queries, &|_| true)?;
+    Ok(owned
+        .into_iter()
+        .map(|(e, owner, cgroup)| SocketInfo {
+            proto: e.proto,
+            state: SocketState::from_kernel(e.proto, e.state),
+            local: e.local,
+            remote: (!e.remote.ip().is_unspecified() || e.remote.port() != 0).then_some(e.remote),
+            pid: owner.as_ref().map_or(0, |h| h.pid),
+            comm: owner.map(|h| h.comm).unwrap_or_default(),
+            uid: e.uid,
+            netns: e.netns,
+            cookie: e.cookie,
+            inode: e.inode,
+            cgroup,
+            container: None,
+        })
+        .collect())
+}
+
+/// The sockets of the tables with their owner (if `owner_ok` admits one)
+/// and the owner's cgroup path, and which namespaces were read.
+type Owned = (SocketEntry, Option<Holder>, String);
+
+fn scan_owned(
+    queries: &[SocketQuery],
+    owner_ok: &dyn Fn(u32) -> bool,
+) -> Result<(Vec<Owned>, HashMap<u64, bool>)> {
     let mut spaces = Namespaces::new(&list_processes()?);
     let mut before = read_tables(&spaces, &spaces.inodes(), queries);
     // Listed again after the first read: whoever created a socket seen in
@@ -167,21 +237,21 @@ pub(crate) fn scan_listeners(
                 .filter(|e| still.contains(&e.inode) && seen.insert(e.inode)),
         );
     }
-    let mut listeners = listeners_with_owners(entries, &holders, owner_ok);
-    // One read per owner, not per socket: servers own many.
+    // One cgroup read per owner, not per socket: servers own many.
     let mut cgroups: HashMap<u32, String> = HashMap::new();
-    for l in &mut listeners {
-        if l.pid != 0 {
-            l.cgroup = cgroups
-                .entry(l.pid)
-                .or_insert_with(|| cgroup_of(l.pid))
-                .clone();
-        }
-    }
-    Ok(Scan {
-        listeners,
-        namespaces,
-    })
+    let owned = with_owners(entries, &holders, owner_ok)
+        .into_iter()
+        .map(|(e, owner)| {
+            let cgroup = owner.as_ref().map_or_else(String::new, |h| {
+                cgroups
+                    .entry(h.pid)
+                    .or_insert_with(|| cgroup_of(h.pid))
+                    .clone()
+            });
+            (e, owner, cgroup)
+        })
+        .collect();
+    Ok((owned, namespaces))
 }
 
 /// Finds the namespaces that sockets missing from the tables read so far
@@ -386,12 +456,13 @@ fn proc_net_rows(pid: u32, ino: u64, queries: &[SocketQuery]) -> Option<Vec<Sock
     Some(rows)
 }
 
-/// Pure: joins socket entries with the holders of their inodes.
-pub(crate) fn listeners_with_owners(
+/// Pure: joins socket entries with the oldest holder of each for which
+/// `owner_ok` is true; an entry with none is kept only if `owner_ok(0)`.
+pub(crate) fn with_owners(
     entries: Vec<SocketEntry>,
     holders: &HashMap<u64, Vec<Holder>>,
     owner_ok: &dyn Fn(u32) -> bool,
-) -> Vec<Listener> {
+) -> Vec<(SocketEntry, Option<Holder>)> {
     entries
         .into_iter()
         .filter_map(|e| {
@@ -399,24 +470,12 @@ pub(crate) fn listeners_with_owners(
             let owner = candidates
                 .iter()
                 .filter(|h| owner_ok(h.pid))
-                .min_by_key(|h| (h.start_time, h.pid));
+                .min_by_key(|h| (h.start_time, h.pid))
+                .cloned();
             if owner.is_none() && !owner_ok(0) {
                 return None;
             }
-            Some(Listener {
-                proto: e.proto,
-                address: e.local.ip(),
-                port: e.local.port(),
-                pid: owner.map_or(0, |h| h.pid),
-                comm: owner.map_or_else(String::new, |h| h.comm.clone()),
-                uid: e.uid,
-                cookie: e.cookie,
-                inode: Some(e.inode),
-                netns: e.netns,
-                cgroup: String::new(),
-                container: None,
-                opened_at: None,
-            })
+            Some((e, owner))
         })
         .collect()
 }
@@ -508,35 +567,24 @@ mod tests {
         let mut holders = HashMap::new();
         holders.insert(77, vec![holder(12, 9, "worker"), holder(10, 5, "master")]);
         let all = |_: u32| true;
-        let out = listeners_with_owners(
+        let out = with_owners(
             vec![entry("127.0.0.1:8080", 77), entry("[::]:22", 78)],
             &holders,
             &all,
         );
-        assert_eq!(out.len(), 2);
+        let got: Vec<(String, Option<(u32, String)>)> = out
+            .into_iter()
+            .map(|(e, h)| (e.local.to_string(), h.map(|h| (h.pid, h.comm))))
+            .collect();
         assert_eq!(
-            (
-                out[0].address.to_string(),
-                out[0].port,
-                out[0].pid,
-                out[0].comm.as_str(),
-                out[0].uid,
-                out[0].netns,
-                out[0].cookie,
-            ),
-            (
-                "127.0.0.1".to_string(),
-                8080,
-                10,
-                "master",
-                1000,
-                7,
-                Some(1077)
-            )
-        );
-        assert_eq!(
-            (out[1].address.to_string(), out[1].pid, out[1].comm.as_str()),
-            ("::".to_string(), 0, "")
+            got,
+            [
+                (
+                    "127.0.0.1:8080".to_string(),
+                    Some((10, "master".to_string()))
+                ),
+                ("[::]:22".to_string(), None)
+            ]
         );
     }
 
@@ -545,13 +593,13 @@ mod tests {
         let mut holders = HashMap::new();
         holders.insert(77, vec![holder(1, 0, "init"), holder(50, 9, "service")]);
         let only_50 = |pid: u32| pid == 50;
-        let out = listeners_with_owners(
+        let out = with_owners(
             vec![entry("0.0.0.0:80", 77), entry("0.0.0.0:81", 78)],
             &holders,
             &only_50,
         );
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].pid, 50);
+        assert_eq!(out[0].1.as_ref().map(|h| h.pid), Some(50));
     }
 
     #[test]
@@ -560,11 +608,12 @@ mod tests {
         let stat = parse_stat(line).unwrap();
         assert_eq!(stat.comm, "a) b (\\xff\\x1b");
         assert_eq!((stat.ppid, stat.start_time), (77, 987654));
+        assert_eq!((stat.cpu_ticks, stat.threads, stat.rss_pages), (0, 1, 2));
         // The lossy decoding would have made two names alike.
-        let other = b"1 (\xfe) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 1\n";
+        let other = b"1 (\xfe) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 1 2\n";
         assert_ne!(
             parse_stat(other).unwrap().comm,
-            parse_stat(b"1 (\xff) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 1\n")
+            parse_stat(b"1 (\xff) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 1 2\n")
                 .unwrap()
                 .comm
         );

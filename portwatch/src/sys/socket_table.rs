@@ -42,6 +42,14 @@ impl SocketQuery {
         proto: Proto::Tcp,
         states: States::only(state::LISTEN),
     };
+
+    /// Every socket of `proto`, in any state.
+    pub const fn every_state(proto: Proto) -> SocketQuery {
+        SocketQuery {
+            proto,
+            states: States::ALL,
+        }
+    }
 }
 
 /// One socket as the tables show it.

@@ -1,0 +1,54 @@
+//! What portwatch reads about this host beyond sockets, for the details
+//! it shows (processes, user names), and the one thing it does to it:
+//! send a signal, to the process a user confirmed and no other.
+
+use crate::{
+    error::Result,
+    process::ProcessInfo,
+    sys::{
+        procinfo::{self, Pinned},
+        users::Users,
+    },
+};
+
+/// A process's details; None when it is gone.
+pub fn inspect_process(pid: u32) -> Option<ProcessInfo> {
+    procinfo::read(pid)
+}
+
+/// User names for uids, looked up once each.
+#[derive(Default)]
+pub struct UserNames(Users);
+
+impl UserNames {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The name of `uid`, or the number when it has none.
+    pub fn name(&mut self, uid: u32) -> String {
+        self.0.name(uid)
+    }
+}
+
+/// A process pinned (by a pidfd) when a user is asked to confirm a
+/// signal: if it exits meanwhile and its pid is reused, the signal is
+/// refused instead of reaching the newcomer.
+#[derive(Debug)]
+pub struct KillTarget(Pinned);
+
+impl KillTarget {
+    /// Pins `pid`. Refuses pid 1 and portwatch itself.
+    pub fn pin(pid: u32) -> Result<Self> {
+        Pinned::new(pid).map(Self)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.pid
+    }
+
+    /// SIGTERM, or SIGKILL with `kill`.
+    pub fn signal(&self, kill: bool) -> Result<()> {
+        self.0.signal(kill)
+    }
+}

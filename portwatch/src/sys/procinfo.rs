@@ -1,0 +1,156 @@
+//! A process's details from /proc, every text made safe from its bytes;
+//! and a process pinned by a pidfd, so that a signal meant for it never
+//! reaches another process that reuses its pid.
+
+use std::os::fd::OwnedFd;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+
+use super::{netns, procfs_scan};
+use crate::{
+    error::{Error, Result},
+    process::{ProcessInfo, shown_env_value},
+    safe_text::safe_text,
+};
+
+/// Everything /proc shows about `pid`; None when it is gone. Without the
+/// right to read a field (another user's process, unprivileged) the field
+/// stays empty.
+pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
+    let stat = procfs_scan::read_full_stat(pid)?;
+    let link = |what: &str| {
+        std::fs::read_link(format!("/proc/{pid}/{what}"))
+            .map(|p| safe_text(p.as_os_str().as_encoded_bytes()))
+            .unwrap_or_default()
+    };
+    let nul_separated = |what: &str| -> Vec<Vec<u8>> {
+        std::fs::read(format!("/proc/{pid}/{what}"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let cmdline = nul_separated("cmdline")
+        .iter()
+        .map(|a| safe_text(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let environ = nul_separated("environ")
+        .iter()
+        .map(|kv| {
+            let (k, v) = match kv.iter().position(|&b| b == b'=') {
+                Some(i) => (&kv[..i], &kv[i + 1..]),
+                None => (&kv[..], &[][..]),
+            };
+            let name = safe_text(k);
+            let value = shown_env_value(&name, &safe_text(v));
+            (name, value)
+        })
+        .collect();
+    let ticks = procfs::ticks_per_second().max(1);
+    let start_time = boot_time().map(|boot| {
+        boot + TimeDelta::milliseconds(
+            i64::try_from(stat.start_time.saturating_mul(1000) / ticks).unwrap_or(i64::MAX),
+        )
+    });
+    let mut ancestry = Vec::new();
+    let mut parent = stat.ppid;
+    while parent > 0 && ancestry.len() < 64 {
+        let Some(p) = procfs_scan::read_full_stat(parent) else {
+            break;
+        };
+        ancestry.push((parent, p.comm));
+        parent = p.ppid;
+    }
+    let children = procfs_scan::parent_links()
+        .map(|links| links.iter().filter(|(_, ppid)| *ppid == pid).count())
+        .unwrap_or(0);
+    let cgroup = procfs_scan::cgroup_of(pid);
+    Some(ProcessInfo {
+        pid,
+        ppid: stat.ppid,
+        comm: stat.comm,
+        exe: link("exe"),
+        cwd: link("cwd"),
+        cmdline,
+        uid: real_uid(pid).unwrap_or(0),
+        start_time,
+        rss_bytes: stat.rss_pages.saturating_mul(procfs::page_size()),
+        cpu_ticks: stat.cpu_ticks,
+        ticks_per_second: ticks,
+        threads: stat.threads,
+        environ,
+        ancestry,
+        children,
+        container: crate::container::Container::classify(&cgroup),
+        cgroup,
+        netns: netns::of_process(pid),
+    })
+}
+
+/// The real uid, from the `Uid:` line of /proc/PID/status.
+fn real_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Uid:"))?;
+    std::str::from_utf8(line)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// When the system booted (`btime` of /proc/stat).
+fn boot_time() -> Option<DateTime<Utc>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    DateTime::from_timestamp(secs, 0)
+}
+
+/// A process held by a pidfd.
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    pub pid: u32,
+    fd: OwnedFd,
+}
+
+impl Pinned {
+    /// Pins `pid`. Refuses pid 1 and portwatch itself.
+    pub fn new(pid: u32) -> Result<Self> {
+        if pid <= 1 {
+            return Err(Error::Refused(format!(
+                "portwatch does not signal pid {pid}"
+            )));
+        }
+        if pid == std::process::id() {
+            return Err(Error::Refused("portwatch does not signal itself".into()));
+        }
+        let p = Pid::from_raw(i32::try_from(pid).map_err(|_| Error::NoSuchProcess(pid))?)
+            .ok_or(Error::NoSuchProcess(pid))?;
+        let fd = pidfd_open(p, PidfdFlags::empty()).map_err(|_| Error::NoSuchProcess(pid))?;
+        Ok(Self { pid, fd })
+    }
+
+    /// Sends SIGTERM (`kill` false) or SIGKILL to the pinned process; an
+    /// error if it has exited meanwhile (its pid may belong to another
+    /// process by now, which is never signalled).
+    pub fn signal(&self, kill: bool) -> Result<()> {
+        let sig = if kill { Signal::Kill } else { Signal::Term };
+        pidfd_send_signal(&self.fd, sig).map_err(|e| match e {
+            rustix::io::Errno::SRCH => Error::ProcessExited(self.pid),
+            other => Error::Io {
+                what: "cannot signal the process",
+                source: other.into(),
+            },
+        })
+    }
+}
