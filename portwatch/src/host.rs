@@ -4,7 +4,7 @@
 
 use crate::{
     error::Result,
-    process::ProcessInfo,
+    process::{ProcessBrief, ProcessInfo},
     sys::{
         procinfo::{self, Pinned},
         users::Users,
@@ -14,6 +14,11 @@ use crate::{
 /// A process's details; None when it is gone.
 pub fn inspect_process(pid: u32) -> Option<ProcessInfo> {
     procinfo::read(pid)
+}
+
+/// Where a process comes from: executable, command line, ancestry.
+pub fn describe_process(pid: u32) -> Option<ProcessBrief> {
+    procinfo::brief(pid)
 }
 
 /// User names for uids, looked up once each.

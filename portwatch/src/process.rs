@@ -35,6 +35,15 @@ pub struct ProcessInfo {
     pub netns: Option<u64>,
 }
 
+/// What a process adds to a socket's row: where it comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessBrief {
+    pub exe: String,
+    pub cmdline: String,
+    /// Parent, grandparent, ... up to pid 1: (pid, name).
+    pub ancestry: Vec<(u32, String)>,
+}
+
 /// Words in a variable name that say its value is a secret.
 const SECRET_WORDS: [&str; 7] = [
     "TOKEN",

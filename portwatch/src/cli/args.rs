@@ -11,15 +11,22 @@ use portwatch::{Backend, EngineConfig, Filter, Hook, Proto, Scope, engine::ring_
 #[command(
     name = "portwatch",
     version,
-    about = "Reports the moment any process starts or stops listening on a TCP port"
+    about = "Reports the moment any process starts or stops listening on a TCP port",
+    long_about = "Reports the moment any process starts or stops listening on a TCP port. \
+        Without a command, opens the terminal UI.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub tui: TuiArgs,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The terminal UI (also what `portwatch` alone opens)
+    Tui(TuiArgs),
     /// Print the current listeners, then every listener opened or closed
     Watch(WatchArgs),
     /// Print the listening TCP sockets and their owners, like `ss -ltnp`
@@ -146,6 +153,24 @@ pub struct DaemonArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct TuiArgs {
+    /// How often CPU and memory are sampled, in milliseconds (portwatch 0.1.8's refresh)
+    #[arg(short = 'r', long, value_name = "MS", default_value_t = 2000)]
+    pub refresh_interval: u64,
+    /// Show only the rows this filter matches (e.g. node, port:3000..3999, !proto:udp)
+    #[arg(short = 'f', long, value_name = "TEXT", default_value = "")]
+    pub filter: String,
+    /// No kill keys and no rule editor
+    #[arg(long)]
+    pub read_only: bool,
+    /// The rules file to evaluate and edit (default: the canonical path, or the legacy one)
+    #[arg(long, value_name = "FILE")]
+    pub alerts: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct WatchArgs {
     /// One JSON object per line instead of aligned text
     #[arg(long)]
@@ -234,7 +259,7 @@ mod tests {
         let mut all = vec!["portwatch", "daemon"];
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
-            Command::Daemon(d) => d.engine,
+            Some(Command::Daemon(d)) => d.engine,
             other => panic!("{other:?}"),
         }
     }
@@ -277,6 +302,21 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_secs(2));
         assert_eq!(config.ring_buffer_bytes, 65536);
         assert_eq!(config.hook, Hook::Tracepoint);
+    }
+
+    #[test]
+    fn no_command_is_the_tui_with_0_1_8_flags() {
+        let cli = Cli::try_parse_from(["portwatch", "-r", "500", "-f", "port:22"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(
+            (cli.tui.refresh_interval, cli.tui.filter.as_str()),
+            (500, "port:22")
+        );
+        let cli = Cli::try_parse_from(["portwatch", "tui", "--read-only"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Tui(t)) if t.read_only));
+        let cli = Cli::try_parse_from(["portwatch", "watch", "--pid", "7"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Watch(_))));
+        assert!(Cli::try_parse_from(["portwatch", "-r", "5", "watch"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod daemon;
 mod list;
 mod shutdown;
 mod sink;
+mod tui;
 mod watch;
 
 use std::process::ExitCode;
@@ -16,7 +17,12 @@ use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let command = match cli.command {
+        None => Command::Tui(cli.tui),
+        Some(c) => c,
+    };
+    // The terminal UI owns the screen: diagnostics go to a file, if any.
+    init_tracing(matches!(command, Command::Tui(_)));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -28,7 +34,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
+            Command::Tui(args) => tui::run(args).await,
             Command::Watch(args) => watch::run(args).await,
             Command::List(args) => list::run(args),
             Command::Alerts(cmd) => alerts::run(cmd),
@@ -55,13 +62,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// Diagnostics go to stderr through `tracing`; `RUST_LOG` selects them
-/// (and `RUST_LOG=debug` also turns on the kernel programs' own log).
-fn init_tracing() {
+/// Diagnostics go to stderr through `tracing`; `RUST_LOG` selects them.
+/// In the terminal UI they go to the file `PORTWATCH_LOG` names, if any,
+/// and nowhere else: the screen is the UI's.
+fn init_tracing(tui: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if !tui {
+        builder.with_writer(std::io::stderr).init();
+        return;
+    }
+    match std::env::var_os("PORTWATCH_LOG").and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    }) {
+        Some(file) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init(),
+        None => builder.with_writer(std::io::sink).init(),
+    }
 }

@@ -10,34 +10,62 @@ use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 use super::{netns, procfs_scan};
 use crate::{
     error::{Error, Result},
-    process::{ProcessInfo, shown_env_value},
+    process::{ProcessBrief, ProcessInfo, shown_env_value},
     safe_text::safe_text,
 };
+
+fn link(pid: u32, what: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/{what}"))
+        .map(|p| safe_text(p.as_os_str().as_encoded_bytes()))
+        .unwrap_or_default()
+}
+
+fn nul_separated(pid: u32, what: &str) -> Vec<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/{what}"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn cmdline(pid: u32) -> String {
+    nul_separated(pid, "cmdline")
+        .iter()
+        .map(|a| safe_text(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parent, grandparent, ... of a process whose parent is `parent`.
+fn ancestry(mut parent: u32) -> Vec<(u32, String)> {
+    let mut chain = Vec::new();
+    while parent > 0 && chain.len() < 64 {
+        let Some(p) = procfs_scan::read_full_stat(parent) else {
+            break;
+        };
+        chain.push((parent, p.comm));
+        parent = p.ppid;
+    }
+    chain
+}
+
+/// Executable, command line and ancestry of `pid`.
+pub(crate) fn brief(pid: u32) -> Option<ProcessBrief> {
+    let stat = procfs_scan::read_full_stat(pid)?;
+    Some(ProcessBrief {
+        exe: link(pid, "exe"),
+        cmdline: cmdline(pid),
+        ancestry: ancestry(stat.ppid),
+    })
+}
 
 /// Everything /proc shows about `pid`; None when it is gone. Without the
 /// right to read a field (another user's process, unprivileged) the field
 /// stays empty.
 pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
     let stat = procfs_scan::read_full_stat(pid)?;
-    let link = |what: &str| {
-        std::fs::read_link(format!("/proc/{pid}/{what}"))
-            .map(|p| safe_text(p.as_os_str().as_encoded_bytes()))
-            .unwrap_or_default()
-    };
-    let nul_separated = |what: &str| -> Vec<Vec<u8>> {
-        std::fs::read(format!("/proc/{pid}/{what}"))
-            .unwrap_or_default()
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect()
-    };
-    let cmdline = nul_separated("cmdline")
-        .iter()
-        .map(|a| safe_text(a))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let environ = nul_separated("environ")
+    let environ = nul_separated(pid, "environ")
         .iter()
         .map(|kv| {
             let (k, v) = match kv.iter().position(|&b| b == b'=') {
@@ -55,15 +83,6 @@ pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
             i64::try_from(stat.start_time.saturating_mul(1000) / ticks).unwrap_or(i64::MAX),
         )
     });
-    let mut ancestry = Vec::new();
-    let mut parent = stat.ppid;
-    while parent > 0 && ancestry.len() < 64 {
-        let Some(p) = procfs_scan::read_full_stat(parent) else {
-            break;
-        };
-        ancestry.push((parent, p.comm));
-        parent = p.ppid;
-    }
     let children = procfs_scan::parent_links()
         .map(|links| links.iter().filter(|(_, ppid)| *ppid == pid).count())
         .unwrap_or(0);
@@ -72,9 +91,9 @@ pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
         pid,
         ppid: stat.ppid,
         comm: stat.comm,
-        exe: link("exe"),
-        cwd: link("cwd"),
-        cmdline,
+        exe: link(pid, "exe"),
+        cwd: link(pid, "cwd"),
+        cmdline: cmdline(pid),
         uid: real_uid(pid).unwrap_or(0),
         start_time,
         rss_bytes: stat.rss_pages.saturating_mul(procfs::page_size()),
@@ -82,7 +101,7 @@ pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
         ticks_per_second: ticks,
         threads: stat.threads,
         environ,
-        ancestry,
+        ancestry: ancestry(stat.ppid),
         children,
         container: crate::container::Container::classify(&cgroup),
         cgroup,

@@ -1,0 +1,68 @@
+//! The table as it is shown (filtered, sorted) as JSON or CSV. Pure.
+
+use serde_json::{Map, Value};
+
+use super::{
+    app::App,
+    view::{Line, cell},
+};
+
+/// The view's rows: a JSON array of objects keyed by column, or CSV with a
+/// header. Texts were made safe when read; CSV quotes what needs it.
+pub fn view(app: &App, csv: bool) -> String {
+    let (items, lines) = app.visible();
+    let columns = app.columns();
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Item { index, .. } => Some(&items[*index]),
+            Line::Header { .. } => None,
+        })
+        .map(|item| columns.iter().map(|c| cell(item, *c, app.now)).collect())
+        .collect();
+    if csv {
+        let mut out = String::new();
+        let header: Vec<String> = columns.iter().map(|c| c.title().to_lowercase()).collect();
+        for row in std::iter::once(&header).chain(&rows) {
+            let fields: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        out
+    } else {
+        let objects: Vec<Value> = rows
+            .into_iter()
+            .map(|row| {
+                let mut obj = Map::new();
+                for (c, v) in columns.iter().zip(row) {
+                    obj.insert(c.title().to_lowercase(), Value::String(v));
+                }
+                Value::Object(obj)
+            })
+            .collect();
+        let mut text = serde_json::to_string_pretty(&objects).unwrap_or_else(|_| "[]".into());
+        text.push('\n');
+        text
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        assert_eq!(csv_field("nginx"), "nginx");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

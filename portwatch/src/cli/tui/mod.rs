@@ -1,0 +1,280 @@
+//! The terminal UI: `portwatch` with no command. The monitor's events,
+//! keys, the mouse and two clocks (the age column's second and the
+//! sampling tick) feed `App`, plain state; `draw` renders it without I/O;
+//! this file is the loop that does the I/O `App` asks for.
+//!
+//! - `app.rs`: the state and what each input does to it;
+//! - `view.rs`: the table's rows (filter, sort, tree, groups);
+//! - `filter.rs`: the filter language; `keys.rs`: the key map;
+//! - `layout.rs`: where each part goes; `draw.rs`: drawing;
+//! - `editor.rs`: the rule editor; `export.rs`: JSON and CSV of the view;
+//! - `terminal.rs`: raw mode and its restoration (exit, panic, signal).
+
+mod app;
+mod draw;
+mod editor;
+mod export;
+mod filter;
+mod keys;
+mod layout;
+mod terminal;
+mod view;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use crossterm::event::{Event, EventStream};
+use futures_core::Stream as _;
+use portwatch::{
+    Monitor, MonitorConfig,
+    host::{self, KillTarget, UserNames},
+    monitor::RulesSource,
+    rules::{
+        store::{self, StoreError},
+        validate::Rules,
+    },
+};
+use tokio::time::{MissedTickBehavior, interval};
+
+use crate::{args::TuiArgs, shutdown::Shutdown};
+use app::{App, Effect};
+use layout::Areas;
+use view::ProcSummary;
+
+pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
+    if args.refresh_interval == 0 {
+        bail!("--refresh-interval must be longer than 0");
+    }
+    if let Err(e) = filter::Query::parse(&args.filter) {
+        bail!("--filter: {e}");
+    }
+    // With `--backend auto` (the default) an unprivileged TUI still works,
+    // on procfs, as portwatch 0.1.8 did; the status bar says why.
+    let engine = args.engine.config()?;
+    let path = match &args.alerts {
+        Some(p) => p.clone(),
+        None => store::read_path()?,
+    };
+    let (rules, editable) = rules_at(&path, args.read_only);
+    let refresh = Duration::from_millis(args.refresh_interval);
+    let mut shutdown = Shutdown::install()?;
+    let mut monitor = Monitor::start(MonitorConfig {
+        engine,
+        rules,
+        sample_interval: refresh,
+    })?;
+    let now = Utc::now();
+    let mut app = App::new(args.read_only, &args.filter, now);
+    app.set_rules(editable);
+    app.status.backend = match monitor.fallback_reason() {
+        Some(why) => format!("procfs (eBPF: {})", draw::shorten(why, 60)),
+        None => monitor.backend_name().to_string(),
+    };
+    let mut term = terminal::Terminal::enter().context("cannot set up the terminal")?;
+    let result = event_loop(
+        &mut term,
+        &mut app,
+        &mut monitor,
+        &mut shutdown,
+        refresh,
+        &path,
+    )
+    .await;
+    drop(term);
+    result
+}
+
+/// The rules the monitor evaluates, and what the editor edits (or why it
+/// cannot). A missing file is an empty one that the editor can create.
+fn rules_at(
+    path: &std::path::Path,
+    read_only: bool,
+) -> (
+    Option<RulesSource>,
+    Result<portwatch::rules::model::AlertsFile, String>,
+) {
+    match store::load(path) {
+        Ok(rules) => {
+            let file = rules.file.clone();
+            (
+                Some(RulesSource {
+                    path: path.to_path_buf(),
+                    rules,
+                }),
+                Ok(file),
+            )
+        }
+        Err(StoreError::Missing(_)) => {
+            // Watched from the start, so that rules the editor saves take
+            // effect at once: the directory must exist.
+            let watchable = !read_only
+                && path
+                    .parent()
+                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok());
+            (
+                watchable.then(|| RulesSource {
+                    path: path.to_path_buf(),
+                    rules: Rules::empty(),
+                }),
+                Ok(Default::default()),
+            )
+        }
+        Err(e) => (None, Err(e.to_string())),
+    }
+}
+
+async fn event_loop(
+    term: &mut terminal::Terminal,
+    app: &mut App,
+    monitor: &mut Monitor,
+    shutdown: &mut Shutdown,
+    refresh: Duration,
+    rules_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut input = EventStream::new();
+    let mut second = interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sample = interval(refresh);
+    sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut users = UserNames::new();
+    let mut target: Option<KillTarget> = None;
+    loop {
+        if app.take_dirty() {
+            let size = term.size()?;
+            app.areas = Areas::compute(
+                size,
+                app.columns(),
+                app.details.is_some(),
+                app.pane != app::Pane::None,
+                app.editing_filter,
+            );
+            app.scroll_to_selection();
+            term.draw(|f| draw::draw(f, app))?;
+        }
+        let effects = tokio::select! {
+            ev = monitor.next() => {
+                let ev = ev?;
+                let mut name = |uid| users.name(uid);
+                app.on_monitor(ev, &mut name)
+            }
+            ev = std::future::poll_fn(|cx| std::pin::Pin::new(&mut input).poll_next(cx)) => match ev {
+                Some(Ok(Event::Key(key))) => app.on_key(key),
+                Some(Ok(Event::Mouse(m))) => app.on_mouse(m),
+                Some(Ok(Event::Resize(..))) => {
+                    app.on_tick(Utc::now(), false);
+                    Vec::new()
+                }
+                Some(Ok(_)) => Vec::new(),
+                Some(Err(e)) => return Err(e).context("cannot read the terminal"),
+                None => vec![Effect::Quit],
+            },
+            _ = second.tick() => app.on_tick(Utc::now(), false),
+            _ = sample.tick() => app.on_tick(Utc::now(), true),
+            () = shutdown.requested() => vec![Effect::Quit],
+        };
+        app.set_stats(monitor.stats());
+        for effect in effects {
+            if !perform(effect, app, monitor, &mut users, &mut target, rules_path) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Does what the app asked; false to quit.
+fn perform(
+    effect: Effect,
+    app: &mut App,
+    monitor: &mut Monitor,
+    users: &mut UserNames,
+    target: &mut Option<KillTarget>,
+    rules_path: &std::path::Path,
+) -> bool {
+    match effect {
+        Effect::Quit => return false,
+        Effect::Resync => monitor.resync_now(),
+        Effect::Inspect(pid) => app.on_inspected(host::inspect_process(pid)),
+        Effect::Describe(pids) => {
+            for pid in pids {
+                let brief = host::describe_process(pid).unwrap_or_default();
+                let mut ancestry = brief.ancestry;
+                ancestry.reverse();
+                app.on_described(
+                    pid,
+                    ProcSummary {
+                        exe: brief.exe,
+                        cmdline: brief.cmdline,
+                        ancestry,
+                    },
+                );
+            }
+        }
+        Effect::LoadSockets => match portwatch::list_sockets(None) {
+            Ok(sockets) => {
+                let mut name = |uid| users.name(uid);
+                app.on_sockets(sockets, &mut name);
+            }
+            Err(e) => app.on_signalled(Err(format!("cannot list the sockets: {e}"))),
+        },
+        Effect::Pin { pid, kill: _ } => {
+            let pinned = KillTarget::pin(pid)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    // Read after pinning: what the dialog shows is the process
+                    // the signal would reach.
+                    let info = host::inspect_process(pid)
+                        .ok_or_else(|| format!("process {pid} has exited"))?;
+                    *target = Some(t);
+                    Ok(info)
+                });
+            app.on_pinned(pinned);
+        }
+        Effect::Signal { kill } => {
+            let result = match target.take() {
+                Some(t) => {
+                    let pid = t.pid();
+                    t.signal(kill)
+                        .map(|()| {
+                            format!(
+                                "sent {} to process {pid}",
+                                if kill { "SIGKILL" } else { "SIGTERM" }
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                }
+                None => Err("no process is pinned".into()),
+            };
+            app.on_signalled(result);
+        }
+        Effect::Unpin => *target = None,
+        Effect::Export { csv, text } => app.on_exported(export_file(csv, &text)),
+        Effect::SaveRules(file) => {
+            let saved = store::save(rules_path, &file, false)
+                .map(|()| file)
+                .map_err(|e| e.to_string());
+            app.on_rules_saved(saved);
+        }
+    }
+    true
+}
+
+/// Writes an export to a new file in the working directory; its path.
+fn export_file(csv: bool, text: &str) -> Result<String, String> {
+    use std::io::Write as _;
+    let name = format!(
+        "portwatch-view-{}.{}",
+        Utc::now().format("%Y%m%d-%H%M%S%.3f"),
+        if csv { "csv" } else { "json" }
+    );
+    let path = PathBuf::from(&name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(std::fs::canonicalize(&path)
+        .map(|p| p.display().to_string())
+        .unwrap_or(name))
+}
