@@ -23,4 +23,5 @@ mod ownership;
 mod process_tree;
 mod resync;
 mod startup_errors;
+mod tui;
 mod watch;

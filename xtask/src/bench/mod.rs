@@ -9,6 +9,7 @@ mod monitors;
 mod report;
 mod scan;
 mod storm;
+mod tui;
 mod util;
 
 use std::{
@@ -32,6 +33,7 @@ fn ensure_peers() -> Result<()> {
         ("bpftool", "bpftool"),
         ("ss", "iproute2"),
         ("lsof", "lsof"),
+        ("tmux", "tmux"),
     ]
     .into_iter()
     .filter(|(cmd, _)| {
@@ -90,6 +92,7 @@ pub enum Section {
     Cost,
     Cleanup,
     Flood,
+    Tui,
 }
 
 impl Options {
@@ -155,6 +158,15 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             "bench: a flood of listen() without bind() from user nobody (waves of 3,000, {probes} root listeners meanwhile)"
         );
         results.insert("flood".into(), flood::flood(root, waves, 3000, probes)?);
+    }
+    if opts.wants(Section::Tui) {
+        let (n, probes, idle) = if opts.quick {
+            (2000, 10, 5)
+        } else {
+            (10000, 30, 10)
+        };
+        eprintln!("bench: the TUI with {n} listeners, in tmux");
+        results.insert("tui".into(), tui::tui(root, n, probes, idle)?);
     }
     if opts.wants(Section::Cleanup) {
         eprintln!("bench: cleanup");

@@ -46,6 +46,9 @@ pub fn tables(r: &Value) -> String {
     if !r["flood"].is_null() {
         flood(&mut s, &r["flood"]);
     }
+    if !r["tui"].is_null() {
+        tui(&mut s, &r["tui"]);
+    }
     if !r["scan"].is_null() {
         scan(&mut s, &r["scan"]);
     }
@@ -178,6 +181,28 @@ fn flood(s: &mut String, v: &Value) {
         f(&v["p99_ms"]),
         f(&v["max_ms"]),
         f(&v["cpu_percent"]),
+    );
+}
+
+fn tui(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nThe TUI with {} listeners, in tmux (200 x 50): a frame (rows rebuilt, filtered, sorted, drawn) \
+         p50 {} ms, p99 {} ms, max {} ms over {} frames; RSS {} MiB (peak {} MiB); a new listener on screen \
+         after p50 {} ms, p99 {} ms ({} listeners, capture-pane polled); idle {} s: {} frames, {} wakeups.",
+        v["listeners"],
+        f(&v["frame_p50_ms"]),
+        f(&v["frame_p99_ms"]),
+        f(&v["frame_max_ms"]),
+        v["frames"],
+        f(&v["rss_mib"]),
+        f(&v["peak_rss_mib"]),
+        f(&v["to_screen_p50_ms"]),
+        f(&v["to_screen_p99_ms"]),
+        v["probes"],
+        v["idle_s"],
+        v["idle_frames"],
+        v["idle_wakeups"],
     );
 }
 

@@ -5,7 +5,7 @@ use std::{
     io::{BufRead as _, BufReader, Read as _},
     net::TcpListener,
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Instant,
 };
 
@@ -43,26 +43,40 @@ fn time_ms(cmd: &mut Command, runs: usize) -> Result<f64> {
     Ok(median(&times))
 }
 
+/// `procs` processes holding `per` listeners each, once all are ready.
+pub fn spawn_holders(procs: usize, per: usize) -> Result<Vec<Child>> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for i in 0..procs {
+        let mut child = Command::new(&exe)
+            .args(["hold-child", &per.to_string(), &i.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("a socket holder failed to start");
+        }
+        children.push(child);
+    }
+    Ok(children)
+}
+
+/// Ends the holders (they exit when their stdin closes).
+pub fn release(children: Vec<Child>) {
+    for mut c in children {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
+}
+
 /// For each size: spawn the holders, time each tool `runs` times.
 pub fn scan_cost(root: &Path, sizes: &[usize], procs: usize, runs: usize) -> Result<Value> {
-    let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
     for &size in sizes {
         let per = size / procs;
-        let mut children = Vec::new();
-        for i in 0..procs {
-            let mut child = Command::new(&exe)
-                .args(["hold-child", &per.to_string(), &i.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()?;
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-            if line.trim() != "ready" {
-                bail!("a socket holder failed to start");
-            }
-            children.push(child);
-        }
+        let children = spawn_holders(procs, per)?;
         let pw = time_ms(
             Command::new(super::portwatch_bin(root)).args(["list", "--json"]),
             runs,
@@ -80,10 +94,7 @@ pub fn scan_cost(root: &Path, sizes: &[usize], procs: usize, runs: usize) -> Res
             "lsof_ms": lsof,
             "ratio_vs_ss": pw / ss,
         }));
-        for mut c in children {
-            drop(c.stdin.take());
-            let _ = c.wait();
-        }
+        release(children);
     }
     Ok(Value::Array(rows))
 }

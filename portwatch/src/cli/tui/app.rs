@@ -149,6 +149,8 @@ pub struct App {
     pub areas: Areas,
     pub now: DateTime<Utc>,
     dirty: bool,
+    /// Events changed the rows; `prepare` rebuilds them.
+    stale: bool,
 }
 
 /// The key of a listener's row.
@@ -192,6 +194,7 @@ impl App {
             areas: Areas::default(),
             now,
             dirty: true,
+            stale: false,
         };
         app.set_filter(filter.to_string());
         app
@@ -206,6 +209,14 @@ impl App {
     /// redraw.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
+    }
+
+    /// Rebuilds the rows if events changed them since: a burst of events
+    /// costs one rebuild per frame, not one per event.
+    pub fn prepare(&mut self) {
+        if self.stale {
+            self.refresh();
+        }
     }
 
     // ---- what the table shows ----
@@ -251,7 +262,9 @@ impl App {
         }
     }
 
+    /// Rebuilds the rows now (after a change of view, filter or sort).
     fn refresh(&mut self) {
+        self.stale = false;
         self.items = match self.kind {
             Kind::AllSockets => self.sockets.clone(),
             _ => self
@@ -427,7 +440,7 @@ impl App {
             }
         }
         if self.kind != Kind::AllSockets {
-            self.refresh();
+            self.stale = true;
         }
         describe
     }
@@ -457,7 +470,7 @@ impl App {
             }
         }
         if self.kind != Kind::AllSockets {
-            self.refresh();
+            self.stale = true;
         }
         // The age column changes every second.
         self.dirty = true;
@@ -576,6 +589,7 @@ impl App {
 
     /// A key press.
     pub fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        self.prepare();
         self.dirty = true;
         if let Some(dialog) = &mut self.dialog {
             return match dialog {
@@ -825,6 +839,7 @@ impl App {
 
     /// A mouse event: select, scroll, sort by a clicked header.
     pub fn on_mouse(&mut self, ev: MouseEvent) -> Vec<Effect> {
+        self.prepare();
         let table = self.areas.table;
         let inside = |r: Rect| {
             ev.column >= r.x

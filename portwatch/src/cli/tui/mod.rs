@@ -35,12 +35,15 @@ use portwatch::{
         validate::Rules,
     },
 };
-use tokio::time::{MissedTickBehavior, interval};
+use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use crate::{args::TuiArgs, shutdown::Shutdown};
 use app::{App, Effect};
 use layout::Areas;
 use view::ProcSummary;
+
+/// The shortest time between two frames.
+const FRAME: Duration = Duration::from_millis(16);
 
 pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
     if args.refresh_interval == 0 {
@@ -139,8 +142,19 @@ async fn event_loop(
     sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut users = UserNames::new();
     let mut target: Option<KillTarget> = None;
+    // At most one frame per FRAME: a burst of events is drawn once.
+    let mut last_frame = Instant::now()
+        .checked_sub(FRAME)
+        .unwrap_or_else(Instant::now);
+    let mut next_frame: Option<Instant> = None;
     loop {
         if app.take_dirty() {
+            next_frame.get_or_insert((last_frame + FRAME).max(Instant::now()));
+        }
+        if next_frame.is_some_and(|t| t <= Instant::now()) {
+            next_frame = None;
+            last_frame = Instant::now();
+            app.prepare();
             let size = term.size()?;
             app.areas = Areas::compute(
                 size,
@@ -151,7 +165,21 @@ async fn event_loop(
             );
             app.scroll_to_selection();
             term.draw(|f| draw::draw(f, app))?;
+            // What preparing the frame changed is in this frame.
+            app.take_dirty();
+            tracing::debug!(
+                "frame: {} us, {} rows",
+                last_frame.elapsed().as_micros(),
+                app.counts().1
+            );
+            continue;
         }
+        let frame_due = async {
+            match next_frame {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         let effects = tokio::select! {
             ev = monitor.next() => {
                 let ev = ev?;
@@ -161,19 +189,21 @@ async fn event_loop(
             ev = std::future::poll_fn(|cx| std::pin::Pin::new(&mut input).poll_next(cx)) => match ev {
                 Some(Ok(Event::Key(key))) => app.on_key(key),
                 Some(Ok(Event::Mouse(m))) => app.on_mouse(m),
-                Some(Ok(Event::Resize(..))) => {
-                    app.on_tick(Utc::now(), false);
-                    Vec::new()
-                }
+                Some(Ok(Event::Resize(..))) => app.on_tick(Utc::now(), false),
                 Some(Ok(_)) => Vec::new(),
                 Some(Err(e)) => return Err(e).context("cannot read the terminal"),
                 None => vec![Effect::Quit],
             },
-            _ = second.tick() => app.on_tick(Utc::now(), false),
+            _ = second.tick() => {
+                // The counters are read once a second: each read is a
+                // syscall, which a busy host would pay per event.
+                app.set_stats(monitor.stats());
+                app.on_tick(Utc::now(), false)
+            }
             _ = sample.tick() => app.on_tick(Utc::now(), true),
+            () = frame_due => Vec::new(),
             () = shutdown.requested() => vec![Effect::Quit],
         };
-        app.set_stats(monitor.stats());
         for effect in effects {
             if !perform(effect, app, monitor, &mut users, &mut target, rules_path) {
                 return Ok(());

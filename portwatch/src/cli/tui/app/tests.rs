@@ -95,7 +95,8 @@ fn typed(app: &mut App, text: &str) {
     }
 }
 
-fn ports(app: &App) -> Vec<u16> {
+fn ports(app: &mut App) -> Vec<u16> {
+    app.prepare();
     let (items, lines) = app.visible();
     lines
         .iter()
@@ -116,6 +117,7 @@ fn screen(app: &mut App) -> String {
         app.pane != Pane::None,
         app.editing_filter,
     );
+    app.prepare();
     app.scroll_to_selection();
     let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
     terminal.draw(|f| draw(f, app)).unwrap();
@@ -151,7 +153,7 @@ fn info(pid: u32) -> ProcessInfo {
 #[test]
 fn the_table_sorts_by_port_and_keeps_the_selection_on_its_row() {
     let mut a = app();
-    assert_eq!(ports(&a), [22, 53, 80, 8080]);
+    assert_eq!(ports(&mut a), [22, 53, 80, 8080]);
     press(&mut a, KeyCode::Down);
     assert_eq!(a.selected_item().unwrap().local.port(), 53);
     // A new listener sorts in before the selection: the selection stays.
@@ -164,14 +166,14 @@ fn the_table_sorts_by_port_and_keeps_the_selection_on_its_row() {
         ),
         &mut name,
     );
-    assert_eq!(ports(&a), [22, 25, 53, 80, 8080]);
+    assert_eq!(ports(&mut a), [22, 25, 53, 80, 8080]);
     assert_eq!(a.selected_item().unwrap().local.port(), 53);
     // s: the next column (proto), S: reversed; ties keep port order.
     press(&mut a, KeyCode::Char('s'));
     assert_eq!(a.sort.column, Column::Proto);
-    assert_eq!(ports(&a), [22, 25, 80, 8080, 53]);
+    assert_eq!(ports(&mut a), [22, 25, 80, 8080, 53]);
     press(&mut a, KeyCode::Char('S'));
-    assert_eq!(ports(&a), [53, 22, 25, 80, 8080]);
+    assert_eq!(ports(&mut a), [53, 22, 25, 80, 8080]);
 }
 
 #[test]
@@ -186,14 +188,15 @@ fn new_rows_are_highlighted_and_closed_rows_linger_dimmed() {
         ),
         &mut name,
     );
-    let item = |a: &App, port| {
+    let item = |a: &mut App, port| {
+        a.prepare();
         let (items, _) = a.visible();
         items.iter().find(|i| i.local.port() == port).cloned()
     };
-    assert!(item(&a, 9000).unwrap().fresh);
-    assert!(!item(&a, 22).unwrap().fresh, "the baseline is no news");
+    assert!(item(&mut a, 9000).unwrap().fresh);
+    assert!(!item(&mut a, 22).unwrap().fresh, "the baseline is no news");
     a.on_tick(t0() + HIGHLIGHT, false);
-    assert!(!item(&a, 9000).unwrap().fresh);
+    assert!(!item(&mut a, 9000).unwrap().fresh);
     // A listener that lived a millisecond is still seen, then goes.
     a.on_monitor(
         event(
@@ -204,10 +207,10 @@ fn new_rows_are_highlighted_and_closed_rows_linger_dimmed() {
         ),
         &mut name,
     );
-    assert!(item(&a, 9000).unwrap().closed);
+    assert!(item(&mut a, 9000).unwrap().closed);
     assert_eq!(a.log.front().unwrap().text, "tcp 127.0.0.1:9000 vite (600)");
     a.on_tick(t0() + HIGHLIGHT + LINGER, false);
-    assert!(item(&a, 9000).is_none());
+    assert!(item(&mut a, 9000).is_none());
 }
 
 #[test]
@@ -216,9 +219,9 @@ fn the_filter_updates_as_typed_and_shows_errors_in_place() {
     press(&mut a, KeyCode::Char('/'));
     assert!(a.editing_filter);
     typed(&mut a, "port:1..100");
-    assert_eq!(ports(&a), [22, 53, 80]);
+    assert_eq!(ports(&mut a), [22, 53, 80]);
     typed(&mut a, " !proto:udp");
-    assert_eq!(ports(&a), [22, 80]);
+    assert_eq!(ports(&mut a), [22, 80]);
     // A term half typed: the error shows in place, and the last filter
     // that parsed stays in force.
     typed(&mut a, " addr:10.");
@@ -245,10 +248,10 @@ fn pause_freezes_the_view_while_events_keep_arriving() {
         ),
         &mut name,
     );
-    assert_eq!(ports(&a), [22, 53, 80, 8080]);
+    assert_eq!(ports(&mut a), [22, 53, 80, 8080]);
     assert_eq!(a.paused_events(), Some(1));
     press(&mut a, KeyCode::Char('p'));
-    assert_eq!(ports(&a), [22, 53, 80, 8080, 9000]);
+    assert_eq!(ports(&mut a), [22, 53, 80, 8080, 9000]);
 }
 
 #[test]
@@ -348,7 +351,7 @@ fn the_mouse_selects_scrolls_and_sorts() {
     let x = a.areas.columns[4].1;
     a.on_mouse(click(x, 1));
     assert_eq!(a.sort.column, Column::Process);
-    assert_eq!(ports(&a), [53, 80, 8080, 22]);
+    assert_eq!(ports(&mut a), [53, 80, 8080, 22]);
     a.on_mouse(MouseEvent {
         kind: MouseEventKind::ScrollDown,
         column: 5,

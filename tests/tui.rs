@@ -1,0 +1,188 @@
+//! The terminal UI in a real terminal: tmux runs it, keys are typed with
+//! `send-keys`, the screen is read with `capture-pane`.
+
+use std::{
+    net::TcpListener,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::support::{BIN, Helper};
+
+/// One tmux server per test (its own socket), one window.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(tag: &str, command: &str) -> Tmux {
+        let socket = format!("portwatch-test-{}-{tag}", std::process::id());
+        let ok = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                command,
+            ])
+            .status()
+            .expect("tmux is needed by the TUI tests");
+        assert!(ok.success(), "tmux new-session");
+        Tmux { socket }
+    }
+
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let ok = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// The screen once `pred` holds for it; panics with the screen after
+    /// `timeout`.
+    fn wait_until(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.capture();
+            if pred(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("no {what} within {timeout:?}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_until(needle, timeout, |s| s.contains(needle))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// Start-up (loading the programs, the scan) may take a while on CI.
+const READY: Duration = Duration::from_secs(30);
+
+/// Whether a table row shows `port` in the PORT column (the second).
+fn row_with_port(screen: &str, port: u16) -> bool {
+    let port = port.to_string();
+    screen.lines().any(|l| {
+        l.split(|c: char| c.is_whitespace() || c == '│')
+            .filter(|t| !t.is_empty())
+            .nth(1)
+            == Some(port.as_str())
+    })
+}
+
+#[test]
+fn a_new_listener_appears_within_two_seconds() {
+    let tui = Tmux::start("appears", BIN);
+    tui.wait_for("watching with", READY);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    tui.wait_until("the new listener", Duration::from_secs(2), |s| {
+        row_with_port(s, port)
+    });
+}
+
+#[test]
+fn a_filter_shows_only_matching_rows() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    let tui = Tmux::start("filter", BIN);
+    tui.wait_until("both listeners", READY, |s| {
+        row_with_port(s, pa) && row_with_port(s, pb)
+    });
+    tui.send(&["/"]);
+    tui.send(&["-l", &format!("port:{pa}")]);
+    tui.send(&["Enter"]);
+    let screen = tui.wait_for("(1 match)", Duration::from_secs(10));
+    assert!(row_with_port(&screen, pa), "{screen}");
+    assert!(!row_with_port(&screen, pb), "{screen}");
+}
+
+const LISTENER: &str = r#"
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print("port", s.getsockname()[1])
+sys.stdin.read()
+"#;
+
+fn alive(helper: &mut Helper) -> bool {
+    helper.child.try_wait().unwrap().is_none()
+}
+
+#[test]
+fn kill_asks_first_and_n_leaves_the_process_alone() {
+    let mut helper = Helper::spawn(LISTENER);
+    let port: u16 = helper.read_value("port").parse().unwrap();
+    let tui = Tmux::start("kill", &format!("{BIN} -f port:{port}"));
+    tui.wait_until("the helper's row", READY, |s| row_with_port(s, port));
+    tui.send(&["k"]);
+    let dialog = tui.wait_for("y: send it", Duration::from_secs(10));
+    assert!(
+        dialog.contains(&format!("Send SIGTERM to process {}?", helper.pid())),
+        "{dialog}"
+    );
+    tui.send(&["n"]);
+    tui.wait_until("the dialog to close", Duration::from_secs(10), |s| {
+        !s.contains("y: send it")
+    });
+    assert!(alive(&mut helper), "n must leave the process alive");
+
+    tui.send(&["k"]);
+    tui.wait_for("y: send it", Duration::from_secs(10));
+    tui.send(&["y"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(&mut helper) {
+        assert!(Instant::now() < deadline, "y did not end the process");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tui.wait_for(
+        &format!("sent SIGTERM to process {}", helper.pid()),
+        Duration::from_secs(10),
+    );
+}
+
+#[test]
+fn q_quits_and_leaves_a_usable_shell() {
+    let tui = Tmux::start("quit", "bash --norc --noprofile");
+    tui.send(&["-l", &format!("PS1='$ ' {BIN}")]);
+    tui.send(&["Enter"]);
+    tui.wait_for("watching with", READY);
+    tui.send(&["q"]);
+    // Typed at the prompt, echoed, run: the terminal is back to normal.
+    tui.send(&["-l", "echo usable-$((40 + 2))"]);
+    tui.send(&["Enter"]);
+    let screen = tui.wait_for("usable-42", Duration::from_secs(10));
+    assert!(screen.contains("echo usable-$((40 + 2))"), "{screen}");
+    assert!(
+        !screen.contains("ADDRESS"),
+        "the alternate screen is gone: {screen}"
+    );
+}
