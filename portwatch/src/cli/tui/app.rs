@@ -409,13 +409,16 @@ impl App {
             (Change::Closed, Some(t)) => t.opened_at.map(|o| ev.ts - o),
             _ => None,
         };
-        self.log.push_front(LogEntry {
-            ts: ev.ts,
-            opened,
-            text: what,
-            lived,
-        });
-        self.log.truncate(LOG_CAP);
+        // The log tells what happens; the baseline is what was.
+        if ev.source != Source::Baseline {
+            self.log.push_front(LogEntry {
+                ts: ev.ts,
+                opened,
+                text: what,
+                lived,
+            });
+            self.log.truncate(LOG_CAP);
+        }
         let describe = (ev.listener.pid != 0 && !self.procs.contains_key(&ev.listener.pid))
             .then(|| Effect::Describe(vec![ev.listener.pid]));
         match ev.change {
