@@ -2,7 +2,7 @@
 //! out as Docker lays it out, with the name Docker keeps on disk, appears
 //! with its container in live events, the baseline and `list`.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{fs, path::PathBuf, process::Command, time::Duration};
 
 use serde_json::Value;
 
@@ -27,13 +27,30 @@ print("port", s.getsockname()[1])
 sys.stdin.readline()
 "#;
 
-/// What a test made, removed again even when it fails.
+/// What a test made, removed again even when it fails. A cgroup goes
+/// with the cgroups made below it (rmdir, depth first: a cgroup's files
+/// cannot be removed, only the empty directory).
 struct Made(Vec<PathBuf>);
+
+fn remove_cgroup(dir: &std::path::Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
 
 impl Drop for Made {
     fn drop(&mut self) {
         for p in self.0.iter().rev() {
-            let _ = fs::remove_dir(p).or_else(|_| fs::remove_dir_all(p));
+            if p.starts_with("/sys/fs/cgroup") {
+                remove_cgroup(p);
+            } else {
+                let _ = fs::remove_dir(p).or_else(|_| fs::remove_dir_all(p));
+            }
         }
     }
 }
@@ -87,4 +104,57 @@ fn a_docker_container_is_named_everywhere() {
     }
     drop(helper);
     // The cgroup can go once the helper is reaped (its Drop waits).
+}
+
+/// A real container: systemd-nspawn (Debian's systemd-container) running
+/// busybox from a root filesystem made here, inside the cgroup systemd
+/// gives such a container (`machine.slice/systemd-nspawn@NAME.service`;
+/// the test places it there, as no systemd runs on a test host).
+#[test]
+fn an_nspawn_container_is_named() {
+    let name = format!("pwtest{}", std::process::id());
+    let root = std::env::temp_dir().join(format!("portwatch-rootfs-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    for dir in ["bin", "usr/bin", "etc", "proc", "sys", "dev", "tmp"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed");
+    fs::write(root.join("etc/os-release"), "ID=portwatch-test\n").unwrap();
+    let slice = cgroup2_root().join("machine.slice");
+    let unit = slice.join(format!("systemd-nspawn@{name}.service"));
+    let mut made = Made(Vec::new());
+    for dir in [&slice, &unit] {
+        if !dir.exists() {
+            fs::create_dir(dir).unwrap();
+            made.0.push(dir.clone());
+        }
+    }
+    let port = crate::support::free_port();
+    let watcher = Watcher::start(&[]);
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec systemd-nspawn --quiet --register=no --keep-unit --kill-signal=SIGKILL -D {} -M {name} /bin/busybox nc -l -p {port}",
+        unit.display(),
+        root.display()
+    );
+    let mut container = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("systemd-nspawn (systemd-container) is needed");
+    let opened = watcher.expect("the container's listener", Duration::from_secs(30), |v| {
+        v["event"] == "opened" && v["port"] == port
+    });
+    assert_eq!(
+        opened["container"],
+        serde_json::json!({"runtime": "nspawn", "id": name}),
+        "{opened}"
+    );
+    assert_eq!(opened["comm"], "busybox");
+    // SIGTERM: nspawn ends the container with SIGKILL (--kill-signal).
+    crate::support::signal(container.id(), crate::support::Signal::Term);
+    let _ = container.wait();
+    watcher.expect("its close", EVENT_TIMEOUT, |v| {
+        v["event"] == "closed" && v["port"] == port
+    });
+    let _ = fs::remove_dir_all(&root);
 }
