@@ -186,3 +186,36 @@ fn q_quits_and_leaves_a_usable_shell() {
         "the alternate screen is gone: {screen}"
     );
 }
+
+#[test]
+fn sigterm_also_leaves_a_usable_shell() {
+    let tui = Tmux::start("sigterm", "bash --norc --noprofile");
+    tui.send(&["-l", &format!("{BIN}; echo ended-$?")]);
+    tui.send(&["Enter"]);
+    tui.wait_for("watching with", READY);
+    // The shell's child in this tmux server: the UI (other tests run theirs).
+    let shell = Command::new("tmux")
+        .args(["-L", &tui.socket, "display-message", "-p", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+    let out = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    crate::support::signal(pid, crate::support::Signal::Term);
+    tui.wait_for("ended-0", Duration::from_secs(10));
+    tui.send(&["-l", "echo usable-$((40 + 2))"]);
+    tui.send(&["Enter"]);
+    let screen = tui.wait_for("usable-42", Duration::from_secs(10));
+    assert!(!screen.contains("ADDRESS"), "{screen}");
+}
+
+#[test]
+fn without_privileges_it_runs_on_procfs_and_says_why() {
+    // nobody cannot load eBPF programs.
+    let tui = Tmux::start(
+        "unprivileged",
+        &format!("setpriv --reuid 65534 --regid 65534 --clear-groups {BIN}"),
+    );
+    let screen = tui.wait_for("watching with procfs", READY);
+    assert!(screen.contains("procfs (eBPF: "), "{screen}");
+}
