@@ -161,6 +161,10 @@ pub struct SockOffsets {
     /// name, not the calling thread's, as /proc/PID/stat shows it.
     pub task_group_leader: u32,
     pub task_comm: u32,
+    /// `task_struct.nsproxy` and `nsproxy.net_ns`: the calling task's
+    /// network namespace, for programs without a socket address.
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
     /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
     /// and the tp_btf hook cannot be used).
     pub valid: u32,
@@ -182,6 +186,8 @@ impl SockOffsets {
         net_ns_inum: 0,
         task_group_leader: 0,
         task_comm: 0,
+        task_nsproxy: 0,
+        nsproxy_net_ns: 0,
         valid: 0,
     };
 }
@@ -270,6 +276,11 @@ pub const CONN_PROG: &str = "inet_sock_set_state_conn";
 /// The sock_ops program whose listen callback runs only after a
 /// successful `listen()`, with the final port.
 pub const LISTEN_CB_PROG: &str = "sock_ops_listen";
+/// The UDP programs (cgroup sock, at the cgroup v2 root): an explicit
+/// bind() reported with its port, and the release of a socket reported.
+pub const UDP_BIND4_PROG: &str = "udp_post_bind4";
+pub const UDP_BIND6_PROG: &str = "udp_post_bind6";
+pub const UDP_RELEASE_PROG: &str = "udp_sock_release";
 /// Fork and exit programs for the process-tree filter.
 pub const FORK_PROG: &str = "sched_process_fork";
 pub const EXIT_PROG: &str = "sched_process_exit";
@@ -294,5 +305,5 @@ mod user {
 const _: () = assert!(core::mem::size_of::<SockEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<Owner>() == 72);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 60);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 68);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

@@ -124,16 +124,39 @@ pub fn watched_now(owner: &Owner) -> bool {
     owner.watched != 0 || unsafe { WATCHED.get(owner.tgid) }.is_some()
 }
 
-/// The calling process as the owner of socket `skaddr`. With BTF offsets,
-/// the name is the process's (its thread group leader's), the uid the
-/// socket's and the namespace the socket's, as a scan of /proc and
-/// sock_diag reports them; without, the calling thread's name and uid.
+/// The calling process as an owner, from the task alone (a cgroup sock
+/// program has no `struct sock` address to read): with BTF offsets, the
+/// process's name (its thread group leader's) and its network namespace.
 #[inline(always)]
-pub fn current_owner(skaddr: u64) -> Owner {
-    let pid_tgid = bpf_get_current_pid_tgid();
+pub fn current_task_owner() -> Owner {
+    let mut owner = task_owner();
     let off = SOCK_OFFSETS.load();
-    let mut owner = Owner {
-        // SAFETY: a helper without arguments, valid in tracing programs.
+    if off.valid != 0 {
+        // SAFETY: probe reads at BTF-derived offsets; a failed read leaves
+        // the namespace unknown (0).
+        unsafe {
+            let task = bpf_get_current_task();
+            if let Ok(nsproxy) =
+                bpf_probe_read_kernel((task + off.task_nsproxy as u64) as *const u64)
+                && let Ok(net) =
+                    bpf_probe_read_kernel((nsproxy + off.nsproxy_net_ns as u64) as *const u64)
+            {
+                owner.netns = bpf_probe_read_kernel((net + off.net_ns_inum as u64) as *const u32)
+                    .unwrap_or(0);
+            }
+        }
+        leader_comm(&mut owner, &off);
+    }
+    owner
+}
+
+/// The fields every program can read of the calling task.
+#[inline(always)]
+fn task_owner() -> Owner {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Owner {
+        // SAFETY: a helper without arguments, valid in tracing and cgroup
+        // sock programs.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
@@ -145,24 +168,45 @@ pub fn current_owner(skaddr: u64) -> Owner {
         family: 0,
         _pad: [0; 6],
         addr: [0; 16],
-    };
+    }
+}
+
+/// The process's name (its thread group leader's) in place of the
+/// calling thread's, as /proc/PID/stat shows it.
+#[inline(always)]
+fn leader_comm(owner: &mut Owner, off: &SockOffsets) {
+    // SAFETY: probe reads at BTF-derived offsets; a failed read keeps the
+    // thread's name.
+    unsafe {
+        let task = bpf_get_current_task();
+        if let Ok(leader) =
+            bpf_probe_read_kernel((task + off.task_group_leader as u64) as *const u64)
+            && let Ok(comm) =
+                bpf_probe_read_kernel((leader + off.task_comm as u64) as *const [u8; COMM_LEN])
+        {
+            owner.comm = comm;
+        }
+    }
+}
+
+/// The calling process as the owner of socket `skaddr`. With BTF offsets,
+/// the name is the process's (its thread group leader's), the uid the
+/// socket's and the namespace the socket's, as a scan of /proc and
+/// sock_diag reports them; without, the calling thread's name and uid.
+#[inline(always)]
+pub fn current_owner(skaddr: u64) -> Owner {
+    let off = SOCK_OFFSETS.load();
+    let mut owner = task_owner();
     if off.valid != 0 {
         owner.netns = netns_of(skaddr, &off);
-        // SAFETY: probe reads at BTF-derived offsets; a failed read keeps
-        // the value read from the current thread.
-        unsafe {
-            if let Ok(uid) = bpf_probe_read_kernel((skaddr + off.sk_uid as u64) as *const u32) {
-                owner.uid = uid;
-            }
-            let task = bpf_get_current_task();
-            if let Ok(leader) =
-                bpf_probe_read_kernel((task + off.task_group_leader as u64) as *const u64)
-                && let Ok(comm) =
-                    bpf_probe_read_kernel((leader + off.task_comm as u64) as *const [u8; COMM_LEN])
-            {
-                owner.comm = comm;
-            }
+        // SAFETY: a probe read at a BTF-derived offset; a failed read keeps
+        // the calling thread's uid.
+        if let Ok(uid) =
+            unsafe { bpf_probe_read_kernel((skaddr + off.sk_uid as u64) as *const u32) }
+        {
+            owner.uid = uid;
         }
+        leader_comm(&mut owner, &off);
     }
     owner
 }
@@ -190,7 +234,8 @@ fn emit(t: &impl Transition, kind: SockEventKind, owner: &Owner, closer: u32, fl
     submit(&ev);
 }
 
-/// A TCP event with its owner's fields and no peer; callers set the rest.
+/// An event with its owner's fields and no peer, TCP unless the caller
+/// says otherwise; callers set the rest.
 #[inline(always)]
 pub fn new_event(
     kind: SockEventKind,

@@ -7,6 +7,8 @@
 //! - `listen`: what happens on the rare listen transitions.
 //! - `listen_cb`: the sock_ops listen callback, which reports an open
 //!   only once `listen()` succeeded, with the final port.
+//! - `udp`: UDP binds and releases (cgroup sock programs), attached when
+//!   UDP is watched.
 //! - `tree`: fork/exit bookkeeping for the process-tree filter, attached
 //!   only when a filter is set.
 #![no_std]
@@ -19,6 +21,7 @@ mod maps;
 mod set_state;
 mod set_state_btf;
 mod tree;
+mod udp;
 
 #[cfg(not(test))]
 #[panic_handler]

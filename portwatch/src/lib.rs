@@ -49,6 +49,8 @@ pub fn list_listeners(proto: Option<Proto>) -> Result<Vec<Listener>> {
     };
     let queries = engine::scan_queries(&filter);
     let mut listeners = sys::procfs_scan::scan_listeners(&queries, &|_| true)?.listeners;
+    let ephemeral = sys::procfs_scan::ephemeral_ports();
+    listeners.retain(|l| engine::counts_as_bound(l, &ephemeral, |_| false));
     let mut names = sys::container_names::ContainerNames::new();
     for l in &mut listeners {
         l.container = names.container(&l.cgroup);

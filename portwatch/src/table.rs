@@ -184,6 +184,11 @@ impl ListenerTable {
         }
     }
 
+    /// Whether a listener with identity `id` is open.
+    pub fn has_id(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
     /// Every open listener with a known port.
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
         self.by_id.values().chain(self.anonymous.iter())

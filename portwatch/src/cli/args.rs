@@ -187,6 +187,9 @@ pub struct ListArgs {
     /// One JSON array instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Only this protocol
+    #[arg(long, value_enum, default_value_t = ProtoArg::All)]
+    pub proto: ProtoArg,
 }
 
 /// Parses `60`, `60s`, `500ms`, `2m`; `0` means off.

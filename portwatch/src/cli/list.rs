@@ -1,10 +1,11 @@
-//! `portwatch list`: a snapshot of listening TCP sockets.
+//! `portwatch list`: a snapshot of listening TCP sockets and bound UDP
+//! ports, like `ss -tlunp`.
 
 use crate::{args::ListArgs, sink::Sink};
 
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
-    let mut listeners = portwatch::list_listeners(None)?;
-    listeners.sort_by_key(|l| (l.port, l.address, l.netns, l.pid));
+    let mut listeners = portwatch::list_listeners(args.proto.proto())?;
+    listeners.sort_by_key(|l| (l.port, l.proto, l.address, l.netns, l.pid));
     let mut sink = Sink::new(args.json);
     if args.json {
         sink.line(&portwatch::output::listeners_json(&listeners))?;

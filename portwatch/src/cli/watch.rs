@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 
 use chrono::Utc;
-use portwatch::{Monitor, MonitorConfig, MonitorEvent, output};
+use portwatch::{Monitor, MonitorConfig, MonitorEvent, Proto, output};
 
 use crate::{args::WatchArgs, shutdown::Shutdown, sink::Sink};
 
@@ -20,6 +20,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             config.engine.poll_interval
         );
     }
+    let watched = match config.engine.filter.proto {
+        Some(Proto::Tcp) => "TCP listeners",
+        Some(Proto::Udp) => "bound UDP ports",
+        None => "TCP listeners and bound UDP ports",
+    };
     let mut sink = Sink::new(args.json);
     if !sink.is_json() {
         sink.line(&output::event_header())?;
@@ -32,7 +37,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                     sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
                 }
                 MonitorEvent::Ready(r) => eprintln!(
-                    "portwatch: watching TCP listeners with {} ({} already listening); Ctrl-C stops",
+                    "portwatch: watching {watched} with {} ({} already open); Ctrl-C stops",
                     r.backend, r.listeners
                 ),
                 MonitorEvent::Resync(s) if sink.is_json() => {

@@ -90,6 +90,7 @@ impl EbpfWatch {
         w.policy.scan_end_ns = w.host.boot_now_ns();
         w.source.read_now(&mut w.pending);
         w.prepare_pending();
+        w.seed_udp_owners(&scan.listeners)?;
         w.table.seed(scan.listeners);
         w.table.adopt_startup_opens(&w.pending, scan_start_ns);
         let baseline: Vec<Listener> = w.table.listeners().cloned().collect();
@@ -124,6 +125,24 @@ impl EbpfWatch {
         self.source.listen_cb_missing()
     }
 
+    pub(super) fn udp_missing(&self) -> Option<&str> {
+        self.source.udp_missing()
+    }
+
+    /// UDP sockets a scan found: the kernel learns their owners, so that
+    /// their release is reported (no event told it of their bind).
+    fn seed_udp_owners(&mut self, listeners: &[Listener]) -> Result<()> {
+        let udp: Vec<Listener> = listeners
+            .iter()
+            .filter(|l| l.proto == crate::event::Proto::Udp)
+            .cloned()
+            .collect();
+        if udp.is_empty() {
+            return Ok(());
+        }
+        self.source.seed_owners(&udp)
+    }
+
     pub(super) fn set_connections(&mut self, on: bool) -> Result<()> {
         self.source.set_connections(on)
     }
@@ -156,6 +175,10 @@ impl EbpfWatch {
         let source = &self.source;
         let owner_ok = |pid: u32| !tree || (pid != 0 && source.is_watched(pid));
         let mut scan = self.host.scan_listeners(&self.queries, &owner_ok)?;
+        let ephemeral = self.host.ephemeral_ports();
+        let table = &self.table;
+        scan.listeners
+            .retain(|l| super::counts_as_bound(l, &ephemeral, |c| table.has_id(c)));
         if !self.netns_known {
             // Events carry no namespace: compare on address and port alone.
             for l in &mut scan.listeners {
@@ -359,6 +382,12 @@ impl EbpfWatch {
             drops: self.schedule.drops(),
             ts: self.host.wall_now(),
         };
+        let found: Vec<Listener> = fixes
+            .iter()
+            .filter(|e| e.change == Change::Opened)
+            .map(|e| e.listener.clone())
+            .collect();
+        self.seed_udp_owners(&found)?;
         out.extend(fixes);
         self.resyncs += 1;
         let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();

@@ -96,6 +96,8 @@ impl EngineConfig {
             listen_callback: self.listen_callback,
             filter_tree: self.filter.pid.is_some(),
             connections: self.connections,
+            tcp: self.filter.wants(Proto::Tcp),
+            udp: self.filter.wants(Proto::Udp),
         }
     }
 }
@@ -202,6 +204,14 @@ impl Engine {
         }
     }
 
+    /// Why UDP is not watched though it was asked for.
+    pub fn udp_missing(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Ebpf(w) => w.udp_missing(),
+            Inner::Poll(_) => None,
+        }
+    }
+
     /// Waits for the next reports (possibly none, when every event was
     /// already known). Cancel-safe: dropping the future loses nothing.
     pub async fn next_reports(&mut self) -> Result<Vec<Report>> {
@@ -269,14 +279,32 @@ pub(crate) fn check_pid(pid: u32) -> Result<()> {
     check_process(Os::system().host.as_ref(), pid)
 }
 
-/// The socket tables the baseline and resyncs read: TCP listeners (UDP
-/// has no kernel events yet, so it is left out even when asked for).
+/// The socket tables the baseline and resyncs read: listening TCP
+/// sockets, every UDP socket (see [`counts_as_bound`]).
 pub(crate) fn scan_queries(filter: &Filter) -> Vec<SocketQuery> {
     let mut q = Vec::new();
     if filter.wants(Proto::Tcp) {
         q.push(SocketQuery::TCP_LISTEN);
     }
+    if filter.wants(Proto::Udp) {
+        q.push(SocketQuery::every_state(Proto::Udp));
+    }
     q
+}
+
+/// Whether a scanned socket is a bound port: every TCP listener; a UDP
+/// socket portwatch saw bound (`known`: live events report every explicit
+/// bind()), or one on a port the kernel never hands out by itself. A scan
+/// cannot tell how a socket on an ephemeral port got it: most often the
+/// kernel bound a client at its first sendto() or connect() (every DNS
+/// lookup), which no event reports, so no scan does either. The socket's
+/// state does not matter: a server may connect() a bound socket.
+pub(crate) fn counts_as_bound(
+    l: &Listener,
+    ephemeral: &std::ops::RangeInclusive<u16>,
+    known: impl Fn(u64) -> bool,
+) -> bool {
+    l.proto == Proto::Tcp || !ephemeral.contains(&l.port) || l.cookie.is_some_and(known)
 }
 
 fn baseline_events(listeners: &[Listener], source: Source, now: DateTime<Utc>) -> Vec<PortEvent> {

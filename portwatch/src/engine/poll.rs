@@ -73,7 +73,11 @@ impl PollWatch {
         };
         let owner_ok = |pid: u32| tree.as_ref().is_none_or(|t| t.contains(&pid));
         let mut scan = self.host.scan_listeners(&self.queries, &owner_ok)?;
-        scan.listeners.retain(|l| self.filter.admits(l));
+        let ephemeral = self.host.ephemeral_ports();
+        let table = &self.table;
+        scan.listeners.retain(|l| {
+            self.filter.admits(l) && super::counts_as_bound(l, &ephemeral, |c| table.has_id(c))
+        });
         for l in &mut scan.listeners {
             l.container = self.host.container(&l.cgroup);
         }

@@ -448,9 +448,8 @@ async fn protocols_are_scanned_as_asked_and_kept_apart() {
         scanned(Proto::Udp, "0.0.0.0", 53, 1),
     ];
     let (_e, baseline) = start(&os, config());
-    assert_eq!(os.world().scanned_protos, [Proto::Tcp]);
-    assert_eq!(baseline.len(), 1);
-    assert_eq!(baseline[0].listener.proto, Proto::Tcp);
+    assert_eq!(os.world().scanned_protos, [Proto::Tcp, Proto::Udp]);
+    assert_eq!(baseline.len(), 2, "one port number, two listeners");
 
     let udp_only = EngineConfig {
         filter: Filter {
@@ -460,8 +459,178 @@ async fn protocols_are_scanned_as_asked_and_kept_apart() {
         ..config()
     };
     let (_e, baseline) = start(&os, udp_only);
-    assert!(os.world().scanned_protos.is_empty());
-    assert!(baseline.is_empty(), "UDP has no kernel events yet");
+    assert_eq!(os.world().scanned_protos, [Proto::Udp]);
+    assert_eq!(baseline.len(), 1);
+    assert_eq!(baseline[0].listener.proto, Proto::Udp);
+}
+
+/// A UDP event as the cgroup sock programs send it: by cookie, the close
+/// without a port.
+fn uev(
+    kind: portwatch_common::SockEventKind,
+    ts: u64,
+    cookie: u64,
+    port: u16,
+    pid: u32,
+) -> KernelEvent {
+    KernelEvent {
+        proto: Proto::Udp,
+        ..cev(kind, ts, cookie, "0.0.0.0", port, pid)
+    }
+}
+
+fn udp(addr: &str, port: u16, pid: u32, cookie: u64) -> Listener {
+    Listener {
+        cookie: Some(cookie),
+        ..scanned(Proto::Udp, addr, port, pid)
+    }
+}
+
+#[test]
+fn a_udp_socket_counts_as_bound_off_the_ephemeral_range_or_when_seen_bound() {
+    let ephemeral = 32768..=60999;
+    let never = |_| false;
+    assert!(counts_as_bound(
+        &udp("0.0.0.0", 53, 1, 5),
+        &ephemeral,
+        never
+    ));
+    assert!(counts_as_bound(
+        &udp("0.0.0.0", 32767, 1, 5),
+        &ephemeral,
+        never
+    ));
+    assert!(counts_as_bound(
+        &udp("0.0.0.0", 61000, 1, 5),
+        &ephemeral,
+        never
+    ));
+    // A client's port from the kernel, or one bound before portwatch
+    // watched: no event can tell them apart, so neither counts.
+    assert!(!counts_as_bound(
+        &udp("0.0.0.0", 32768, 1, 5),
+        &ephemeral,
+        never
+    ));
+    assert!(!counts_as_bound(
+        &udp("0.0.0.0", 60999, 1, 5),
+        &ephemeral,
+        never
+    ));
+    // One portwatch saw bound counts wherever its port is.
+    assert!(counts_as_bound(
+        &udp("0.0.0.0", 40000, 1, 5),
+        &ephemeral,
+        |c| c == 5
+    ));
+    assert!(!counts_as_bound(
+        &udp("0.0.0.0", 40000, 1, 6),
+        &ephemeral,
+        |c| c == 5
+    ));
+    let mut no_cookie = udp("0.0.0.0", 40000, 1, 5);
+    no_cookie.cookie = None;
+    assert!(!counts_as_bound(&no_cookie, &ephemeral, |_| true));
+    // TCP listeners always count.
+    assert!(counts_as_bound(
+        &scanned(Proto::Tcp, "0.0.0.0", 40000, 1),
+        &ephemeral,
+        never
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn udp_clients_are_left_out_and_baseline_owners_are_told_to_the_kernel() {
+    let os = FakeOs::new();
+    {
+        let mut w = os.world();
+        w.cookies = true;
+        w.namespaces = [(NETNS, true)].into();
+        w.listeners = vec![
+            udp("0.0.0.0", 53, 1, 0x53),
+            // A DNS client's socket, bound by the kernel at sendto().
+            udp("0.0.0.0", 45000, 2, 0x45),
+            Listener {
+                cookie: Some(0x46),
+                ..scanned(Proto::Tcp, "0.0.0.0", 45001, 3)
+            },
+        ];
+    }
+    let (mut engine, baseline) = start(&os, config());
+    let mut ports: Vec<(Proto, u16)> = baseline
+        .iter()
+        .map(|e| (e.listener.proto, e.listener.port))
+        .collect();
+    ports.sort();
+    assert_eq!(ports, [(Proto::Tcp, 45001), (Proto::Udp, 53)]);
+    // The kernel learns the owner of the baseline's UDP socket only: its
+    // release is reported, the client's is not.
+    assert_eq!(os.world().seeded, [0x53]);
+    let t = os.world().boot_ns;
+    os.world().listeners.remove(0);
+    os.emit([uev(Closed, t, 0x53, 0, 1)]);
+    let closed = engine.next_reports().await.unwrap();
+    assert_eq!(summary(&closed), [(Change::Closed, 53, 1, Source::Ebpf)]);
+    // A resync finds the client still there and says nothing of it.
+    engine.request_resync();
+    let reports = within(&mut engine, Duration::from_secs(5)).await.unwrap();
+    assert!(summary(&reports).is_empty(), "{reports:?}");
+    let r = resyncs(&reports)[0];
+    assert_eq!((r.opened, r.closed), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_udp_port_bound_live_is_closed_by_cookie_and_survives_resyncs_anywhere_it_is() {
+    let os = FakeOs::new();
+    {
+        let mut w = os.world();
+        w.cookies = true;
+        w.namespaces = [(NETNS, true)].into();
+    }
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    // bind(0): the kernel's port, from the ephemeral range; and a TCP
+    // listener on the same port number.
+    os.emit([
+        uev(Opened, t, 0x10, 41000, 7),
+        cev(Opened, t, 0x11, "0.0.0.0", 41000, 7),
+    ]);
+    let opened = engine.next_reports().await.unwrap();
+    assert_eq!(
+        summary(&opened),
+        [
+            (Change::Opened, 41000, 7, Source::Ebpf),
+            (Change::Opened, 41000, 7, Source::Ebpf)
+        ]
+    );
+    // The scan shows both; the UDP one counts because portwatch saw its
+    // bind, though its port is ephemeral.
+    os.world().listeners = vec![
+        udp("0.0.0.0", 41000, 7, 0x10),
+        Listener {
+            cookie: Some(0x11),
+            ..scanned(Proto::Tcp, "0.0.0.0", 41000, 7)
+        },
+    ];
+    engine.request_resync();
+    let reports = within(&mut engine, Duration::from_secs(5)).await.unwrap();
+    let r = resyncs(&reports)[0];
+    assert_eq!((r.opened, r.closed), (0, 0), "{reports:?}");
+    // The release names no port: the cookie does. The TCP listener stays.
+    os.world().listeners.remove(0);
+    os.emit([uev(Closed, t + 1, 0x10, 0, 7)]);
+    let closed = engine.next_reports().await.unwrap();
+    let Report::Port(ev) = &closed[0] else {
+        panic!("{closed:?}")
+    };
+    assert_eq!(
+        (ev.change, ev.listener.proto, ev.listener.port),
+        (Change::Closed, Proto::Udp, 41000)
+    );
+    assert_eq!(closed.len(), 1);
+    // A release the kernel knew no bind of is nothing to report.
+    os.emit([uev(Closed, t + 2, 0x99, 0, 7)]);
+    assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
 }
 
 #[tokio::test(start_paused = true)]

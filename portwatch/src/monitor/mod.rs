@@ -167,6 +167,10 @@ impl Monitor {
             );
             queue.push_back(notice(NoticeKind::Warning, message, now));
         }
+        if let Some(reason) = engine.udp_missing() {
+            let message = format!("warning: UDP ports are not watched: {reason}");
+            queue.push_back(notice(NoticeKind::Warning, message, now));
+        }
         if engine_config.connections && engine.fallback_reason().is_some() {
             queue.push_back(notice(
                 NoticeKind::Warning,

@@ -335,6 +335,40 @@ mod tests {
     }
 
     #[test]
+    fn port_rules_match_udp_as_0_1_8_did() {
+        let file = rules(&format!(
+            r#"{{"rules":[{},{},{}]}}"#,
+            rule(
+                "open53",
+                r#"{"type":"PortOpened","params":{"port":53}}"#,
+                1,
+                true
+            ),
+            rule(
+                "close53",
+                r#"{"type":"PortClosed","params":{"port":53}}"#,
+                1,
+                true
+            ),
+            rule(
+                "range",
+                r#"{"type":"PortRangeActivity","params":{"start_port":50,"end_port":60}}"#,
+                1,
+                true
+            ),
+        ));
+        let mut e = Evaluator::new(file, []);
+        let udp = |change, secs| {
+            let mut ev = port_event(change, 53, "dnsmasq", secs, Source::Ebpf);
+            ev.listener.proto = Proto::Udp;
+            ev
+        };
+        let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
+        assert_eq!(ids(e.on_port(&udp(Change::Opened, 0))), ["open53", "range"]);
+        assert_eq!(ids(e.on_port(&udp(Change::Closed, 10))), ["close53"]);
+    }
+
+    #[test]
     fn cooldown_and_disabled_rules() {
         let file = rules(&format!(
             r#"{{"rules":[{},{}]}}"#,

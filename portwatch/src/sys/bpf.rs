@@ -8,13 +8,14 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, SockOps, TracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, SockOps, TracePoint},
 };
 use portwatch_common::{
     CONN_PROG, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
-    FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CB_MAP, LISTEN_CB_PROG, OFFSETS_GLOBAL,
-    SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent,
-    SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets, WATCHED_MAP,
+    FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CB_MAP, LISTEN_CB_PROG, OFFSETS_GLOBAL, OWNERS_MAP,
+    Owner, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent,
+    SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets, UDP_BIND4_PROG, UDP_BIND6_PROG,
+    UDP_RELEASE_PROG, WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -66,6 +67,9 @@ pub(crate) struct ProbeConfig {
     pub filter_tree: bool,
     /// Attach the connection-event program from the start.
     pub connections: bool,
+    /// Watch TCP listeners, UDP bound ports.
+    pub tcp: bool,
+    pub udp: bool,
 }
 
 /// Counters kept by the kernel programs.
@@ -94,6 +98,11 @@ pub(crate) struct KernelProbe {
     /// Why the listen callback is not attached, if it was wanted and is
     /// not: opens then come from the state change alone.
     listen_cb_missing: Option<String>,
+    /// Why UDP is not watched, if it was wanted and is not.
+    udp_missing: Option<String>,
+    /// Socket cookie -> owner, shared with the programs: userspace seeds it
+    /// with the baseline's UDP sockets so that their release is reported.
+    owners: BpfHashMap<MapData, u64, Owner>,
     /// Whether events carry socket cookies (the BTF tracepoint).
     cookies: bool,
     /// The connection program's link while attached.
@@ -222,6 +231,10 @@ impl KernelProbe {
             .take_map(COUNTERS_MAP)
             .ok_or(Error::MissingObject("the COUNTERS map"))?;
         let counters = PerCpuArray::try_from(counters).map_err(map_err(COUNTERS_MAP))?;
+        let owners = ebpf
+            .take_map(OWNERS_MAP)
+            .ok_or(Error::MissingObject("the OWNERS map"))?;
+        let owners = BpfHashMap::try_from(owners).map_err(map_err(OWNERS_MAP))?;
         let watched = if config.filter_tree {
             let map = ebpf
                 .take_map(WATCHED_MAP)
@@ -241,6 +254,8 @@ impl KernelProbe {
             hook,
             config: config.clone(),
             listen_cb_missing: None,
+            udp_missing: None,
+            owners,
             cookies: hook == Hook::TpBtf,
             conn_link: None,
             conn_loaded,
@@ -253,6 +268,12 @@ impl EventSource for KernelProbe {
     /// The listen callback before the state change: once the state change
     /// runs, every open it leaves to the callback is reported.
     fn start(&mut self) -> Result<()> {
+        if self.config.udp {
+            self.udp_missing = attach_udp(&mut self._ebpf).err();
+        }
+        if !self.config.tcp {
+            return Ok(());
+        }
         self.listen_cb_missing = match (self.config.listen_callback, self.hook) {
             (false, _) => None,
             (true, Hook::TpBtf) => attach_listen_cb(&mut self._ebpf).err(),
@@ -304,6 +325,54 @@ impl EventSource for KernelProbe {
 
     fn listen_cb_missing(&self) -> Option<&str> {
         self.listen_cb_missing.as_deref()
+    }
+
+    fn udp_missing(&self) -> Option<&str> {
+        self.udp_missing.as_deref()
+    }
+
+    fn seed_owners(&mut self, listeners: &[crate::event::Listener]) -> Result<()> {
+        for l in listeners {
+            let Some(cookie) = l.cookie else { continue };
+            let (family, addr) = match l.address {
+                std::net::IpAddr::V4(a) => {
+                    let mut b = [0u8; 16];
+                    b[..4].copy_from_slice(&a.octets());
+                    (portwatch_common::AF_INET, b)
+                }
+                std::net::IpAddr::V6(a) => (portwatch_common::AF_INET6, a.octets()),
+            };
+            let mut comm = [0u8; portwatch_common::COMM_LEN];
+            let name = l.comm.as_bytes();
+            let n = name.len().min(comm.len() - 1);
+            comm[..n].copy_from_slice(&name[..n]);
+            let owner = Owner {
+                cgroup_id: 0,
+                tgid: l.pid,
+                tid: l.pid,
+                uid: l.uid,
+                netns: u32::try_from(l.netns).unwrap_or(0),
+                watched: 1,
+                listening: 1,
+                comm,
+                family,
+                _pad: [0; 6],
+                addr,
+            };
+            // BPF_NOEXIST: a bind recorded meanwhile knows better.
+            match self.owners.insert(cookie, owner, 1) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(Error::Map {
+                        name: OWNERS_MAP,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn cookies(&self) -> bool {
@@ -421,6 +490,8 @@ fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         net_ns_inum: b.member_offset("net", &["ns", "inum"])?,
         task_group_leader: b.member_offset("task_struct", &["group_leader"])?,
         task_comm: b.member_offset("task_struct", &["comm"])?,
+        task_nsproxy: b.member_offset("task_struct", &["nsproxy"])?,
+        nsproxy_net_ns: b.member_offset("nsproxy", &["net_ns"])?,
         valid: 1,
     })
 }
@@ -456,6 +527,31 @@ fn attach_listen_cb(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
     )
     .map_err(|e| format!("{e}"))?;
     flag.set(0, 1, 0).map_err(|e| format!("{e}"))
+}
+
+/// Attaches the UDP programs (bind and release, cgroup sock) at the root
+/// of the cgroup v2 hierarchy. Each returns "allow" on every path, so a
+/// bind() or close() never fails because of them.
+fn attach_udp(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
+    let root = cgroup::root_dir()
+        .ok_or("no cgroup v2 hierarchy root is mounted (it carries the UDP programs)")?;
+    let cgroup =
+        fs::File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    for name in [UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_RELEASE_PROG] {
+        let program: &mut CgroupSock = ebpf
+            .program_mut(name)
+            .ok_or("the eBPF object has no UDP program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        program.load().map_err(|e| {
+            tracing::debug!("loading {name} failed: {e:?}");
+            format!("the kernel refused to load {name}")
+        })?;
+        program
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| format!("cannot attach {name} to {}: {e}", root.display()))?;
+    }
+    Ok(())
 }
 
 fn attach_tracepoint(

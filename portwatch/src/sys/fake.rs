@@ -64,6 +64,8 @@ pub(crate) struct World {
     /// How many processes were in the watched set when the listener
     /// programs were attached.
     pub watched_at_start: usize,
+    /// Cookies of the UDP owners userspace told the kernel.
+    pub seeded: Vec<u64>,
     waker: Option<Waker>,
 }
 
@@ -181,6 +183,18 @@ impl EventSource for FakeSource {
         self.0.world().cookies
     }
 
+    fn udp_missing(&self) -> Option<&str> {
+        None
+    }
+
+    fn seed_owners(&mut self, listeners: &[Listener]) -> Result<()> {
+        self.0
+            .world()
+            .seeded
+            .extend(listeners.iter().filter_map(|l| l.cookie));
+        Ok(())
+    }
+
     fn is_watched(&self, pid: u32) -> bool {
         let w = self.0.world();
         !w.filter_tree || w.watched.contains(&pid)
@@ -255,6 +269,10 @@ impl Host for FakeHost {
 
     fn netns_exists(&self, ino: u64) -> bool {
         self.0.world().namespaces_on_host.contains(&ino)
+    }
+
+    fn ephemeral_ports(&self) -> std::ops::RangeInclusive<u16> {
+        32768..=60999
     }
 
     fn boot_now_ns(&self) -> u64 {

@@ -63,6 +63,11 @@ pub(crate) trait EventSource: Send {
     fn listen_cb_missing(&self) -> Option<&str>;
     /// Whether events name sockets by cookie (else by kernel address).
     fn cookies(&self) -> bool;
+    /// Why UDP is not watched though it was asked for.
+    fn udp_missing(&self) -> Option<&str>;
+    /// Tells the kernel the owners of UDP sockets a scan found, so that
+    /// their release is reported like that of a socket bound since.
+    fn seed_owners(&mut self, listeners: &[crate::event::Listener]) -> Result<()>;
     /// Whether a process is in the kernel's watched set (always true
     /// without a process-tree filter).
     fn is_watched(&self, pid: u32) -> bool;
@@ -91,6 +96,9 @@ pub(crate) trait Host: Send {
     /// Whether a network namespace with this inode exists (one with a
     /// process in it, or an `ip netns` one).
     fn netns_exists(&self, ino: u64) -> bool;
+    /// The ephemeral port range (`net.ipv4.ip_local_port_range`): ports
+    /// the kernel hands out by itself.
+    fn ephemeral_ports(&self) -> std::ops::RangeInclusive<u16>;
     /// CLOCK_BOOTTIME, the clock kernel events are stamped with.
     fn boot_now_ns(&self) -> u64;
     fn wall_now(&self) -> DateTime<Utc>;
@@ -167,6 +175,10 @@ impl Host for SystemHost {
 
     fn netns_exists(&self, ino: u64) -> bool {
         procfs_scan::netns_exists(ino)
+    }
+
+    fn ephemeral_ports(&self) -> std::ops::RangeInclusive<u16> {
+        procfs_scan::ephemeral_ports()
     }
 
     fn boot_now_ns(&self) -> u64 {

@@ -523,6 +523,18 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
     out
 }
 
+/// The ephemeral port range of portwatch's own namespace (used for all:
+/// containers rarely change it); the kernel's default when unreadable.
+pub(crate) fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>());
+            Some(it.next()?.ok()?..=it.next()?.ok()?)
+        })
+        .unwrap_or(32768..=60999)
+}
+
 /// Whether a network namespace with inode `ino` exists: one a process is
 /// in, or one of `ip netns`.
 pub(crate) fn netns_exists(ino: u64) -> bool {
