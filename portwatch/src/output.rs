@@ -143,6 +143,7 @@ struct AlertJson<'a> {
     comm: &'a str,
     address: Option<String>,
     port: Option<u16>,
+    proto: Option<Proto>,
     ts: String,
 }
 
@@ -160,6 +161,7 @@ pub fn alert_json(a: &Alert) -> String {
         comm: &a.comm,
         address: a.address.map(|x| x.to_string()),
         port: a.port,
+        proto: a.proto,
         ts: format_ts(&a.ts),
     })
 }

@@ -14,7 +14,7 @@ use super::{
     validate::{CompiledRule, Matcher, Rules},
 };
 use crate::{
-    event::{Change, PortEvent, Source},
+    event::{Change, PortEvent, Proto, Source},
     report::{Connection, ProcessSample},
 };
 
@@ -30,6 +30,8 @@ pub struct Alert {
     pub comm: String,
     pub address: Option<IpAddr>,
     pub port: Option<u16>,
+    /// The protocol of the port, for rules about ports and connections.
+    pub proto: Option<Proto>,
     pub ts: DateTime<Utc>,
 }
 
@@ -50,6 +52,7 @@ struct Fired {
     comm: String,
     address: Option<IpAddr>,
     port: Option<u16>,
+    proto: Option<Proto>,
 }
 
 /// Fires `rule` unless disabled or cooling down.
@@ -80,6 +83,7 @@ fn fire(
         comm: what.comm,
         address: what.address,
         port: what.port,
+        proto: what.proto,
         ts,
     })
 }
@@ -135,7 +139,8 @@ impl Evaluator {
         let l = &ev.listener;
         let opened = ev.change == Change::Opened;
         let verb = ev.change.as_str();
-        let socket = l.socket();
+        // "0.0.0.0:53/udp", as services(5) writes a port and its protocol.
+        let socket = format!("{}/{}", l.socket(), l.proto.as_str());
         let mut out = Vec::new();
         for r in &self.rules.compiled {
             let message = match r.matcher {
@@ -160,6 +165,7 @@ impl Evaluator {
                 comm: l.comm.clone(),
                 address: Some(l.address),
                 port: Some(l.port),
+                proto: Some(l.proto),
             };
             out.extend(fire(r, &mut self.last_fired, ev.ts, what));
         }
@@ -199,6 +205,7 @@ impl Evaluator {
                 comm: c.comm.clone(),
                 address: Some(remote_ip),
                 port: Some(c.remote.port()),
+                proto: Some(Proto::Tcp),
             };
             out.extend(fire(r, &mut self.last_fired, c.ts, what));
         }
@@ -236,6 +243,7 @@ impl Evaluator {
                 comm: s.comm.clone(),
                 address: None,
                 port: None,
+                proto: None,
             };
             out.extend(fire(r, &mut self.last_fired, s.ts, what));
         }
@@ -246,7 +254,7 @@ impl Evaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Listener, event::Proto, rules::validate::load_bytes};
+    use crate::{event::Listener, rules::validate::load_bytes};
 
     fn rules(json: &str) -> Rules {
         load_bytes(json.as_bytes(), std::path::Path::new("t")).unwrap()
@@ -365,7 +373,10 @@ mod tests {
         };
         let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
         assert_eq!(ids(e.on_port(&udp(Change::Opened, 0))), ["open53", "range"]);
-        assert_eq!(ids(e.on_port(&udp(Change::Closed, 10))), ["close53"]);
+        let closed = e.on_port(&udp(Change::Closed, 10));
+        assert_eq!(closed[0].proto, Some(Proto::Udp));
+        assert_eq!(closed[0].message, "dnsmasq (pid 7) closed 0.0.0.0:53/udp");
+        assert_eq!(ids(closed), ["close53"]);
     }
 
     #[test]

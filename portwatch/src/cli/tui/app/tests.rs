@@ -528,6 +528,7 @@ fn snapshot_log_and_alerts() {
                 comm: "python3".into(),
                 address: None,
                 port: None,
+                proto: None,
                 ts: t0(),
             }),
             &mut name,
