@@ -6,17 +6,7 @@ use std::{fs, path::PathBuf, process::Command, time::Duration};
 
 use serde_json::Value;
 
-use crate::support::{BIN, EVENT_TIMEOUT, Helper, Watcher, is_event};
-
-/// The cgroup v2 mount (hybrid hosts keep it under `unified`).
-fn cgroup2_root() -> PathBuf {
-    let unified = PathBuf::from("/sys/fs/cgroup/unified");
-    if unified.join("cgroup.procs").exists() {
-        unified
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
-    }
-}
+use crate::support::{BIN, EVENT_TIMEOUT, Helper, Watcher, cgroup2_root, is_event};
 
 /// Moves itself into the cgroup directory argv[1], then listens.
 const JOIN_AND_LISTEN: &str = r#"
@@ -106,6 +96,17 @@ fn a_docker_container_is_named_everywhere() {
     // The cgroup can go once the helper is reaped (its Drop waits).
 }
 
+/// A running systemd-nspawn, ended even when the test fails: SIGTERM, and
+/// nspawn ends the container with SIGKILL (--kill-signal).
+struct Nspawn(std::process::Child);
+
+impl Drop for Nspawn {
+    fn drop(&mut self) {
+        crate::support::signal(self.0.id(), crate::support::Signal::Term);
+        let _ = self.0.wait();
+    }
+}
+
 /// A real container: systemd-nspawn (Debian's systemd-container) running
 /// busybox from a root filesystem made here, inside the cgroup systemd
 /// gives such a container (`machine.slice/systemd-nspawn@NAME.service`;
@@ -136,11 +137,13 @@ fn an_nspawn_container_is_named() {
         unit.display(),
         root.display()
     );
-    let mut container = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("systemd-nspawn (systemd-container) is needed");
+    let container = Nspawn(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("systemd-nspawn (systemd-container) is needed"),
+    );
     let opened = watcher.expect("the container's listener", Duration::from_secs(30), |v| {
         v["event"] == "opened" && v["port"] == port
     });
@@ -150,9 +153,7 @@ fn an_nspawn_container_is_named() {
         "{opened}"
     );
     assert_eq!(opened["comm"], "busybox");
-    // SIGTERM: nspawn ends the container with SIGKILL (--kill-signal).
-    crate::support::signal(container.id(), crate::support::Signal::Term);
-    let _ = container.wait();
+    drop(container);
     watcher.expect("its close", EVENT_TIMEOUT, |v| {
         v["event"] == "closed" && v["port"] == port
     });

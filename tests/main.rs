@@ -24,4 +24,5 @@ mod process_tree;
 mod resync;
 mod startup_errors;
 mod tui;
+mod udp;
 mod watch;

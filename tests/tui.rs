@@ -107,6 +107,30 @@ fn a_new_listener_appears_within_two_seconds() {
 }
 
 #[test]
+fn a_udp_port_shows_bound_live_then_closed() {
+    let tui = Tmux::start("udp", &format!("{BIN} -f proto:udp"));
+    tui.wait_for("watching with", READY);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let row = |state: &'static str| {
+        move |s: &str| {
+            s.lines().any(|l| {
+                let cells: Vec<&str> = l
+                    .split(|c: char| c.is_whitespace() || c == '│')
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                cells.get(1) == Some(&port.to_string().as_str())
+                    && cells.get(2) == Some(&"udp")
+                    && cells.get(3) == Some(&state)
+            })
+        }
+    };
+    tui.wait_until("the bound UDP port", Duration::from_secs(5), row("BOUND"));
+    drop(socket);
+    tui.wait_until("its release", Duration::from_secs(5), row("CLOSED"));
+}
+
+#[test]
 fn a_filter_shows_only_matching_rows() {
     let a = TcpListener::bind("127.0.0.1:0").unwrap();
     let b = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -369,3 +369,13 @@ pub fn listening_of(pid: u32) -> std::collections::BTreeSet<(String, u16)> {
         .map(|r| (r.local_address.ip().to_string(), r.local_address.port()))
         .collect()
 }
+
+/// The cgroup v2 mount (hybrid hosts keep it under `unified`).
+pub fn cgroup2_root() -> std::path::PathBuf {
+    let unified = std::path::PathBuf::from("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup")
+    }
+}

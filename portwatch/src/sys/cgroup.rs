@@ -10,19 +10,29 @@ use std::{
 
 use crate::safe_text::safe_text;
 
-/// On cgroup v2 a cgroup's id is the inode number of its directory, so a
-/// walk of the hierarchy maps ids to paths. The walk is cached and redone
-/// on a miss, at most once a second.
+/// On cgroup v2 a cgroup's id is the inode number of its directory and a
+/// file handle the kernel opens (`open_by_handle_at`, as root): one lookup
+/// per new id, whenever the cgroup was made. Without that privilege, a
+/// walk of the hierarchy maps ids to paths, cached and redone on a miss at
+/// most once a second.
 pub(crate) struct CgroupNames {
     root: Option<PathBuf>,
+    /// The mount's directory, for opening handles.
+    mount: Option<fs::File>,
     names: HashMap<u64, String>,
     last_walk: Option<Instant>,
 }
 
+/// Ids remembered at most (a cgroup id is never reused, so entries of
+/// removed cgroups only take memory).
+const MAX_NAMES: usize = 65536;
+
 impl CgroupNames {
     pub fn new() -> Self {
+        let root = cgroup2_mount();
         Self {
-            root: cgroup2_mount(),
+            mount: root.as_ref().and_then(|r| fs::File::open(r).ok()),
+            root,
             names: HashMap::new(),
             last_walk: None,
         }
@@ -34,6 +44,15 @@ impl CgroupNames {
         if let Some(name) = self.names.get(&id) {
             return name.clone();
         }
+        if self.names.len() >= MAX_NAMES {
+            self.names.clear();
+        }
+        if let (Some(mount), Some(root)) = (&self.mount, &self.root)
+            && let Some(path) = path_by_handle(mount, root, id)
+        {
+            self.names.insert(id, path.clone());
+            return path;
+        }
         let stale = self
             .last_walk
             .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
@@ -44,6 +63,49 @@ impl CgroupNames {
         }
         self.names.get(&id).cloned().unwrap_or_default()
     }
+}
+
+/// `struct file_handle` with the 8 bytes of a kernfs handle: the id.
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+
+/// `FILEID_KERNFS`: the handle type of cgroup2 directories.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// The path of cgroup `id`, from the kernel: the directory it opens for
+/// the handle, read back through /proc/self/fd.
+fn path_by_handle(mount: &fs::File, root: &Path, id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a valid `struct file_handle` with `handle_bytes`
+    // bytes of payload after its header, alive for the call; the mount's
+    // descriptor is open.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&raw mut handle).cast::<libc::file_handle>(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor the call above opened and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let target = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let rel = target.strip_prefix(root).ok()?;
+    Some(format!(
+        "/{}",
+        safe_text(rel.as_os_str().as_encoded_bytes())
+    ))
 }
 
 impl Default for CgroupNames {

@@ -273,10 +273,11 @@ impl App {
                 .map(|(key, t)| Item {
                     key: key.clone(),
                     proto: t.listener.proto,
-                    state: if t.closed_at.is_some() {
-                        "CLOSED"
-                    } else {
-                        "LISTEN"
+                    // A UDP port is bound, not listening (0.1.8 said LISTEN).
+                    state: match (t.closed_at, t.listener.proto) {
+                        (Some(_), _) => "CLOSED",
+                        (None, portwatch::Proto::Udp) => "BOUND",
+                        (None, portwatch::Proto::Tcp) => "LISTEN",
                     },
                     local: t.listener.socket(),
                     remote: None,

@@ -73,7 +73,7 @@ fn cell_style(item: &Item, column: Column) -> Style {
         Column::Proto if item.proto == portwatch::Proto::Udp => Style::default().fg(Color::Magenta),
         Column::Proto => Style::default().fg(Color::Cyan),
         Column::State => match item.state {
-            "LISTEN" => Style::default().fg(Color::Green),
+            "LISTEN" | "BOUND" => Style::default().fg(Color::Green),
             "ESTAB" => Style::default().fg(Color::Blue),
             "UNCONN" => Style::default().fg(Color::Magenta),
             "CLOSED" => Style::default().fg(Color::DarkGray),

@@ -1,0 +1,91 @@
+# Holds sockets on command, one command per stdin line, one answer per
+# line on stdout (the test waits on answers, never on time):
+#   bind FAMILY ADDR PORT [reuseport]  -> "bound ID PORT"  (FAMILY 4 or 6)
+#   tcp ADDR PORT                       -> "bound ID PORT"  (a TCP listener)
+#   client ADDR PORT                    -> "bound ID PORT"  (sendto() binds it)
+#   free-below N                        -> "port P"  (a UDP port < N, free now)
+#   close ID                            -> "closed ID"
+#   join CGROUP_DIR                     -> "joined"
+#   send ID UNIX_PATH                   -> "sent ID"  (SCM_RIGHTS, then close ours)
+#   receive UNIX_PATH                   -> "listening", then "received ID"
+#   fence                               -> "fence PORT"  (a TCP listener opened and closed)
+import os, socket, sys
+
+socks = {}
+last = 0
+
+
+def keep(s):
+    global last
+    last += 1
+    socks[last] = s
+    return last
+
+
+def answer(*words):
+    sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+
+
+for line in sys.stdin:
+    cmd, *a = line.split()
+    if cmd == "bind":
+        family = socket.AF_INET6 if a[0] == "6" else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        if "reuseport" in a[3:]:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((a[1], int(a[2])))
+        answer("bound", keep(s), s.getsockname()[1])
+    elif cmd == "tcp":
+        s = socket.socket()
+        s.bind((a[0], int(a[1])))
+        s.listen()
+        answer("bound", keep(s), s.getsockname()[1])
+    elif cmd == "client":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"q", (a[0], int(a[1])))
+        answer("bound", keep(s), s.getsockname()[1])
+    elif cmd == "free-below":
+        # Walk down from just under N, so tests do not meet each other.
+        for port in range(int(a[0]) - 1, 1024, -1):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            finally:
+                probe.close()
+            answer("port", port)
+            break
+    elif cmd == "close":
+        socks.pop(int(a[0])).close()
+        answer("closed", a[0])
+    elif cmd == "join":
+        with open(os.path.join(a[0], "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+        answer("joined")
+    elif cmd == "send":
+        u = socket.socket(socket.AF_UNIX)
+        u.connect(a[1])
+        socket.send_fds(u, [b"x"], [socks[int(a[0])].fileno()])
+        u.close()
+        socks.pop(int(a[0])).close()
+        answer("sent", a[0])
+    elif cmd == "receive":
+        u = socket.socket(socket.AF_UNIX)
+        u.bind(a[0])
+        u.listen()
+        answer("listening")
+        sys.stdout.flush()
+        conn, _ = u.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1, 1)
+        conn.close()
+        u.close()
+        answer("received", keep(socket.socket(fileno=fds[0])))
+    elif cmd == "fence":
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        s.close()
+        answer("fence", port)
+    sys.stdout.flush()

@@ -1,0 +1,484 @@
+//! UDP: real sockets bound by real processes (every family, wildcard and
+//! specific addresses, port 0, SO_REUSEPORT, a child cgroup, another
+//! network namespace, a descriptor passed on before close) are reported
+//! opened and closed with their binder; client sockets the kernel binds
+//! at sendto() are not, live or in resyncs; bind() never fails while
+//! portwatch runs.
+
+use std::{collections::HashSet, fs, path::PathBuf, process::Command, time::Duration};
+
+use serde_json::Value;
+
+use crate::support::{
+    EVENT_TIMEOUT, Helper, NetNs, Watcher, cgroup2_root, helper_path, is_event, rule_with_cooldown,
+};
+
+/// tests/helpers/udp.py: holds sockets on command.
+struct Sockets(Helper);
+
+impl Sockets {
+    fn new() -> Sockets {
+        Sockets(Helper::script("udp.py", &[]))
+    }
+
+    fn in_netns(ns: &NetNs) -> Sockets {
+        Sockets(Helper::command(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns.name,
+            "python3",
+            "-u",
+            &helper_path("udp.py"),
+        ])))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.pid()
+    }
+
+    /// Sends a command and returns the words of its answer after the first.
+    fn ask(&mut self, command: &str) -> Vec<String> {
+        self.0.send(command);
+        let line = self.0.read_line();
+        line.split_whitespace().skip(1).map(String::from).collect()
+    }
+
+    /// `bind`, `tcp` or `client`: (id, port).
+    fn open(&mut self, command: &str) -> (u32, u16) {
+        let a = self.ask(command);
+        (a[0].parse().unwrap(), a[1].parse().unwrap())
+    }
+
+    fn bind(&mut self, family: &str, addr: &str, port: u16) -> (u32, u16) {
+        self.open(&format!("bind {family} {addr} {port}"))
+    }
+
+    fn close(&mut self, id: u32) {
+        self.ask(&format!("close {id}"));
+    }
+
+    /// A UDP port below the ephemeral range, free a moment ago.
+    fn free_port(&mut self) -> u16 {
+        let (low, _) = ephemeral_range();
+        self.ask(&format!("free-below {low}"))[0].parse().unwrap()
+    }
+
+    /// This helper opens and closes a TCP listener; every line up to its
+    /// close is returned (the ring buffer is one ordered queue, so what
+    /// the helper did before is out by then).
+    fn fence(&mut self, watcher: &Watcher) -> Vec<Value> {
+        let port: u16 = self.ask("fence")[0].parse().unwrap();
+        watcher.until_closed("127.0.0.1", port)
+    }
+}
+
+fn ephemeral_range() -> (u16, u16) {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut it = text.split_whitespace().map(|n| n.parse().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+fn is_udp(v: &Value, event: &str, address: &str, port: u16) -> bool {
+    is_event(v, event, address, port) && v["proto"] == "udp"
+}
+
+fn expect_udp(w: &Watcher, event: &str, address: &str, port: u16) -> Value {
+    w.expect(
+        &format!("udp {event} {address}:{port}"),
+        EVENT_TIMEOUT,
+        |v| is_udp(v, event, address, port),
+    )
+}
+
+#[test]
+fn udp_binds_of_every_family_are_reported_with_their_binder() {
+    let mut h = Sockets::new();
+    let pid = h.pid();
+    let w = Watcher::start(&["--pid", &pid.to_string()]);
+    let specific = h.free_port();
+    let cases = [
+        ("4", "0.0.0.0", 0),
+        ("4", "127.0.0.1", 0),
+        ("4", "127.0.0.1", specific),
+        ("6", "::", 0),
+        ("6", "::1", 0),
+        ("6", "::ffff:127.0.0.1", 0),
+    ];
+    let mut bound = Vec::new();
+    for (family, addr, port) in cases {
+        let (id, port) = h.bind(family, addr, port);
+        let opened = expect_udp(&w, "opened", addr, port);
+        assert_eq!(opened["pid"], pid, "{opened}");
+        assert_eq!(opened["comm"], "python3", "{opened}");
+        assert_eq!(opened["source"], "ebpf", "{opened}");
+        bound.push((id, addr, port));
+    }
+    assert_eq!(bound[2].2, specific);
+    for (id, addr, port) in bound {
+        h.close(id);
+        let closed = expect_udp(&w, "closed", addr, port);
+        assert_eq!(closed["pid"], pid, "{closed}");
+    }
+}
+
+#[test]
+fn tcp_and_udp_on_one_port_number_are_kept_apart() {
+    let mut h = Sockets::new();
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    let (tcp, port) = h.open("tcp 127.0.0.1 0");
+    let (udp, _) = h.bind("4", "127.0.0.1", port);
+    w.expect("the TCP open", EVENT_TIMEOUT, |v| {
+        is_event(v, "opened", "127.0.0.1", port) && v["proto"] == "tcp"
+    });
+    expect_udp(&w, "opened", "127.0.0.1", port);
+    h.close(udp);
+    expect_udp(&w, "closed", "127.0.0.1", port);
+    let after = h.fence(&w);
+    assert!(
+        !after
+            .iter()
+            .any(|v| is_event(v, "closed", "127.0.0.1", port)),
+        "the TCP listener was closed with the UDP socket: {after:?}"
+    );
+    h.close(tcp);
+    w.expect("the TCP close", EVENT_TIMEOUT, |v| {
+        is_event(v, "closed", "127.0.0.1", port) && v["proto"] == "tcp"
+    });
+}
+
+#[test]
+fn each_socket_of_a_reuseport_group_is_its_own_port() {
+    let mut h = Sockets::new();
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    let (first, port) = h.open("bind 4 127.0.0.1 0 reuseport");
+    let (second, _) = h.open(&format!("bind 4 127.0.0.1 {port} reuseport"));
+    let mut opens = 0;
+    w.expect("two opens", EVENT_TIMEOUT, |v| {
+        opens += usize::from(is_udp(v, "opened", "127.0.0.1", port));
+        opens == 2
+    });
+    h.close(first);
+    expect_udp(&w, "closed", "127.0.0.1", port);
+    let after = h.fence(&w);
+    assert!(
+        !after.iter().any(|v| is_udp(v, "closed", "127.0.0.1", port)),
+        "one release closed both: {after:?}"
+    );
+    h.close(second);
+    expect_udp(&w, "closed", "127.0.0.1", port);
+}
+
+/// A cgroup made for one test, removed after it (once empty).
+struct Cgroup(PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_binder_in_a_child_cgroup_is_seen_with_its_cgroup() {
+    let base = format!("pwtest-udp-{}", std::process::id());
+    let first = Cgroup(cgroup2_root().join(&base));
+    let second = Cgroup(first.0.join("next"));
+    // Declared after the cgroups: dropped (killed) before they are removed.
+    let mut h = Sockets::new();
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    // Made after the start, one right after the other: each is named.
+    for (cgroup, name) in [
+        (&first, format!("/{base}")),
+        (&second, format!("/{base}/next")),
+    ] {
+        fs::create_dir(&cgroup.0).unwrap();
+        h.ask(&format!("join {}", cgroup.0.display()));
+        let (id, port) = h.bind("4", "127.0.0.1", 0);
+        let opened = expect_udp(&w, "opened", "127.0.0.1", port);
+        assert_eq!(opened["cgroup"], name, "{opened}");
+        h.close(id);
+        expect_udp(&w, "closed", "127.0.0.1", port);
+    }
+}
+
+#[test]
+fn a_binder_in_another_network_namespace_is_seen_in_it() {
+    let ns = NetNs::new("udp");
+    let inode = ns.inode().to_string();
+    let w = Watcher::start(&["--netns", &inode]);
+    let mut h = Sockets::in_netns(&ns);
+    let (id, port) = h.bind("4", "127.0.0.1", 0);
+    let opened = expect_udp(&w, "opened", "127.0.0.1", port);
+    assert_eq!(opened["netns"].to_string(), inode);
+    assert_eq!(opened["pid"], h.pid());
+    h.close(id);
+    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["netns"].to_string(), inode);
+}
+
+#[test]
+fn a_socket_passed_to_another_process_stays_its_binders() {
+    let path = std::env::temp_dir().join(format!("pwtest-udp-fd-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&path);
+    let w = Watcher::start(&[]);
+    let mut binder = Sockets::new();
+    let mut holder = Sockets::new();
+    let binder_pid = binder.pid();
+    assert_eq!(
+        holder.ask(&format!("receive {}", path.display())),
+        Vec::<String>::new()
+    );
+    let (id, port) = binder.bind("4", "127.0.0.1", 0);
+    binder.ask(&format!("send {id} {}", path.display()));
+    let received: u32 = holder.0.read_value("received").parse().unwrap();
+    let opened = expect_udp(&w, "opened", "127.0.0.1", port);
+    assert_eq!(opened["pid"], binder_pid);
+    // The binder is gone when the holder closes the last descriptor.
+    drop(binder);
+    holder.close(received);
+    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["pid"], binder_pid, "{closed}");
+    let _ = fs::remove_file(&path);
+}
+
+#[test]
+fn udp_ports_bound_before_the_start_are_the_baselines_and_their_release_is_reported() {
+    let mut h = Sockets::new();
+    let server_port = h.free_port();
+    let (server, _) = h.bind("4", "0.0.0.0", server_port);
+    // bind(0) and a client's sendto(): ports from the ephemeral range, which
+    // a scan cannot tell from a DNS lookup's.
+    let (explicit, explicit_port) = h.bind("4", "127.0.0.1", 0);
+    let (client, client_port) = h.open(&format!("client 127.0.0.1 {server_port}"));
+    let pid = h.pid();
+    let w = Watcher::start(&["--pid", &pid.to_string()]);
+    let udp_ports: HashSet<u64> = w
+        .baseline
+        .iter()
+        .filter(|v| v["proto"] == "udp")
+        .map(|v| v["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(udp_ports, HashSet::from([u64::from(server_port)]));
+    for id in [server, explicit, client] {
+        h.close(id);
+    }
+    let lines = h.fence(&w);
+    let closed: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["event"] == "closed" && v["proto"] == "udp")
+        .collect();
+    assert_eq!(closed.len(), 1, "{lines:?}");
+    assert_eq!(closed[0]["port"], server_port);
+    assert_eq!(closed[0]["pid"], pid);
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["port"] == explicit_port || v["port"] == client_port)
+    );
+}
+
+/// A DNS server and its clients: each lookup a new socket that the
+/// kernel binds at its first send (half with sendto(), half connected, as
+/// resolvers do), 64 in flight at once, until stdin says stop. 32 lookups
+/// that never get an answer stay open throughout, so every scan meets
+/// client sockets.
+const LOOKUPS: &str = r#"
+import collections, os, select, socket, sys
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("127.0.0.1", 0))
+port = server.getsockname()[1]
+
+def lookup(n):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if n % 2:
+        c.connect(("127.0.0.1", port))
+        c.send(b"q")
+    else:
+        c.sendto(b"q", ("127.0.0.1", port))
+    return c
+
+unanswered = [lookup(n) for n in range(32)]
+print("server", port)
+in_flight = collections.deque()
+n = 0
+while True:
+    for _ in range(500):
+        in_flight.append(lookup(n))
+        if len(in_flight) > 64:
+            in_flight.popleft().close()
+        n += 1
+    try:
+        while True:
+            server.recv(64, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        pass
+    if select.select([sys.stdin], [], [], 0)[0]:
+        break
+while in_flight:
+    in_flight.popleft().close()
+for c in unanswered:
+    c.close()
+f = socket.socket(); f.bind(("127.0.0.1", 0)); f.listen()
+fence = f.getsockname()[1]
+f.close()
+print("lookups", n, fence)
+sys.stdin.read()
+"#;
+
+#[test]
+fn dns_lookups_make_no_events_and_no_resync_corrections() {
+    let mut h = Helper::spawn(LOOKUPS);
+    let w = Watcher::start(&["--pid", &h.pid().to_string(), "--resync-interval", "100ms"]);
+    let server: u16 = h.read_value("server").parse().unwrap();
+    let mut seen = Vec::new();
+    // Resyncs while thousands of lookups run: each must find nothing the
+    // events missed.
+    let mut resyncs = 0;
+    w.expect(
+        "five resyncs during the lookups",
+        Duration::from_secs(20),
+        |v| {
+            seen.push(v.clone());
+            if v["event"] == "resync" {
+                assert_eq!((&v["opened"], &v["closed"]), (&0.into(), &0.into()), "{v}");
+                resyncs += 1;
+            }
+            resyncs == 5
+        },
+    );
+    h.send("stop");
+    let done = h.read_value("lookups");
+    let (lookups, fence) = done.split_once(' ').unwrap();
+    assert!(lookups.parse::<u32>().unwrap() >= 2000, "{lookups} lookups");
+    seen.extend(w.until_closed("127.0.0.1", fence.parse().unwrap()));
+    for v in &seen {
+        if v["event"] == "resync" {
+            assert_eq!((&v["opened"], &v["closed"]), (&0.into(), &0.into()), "{v}");
+        }
+    }
+    let udp: Vec<&Value> = seen.iter().filter(|v| v["proto"] == "udp").collect();
+    assert!(
+        udp.iter().all(|v| v["port"] == server),
+        "a client port was reported: {udp:?}"
+    );
+}
+
+/// Two processes binding and closing as fast as they can, UDP and TCP;
+/// any failed bind() is printed and ends the worker with status 1.
+const STORM: &str = r#"
+import os, socket, sys
+count = int(sys.argv[1])
+pids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        for i in range(count):
+            kind = socket.SOCK_DGRAM if i % 4 else socket.SOCK_STREAM
+            s = socket.socket(socket.AF_INET, kind)
+            try:
+                s.bind(("127.0.0.1", 0))
+            except OSError as e:
+                print("failed", e, flush=True)
+                os._exit(1)
+            s.close()
+        os._exit(0)
+    pids.append(pid)
+failed = sum(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) != 0 for p in pids)
+print("storm", 2 * count, "failed", failed)
+"#;
+
+#[test]
+fn bind_never_fails_under_a_storm_with_a_4_kib_ring() {
+    let w = Watcher::start(&["--ring-buffer", "4K"]);
+    let mut storm = Helper::script_inline(STORM, &["20000"]);
+    let result = storm.read_line();
+    assert_eq!(result, "storm 40000 failed 0");
+    assert!(storm.child.wait().unwrap().success());
+    // The watcher lived through it and still reports.
+    let mut h = Sockets::new();
+    let (id, port) = h.bind("4", "127.0.0.1", 0);
+    expect_udp(&w, "opened", "127.0.0.1", port);
+    h.close(id);
+    expect_udp(&w, "closed", "127.0.0.1", port);
+}
+
+#[test]
+fn the_procfs_backend_polls_udp_ports_off_the_ephemeral_range() {
+    let mut h = Sockets::new();
+    let w = Watcher::start(&[
+        "--backend",
+        "procfs",
+        "--interval",
+        "100ms",
+        "--pid",
+        &h.pid().to_string(),
+    ]);
+    let (ephemeral, ephemeral_port) = h.bind("4", "127.0.0.1", 0);
+    let port = h.free_port();
+    let (server, _) = h.bind("4", "127.0.0.1", port);
+    // The poll that finds the server finds the bind(0) socket too, and
+    // does not count it.
+    let mut before = Vec::new();
+    w.expect("the server", EVENT_TIMEOUT, |v| {
+        before.push(v.clone());
+        is_udp(v, "opened", "127.0.0.1", port)
+    });
+    assert_eq!(before.last().unwrap()["source"], "procfs");
+    assert!(
+        !before.iter().any(|v| v["port"] == ephemeral_port),
+        "{before:?}"
+    );
+    h.close(server);
+    h.close(ephemeral);
+    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["pid"], h.pid());
+}
+
+#[test]
+fn port_rules_fire_for_udp() {
+    let dir = std::env::temp_dir().join(format!("portwatch-udp-rules-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let mut h = Sockets::new();
+    let port = h.free_port();
+    let path = dir.join("alerts.json");
+    let rules = [
+        rule_with_cooldown(
+            "opened",
+            &format!(r#"{{"type":"PortOpened","params":{{"port":{port}}}}}"#),
+            1,
+        ),
+        rule_with_cooldown(
+            "closed",
+            &format!(r#"{{"type":"PortClosed","params":{{"port":{port}}}}}"#),
+            1,
+        ),
+        rule_with_cooldown(
+            "range",
+            &format!(
+                r#"{{"type":"PortRangeActivity","params":{{"start_port":{port},"end_port":{port}}}}}"#
+            ),
+            1,
+        ),
+    ];
+    fs::write(&path, format!(r#"{{"rules":[{}]}}"#, rules.join(","))).unwrap();
+    let daemon = Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--alerts",
+        path.to_str().unwrap(),
+        "--pid",
+        &h.pid().to_string(),
+    ]);
+    let (id, _) = h.bind("4", "127.0.0.1", port);
+    h.close(id);
+    let mut fired = HashSet::new();
+    daemon.expect("three alerts", EVENT_TIMEOUT, |v| {
+        if v["event"] == "alert" {
+            assert_eq!(v["proto"], "udp", "{v}");
+            assert_eq!(v["port"], port, "{v}");
+            fired.insert(v["rule_id"].as_str().unwrap().to_string());
+        }
+        fired.len() == 3
+    });
+    let _ = fs::remove_dir_all(dir);
+}
