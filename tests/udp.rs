@@ -482,3 +482,50 @@ fn port_rules_fire_for_udp() {
     });
     let _ = fs::remove_dir_all(dir);
 }
+
+/// `portwatch ARGS` in a mount namespace of its own without the cgroup v2
+/// hierarchy (unmounted there only).
+fn without_cgroup2(args: &str) -> Command {
+    let script = format!(
+        "umount -l {} && exec {} {args}",
+        cgroup2_root().display(),
+        crate::support::BIN
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    cmd
+}
+
+#[test]
+fn without_cgroup2_udp_is_left_out_in_one_sentence_and_tcp_goes_on() {
+    let w = Watcher::spawn_command(&mut without_cgroup2("watch --json"));
+    assert_eq!(w.ready["backend"], "ebpf");
+    w.fence();
+    let (status, stderr, _) = w.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("warning: UDP ports are not watched: no cgroup v2 hierarchy root is mounted"),
+        "{stderr}"
+    );
+
+    // UDP alone: eBPF would watch nothing, so auto polls procfs instead...
+    let w = Watcher::spawn_command(&mut without_cgroup2("watch --json --proto udp"));
+    assert_eq!(w.ready["backend"], "procfs");
+    let (_, stderr, _) = w.stop();
+    assert!(
+        stderr.contains("needs the root of the cgroup v2 hierarchy"),
+        "{stderr}"
+    );
+    // ...and eBPF, asked for, is refused.
+    let out = without_cgroup2("watch --json --proto udp --backend ebpf")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("needs the root of the cgroup v2 hierarchy"),
+        "{stderr}"
+    );
+}

@@ -44,6 +44,11 @@ pub enum Error {
     #[error("{0} must be longer than 0")]
     ZeroInterval(&'static str),
 
+    #[error(
+        "watching UDP with eBPF needs the root of the cgroup v2 hierarchy mounted (at /sys/fs/cgroup or /sys/fs/cgroup/unified), and none is"
+    )]
+    UdpNeedsCgroup2,
+
     #[error("connection events need the eBPF backend")]
     ConnectionsNeedEbpf,
 

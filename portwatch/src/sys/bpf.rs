@@ -117,6 +117,11 @@ impl KernelProbe {
     /// tree's); [`EventSource::start`] attaches those that report
     /// listeners. Needs a tokio runtime with I/O.
     pub(crate) fn attach(config: &ProbeConfig) -> Result<Self> {
+        if config.udp && !config.tcp && cgroup::root_dir().is_none() {
+            // UDP alone, and its programs have nowhere to go: eBPF would
+            // watch nothing (with TCP too, UDP is left out with a warning).
+            return Err(Error::UdpNeedsCgroup2);
+        }
         raise_memlock_limit();
         // The raw BTF is as large as aya's own parse of it: a block, so it is
         // freed before the loader parses the file again (peak RSS).
