@@ -45,6 +45,9 @@ enum Task {
     /// Loopback connection churn for the benchmarks (internal)
     #[command(hide = true)]
     Churn { seconds: f64 },
+    /// UDP socket/bind/close churn for the benchmarks (internal)
+    #[command(hide = true)]
+    UdpChurn { seconds: f64, cpu: usize },
     /// Holds listening sockets for the scan benchmark (internal)
     #[command(hide = true)]
     HoldChild { count: usize, index: usize },
@@ -103,6 +106,7 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Task::Churn { seconds } => bench::churn_main(seconds),
+        Task::UdpChurn { seconds, cpu } => bench::udp_churn_main(seconds, cpu),
         Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),
         Task::Test { args } => {

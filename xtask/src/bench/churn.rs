@@ -23,7 +23,7 @@ fn linger_zero(socket: &TcpStream) {
 }
 
 /// Pins the calling thread to `cpu` when the machine has it.
-fn pin_to_cpu(cpu: usize) {
+pub(super) fn pin_to_cpu(cpu: usize) {
     if thread::available_parallelism().map_or(1, |n| n.get()) <= cpu {
         return;
     }
@@ -197,6 +197,7 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
             .filter(|p| p.run_cnt > 0)
             .map(|p| {
                 json!({
+                    "name": p.name,
                     "type": p.prog_type,
                     "run_cnt": p.run_cnt,
                     "ns_per_run": p.run_time_ns as f64 / p.run_cnt as f64,

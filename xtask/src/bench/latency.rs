@@ -1,9 +1,10 @@
-//! Latency (listen() returning -> event read) and completeness (listeners
-//! living well under a millisecond).
+//! Latency (listen() or, for UDP, bind() returning -> event read) and
+//! completeness (ports living well under a millisecond).
 
 use std::{
     collections::HashMap,
-    net::TcpListener,
+    net::{TcpListener, UdpSocket},
+    os::fd::OwnedFd,
     path::Path,
     thread,
     time::{Duration, Instant},
@@ -13,9 +14,23 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::{
-    monitors::{self, Tool},
+    monitors::{self, Proto, Tool},
     util::{mono_ns, quantile},
 };
+
+/// A listener (TCP) or a bound socket (UDP) on 127.0.0.1 and its port.
+fn open(proto: Proto) -> Result<(u16, OwnedFd)> {
+    Ok(match proto {
+        Proto::Tcp => {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            (l.local_addr()?.port(), l.into())
+        }
+        Proto::Udp => {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            (s.local_addr()?.port(), s.into())
+        }
+    })
+}
 
 /// Latency of each tool over `rounds` rounds of `per_round` listeners,
 /// the tools' order rotated each round so that none always runs first on
@@ -23,6 +38,7 @@ use super::{
 pub fn latency_rounds(
     tools: &[Tool],
     root: &Path,
+    proto: Proto,
     per_round: usize,
     rounds: usize,
 ) -> Result<Vec<Value>> {
@@ -30,7 +46,7 @@ pub fn latency_rounds(
     for round in 0..rounds {
         for k in 0..tools.len() {
             let i = (k + round) % tools.len();
-            samples[i].extend(latency(tools[i], root, per_round)?);
+            samples[i].extend(latency(tools[i], root, proto, per_round)?);
         }
     }
     Ok(tools
@@ -51,17 +67,17 @@ pub fn latency_rounds(
         .collect())
 }
 
-/// Opens `count` listeners 2 ms apart, keeps them until each is reported
-/// (or 3 s after the last), and returns the latencies in microseconds.
-fn latency(tool: Tool, root: &Path, count: usize) -> Result<Vec<f64>> {
-    let mon = monitors::start(tool, root)?;
+/// Opens `count` ports 2 ms apart, keeps them until each is reported (or
+/// 3 s after the last), and returns the latencies in microseconds.
+fn latency(tool: Tool, root: &Path, proto: Proto, count: usize) -> Result<Vec<f64>> {
+    let mon = monitors::start_for(tool, root, proto)?;
     let mut opened_at: HashMap<u16, u64> = HashMap::new();
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
-        let l = TcpListener::bind("127.0.0.1:0")?;
+        let (port, fd) = open(proto)?;
         let t = mono_ns();
-        opened_at.insert(l.local_addr()?.port(), t);
-        held.push(l);
+        opened_at.insert(port, t);
+        held.push(fd);
         thread::sleep(Duration::from_millis(2));
     }
     let mut lat_us = Vec::new();
@@ -80,15 +96,15 @@ fn latency(tool: Tool, root: &Path, count: usize) -> Result<Vec<f64>> {
     Ok(lat_us)
 }
 
-/// Opens and closes `count` listeners back to back (each lives a few
+/// Opens and closes `count` ports back to back (each lives a few
 /// microseconds) and counts how many opens and closes were reported.
-pub fn completeness(tool: Tool, root: &Path, count: usize) -> Result<Value> {
-    let mon = monitors::start(tool, root)?;
+pub fn completeness(tool: Tool, root: &Path, proto: Proto, count: usize) -> Result<Value> {
+    let mon = monitors::start_for(tool, root, proto)?;
     let mut ports: HashMap<u16, usize> = HashMap::new();
     let started = Instant::now();
     for _ in 0..count {
-        let l = TcpListener::bind("127.0.0.1:0")?;
-        *ports.entry(l.local_addr()?.port()).or_default() += 1;
+        let (port, _fd) = open(proto)?;
+        *ports.entry(port).or_default() += 1;
     }
     let storm = started.elapsed();
     let (mut opened, mut closed) = (0usize, 0usize);

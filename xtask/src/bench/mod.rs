@@ -10,6 +10,7 @@ mod report;
 mod scan;
 mod storm;
 mod tui;
+mod udp;
 mod util;
 
 use std::{
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 
 pub use churn::churn_main;
 pub use scan::hold_child_main;
+pub use udp::udp_churn_main;
 
 use monitors::Tool;
 
@@ -93,6 +95,7 @@ pub enum Section {
     Cleanup,
     Flood,
     Tui,
+    Udp,
 }
 
 impl Options {
@@ -124,14 +127,14 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     if opts.wants(Section::Latency) {
         let rounds = if opts.quick { 1 } else { 4 };
         eprintln!("bench: latency ({rounds} rounds of {lat_n} listeners per tool)");
-        let lat = latency::latency_rounds(&tools, root, lat_n, rounds)?;
+        let lat = latency::latency_rounds(&tools, root, monitors::Proto::Tcp, lat_n, rounds)?;
         results.insert("latency".into(), lat.into());
     }
     if opts.wants(Section::Completeness) {
         eprintln!("bench: completeness ({comp_n} short-lived listeners per tool)");
         let comp: Vec<Value> = tools
             .iter()
-            .map(|t| latency::completeness(*t, root, comp_n))
+            .map(|t| latency::completeness(*t, root, monitors::Proto::Tcp, comp_n))
             .collect::<Result<_>>()?;
         results.insert("completeness".into(), comp.into());
     }
@@ -167,6 +170,20 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         };
         eprintln!("bench: the TUI with {n} listeners, in tmux");
         results.insert("tui".into(), tui::tui(root, n, probes, idle)?);
+    }
+    if opts.wants(Section::Udp) {
+        let (rounds, lat_n, comp_n) = if opts.quick {
+            (2, 200, 2000)
+        } else {
+            (8, 500, 10000)
+        };
+        eprintln!(
+            "bench: UDP ({rounds} rounds of {churn_s} s socket/bind/close churn per mode, {lat_n} binds for latency, {comp_n} microsecond sockets)"
+        );
+        results.insert(
+            "udp".into(),
+            udp::udp(root, rounds, churn_s, lat_n, comp_n)?,
+        );
     }
     if opts.wants(Section::Cleanup) {
         eprintln!("bench: cleanup");

@@ -1,6 +1,6 @@
 //! The tools compared: portwatch, a bpftrace one-liner on the same
-//! tracepoint with the same LISTEN filter, and a 1 s `ss -ltn` poller (what
-//! the Go port-watcher does).
+//! tracepoint with the same LISTEN filter, and a 1 s `ss -ltn` (for UDP,
+//! `ss -lun`) poller (what the Go port-watcher does).
 
 use std::{
     collections::HashSet,
@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::util::{Lines, mono_ns};
 
@@ -36,6 +36,22 @@ impl Tool {
     }
 }
 
+/// The protocol a benchmark opens ports of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
 /// (arrival time, opened?, port) of each reported change.
 pub type Seen = (u64, bool, u16);
 
@@ -46,6 +62,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The monitor's process, when it is one.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             super::util::stop_child(&mut child);
@@ -58,9 +79,14 @@ impl Running {
 
 pub const BPFTRACE_LISTEN: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6 && ((args->oldstate == 7 && args->newstate == 10) || (args->oldstate == 10 && args->newstate == 7))/ { printf("%d %d\n", args->newstate, args->sport); }"#;
 
-pub fn start(tool: Tool, root: &Path) -> Result<Running> {
+/// `tool` reporting ports of `proto`. portwatch runs as by default
+/// (watching both protocols); its lines of the other are skipped.
+pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
     let (tx, events) = mpsc::channel();
     match tool {
+        Tool::Bpftrace if proto == Proto::Udp => {
+            bail!("bpftrace has no UDP bind hook on this kernel (no kprobes)")
+        }
         Tool::Portwatch => {
             let lines = Lines::spawn(Command::new(super::portwatch_bin(root)).args([
                 "watch",
@@ -76,7 +102,10 @@ pub fn start(tool: Tool, root: &Path) -> Result<Running> {
                         continue;
                     };
                     let opened = v["event"] == "opened";
-                    if (opened || v["event"] == "closed") && v["source"] == "ebpf" {
+                    if (opened || v["event"] == "closed")
+                        && v["source"] == "ebpf"
+                        && v["proto"] == proto.as_str()
+                    {
                         let port = v["port"].as_u64().unwrap_or(0) as u16;
                         if tx.send((t, opened, port)).is_err() {
                             break;
@@ -121,8 +150,12 @@ pub fn start(tool: Tool, root: &Path) -> Result<Running> {
             let (ready_tx, ready_rx) = mpsc::channel();
             thread::spawn(move || {
                 let mut known: Option<HashSet<u16>> = None;
+                let args: &[&str] = match proto {
+                    Proto::Tcp => &["-Hltn"],
+                    Proto::Udp => &["-Hlun"],
+                };
                 while flag.load(Ordering::Relaxed) {
-                    let now = ss_ports();
+                    let now: HashSet<u16> = ss_listening(args, |_| true);
                     let t = mono_ns();
                     if let Some(prev) = &known {
                         for p in now.difference(prev) {
@@ -146,11 +179,6 @@ pub fn start(tool: Tool, root: &Path) -> Result<Running> {
             })
         }
     }
-}
-
-/// The local ports `ss -Hltn` lists.
-pub fn ss_ports() -> HashSet<u16> {
-    ss_listening(&["-Hltn"], |_| true)
 }
 
 /// The local ports of the `ss ARGS` lines for which `keep` is true.

@@ -49,6 +49,9 @@ pub fn tables(r: &Value) -> String {
     if !r["tui"].is_null() {
         tui(&mut s, &r["tui"]);
     }
+    if !r["udp"].is_null() {
+        udp(&mut s, &r["udp"]);
+    }
     if !r["scan"].is_null() {
         scan(&mut s, &r["scan"]);
     }
@@ -141,7 +144,7 @@ fn hot_path(s: &mut String, v: &Value) {
                 s,
                 "| {} | {} | {} | {} | {} |",
                 if i == 0 { text(&x["mode"]) } else { "" },
-                prog_type_name(&p["type"]),
+                program_name(p),
                 f(&p["runs_per_connection"]),
                 f(&p["ns_per_run"]),
                 if i == 0 {
@@ -154,15 +157,88 @@ fn hot_path(s: &mut String, v: &Value) {
     }
 }
 
-/// The names of the program types the monitors use (`enum bpf_prog_type`).
-fn prog_type_name(v: &Value) -> String {
-    match v.as_u64() {
+/// A program's name and type (`enum bpf_prog_type`).
+fn program_name(p: &Value) -> String {
+    let ty = match p["type"].as_u64() {
         Some(5) => "tracepoint".into(),
+        Some(9) => "cgroup_sock".into(),
         Some(13) => "sock_ops".into(),
         Some(17) => "raw_tracepoint".into(),
-        Some(26) => "tracing (tp_btf)".into(),
+        Some(26) => "tp_btf".into(),
         Some(n) => format!("type {n}"),
         None => "?".into(),
+    };
+    match p["name"].as_str() {
+        Some(name) if !name.is_empty() => format!("`{name}` ({ty})"),
+        _ => ty,
+    }
+}
+
+fn udp(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nUDP churn, socket() + bind(127.0.0.1:0) + close() from two processes ({} rounds of {} s, order rotated):\n\n\
+         | mode | sockets/s (median) | ratio to no monitor | lowest, highest round ratio |\n|---|---|---|---|",
+        v["rounds"], v["seconds_per_run"]
+    );
+    for x in rows(&v["throughput"]) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}, {} |",
+            text(&x["mode"]),
+            f(&x["sockets_per_s"]),
+            f(&x["ratio"]),
+            f(&x["ratio_min"]),
+            f(&x["ratio_max"])
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nportwatch's programs during the UDP churn (bpf_stats; {} kernel ns per socket in all):\n\n\
+         | program | runs per socket | ns per run |\n|---|---|---|",
+        f(&v["ns_per_socket"])
+    );
+    for p in rows(&v["programs"]) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            program_name(p),
+            f(&p["runs_per_socket"]),
+            f(&p["ns_per_run"])
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nUDP latency, bind() returning to the event line read:\n\n\
+         | tool | sockets | reported | p50 us | p99 us | max us |\n|---|---|---|---|---|---|"
+    );
+    for x in rows(&v["latency"]) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            text(&x["tool"]),
+            x["listeners"],
+            x["reported"],
+            f(&x["p50_us"]),
+            f(&x["p99_us"]),
+            f(&x["max_us"])
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nUDP completeness, sockets bound and closed back to back:\n\n\
+         | tool | sockets | opens reported | closes reported | fraction |\n|---|---|---|---|---|"
+    );
+    for x in rows(&v["completeness"]) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            text(&x["tool"]),
+            x["listeners"],
+            x["opened_reported"],
+            x["closed_reported"],
+            f(&x["fraction"])
+        );
     }
 }
 

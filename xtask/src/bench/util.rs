@@ -151,14 +151,32 @@ pub fn status_field(pid: u32, name: &str) -> u64 {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ProgStats {
     pub id: u32,
+    /// The program's name as the kernel keeps it (15 bytes at most).
+    pub name: String,
     /// `prog_type` from fdinfo (e.g. 26 tracing, 13 sock_ops).
     pub prog_type: u32,
     pub run_time_ns: u64,
     pub run_cnt: u64,
 }
 
+/// Program id -> name, from `bpftool prog show`.
+fn prog_names() -> std::collections::HashMap<u64, String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
+        .collect()
+}
+
 /// The programs process `pid` holds, from its fdinfo.
 pub fn prog_stats(pid: u32) -> Vec<ProgStats> {
+    let names = prog_names();
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return out;
@@ -180,6 +198,7 @@ pub fn prog_stats(pid: u32) -> Vec<ProgStats> {
         ) {
             out.push(ProgStats {
                 id: id as u32,
+                name: names.get(&id).cloned().unwrap_or_default(),
                 prog_type: ty as u32,
                 run_time_ns: t,
                 run_cnt: n,
