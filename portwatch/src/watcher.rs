@@ -145,7 +145,7 @@ impl PortWatcher {
                         let _ = stop_rx.await;
                     };
                     let run = monitor
-                        .run_until(stop, |ev| {
+                        .run_until(stop, |ev, _| {
                             match ev {
                                 MonitorEvent::Port(ev) => callback((&ev).into()),
                                 MonitorEvent::Ready(_) => {

@@ -27,5 +27,6 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<()> {
             sink.line(&format!("wrote the example rules to {}", path.display()))?;
         }
     }
+    sink.flush()?;
     Ok(())
 }

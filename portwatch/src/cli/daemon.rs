@@ -38,7 +38,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let mut sink = Sink::new(args.json);
     monitor
-        .run_until(shutdown.requested(), |ev| {
+        .run_until(shutdown.requested(), |ev, more_queued| {
+            // Messages on stderr come after the lines before them.
+            if !matches!(ev, MonitorEvent::Port(_)) {
+                sink.flush()?;
+            }
             match ev {
                 MonitorEvent::Ready(r) if sink.is_json() => {
                     sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
@@ -56,7 +60,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
                 MonitorEvent::Port(_) | MonitorEvent::Resync(_) => {}
             }
+            if !more_queued {
+                sink.flush()?;
+            }
             Ok::<_, anyhow::Error>(ControlFlow::Continue(()))
         })
-        .await
+        .await?;
+    sink.flush()?;
+    Ok(())
 }

@@ -12,5 +12,6 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     } else {
         sink.line(portwatch::output::listeners_table(&listeners).trim_end())?;
     }
+    sink.flush()?;
     Ok(())
 }

@@ -1,20 +1,22 @@
-//! Writes reports to stdout, one flushed line at a time.
+//! Writes reports to stdout. Lines are held until [`Sink::flush`]: the
+//! caller flushes after the last event of a burst, so a reader sees each
+//! line as soon as nothing more is queued, and a burst costs one write.
 
-use std::io::{self, Write as _};
+use std::io::{self, BufWriter, Write as _};
 
 use portwatch::{PortEvent, output};
 
 /// Where reports go: JSON lines or aligned text on stdout.
 pub struct Sink {
     json: bool,
-    out: io::StdoutLock<'static>,
+    out: BufWriter<io::StdoutLock<'static>>,
 }
 
 impl Sink {
     pub fn new(json: bool) -> Self {
         Self {
             json,
-            out: io::stdout().lock(),
+            out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         }
     }
 
@@ -31,10 +33,14 @@ impl Sink {
         self.line(&line)
     }
 
-    /// Writes one line and flushes it, so a reader sees it at once.
+    /// Queues one line.
     pub fn line(&mut self, line: &str) -> io::Result<()> {
         self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Writes every queued line out.
+    pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

@@ -30,7 +30,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         sink.line(&output::event_header())?;
     }
     monitor
-        .run_until(shutdown.requested(), |ev| {
+        .run_until(shutdown.requested(), |ev, more_queued| {
+            // Messages on stderr come after the lines before them.
+            if !matches!(ev, MonitorEvent::Port(_)) {
+                sink.flush()?;
+            }
             match ev {
                 MonitorEvent::Port(ev) => sink.event(&ev)?,
                 MonitorEvent::Ready(r) if sink.is_json() => {
@@ -47,6 +51,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
                 MonitorEvent::Alert(_) => {}
             }
+            if !more_queued {
+                sink.flush()?;
+            }
             Ok::<_, anyhow::Error>(ControlFlow::Continue(()))
         })
         .await?;
@@ -61,5 +68,6 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    sink.flush()?;
     Ok(())
 }

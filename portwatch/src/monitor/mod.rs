@@ -233,7 +233,9 @@ impl Monitor {
     }
 
     /// Calls `handle` with every event until `stop` completes, `handle`
-    /// breaks, or either fails.
+    /// breaks, or either fails. `handle`'s second argument says whether more
+    /// events are already queued: a writer can hold its output until the last one
+    /// and write a burst at once.
     pub async fn run_until<E, F>(
         &mut self,
         stop: impl Future<Output = ()>,
@@ -241,7 +243,7 @@ impl Monitor {
     ) -> std::result::Result<(), E>
     where
         E: From<Error>,
-        F: FnMut(MonitorEvent) -> std::result::Result<ControlFlow<()>, E>,
+        F: FnMut(MonitorEvent, bool) -> std::result::Result<ControlFlow<()>, E>,
     {
         tokio::pin!(stop);
         loop {
@@ -249,7 +251,8 @@ impl Monitor {
                 () = &mut stop => return Ok(()),
                 ev = self.next() => ev?,
             };
-            if handle(ev)?.is_break() {
+            let more_queued = !self.queue.is_empty();
+            if handle(ev, more_queued)?.is_break() {
                 return Ok(());
             }
         }

@@ -96,6 +96,52 @@ async fn the_baseline_comes_first_then_ready_then_live_events() {
     }
 }
 
+/// Writers flush when `run_until` says nothing more is queued: the last
+/// event of every burst must say so, or its line would sit in a buffer.
+#[tokio::test(start_paused = true)]
+async fn run_until_marks_the_last_event_of_each_burst() {
+    let os = FakeOs::new();
+    os.world().listeners = vec![
+        scanned(Proto::Tcp, "0.0.0.0", 22, 1),
+        scanned(Proto::Udp, "0.0.0.0", 53, 2),
+    ];
+    let mut m = Monitor::start_with(config(None), os.os()).unwrap();
+    let t = os.world().boot_ns;
+    os.emit([
+        ev(Opened, t, 0x1, "127.0.0.1", 8080, 5),
+        ev(Opened, t, 0x2, "127.0.0.1", 8081, 5),
+        ev(Closed, t, 0x1, "127.0.0.1", 8080, 5),
+    ]);
+    let mut seen = Vec::new();
+    m.run_until(std::future::pending(), |ev, more_queued| {
+        let what = match &ev {
+            MonitorEvent::Port(e) => e.listener.port.to_string(),
+            MonitorEvent::Ready(_) => "ready".to_string(),
+            other => format!("{other:?}"),
+        };
+        seen.push((what, more_queued));
+        Ok::<_, Error>(if seen.len() == 6 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })
+    .await
+    .unwrap();
+    let seen: Vec<(&str, bool)> = seen.iter().map(|(w, m)| (w.as_str(), *m)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("22", true),
+            ("53", true),
+            ("ready", false),
+            ("8080", true),
+            ("8081", true),
+            ("8080", false),
+        ]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn alerts_follow_the_event_that_fired_them() {
     let os = FakeOs::new();

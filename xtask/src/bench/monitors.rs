@@ -62,11 +62,6 @@ pub struct Running {
 }
 
 impl Running {
-    /// The monitor's process, when it is one.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             super::util::stop_child(&mut child);

@@ -194,6 +194,12 @@ fn udp(s: &mut String, v: &Value) {
     }
     let _ = writeln!(
         s,
+        "\nportwatch (its lines to /dev/null) received {} kernel events per socket and its ring buffer dropped {} (medians of the rounds; a bind and a close make 2).",
+        f(&v["events_received_per_socket"]),
+        f(&v["events_dropped_per_socket"])
+    );
+    let _ = writeln!(
+        s,
         "\nportwatch's programs during the UDP churn (bpf_stats; {} kernel ns per socket in all):\n\n\
          | program | runs per socket | ns per run |\n|---|---|---|",
         f(&v["ns_per_socket"])

@@ -4,20 +4,21 @@
 //! to event line latency; completeness of sockets living microseconds.
 
 use std::{
+    io::{BufRead as _, BufReader},
     net::UdpSocket,
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, ChildStderr, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
     churn::pin_to_cpu,
     latency,
-    monitors::{self, Proto, Running, Tool},
-    util::{median, prog_stats},
+    monitors::{self, Proto, Tool},
+    util::{median, prog_stats, stop_child},
 };
 
 /// One churning process (`xtask udp-churn SECONDS CPU`): socket, bind to
@@ -60,9 +61,71 @@ fn run_churn(seconds: f64) -> Result<f64> {
 
 const TOOLS: [Option<Tool>; 3] = [None, Some(Tool::Portwatch), Some(Tool::Poller)];
 
-fn start(tool: Option<Tool>, root: &Path) -> Result<Option<Running>> {
-    tool.map(|t| monitors::start_for(t, root, Proto::Udp))
-        .transpose()
+/// portwatch as in the churn rounds: every line goes to /dev/null, so the
+/// rounds measure the monitor and not a reader parsing 100,000s of lines a
+/// second on the same two cores. `--stats` says on exit how many kernel
+/// events it received and how many the ring buffer dropped.
+struct Quiet {
+    child: Child,
+    stderr: BufReader<ChildStderr>,
+}
+
+/// (events received, events dropped) by a quiet portwatch run.
+type Delivered = (u64, u64);
+
+impl Quiet {
+    fn start(root: &Path) -> Result<Self> {
+        let mut child = Command::new(super::portwatch_bin(root))
+            .args(["watch", "--proto", "udp", "--stats", "--resync-interval", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start portwatch")?;
+        let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
+        let mut line = String::new();
+        // Its ready line; the pipe closing first means it failed.
+        while !line.contains("watching") {
+            line.clear();
+            if stderr.read_line(&mut line)? == 0 {
+                bail!("portwatch exited before it was ready");
+            }
+        }
+        Ok(Self { child, stderr })
+    }
+
+    /// Stops it and reads its `--stats` line.
+    fn stop(mut self) -> Result<Delivered> {
+        stop_child(&mut self.child);
+        for line in self.stderr.lines() {
+            let line = line?;
+            let mut words = line.split_whitespace().skip(1);
+            if let (Some(events), Some("events,"), Some(dropped), Some("dropped,")) =
+                (words.next(), words.next(), words.next(), words.next())
+            {
+                return Ok((events.parse()?, dropped.parse()?));
+            }
+        }
+        bail!("portwatch printed no stats line")
+    }
+}
+
+/// One churn run with `tool` watching: sockets per second, and what a
+/// portwatch run delivered.
+fn churn_with(tool: Option<Tool>, root: &Path, seconds: f64) -> Result<(f64, Option<Delivered>)> {
+    match tool {
+        None => Ok((run_churn(seconds)?, None)),
+        Some(Tool::Portwatch) => {
+            let pw = Quiet::start(root)?;
+            let rate = run_churn(seconds)?;
+            Ok((rate, Some(pw.stop()?)))
+        }
+        Some(t) => {
+            let mon = monitors::start_for(t, root, Proto::Udp)?;
+            let rate = run_churn(seconds)?;
+            mon.stop();
+            Ok((rate, None))
+        }
+    }
 }
 
 fn set_bpf_stats(on: bool) {
@@ -76,14 +139,18 @@ fn set_bpf_stats(on: bool) {
 /// more portwatch run with bpf_stats, then latency and completeness.
 pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize) -> Result<Value> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); TOOLS.len()];
+    // Events portwatch received and dropped per socket churned, each round.
+    let (mut received, mut dropped) = (Vec::new(), Vec::new());
     set_bpf_stats(false);
     for round in 0..rounds {
         for k in 0..TOOLS.len() {
             let i = (k + round) % TOOLS.len();
-            let mon = start(TOOLS[i], root)?;
-            rates[i].push(run_churn(seconds)?);
-            if let Some(m) = mon {
-                m.stop();
+            let (rate, delivered) = churn_with(TOOLS[i], root, seconds)?;
+            rates[i].push(rate);
+            if let Some((w, d)) = delivered {
+                let sockets = (rate * seconds).max(1.0);
+                received.push(w as f64 / sockets);
+                dropped.push(d as f64 / sockets);
             }
         }
     }
@@ -107,13 +174,12 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
         })
         .collect();
 
-    let mon = monitors::start_for(Tool::Portwatch, root, Proto::Udp)?;
-    let pid = mon.pid().context("portwatch runs as a process")?;
+    let pw = Quiet::start(root)?;
     set_bpf_stats(true);
     let rate = run_churn(seconds)?;
-    let stats = prog_stats(pid);
+    let stats = prog_stats(pw.child.id());
     set_bpf_stats(false);
-    mon.stop();
+    pw.stop()?;
     let sockets = (rate * seconds).max(1.0);
     let programs: Vec<Value> = stats
         .iter()
@@ -139,6 +205,8 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
         "rounds": rounds,
         "seconds_per_run": seconds,
         "throughput": throughput,
+        "events_received_per_socket": median(&received),
+        "events_dropped_per_socket": median(&dropped),
         "programs": programs,
         "ns_per_socket": total_ns as f64 / sockets,
         "latency": latency,
