@@ -80,8 +80,11 @@ fn run_churn(seconds: f64) -> Result<f64> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     None,
-    /// The default: tp_btf and the listen callback.
+    /// The default: tp_btf, the listen callback and the UDP programs.
     TpBtf,
+    /// The default without the UDP programs (`--proto tcp`): what their
+    /// release hook, which runs for every socket, costs TCP.
+    TpBtfTcpOnly,
     /// tp_btf alone: what the listen callback costs.
     TpBtfNoCallback,
     Tracepoint,
@@ -92,7 +95,8 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::None => "no monitor",
-            Mode::TpBtf => "portwatch (tp_btf + listen callback)",
+            Mode::TpBtf => "portwatch (tp_btf + listen callback + UDP)",
+            Mode::TpBtfTcpOnly => "portwatch --proto tcp (no UDP programs)",
             Mode::TpBtfNoCallback => "portwatch (tp_btf alone)",
             Mode::Tracepoint => "portwatch (tracepoint)",
             Mode::Bpftrace => "bpftrace",
@@ -107,6 +111,9 @@ fn start(mode: Mode, root: &Path) -> Result<Option<Lines>> {
         Mode::TpBtf => {
             Lines::spawn(Command::new(&bin).args(["watch", "--json", "--hook", "tp-btf"]))?
         }
+        Mode::TpBtfTcpOnly => Lines::spawn(
+            Command::new(&bin).args(["watch", "--json", "--hook", "tp-btf", "--proto", "tcp"]),
+        )?,
         Mode::TpBtfNoCallback => Lines::spawn(Command::new(&bin).args([
             "watch",
             "--json",
@@ -149,6 +156,7 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
     let modes = [
         Mode::None,
         Mode::TpBtf,
+        Mode::TpBtfTcpOnly,
         Mode::TpBtfNoCallback,
         Mode::Tracepoint,
         Mode::Bpftrace,

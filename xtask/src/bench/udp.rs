@@ -76,7 +76,14 @@ type Delivered = (u64, u64);
 impl Quiet {
     fn start(root: &Path) -> Result<Self> {
         let mut child = Command::new(super::portwatch_bin(root))
-            .args(["watch", "--proto", "udp", "--stats", "--resync-interval", "0"])
+            .args([
+                "watch",
+                "--proto",
+                "udp",
+                "--stats",
+                "--resync-interval",
+                "0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
