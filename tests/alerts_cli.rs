@@ -49,9 +49,9 @@ fn malformed_files_each_get_a_specific_message() {
         ("cooldown 0", file(&[rule("c", PORT22)]).replace("\"cooldown_seconds\":5", "\"cooldown_seconds\":0").into_bytes(), "rule `c`: cooldown_seconds must be greater than 0"),
         ("duplicate ids", file(&[rule("d", PORT22), rule("d", PORT22)]).into_bytes(), "rule id `d` is used twice (rules[0] and rules[1])"),
         (
-            "look-around regex",
-            file(&[rule("x", r#"{"type":"ExternalConnection","params":{"ip_pattern":"^(?!10\\.).*","exclude_private":true}}"#)]).into_bytes(),
-            "rule `x`: condition.params.ip_pattern uses look-around",
+            "unclosed look-ahead",
+            file(&[rule("x", r#"{"type":"ExternalConnection","params":{"ip_pattern":"^(?!10\\.","exclude_private":true}}"#)]).into_bytes(),
+            "rule `x`: condition.params.ip_pattern is not a valid regex",
         ),
         (
             "bad regex",

@@ -163,3 +163,62 @@ fn every_condition_fires_and_rules_reload() {
     assert_eq!(a["port"], new_port);
     let _ = fs::remove_dir_all(dir);
 }
+
+/// Listens on 127.0.0.1 and ::1; on `go`, connects to the first, then to
+/// the second.
+const TWO_CONNECTIONS: &str = r#"
+import socket, sys
+v4 = socket.socket(); v4.bind(("127.0.0.1", 0)); v4.listen()
+v6 = socket.socket(socket.AF_INET6); v6.bind(("::1", 0)); v6.listen()
+print("ready")
+sys.stdin.readline()
+held = []
+for server, family, host in ((v4, socket.AF_INET, "127.0.0.1"), (v6, socket.AF_INET6, "::1")):
+    c = socket.socket(family); c.connect((host, server.getsockname()[1]))
+    held += [c, server.accept()[0]]
+print("done")
+sys.stdin.read()
+"#;
+
+/// portwatch 0.1.8's example file matches remote addresses with a
+/// look-ahead, `^(?!127\.).+`; in 0.1.8 it compiled to nothing and never
+/// fired. Here it fires for ::1 and not for 127.0.0.1, in a daemon started
+/// with 0.1.8's `-i` and `--watch-config`.
+#[test]
+fn a_look_ahead_pattern_fires_under_0_1_8_flags() {
+    let dir = std::env::temp_dir().join(format!("portwatch-lookahead-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("alerts.json");
+    let rules = rule(
+        "not-loopback-v4",
+        r#"{"type":"ExternalConnection","params":{"ip_pattern":"^(?!127\\.).+","exclude_private":false}}"#,
+    );
+    fs::write(&path, format!(r#"{{"rules":[{rules}]}}"#)).unwrap();
+    let mut helper = Helper::spawn(TWO_CONNECTIONS);
+    assert_eq!(helper.read_line(), "ready");
+    // Only the helper's connections: the host's own cannot use up the
+    // rule's cooldown first.
+    let pid = helper.pid().to_string();
+    let daemon = Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--alerts",
+        path.to_str().unwrap(),
+        "-i",
+        "500",
+        "--watch-config",
+        "--pid",
+        &pid,
+    ]);
+    helper.send("go");
+    assert_eq!(helper.read_line(), "done");
+    // The 127.0.0.1 connection came first: had it fired, its alert would
+    // be this one (and the rule's cooldown would hold back the next).
+    let alert = daemon.expect("the alert", Duration::from_secs(10), |v| {
+        v["event"] == "alert"
+    });
+    assert_eq!(alert["rule_id"], "not-loopback-v4");
+    assert_eq!(alert["address"], "::1", "{alert}");
+    let _ = fs::remove_dir_all(dir);
+}

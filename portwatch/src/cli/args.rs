@@ -148,8 +148,33 @@ pub struct DaemonArgs {
     /// How often the CPU and memory of listening processes are sampled
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub sample_interval: Duration,
+    /// portwatch 0.1.8's refresh, in milliseconds: sets --sample-interval and, for the procfs backend, --interval (eBPF reports ports live)
+    #[arg(short = 'i', long, value_name = "MS", conflicts_with_all = ["sample_interval", "interval"])]
+    pub interval_ms: Option<u64>,
+    /// Kept for portwatch 0.1.8's scripts: the rules file is always reloaded when it changes
+    #[arg(long)]
+    pub watch_config: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+impl DaemonArgs {
+    /// The validated engine settings and sampling interval.
+    pub fn config(&self) -> anyhow::Result<(EngineConfig, Duration)> {
+        let mut engine = self.engine.config()?;
+        let mut sample = self.sample_interval;
+        if let Some(ms) = self.interval_ms {
+            if ms == 0 {
+                bail!("--interval-ms must be longer than 0");
+            }
+            sample = Duration::from_millis(ms);
+            engine.poll_interval = sample;
+        }
+        if sample.is_zero() {
+            bail!("--sample-interval must be longer than 0");
+        }
+        Ok((engine, sample))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +345,44 @@ mod tests {
         let cli = Cli::try_parse_from(["portwatch", "watch", "--pid", "7"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Watch(_))));
         assert!(Cli::try_parse_from(["portwatch", "-r", "5", "watch"]).is_err());
+    }
+
+    fn daemon(args: &[&str]) -> anyhow::Result<(EngineConfig, Duration)> {
+        let mut argv = vec!["portwatch", "daemon"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Some(Command::Daemon(d)) => d.config(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_daemon_keeps_0_1_8s_interval_and_watch_config_flags() {
+        let (engine, sample) = daemon(&["-i", "250", "--watch-config"]).unwrap();
+        assert_eq!(sample, Duration::from_millis(250));
+        assert_eq!(engine.poll_interval, Duration::from_millis(250));
+        let (engine, sample) = daemon(&["--interval-ms", "3000"]).unwrap();
+        assert_eq!(
+            (sample, engine.poll_interval),
+            (Duration::from_secs(3), Duration::from_secs(3))
+        );
+        let (engine, sample) = daemon(&[]).unwrap();
+        assert_eq!(
+            (sample, engine.poll_interval),
+            (Duration::from_secs(1), Duration::from_secs(1))
+        );
+        assert_eq!(
+            daemon(&["-i", "0"]).unwrap_err().to_string(),
+            "--interval-ms must be longer than 0"
+        );
+        assert_eq!(
+            daemon(&["--sample-interval", "0"]).unwrap_err().to_string(),
+            "--sample-interval must be longer than 0"
+        );
+        // Two flags for one setting: refused, not one silently ignored.
+        assert!(daemon(&["-i", "250", "--sample-interval", "2s"]).is_err());
+        assert!(daemon(&["-i", "250", "--interval", "2s"]).is_err());
+        assert!(daemon(&["-i", "many"]).is_err());
     }
 
     #[test]

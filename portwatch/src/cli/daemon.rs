@@ -3,7 +3,6 @@
 
 use std::ops::ControlFlow;
 
-use anyhow::bail;
 use portwatch::{
     Monitor, MonitorConfig, MonitorEvent,
     monitor::{NoticeKind, RulesSource},
@@ -14,15 +13,12 @@ use portwatch::{
 use crate::{args::DaemonArgs, shutdown::Shutdown, sink::Sink};
 
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let (engine, sample_interval) = args.config()?;
     let path = match args.alerts {
         Some(p) => p,
         None => store::read_path()?,
     };
     let rules = store::load(&path)?;
-    if args.sample_interval.is_zero() {
-        bail!("--sample-interval must be longer than 0");
-    }
-    let engine = args.engine.config()?;
     let mut shutdown = Shutdown::install()?;
     let n_rules = rules.file.rules.len();
     let mut monitor = Monitor::start(MonitorConfig {
@@ -31,7 +27,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             path: path.clone(),
             rules,
         }),
-        sample_interval: args.sample_interval,
+        sample_interval,
     })?;
     if let Some(reason) = monitor.fallback_reason() {
         eprintln!("portwatch: warning: eBPF unavailable ({reason}); polling procfs instead");

@@ -485,6 +485,31 @@ mod tests {
         );
     }
 
+    /// portwatch 0.1.8's example matched remote addresses with a
+    /// look-ahead, `^(?!127\.).+`, which its regex engine could not
+    /// compile, so the rule never fired. The example shipped now uses the
+    /// same pattern, and it fires.
+    #[test]
+    fn the_examples_look_ahead_rule_fires() {
+        let file = crate::rules::validate::load_bytes(
+            crate::rules::store::EXAMPLE.as_bytes(),
+            std::path::Path::new("alerts.example.json"),
+        )
+        .unwrap();
+        let mut e = Evaluator::new(file, []);
+        let conn = |remote: &str| Connection {
+            pid: 3,
+            comm: "curl".into(),
+            local: "192.0.2.1:40000".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            outbound: true,
+            ts: at(0),
+        };
+        let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
+        assert!(ids(e.on_connection(&conn("127.0.0.1:80"))).is_empty());
+        assert_eq!(ids(e.on_connection(&conn("8.8.8.8:53"))), ["external"]);
+    }
+
     #[test]
     fn cpu_and_memory_thresholds() {
         let file = rules(&format!(

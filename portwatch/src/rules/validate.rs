@@ -5,9 +5,11 @@
 use std::{collections::HashMap, path::Path};
 
 use chrono::TimeDelta;
-use regex::Regex;
 
-use super::model::{AlertRule, AlertsFile, Condition, Severity};
+use super::{
+    model::{AlertRule, AlertsFile, Condition, Severity},
+    pattern::Pattern,
+};
 use crate::safe_text::{safe_str, safe_text};
 
 /// A path as errors show it: made safe like any other untrusted text.
@@ -111,17 +113,9 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Compiles a rule regex, explaining look-around, which Rust's regex crate
-/// does not support (the original example used it, so its rule never fired).
-pub fn compile_regex(pattern: &str, what: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| {
-        if ["(?=", "(?!", "(?<=", "(?<!"].iter().any(|la| pattern.contains(la)) {
-            format!("{what} uses look-around ((?=, (?!, (?<=, (?<!), which Rust regex syntax does not support")
-        } else {
-            let first = e.to_string().lines().last().unwrap_or_default().trim().to_string();
-            format!("{what} is not a valid regex: {first}")
-        }
-    })
+/// Compiles a rule regex, or says in one sentence why it is not one.
+pub fn compile_regex(pattern: &str, what: &str) -> Result<Pattern, String> {
+    Pattern::new(pattern).map_err(|e| format!("{what} is not a valid regex: {e}"))
 }
 
 /// A validated alerts file, compiled: what the evaluator runs.
@@ -131,7 +125,7 @@ pub struct Rules {
     pub file: AlertsFile,
     pub(crate) compiled: Vec<CompiledRule>,
     /// `known_processes`, each anchored to match a whole name.
-    pub(crate) known: Vec<Regex>,
+    pub(crate) known: Vec<Pattern>,
 }
 
 impl Rules {
@@ -164,9 +158,9 @@ pub(crate) enum Matcher {
     Opened(u16),
     Closed(u16),
     Range(u16, u16),
-    External { ip: Regex, exclude_private: bool },
-    Cpu { name: Regex, threshold: f64 },
-    Memory { name: Regex, threshold_mb: u64 },
+    External { ip: Pattern, exclude_private: bool },
+    Cpu { name: Pattern, threshold: f64 },
+    Memory { name: Pattern, threshold_mb: u64 },
     Unknown,
 }
 
@@ -182,7 +176,7 @@ fn port(value: u64, rule: &str, field: &str, problems: &mut Vec<String>) -> Opti
 }
 
 /// A compiled pattern, or a problem.
-fn pattern(pattern: &str, what: &str, problems: &mut Vec<String>) -> Option<Regex> {
+fn pattern(pattern: &str, what: &str, problems: &mut Vec<String>) -> Option<Pattern> {
     compile_regex(pattern, what)
         .map_err(|msg| problems.push(msg))
         .ok()
