@@ -22,6 +22,7 @@ mod namespaces;
 mod ownership;
 mod process_tree;
 mod resync;
+mod socket;
 mod startup_errors;
 mod tui;
 mod udp;

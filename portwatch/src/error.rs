@@ -85,6 +85,9 @@ pub enum Error {
         source: procfs::ProcError,
     },
 
+    #[error("the event socket {path}: {why}")]
+    Socket { path: PathBuf, why: String },
+
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

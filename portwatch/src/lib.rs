@@ -28,6 +28,7 @@ pub mod process;
 pub mod report;
 pub mod rules;
 pub mod safe_text;
+pub mod serve;
 pub mod socket;
 pub(crate) mod sys;
 pub(crate) mod table;

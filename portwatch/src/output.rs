@@ -193,7 +193,7 @@ pub fn notice_json(n: &Notice) -> String {
     })
 }
 
-fn to_json(value: &impl Serialize) -> String {
+pub(crate) fn to_json(value: &impl Serialize) -> String {
     // Serializing these plain structs of strings and integers cannot fail.
     serde_json::to_string(value)
         .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"error\":\"{e}\"}}"))
@@ -202,16 +202,37 @@ fn to_json(value: &impl Serialize) -> String {
 /// One event as an aligned, readable line.
 pub fn event_line(ev: &PortEvent) -> String {
     let l = &ev.listener;
+    event_line_of(&EventColumns {
+        ts: &format_ts(&ev.ts),
+        change: ev.change.as_str(),
+        proto: l.proto.as_str(),
+        socket: &l.socket().to_string(),
+        pid: l.pid,
+        comm: &l.comm,
+        uid: l.uid,
+        source: ev.source.as_str(),
+    })
+}
+
+/// The columns of [`event_line`], for an event that arrives as JSON (from
+/// the daemon's socket), its text already made safe there.
+pub struct EventColumns<'a> {
+    pub ts: &'a str,
+    pub change: &'a str,
+    pub proto: &'a str,
+    /// `address:port`, IPv6 in brackets.
+    pub socket: &'a str,
+    pub pid: u32,
+    pub comm: &'a str,
+    pub uid: u32,
+    pub source: &'a str,
+}
+
+/// [`event_line`] from its columns.
+pub fn event_line_of(c: &EventColumns<'_>) -> String {
     format!(
         "{}  {:<6}  {:<5}  {:<28} {:>7}  {:<16} {:>6}  {}",
-        format_ts(&ev.ts),
-        ev.change.as_str(),
-        l.proto.as_str(),
-        l.socket(),
-        l.pid,
-        l.comm,
-        l.uid,
-        ev.source.as_str(),
+        c.ts, c.change, c.proto, c.socket, c.pid, c.comm, c.uid, c.source,
     )
 }
 

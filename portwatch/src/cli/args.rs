@@ -154,6 +154,20 @@ pub struct DaemonArgs {
     /// Kept for portwatch 0.1.8's scripts: the rules file is always reloaded when it changes
     #[arg(long)]
     pub watch_config: bool,
+    /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
+    pub socket: Option<PathBuf>,
+    /// The group whose members may connect to the socket (default: portwatch, when it exists; else root alone)
+    #[arg(long, value_name = "GROUP", requires = "socket")]
+    pub socket_group: Option<String>,
+    /// Lines or baselines queued per socket client before it is told it lost events
+    #[arg(
+        long,
+        value_name = "ITEMS",
+        default_value_t = 4096,
+        requires = "socket"
+    )]
+    pub socket_queue: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -174,6 +188,22 @@ impl DaemonArgs {
             bail!("--sample-interval must be longer than 0");
         }
         Ok((engine, sample))
+    }
+
+    /// The event socket's settings, if it is asked for.
+    pub fn socket_config(&self) -> anyhow::Result<Option<portwatch::serve::SocketConfig>> {
+        let Some(path) = &self.socket else {
+            return Ok(None);
+        };
+        if self.socket_queue == 0 {
+            bail!("--socket-queue must be at least 1");
+        }
+        let mut config = portwatch::serve::SocketConfig::new(path.clone());
+        if let Some(name) = &self.socket_group {
+            config.group = Some(portwatch::serve::group_id(name)?);
+        }
+        config.queue = self.socket_queue;
+        Ok(Some(config))
     }
 }
 
@@ -200,6 +230,15 @@ pub struct WatchArgs {
     /// One JSON object per line instead of aligned text
     #[arg(long)]
     pub json: bool,
+    /// Read the events of a running `portwatch daemon --socket` (no root needed; default /run/portwatch/portwatch.sock). Only --pid, --proto, --scope and --netns apply
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        default_missing_value = portwatch::serve::DEFAULT_SOCKET,
+        conflicts_with_all = ["stats", "backend", "resync_interval", "interval", "ring_buffer", "hook", "listen_callback"],
+    )]
+    pub connect: Option<PathBuf>,
     /// Print event, loss and resync counters on exit
     #[arg(long)]
     pub stats: bool,

@@ -1,19 +1,25 @@
 //! `portwatch daemon`: watch, evaluate the alert rules, print each alert;
-//! the monitor reloads the rules when their file changes.
+//! the monitor reloads the rules when their file changes. With
+//! `--socket`, it also serves its events to local clients.
 
-use std::ops::ControlFlow;
+use std::time::Duration;
 
 use portwatch::{
     Monitor, MonitorConfig, MonitorEvent,
     monitor::{NoticeKind, RulesSource},
     output,
     rules::store,
+    serve::{self, Hub, Server},
 };
 
 use crate::{args::DaemonArgs, shutdown::Shutdown, sink::Sink};
 
+/// How often a client that fell behind is checked for having caught up.
+const RECOVER_EVERY: Duration = Duration::from_millis(50);
+
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (engine, sample_interval) = args.config()?;
+    let socket = args.socket_config()?;
     let path = match args.alerts {
         Some(p) => p,
         None => store::read_path()?,
@@ -32,36 +38,74 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if let Some(reason) = monitor.fallback_reason() {
         eprintln!("portwatch: warning: eBPF unavailable ({reason}); polling procfs instead");
     }
+    let mut server = socket.map(Server::start).transpose()?;
+    let mut hub = Hub::new();
+    let mut in_tree = |root: u32, pid: u32| serve::is_descendant(pid, root);
+    let mut recover = tokio::time::interval(RECOVER_EVERY);
     let mut sink = Sink::new(args.json);
-    monitor
-        .run_until(shutdown.requested(), |ev, more_queued| {
-            // Messages on stderr come after the lines before them.
-            if !matches!(ev, MonitorEvent::Port(_)) {
-                sink.flush()?;
-            }
-            match ev {
-                MonitorEvent::Ready(r) if sink.is_json() => {
-                    sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
+    // Clients join once the baseline is in the monitor's table.
+    let mut ready = false;
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            ev = monitor.next() => {
+                let ev = ev?;
+                ready |= matches!(ev, MonitorEvent::Ready(_));
+                hub.publish(&ev, &mut in_tree);
+                print(&mut sink, ev, n_rules, &path)?;
+                if !monitor.has_queued() {
+                    sink.flush()?;
                 }
-                MonitorEvent::Ready(r) => eprintln!(
-                    "portwatch: watching with {n_rules} rules from {} ({} listeners already open)",
-                    path.display(),
-                    r.listeners
-                ),
-                MonitorEvent::Alert(a) if sink.is_json() => sink.line(&output::alert_json(&a))?,
-                MonitorEvent::Alert(a) => sink.line(&output::alert_line(&a))?,
-                MonitorEvent::Notice(n) if sink.is_json() && n.kind != NoticeKind::Warning => {
-                    sink.line(&output::notice_json(&n))?;
+            }
+            Some(join) = async {
+                match server.as_mut() {
+                    Some(s) => s.next_join().await,
+                    None => std::future::pending().await,
                 }
-                MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
-                MonitorEvent::Port(_) | MonitorEvent::Resync(_) => {}
+            }, if ready => {
+                let now = chrono::Utc::now();
+                hub.join(join, monitor.listeners(), monitor.backend_name(), now, &mut in_tree);
             }
-            if !more_queued {
-                sink.flush()?;
+            _ = recover.tick(), if hub.has_lost() => {
+                let now = chrono::Utc::now();
+                let listeners: Vec<_> = monitor.listeners().collect();
+                hub.recover(listeners.iter().copied(), monitor.backend_name(), now, &mut in_tree);
             }
-            Ok::<_, anyhow::Error>(ControlFlow::Continue(()))
-        })
-        .await?;
+        }
+    }
     sink.flush()?;
+    Ok(())
+}
+
+/// The daemon's own output: alerts, and what it has to say.
+fn print(
+    sink: &mut Sink,
+    ev: MonitorEvent,
+    n_rules: usize,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    // Messages on stderr come after the lines before them.
+    if !matches!(ev, MonitorEvent::Port(_)) {
+        sink.flush()?;
+    }
+    match ev {
+        MonitorEvent::Ready(r) if sink.is_json() => {
+            sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
+        }
+        MonitorEvent::Ready(r) => eprintln!(
+            "portwatch: watching with {n_rules} rules from {} ({} listeners already open)",
+            path.display(),
+            r.listeners
+        ),
+        MonitorEvent::Alert(a) if sink.is_json() => sink.line(&output::alert_json(&a))?,
+        MonitorEvent::Alert(a) => sink.line(&output::alert_line(&a))?,
+        MonitorEvent::Notice(n) if sink.is_json() && n.kind != NoticeKind::Warning => {
+            sink.line(&output::notice_json(&n))?;
+        }
+        MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
+        MonitorEvent::Port(_) | MonitorEvent::Resync(_) => {}
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod args;
+mod connect;
 mod daemon;
 mod list;
 mod shutdown;

@@ -8,6 +8,9 @@ use portwatch::{Monitor, MonitorConfig, MonitorEvent, Proto, output};
 use crate::{args::WatchArgs, shutdown::Shutdown, sink::Sink};
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.connect {
+        return crate::connect::run(path, &args).await;
+    }
     let config = MonitorConfig {
         engine: args.engine.config()?,
         ..MonitorConfig::default()

@@ -378,6 +378,11 @@ impl Monitor {
         }
     }
 
+    /// Whether events are queued that [`Self::next`] returns at once.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     /// Asks for a procfs resync now; its summary follows as an event.
     pub fn resync_now(&mut self) {
         self.engine.request_resync();

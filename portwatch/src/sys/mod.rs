@@ -12,6 +12,7 @@ pub(crate) mod container_names;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod file_watch;
+pub(crate) mod local_socket;
 pub(crate) mod netns;
 pub(crate) mod privilege;
 pub(crate) mod procfs_scan;

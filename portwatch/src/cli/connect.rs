@@ -1,0 +1,130 @@
+//! `portwatch watch --connect`: the events of a running daemon, read from
+//! its socket, printed as `watch` prints its own. Needs no privileges
+//! beyond the socket's group.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use portwatch::{output, serve::request_line};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::UnixStream,
+};
+
+use crate::{args::WatchArgs, shutdown::Shutdown, sink::Sink};
+
+pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
+    let filter = args.engine.config()?.filter;
+    let mut shutdown = Shutdown::install()?;
+    let mut stream = match UnixStream::connect(path).await {
+        Ok(s) => s,
+        Err(e) => bail!(
+            "cannot connect to {} ({e}): is `portwatch daemon --socket` running, and are you in its group?",
+            path.display()
+        ),
+    };
+    let mut request = request_line(&filter);
+    request.push('\n');
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .with_context(|| format!("cannot send the request to {}", path.display()))?;
+    let mut lines = BufReader::new(stream).lines();
+    let mut sink = Sink::new(args.json);
+    if !sink.is_json() {
+        sink.line(&output::event_header())?;
+    }
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
+    loop {
+        let line = tokio::select! {
+            () = &mut stop => break,
+            line = lines.next_line() => line.context("cannot read from the daemon")?,
+        };
+        let Some(line) = line else {
+            sink.flush()?;
+            bail!("the daemon closed the connection");
+        };
+        let v: Value = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "the daemon sent a line that is no JSON: {}",
+                portwatch::safe_text::safe_str(&line)
+            )
+        })?;
+        if v["event"] == "error" {
+            sink.flush()?;
+            bail!("the daemon refused: {}", text(&v["message"]));
+        }
+        if sink.is_json() {
+            sink.line(&line)?;
+        } else {
+            print_text(&mut sink, &v)?;
+        }
+        // A burst read at once is written at once.
+        if lines.get_ref().buffer().is_empty() {
+            sink.flush()?;
+        }
+    }
+    sink.flush()?;
+    Ok(())
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+fn number(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_default()
+}
+
+/// One line of the daemon, as `watch` prints it without `--json`.
+fn print_text(sink: &mut Sink, v: &Value) -> anyhow::Result<()> {
+    match text(&v["event"]) {
+        "opened" | "closed" => {
+            let (address, port) = (text(&v["address"]), number(&v["port"]));
+            let socket = if address.contains(':') {
+                format!("[{address}]:{port}")
+            } else {
+                format!("{address}:{port}")
+            };
+            sink.line(&output::event_line_of(&output::EventColumns {
+                ts: text(&v["ts"]),
+                change: text(&v["event"]),
+                proto: text(&v["proto"]),
+                socket: &socket,
+                pid: u32::try_from(number(&v["pid"])).unwrap_or_default(),
+                comm: text(&v["comm"]),
+                uid: u32::try_from(number(&v["uid"])).unwrap_or_default(),
+                source: text(&v["source"]),
+            }))?;
+        }
+        "ready" => {
+            sink.flush()?;
+            eprintln!(
+                "portwatch: watching through the daemon's socket with {} ({} already open); Ctrl-C stops",
+                text(&v["backend"]),
+                number(&v["listeners"])
+            );
+        }
+        "lost" => {
+            sink.flush()?;
+            eprintln!(
+                "portwatch: this client fell behind and lost {} events; a fresh baseline follows",
+                number(&v["events"])
+            );
+        }
+        "resync" => {
+            sink.flush()?;
+            eprintln!(
+                "portwatch: resync ({}): {} opened, {} closed that events had missed",
+                text(&v["reason"]),
+                number(&v["opened"]),
+                number(&v["closed"])
+            );
+        }
+        // Alerts and notices are the daemon's to print; JSON readers get them.
+        _ => {}
+    }
+    Ok(())
+}

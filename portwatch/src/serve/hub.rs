@@ -1,0 +1,387 @@
+//! Fans the monitor's events out to the clients of the event socket. Each
+//! client has a bounded queue that the monitor loop only ever `try_send`s
+//! to, so a slow or stuck client never slows the monitor or the others.
+//! A client whose queue is full is marked lost; once it has read its queue
+//! empty it gets a `lost` line, a fresh baseline and a ready line, and goes
+//! on live. Pure apart from the channels: the process tree is asked
+//! through a closure.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc::{Sender, error::TrySendError};
+
+use crate::{
+    event::{Change, Listener, ListenerKey, PortEvent, Source},
+    filter::Filter,
+    monitor::MonitorEvent,
+    output::{self, format_ts},
+};
+
+/// Whether `pid` is `root` or one of its descendants.
+pub type InTree<'a> = dyn FnMut(u32, u32) -> bool + 'a;
+
+/// A client that connected and whose request was accepted.
+pub struct Join {
+    pub filter: Filter,
+    /// Where its lines go: each item is one or more whole lines.
+    pub tx: Sender<String>,
+}
+
+struct Client {
+    filter: Filter,
+    tx: Sender<String>,
+    /// Listeners this client was told are open: a close goes to the
+    /// clients that saw the open, and only to them.
+    told: HashSet<ListenerKey>,
+    /// Events not sent since its queue filled; 0 while it keeps up.
+    lost: u64,
+}
+
+/// Every connected client.
+#[derive(Default)]
+pub struct Hub {
+    clients: Vec<Client>,
+}
+
+#[derive(Serialize)]
+struct LostJson {
+    event: &'static str,
+    /// Events this client did not get.
+    events: u64,
+    ts: String,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Clients connected.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Adds a client: its baseline (what is open now, through its filter)
+    /// and a ready line go first.
+    pub fn join<'l>(
+        &mut self,
+        join: Join,
+        listeners: impl Iterator<Item = &'l Listener>,
+        backend: &str,
+        now: DateTime<Utc>,
+        in_tree: &mut InTree<'_>,
+    ) {
+        let mut client = Client {
+            filter: join.filter,
+            tx: join.tx,
+            told: HashSet::new(),
+            lost: 0,
+        };
+        let chunk = client.baseline(listeners, backend, now, in_tree);
+        // A new queue has room for one item.
+        if client.tx.try_send(chunk).is_ok() {
+            self.clients.push(client);
+        }
+    }
+
+    /// Sends `ev` to every client whose filter admits it.
+    pub fn publish(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) {
+        self.clients.retain_mut(|c| c.offer(ev, in_tree));
+    }
+
+    /// Whether a client fell behind and waits for a fresh baseline.
+    pub fn has_lost(&self) -> bool {
+        self.clients.iter().any(|c| c.lost > 0)
+    }
+
+    /// Gives each lost client that has read its queue empty a `lost` line,
+    /// a fresh baseline and a ready line.
+    pub fn recover<'l>(
+        &mut self,
+        listeners: impl Iterator<Item = &'l Listener> + Clone,
+        backend: &str,
+        now: DateTime<Utc>,
+        in_tree: &mut InTree<'_>,
+    ) {
+        self.clients.retain_mut(|c| {
+            if c.lost == 0 || c.tx.capacity() < c.tx.max_capacity() {
+                return !c.tx.is_closed();
+            }
+            let mut chunk = output::to_json(&LostJson {
+                event: "lost",
+                events: c.lost,
+                ts: format_ts(&now),
+            });
+            chunk.push('\n');
+            c.told.clear();
+            chunk.push_str(&c.baseline(listeners.clone(), backend, now, in_tree));
+            c.lost = 0;
+            c.tx.try_send(chunk).is_ok()
+        });
+    }
+}
+
+impl Client {
+    /// The baseline lines and the ready line, as one item; `told` is
+    /// what it lists.
+    fn baseline<'l>(
+        &mut self,
+        listeners: impl Iterator<Item = &'l Listener>,
+        backend: &str,
+        now: DateTime<Utc>,
+        in_tree: &mut InTree<'_>,
+    ) -> String {
+        let mut chunk = String::new();
+        let mut n = 0;
+        for l in listeners {
+            if self.admits_open(l, in_tree) {
+                self.told.insert(l.key());
+                chunk.push_str(&output::event_json(&PortEvent {
+                    change: Change::Opened,
+                    listener: l.clone(),
+                    ts: now,
+                    source: Source::Baseline,
+                }));
+                chunk.push('\n');
+                n += 1;
+            }
+        }
+        chunk.push_str(&output::ready_json(backend, n, &now));
+        chunk.push('\n');
+        chunk
+    }
+
+    fn admits_open(&self, l: &Listener, in_tree: &mut InTree<'_>) -> bool {
+        self.filter.admits(l) && self.filter.pid.is_none_or(|root| in_tree(root, l.pid))
+    }
+
+    /// The line for `ev` if this client gets it.
+    fn line_for(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) -> Option<String> {
+        match ev {
+            MonitorEvent::Port(p) => {
+                let admitted = match p.change {
+                    Change::Opened => {
+                        let admitted = self.admits_open(&p.listener, in_tree);
+                        if admitted {
+                            self.told.insert(p.listener.key());
+                        }
+                        admitted
+                    }
+                    Change::Closed => self.told.remove(&p.listener.key()),
+                };
+                admitted.then(|| output::event_json(p))
+            }
+            MonitorEvent::Alert(a) => {
+                let admitted = self
+                    .filter
+                    .pid
+                    .is_none_or(|root| a.pid != 0 && in_tree(root, a.pid))
+                    && a.proto.is_none_or(|p| self.filter.wants(p));
+                admitted.then(|| output::alert_json(a))
+            }
+            MonitorEvent::Resync(s) => Some(output::resync_json(s)),
+            MonitorEvent::Notice(n) => Some(output::notice_json(n)),
+            // Each client had its own when it joined.
+            MonitorEvent::Ready(_) => None,
+        }
+    }
+
+    /// Queues `ev` if it is for this client; false when the client is
+    /// gone.
+    fn offer(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) -> bool {
+        if self.lost > 0 {
+            self.lost += 1;
+            return !self.tx.is_closed();
+        }
+        let Some(mut line) = self.line_for(ev, in_tree) else {
+            return !self.tx.is_closed();
+        };
+        line.push('\n');
+        match self.tx.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.lost = 1;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc::{self, Receiver};
+
+    use super::*;
+    use crate::event::Proto;
+
+    fn listener(proto: Proto, port: u16, pid: u32) -> Listener {
+        Listener {
+            proto,
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            pid,
+            comm: "srv".into(),
+            uid: 0,
+            cookie: None,
+            inode: None,
+            netns: 1,
+            cgroup: String::new(),
+            container: None,
+            opened_at: None,
+        }
+    }
+
+    fn port(change: Change, l: &Listener) -> MonitorEvent {
+        MonitorEvent::Port(PortEvent {
+            change,
+            listener: l.clone(),
+            ts: DateTime::UNIX_EPOCH,
+            source: Source::Ebpf,
+        })
+    }
+
+    /// Process 10 and its child 11 form the tree of 10; 20 is apart.
+    fn tree(root: u32, pid: u32) -> bool {
+        pid == root || (root == 10 && pid == 11)
+    }
+
+    fn client(hub: &mut Hub, filter: Filter, queue: usize, open: &[Listener]) -> Receiver<String> {
+        let (tx, rx) = mpsc::channel(queue);
+        hub.join(
+            Join { filter, tx },
+            open.iter(),
+            "ebpf",
+            DateTime::UNIX_EPOCH,
+            &mut tree,
+        );
+        rx
+    }
+
+    /// Every line queued, each as `event port` (or `event`).
+    fn drain(rx: &mut Receiver<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            for line in chunk.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let event = v["event"].as_str().unwrap().to_string();
+                out.push(match v["port"].as_u64() {
+                    Some(p) => format!("{event} {p}"),
+                    None => event,
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_client_gets_what_its_filter_admits_and_closes_of_what_it_saw() {
+        let mut hub = Hub::new();
+        let old_tcp = listener(Proto::Tcp, 22, 1);
+        let mut all = client(
+            &mut hub,
+            Filter::default(),
+            16,
+            std::slice::from_ref(&old_tcp),
+        );
+        let udp_only = Filter {
+            proto: Some(Proto::Udp),
+            ..Filter::default()
+        };
+        let mut udp = client(&mut hub, udp_only, 16, std::slice::from_ref(&old_tcp));
+        let tree_of_10 = Filter {
+            pid: Some(10),
+            ..Filter::default()
+        };
+        let mut mine = client(&mut hub, tree_of_10, 16, std::slice::from_ref(&old_tcp));
+        let (child_udp, other_tcp) = (listener(Proto::Udp, 53, 11), listener(Proto::Tcp, 80, 20));
+        for ev in [
+            port(Change::Opened, &child_udp),
+            port(Change::Opened, &other_tcp),
+            port(Change::Closed, &child_udp),
+            port(Change::Closed, &old_tcp),
+        ] {
+            hub.publish(&ev, &mut tree);
+        }
+        assert_eq!(
+            drain(&mut all),
+            [
+                "opened 22",
+                "ready",
+                "opened 53",
+                "opened 80",
+                "closed 53",
+                "closed 22"
+            ]
+        );
+        assert_eq!(drain(&mut udp), ["ready", "opened 53", "closed 53"]);
+        assert_eq!(drain(&mut mine), ["ready", "opened 53", "closed 53"]);
+    }
+
+    #[test]
+    fn a_client_that_falls_behind_is_told_and_gets_a_fresh_baseline() {
+        let mut hub = Hub::new();
+        let mut slow = client(&mut hub, Filter::default(), 2, &[]);
+        let mut fast = client(&mut hub, Filter::default(), 64, &[]);
+        let ls: Vec<Listener> = (1..=5).map(|p| listener(Proto::Tcp, p, 1)).collect();
+        for l in &ls {
+            hub.publish(&port(Change::Opened, l), &mut tree);
+        }
+        hub.publish(&port(Change::Closed, &ls[0]), &mut tree);
+        // The fast one misses nothing.
+        assert_eq!(
+            drain(&mut fast),
+            [
+                "ready", "opened 1", "opened 2", "opened 3", "opened 4", "opened 5", "closed 1"
+            ]
+        );
+        assert!(hub.has_lost());
+        // Not yet read: no recovery into a queue that is not empty.
+        let open: Vec<&Listener> = ls[1..].iter().collect();
+        hub.recover(
+            open.iter().copied(),
+            "ebpf",
+            DateTime::UNIX_EPOCH,
+            &mut tree,
+        );
+        assert!(hub.has_lost());
+        // Its queue held the ready line and the first open.
+        assert_eq!(drain(&mut slow), ["ready", "opened 1"]);
+        hub.recover(
+            open.iter().copied(),
+            "ebpf",
+            DateTime::UNIX_EPOCH,
+            &mut tree,
+        );
+        assert!(!hub.has_lost());
+        assert_eq!(
+            drain(&mut slow),
+            [
+                "lost", "opened 2", "opened 3", "opened 4", "opened 5", "ready"
+            ]
+        );
+        // And live again, closes paired with the fresh baseline.
+        hub.publish(&port(Change::Closed, &ls[1]), &mut tree);
+        assert_eq!(drain(&mut slow), ["closed 2"]);
+        assert_eq!(drain(&mut fast), ["closed 2"]);
+    }
+
+    #[test]
+    fn a_client_that_left_is_dropped() {
+        let mut hub = Hub::new();
+        let rx = client(&mut hub, Filter::default(), 4, &[]);
+        assert_eq!(hub.len(), 1);
+        drop(rx);
+        hub.publish(
+            &port(Change::Opened, &listener(Proto::Tcp, 1, 1)),
+            &mut tree,
+        );
+        assert!(hub.is_empty());
+    }
+}

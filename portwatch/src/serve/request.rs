@@ -1,0 +1,115 @@
+//! What a client of the event socket asks for, in the one line it sends
+//! first: `{}` for everything, or any of
+//! `{"pid":1234,"proto":"tcp","scope":"local","netns":4026531840}`.
+
+use serde::Deserialize;
+
+use crate::{
+    event::Proto,
+    filter::{Filter, Scope},
+};
+
+/// The longest first line a client may send.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    pid: Option<u32>,
+    proto: Option<String>,
+    scope: Option<String>,
+    netns: Option<u64>,
+}
+
+/// Parses a client's request into its filter, or one sentence saying what
+/// is wrong with it.
+pub fn parse_request(line: &str) -> Result<Filter, String> {
+    let wire: Wire = serde_json::from_str(line.trim())
+        .map_err(|e| format!("the request is not a filter object: {e}"))?;
+    let proto = match wire.proto.as_deref() {
+        None | Some("all") => None,
+        Some("tcp") => Some(Proto::Tcp),
+        Some("udp") => Some(Proto::Udp),
+        Some(other) => {
+            return Err(format!(
+                "proto \"{}\" is none of tcp, udp, all",
+                crate::safe_text::safe_str(other)
+            ));
+        }
+    };
+    let scope = match wire.scope.as_deref() {
+        None | Some("all") => Scope::All,
+        Some("local") => Scope::Local,
+        Some(other) => {
+            return Err(format!(
+                "scope \"{}\" is neither all nor local",
+                crate::safe_text::safe_str(other)
+            ));
+        }
+    };
+    if wire.pid == Some(0) {
+        return Err("pid 0 is no process".into());
+    }
+    Ok(Filter {
+        scope,
+        netns: wire.netns,
+        pid: wire.pid,
+        proto,
+    })
+}
+
+/// The request line for `filter` (what `watch --connect` sends).
+pub fn request_line(filter: &Filter) -> String {
+    let mut obj = serde_json::Map::new();
+    if let Some(pid) = filter.pid {
+        obj.insert("pid".into(), pid.into());
+    }
+    if let Some(proto) = filter.proto {
+        obj.insert("proto".into(), proto.as_str().into());
+    }
+    if filter.scope == Scope::Local {
+        obj.insert("scope".into(), "local".into());
+    }
+    if let Some(ns) = filter.netns {
+        obj.insert("netns".into(), ns.into());
+    }
+    serde_json::Value::Object(obj).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_round_trips() {
+        let f = Filter {
+            scope: Scope::Local,
+            netns: Some(42),
+            pid: Some(7),
+            proto: Some(Proto::Udp),
+        };
+        assert_eq!(parse_request(&request_line(&f)).unwrap(), f);
+        assert_eq!(parse_request("{}").unwrap(), Filter::default());
+        assert_eq!(request_line(&Filter::default()), "{}");
+    }
+
+    #[test]
+    fn bad_requests_get_one_sentence() {
+        for (line, expected) in [
+            ("", "not a filter object"),
+            ("[1]", "not a filter object"),
+            (r#"{"pid":-1}"#, "not a filter object"),
+            (r#"{"pids":[1]}"#, "unknown field `pids`"),
+            (
+                r#"{"proto":"sctp"}"#,
+                "proto \"sctp\" is none of tcp, udp, all",
+            ),
+            (r#"{"scope":"\u001b[2J"}"#, "scope \"\\x1b[2J\" is neither"),
+            (r#"{"pid":0}"#, "pid 0 is no process"),
+        ] {
+            let e = parse_request(line).unwrap_err();
+            assert!(e.contains(expected), "{line}: {e}");
+            assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e}");
+        }
+    }
+}
