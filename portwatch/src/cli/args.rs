@@ -11,8 +11,8 @@ use portwatch::{Backend, EngineConfig, Filter, Hook, Proto, Scope, engine::ring_
 #[command(
     name = "portwatch",
     version,
-    about = "Reports the moment any process starts or stops listening on a TCP port",
-    long_about = "Reports the moment any process starts or stops listening on a TCP port. \
+    about = "Reports the moment any process starts or stops listening on a TCP port or binds a UDP port",
+    long_about = "Reports the moment any process starts or stops listening on a TCP port or binds a UDP port. \
         Without a command, opens the terminal UI.",
     args_conflicts_with_subcommands = true
 )]
@@ -29,12 +29,12 @@ pub enum Command {
     Tui(TuiArgs),
     /// Print the current listeners, then every listener opened or closed
     Watch(WatchArgs),
-    /// Print the listening TCP sockets and their owners, like `ss -ltnp`
+    /// Print the listening TCP sockets and bound UDP ports and their owners, like `ss -ltunp`
     List(ListArgs),
     /// Manage the alert rules file (alerts.json)
     #[command(subcommand)]
     Alerts(AlertsCommand),
-    /// Watch and evaluate the alert rules, printing each alert
+    /// Watch and evaluate the alert rules, printing each alert; with --socket, serve events to local clients
     Daemon(DaemonArgs),
 }
 
