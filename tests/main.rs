@@ -14,6 +14,7 @@ mod alerts_cli;
 mod backends;
 mod containers;
 mod daemon;
+mod delivery;
 mod faults;
 mod hostile;
 mod library;

@@ -96,6 +96,46 @@ pub fn resync_json(s: &ResyncSummary) -> String {
     })
 }
 
+#[derive(Serialize)]
+struct EventsLostJson {
+    event: &'static str,
+    /// Events the kernel dropped since the start, as it counted them.
+    dropped: u64,
+    /// What the resync that followed found the events had missed.
+    opened: usize,
+    closed: usize,
+    ts: String,
+}
+
+/// The notice that the kernel dropped events (a resync for drops), for
+/// the daemon's outputs.
+pub fn events_lost_json(s: &ResyncSummary) -> String {
+    to_json(&EventsLostJson {
+        event: "events_lost",
+        dropped: s.drops,
+        opened: s.opened,
+        closed: s.closed,
+        ts: format_ts(&s.ts),
+    })
+}
+
+#[derive(Serialize)]
+struct DeliveryErrorJson<'a> {
+    event: &'static str,
+    message: &'a str,
+    ts: String,
+}
+
+/// An alert output (a command, a webhook) that failed, as a JSON line;
+/// `message` is one sentence, its untrusted parts already made safe.
+pub fn delivery_error_json(message: &str, ts: &DateTime<Utc>) -> String {
+    to_json(&DeliveryErrorJson {
+        event: "delivery_error",
+        message,
+        ts: format_ts(ts),
+    })
+}
+
 /// The same, as text.
 pub fn resync_text(s: &ResyncSummary) -> String {
     format!(

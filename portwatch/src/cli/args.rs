@@ -154,6 +154,18 @@ pub struct DaemonArgs {
     /// Kept for portwatch 0.1.8's scripts: the rules file is always reloaded when it changes
     #[arg(long)]
     pub watch_config: bool,
+    /// Run this shell command for each alert, the alert's JSON on its stdin (repeatable)
+    #[arg(long, value_name = "CMD")]
+    pub exec: Vec<String>,
+    /// Kill an --exec command still running after this long
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub exec_timeout: Duration,
+    /// POST each alert's JSON to this URL, retried with backoff (repeatable)
+    #[arg(long, value_name = "URL")]
+    pub webhook: Vec<String>,
+    /// Give up on one webhook request after this long (it is then retried)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
     /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
@@ -188,6 +200,33 @@ impl DaemonArgs {
             bail!("--sample-interval must be longer than 0");
         }
         Ok((engine, sample))
+    }
+
+    /// Where alerts are delivered besides the daemon's output.
+    pub fn delivery_config(&self) -> anyhow::Result<crate::deliver::DeliveryConfig> {
+        if self.exec_timeout.is_zero() {
+            bail!("--exec-timeout must be longer than 0");
+        }
+        if self.webhook_timeout.is_zero() {
+            bail!("--webhook-timeout must be longer than 0");
+        }
+        for url in &self.webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!(
+                    "--webhook {} is no http:// or https:// URL",
+                    portwatch::safe_text::safe_str(url)
+                );
+            }
+        }
+        if self.exec.iter().any(|c| c.trim().is_empty()) {
+            bail!("--exec needs a command");
+        }
+        Ok(crate::deliver::DeliveryConfig {
+            exec: self.exec.clone(),
+            exec_timeout: self.exec_timeout,
+            webhooks: self.webhook.clone(),
+            webhook_timeout: self.webhook_timeout,
+        })
     }
 
     /// The event socket's settings, if it is asked for.

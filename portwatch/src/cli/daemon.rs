@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use portwatch::{
-    Monitor, MonitorConfig, MonitorEvent,
+    Monitor, MonitorConfig, MonitorEvent, ResyncReason,
     monitor::{NoticeKind, RulesSource},
     output,
     rules::store,
     serve::{self, Hub, Server},
 };
 
-use crate::{args::DaemonArgs, shutdown::Shutdown, sink::Sink};
+use crate::{args::DaemonArgs, deliver::Deliveries, shutdown::Shutdown, sink::Sink};
 
 /// How often a client that fell behind is checked for having caught up.
 const RECOVER_EVERY: Duration = Duration::from_millis(50);
@@ -20,6 +20,7 @@ const RECOVER_EVERY: Duration = Duration::from_millis(50);
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (engine, sample_interval) = args.config()?;
     let socket = args.socket_config()?;
+    let delivery = args.delivery_config()?;
     let path = match args.alerts {
         Some(p) => p,
         None => store::read_path()?,
@@ -39,6 +40,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         eprintln!("portwatch: warning: eBPF unavailable ({reason}); polling procfs instead");
     }
     let mut server = socket.map(Server::start).transpose()?;
+    let mut deliveries = Deliveries::start(&delivery)?;
     let mut hub = Hub::new();
     let mut in_tree = |root: u32, pid: u32| serve::is_descendant(pid, root);
     let mut recover = tokio::time::interval(RECOVER_EVERY);
@@ -54,6 +56,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 let ev = ev?;
                 ready |= matches!(ev, MonitorEvent::Ready(_));
                 hub.publish(&ev, &mut in_tree);
+                deliver(&mut deliveries, &ev);
                 print(&mut sink, ev, n_rules, &path)?;
                 if !monitor.has_queued() {
                     sink.flush()?;
@@ -68,6 +71,15 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 let now = chrono::Utc::now();
                 hub.join(join, monitor.listeners(), monitor.backend_name(), now, &mut in_tree);
             }
+            Some(failure) = deliveries.next_failure() => {
+                sink.flush()?;
+                if sink.is_json() {
+                    sink.line(&output::delivery_error_json(&failure, &chrono::Utc::now()))?;
+                    sink.flush()?;
+                } else {
+                    eprintln!("portwatch: delivery failed: {failure}");
+                }
+            }
             _ = recover.tick(), if hub.has_lost() => {
                 let now = chrono::Utc::now();
                 let listeners: Vec<_> = monitor.listeners().collect();
@@ -77,6 +89,21 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     sink.flush()?;
     Ok(())
+}
+
+/// Alerts, and the notice that the kernel dropped events, to every
+/// output.
+fn deliver(deliveries: &mut Deliveries, ev: &MonitorEvent) {
+    if deliveries.is_empty() {
+        return;
+    }
+    match ev {
+        MonitorEvent::Alert(a) => deliveries.send(&output::alert_json(a)),
+        MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
+            deliveries.send(&output::events_lost_json(s));
+        }
+        _ => {}
+    }
 }
 
 /// The daemon's own output: alerts, and what it has to say.
@@ -105,6 +132,12 @@ fn print(
             sink.line(&output::notice_json(&n))?;
         }
         MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
+        MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops && sink.is_json() => {
+            sink.line(&output::events_lost_json(&s))?;
+        }
+        MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
+            eprintln!("portwatch: {}", output::resync_text(&s));
+        }
         MonitorEvent::Port(_) | MonitorEvent::Resync(_) => {}
     }
     Ok(())

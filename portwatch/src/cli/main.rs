@@ -4,6 +4,7 @@ mod alerts;
 mod args;
 mod connect;
 mod daemon;
+mod deliver;
 mod list;
 mod shutdown;
 mod sink;
