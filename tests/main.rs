@@ -20,6 +20,7 @@ mod hostile;
 mod library;
 mod list;
 mod namespaces;
+mod notify;
 mod ownership;
 mod process_tree;
 mod resync;

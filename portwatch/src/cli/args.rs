@@ -36,6 +36,8 @@ pub enum Command {
     Alerts(AlertsCommand),
     /// Watch and evaluate the alert rules, printing each alert; with --socket, serve events to local clients
     Daemon(DaemonArgs),
+    /// Show a running daemon's alerts as desktop notifications, in your session (no root needed)
+    Notify(NotifyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,6 +168,9 @@ pub struct DaemonArgs {
     /// Give up on one webhook request after this long (it is then retried)
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
+    /// Show each alert as a desktop notification (needs a session bus: for a root daemon, run `portwatch notify` in the user's session instead)
+    #[arg(long)]
+    pub notify: bool,
     /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
@@ -221,11 +226,15 @@ impl DaemonArgs {
         if self.exec.iter().any(|c| c.trim().is_empty()) {
             bail!("--exec needs a command");
         }
+        if self.notify {
+            crate::deliver::notify::check_session_bus()?;
+        }
         Ok(crate::deliver::DeliveryConfig {
             exec: self.exec.clone(),
             exec_timeout: self.exec_timeout,
             webhooks: self.webhook.clone(),
             webhook_timeout: self.webhook_timeout,
+            notify: self.notify,
         })
     }
 
@@ -283,6 +292,16 @@ pub struct WatchArgs {
     pub stats: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct NotifyArgs {
+    /// The daemon's event socket
+    #[arg(long, value_name = "PATH", default_value = portwatch::serve::DEFAULT_SOCKET)]
+    pub connect: PathBuf,
+    /// Only alerts about this process and its descendants
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Args, Debug)]

@@ -5,18 +5,20 @@
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use portwatch::{output, serve::request_line};
+use portwatch::{Filter, output, serve::request_line};
 use serde_json::Value;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines},
     net::UnixStream,
 };
 
 use crate::{args::WatchArgs, shutdown::Shutdown, sink::Sink};
 
-pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
-    let filter = args.engine.config()?.filter;
-    let mut shutdown = Shutdown::install()?;
+/// The daemon's lines, once `filter` is sent.
+pub type DaemonLines = Lines<BufReader<UnixStream>>;
+
+/// Connects to the daemon's socket and sends `filter`.
+pub async fn open(path: &Path, filter: &Filter) -> anyhow::Result<DaemonLines> {
     let mut stream = match UnixStream::connect(path).await {
         Ok(s) => s,
         Err(e) => bail!(
@@ -24,13 +26,41 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
             path.display()
         ),
     };
-    let mut request = request_line(&filter);
+    let mut request = request_line(filter);
     request.push('\n');
     stream
         .write_all(request.as_bytes())
         .await
         .with_context(|| format!("cannot send the request to {}", path.display()))?;
-    let mut lines = BufReader::new(stream).lines();
+    Ok(BufReader::new(stream).lines())
+}
+
+/// The daemon's next line as JSON; an error line or the end of the
+/// connection is an error.
+pub async fn next(lines: &mut DaemonLines) -> anyhow::Result<(String, Value)> {
+    let Some(line) = lines
+        .next_line()
+        .await
+        .context("cannot read from the daemon")?
+    else {
+        bail!("the daemon closed the connection");
+    };
+    let v: Value = serde_json::from_str(&line).with_context(|| {
+        format!(
+            "the daemon sent a line that is no JSON: {}",
+            portwatch::safe_text::safe_str(&line)
+        )
+    })?;
+    if v["event"] == "error" {
+        bail!("the daemon refused: {}", text(&v["message"]));
+    }
+    Ok((line, v))
+}
+
+pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
+    let filter = args.engine.config()?.filter;
+    let mut shutdown = Shutdown::install()?;
+    let mut lines = open(path, &filter).await?;
     let mut sink = Sink::new(args.json);
     if !sink.is_json() {
         sink.line(&output::event_header())?;
@@ -38,24 +68,17 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
     let stop = shutdown.requested();
     tokio::pin!(stop);
     loop {
-        let line = tokio::select! {
+        let next = tokio::select! {
             () = &mut stop => break,
-            line = lines.next_line() => line.context("cannot read from the daemon")?,
+            next = next(&mut lines) => next,
         };
-        let Some(line) = line else {
-            sink.flush()?;
-            bail!("the daemon closed the connection");
+        let (line, v) = match next {
+            Ok(x) => x,
+            Err(e) => {
+                sink.flush()?;
+                return Err(e);
+            }
         };
-        let v: Value = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "the daemon sent a line that is no JSON: {}",
-                portwatch::safe_text::safe_str(&line)
-            )
-        })?;
-        if v["event"] == "error" {
-            sink.flush()?;
-            bail!("the daemon refused: {}", text(&v["message"]));
-        }
         if sink.is_json() {
             sink.line(&line)?;
         } else {

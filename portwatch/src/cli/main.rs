@@ -6,6 +6,7 @@ mod connect;
 mod daemon;
 mod deliver;
 mod list;
+mod notify;
 mod shutdown;
 mod sink;
 mod tui;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::List(args) => list::run(args),
             Command::Alerts(cmd) => alerts::run(cmd),
             Command::Daemon(args) => daemon::run(args).await,
+            Command::Notify(args) => notify::run(args).await,
         }
     });
     match result {

@@ -1,11 +1,13 @@
 //! Where the daemon delivers alerts besides its own output: commands
-//! (`--exec`) and webhooks (`--webhook`). Each output has a bounded queue
+//! (`--exec`), webhooks (`--webhook`) and desktop notifications
+//! (`--notify`). Each output has a bounded queue
 //! and workers of its own; the monitor loop only ever adds to a queue
 //! without waiting, so a failing, hanging or slow output never holds up
 //! the monitor or another output. What goes wrong comes back as one
 //! sentence per failure, for the daemon to print.
 
 mod exec;
+pub mod notify;
 mod webhook;
 
 use std::time::Duration;
@@ -22,6 +24,8 @@ pub struct DeliveryConfig {
     pub exec_timeout: Duration,
     pub webhooks: Vec<String>,
     pub webhook_timeout: Duration,
+    /// Desktop notifications on the session bus.
+    pub notify: bool,
 }
 
 struct Output {
@@ -66,6 +70,14 @@ impl Deliveries {
                 failures_tx.clone(),
             ));
             outputs.push(Output { name, tx });
+        }
+        if config.notify {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(notify::worker(rx, failures_tx.clone()));
+            outputs.push(Output {
+                name: "notify".into(),
+                tx,
+            });
         }
         Ok(Self {
             outputs,
