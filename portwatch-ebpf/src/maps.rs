@@ -31,9 +31,11 @@ pub static LISTEN_CB: Array<u32> = Array::with_max_entries(1, 0);
 pub static OWNERS: HashMap<u64, Owner> =
     HashMap::with_max_entries(OWNERS_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// Process ids inside the watched process tree (filter on).
+/// Process ids inside a watched process tree (filter on), each with the
+/// root pid it was seeded or forked under: userspace removes a root's
+/// whole tree by that label, re-parented daemons included.
 #[map]
-pub static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(WATCHED_CAPACITY, 0);
+pub static WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(WATCHED_CAPACITY, 0);
 
 /// Record field offsets from the tracepoint's format file.
 #[unsafe(no_mangle)]

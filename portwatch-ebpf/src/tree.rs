@@ -11,17 +11,17 @@ use crate::maps::{TREE_OFFSETS, WATCHED};
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     // Runs in the parent: its thread group decides.
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is only tested for presence.
-    if unsafe { WATCHED.get(parent) }.is_none() {
+    // SAFETY: the value (the tree's root) is copied out at once.
+    let Some(root) = (unsafe { WATCHED.get(parent) }).copied() else {
         return 0;
-    }
+    };
     // SAFETY: offset from the format file; a failed read skips the child.
     let Ok(child) = (unsafe { ctx.read_at::<i32>(TREE_OFFSETS.load().fork_child_pid as usize) })
     else {
         return 0;
     };
     // A new thread lands here too (its id is forgotten when it exits).
-    let _ = WATCHED.insert(child as u32, 1, 0);
+    let _ = WATCHED.insert(child as u32, root, 0);
     0
 }
 

@@ -13,26 +13,49 @@
 //! # Ok::<(), portwatch::Error>(())
 //! ```
 //!
-//! For tokio users, [`watch`] gives every [`PortEvent`] as a `Stream`.
+//! Like the Go package's v3, one watcher can follow several process trees,
+//! added and removed while it runs ([`PortWatcher::add_pid`],
+//! [`PortWatcher::remove_pid`]), in one network namespace
+//! ([`PortWatcher::with_namespace`]); with a settle time
+//! ([`PortWatcher::set_settle`]) a port that closes at once is not
+//! reported. For tokio users, [`watch`] gives every [`PortEvent`] as a
+//! `Stream`.
 
 use std::{
     net::IpAddr,
-    ops::ControlFlow,
     pin::Pin,
     sync::mpsc as std_mpsc,
     task::{Context, Poll},
     thread::JoinHandle,
+    time::Duration,
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     engine::EngineConfig,
     error::{Error, Result},
-    event::{Change, PortEvent},
+    event::{Change, PortEvent, Proto},
     filter::Filter,
     monitor::{Monitor, MonitorConfig, MonitorEvent},
 };
+
+/// Whether a port is open or closed, as the Go package's `State`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Open,
+    Closed,
+}
+
+impl State {
+    /// `"open"` or `"closed"`, the Go package's strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Open => "open",
+            State::Closed => "closed",
+        }
+    }
+}
 
 /// A listening port, as the Go package reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +64,9 @@ pub struct Port {
     /// The owning process.
     pub pid: u32,
     pub address: IpAddr,
+    pub state: State,
+    /// TCP or UDP (the Go package watched TCP alone).
+    pub proto: Proto,
 }
 
 /// A port that appeared or went away.
@@ -56,6 +82,11 @@ impl From<&PortEvent> for PortChange {
             port: ev.listener.port,
             pid: ev.listener.pid,
             address: ev.listener.address,
+            state: match ev.change {
+                Change::Opened => State::Open,
+                Change::Closed => State::Closed,
+            },
+            proto: ev.listener.proto,
         };
         match ev.change {
             Change::Opened => PortChange::Opened(port),
@@ -66,22 +97,60 @@ impl From<&PortEvent> for PortChange {
 
 type Callback = Box<dyn FnMut(PortChange) + Send>;
 
-/// Watches one process and all its descendants for ports opened and closed,
-/// calling back from a thread of its own. Needs root (eBPF); falls back to
+/// What the watcher's thread is asked to do while it runs.
+enum Command {
+    Add(u32, std_mpsc::Sender<Result<()>>),
+    Remove(u32, std_mpsc::Sender<Result<()>>),
+}
+
+struct Running {
+    commands: mpsc::UnboundedSender<Command>,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// Watches process trees for ports opened and closed, calling back in
+/// order from a thread of its own. Needs root (eBPF); falls back to
 /// procfs polling otherwise.
 pub struct PortWatcher {
-    config: EngineConfig,
+    config: MonitorConfig,
+    /// Trees added before [`Self::start`], besides the first.
+    more_roots: Vec<u32>,
     callback: Option<Callback>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    running: Option<Running>,
 }
 
 impl PortWatcher {
     /// A watcher of `pid` and its descendants. Fails if `pid` does not exist.
     pub fn new(pid: u32, callback: impl FnMut(PortChange) + Send + 'static) -> Result<Self> {
+        Self::with_namespace(pid, "", callback)
+    }
+
+    /// A watcher of `pid` and its descendants, in one network namespace:
+    /// its name as `ip netns` knows it (`/run/netns/NAME`), or its inode
+    /// number; `""` for every namespace. Fails if either does not exist.
+    pub fn with_namespace(
+        pid: u32,
+        namespace: &str,
+        callback: impl FnMut(PortChange) + Send + 'static,
+    ) -> Result<Self> {
         crate::engine::check_pid(pid)?;
+        let netns = match namespace {
+            "" => None,
+            n => Some(match n.parse::<u64>() {
+                Ok(ino) => ino,
+                Err(_) => crate::sys::netns::inode_of_name(n).ok_or_else(|| {
+                    Error::Refused(format!(
+                        "no network namespace is named {:?} (in /run/netns)",
+                        crate::safe_text::safe_str(n)
+                    ))
+                })?,
+            }),
+        };
         let config = EngineConfig {
             filter: Filter {
                 pid: Some(pid),
+                netns,
                 ..Filter::default()
             },
             ..EngineConfig::default()
@@ -95,10 +164,69 @@ impl PortWatcher {
         callback: impl FnMut(PortChange) + Send + 'static,
     ) -> Self {
         Self {
-            config,
+            config: MonitorConfig {
+                engine: config,
+                ..MonitorConfig::default()
+            },
+            more_roots: Vec::new(),
             callback: Some(Box::new(callback)),
             running: None,
         }
+    }
+
+    /// Reports a port only once it has lived `settle`; one that closes
+    /// sooner is not reported at all. Takes effect at [`Self::start`].
+    pub fn set_settle(&mut self, settle: Duration) {
+        self.config.settle = (!settle.is_zero()).then_some(settle);
+    }
+
+    /// Watches the tree of `pid` too, now if running (its current ports
+    /// are reported opened), else from [`Self::start`]. The Go package's
+    /// `AddPID`. Needs a watcher made with a pid.
+    pub fn add_pid(&mut self, pid: u32) -> Result<()> {
+        match &self.running {
+            Some(r) => ask(r, |reply| Command::Add(pid, reply)),
+            None => {
+                crate::engine::check_pid(pid)?;
+                self.check_tree()?;
+                if !self.more_roots.contains(&pid) {
+                    self.more_roots.push(pid);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops watching the tree of `pid`; while running, its open ports
+    /// are reported closed (to this watcher; they may still be open).
+    /// The Go package's `RemovePID`.
+    pub fn remove_pid(&mut self, pid: u32) -> Result<()> {
+        match &self.running {
+            Some(r) => ask(r, |reply| Command::Remove(pid, reply)),
+            None => {
+                self.check_tree()?;
+                if self.config.engine.filter.pid == Some(pid) {
+                    // The first root goes; another takes its place.
+                    self.config.engine.filter.pid = self.more_roots.pop();
+                    if self.config.engine.filter.pid.is_none() {
+                        return Err(Error::Refused(
+                            "a watcher that has not started keeps at least one pid".into(),
+                        ));
+                    }
+                }
+                self.more_roots.retain(|&p| p != pid);
+                Ok(())
+            }
+        }
+    }
+
+    fn check_tree(&self) -> Result<()> {
+        if self.config.engine.filter.pid.is_none() {
+            return Err(Error::Refused(
+                "pids can be added only to a watcher made with one".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Scans the current ports (each reported to the callback as opened),
@@ -111,12 +239,11 @@ impl PortWatcher {
         let Some(mut callback) = self.callback.take() else {
             return Ok(());
         };
-        let config = MonitorConfig {
-            engine: self.config.clone(),
-            ..MonitorConfig::default()
-        };
+        let config = self.config.clone();
+        let more_roots = self.more_roots.clone();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<()>>();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
         let thread = std::thread::Builder::new()
             .name("portwatch".into())
             .spawn(move || {
@@ -141,23 +268,35 @@ impl PortWatcher {
                             return;
                         }
                     };
-                    let stop = async {
-                        let _ = stop_rx.await;
-                    };
-                    let run = monitor
-                        .run_until(stop, |ev, _| {
-                            match ev {
-                                MonitorEvent::Port(ev) => callback((&ev).into()),
-                                MonitorEvent::Ready(_) => {
+                    for pid in more_roots {
+                        if let Err(e) = monitor.add_root(pid) {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop_rx => return,
+                            Some(cmd) = command_rx.recv() => match cmd {
+                                Command::Add(pid, reply) => {
+                                    let _ = reply.send(monitor.add_root(pid));
+                                }
+                                Command::Remove(pid, reply) => {
+                                    let _ = reply.send(monitor.remove_root(pid));
+                                }
+                            },
+                            ev = monitor.next() => match ev {
+                                Ok(MonitorEvent::Port(ev)) => callback((&ev).into()),
+                                Ok(MonitorEvent::Ready(_)) => {
                                     let _ = ready_tx.send(Ok(()));
                                 }
-                                _ => {}
-                            }
-                            Ok::<_, Error>(ControlFlow::Continue(()))
-                        })
-                        .await;
-                    if let Err(e) = run {
-                        tracing::error!("portwatch stopped: {e}");
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::error!("portwatch stopped: {e}");
+                                    return;
+                                }
+                            },
+                        }
                     }
                 });
             })
@@ -167,7 +306,11 @@ impl PortWatcher {
             })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {
-                self.running = Some((stop_tx, thread));
+                self.running = Some(Running {
+                    commands,
+                    stop: stop_tx,
+                    thread,
+                });
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -187,11 +330,22 @@ impl PortWatcher {
     /// Stops watching and waits for the background thread to end; the
     /// kernel programs are detached when it returns.
     pub fn stop(&mut self) {
-        if let Some((stop, thread)) = self.running.take() {
-            let _ = stop.send(());
-            let _ = thread.join();
+        if let Some(r) = self.running.take() {
+            let _ = r.stop.send(());
+            let _ = r.thread.join();
         }
     }
+}
+
+/// Asks the running watcher's thread and waits for its answer.
+fn ask(r: &Running, command: impl FnOnce(std_mpsc::Sender<Result<()>>) -> Command) -> Result<()> {
+    let (tx, rx) = std_mpsc::channel();
+    let gone = || Error::Io {
+        what: "the watcher thread has stopped",
+        source: std::io::Error::other("no answer"),
+    };
+    r.commands.send(command(tx)).map_err(|_| gone())?;
+    rx.recv().map_err(|_| gone())?
 }
 
 impl Drop for PortWatcher {

@@ -90,6 +90,9 @@ pub struct EngineArgs {
     /// Confirm each listen() with the kernel's listen callback (a sock_ops program): auto (when cgroup v2 and tp-btf allow), off
     #[arg(long, value_enum, default_value_t = Toggle::Auto)]
     pub listen_callback: Toggle,
+    /// Report a listener only once it has lived this long; one that closes sooner is not reported (e.g. 50ms; 0: off)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -99,6 +102,11 @@ pub enum Toggle {
 }
 
 impl EngineArgs {
+    /// The settle time, if any.
+    pub fn settle(&self) -> Option<Duration> {
+        (!self.settle.is_zero()).then_some(self.settle)
+    }
+
     /// The validated engine settings, or one sentence naming the flag.
     pub fn config(&self) -> anyhow::Result<EngineConfig> {
         if self.interval.is_zero() {
@@ -284,7 +292,7 @@ pub struct WatchArgs {
         value_name = "PATH",
         num_args = 0..=1,
         default_missing_value = portwatch::serve::DEFAULT_SOCKET,
-        conflicts_with_all = ["stats", "backend", "resync_interval", "interval", "ring_buffer", "hook", "listen_callback"],
+        conflicts_with_all = ["stats", "backend", "resync_interval", "interval", "ring_buffer", "hook", "listen_callback", "settle"],
     )]
     pub connect: Option<PathBuf>,
     /// Print event, loss and resync counters on exit

@@ -35,6 +35,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             rules,
         }),
         sample_interval,
+        settle: args.engine.settle(),
     })?;
     if let Some(reason) = monitor.fallback_reason() {
         eprintln!("portwatch: warning: eBPF unavailable ({reason}); polling procfs instead");

@@ -13,6 +13,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     let config = MonitorConfig {
         engine: args.engine.config()?,
+        settle: args.engine.settle(),
         ..MonitorConfig::default()
     };
     let mut shutdown = Shutdown::install()?;

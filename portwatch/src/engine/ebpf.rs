@@ -42,6 +42,8 @@ pub(super) struct EbpfWatch {
     resyncs: u64,
     unresolved: u64,
     schedule: ResyncSchedule,
+    /// The roots of the watched process trees (tree filter on).
+    roots: Vec<u32>,
 }
 
 impl EbpfWatch {
@@ -75,6 +77,7 @@ impl EbpfWatch {
             resyncs: 0,
             unresolved: 0,
             schedule: ResyncSchedule::new(config.resync_interval, Instant::now()),
+            roots: config.filter.pid.into_iter().collect(),
         };
         // The tree first, then the listener programs: a listener is judged
         // in or out of the tree when it opens.
@@ -151,6 +154,43 @@ impl EbpfWatch {
         self.schedule.request(Instant::now());
     }
 
+    /// Watches the tree of `root` too: seeded in the kernel's watched set
+    /// now, and a resync reports the listeners it holds already.
+    pub(super) fn add_root(&mut self, root: u32) -> Result<()> {
+        if self.roots.contains(&root) {
+            return Ok(());
+        }
+        self.seed_tree(root)?;
+        self.roots.push(root);
+        self.request_resync();
+        Ok(())
+    }
+
+    /// Stops watching the tree of `root`: its processes leave the watched
+    /// set (those also below another root move to that tree), and a
+    /// resync reports its listeners closed to this watch.
+    pub(super) fn remove_root(&mut self, root: u32) -> Result<()> {
+        let Some(i) = self.roots.iter().position(|&r| r == root) else {
+            return Ok(());
+        };
+        self.roots.remove(i);
+        let mut leaving: HashSet<u32> = self.source.watched_under(root).into_iter().collect();
+        if !self.roots.is_empty() {
+            let links = self.host.parent_links()?;
+            for &other in &self.roots {
+                let stay: Vec<u32> = descendants(other, &links)
+                    .into_iter()
+                    .filter(|p| leaving.remove(p))
+                    .collect();
+                self.source.watch_pids(&stay, other)?;
+            }
+        }
+        let leaving: Vec<u32> = leaving.into_iter().collect();
+        self.source.unwatch_pids(&leaving)?;
+        self.request_resync();
+        Ok(())
+    }
+
     /// Puts `root` and its current descendants in the kernel's watched set.
     /// The fork program is already attached, so a child forked from now on
     /// by a watched parent joins by itself; repeating the walk until it
@@ -164,7 +204,7 @@ impl EbpfWatch {
             if new.is_empty() {
                 break;
             }
-            self.source.watch_pids(&new)?;
+            self.source.watch_pids(&new, root)?;
             seeded.extend(new);
         }
         Ok(())

@@ -121,6 +121,8 @@ pub struct Engine {
     inner: Inner,
     /// Why eBPF was not used, when `Backend::Auto` fell back to procfs.
     fallback_reason: Option<String>,
+    /// Whether the watch follows process trees (`filter.pid`).
+    tree_filter: bool,
 }
 
 enum Inner {
@@ -162,6 +164,7 @@ impl Engine {
                 let engine = Self {
                     inner: Inner::Ebpf(Box::new(w)),
                     fallback_reason: None,
+                    tree_filter: config.filter.pid.is_some(),
                 };
                 Ok((engine, baseline))
             }
@@ -178,6 +181,7 @@ impl Engine {
         let engine = Self {
             inner: Inner::Poll(Box::new(w)),
             fallback_reason,
+            tree_filter: config.filter.pid.is_some(),
         };
         Ok((engine, baseline))
     }
@@ -228,6 +232,44 @@ impl Engine {
             Inner::Ebpf(w) => w.request_resync(),
             Inner::Poll(w) => w.request_poll(),
         }
+    }
+
+    /// Watches the process tree of `pid` too, in a watch started with a
+    /// tree filter (`filter.pid`): the listeners the tree holds already are
+    /// reported opened by a resync (`source: resync`), new ones live.
+    pub fn add_root(&mut self, pid: u32) -> Result<()> {
+        self.check_tree_filter()?;
+        check_process(self.host(), pid)?;
+        match &mut self.inner {
+            Inner::Ebpf(w) => w.add_root(pid),
+            Inner::Poll(w) => {
+                w.add_root(pid);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops watching the process tree of `pid`; a resync reports its
+    /// listeners closed (`source: resync`), as this watch no longer sees
+    /// them. A pid that is no root is no error.
+    pub fn remove_root(&mut self, pid: u32) -> Result<()> {
+        self.check_tree_filter()?;
+        match &mut self.inner {
+            Inner::Ebpf(w) => w.remove_root(pid),
+            Inner::Poll(w) => {
+                w.remove_root(pid);
+                Ok(())
+            }
+        }
+    }
+
+    fn check_tree_filter(&self) -> Result<()> {
+        if !self.tree_filter {
+            return Err(Error::Refused(
+                "process trees can be added and removed only in a watch started with one (filter.pid)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Turns connection events on or off (eBPF backend with BTF only).

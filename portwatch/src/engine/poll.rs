@@ -22,6 +22,8 @@ pub(super) struct PollWatch {
     interval: Duration,
     next: Instant,
     polls: u64,
+    /// The roots of the watched process trees (tree filter on).
+    roots: Vec<u32>,
 }
 
 impl PollWatch {
@@ -39,6 +41,7 @@ impl PollWatch {
             interval: config.poll_interval,
             next: Instant::now() + config.poll_interval,
             polls: 0,
+            roots: config.filter.pid.into_iter().collect(),
         };
         let scan = w.scan()?;
         w.table.seed(scan.listeners.clone());
@@ -54,6 +57,21 @@ impl PollWatch {
         self.host.as_ref()
     }
 
+    /// Watches the tree of `root` too, from the next poll (now).
+    pub(super) fn add_root(&mut self, root: u32) {
+        if !self.roots.contains(&root) {
+            self.roots.push(root);
+        }
+        self.request_poll();
+    }
+
+    /// Stops watching the tree of `root`; the next poll (now) reports its
+    /// listeners closed to this watch.
+    pub(super) fn remove_root(&mut self, root: u32) {
+        self.roots.retain(|&r| r != root);
+        self.request_poll();
+    }
+
     pub(super) fn request_poll(&mut self) {
         self.next = Instant::now();
     }
@@ -66,9 +84,16 @@ impl PollWatch {
     }
 
     fn scan(&mut self) -> Result<Scan> {
-        // Without fork events, the tree is what the parent links show now.
+        // Without fork events, the trees are what the parent links show now.
         let tree = match self.filter.pid {
-            Some(root) => Some(descendants(root, &self.host.parent_links()?)),
+            Some(_) => {
+                let links = self.host.parent_links()?;
+                let mut all = std::collections::HashSet::new();
+                for &root in &self.roots {
+                    all.extend(descendants(root, &links));
+                }
+                Some(all)
+            }
             None => None,
         };
         let owner_ok = |pid: u32| tree.as_ref().is_none_or(|t| t.contains(&pid));

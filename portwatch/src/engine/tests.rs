@@ -429,7 +429,7 @@ async fn a_process_tree_is_seeded_into_the_kernel_and_limits_the_scan() {
             ..config()
         },
     );
-    let mut watched: Vec<u32> = os.world().watched.iter().copied().collect();
+    let mut watched: Vec<u32> = os.world().watched.keys().copied().collect();
     watched.sort();
     assert_eq!(watched, [10, 11, 12]);
     assert!(os.world().filter_tree);
@@ -438,6 +438,63 @@ async fn a_process_tree_is_seeded_into_the_kernel_and_limits_the_scan() {
     assert_eq!(os.world().watched_at_start, 3);
     let ports: Vec<u16> = baseline.iter().map(|e| e.listener.port).collect();
     assert_eq!(ports, [1011]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn roots_are_added_and_removed_while_running() {
+    let os = FakeOs::new();
+    {
+        let mut w = os.world();
+        w.processes.extend([10, 30, 31]);
+        w.links = vec![(11, 10), (31, 30), (32, 31)];
+        w.listeners = vec![
+            scanned(Proto::Tcp, "0.0.0.0", 1011, 11),
+            scanned(Proto::Tcp, "0.0.0.0", 1031, 31),
+            scanned(Proto::Tcp, "0.0.0.0", 1032, 32),
+        ];
+    }
+    let tree_of = |pid| EngineConfig {
+        filter: Filter {
+            pid: Some(pid),
+            ..Filter::default()
+        },
+        ..config()
+    };
+    let (mut engine, baseline) = start(&os, tree_of(10));
+    assert_eq!(baseline.len(), 1);
+    let limit = Duration::from_secs(5);
+
+    // A second tree: its listeners come from a resync, labelled with it.
+    engine.add_root(30).unwrap();
+    assert_eq!(os.world().watched.get(&32), Some(&30));
+    let r = within(&mut engine, limit).await.unwrap();
+    let mut opened = summary(&r);
+    opened.sort_by_key(|o| o.1);
+    assert_eq!(
+        opened,
+        [
+            (Change::Opened, 1031, 31, Source::Resync),
+            (Change::Opened, 1032, 32, Source::Resync)
+        ]
+    );
+    // A tree inside it, then the outer one removed: the inner stays.
+    engine.add_root(31).unwrap();
+    engine.remove_root(30).unwrap();
+    let r = within(&mut engine, limit).await.unwrap();
+    assert!(summary(&r).is_empty(), "{:?}", summary(&r));
+    assert!(!os.world().watched.contains_key(&30));
+    assert_eq!(os.world().watched.get(&32), Some(&31));
+    // The first tree removed: its listener is closed to this watch.
+    engine.remove_root(10).unwrap();
+    let r = within(&mut engine, limit).await.unwrap();
+    assert_eq!(summary(&r), [(Change::Closed, 1011, 11, Source::Resync)]);
+    assert!(!os.world().watched.contains_key(&11));
+    // A pid that is no root: nothing to do. One that does not exist, or
+    // a watch without a tree: refused.
+    engine.remove_root(99).unwrap();
+    assert!(matches!(engine.add_root(99), Err(Error::NoSuchProcess(99))));
+    let (mut all, _) = start(&FakeOs::new(), config());
+    assert!(matches!(all.add_root(10), Err(Error::Refused(_))));
 }
 
 #[tokio::test(start_paused = true)]

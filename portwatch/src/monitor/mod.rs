@@ -4,6 +4,7 @@
 //! [`crate::watcher`] API and the TUI all read it.
 
 mod sampler;
+mod settle;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +26,7 @@ use crate::{
     sys::{Os, file_watch::FileWatch},
 };
 use sampler::Sampler;
+use settle::Settle;
 
 /// Alert rules and the file they come from: the monitor reloads them when
 /// the file changes.
@@ -43,6 +45,9 @@ pub struct MonitorConfig {
     /// How often the CPU and memory of listening processes are sampled,
     /// while a rule needs them.
     pub sample_interval: Duration,
+    /// Report a live open only once it has lived this long; one that
+    /// closes sooner is not reported at all (nor seen by the rules).
+    pub settle: Option<Duration>,
 }
 
 impl Default for MonitorConfig {
@@ -51,6 +56,7 @@ impl Default for MonitorConfig {
             engine: EngineConfig::default(),
             rules: None,
             sample_interval: Duration::from_secs(1),
+            settle: None,
         }
     }
 }
@@ -128,6 +134,7 @@ pub struct Monitor {
     engine: Engine,
     alerting: Option<Alerting>,
     queue: VecDeque<MonitorEvent>,
+    settle: Option<Settle>,
 }
 
 impl Monitor {
@@ -203,6 +210,7 @@ impl Monitor {
             engine,
             alerting,
             queue,
+            settle: config.settle.filter(|d| !d.is_zero()).map(Settle::new),
         };
         // Start-up events that are no baseline are live news: rules see
         // them.
@@ -264,6 +272,7 @@ impl Monitor {
             .alerting
             .as_ref()
             .is_some_and(|a| a.evaluator.wants_samples());
+        let settle_due = self.settle.as_ref().and_then(Settle::next_due);
         let woke = {
             let Self {
                 engine, alerting, ..
@@ -286,6 +295,12 @@ impl Monitor {
                         None => std::future::pending().await,
                     }
                 } => Woke::RulesChanged(changed),
+                () = async {
+                    match settle_due {
+                        Some(due) => tokio::time::sleep_until(due).await,
+                        None => std::future::pending().await,
+                    }
+                } => Woke::Settled,
             }
         };
         match woke {
@@ -295,6 +310,17 @@ impl Monitor {
                 }
             }
             Woke::Tick => self.sample(),
+            Woke::Settled => {
+                let now = tokio::time::Instant::now();
+                let due = self
+                    .settle
+                    .as_mut()
+                    .map(|s| s.release(now))
+                    .unwrap_or_default();
+                for ev in due {
+                    self.report_port(ev);
+                }
+            }
             Woke::RulesChanged(changed) => {
                 changed.map_err(|source| Error::Io {
                     what: "watching the rules file failed",
@@ -309,13 +335,12 @@ impl Monitor {
     fn report(&mut self, r: Report) {
         match r {
             Report::Port(ev) => {
-                if let Some(a) = &mut self.alerting {
-                    let alerts = a.evaluator.on_port(&ev);
-                    self.queue.push_back(MonitorEvent::Port(ev));
-                    self.queue
-                        .extend(alerts.into_iter().map(MonitorEvent::Alert));
-                } else {
-                    self.queue.push_back(MonitorEvent::Port(ev));
+                let ev = match &mut self.settle {
+                    Some(s) => s.offer(ev, tokio::time::Instant::now()),
+                    None => Some(ev),
+                };
+                if let Some(ev) = ev {
+                    self.report_port(ev);
                 }
             }
             Report::Connection(c) => {
@@ -326,6 +351,18 @@ impl Monitor {
                 }
             }
             Report::Resync(summary) => self.queue.push_back(MonitorEvent::Resync(summary)),
+        }
+    }
+
+    /// A port event that is to be reported: queued, and evaluated.
+    fn report_port(&mut self, ev: PortEvent) {
+        if let Some(a) = &mut self.alerting {
+            let alerts = a.evaluator.on_port(&ev);
+            self.queue.push_back(MonitorEvent::Port(ev));
+            self.queue
+                .extend(alerts.into_iter().map(MonitorEvent::Alert));
+        } else {
+            self.queue.push_back(MonitorEvent::Port(ev));
         }
     }
 
@@ -383,6 +420,18 @@ impl Monitor {
         !self.queue.is_empty()
     }
 
+    /// Watches the process tree of `pid` too (a monitor started with a
+    /// tree filter): see [`Engine::add_root`].
+    pub fn add_root(&mut self, pid: u32) -> Result<()> {
+        self.engine.add_root(pid)
+    }
+
+    /// Stops watching the process tree of `pid`: see
+    /// [`Engine::remove_root`].
+    pub fn remove_root(&mut self, pid: u32) -> Result<()> {
+        self.engine.remove_root(pid)
+    }
+
     /// Asks for a procfs resync now; its summary follows as an event.
     pub fn resync_now(&mut self) {
         self.engine.request_resync();
@@ -419,6 +468,8 @@ enum Woke {
     Reports(Result<Vec<Report>>),
     Tick,
     RulesChanged(std::io::Result<()>),
+    /// A held open lived out the settle time.
+    Settled,
 }
 
 fn notice(kind: NoticeKind, message: String, ts: DateTime<Utc>) -> MonitorEvent {

@@ -48,6 +48,7 @@ fn config(rules: Option<RulesSource>) -> MonitorConfig {
         },
         rules,
         sample_interval: Duration::from_secs(1),
+        settle: None,
     }
 }
 
@@ -140,6 +141,54 @@ async fn run_until_marks_the_last_event_of_each_burst() {
             ("8080", false),
         ]
     );
+}
+
+/// With a settle time, a probe that opens and closes at once is never
+/// reported, nor seen by the rules; a listener that stays is, once it
+/// has lived the settle time.
+#[tokio::test(start_paused = true)]
+async fn a_settle_time_hides_probes_and_delays_real_opens() {
+    let os = FakeOs::new();
+    let (rules, dir) = rules_source(
+        "settle",
+        &[r#"{"type":"PortOpened","params":{"port":5173}}"#],
+    );
+    let mut m = Monitor::start_with(
+        MonitorConfig {
+            settle: Some(Duration::from_millis(50)),
+            ..config(Some(rules))
+        },
+        os.os(),
+    )
+    .unwrap();
+    assert!(matches!(next(&mut m).await, MonitorEvent::Ready(_)));
+    let t = os.world().boot_ns;
+    os.world()
+        .listeners
+        .push(scanned(Proto::Tcp, "127.0.0.1", 5173, 5));
+    os.emit([
+        ev(Opened, t, 0x1, "0.0.0.0", 5173, 5),
+        ev(Closed, t, 0x1, "0.0.0.0", 5173, 5),
+        ev(Opened, t, 0x2, "127.0.0.1", 5173, 5),
+    ]);
+    let start = tokio::time::Instant::now();
+    match next(&mut m).await {
+        MonitorEvent::Port(e) => {
+            assert_eq!(
+                (e.change, e.listener.address.to_string().as_str()),
+                (Change::Opened, "127.0.0.1")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    match next(&mut m).await {
+        MonitorEvent::Alert(a) => {
+            assert_eq!(a.address.map(|a| a.to_string()), Some("127.0.0.1".into()))
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = fs::remove_dir_all(dir);
 }
 
 #[tokio::test(start_paused = true)]

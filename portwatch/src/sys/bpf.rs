@@ -86,7 +86,7 @@ pub(crate) struct KernelCounters {
 pub(crate) struct KernelProbe {
     events: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
-    watched: Option<BpfHashMap<MapData, u32, u8>>,
+    watched: Option<BpfHashMap<MapData, u32, u32>>,
     malformed: u64,
     /// Ring buffer size, and bytes read from it since the loss counters
     /// were last read: see [`EventSource::loss_possible`].
@@ -384,15 +384,37 @@ impl EventSource for KernelProbe {
         self.cookies
     }
 
-    fn watch_pids(&mut self, pids: &[u32]) -> Result<()> {
+    fn watch_pids(&mut self, pids: &[u32], root: u32) -> Result<()> {
         let Some(map) = self.watched.as_mut() else {
             return Ok(());
         };
         for &pid in pids {
-            map.insert(pid, 1, 0).map_err(|e| Error::Map {
+            map.insert(pid, root, 0).map_err(|e| Error::Map {
                 name: WATCHED_MAP,
                 source: Box::new(e),
             })?;
+        }
+        Ok(())
+    }
+
+    fn watched_under(&self, root: u32) -> Vec<u32> {
+        let Some(map) = self.watched.as_ref() else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter_map(|kv| kv.ok())
+            .filter(|(_, r)| *r == root)
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    fn unwatch_pids(&mut self, pids: &[u32]) -> Result<()> {
+        let Some(map) = self.watched.as_mut() else {
+            return Ok(());
+        };
+        for pid in pids {
+            // Gone already (the process exited): nothing to remove.
+            let _ = map.remove(pid);
         }
         Ok(())
     }

@@ -56,7 +56,8 @@ pub(crate) struct World {
     pub netns_known: bool,
     /// Whether events carry socket cookies.
     pub cookies: bool,
-    pub watched: HashSet<u32>,
+    /// Watched pid -> its tree's root.
+    pub watched: HashMap<u32, u32>,
     pub filter_tree: bool,
     pub connections: bool,
     /// Whether attaching fails (no privileges).
@@ -197,11 +198,31 @@ impl EventSource for FakeSource {
 
     fn is_watched(&self, pid: u32) -> bool {
         let w = self.0.world();
-        !w.filter_tree || w.watched.contains(&pid)
+        !w.filter_tree || w.watched.contains_key(&pid)
     }
 
-    fn watch_pids(&mut self, pids: &[u32]) -> Result<()> {
-        self.0.world().watched.extend(pids);
+    fn watch_pids(&mut self, pids: &[u32], root: u32) -> Result<()> {
+        self.0
+            .world()
+            .watched
+            .extend(pids.iter().map(|&p| (p, root)));
+        Ok(())
+    }
+
+    fn watched_under(&self, root: u32) -> Vec<u32> {
+        let w = self.0.world();
+        w.watched
+            .iter()
+            .filter(|(_, r)| **r == root)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    fn unwatch_pids(&mut self, pids: &[u32]) -> Result<()> {
+        let mut w = self.0.world();
+        for p in pids {
+            w.watched.remove(p);
+        }
         Ok(())
     }
 

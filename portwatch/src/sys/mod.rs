@@ -72,8 +72,12 @@ pub(crate) trait EventSource: Send {
     /// Whether a process is in the kernel's watched set (always true
     /// without a process-tree filter).
     fn is_watched(&self, pid: u32) -> bool;
-    /// Adds processes to the watched set.
-    fn watch_pids(&mut self, pids: &[u32]) -> Result<()>;
+    /// Adds processes to the watched set, under the tree of `root`.
+    fn watch_pids(&mut self, pids: &[u32], root: u32) -> Result<()>;
+    /// The processes watched under the tree of `root`.
+    fn watched_under(&self, root: u32) -> Vec<u32>;
+    /// Removes processes from the watched set.
+    fn unwatch_pids(&mut self, pids: &[u32]) -> Result<()>;
     /// Attaches or detaches the connection-event program.
     fn set_connections(&mut self, on: bool) -> Result<()>;
 }

@@ -237,3 +237,14 @@ unsafe impl Ioctl for GetNetns {
         Ok(unsafe { OwnedFd::from_raw_fd(out) })
     }
 }
+
+/// The inode of the namespace `ip netns` calls `name` (`/run/netns/NAME`).
+pub(crate) fn inode_of_name(name: &str) -> Option<u64> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return None;
+    }
+    // A bind mount of a namespace: the inode is the namespace's.
+    std::fs::metadata(format!("/run/netns/{name}"))
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}

@@ -66,6 +66,7 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
         engine,
         rules,
         sample_interval: refresh,
+        settle: args.engine.settle(),
     })?;
     let now = Utc::now();
     let mut app = App::new(args.read_only, &args.filter, now);
