@@ -243,3 +243,40 @@ fn without_privileges_it_runs_on_procfs_and_says_why() {
     let screen = tui.wait_for("watching with procfs", READY);
     assert!(screen.contains("procfs (eBPF: "), "{screen}");
 }
+
+/// Unprivileged, the terminal UI shows a root daemon's events through its
+/// socket: live, with eBPF, as the socket's group allows.
+#[test]
+fn connected_to_the_daemon_it_shows_live_events_without_root() {
+    let dir = std::env::temp_dir().join(format!("portwatch-tui-connect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("alerts.json");
+    std::fs::write(&rules, r#"{"rules":[]}"#).unwrap();
+    let socket = dir.join("portwatch.sock");
+    let socket = socket.to_str().unwrap();
+    let _daemon = crate::support::Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--alerts",
+        rules.to_str().unwrap(),
+        "--socket",
+        socket,
+        "--socket-group",
+        "daemon",
+    ]);
+    let tui = Tmux::start(
+        "connect",
+        &format!(
+            "setpriv --reuid nobody --regid nogroup --groups daemon {BIN} --connect {socket} --proto tcp"
+        ),
+    );
+    let screen = tui.wait_for("watching with ebpf", READY);
+    assert!(screen.contains("daemon at"), "{screen}");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    tui.wait_until("the new listener", Duration::from_secs(5), |s| {
+        row_with_port(s, port)
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}

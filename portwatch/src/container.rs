@@ -3,10 +3,10 @@
 //! systemd-nspawn, or a systemd service unit. Pure: the path is all it
 //! reads (names that runtimes keep on disk are looked up by `sys`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What runs a container, or a service manager's unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Docker,
@@ -36,7 +36,7 @@ impl Runtime {
 }
 
 /// A container (or service unit) a process belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Container {
     pub runtime: Runtime,
     /// The runtime's id (64 hex digits for Docker, Podman, containerd and

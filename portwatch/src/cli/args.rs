@@ -277,6 +277,15 @@ pub struct TuiArgs {
     /// The rules file to evaluate and edit (default: the canonical path, or the legacy one)
     #[arg(long, value_name = "FILE")]
     pub alerts: Option<PathBuf>,
+    /// Show a running `portwatch daemon --socket` (no root needed; default /run/portwatch/portwatch.sock). Only --pid, --proto, --scope and --netns apply
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        default_missing_value = portwatch::serve::DEFAULT_SOCKET,
+        conflicts_with_all = ["alerts", "backend", "resync_interval", "interval", "ring_buffer", "hook", "listen_callback", "settle"],
+    )]
+    pub connect: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -450,6 +450,15 @@ impl App {
     }
 
     /// Counters from the monitor.
+    /// The daemon dropped events of this client: what it showed may be
+    /// stale, and the fresh baseline that follows replaces it.
+    pub fn on_lost(&mut self, events: u64) {
+        self.listeners.clear();
+        self.status.message =
+            format!("fell behind the daemon and lost {events} events; showing a fresh baseline");
+        self.dirty = true;
+    }
+
     pub fn set_stats(&mut self, stats: Stats) {
         if self.status.stats != stats {
             self.status.stats = stats;

@@ -8,12 +8,14 @@
 //! - `filter.rs`: the filter language; `keys.rs`: the key map;
 //! - `layout.rs`: where each part goes; `draw.rs`: drawing;
 //! - `editor.rs`: the rule editor; `export.rs`: JSON and CSV of the view;
+//! - `feed.rs`: its own monitor, or a daemon's event socket;
 //! - `terminal.rs`: raw mode and its restoration (exit, panic, signal).
 
 mod app;
 mod draw;
 mod editor;
 mod export;
+mod feed;
 mod filter;
 mod keys;
 mod layout;
@@ -39,6 +41,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use crate::{args::TuiArgs, shutdown::Shutdown};
 use app::{App, Effect};
+use feed::{Fed, Feed};
 use layout::Areas;
 use view::ProcSummary;
 
@@ -59,27 +62,41 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => store::read_path()?,
     };
-    let (rules, editable) = rules_at(&path, args.read_only);
     let refresh = Duration::from_millis(args.refresh_interval);
     let mut shutdown = Shutdown::install()?;
-    let mut monitor = Monitor::start(MonitorConfig {
-        engine,
-        rules,
-        sample_interval: refresh,
-        settle: args.engine.settle(),
-    })?;
     let now = Utc::now();
     let mut app = App::new(args.read_only, &args.filter, now);
-    app.set_rules(editable);
-    app.status.backend = match monitor.fallback_reason() {
-        Some(why) => format!("procfs (eBPF: {})", draw::shorten(why, 60)),
-        None => monitor.backend_name().to_string(),
+    let mut feed = match &args.connect {
+        Some(socket) => {
+            let feed = Feed::connect(socket, &engine.filter).await?;
+            app.set_rules(Err(format!(
+                "the rules are the daemon's (connected to {})",
+                socket.display()
+            )));
+            app.status.backend = format!("daemon at {}", socket.display());
+            feed
+        }
+        None => {
+            let (rules, editable) = rules_at(&path, args.read_only);
+            let monitor = Monitor::start(MonitorConfig {
+                engine,
+                rules,
+                sample_interval: refresh,
+                settle: args.engine.settle(),
+            })?;
+            app.set_rules(editable);
+            app.status.backend = match monitor.fallback_reason() {
+                Some(why) => format!("procfs (eBPF: {})", draw::shorten(why, 60)),
+                None => monitor.backend_name().to_string(),
+            };
+            Feed::Local(Box::new(monitor))
+        }
     };
     let mut term = terminal::Terminal::enter().context("cannot set up the terminal")?;
     let result = event_loop(
         &mut term,
         &mut app,
-        &mut monitor,
+        &mut feed,
         &mut shutdown,
         refresh,
         &path,
@@ -131,7 +148,7 @@ fn rules_at(
 async fn event_loop(
     term: &mut terminal::Terminal,
     app: &mut App,
-    monitor: &mut Monitor,
+    feed: &mut Feed,
     shutdown: &mut Shutdown,
     refresh: Duration,
     rules_path: &std::path::Path,
@@ -182,11 +199,16 @@ async fn event_loop(
             }
         };
         let effects = tokio::select! {
-            ev = monitor.next() => {
-                let ev = ev?;
-                let mut name = |uid| users.name(uid);
-                app.on_monitor(ev, &mut name)
-            }
+            fed = feed.next() => match fed? {
+                Fed::Event(ev) => {
+                    let mut name = |uid| users.name(uid);
+                    app.on_monitor(ev, &mut name)
+                }
+                Fed::Lost(events) => {
+                    app.on_lost(events);
+                    Vec::new()
+                }
+            },
             ev = std::future::poll_fn(|cx| std::pin::Pin::new(&mut input).poll_next(cx)) => match ev {
                 Some(Ok(Event::Key(key))) => app.on_key(key),
                 Some(Ok(Event::Mouse(m))) => app.on_mouse(m),
@@ -198,7 +220,9 @@ async fn event_loop(
             _ = second.tick() => {
                 // The counters are read once a second: each read is a
                 // syscall, which a busy host would pay per event.
-                app.set_stats(monitor.stats());
+                if let Some(stats) = feed.stats() {
+                    app.set_stats(stats);
+                }
                 app.on_tick(Utc::now(), false)
             }
             _ = sample.tick() => app.on_tick(Utc::now(), true),
@@ -206,7 +230,7 @@ async fn event_loop(
             () = shutdown.requested() => vec![Effect::Quit],
         };
         for effect in effects {
-            if !perform(effect, app, monitor, &mut users, &mut target, rules_path) {
+            if !perform(effect, app, feed, &mut users, &mut target, rules_path) {
                 return Ok(());
             }
         }
@@ -217,14 +241,18 @@ async fn event_loop(
 fn perform(
     effect: Effect,
     app: &mut App,
-    monitor: &mut Monitor,
+    feed: &mut Feed,
     users: &mut UserNames,
     target: &mut Option<KillTarget>,
     rules_path: &std::path::Path,
 ) -> bool {
     match effect {
         Effect::Quit => return false,
-        Effect::Resync => monitor.resync_now(),
+        Effect::Resync => {
+            if !feed.resync_now() {
+                app.on_signalled(Err("the daemon resyncs on its own schedule".into()));
+            }
+        }
         Effect::Inspect(pid) => app.on_inspected(host::inspect_process(pid)),
         Effect::Describe(pids) => {
             for pid in pids {
