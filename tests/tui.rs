@@ -95,9 +95,15 @@ fn row_with_port(screen: &str, port: u16) -> bool {
     })
 }
 
+/// `portwatch` showing only this test process's rows: other tests open
+/// hundreds of listeners at once, which would push ours off the screen.
+fn tui_of_this_process() -> String {
+    format!("{BIN} -f pid:{}", std::process::id())
+}
+
 #[test]
 fn a_new_listener_appears_within_two_seconds() {
-    let tui = Tmux::start("appears", BIN);
+    let tui = Tmux::start("appears", &tui_of_this_process());
     tui.wait_for("watching with", READY);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -138,12 +144,13 @@ fn a_filter_shows_only_matching_rows() {
         a.local_addr().unwrap().port(),
         b.local_addr().unwrap().port(),
     );
-    let tui = Tmux::start("filter", BIN);
+    let tui = Tmux::start("filter", &tui_of_this_process());
     tui.wait_until("both listeners", READY, |s| {
         row_with_port(s, pa) && row_with_port(s, pb)
     });
+    // Typed after the filter already there: both terms apply.
     tui.send(&["/"]);
-    tui.send(&["-l", &format!("port:{pa}")]);
+    tui.send(&["-l", &format!(" port:{pa}")]);
     tui.send(&["Enter"]);
     let screen = tui.wait_for("(1 match)", Duration::from_secs(10));
     assert!(row_with_port(&screen, pa), "{screen}");
@@ -268,7 +275,8 @@ fn connected_to_the_daemon_it_shows_live_events_without_root() {
     let tui = Tmux::start(
         "connect",
         &format!(
-            "setpriv --reuid nobody --regid nogroup --groups daemon {BIN} --connect {socket} --proto tcp"
+            "setpriv --reuid nobody --regid nogroup --groups daemon {BIN} --connect {socket} --proto tcp -f pid:{}",
+            std::process::id()
         ),
     );
     let screen = tui.wait_for("watching with ebpf", READY);

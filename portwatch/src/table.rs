@@ -511,10 +511,15 @@ impl ListenerTable {
                 true
             }
         });
+        // Closes before opens: a socket that replaced another on the same
+        // address and port reads as the old one gone, then the new one
+        // there (a consumer keyed by address and port keeps it).
+        let opened = std::mem::take(&mut out);
         out.extend(
             gone.into_iter()
                 .map(|l| port_event(Change::Closed, l, ts, Source::Resync)),
         );
+        out.extend(opened);
         // Owners the table lacked (pid 0) that the scan now knows: no
         // change to report, just better knowledge.
         for l in self
@@ -869,6 +874,25 @@ mod tests {
             .is_empty()
         );
         assert!(t.is_empty() && t.unbound().count() == 0);
+    }
+
+    #[test]
+    fn a_socket_that_replaced_another_is_reported_after_its_close() {
+        let mut t = ListenerTable::new(true);
+        apply(
+            &mut t,
+            kev(SockEventKind::Opened, 1, 0x1, "127.0.0.1", 1000, 1),
+            startup(0),
+        );
+        // The old socket's close was lost; another process now holds the
+        // same address and port (another cookie).
+        let mut newer = scanned("127.0.0.1", 1000, 2);
+        newer.cookie = Some(0x2);
+        let mut scan = scan_of(vec![newer]);
+        scan.namespaces.insert(NS, true);
+        let out = t.reconcile(scan, &Unsettled::default(), ts());
+        let got: Vec<_> = out.iter().map(|e| (e.change, e.listener.pid)).collect();
+        assert_eq!(got, [(Change::Closed, 1), (Change::Opened, 2)]);
     }
 
     #[test]
