@@ -199,20 +199,23 @@ impl PortWatcher {
 
     /// Stops watching the tree of `pid`; while running, its open ports
     /// are reported closed (to this watcher; they may still be open).
-    /// The Go package's `RemovePID`.
+    /// The Go package's `RemovePID`. Like [`Self::add_pid`], not to be
+    /// called from the callback, which runs on the thread that answers.
     pub fn remove_pid(&mut self, pid: u32) -> Result<()> {
         match &self.running {
             Some(r) => ask(r, |reply| Command::Remove(pid, reply)),
             None => {
                 self.check_tree()?;
                 if self.config.engine.filter.pid == Some(pid) {
-                    // The first root goes; another takes its place.
-                    self.config.engine.filter.pid = self.more_roots.pop();
-                    if self.config.engine.filter.pid.is_none() {
+                    // The first root goes; another takes its place. The
+                    // last one cannot go: a watcher without a tree would
+                    // watch every process.
+                    let Some(next) = self.more_roots.pop() else {
                         return Err(Error::Refused(
                             "a watcher that has not started keeps at least one pid".into(),
                         ));
-                    }
+                    };
+                    self.config.engine.filter.pid = Some(next);
                 }
                 self.more_roots.retain(|&p| p != pid);
                 Ok(())

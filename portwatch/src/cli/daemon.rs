@@ -69,8 +69,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     None => std::future::pending().await,
                 }
             }, if ready => {
-                let now = chrono::Utc::now();
-                hub.join(join, monitor.listeners(), monitor.backend_name(), now, &mut in_tree);
+                hub.join(join, monitor.backend_name(), chrono::Utc::now(), &mut in_tree);
             }
             Some(failure) = deliveries.next_failure() => {
                 sink.flush()?;
@@ -82,9 +81,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 }
             }
             _ = recover.tick(), if hub.has_lost() => {
-                let now = chrono::Utc::now();
-                let listeners: Vec<_> = monitor.listeners().collect();
-                hub.recover(listeners.iter().copied(), monitor.backend_name(), now, &mut in_tree);
+                hub.recover(monitor.backend_name(), chrono::Utc::now(), &mut in_tree);
             }
         }
     }

@@ -170,23 +170,36 @@ impl EbpfWatch {
     /// set (those also below another root move to that tree), and a
     /// resync reports its listeners closed to this watch.
     pub(super) fn remove_root(&mut self, root: u32) -> Result<()> {
-        let Some(i) = self.roots.iter().position(|&r| r == root) else {
+        if !self.roots.contains(&root) {
             return Ok(());
-        };
-        self.roots.remove(i);
-        let mut leaving: HashSet<u32> = self.source.watched_under(root).into_iter().collect();
-        if !self.roots.is_empty() {
-            let links = self.host.parent_links()?;
-            for &other in &self.roots {
-                let stay: Vec<u32> = descendants(other, &links)
-                    .into_iter()
-                    .filter(|p| leaving.remove(p))
-                    .collect();
-                self.source.watch_pids(&stay, other)?;
-            }
         }
-        let leaving: Vec<u32> = leaving.into_iter().collect();
-        self.source.unwatch_pids(&leaving)?;
+        let others: Vec<u32> = self.roots.iter().copied().filter(|&r| r != root).collect();
+        let links = if others.is_empty() {
+            Vec::new()
+        } else {
+            self.host.parent_links()?
+        };
+        let stays: Vec<(u32, HashSet<u32>)> = others
+            .iter()
+            .map(|&r| (r, descendants(r, &links)))
+            .collect();
+        // A child forked meanwhile by a leaving process carries the
+        // leaving label too: again until none is left.
+        for _ in 0..8 {
+            let mut leaving: HashSet<u32> = self.source.watched_under(root).into_iter().collect();
+            if leaving.is_empty() {
+                break;
+            }
+            for (other, tree) in &stays {
+                let stay: Vec<u32> = tree.iter().copied().filter(|p| leaving.remove(p)).collect();
+                self.source.watch_pids(&stay, *other)?;
+            }
+            let leaving: Vec<u32> = leaving.into_iter().collect();
+            self.source.unwatch_pids(&leaving)?;
+        }
+        // Only once the kernel is told: a failure leaves it a root, to be
+        // removed again.
+        self.roots.retain(|&r| r != root);
         self.request_resync();
         Ok(())
     }

@@ -3,10 +3,12 @@
 //! to, so a slow or stuck client never slows the monitor or the others.
 //! A client whose queue is full is marked lost; once it has read its queue
 //! empty it gets a `lost` line, a fresh baseline and a ready line, and goes
-//! on live. Pure apart from the channels: the process tree is asked
-//! through a closure.
+//! on live. Baselines are what the hub itself published, so a client
+//! never gets an open twice, nor one the monitor held back (a settle
+//! time). Pure apart from the channels: the process tree is asked through
+//! a closure.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -39,10 +41,11 @@ struct Client {
     lost: u64,
 }
 
-/// Every connected client.
+/// Every connected client, and what is open as published so far.
 #[derive(Default)]
 pub struct Hub {
     clients: Vec<Client>,
+    open: HashMap<ListenerKey, Vec<Listener>>,
 }
 
 #[derive(Serialize)]
@@ -69,10 +72,9 @@ impl Hub {
 
     /// Adds a client: its baseline (what is open now, through its filter)
     /// and a ready line go first.
-    pub fn join<'l>(
+    pub fn join(
         &mut self,
         join: Join,
-        listeners: impl Iterator<Item = &'l Listener>,
         backend: &str,
         now: DateTime<Utc>,
         in_tree: &mut InTree<'_>,
@@ -83,7 +85,7 @@ impl Hub {
             told: HashSet::new(),
             lost: 0,
         };
-        let chunk = client.baseline(listeners, backend, now, in_tree);
+        let chunk = client.baseline(self.open.values().flatten(), backend, now, in_tree);
         // A new queue has room for one item.
         if client.tx.try_send(chunk).is_ok() {
             self.clients.push(client);
@@ -92,7 +94,40 @@ impl Hub {
 
     /// Sends `ev` to every client whose filter admits it.
     pub fn publish(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) {
-        self.clients.retain_mut(|c| c.offer(ev, in_tree));
+        if let MonitorEvent::Port(p) = ev {
+            let key = p.listener.key();
+            match p.change {
+                Change::Opened => self.open.entry(key).or_default().push(p.listener.clone()),
+                Change::Closed => {
+                    if let Some(same) = self.open.get_mut(&key) {
+                        // The one of that owner, else any: downstream, a
+                        // close is paired by its key alone.
+                        let i = same
+                            .iter()
+                            .position(|l| l.pid == p.listener.pid)
+                            .unwrap_or(0);
+                        if i < same.len() {
+                            same.swap_remove(i);
+                        }
+                        if same.is_empty() {
+                            self.open.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+        // One look at the process tree per (root, pid), whatever the
+        // number of clients that ask.
+        let mut asked: Vec<(u32, u32, bool)> = Vec::new();
+        let mut cached = |root: u32, pid: u32| {
+            if let Some(&(_, _, yes)) = asked.iter().find(|(r, p, _)| (*r, *p) == (root, pid)) {
+                return yes;
+            }
+            let yes = in_tree(root, pid);
+            asked.push((root, pid, yes));
+            yes
+        };
+        self.clients.retain_mut(|c| c.offer(ev, &mut cached));
     }
 
     /// Whether a client fell behind and waits for a fresh baseline.
@@ -102,13 +137,8 @@ impl Hub {
 
     /// Gives each lost client that has read its queue empty a `lost` line,
     /// a fresh baseline and a ready line.
-    pub fn recover<'l>(
-        &mut self,
-        listeners: impl Iterator<Item = &'l Listener> + Clone,
-        backend: &str,
-        now: DateTime<Utc>,
-        in_tree: &mut InTree<'_>,
-    ) {
+    pub fn recover(&mut self, backend: &str, now: DateTime<Utc>, in_tree: &mut InTree<'_>) {
+        let open = &self.open;
         self.clients.retain_mut(|c| {
             if c.lost == 0 || c.tx.capacity() < c.tx.max_capacity() {
                 return !c.tx.is_closed();
@@ -120,7 +150,7 @@ impl Hub {
             });
             chunk.push('\n');
             c.told.clear();
-            chunk.push_str(&c.baseline(listeners.clone(), backend, now, in_tree));
+            chunk.push_str(&c.baseline(open.values().flatten(), backend, now, in_tree));
             c.lost = 0;
             c.tx.try_send(chunk).is_ok()
         });
@@ -252,15 +282,9 @@ mod tests {
         pid == root || (root == 10 && pid == 11)
     }
 
-    fn client(hub: &mut Hub, filter: Filter, queue: usize, open: &[Listener]) -> Receiver<String> {
+    fn client(hub: &mut Hub, filter: Filter, queue: usize) -> Receiver<String> {
         let (tx, rx) = mpsc::channel(queue);
-        hub.join(
-            Join { filter, tx },
-            open.iter(),
-            "ebpf",
-            DateTime::UNIX_EPOCH,
-            &mut tree,
-        );
+        hub.join(Join { filter, tx }, "ebpf", DateTime::UNIX_EPOCH, &mut tree);
         rx
     }
 
@@ -284,22 +308,19 @@ mod tests {
     fn each_client_gets_what_its_filter_admits_and_closes_of_what_it_saw() {
         let mut hub = Hub::new();
         let old_tcp = listener(Proto::Tcp, 22, 1);
-        let mut all = client(
-            &mut hub,
-            Filter::default(),
-            16,
-            std::slice::from_ref(&old_tcp),
-        );
+        // Published before anyone joined: in every baseline it passes.
+        hub.publish(&port(Change::Opened, &old_tcp), &mut tree);
+        let mut all = client(&mut hub, Filter::default(), 16);
         let udp_only = Filter {
             proto: Some(Proto::Udp),
             ..Filter::default()
         };
-        let mut udp = client(&mut hub, udp_only, 16, std::slice::from_ref(&old_tcp));
+        let mut udp = client(&mut hub, udp_only, 16);
         let tree_of_10 = Filter {
             pid: Some(10),
             ..Filter::default()
         };
-        let mut mine = client(&mut hub, tree_of_10, 16, std::slice::from_ref(&old_tcp));
+        let mut mine = client(&mut hub, tree_of_10, 16);
         let (child_udp, other_tcp) = (listener(Proto::Udp, 53, 11), listener(Proto::Tcp, 80, 20));
         for ev in [
             port(Change::Opened, &child_udp),
@@ -327,8 +348,8 @@ mod tests {
     #[test]
     fn a_client_that_falls_behind_is_told_and_gets_a_fresh_baseline() {
         let mut hub = Hub::new();
-        let mut slow = client(&mut hub, Filter::default(), 2, &[]);
-        let mut fast = client(&mut hub, Filter::default(), 64, &[]);
+        let mut slow = client(&mut hub, Filter::default(), 2);
+        let mut fast = client(&mut hub, Filter::default(), 64);
         let ls: Vec<Listener> = (1..=5).map(|p| listener(Proto::Tcp, p, 1)).collect();
         for l in &ls {
             hub.publish(&port(Change::Opened, l), &mut tree);
@@ -343,25 +364,17 @@ mod tests {
         );
         assert!(hub.has_lost());
         // Not yet read: no recovery into a queue that is not empty.
-        let open: Vec<&Listener> = ls[1..].iter().collect();
-        hub.recover(
-            open.iter().copied(),
-            "ebpf",
-            DateTime::UNIX_EPOCH,
-            &mut tree,
-        );
+        hub.recover("ebpf", DateTime::UNIX_EPOCH, &mut tree);
         assert!(hub.has_lost());
         // Its queue held the ready line and the first open.
         assert_eq!(drain(&mut slow), ["ready", "opened 1"]);
-        hub.recover(
-            open.iter().copied(),
-            "ebpf",
-            DateTime::UNIX_EPOCH,
-            &mut tree,
-        );
+        hub.recover("ebpf", DateTime::UNIX_EPOCH, &mut tree);
         assert!(!hub.has_lost());
+        // The baseline comes from a map: in any order.
+        let mut fresh = drain(&mut slow);
+        fresh[1..5].sort();
         assert_eq!(
-            drain(&mut slow),
+            fresh,
             [
                 "lost", "opened 2", "opened 3", "opened 4", "opened 5", "ready"
             ]
@@ -375,7 +388,7 @@ mod tests {
     #[test]
     fn a_client_that_left_is_dropped() {
         let mut hub = Hub::new();
-        let rx = client(&mut hub, Filter::default(), 4, &[]);
+        let rx = client(&mut hub, Filter::default(), 4);
         assert_eq!(hub.len(), 1);
         drop(rx);
         hub.publish(

@@ -24,8 +24,13 @@ struct Wire {
 /// Parses a client's request into its filter, or one sentence saying what
 /// is wrong with it.
 pub fn parse_request(line: &str) -> Result<Filter, String> {
-    let wire: Wire = serde_json::from_str(line.trim())
-        .map_err(|e| format!("the request is not a filter object: {e}"))?;
+    let wire: Wire = serde_json::from_str(line.trim()).map_err(|e| {
+        // serde quotes the client's own text (an unknown field name).
+        format!(
+            "the request is not a filter object: {}",
+            crate::safe_text::safe_str(&e.to_string())
+        )
+    })?;
     let proto = match wire.proto.as_deref() {
         None | Some("all") => None,
         Some("tcp") => Some(Proto::Tcp),
@@ -105,6 +110,7 @@ mod tests {
                 "proto \"sctp\" is none of tcp, udp, all",
             ),
             (r#"{"scope":"\u001b[2J"}"#, "scope \"\\x1b[2J\" is neither"),
+            (r#"{"\u001b[2J":1}"#, "unknown field `\\x1b[2J`"),
             (r#"{"pid":0}"#, "pid 0 is no process"),
         ] {
             let e = parse_request(line).unwrap_err();

@@ -67,6 +67,9 @@ pub fn group_id(name: &str) -> Result<u32> {
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write to a client may wait for it to read: one that reads
+/// nothing for this long is disconnected, and its slot freed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A serving event socket. Dropping it stops accepting and removes the
 /// socket file.
@@ -215,8 +218,10 @@ async fn serve_client(stream: UnixStream, joins: mpsc::Sender<Join>, queue: usiz
         return;
     }
     while let Some(chunk) = rx.recv().await {
-        if write.write_all(chunk.as_bytes()).await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(chunk.as_bytes())).await {
+            Ok(Ok(())) => {}
+            // Gone, or stuck: either way its queue and slot go.
+            Ok(Err(_)) | Err(_) => return,
         }
     }
 }

@@ -39,42 +39,64 @@ pub async fn worker(
     }
 }
 
-/// Runs `cmd` with `json` on stdin; Err says how it failed.
+/// How long what a finished command wrote to stderr is waited for: a
+/// child it left in the background may hold stderr open.
+const STDERR_GRACE: Duration = Duration::from_millis(200);
+
+/// Runs `cmd` with `json` on stdin; Err says how it failed. The command
+/// gets a process group of its own, so a timeout kills what it started
+/// too.
 async fn run(cmd: &str, json: &str, timeout: Duration) -> Result<(), String> {
     let mut child = Command::new("sh")
         .args(["-c", cmd])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start it: {e}"))?;
-    let mut stdin = child.stdin.take();
-    let mut stderr = child.stderr.take();
-    let work = async {
-        if let Some(stdin) = stdin.as_mut() {
-            // A command that does not read its input is no failure.
-            let _ = stdin.write_all(json.as_bytes()).await;
-            let _ = stdin.write_all(b"\n").await;
-        }
-        drop(stdin.take());
-        let mut err = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(4096).read_to_end(&mut err).await;
-        }
-        (child.wait().await, err)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Err(_) => Err(format!("still running after {timeout:?}; killed")),
-        Ok((Err(e), _)) => Err(format!("cannot wait for it: {e}")),
-        Ok((Ok(status), _)) if status.success() => Ok(()),
-        Ok((Ok(status), err)) => {
-            let first = String::from_utf8_lossy(&err)
-                .lines()
-                .next()
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default();
-            Err(format!("{status}{first}"))
-        }
+    let group = child.id();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input is no failure.
+        let _ = stdin.write_all(json.as_bytes()).await;
+        let _ = stdin.write_all(b"\n").await;
     }
+    let stderr = child.stderr.take().map(|mut s| {
+        tokio::spawn(async move {
+            let mut err = Vec::new();
+            let _ = (&mut s).take(4096).read_to_end(&mut err).await;
+            err
+        })
+    });
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(format!("cannot wait for it: {e}")),
+        Err(_) => {
+            if let Some(pgid) = group
+                .and_then(|g| i32::try_from(g).ok())
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::Kill);
+            }
+            return Err(format!("still running after {timeout:?}; killed"));
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let err = match stderr {
+        Some(task) => tokio::time::timeout(STDERR_GRACE, task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let first = String::from_utf8_lossy(&err)
+        .lines()
+        .next()
+        .map(|l| format!(": {l}"))
+        .unwrap_or_default();
+    Err(format!("{status}{first}"))
 }

@@ -60,7 +60,7 @@ impl Deliveries {
         }
         for url in &config.webhooks {
             let (tx, rx) = mpsc::channel(QUEUE);
-            let name = format!("webhook {url}");
+            let name = format!("webhook {}", webhook::shown(url));
             let client = webhook::client(config.webhook_timeout)?;
             tokio::spawn(webhook::worker(
                 client,

@@ -19,10 +19,19 @@ pub fn check_session_bus() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Text for a notification body or summary: servers read a little
+/// markup there (`<b>`, `<a href>`), and a process name is its owner's
+/// choice.
+fn plain(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The notification for one JSON object from the daemon, if it is one
 /// to show: an alert, or events lost.
 pub fn notification(v: &Value) -> Option<Notification> {
-    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let text = |k: &str| plain(v[k].as_str().unwrap_or_default());
     let mut n = Notification::new();
     n.appname("portwatch");
     match v["event"].as_str()? {

@@ -13,6 +13,18 @@ const ATTEMPTS: u32 = 4;
 /// The wait before the first retry; it doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
+/// A webhook URL as reports show it: scheme, host and port. Services
+/// such as Slack keep the secret in the path.
+pub fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/...", u.scheme(), u.host_str().unwrap_or(""))
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     // One process-wide TLS provider; a second install finds it in place.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -51,7 +63,8 @@ async fn post(client: &reqwest::Client, url: &str, json: String) -> Result<(), S
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => last = format!("the server answered {}", r.status()),
             Err(e) if e.is_timeout() => last = "no answer in time".to_string(),
-            Err(e) => last = error_chain(&e),
+            // Its message would quote the URL, secret and all.
+            Err(e) => last = error_chain(&e.without_url()),
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(backoff).await;
