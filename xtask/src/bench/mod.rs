@@ -127,7 +127,15 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     if opts.wants(Section::Latency) {
         let rounds = if opts.quick { 1 } else { 4 };
         eprintln!("bench: latency ({rounds} rounds of {lat_n} listeners per tool)");
-        let lat = latency::latency_rounds(&tools, root, monitors::Proto::Tcp, lat_n, rounds)?;
+        // And the unprivileged path: a root daemon's socket, read by
+        // `watch --connect` as user nobody.
+        let with_socket = [
+            Tool::Portwatch,
+            Tool::PortwatchSocket,
+            Tool::Bpftrace,
+            Tool::Poller,
+        ];
+        let lat = latency::latency_rounds(&with_socket, root, monitors::Proto::Tcp, lat_n, rounds)?;
         results.insert("latency".into(), lat.into());
     }
     if opts.wants(Section::Completeness) {

@@ -22,6 +22,9 @@ use super::util::{Lines, mono_ns};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Portwatch,
+    /// `portwatch watch --connect`, unprivileged, reading a root daemon's
+    /// event socket.
+    PortwatchSocket,
     Bpftrace,
     Poller,
 }
@@ -30,6 +33,7 @@ impl Tool {
     pub fn name(self) -> &'static str {
         match self {
             Tool::Portwatch => "portwatch",
+            Tool::PortwatchSocket => "portwatch via the daemon's socket",
             Tool::Bpftrace => "bpftrace",
             Tool::Poller => "ss poll 1s",
         }
@@ -59,12 +63,17 @@ pub struct Running {
     pub events: Receiver<Seen>,
     child: Option<Child>,
     polling: Option<Arc<AtomicBool>>,
+    /// A daemon the tool reads from.
+    daemon: Option<Child>,
 }
 
 impl Running {
     pub fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             super::util::stop_child(&mut child);
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            super::util::stop_child(&mut daemon);
         }
         if let Some(flag) = self.polling.take() {
             flag.store(false, Ordering::Relaxed);
@@ -82,13 +91,41 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
         Tool::Bpftrace if proto == Proto::Udp => {
             bail!("bpftrace has no UDP bind hook on this kernel (no kprobes)")
         }
-        Tool::Portwatch => {
-            let lines = Lines::spawn(Command::new(super::portwatch_bin(root)).args([
-                "watch",
-                "--json",
-                "--resync-interval",
-                "0",
-            ]))?;
+        Tool::Portwatch | Tool::PortwatchSocket => {
+            let bin = super::portwatch_bin(root);
+            let (lines, daemon) = if tool == Tool::Portwatch {
+                let lines = Lines::spawn(Command::new(&bin).args([
+                    "watch",
+                    "--json",
+                    "--resync-interval",
+                    "0",
+                ]))?;
+                (lines, None)
+            } else {
+                let dir =
+                    std::env::temp_dir().join(format!("portwatch-bench-{}", std::process::id()));
+                std::fs::create_dir_all(&dir)?;
+                let rules = dir.join("alerts.json");
+                std::fs::write(&rules, r#"{"rules":[]}"#)?;
+                let socket = dir.join("portwatch.sock");
+                let daemon = Lines::spawn(
+                    Command::new(&bin)
+                        .args(["daemon", "--json", "--resync-interval", "0", "--alerts"])
+                        .arg(&rules)
+                        .arg("--socket")
+                        .arg(&socket)
+                        .args(["--socket-group", "nogroup"]),
+                )?;
+                daemon.wait_for("\"ready\"", Duration::from_secs(30))?;
+                let client = Lines::spawn(
+                    Command::new("setpriv")
+                        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+                        .arg(&bin)
+                        .args(["watch", "--json", "--connect"])
+                        .arg(&socket),
+                )?;
+                (client, Some(daemon.child))
+            };
             lines.wait_for("\"ready\"", Duration::from_secs(30))?;
             let Lines { child, rx } = lines;
             thread::spawn(move || {
@@ -112,6 +149,7 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
                 events,
                 child: Some(child),
                 polling: None,
+                daemon,
             })
         }
         Tool::Bpftrace => {
@@ -137,6 +175,7 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
                 events,
                 child: Some(child),
                 polling: None,
+                daemon: None,
             })
         }
         Tool::Poller => {
@@ -171,6 +210,7 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
                 events,
                 child: None,
                 polling: Some(running),
+                daemon: None,
             })
         }
     }
