@@ -19,6 +19,7 @@ mod faults;
 mod hostile;
 mod library;
 mod list;
+mod metrics;
 mod namespaces;
 mod notify;
 mod ownership;

@@ -57,3 +57,21 @@ impl KillTarget {
         self.0.signal(kill)
     }
 }
+
+pub use crate::sys::prog_stats::ProgramStats;
+
+/// The kernel's run counters of this process's own BPF programs (zero
+/// unless `kernel.bpf_stats_enabled` is 1).
+pub fn own_program_stats() -> Vec<ProgramStats> {
+    crate::sys::prog_stats::own_programs()
+}
+
+/// This process's CPU time in seconds and resident memory in bytes.
+pub fn own_usage() -> Option<(f64, u64)> {
+    let reader = crate::sys::usage::UsageReader::new();
+    let u = reader.read(std::process::id())?;
+    Some((
+        u.cpu_ticks as f64 / reader.ticks_per_second() as f64,
+        u.rss_bytes,
+    ))
+}

@@ -179,6 +179,9 @@ pub struct DaemonArgs {
     /// Show each alert as a desktop notification (needs a session bus: for a root daemon, run `portwatch notify` in the user's session instead)
     #[arg(long)]
     pub notify: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), e.g. 127.0.0.1:9187
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
@@ -307,6 +310,9 @@ pub struct WatchArgs {
     /// Print event, loss and resync counters on exit
     #[arg(long)]
     pub stats: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), e.g. 127.0.0.1:9187
+    #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
+    pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -2,7 +2,7 @@
 //! the monitor reloads the rules when their file changes. With
 //! `--socket`, it also serves its events to local clients.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use portwatch::{
     Monitor, MonitorConfig, MonitorEvent, ResyncReason,
@@ -12,10 +12,19 @@ use portwatch::{
     serve::{self, Hub, Server},
 };
 
-use crate::{args::DaemonArgs, deliver::Deliveries, shutdown::Shutdown, sink::Sink};
+use crate::{
+    args::DaemonArgs,
+    deliver::Deliveries,
+    metrics::{self, Metrics},
+    shutdown::Shutdown,
+    sink::Sink,
+};
 
 /// How often a client that fell behind is checked for having caught up.
 const RECOVER_EVERY: Duration = Duration::from_millis(50);
+/// How often the kernel's counters are read for the metrics (each read
+/// is a syscall: not per event).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (engine, sample_interval) = args.config()?;
@@ -27,6 +36,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     let rules = store::load(&path)?;
     let mut shutdown = Shutdown::install()?;
+    // Bound before the programs load: a taken address fails at once.
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new()?);
+            metrics::serve(addr, m.clone()).await?;
+            Some(m)
+        }
+        None => None,
+    };
+    let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
     let n_rules = rules.file.rules.len();
     let mut monitor = Monitor::start(MonitorConfig {
         engine,
@@ -56,6 +75,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             ev = monitor.next() => {
                 let ev = ev?;
                 ready |= matches!(ev, MonitorEvent::Ready(_));
+                if let Some(m) = &metrics {
+                    m.observe(&ev);
+                }
                 hub.publish(&ev, &mut in_tree);
                 deliver(&mut deliveries, &ev);
                 print(&mut sink, ev, n_rules, &path)?;
@@ -78,6 +100,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     sink.flush()?;
                 } else {
                     eprintln!("portwatch: delivery failed: {failure}");
+                }
+            }
+            _ = metrics_tick.tick(), if metrics.is_some() => {
+                if let Some(m) = &metrics {
+                    m.stats(&monitor.stats());
+                    m.set_clients(hub.len());
                 }
             }
             _ = recover.tick(), if hub.has_lost() => {

@@ -6,6 +6,7 @@ mod connect;
 mod daemon;
 mod deliver;
 mod list;
+mod metrics;
 mod notify;
 mod shutdown;
 mod sink;

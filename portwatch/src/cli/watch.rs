@@ -1,11 +1,16 @@
 //! `portwatch watch`: the baseline, a ready line, then every change live.
 
-use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use chrono::Utc;
 use portwatch::{Monitor, MonitorConfig, MonitorEvent, Proto, output};
 
-use crate::{args::WatchArgs, shutdown::Shutdown, sink::Sink};
+use crate::{
+    args::WatchArgs,
+    metrics::{self, Metrics},
+    shutdown::Shutdown,
+    sink::Sink,
+};
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.connect {
@@ -17,6 +22,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         ..MonitorConfig::default()
     };
     let mut shutdown = Shutdown::install()?;
+    // Bound before the programs load: a taken address fails at once.
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new()?);
+            metrics::serve(addr, m.clone()).await?;
+            Some(m)
+        }
+        None => None,
+    };
     let mut monitor = Monitor::start(config.clone())?;
     if let Some(reason) = monitor.fallback_reason() {
         eprintln!(
@@ -33,34 +47,47 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if !sink.is_json() {
         sink.line(&output::event_header())?;
     }
-    monitor
-        .run_until(shutdown.requested(), |ev, more_queued| {
-            // Messages on stderr come after the lines before them.
-            if !matches!(ev, MonitorEvent::Port(_)) {
-                sink.flush()?;
-            }
-            match ev {
-                MonitorEvent::Port(ev) => sink.event(&ev)?,
-                MonitorEvent::Ready(r) if sink.is_json() => {
-                    sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
+    loop {
+        let ev = tokio::select! {
+            () = &mut stop => break,
+            ev = monitor.next() => ev?,
+            _ = tick.tick(), if metrics.is_some() => {
+                if let Some(m) = &metrics {
+                    m.stats(&monitor.stats());
                 }
-                MonitorEvent::Ready(r) => eprintln!(
-                    "portwatch: watching {watched} with {} ({} already open); Ctrl-C stops",
-                    r.backend, r.listeners
-                ),
-                MonitorEvent::Resync(s) if sink.is_json() => {
-                    sink.line(&output::resync_json(&s))?;
-                }
-                MonitorEvent::Resync(s) => eprintln!("portwatch: {}", output::resync_text(&s)),
-                MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
-                MonitorEvent::Alert(_) => {}
+                continue;
             }
-            if !more_queued {
-                sink.flush()?;
+        };
+        if let Some(m) = &metrics {
+            m.observe(&ev);
+        }
+        // Messages on stderr come after the lines before them.
+        if !matches!(ev, MonitorEvent::Port(_)) {
+            sink.flush()?;
+        }
+        match ev {
+            MonitorEvent::Port(ev) => sink.event(&ev)?,
+            MonitorEvent::Ready(r) if sink.is_json() => {
+                sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
             }
-            Ok::<_, anyhow::Error>(ControlFlow::Continue(()))
-        })
-        .await?;
+            MonitorEvent::Ready(r) => eprintln!(
+                "portwatch: watching {watched} with {} ({} already open); Ctrl-C stops",
+                r.backend, r.listeners
+            ),
+            MonitorEvent::Resync(s) if sink.is_json() => {
+                sink.line(&output::resync_json(&s))?;
+            }
+            MonitorEvent::Resync(s) => eprintln!("portwatch: {}", output::resync_text(&s)),
+            MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
+            MonitorEvent::Alert(_) => {}
+        }
+        if !monitor.has_queued() {
+            sink.flush()?;
+        }
+    }
     if args.stats {
         let stats = monitor.stats();
         if sink.is_json() {

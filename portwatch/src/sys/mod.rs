@@ -17,6 +17,7 @@ pub(crate) mod netns;
 pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
 pub(crate) mod procinfo;
+pub(crate) mod prog_stats;
 pub(crate) mod sock_diag;
 pub(crate) mod socket_table;
 pub(crate) mod tracefs;

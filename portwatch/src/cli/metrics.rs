@@ -1,0 +1,339 @@
+//! `--metrics ADDR`: Prometheus metrics at `/metrics` (the prometheus
+//! crate, text format),
+//! `/healthz` and `/readyz`, served by axum. Labels take only values
+//! from small fixed sets (event kind, protocol, resync reason, severity)
+//! or from the rules file (rule ids) and the program names: never a pid,
+//! port, address or process name, so 50,000 listeners make no more series
+//! than one.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use anyhow::Context as _;
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use portwatch::{Change, MonitorEvent, Stats, host, monitor::NoticeKind};
+use prometheus::{
+    Counter, CounterVec, Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Cumulative counts read from elsewhere, as last seen: counters grow by
+/// the difference.
+#[derive(Default)]
+struct Last {
+    drops: u64,
+    owners_full: u64,
+    cpu_seconds: f64,
+    programs: Vec<(String, u64, u64)>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    events: IntCounterVec,
+    drops: IntCounter,
+    resyncs: IntCounterVec,
+    corrections: IntCounterVec,
+    owners_full: IntCounter,
+    listeners: IntGaugeVec,
+    alerts: IntCounterVec,
+    reloads: IntCounterVec,
+    clients: IntGauge,
+    program_time: CounterVec,
+    program_runs: IntCounterVec,
+    cpu: Counter,
+    rss: IntGauge,
+    ready: AtomicBool,
+    last: Mutex<Last>,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(format!("portwatch_{name}"), help)
+}
+
+impl Metrics {
+    /// Every metric, registered. Fails only on a name or label mistake
+    /// in this file.
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let m = Self {
+            events: IntCounterVec::new(
+                opts("events_total", "Listeners reported opened or closed"),
+                &["event", "proto"],
+            )?,
+            drops: IntCounter::with_opts(opts(
+                "kernel_drops_total",
+                "Kernel events dropped because the ring buffer was full",
+            ))?,
+            resyncs: IntCounterVec::new(
+                opts("resyncs_total", "procfs resyncs, by reason"),
+                &["reason"],
+            )?,
+            corrections: IntCounterVec::new(
+                opts(
+                    "resync_corrections_total",
+                    "Listeners a resync found opened or closed that events had missed",
+                ),
+                &["reason", "change"],
+            )?,
+            owners_full: IntCounter::with_opts(opts(
+                "owners_untracked_total",
+                "Listeners whose owner the kernel map had no room for",
+            ))?,
+            listeners: IntGaugeVec::new(
+                opts("listeners", "Listeners open now (TCP listening, UDP bound)"),
+                &["proto"],
+            )?,
+            alerts: IntCounterVec::new(
+                opts("alerts_total", "Alerts fired, by rule and severity"),
+                &["rule_id", "severity"],
+            )?,
+            reloads: IntCounterVec::new(
+                opts("rules_reloads_total", "Rules file reloads, by result"),
+                &["result"],
+            )?,
+            clients: IntGauge::with_opts(opts(
+                "socket_clients",
+                "Clients connected to the event socket",
+            ))?,
+            program_time: CounterVec::new(
+                opts(
+                    "bpf_program_run_time_seconds_total",
+                    "Kernel run time of each eBPF program (while kernel.bpf_stats_enabled is 1)",
+                ),
+                &["program"],
+            )?,
+            program_runs: IntCounterVec::new(
+                opts(
+                    "bpf_program_runs_total",
+                    "Runs of each eBPF program (while kernel.bpf_stats_enabled is 1)",
+                ),
+                &["program"],
+            )?,
+            cpu: Counter::with_opts(opts("process_cpu_seconds_total", "CPU time portwatch used"))?,
+            rss: IntGauge::with_opts(opts(
+                "process_resident_memory_bytes",
+                "portwatch's resident memory",
+            ))?,
+            registry,
+            ready: AtomicBool::new(false),
+            last: Mutex::new(Last::default()),
+        };
+        m.registry.register(Box::new(m.events.clone()))?;
+        m.registry.register(Box::new(m.drops.clone()))?;
+        m.registry.register(Box::new(m.resyncs.clone()))?;
+        m.registry.register(Box::new(m.corrections.clone()))?;
+        m.registry.register(Box::new(m.owners_full.clone()))?;
+        m.registry.register(Box::new(m.listeners.clone()))?;
+        m.registry.register(Box::new(m.alerts.clone()))?;
+        m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry.register(Box::new(m.clients.clone()))?;
+        m.registry.register(Box::new(m.program_time.clone()))?;
+        m.registry.register(Box::new(m.program_runs.clone()))?;
+        m.registry.register(Box::new(m.cpu.clone()))?;
+        m.registry.register(Box::new(m.rss.clone()))?;
+        // Present from the start, at 0, for both protocols.
+        for proto in ["tcp", "udp"] {
+            m.listeners.with_label_values(&[proto]).set(0);
+        }
+        Ok(m)
+    }
+
+    /// Counts what the monitor reported.
+    pub fn observe(&self, ev: &MonitorEvent) {
+        match ev {
+            MonitorEvent::Port(p) => {
+                let proto = p.listener.proto.as_str();
+                self.events
+                    .with_label_values(&[p.change.as_str(), proto])
+                    .inc();
+                let open = self.listeners.with_label_values(&[proto]);
+                match p.change {
+                    Change::Opened => open.inc(),
+                    Change::Closed => open.dec(),
+                }
+            }
+            MonitorEvent::Ready(_) => self.ready.store(true, Ordering::Relaxed),
+            MonitorEvent::Resync(s) => {
+                let reason = s.reason.as_str();
+                self.resyncs.with_label_values(&[reason]).inc();
+                for (change, n) in [("opened", s.opened), ("closed", s.closed)] {
+                    self.corrections
+                        .with_label_values(&[reason, change])
+                        .inc_by(n as u64);
+                }
+            }
+            MonitorEvent::Alert(a) => {
+                let rule = portwatch::safe_text::safe_str(&a.rule_id);
+                self.alerts
+                    .with_label_values(&[rule.as_str(), a.severity.as_str()])
+                    .inc();
+            }
+            MonitorEvent::Notice(n) => {
+                let result = match n.kind {
+                    NoticeKind::RulesReloaded => "ok",
+                    NoticeKind::RulesError => "failed",
+                    NoticeKind::Warning => return,
+                };
+                self.reloads.with_label_values(&[result]).inc();
+            }
+        }
+    }
+
+    /// The engine's counters (read about once a second).
+    pub fn stats(&self, stats: &Stats) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        self.drops.inc_by(stats.drops.saturating_sub(last.drops));
+        self.owners_full
+            .inc_by(stats.owners_full.saturating_sub(last.owners_full));
+        last.drops = last.drops.max(stats.drops);
+        last.owners_full = last.owners_full.max(stats.owners_full);
+    }
+
+    pub fn set_clients(&self, n: usize) {
+        self.clients.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// What is read when scraped: this process's own usage and programs.
+    fn refresh(&self) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if let Some((cpu, rss)) = host::own_usage() {
+            self.cpu.inc_by((cpu - last.cpu_seconds).max(0.0));
+            last.cpu_seconds = last.cpu_seconds.max(cpu);
+            self.rss.set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
+        for p in host::own_program_stats() {
+            let seen = last.programs.iter_mut().find(|(n, _, _)| *n == p.name);
+            let (time0, runs0) = seen.as_ref().map_or((0, 0), |(_, t, r)| (*t, *r));
+            self.program_time
+                .with_label_values(&[p.name.as_str()])
+                .inc_by(p.run_time_ns.saturating_sub(time0) as f64 / 1e9);
+            self.program_runs
+                .with_label_values(&[p.name.as_str()])
+                .inc_by(p.run_count.saturating_sub(runs0));
+            match seen {
+                Some(s) => *s = (p.name, p.run_time_ns.max(time0), p.run_count.max(runs0)),
+                None => last.programs.push((p.name, p.run_time_ns, p.run_count)),
+            }
+        }
+    }
+}
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    m.refresh();
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&m.registry.gather(), &mut body) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                encoder.format_type().to_string(),
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(axum::http::header::CONTENT_TYPE, "text/plain".to_string())],
+            format!("cannot encode the metrics: {e}\n").into_bytes(),
+        ),
+    }
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if m.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "attaching the programs and taking the baseline\n",
+        )
+    }
+}
+
+/// Binds `addr` and serves in the background.
+pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(m);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("the metrics server stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use portwatch::{Listener, PortEvent, Proto, Source};
+
+    use super::*;
+
+    fn open(port: u16, pid: u32) -> MonitorEvent {
+        MonitorEvent::Port(PortEvent {
+            change: Change::Opened,
+            listener: Listener {
+                proto: Proto::Tcp,
+                address: "10.0.0.1".parse().unwrap(),
+                port,
+                pid,
+                comm: format!("proc{pid}"),
+                uid: pid,
+                cookie: None,
+                inode: None,
+                netns: u64::from(pid),
+                cgroup: format!("/c{pid}"),
+                container: None,
+                opened_at: None,
+            },
+            ts: Utc::now(),
+            source: Source::Ebpf,
+        })
+    }
+
+    /// 10,000 listeners of 10,000 processes make no more series than one.
+    #[test]
+    fn series_stay_bounded_whatever_the_listeners() {
+        let m = Metrics::new().unwrap();
+        let series = |m: &Metrics| -> usize {
+            m.registry
+                .gather()
+                .iter()
+                .map(|f| f.get_metric().len())
+                .sum()
+        };
+        m.observe(&open(1, 1));
+        let one = series(&m);
+        for i in 0..10_000u32 {
+            m.observe(&open(u16::try_from(i % 60_000).unwrap(), i));
+        }
+        assert_eq!(series(&m), one);
+        let text = {
+            let mut body = Vec::new();
+            TextEncoder::new()
+                .encode(&m.registry.gather(), &mut body)
+                .unwrap();
+            String::from_utf8(body).unwrap()
+        };
+        assert!(
+            text.contains("portwatch_listeners{proto=\"tcp\"} 10001"),
+            "{text}"
+        );
+        assert!(text.contains("portwatch_events_total{event=\"opened\",proto=\"tcp\"} 10001"));
+    }
+}
