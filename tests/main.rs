@@ -25,6 +25,7 @@ mod notify;
 mod ownership;
 mod process_tree;
 mod resync;
+mod service;
 mod socket;
 mod startup_errors;
 mod tui;

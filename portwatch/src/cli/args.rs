@@ -182,6 +182,9 @@ pub struct DaemonArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), e.g. 127.0.0.1:9187
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// What portwatch says on stderr: text lines, or one JSON object per line (for journald and log shippers)
+    #[arg(long, value_enum, default_value_t = crate::log::LogFormat::Text)]
+    pub log_format: crate::log::LogFormat,
     /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
@@ -313,6 +316,9 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), e.g. 127.0.0.1:9187
     #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// What portwatch says on stderr: text lines, or one JSON object per line (for journald and log shippers)
+    #[arg(long, value_enum, default_value_t = crate::log::LogFormat::Text)]
+    pub log_format: crate::log::LogFormat,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -57,7 +57,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         settle: args.engine.settle(),
     })?;
     if let Some(reason) = monitor.fallback_reason() {
-        eprintln!("portwatch: warning: eBPF unavailable ({reason}); polling procfs instead");
+        crate::log::warn(&format!(
+            "eBPF unavailable ({reason}); polling procfs instead"
+        ));
     }
     let mut server = socket.map(Server::start).transpose()?;
     let mut deliveries = Deliveries::start(&delivery)?;
@@ -99,7 +101,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     sink.line(&output::delivery_error_json(&failure, &chrono::Utc::now()))?;
                     sink.flush()?;
                 } else {
-                    eprintln!("portwatch: delivery failed: {failure}");
+                    crate::log::warn(&format!("delivery failed: {failure}"));
                 }
             }
             _ = metrics_tick.tick(), if metrics.is_some() => {
@@ -147,22 +149,22 @@ fn print(
         MonitorEvent::Ready(r) if sink.is_json() => {
             sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
         }
-        MonitorEvent::Ready(r) => eprintln!(
-            "portwatch: watching with {n_rules} rules from {} ({} listeners already open)",
+        MonitorEvent::Ready(r) => crate::log::info(&format!(
+            "watching with {n_rules} rules from {} ({} listeners already open)",
             path.display(),
             r.listeners
-        ),
+        )),
         MonitorEvent::Alert(a) if sink.is_json() => sink.line(&output::alert_json(&a))?,
         MonitorEvent::Alert(a) => sink.line(&output::alert_line(&a))?,
         MonitorEvent::Notice(n) if sink.is_json() && n.kind != NoticeKind::Warning => {
             sink.line(&output::notice_json(&n))?;
         }
-        MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
+        MonitorEvent::Notice(n) => crate::log::notice(&n),
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops && sink.is_json() => {
             sink.line(&output::events_lost_json(&s))?;
         }
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
-            eprintln!("portwatch: {}", output::resync_text(&s));
+            crate::log::info(&output::resync_text(&s));
         }
         MonitorEvent::Port(_) | MonitorEvent::Resync(_) => {}
     }

@@ -6,6 +6,7 @@ mod connect;
 mod daemon;
 mod deliver;
 mod list;
+mod log;
 mod metrics;
 mod notify;
 mod shutdown;
@@ -26,7 +27,12 @@ fn main() -> ExitCode {
         Some(c) => c,
     };
     // The terminal UI owns the screen: diagnostics go to a file, if any.
-    init_tracing(matches!(command, Command::Tui(_)));
+    let format = match &command {
+        Command::Daemon(a) => a.log_format,
+        Command::Watch(a) => a.log_format,
+        _ => log::LogFormat::Text,
+    };
+    log::init(format, matches!(command, Command::Tui(_)));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
         Err(e) if sink::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // Library errors are whole sentences that already name their cause.
-            eprintln!("portwatch: {e}");
+            log::error(&e.to_string());
             // A pid or namespace that cannot be watched is a usage error,
             // like a bad flag.
             match e.downcast_ref::<portwatch::Error>() {
@@ -64,31 +70,5 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
-    }
-}
-
-/// Diagnostics go to stderr through `tracing`; `RUST_LOG` selects them.
-/// In the terminal UI they go to the file `PORTWATCH_LOG` names, if any,
-/// and nowhere else: the screen is the UI's.
-fn init_tracing(tui: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if !tui {
-        builder.with_writer(std::io::stderr).init();
-        return;
-    }
-    match std::env::var_os("PORTWATCH_LOG").and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    }) {
-        Some(file) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
-            .init(),
-        None => builder.with_writer(std::io::sink).init(),
     }
 }

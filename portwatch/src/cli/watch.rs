@@ -33,10 +33,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     };
     let mut monitor = Monitor::start(config.clone())?;
     if let Some(reason) = monitor.fallback_reason() {
-        eprintln!(
-            "portwatch: warning: eBPF unavailable ({reason}); polling procfs every {:?} instead",
+        crate::log::warn(&format!(
+            "eBPF unavailable ({reason}); polling procfs every {:?} instead",
             config.engine.poll_interval
-        );
+        ));
     }
     let watched = match config.engine.filter.proto {
         Some(Proto::Tcp) => "TCP listeners",
@@ -73,15 +73,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             MonitorEvent::Ready(r) if sink.is_json() => {
                 sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
             }
-            MonitorEvent::Ready(r) => eprintln!(
-                "portwatch: watching {watched} with {} ({} already open); Ctrl-C stops",
+            MonitorEvent::Ready(r) => crate::log::info(&format!(
+                "watching {watched} with {} ({} already open); Ctrl-C stops",
                 r.backend, r.listeners
-            ),
+            )),
             MonitorEvent::Resync(s) if sink.is_json() => {
                 sink.line(&output::resync_json(&s))?;
             }
-            MonitorEvent::Resync(s) => eprintln!("portwatch: {}", output::resync_text(&s)),
-            MonitorEvent::Notice(n) => eprintln!("portwatch: {}", n.message),
+            MonitorEvent::Resync(s) => crate::log::info(&output::resync_text(&s)),
+            MonitorEvent::Notice(n) => crate::log::notice(&n),
             MonitorEvent::Alert(_) => {}
         }
         if !monitor.has_queued() {
@@ -93,10 +93,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         if sink.is_json() {
             sink.line(&output::stats_json(&stats, &Utc::now()))?;
         } else {
-            eprintln!(
-                "portwatch: {} events, {} dropped, {} resyncs, {} owners not tracked, {} ports not found",
+            crate::log::info(&format!(
+                "{} events, {} dropped, {} resyncs, {} owners not tracked, {} ports not found",
                 stats.events, stats.drops, stats.resyncs, stats.owners_full, stats.unresolved
-            );
+            ));
         }
     }
     sink.flush()?;
