@@ -68,3 +68,77 @@ fn with_log_format_json_every_stderr_line_is_a_json_object() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn unit() -> String {
+    format!(
+        "{}/../packaging/portwatch.service",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// The unit's exposure score, as `systemd-analyze security` rates it
+/// offline: 3.1 when written; it fails past 3.5.
+#[test]
+fn the_unit_is_hardened() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=35", &unit()])
+        .output()
+        .expect("systemd-analyze (systemd) is needed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Overall exposure level for portwatch.service: 3."),
+        "{text}"
+    );
+}
+
+/// Type=notify: READY=1 once the programs are attached and the baseline
+/// is out, WATCHDOG=1 from the event loop, STOPPING=1 on SIGTERM, on the
+/// socket systemd names.
+#[test]
+fn readiness_and_watchdog_reach_the_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("portwatch-notify-socket-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("alerts.json");
+    std::fs::write(&rules, r#"{"rules":[]}"#).unwrap();
+    let path = dir.join("notify.sock");
+    let systemd = UnixDatagram::bind(&path).unwrap();
+    systemd
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let d = Watcher::spawn_command(
+        Command::new(BIN)
+            .args(["daemon", "--json", "--alerts", rules.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "200000"),
+    );
+    // Pings may come while the baseline is written; READY once it is out.
+    let first = loop {
+        let m = next();
+        if m != "WATCHDOG=1\n" {
+            break m;
+        }
+    };
+    assert_eq!(first, "READY=1\n");
+    assert_eq!(next(), "WATCHDOG=1\n");
+    assert_eq!(next(), "WATCHDOG=1\n");
+    let (status, _, _) = d.stop();
+    assert!(status.success());
+    loop {
+        match next().as_str() {
+            "WATCHDOG=1\n" => continue,
+            other => {
+                assert_eq!(other, "STOPPING=1\n");
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

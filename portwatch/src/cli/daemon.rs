@@ -46,6 +46,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
+    // Under systemd (Type=notify): pinged from this loop at half the
+    // watchdog interval, so a stuck loop is restarted.
+    let watchdog = sd_notify::watchdog_enabled();
+    let watchdog_every = watchdog.map_or(Duration::from_secs(3600), |d| d / 2);
+    let mut watchdog_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + watchdog_every, watchdog_every);
     let n_rules = rules.file.rules.len();
     let mut monitor = Monitor::start(MonitorConfig {
         engine,
@@ -76,7 +82,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             () = &mut stop => break,
             ev = monitor.next() => {
                 let ev = ev?;
-                ready |= matches!(ev, MonitorEvent::Ready(_));
+                if matches!(ev, MonitorEvent::Ready(_)) {
+                    ready = true;
+                    // Programs attached, the baseline out: systemd may
+                    // start what comes after portwatch.
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                }
                 if let Some(m) = &metrics {
                     m.observe(&ev);
                 }
@@ -104,6 +115,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     crate::log::warn(&format!("delivery failed: {failure}"));
                 }
             }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
             _ = metrics_tick.tick(), if metrics.is_some() => {
                 if let Some(m) = &metrics {
                     m.stats(&monitor.stats());
@@ -115,6 +129,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     sink.flush()?;
     Ok(())
 }
