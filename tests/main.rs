@@ -15,6 +15,7 @@ mod backends;
 mod containers;
 mod daemon;
 mod delivery;
+mod doctor;
 mod faults;
 mod hostile;
 mod library;

@@ -75,3 +75,8 @@ pub fn own_usage() -> Option<(f64, u64)> {
         u.rss_bytes,
     ))
 }
+
+/// What `portwatch doctor` checks, read from this host.
+pub fn doctor_facts() -> crate::doctor::Facts {
+    crate::sys::facts::read()
+}

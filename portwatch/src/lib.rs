@@ -17,6 +17,7 @@
 //!   API ([`watcher::PortWatcher`]) and an async stream.
 
 pub mod container;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod event;

@@ -38,6 +38,12 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Show a running daemon's alerts as desktop notifications, in your session (no root needed)
     Notify(NotifyArgs),
+    /// Check what portwatch needs here, in order, and name the first blocker with its fix
+    Doctor {
+        /// One JSON object instead of lines
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,6 +5,7 @@ mod args;
 mod connect;
 mod daemon;
 mod deliver;
+mod doctor;
 mod list;
 mod log;
 mod metrics;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             Command::Alerts(cmd) => alerts::run(cmd),
             Command::Daemon(args) => daemon::run(args).await,
             Command::Notify(args) => notify::run(args).await,
+            Command::Doctor { json } => doctor::run(json).await,
         }
     });
     match result {

@@ -9,6 +9,7 @@ pub(crate) mod btf;
 pub(crate) mod cgroup;
 pub(crate) mod clock;
 pub(crate) mod container_names;
+pub(crate) mod facts;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod file_watch;
