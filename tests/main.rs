@@ -24,6 +24,7 @@ mod metrics;
 mod namespaces;
 mod notify;
 mod ownership;
+mod package;
 mod process_tree;
 mod resync;
 mod service;

@@ -25,6 +25,8 @@ enum Task {
     Setup,
     /// Build the release binary (eBPF programs embedded) into target/release/portwatch
     Build,
+    /// Build the Debian package (cargo-deb) into target/debian/
+    Package,
     /// Build, then run portwatch as root with the given arguments
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -109,8 +111,10 @@ fn run(cli: Cli) -> Result<()> {
         Task::UdpChurn { seconds, cpu } => bench::udp_churn_main(seconds, cpu),
         Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),
+        Task::Package => package(&root),
         Task::Test { args } => {
-            setup::ensure(&root)?;
+            // The package test installs what this builds.
+            package(&root)?;
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(&root)
                 .args(["test", "--release"])
@@ -124,11 +128,24 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The release binary, then the Debian package around it.
+fn package(root: &Path) -> Result<()> {
+    build(root)?;
+    let cargo_deb = setup::ensure_cargo_deb(root)?;
+    check(
+        Command::new(cargo_deb)
+            .current_dir(root)
+            .args(["--package", "portwatch", "--no-build", "--output"])
+            .arg(root.join("target/debian/portwatch.deb")),
+        "cargo deb",
+    )
+}
+
 fn build(root: &Path) -> Result<()> {
     setup::ensure(root)?;
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root)
-        .args(["build", "--release", "--package", "portwatch"]);
+        .args(["build", "--release", "--workspace"]);
     check(&mut cmd, "cargo build")
 }
 

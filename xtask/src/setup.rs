@@ -15,6 +15,39 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use crate::check;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// cargo-deb, installed under `.tools/` like bpf-linker: what
+/// `cargo xtask package` builds the Debian package with.
+pub fn ensure_cargo_deb(root: &Path) -> Result<PathBuf> {
+    let install_root = root.join(".tools/cargo-deb");
+    let bin = install_root.join("bin/cargo-deb");
+    let works = Command::new(&bin).arg("--version").output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)
+    });
+    if works {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing cargo-deb {CARGO_DEB_VERSION} into {}",
+        install_root.display()
+    );
+    check(
+        Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "cargo-deb",
+                "--locked",
+                "--force",
+                "--version",
+                CARGO_DEB_VERSION,
+            ])
+            .arg("--root")
+            .arg(&install_root),
+        "`cargo install cargo-deb`",
+    )?;
+    Ok(bin)
+}
 
 pub fn ensure(root: &Path) -> Result<()> {
     let nightly = nightly_info()?;

@@ -1,0 +1,63 @@
+//! The Debian package (`cargo xtask package`, which `cargo xtask test`
+//! runs first): installed with dpkg, its files and group in place, the
+//! installed binary runs, and a purge leaves nothing behind.
+
+use std::{path::Path, process::Command};
+
+fn dpkg(args: &[&str]) {
+    let out = Command::new("dpkg").args(args).output().expect("dpkg");
+    assert!(
+        out.status.success(),
+        "dpkg {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn has_group() -> bool {
+    Command::new("getent")
+        .args(["group", "portwatch"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_package_installs_runs_and_purges_cleanly() {
+    let deb = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/debian/portwatch.deb"
+    );
+    assert!(
+        Path::new(deb).exists(),
+        "{deb} is missing: `cargo xtask package` builds it (`cargo xtask test` does first)"
+    );
+    dpkg(&["-i", deb]);
+    for file in [
+        "/usr/bin/portwatch",
+        "/lib/systemd/system/portwatch.service",
+        "/etc/portwatch/alerts.json",
+        "/usr/share/doc/portwatch/README.md",
+    ] {
+        assert!(Path::new(file).exists(), "{file} is not installed");
+    }
+    assert!(has_group(), "the portwatch group was not created");
+    // The installed binary validates the installed rules.
+    let out = Command::new("/usr/bin/portwatch")
+        .args(["alerts", "validate", "/etc/portwatch/alerts.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dpkg(&["--purge", "portwatch"]);
+    for file in [
+        "/usr/bin/portwatch",
+        "/lib/systemd/system/portwatch.service",
+        "/etc/portwatch",
+    ] {
+        assert!(!Path::new(file).exists(), "{file} is left after a purge");
+    }
+    assert!(!has_group(), "the portwatch group is left after a purge");
+}
