@@ -142,3 +142,83 @@ fn readiness_and_watchdog_reach_the_notify_socket() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Waits until `path` holds text that `pred` accepts; its text.
+fn file_until(path: &std::path::Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if pred(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} in {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The shipper-independent path: event lines appended to a file that
+/// Debian's logrotate rotates; SIGHUP (its postrotate) makes portwatch
+/// open a new file, and no line is lost or lands in the wrong one.
+#[test]
+fn events_go_to_a_file_that_logrotate_rotates() {
+    let dir = std::env::temp_dir().join(format!("portwatch-logrotate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("events.jsonl");
+    let mut watch = Command::new(BIN)
+        .args(["watch", "--json", "--output"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    file_until(&file, "ready line", |t| t.contains("\"event\":\"ready\""));
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pa = a.local_addr().unwrap().port();
+    let opened = |port: u16| {
+        move |t: &str| {
+            t.contains(&format!("\"port\":{port},")) && t.contains("\"event\":\"opened\"")
+        }
+    };
+    file_until(&file, "the first listener", opened(pa));
+
+    let config = dir.join("logrotate.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "{} {{\n  rotate 1\n  postrotate\n    kill -HUP {}\n  endscript\n}}\n",
+            file.display(),
+            watch.id()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.join("state"))
+        .arg(&config)
+        .output()
+        .expect("logrotate (Debian's package) is needed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The new file appears when portwatch has opened it: a fence.
+    file_until(&file, "the new file", |_| file.exists());
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pb = b.local_addr().unwrap().port();
+    let new = file_until(&file, "the second listener", opened(pb));
+    let old = std::fs::read_to_string(dir.join("events.jsonl.1")).unwrap();
+    assert!(
+        opened(pa)(&old) && !old.contains(&format!("\"port\":{pb},")),
+        "{old}"
+    );
+    assert!(!new.contains(&format!("\"port\":{pa},")), "{new}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}

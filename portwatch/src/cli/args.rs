@@ -322,6 +322,9 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), e.g. 127.0.0.1:9187
     #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Append the lines to FILE instead of stdout; SIGHUP opens it again (after logrotate moved it)
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// What portwatch says on stderr: text lines, or one JSON object per line (for journald and log shippers)
     #[arg(long, value_enum, default_value_t = crate::log::LogFormat::Text)]
     pub log_format: crate::log::LogFormat,

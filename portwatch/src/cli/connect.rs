@@ -61,7 +61,8 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
     let filter = args.engine.config()?.filter;
     let mut shutdown = Shutdown::install()?;
     let mut lines = open(path, &filter).await?;
-    let mut sink = Sink::new(args.json);
+    let mut sink = Sink::chosen(args.json, args.output.as_deref())?;
+    let mut hangups = sink.hangups()?;
     if !sink.is_json() {
         sink.line(&output::event_header())?;
     }
@@ -71,6 +72,15 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
         let next = tokio::select! {
             () = &mut stop => break,
             next = next(&mut lines) => next,
+            Some(()) = async {
+                match hangups.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                sink.reopen()?;
+                continue;
+            }
         };
         let (line, v) = match next {
             Ok(x) => x,

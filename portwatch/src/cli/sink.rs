@@ -1,23 +1,80 @@
-//! Writes reports to stdout. Lines are held until [`Sink::flush`]: the
-//! caller flushes after the last event of a burst, so a reader sees each
-//! line as soon as nothing more is queued, and a burst costs one write.
+//! Writes reports to stdout, or to a file (`--output`) that is opened
+//! again on SIGHUP, after logrotate moved it. Lines are held until
+//! [`Sink::flush`]: the caller flushes after the last event of a burst,
+//! so a reader sees each line as soon as nothing more is queued, and a
+//! burst costs one write.
 
-use std::io::{self, BufWriter, Write as _};
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write},
+    path::{Path, PathBuf},
+};
 
 use portwatch::{PortEvent, output};
 
-/// Where reports go: JSON lines or aligned text on stdout.
+/// Where reports go: JSON lines or aligned text on stdout or in a file.
 pub struct Sink {
     json: bool,
-    out: BufWriter<io::StdoutLock<'static>>,
+    out: BufWriter<Box<dyn Write>>,
+    /// The file, when it is one.
+    path: Option<PathBuf>,
+}
+
+const BUFFER: usize = 64 * 1024;
+
+fn append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 impl Sink {
     pub fn new(json: bool) -> Self {
         Self {
             json,
-            out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+            out: BufWriter::with_capacity(BUFFER, Box::new(io::stdout().lock())),
+            path: None,
         }
+    }
+
+    /// Appends to `path`, created when missing.
+    pub fn to_file(json: bool, path: &Path) -> anyhow::Result<Self> {
+        let file =
+            append(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        Ok(Self {
+            json,
+            out: BufWriter::with_capacity(BUFFER, Box::new(file)),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Stdout, or `--output FILE`.
+    pub fn chosen(json: bool, output: Option<&Path>) -> anyhow::Result<Self> {
+        match output {
+            Some(path) => Self::to_file(json, path),
+            None => Ok(Self::new(json)),
+        }
+    }
+
+    /// SIGHUP, when the lines go to a file (which SIGHUP opens again).
+    pub fn hangups(&self) -> anyhow::Result<Option<tokio::signal::unix::Signal>> {
+        if self.path.is_none() {
+            return Ok(None);
+        }
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))
+    }
+
+    /// After a rotation moved the file away: what is buffered goes to the
+    /// old one, and from now on lines go to a new file at the path.
+    pub fn reopen(&mut self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        self.out.flush()?;
+        let file = append(path)
+            .map_err(|e| anyhow::anyhow!("cannot open {} again: {e}", path.display()))?;
+        self.out = BufWriter::with_capacity(BUFFER, Box::new(file));
+        Ok(())
     }
 
     pub fn is_json(&self) -> bool {

@@ -43,7 +43,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         Some(Proto::Udp) => "bound UDP ports",
         None => "TCP listeners and bound UDP ports",
     };
-    let mut sink = Sink::new(args.json);
+    let mut sink = Sink::chosen(args.json, args.output.as_deref())?;
+    let mut hangups = sink.hangups()?;
     if !sink.is_json() {
         sink.line(&output::event_header())?;
     }
@@ -54,6 +55,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         let ev = tokio::select! {
             () = &mut stop => break,
             ev = monitor.next() => ev?,
+            Some(()) = async {
+                match hangups.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                sink.reopen()?;
+                continue;
+            }
             _ = tick.tick(), if metrics.is_some() => {
                 if let Some(m) = &metrics {
                     m.stats(&monitor.stats());
