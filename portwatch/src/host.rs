@@ -77,6 +77,6 @@ pub fn own_usage() -> Option<(f64, u64)> {
 }
 
 /// What `portwatch doctor` checks, read from this host.
-pub fn doctor_facts() -> crate::doctor::Facts {
+pub fn doctor_facts() -> crate::facts::Facts {
     crate::sys::facts::read()
 }

@@ -21,6 +21,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod facts;
 pub mod filter;
 pub mod host;
 pub mod monitor;

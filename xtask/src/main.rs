@@ -144,8 +144,7 @@ fn package(root: &Path) -> Result<()> {
 fn build(root: &Path) -> Result<()> {
     setup::ensure(root)?;
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(root)
-        .args(["build", "--release", "--workspace"]);
+    cmd.current_dir(root).args(["build", "--release"]);
     check(&mut cmd, "cargo build")
 }
 

@@ -276,6 +276,7 @@ pub fn violations(graph: &Graph) -> Vec<String> {
         "container",
         "socket",
         "process",
+        "facts",
     ];
     for d in top.get("sys").into_iter().flatten() {
         if !plain.contains(&d.as_str()) {

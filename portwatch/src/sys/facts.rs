@@ -1,6 +1,6 @@
 //! The host facts `portwatch doctor` judges (see [`crate::doctor`]).
 
-use crate::doctor::Facts;
+use crate::facts::Facts;
 
 fn sysctl(path: &str) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
