@@ -14,6 +14,16 @@ use serde_json::Value;
 
 use crate::support::{Helper, NetNs, Watcher, free_port};
 
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// GET `path` from `port` on 127.0.0.1: (status line, body).
 fn get(port: u16, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -102,7 +112,7 @@ fn prometheus_scrapes_the_listener_count_that_ss_shows() {
     )
     .unwrap();
     let web = free_port();
-    let mut prometheus = Command::new("prometheus")
+    let prometheus = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -113,6 +123,8 @@ fn prometheus_scrapes_the_listener_count_that_ss_shows() {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (Debian's package) is needed");
+    // Killed however the test ends.
+    let _prometheus = Killed(prometheus);
     // Prometheus scrapes on its own schedule: ask until the answer is in.
     let query = "/api/v1/query?query=portwatch_listeners%7Bproto%3D%22tcp%22%7D";
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,8 +144,6 @@ fn prometheus_scrapes_the_listener_count_that_ss_shows() {
         assert!(Instant::now() < deadline, "Prometheus never had the metric");
         std::thread::sleep(Duration::from_millis(200));
     };
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
     assert_eq!(value, expected.to_string());
     let _ = fs::remove_dir_all(dir);
 }

@@ -21,8 +21,30 @@ fn has_group() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Purges the package however the test ends, so the machine keeps no
+/// package and no `portwatch` group.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "portwatch"]).output();
+    }
+}
+
+fn installed() -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "portwatch"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(" installed"))
+}
+
 #[test]
 fn the_package_installs_runs_and_purges_cleanly() {
+    // A portwatch installed here is someone's: not replaced by a test.
+    assert!(
+        !installed(),
+        "the portwatch package is installed on this machine; remove it to run this test"
+    );
     let deb = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../target/debian/portwatch.deb"
@@ -31,10 +53,11 @@ fn the_package_installs_runs_and_purges_cleanly() {
         Path::new(deb).exists(),
         "{deb} is missing: `cargo xtask package` builds it (`cargo xtask test` does first)"
     );
+    let _purge = Purge;
     dpkg(&["-i", deb]);
     for file in [
         "/usr/bin/portwatch",
-        "/lib/systemd/system/portwatch.service",
+        "/usr/lib/systemd/system/portwatch.service",
         "/etc/portwatch/alerts.json",
         "/usr/share/doc/portwatch/README.md",
     ] {
@@ -54,7 +77,7 @@ fn the_package_installs_runs_and_purges_cleanly() {
     dpkg(&["--purge", "portwatch"]);
     for file in [
         "/usr/bin/portwatch",
-        "/lib/systemd/system/portwatch.service",
+        "/usr/lib/systemd/system/portwatch.service",
         "/etc/portwatch",
     ] {
         assert!(!Path::new(file).exists(), "{file} is left after a purge");

@@ -26,7 +26,9 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -105,6 +107,8 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         (CAP_PERFMON, "CAP_PERFMON"),
         (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
         (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+        (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
     ]
     .into_iter()
     .filter(|(c, _)| !has(*c))
@@ -118,13 +122,21 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             Some("run as root (sudo), or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN"),
         )
     } else if missing.is_empty() {
-        check("capabilities", Ok, "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN".into(), None)
+        check(
+            "capabilities",
+            Ok,
+            "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH".into(),
+            None,
+        )
     } else {
         check(
             "capabilities",
             Warn,
-            format!("missing {}: no listen callback, no other namespaces", missing.join(", ")),
-            Some("grant CAP_NET_ADMIN and CAP_SYS_ADMIN too"),
+            format!(
+                "missing {}: no listen callback or UDP without CAP_NET_ADMIN, no other namespaces without CAP_SYS_ADMIN, other users' sockets without owners without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH",
+                missing.join(", ")
+            ),
+            Some("grant the capabilities listed"),
         )
     });
     out.push(match f.lockdown.as_deref() {
@@ -201,6 +213,8 @@ mod tests {
             cgroup2: Some("/sys/fs/cgroup".into()),
             cap_eff: (1 << CAP_BPF)
                 | (1 << CAP_PERFMON)
+                | (1 << CAP_SYS_PTRACE)
+                | (1 << CAP_DAC_READ_SEARCH)
                 | (1 << CAP_NET_ADMIN)
                 | (1 << CAP_SYS_ADMIN),
             lockdown: Some("none".into()),

@@ -18,6 +18,7 @@ pub struct Facts {
     pub lockdown: Option<String>,
     pub perf_event_paranoid: Option<i64>,
     pub unprivileged_bpf_disabled: Option<i64>,
-    /// RLIMIT_MEMLOCK, bytes (None: unlimited).
+    /// RLIMIT_MEMLOCK's hard limit, bytes (None: unlimited): portwatch
+    /// raises its soft limit up to it.
     pub memlock: Option<u64>,
 }

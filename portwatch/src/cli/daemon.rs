@@ -115,7 +115,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     crate::log::warn(&format!("delivery failed: {failure}"));
                 }
             }
-            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+            // From READY on: the loop that serves this tick is the one
+            // that reads the kernel's events.
+            _ = watchdog_tick.tick(), if watchdog.is_some() && ready => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             _ = metrics_tick.tick(), if metrics.is_some() => {

@@ -22,6 +22,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         ..MonitorConfig::default()
     };
     let mut shutdown = Shutdown::install()?;
+    // Before the programs load: a rotation's SIGHUP during start-up must
+    // not end the watch.
+    let mut sink = Sink::chosen(args.json, args.output.as_deref())?;
+    let mut hangups = sink.hangups()?;
     // Bound before the programs load: a taken address fails at once.
     let metrics = match args.metrics {
         Some(addr) => {
@@ -43,8 +47,6 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         Some(Proto::Udp) => "bound UDP ports",
         None => "TCP listeners and bound UDP ports",
     };
-    let mut sink = Sink::chosen(args.json, args.output.as_deref())?;
-    let mut hangups = sink.hangups()?;
     if !sink.is_json() {
         sink.line(&output::event_header())?;
     }

@@ -26,7 +26,9 @@ pub(crate) fn read() -> Facts {
             let end = t[start..].find(']')? + start;
             Some(t[start..end].to_string())
         });
-    let memlock = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+    // The hard limit: portwatch raises its soft limit up to it.
+    let memlock = rustix::process::getrlimit(rustix::process::Resource::Memlock).maximum;
+    let securityfs = mounts.iter().any(|m| m.fs_type == "securityfs");
     Facts {
         kernel: rustix::system::uname()
             .release()
@@ -36,7 +38,11 @@ pub(crate) fn read() -> Facts {
         tracefs,
         cgroup2: super::cgroup::root_dir().map(|p| p.display().to_string()),
         cap_eff: status.map_or(0, |s| s.capeff),
-        lockdown,
+        lockdown: if securityfs {
+            lockdown
+        } else {
+            Some("unknown (securityfs is not mounted)".into())
+        },
         perf_event_paranoid: sysctl("/proc/sys/kernel/perf_event_paranoid"),
         unprivileged_bpf_disabled: sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
         memlock,
