@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     monitors::BPFTRACE_LISTEN,
-    util::{Lines, median, prog_stats},
+    util::{Lines, median, prog_stats, programs_json, set_bpf_stats},
 };
 
 /// Close without TIME_WAIT, so a long churn never runs out of ports.
@@ -138,13 +138,6 @@ fn start(mode: Mode, root: &Path) -> Result<Option<Lines>> {
     Ok(Some(lines))
 }
 
-fn set_bpf_stats(on: bool) {
-    let _ = std::fs::write(
-        "/proc/sys/kernel/bpf_stats_enabled",
-        if on { "1" } else { "0" },
-    );
-}
-
 /// Runs every mode once per round for `rounds` rounds of `seconds` each,
 /// the order rotated each round so that no mode always runs first or
 /// last; then one run per monitor with `kernel.bpf_stats_enabled` for the
@@ -200,19 +193,7 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
         set_bpf_stats(false);
         mon.stop();
         let connections = (rate * seconds).max(1.0);
-        let programs: Vec<Value> = stats
-            .iter()
-            .filter(|p| p.run_cnt > 0)
-            .map(|p| {
-                json!({
-                    "name": p.name,
-                    "type": p.prog_type,
-                    "run_cnt": p.run_cnt,
-                    "ns_per_run": p.run_time_ns as f64 / p.run_cnt as f64,
-                    "runs_per_connection": p.run_cnt as f64 / connections,
-                })
-            })
-            .collect();
+        let programs = programs_json(&stats, "runs_per_connection", connections);
         let total_ns: u64 = stats.iter().map(|p| p.run_time_ns).sum();
         per_run.push(json!({
             "mode": mode.name(),

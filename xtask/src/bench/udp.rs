@@ -18,7 +18,7 @@ use super::{
     churn::pin_to_cpu,
     latency,
     monitors::{self, Proto, Tool},
-    util::{median, prog_stats, stop_child},
+    util::{median, prog_stats, programs_json, set_bpf_stats, stop_child},
 };
 
 /// One churning process (`xtask udp-churn SECONDS CPU`): socket, bind to
@@ -135,13 +135,6 @@ fn churn_with(tool: Option<Tool>, root: &Path, seconds: f64) -> Result<(f64, Opt
     }
 }
 
-fn set_bpf_stats(on: bool) {
-    let _ = std::fs::write(
-        "/proc/sys/kernel/bpf_stats_enabled",
-        if on { "1" } else { "0" },
-    );
-}
-
 /// The churn for every mode in `rounds` rotated rounds of `seconds`, one
 /// more portwatch run with bpf_stats, then latency and completeness.
 pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize) -> Result<Value> {
@@ -188,18 +181,7 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
     set_bpf_stats(false);
     pw.stop()?;
     let sockets = (rate * seconds).max(1.0);
-    let programs: Vec<Value> = stats
-        .iter()
-        .filter(|p| p.run_cnt > 0)
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "type": p.prog_type,
-                "ns_per_run": p.run_time_ns as f64 / p.run_cnt as f64,
-                "runs_per_socket": p.run_cnt as f64 / sockets,
-            })
-        })
-        .collect();
+    let programs = programs_json(&stats, "runs_per_socket", sockets);
     let total_ns: u64 = stats.iter().map(|p| p.run_time_ns).sum();
 
     let tools = [Tool::Portwatch, Tool::Poller];

@@ -229,3 +229,31 @@ pub fn stop_child(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Turns the kernel's per-program run counting (`kernel.bpf_stats_enabled`)
+/// on or off.
+pub fn set_bpf_stats(on: bool) {
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if on { "1" } else { "0" },
+    );
+}
+
+/// Each program that ran: its name, type, runs, ns per run, and runs per
+/// unit of work (`per_key`, out of `units`).
+pub fn programs_json(stats: &[ProgStats], per_key: &str, units: f64) -> Vec<serde_json::Value> {
+    stats
+        .iter()
+        .filter(|p| p.run_cnt > 0)
+        .map(|p| {
+            let mut v = serde_json::json!({
+                "name": p.name,
+                "type": p.prog_type,
+                "run_cnt": p.run_cnt,
+                "ns_per_run": p.run_time_ns as f64 / p.run_cnt as f64,
+            });
+            v[per_key] = (p.run_cnt as f64 / units).into();
+            v
+        })
+        .collect()
+}
