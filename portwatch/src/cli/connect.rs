@@ -72,12 +72,7 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
         let next = tokio::select! {
             () = &mut stop => break,
             next = next(&mut lines) => next,
-            Some(()) = async {
-                match hangups.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            Some(()) = crate::sink::hangup(&mut hangups) => {
                 sink.reopen()?;
                 continue;
             }

@@ -2,7 +2,7 @@
 //! the monitor reloads the rules when their file changes. With
 //! `--socket`, it also serves its events to local clients.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use portwatch::{
     Monitor, MonitorConfig, MonitorEvent, ResyncReason,
@@ -12,13 +12,7 @@ use portwatch::{
     serve::{self, Hub, Server},
 };
 
-use crate::{
-    args::DaemonArgs,
-    deliver::Deliveries,
-    metrics::{self, Metrics},
-    shutdown::Shutdown,
-    sink::Sink,
-};
+use crate::{args::DaemonArgs, deliver::Deliveries, metrics, shutdown::Shutdown, sink::Sink};
 
 /// How often a client that fell behind is checked for having caught up.
 const RECOVER_EVERY: Duration = Duration::from_millis(50);
@@ -36,15 +30,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     let rules = store::load(&path)?;
     let mut shutdown = Shutdown::install()?;
-    // Bound before the programs load: a taken address fails at once.
-    let metrics = match args.metrics {
-        Some(addr) => {
-            let m = Arc::new(Metrics::new()?);
-            metrics::serve(addr, m.clone()).await?;
-            Some(m)
-        }
-        None => None,
-    };
+    let metrics = metrics::start(args.metrics).await?;
     let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
     // Under systemd (Type=notify): pinged from this loop at half the
     // watchdog interval, so a stuck loop is restarted.

@@ -259,6 +259,17 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
     }
 }
 
+/// With `--metrics ADDR`: the metrics, served from now on. Called before
+/// the programs load, so that a taken address fails at once.
+pub async fn start(addr: Option<SocketAddr>) -> anyhow::Result<Option<Arc<Metrics>>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let m = Arc::new(Metrics::new()?);
+    serve(addr, m.clone()).await?;
+    Ok(Some(m))
+}
+
 /// Binds `addr` and serves in the background.
 pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)

@@ -109,3 +109,11 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
 }
+
+/// The next SIGHUP of [`Sink::hangups`]; never, when there is none.
+pub async fn hangup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
+    }
+}

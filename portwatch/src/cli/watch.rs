@@ -1,16 +1,9 @@
 //! `portwatch watch`: the baseline, a ready line, then every change live.
 
-use std::sync::Arc;
-
 use chrono::Utc;
 use portwatch::{Monitor, MonitorConfig, MonitorEvent, Proto, output};
 
-use crate::{
-    args::WatchArgs,
-    metrics::{self, Metrics},
-    shutdown::Shutdown,
-    sink::Sink,
-};
+use crate::{args::WatchArgs, metrics, shutdown::Shutdown, sink::Sink};
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.connect {
@@ -26,15 +19,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     // not end the watch.
     let mut sink = Sink::chosen(args.json, args.output.as_deref())?;
     let mut hangups = sink.hangups()?;
-    // Bound before the programs load: a taken address fails at once.
-    let metrics = match args.metrics {
-        Some(addr) => {
-            let m = Arc::new(Metrics::new()?);
-            metrics::serve(addr, m.clone()).await?;
-            Some(m)
-        }
-        None => None,
-    };
+    let metrics = metrics::start(args.metrics).await?;
     let mut monitor = Monitor::start(config.clone())?;
     if let Some(reason) = monitor.fallback_reason() {
         crate::log::warn(&format!(
@@ -57,12 +42,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         let ev = tokio::select! {
             () = &mut stop => break,
             ev = monitor.next() => ev?,
-            Some(()) = async {
-                match hangups.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            Some(()) = crate::sink::hangup(&mut hangups) => {
                 sink.reopen()?;
                 continue;
             }
