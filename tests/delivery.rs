@@ -35,6 +35,26 @@ fn rules_dir(tag: &str, rules: &[(&str, u16)]) -> (PathBuf, String) {
     (dir, path)
 }
 
+/// A FIFO in `dir` for commands to write to, and its lines. It is opened
+/// read-write so that opening it never waits for a writer; each
+/// command's line arrives whole.
+fn fifo(dir: &std::path::Path, name: &str) -> (PathBuf, std::io::Lines<BufReader<fs::File>>) {
+    let fifo = dir.join(name);
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    (fifo, BufReader::new(reader).lines())
+}
+
 fn delivery_error(d: &Watcher, what: &str, needle: &str) -> Value {
     d.expect(what, Duration::from_secs(20), |v| {
         v["event"] == "delivery_error" && v["message"].as_str().unwrap().contains(needle)
@@ -45,22 +65,7 @@ fn delivery_error(d: &Watcher, what: &str, needle: &str) -> Value {
 fn exec_runs_per_alert_and_reports_a_failing_or_hanging_command() {
     let (hang, fail, ok) = (free_port(), free_port(), free_port());
     let (dir, rules) = rules_dir("exec", &[("hang", hang), ("fail", fail), ("ok", ok)]);
-    let fifo = dir.join("alerts.fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    // The FIFO is opened read-write so that opening it never waits for a
-    // writer; each command's line arrives whole.
-    let reader = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    let mut lines = BufReader::new(reader).lines();
+    let (fifo, mut lines) = fifo(&dir, "alerts.fifo");
     let cmd = format!(
         r#"read line; case "$line" in *'"hang"'*) sleep 60;; *'"fail"'*) echo "no luck" >&2; exit 3;; *) printf '%s\n' "$line" >> {};; esac"#,
         fifo.display()
@@ -160,20 +165,7 @@ fn webhooks_get_each_alert_with_retries_and_a_down_or_slow_one_is_reported() {
 #[test]
 fn lost_events_reach_the_outputs() {
     let (dir, rules) = rules_dir("lost", &[]);
-    let fifo = dir.join("lost.fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let reader = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
-    let mut lines = BufReader::new(reader).lines();
+    let (fifo, mut lines) = fifo(&dir, "lost.fifo");
     let cmd = format!("cat >> {}", fifo.display());
     let d = Watcher::spawn(&[
         "daemon",

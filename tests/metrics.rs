@@ -12,17 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{Helper, NetNs, Watcher, free_port};
-
-/// A child process killed when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{Helper, Killed, NetNs, Watcher, free_port};
 
 /// GET `path` from `port` on 127.0.0.1: (status line, body).
 fn get(port: u16, path: &str) -> (String, String) {

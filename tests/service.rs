@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{BIN, Watcher};
+use crate::support::{BIN, Killed, Watcher};
 
 /// Each stderr line of `out`, parsed; panics on one that is no JSON.
 fn json_lines(stderr: &[u8]) -> Vec<Value> {
@@ -141,16 +141,6 @@ fn readiness_and_watchdog_reach_the_notify_socket() {
         }
     }
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A child process killed when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Waits until `path` holds text that `pred` accepts; its text.

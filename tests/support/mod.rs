@@ -379,3 +379,13 @@ pub fn cgroup2_root() -> std::path::PathBuf {
         std::path::PathBuf::from("/sys/fs/cgroup")
     }
 }
+
+/// A child process killed when dropped, however the test ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
