@@ -235,3 +235,15 @@ fn stream_yields_events() {
         assert_eq!(ev.change, portwatch::Change::Opened);
     });
 }
+
+/// A watcher not started yet keeps its last pid: removing it is refused,
+/// and the watcher still follows a tree (it would watch every process
+/// otherwise).
+#[test]
+fn the_last_pid_of_a_watcher_not_started_stays() {
+    let me = std::process::id();
+    let mut watcher = PortWatcher::new(me, |_| {}).unwrap();
+    assert!(matches!(watcher.remove_pid(me), Err(Error::Refused(_))));
+    watcher.add_pid(1).unwrap();
+    watcher.remove_pid(me).unwrap();
+}
