@@ -17,6 +17,7 @@ mod daemon;
 mod delivery;
 mod doctor;
 mod faults;
+mod files;
 mod hostile;
 mod library;
 mod list;

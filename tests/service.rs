@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{BIN, Killed, Watcher};
+use crate::support::{BIN, Killed, Watcher, file_until};
 
 /// Each stderr line of `out`, parsed; panics on one that is no JSON.
 fn json_lines(stderr: &[u8]) -> Vec<Value> {
@@ -141,23 +141,6 @@ fn readiness_and_watchdog_reach_the_notify_socket() {
         }
     }
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Waits until `path` holds text that `pred` accepts; its text.
-fn file_until(path: &std::path::Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if pred(&text) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {what} in {}",
-            path.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// The shipper-independent path: event lines appended to a file that

@@ -8,6 +8,7 @@
 //! - `sys`: the only code that touches the kernel and /proc, behind two
 //!   traits the engine can run on fakes;
 //! - [`rules`]: the alerts.json format, its validation and the evaluator;
+//! - [`files`]: files written where another user might have a say;
 //! - [`host`]: process details, user names, and signals to a pinned
 //!   process;
 //! - [`engine`]: events and scans into reports ([`Engine`]);
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod facts;
+pub mod files;
 pub mod filter;
 pub mod host;
 pub mod monitor;

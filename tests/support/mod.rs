@@ -389,3 +389,48 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// Waits until `path` holds text that `pred` accepts; its text.
+pub fn file_until(path: &std::path::Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if pred(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} in {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `program` run as user nobody (group nogroup, no other groups): the
+/// unprivileged attacker of the hostile tests.
+pub fn as_nobody(program: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+        program,
+    ]);
+    c
+}
+
+/// Runs `sh -c script` as user nobody; panics unless it succeeds.
+pub fn nobody_sh(script: &str) {
+    let out = as_nobody("sh")
+        .args(["-c", script])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(
+        out.status.success(),
+        "as nobody: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

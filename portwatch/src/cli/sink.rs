@@ -3,27 +3,33 @@
 //! [`Sink::flush`]: the caller flushes after the last event of a burst,
 //! so a reader sees each line as soon as nothing more is queued, and a
 //! burst costs one write.
+//!
+//! The file is opened relative to its directory, checked once at start
+//! (see [`CheckedDir`]): a name planted there by another user (a link, a
+//! file of theirs) is refused, at start and at every reopen.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
 };
 
-use portwatch::{PortEvent, output};
+use portwatch::{PortEvent, files::CheckedDir, output};
 
 /// Where reports go: JSON lines or aligned text on stdout or in a file.
 pub struct Sink {
     json: bool,
     out: BufWriter<Box<dyn Write>>,
-    /// The file, when it is one.
-    path: Option<PathBuf>,
+    /// The file, when it is one: its checked directory and name.
+    file: Option<(CheckedDir, PathBuf)>,
 }
 
 const BUFFER: usize = 64 * 1024;
+/// Event lines hold command lines: not for every user to read.
+const MODE: u32 = 0o640;
 
-fn append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+fn append(dir: &CheckedDir, name: &Path) -> anyhow::Result<File> {
+    Ok(dir.append(name, MODE)?)
 }
 
 impl Sink {
@@ -31,18 +37,21 @@ impl Sink {
         Self {
             json,
             out: BufWriter::with_capacity(BUFFER, Box::new(io::stdout().lock())),
-            path: None,
+            file: None,
         }
     }
 
     /// Appends to `path`, created when missing.
     pub fn to_file(json: bool, path: &Path) -> anyhow::Result<Self> {
-        let file =
-            append(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let opened = CheckedDir::of_file(path, false).and_then(|(dir, name)| {
+            let file = dir.append(&name, MODE)?;
+            Ok((dir, name, file))
+        });
+        let (dir, name, file) = opened.map_err(|e| anyhow::anyhow!("the --output file: {e}"))?;
         Ok(Self {
             json,
             out: BufWriter::with_capacity(BUFFER, Box::new(file)),
-            path: Some(path.to_path_buf()),
+            file: Some((dir, name)),
         })
     }
 
@@ -54,25 +63,29 @@ impl Sink {
         }
     }
 
-    /// SIGHUP, when the lines go to a file (which SIGHUP opens again).
+    /// SIGHUP, handled in every mode (its default action would end the
+    /// run): a file is opened again, stdout stays.
     pub fn hangups(&self) -> anyhow::Result<Option<tokio::signal::unix::Signal>> {
-        if self.path.is_none() {
-            return Ok(None);
-        }
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map(Some)
             .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))
     }
 
     /// After a rotation moved the file away: what is buffered goes to the
-    /// old one, and from now on lines go to a new file at the path.
+    /// old one, and from now on lines go to a new file at the name, in the
+    /// directory checked at start. When the name cannot be opened safely
+    /// (another user planted something there), lines keep going to the
+    /// file open now, and the error says why.
     pub fn reopen(&mut self) -> anyhow::Result<()> {
-        let Some(path) = &self.path else {
+        let Some((dir, name)) = &self.file else {
             return Ok(());
         };
         self.out.flush()?;
-        let file = append(path)
-            .map_err(|e| anyhow::anyhow!("cannot open {} again: {e}", path.display()))?;
+        let file = append(dir, name).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the output file again, so lines still go to the one open before: {e}"
+            )
+        })?;
         self.out = BufWriter::with_capacity(BUFFER, Box::new(file));
         Ok(())
     }

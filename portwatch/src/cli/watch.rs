@@ -43,7 +43,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             () = &mut stop => break,
             ev = monitor.next() => ev?,
             Some(()) = crate::sink::hangup(&mut hangups) => {
-                sink.reopen()?;
+                // A name planted at the path is refused: lines still go
+                // to the file open now, and the warning says why.
+                if let Err(e) = sink.reopen() {
+                    crate::log::warn(&format!("{e:#}"));
+                }
                 continue;
             }
             _ = tick.tick(), if metrics.is_some() => {

@@ -1,11 +1,13 @@
 //! Where alerts.json lives, and saving it without ever losing a file.
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, Read as _, Write as _},
+    fs::OpenOptions,
+    io::{self, Read as _},
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
+
+use crate::sys::owned_file::{CheckedDir, FileError, Replace, resolve_own_link};
 
 use super::{
     model::AlertsFile,
@@ -46,6 +48,12 @@ pub enum StoreError {
     NotAFile(PathBuf),
     #[error("{path} is larger than {max} bytes, too large for an alerts file")]
     TooLarge { path: PathBuf, max: u64 },
+    #[error(
+        "{0} was changed by another writer since it was read: nothing is saved over it (the file as it is now is shown; make the change again)"
+    )]
+    ChangedOnDisk(PathBuf),
+    #[error("not saved: {0}")]
+    Unsafe(#[from] FileError),
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -133,17 +141,33 @@ pub fn backup_path(path: &Path) -> PathBuf {
 }
 
 /// Saves `file` atomically: validated first, written to a temporary file
-/// in the same directory, flushed to disk, then renamed over `path`. The
-/// previous version is kept as `alerts.json.bak`. An existing file that
-/// does not parse or validate is never replaced (so a typo cannot cost the
-/// user their rules) unless `replace_invalid` is set, and then it, too, is
-/// kept as the backup.
+/// (unpredictable name, created exclusively) in the same directory, flushed
+/// to disk, then renamed over `path`. The previous version is kept as
+/// `alerts.json.bak`. An existing file that does not parse or validate is
+/// never replaced (so a typo cannot cost the user their rules) unless
+/// `replace_invalid` is set, and then it, too, is kept as the backup.
 pub fn save(path: &Path, file: &AlertsFile, replace_invalid: bool) -> Result<(), StoreError> {
+    write_file_checked(path, file, replace_invalid, None)
+}
+
+/// Saves `file` over `path` only if the file there is still `base` (what
+/// the caller read and edited): another writer's change since is never
+/// overwritten ([`StoreError::ChangedOnDisk`]).
+pub fn save_over(path: &Path, file: &AlertsFile, base: &AlertsFile) -> Result<(), StoreError> {
+    write_file_checked(path, file, false, Some(base))
+}
+
+fn write_file_checked(
+    path: &Path,
+    file: &AlertsFile,
+    replace_invalid: bool,
+    base: Option<&AlertsFile>,
+) -> Result<(), StoreError> {
     compile(file, path)?;
     let mut text =
         serde_json::to_string_pretty(file).map_err(|e| io_err("serialize", path)(e.into()))?;
     text.push('\n');
-    write_atomically(path, text.as_bytes(), replace_invalid)
+    write(path, text.as_bytes(), replace_invalid, base)
 }
 
 /// Writes exact bytes (already known to be a valid file) the same way.
@@ -152,42 +176,58 @@ pub fn write_atomically(
     bytes: &[u8],
     replace_invalid: bool,
 ) -> Result<(), StoreError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    if let Some(old) = read_file(path)? {
-        if let (Err(e), false) = (load_bytes(&old, path), replace_invalid) {
+    write(path, bytes, replace_invalid, None)
+}
+
+/// A rules file is no secret (mode 0644), but only its owner writes it.
+const MODE: u32 = 0o644;
+
+/// The one write path: through a link the user made to its target, in a
+/// directory nobody else can write, never through names another user
+/// planted (the backup and the temporary file are replaced or created, not
+/// opened), and never over a change made since the file was read.
+fn write(
+    path: &Path,
+    bytes: &[u8],
+    replace_invalid: bool,
+    base: Option<&AlertsFile>,
+) -> Result<(), StoreError> {
+    let path = &resolve_own_link(path)?;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(StoreError::NotAFile(path.to_path_buf()));
+    }
+    let (dir, name) = CheckedDir::of_file(path, true)?;
+    let old = dir.read(&name, MAX_FILE_BYTES)?;
+    let stamp = old.as_ref().map(|(_, stamp)| *stamp);
+    if let Some((old, _)) = &old {
+        if old.len() as u64 > MAX_FILE_BYTES {
+            return Err(StoreError::TooLarge {
+                path: path.to_path_buf(),
+                max: MAX_FILE_BYTES,
+            });
+        }
+        let parsed = load_bytes(old, path);
+        if let Some(base) = base
+            && !parsed.as_ref().is_ok_and(|r| &r.file == base)
+        {
+            return Err(StoreError::ChangedOnDisk(path.to_path_buf()));
+        }
+        if let (Err(e), false) = (parsed, replace_invalid) {
             return Err(StoreError::RefuseToReplace {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             });
         }
-        let bak = backup_path(path);
-        write_file(&bak, &old)?;
+        let bak = backup_path(Path::new(&name));
+        dir.replace(&bak, old, MODE, None)?;
+    } else if base.is_some_and(|b| !b.rules.is_empty()) {
+        // The file the caller read is gone: removed by another writer.
+        return Err(StoreError::ChangedOnDisk(path.to_path_buf()));
     }
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    write_file(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err("replace", path)(e)
-    })?;
-    // The rename itself is durable once the directory is synced.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    match dir.replace(&name, bytes, MODE, Some(stamp))? {
+        Replace::Done => Ok(()),
+        Replace::Changed => Err(StoreError::ChangedOnDisk(path.to_path_buf())),
     }
-    Ok(())
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut f = File::create(path).map_err(io_err("write", path))?;
-    f.write_all(bytes).map_err(io_err("write", path))?;
-    f.sync_all().map_err(io_err("sync", path))
 }
 
 /// `portwatch alerts init`: writes the example to `path`. Refuses to touch
@@ -205,6 +245,8 @@ pub fn init(path: &Path, force: bool) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, File};
+
     use super::*;
 
     fn tmpdir(tag: &str) -> PathBuf {
@@ -301,5 +343,55 @@ mod tests {
     fn a_missing_file_says_how_to_create_one() {
         let err = load(Path::new("/nonexistent/alerts.json")).unwrap_err();
         assert!(err.to_string().contains("portwatch alerts init"), "{err}");
+    }
+
+    /// Another writer's rule, added after the editor read the file, is
+    /// never overwritten by the editor's stale copy; nor is a removal.
+    #[test]
+    fn save_over_refuses_a_file_changed_since_it_was_read() {
+        let dir = tmpdir("changed");
+        let path = dir.join("alerts.json");
+        init(&path, false).unwrap();
+        let base = load(&path).unwrap().file;
+        let mut mine = base.clone();
+        mine.rules.truncate(1);
+        let mut theirs = base.clone();
+        theirs.rules[0].name = "theirs".into();
+        save(&path, &theirs, false).unwrap();
+        let written = fs::read(&path).unwrap();
+        assert!(matches!(
+            save_over(&path, &mine, &base),
+            Err(StoreError::ChangedOnDisk(_))
+        ));
+        assert_eq!(fs::read(&path).unwrap(), written, "their change stays");
+        // Unchanged since read: saved.
+        save_over(&path, &mine, &theirs).unwrap();
+        assert_eq!(load(&path).unwrap().file, mine);
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            save_over(&path, &base, &mine),
+            Err(StoreError::ChangedOnDisk(_))
+        ));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A link the user made to their rules (a dotfiles repository): the
+    /// save updates its target and keeps the link.
+    #[test]
+    fn save_through_the_users_own_link_updates_its_target() {
+        let dir = tmpdir("link");
+        let real = dir.join("dotfiles/alerts.json");
+        fs::create_dir_all(real.parent().unwrap()).unwrap();
+        init(&real, false).unwrap();
+        let path = dir.join("alerts.json");
+        std::os::unix::fs::symlink("dotfiles/alerts.json", &path).unwrap();
+        let base = load(&path).unwrap().file;
+        let mut mine = base.clone();
+        mine.rules.truncate(2);
+        save_over(&path, &mine, &base).unwrap();
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert_eq!(load(&real).unwrap().file, mine);
+        assert_eq!(fs::read_to_string(backup_path(&real)).unwrap(), EXAMPLE);
+        fs::remove_dir_all(dir).unwrap();
     }
 }

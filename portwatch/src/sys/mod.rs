@@ -15,6 +15,7 @@ pub(crate) mod fake;
 pub(crate) mod file_watch;
 pub(crate) mod local_socket;
 pub(crate) mod netns;
+pub(crate) mod owned_file;
 pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
 pub(crate) mod procinfo;

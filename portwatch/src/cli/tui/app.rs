@@ -53,7 +53,12 @@ pub enum Effect {
         csv: bool,
         text: String,
     },
-    SaveRules(AlertsFile),
+    /// Save `file` over the file the editor read (`base`), unless another
+    /// writer changed it since.
+    SaveRules {
+        base: AlertsFile,
+        file: AlertsFile,
+    },
 }
 
 /// One line of the event log.
@@ -582,6 +587,20 @@ impl App {
         self.dirty = true;
     }
 
+    /// The save was refused because another writer changed the file:
+    /// the editor shows the file as it is now, and why nothing was saved.
+    pub fn on_rules_changed_on_disk(&mut self, why: String, now: Result<AlertsFile, String>) {
+        if let Some(Dialog::Editor(e)) = &mut self.dialog {
+            match &now {
+                Ok(file) => e.saved(file.clone()),
+                Err(bad) => e.read_only = Some(bad.clone()),
+            }
+            e.error = Some(why);
+        }
+        self.rules = now;
+        self.dirty = true;
+    }
+
     pub fn on_rules_saved(&mut self, result: Result<AlertsFile, String>) {
         match result {
             Ok(file) => {
@@ -628,7 +647,10 @@ impl App {
                         self.dialog = None;
                         Vec::new()
                     }
-                    Outcome::Save(file) => vec![Effect::SaveRules(file)],
+                    Outcome::Save(file) => vec![Effect::SaveRules {
+                        base: e.file.clone(),
+                        file,
+                    }],
                 },
             };
         }

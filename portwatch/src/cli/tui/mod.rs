@@ -308,12 +308,18 @@ fn perform(
         }
         Effect::Unpin => *target = None,
         Effect::Export { csv, text } => app.on_exported(export_file(csv, &text)),
-        Effect::SaveRules(file) => {
-            let saved = store::save(rules_path, &file, false)
-                .map(|()| file)
-                .map_err(|e| e.to_string());
-            app.on_rules_saved(saved);
-        }
+        Effect::SaveRules { base, file } => match store::save_over(rules_path, &file, &base) {
+            Ok(()) => app.on_rules_saved(Ok(file)),
+            Err(e @ StoreError::ChangedOnDisk(_)) => {
+                let now = match store::load(rules_path) {
+                    Ok(rules) => Ok(rules.file),
+                    Err(StoreError::Missing(_)) => Ok(Default::default()),
+                    Err(bad) => Err(bad.to_string()),
+                };
+                app.on_rules_changed_on_disk(e.to_string(), now);
+            }
+            Err(e) => app.on_rules_saved(Err(e.to_string())),
+        },
     }
     true
 }
