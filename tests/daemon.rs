@@ -224,3 +224,45 @@ fn a_look_ahead_pattern_fires_under_0_1_8_flags() {
     assert_eq!(alert["address"], "::1", "{alert}");
     let _ = fs::remove_dir_all(dir);
 }
+
+/// SIGHUP (what `systemctl reload` and logrotate send) reloads the rules
+/// and never ends the daemon: systemd does not restart a unit that died
+/// of it.
+#[test]
+fn sighup_reloads_the_rules_and_the_daemon_goes_on() {
+    let dir = std::env::temp_dir().join(format!("portwatch-daemon-hup-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("alerts.json");
+    let port = free_port();
+    fs::write(&path, r#"{"rules":[]}"#).unwrap();
+    let daemon = Watcher::spawn(&["daemon", "--json", "--alerts", path.to_str().unwrap()]);
+    crate::support::signal(daemon.pid(), crate::support::Signal::Hup);
+    daemon.expect("rules_reloaded", Duration::from_secs(5), |v| {
+        v["event"] == "rules_reloaded"
+    });
+    // Still watching: a rule written now fires.
+    fs::write(
+        &path,
+        format!(
+            r#"{{"rules":[{}]}}"#,
+            rule(
+                "opened",
+                &format!(r#"{{"type":"PortOpened","params":{{"port":{port}}}}}"#)
+            )
+        ),
+    )
+    .unwrap();
+    crate::support::signal(daemon.pid(), crate::support::Signal::Hup);
+    daemon.expect("rules_reloaded", Duration::from_secs(5), |v| {
+        v["event"] == "rules_reloaded"
+    });
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    daemon.expect("the alert", Duration::from_secs(5), |v| {
+        v["event"] == "alert" && v["port"] == port
+    });
+    drop(l);
+    let (status, stderr, _) = daemon.stop();
+    assert!(status.success(), "{status}: {stderr}");
+    let _ = fs::remove_dir_all(dir);
+}

@@ -30,6 +30,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     let rules = store::load(&path)?;
     let mut shutdown = Shutdown::install()?;
+    let mut sink = Sink::new(args.json);
+    // SIGHUP reloads the rules (its default action would end the daemon,
+    // and systemd does not restart a unit that died of it); from before
+    // start-up, which takes a while.
+    let mut hangups = sink.hangups()?;
     let metrics = metrics::start(args.metrics).await?;
     let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
     // Under systemd (Type=notify): pinged from this loop at half the
@@ -58,7 +63,6 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut hub = Hub::new();
     let mut in_tree = |root: u32, pid: u32| serve::is_descendant(pid, root);
     let mut recover = tokio::time::interval(RECOVER_EVERY);
-    let mut sink = Sink::new(args.json);
     // Clients join once the baseline is in the monitor's table.
     let mut ready = false;
     let stop = shutdown.requested();
@@ -66,6 +70,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             () = &mut stop => break,
+            Some(()) = crate::sink::hangup(&mut hangups) => {
+                monitor.reload_rules();
+                if let Err(e) = sink.reopen() {
+                    crate::log::warn(&format!("{e:#}"));
+                }
+            }
             ev = monitor.next() => {
                 let ev = ev?;
                 if matches!(ev, MonitorEvent::Ready(_)) {

@@ -415,6 +415,12 @@ impl Monitor {
         }
     }
 
+    /// Reads the rules file again now (on SIGHUP), as a change to it
+    /// would: a notice says how it went.
+    pub fn reload_rules(&mut self) {
+        self.reload();
+    }
+
     /// Whether events are queued that [`Self::next`] returns at once.
     pub fn has_queued(&self) -> bool {
         !self.queue.is_empty()
