@@ -137,3 +137,102 @@ fn prometheus_scrapes_the_listener_count_that_ss_shows() {
     assert_eq!(value, expected.to_string());
     let _ = fs::remove_dir_all(dir);
 }
+
+/// The status line of GET `path` from `port` on 127.0.0.1, asked from
+/// source address `from` (another scraper than 127.0.0.1's users).
+fn get_from(from: &str, port: u16, path: &str) -> String {
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('127.0.0.1', {port}), timeout=30, source_address=('{from}', 0))\n\
+         s.sendall(b'GET {path} HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n\
+         print(s.makefile('rb').readline().decode().strip())\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Opens N connections to 127.0.0.1:PORT and holds them without a word,
+/// says how many it got, and waits until stdin closes.
+const FLOOD: &str = r#"
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for _ in range(n):
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port)); held.append(s)
+    except OSError:
+        s.close()
+print("connected", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+/// User nobody opens 1,100 idle connections to the metrics port of a
+/// watch whose descriptor limit is the unit's old 1,024: the watch goes on
+/// (its resyncs, which open /proc files, and its events), and a scraper
+/// from another address is served.
+#[test]
+fn idle_connections_from_a_local_user_exhaust_nothing() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = Watcher::spawn_command(Command::new("prlimit").args([
+        "--nofile=1024:1024",
+        crate::support::BIN,
+        "watch",
+        "--json",
+        "--resync-interval",
+        "1s",
+        "--metrics",
+        &addr,
+    ]));
+    let mut flood = Helper::command(crate::support::as_nobody("/usr/bin/python3").args([
+        "-u",
+        "-c",
+        FLOOD,
+        &port.to_string(),
+        "1100",
+    ]));
+    let got = flood.read_line();
+    assert!(got.starts_with("connected "), "{got}");
+    // Two resyncs after the flood: each reads /proc with descriptors of
+    // its own.
+    for _ in 0..2 {
+        w.expect("a resync", Duration::from_secs(10), |v| {
+            v["event"] == "resync"
+        });
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    w.expect("the new listener", Duration::from_secs(10), |v| {
+        crate::support::is_event(v, "opened", "127.0.0.1", p)
+    });
+    assert_eq!(get_from("127.0.0.2", port, "/healthz"), "HTTP/1.0 200 OK");
+    drop(flood);
+}
+
+/// A taken port: the error names the address and the cause.
+#[test]
+fn a_taken_metrics_port_says_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(crate::support::BIN)
+        .args(["watch", "--json", "--metrics", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&addr) && err.contains("Address already in use"),
+        "{err}"
+    );
+}

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         _ => log::LogFormat::Text,
     };
     log::init(format, matches!(command, Command::Tui(_)));
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,5 +73,22 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// The soft limit on open descriptors raised to the hard one: every
+/// socket, client and /proc read needs one, and the soft default (1,024)
+/// is a historical limit for select(), which portwatch does not use.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
     }
 }

@@ -14,6 +14,8 @@ use std::{
     },
 };
 
+mod connections;
+
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use portwatch::{Change, MonitorEvent, Stats, host, monitor::NoticeKind};
@@ -266,25 +268,42 @@ pub async fn start(addr: Option<SocketAddr>) -> anyhow::Result<Option<Arc<Metric
         return Ok(None);
     };
     let m = Arc::new(Metrics::new()?);
-    serve(addr, m.clone()).await?;
+    serve(addr, m.clone())?;
     Ok(Some(m))
 }
 
-/// Binds `addr` and serves in the background.
-pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+/// Binds `addr` and serves from a thread of its own: however many
+/// scrapers (or local users) ask, the event loop's thread is not theirs.
+pub fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the metrics server's event loop")?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(m);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!("the metrics server stopped: {e}");
-        }
-    });
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => connections::Bounded::new(l),
+                    Err(e) => {
+                        tracing::warn!("the metrics server cannot start: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::warn!("the metrics server stopped: {e}");
+                }
+            });
+        })
+        .context("cannot start the metrics server's thread")?;
     Ok(())
 }
 
