@@ -156,16 +156,20 @@ fn reopen_after_rotation_refuses_a_planted_link() {
     signal(watch.0.id(), Signal::Hup);
     // The warning is the fence: the reopen has been tried.
     let stderr = watch.0.stderr.take().unwrap();
-    let warned = std::thread::spawn(move || {
+    let (tx, warnings) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead as _;
-        std::io::BufReader::new(stderr)
+        for line in std::io::BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
-            .find(|l| l.contains("cannot open the output file again"))
+        {
+            if line.contains("cannot open the output file again") && tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    let line = warned
-        .join()
-        .unwrap()
+    let line = warnings
+        .recv_timeout(Duration::from_secs(30))
         .expect("a warning about the planted link");
     assert!(line.contains("symbolic link"), "{line}");
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -228,13 +232,23 @@ fn rules_save_never_writes_through_a_guessed_temporary_name() {
         .trim()
         .parse()
         .unwrap();
-    nobody_sh(&format!(
-        "cd {} && for p in $(seq {} {}); do ln -s {} .alerts.json.tmp-$p; done",
-        rules.parent().unwrap().display(),
+    // One process (no fork per link), so the pids after it stay free.
+    let script = format!(
+        "import os\nfor p in range({}, {}):\n    os.symlink('{}', '{}/.alerts.json.tmp-%d' % p)\n",
         last + 1,
         last + 3000,
-        s.secret.display()
-    ));
+        s.secret.display(),
+        rules.parent().unwrap().display(),
+    );
+    let out = crate::support::as_nobody("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = alerts_init(&config);
     assert!(
         out.status.success(),

@@ -200,6 +200,56 @@ fn kill_asks_first_and_n_leaves_the_process_alone() {
     );
 }
 
+/// Listens on "go", hands the socket to a child it forks, closes its own
+/// copy and stays alive: its row still names it (the listen() caller),
+/// though it no longer holds the port, as a reused pid would not.
+const HANDS_OFF_SCRIPT: &str = r#"
+import os, socket, sys
+sys.stdin.readline()
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+port = s.getsockname()[1]
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(w)
+    os.read(r, 1)
+    os._exit(0)
+os.close(r)
+s.close()
+print("port", port)
+print("child", child)
+sys.stdin.read()
+"#;
+
+/// The kill dialog acts only on a process that still holds the row's
+/// socket: the row's pid no longer does, so nothing is signalled and the
+/// dialog says who holds it now.
+#[test]
+fn kill_refuses_a_process_that_no_longer_holds_the_socket() {
+    let mut helper = Helper::spawn(HANDS_OFF_SCRIPT);
+    let tui = Tmux::start("handsoff", &format!("{BIN} -f pid:{}", helper.pid()));
+    tui.wait_for("watching with", READY);
+    helper.send("go");
+    let port: u16 = helper.read_value("port").parse().unwrap();
+    let child = helper.read_value("child");
+    tui.wait_until("the helper's row", READY, |s| row_with_port(s, port));
+    tui.send(&["k"]);
+    let dialog = tui.wait_for("does not hold", Duration::from_secs(10));
+    assert!(
+        dialog.contains(&child),
+        "names the holder {child}: {dialog}"
+    );
+    tui.send(&["y"]);
+    tui.send(&["Escape"]);
+    tui.wait_until("the dialog to close", Duration::from_secs(10), |s| {
+        !s.contains("does not hold")
+    });
+    assert!(
+        alive(&mut helper),
+        "the process that no longer holds the socket was signalled"
+    );
+}
+
 #[test]
 fn q_quits_and_leaves_a_usable_shell() {
     let tui = Tmux::start("quit", "bash --norc --noprofile");

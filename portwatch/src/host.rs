@@ -3,7 +3,7 @@
 //! send a signal, to the process a user confirmed and no other.
 
 use crate::{
-    error::Result,
+    error::{Error, Result},
     process::{ProcessBrief, ProcessInfo},
     sys::{
         procinfo::{self, Pinned},
@@ -46,6 +46,44 @@ impl KillTarget {
     /// Pins `pid`. Refuses pid 1 and portwatch itself.
     pub fn pin(pid: u32) -> Result<Self> {
         Pinned::new(pid).map(Self)
+    }
+
+    /// Pins `pid`, then checks that it still holds the socket of `proto`
+    /// bound to `local` in namespace `netns` (a descriptor of it in its fd
+    /// table): the row a user acts on may name a pid that exited (a child
+    /// kept the socket) and was reused by an unrelated process since.
+    pub fn pin_holding(
+        pid: u32,
+        proto: crate::Proto,
+        local: std::net::SocketAddr,
+        netns: u64,
+    ) -> Result<Self> {
+        let pinned = Pinned::new(pid)?;
+        let holders = crate::sys::procfs_scan::socket_holders(pid, proto, local, netns)?;
+        // Read after pinning: if the process is still alive now, the fd
+        // table read was its own (its pid cannot have been reused).
+        if !pinned.alive() {
+            return Err(Error::ProcessExited(pid));
+        }
+        match holders {
+            None => Err(Error::Refused(format!(
+                "{proto} {local} is no longer open: nothing to signal"
+            ))),
+            Some(h) if h.held => Ok(Self(pinned)),
+            Some(h) => {
+                let holder = h.holder;
+                let now = match holder {
+                    Some((hpid, comm)) => format!(
+                        "; process {hpid} ({}) holds it now",
+                        crate::safe_text::safe_str(&comm)
+                    ),
+                    None => String::new(),
+                };
+                Err(Error::Refused(format!(
+                    "process {pid} does not hold {proto} {local} (it may have exited and its pid been reused){now}: not signalled"
+                )))
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {

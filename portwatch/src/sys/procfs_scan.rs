@@ -523,6 +523,39 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
     out
 }
 
+/// Whether a process holds a socket, and the holder a scan names (pid,
+/// name) when there is one.
+pub(crate) struct Holders {
+    pub held: bool,
+    pub holder: Option<(u32, String)>,
+}
+
+/// Who holds the socket of `proto` bound to `local` in namespace `netns`
+/// (see [`Holders`]), as seen from process `pid`. `None` when no such
+/// socket exists.
+pub(crate) fn socket_holders(
+    pid: u32,
+    proto: crate::event::Proto,
+    local: SocketAddr,
+    netns: u64,
+) -> Result<Option<Holders>> {
+    let sockets: Vec<SocketInfo> = scan_sockets(&[SocketQuery::every_state(proto)])?
+        .into_iter()
+        .filter(|s| s.local == local && s.netns == netns && s.remote.is_none())
+        .collect();
+    if sockets.is_empty() {
+        return Ok(None);
+    }
+    let held = socket_fds(pid)
+        .into_iter()
+        .any(|(_, inode)| sockets.iter().any(|s| s.inode == inode));
+    let holder = sockets
+        .iter()
+        .find(|s| s.pid != 0)
+        .map(|s| (s.pid, s.comm.clone()));
+    Ok(Some(Holders { held, holder }))
+}
+
 /// The ephemeral port range of portwatch's own namespace (used for all:
 /// containers rarely change it); the kernel's default when unreadable.
 pub(crate) fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {

@@ -159,6 +159,16 @@ impl Pinned {
         Ok(Self { pid, fd })
     }
 
+    /// Whether the pinned process is still alive: its pidfd turns readable
+    /// when it exits, so a pid read after pinning is still its own.
+    pub fn alive(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::IN,
+        )];
+        matches!(rustix::event::poll(&mut fds, 0), Ok(0))
+    }
+
     /// Sends SIGTERM (`kill` false) or SIGKILL to the pinned process; an
     /// error if it has exited meanwhile (its pid may belong to another
     /// process by now, which is never signalled).

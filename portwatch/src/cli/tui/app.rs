@@ -38,10 +38,12 @@ pub enum Effect {
     Describe(Vec<u32>),
     /// Every socket, for the all-sockets view.
     LoadSockets,
-    /// Pin a process for a signal (`kill`: SIGKILL, else SIGTERM).
+    /// Pin a process for a signal (`kill`: SIGKILL, else SIGTERM), if it
+    /// still holds the row's socket (`proto`, `local`, `netns`).
     Pin {
         pid: u32,
         kill: bool,
+        socket: (portwatch::Proto, std::net::SocketAddr, u64),
     },
     /// The user confirmed: signal the pinned process (`kill`: SIGKILL).
     Signal {
@@ -729,8 +731,11 @@ impl App {
             }
             Action::Terminate | Action::Kill => {
                 let kill = action == Action::Kill;
-                match self.selected_item().map(|i| i.pid) {
-                    Some(pid) if pid != 0 => {
+                match self
+                    .selected_item()
+                    .map(|i| (i.pid, (i.proto, i.local, i.netns)))
+                {
+                    Some((pid, socket)) if pid != 0 => {
                         self.dialog = Some(Dialog::Kill(KillDialog {
                             pid,
                             kill,
@@ -738,7 +743,7 @@ impl App {
                             ports: Vec::new(),
                             error: None,
                         }));
-                        return vec![Effect::Pin { pid, kill }];
+                        return vec![Effect::Pin { pid, kill, socket }];
                     }
                     _ => self.status.message = "no process to signal on this row".into(),
                 }

@@ -460,15 +460,19 @@ fn draw_kill(frame: &mut Frame<'_>, k: &KillDialog) {
     } else {
         "n / Esc: cancel"
     }));
-    let area = centered(frame, 66, lines.len() as u16 + 2);
+    // The refusal says why and what to do: wrapped, never cut.
+    let wrapped = k.error.as_ref().map_or(0, |e| e.chars().count() / 64);
+    let area = centered(frame, 66, (lines.len() + wrapped) as u16 + 2);
     frame.render_widget(Clear, area);
     frame.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .border_style(Style::default().fg(Color::Red))
-                .title(format!(" {signal} ")),
-        ),
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .border_style(Style::default().fg(Color::Red))
+                    .title(format!(" {signal} ")),
+            ),
         area,
     );
 }

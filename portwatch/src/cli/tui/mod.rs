@@ -276,8 +276,12 @@ fn perform(
             }
             Err(e) => app.on_signalled(Err(format!("cannot list the sockets: {e}"))),
         },
-        Effect::Pin { pid, kill: _ } => {
-            let pinned = KillTarget::pin(pid)
+        Effect::Pin {
+            pid,
+            kill: _,
+            socket: (proto, local, netns),
+        } => {
+            let pinned = KillTarget::pin_holding(pid, proto, local, netns)
                 .map_err(|e| e.to_string())
                 .and_then(|t| {
                     // Read after pinning: what the dialog shows is the process

@@ -254,6 +254,12 @@ fn pause_freezes_the_view_while_events_keep_arriving() {
     assert_eq!(ports(&mut a), [22, 53, 80, 8080, 9000]);
 }
 
+/// The selected row's socket: what a pin checks the process still holds.
+fn pinned_socket(a: &App) -> (portwatch::Proto, std::net::SocketAddr, u64) {
+    let i = a.selected_item().unwrap();
+    (i.proto, i.local, i.netns)
+}
+
 #[test]
 fn a_kill_asks_first_and_pins_the_process() {
     let mut a = app();
@@ -262,7 +268,8 @@ fn a_kill_asks_first_and_pins_the_process() {
         press(&mut a, KeyCode::Char('k')),
         [Effect::Pin {
             pid: 400,
-            kill: false
+            kill: false,
+            socket: pinned_socket(&a),
         }]
     );
     a.on_pinned(Ok(info(400)));
@@ -274,7 +281,8 @@ fn a_kill_asks_first_and_pins_the_process() {
         press(&mut a, KeyCode::Char('K')),
         [Effect::Pin {
             pid: 400,
-            kill: true
+            kill: true,
+            socket: pinned_socket(&a),
         }]
     );
     // Until pinned, y does nothing.
