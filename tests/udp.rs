@@ -529,3 +529,37 @@ fn without_cgroup2_udp_is_left_out_in_one_sentence_and_tcp_goes_on() {
         "{stderr}"
     );
 }
+
+/// A socket bound to port 0, connected and disconnected (the kernel then
+/// releases its port) and sending from a port the kernel picked: its bound
+/// port is reported closed at the next resync, though its cookie is the
+/// same, and the client's port is not reported.
+#[test]
+fn a_port_released_at_a_disconnect_closes_at_the_next_resync() {
+    let mut h = Sockets::new();
+    let w = Watcher::start(&[
+        "--pid",
+        &h.pid().to_string(),
+        "--proto",
+        "udp",
+        "--resync-interval",
+        "200ms",
+    ]);
+    let (id, port) = h.bind("4", "127.0.0.1", 0);
+    w.expect("the bound port", EVENT_TIMEOUT, |v| {
+        is_event(v, "opened", "127.0.0.1", port)
+    });
+    let moved: u16 = h.ask(&format!("disconnect {id} 127.0.0.1 9"))[1]
+        .parse()
+        .unwrap();
+    assert_ne!(moved, port);
+    let mut seen = Vec::new();
+    w.expect("the released port closed", Duration::from_secs(10), |v| {
+        seen.push(v.clone());
+        is_event(v, "closed", "127.0.0.1", port)
+    });
+    assert!(
+        !seen.iter().any(|v| v["port"] == moved),
+        "the client's port was reported: {seen:?}"
+    );
+}

@@ -420,11 +420,19 @@ impl ListenerTable {
                     continue;
                 }
             };
-            seen.insert(id);
             if let Some(known) = self.by_id.get_mut(&id) {
-                learn_owner(known, &l);
+                if known.key() == l.key() {
+                    seen.insert(id);
+                    learn_owner(known, &l);
+                }
+                // Else the same socket at another address: a UDP socket
+                // bound to port 0 whose port the kernel released at a
+                // disconnect, then bound implicitly at a send. Its bound
+                // port is closed (left unseen, below), and the new one is
+                // a client's, not a bound port.
                 continue;
             }
+            seen.insert(id);
             if unsettled.ids.contains(&id) {
                 continue;
             }
@@ -935,6 +943,25 @@ mod tests {
             scanned("127.0.0.1", 1002, 1),
         ]);
         assert!(t.reconcile(scan, &Unsettled::default(), ts()).is_empty());
+    }
+
+    /// A UDP socket bound to port 0, disconnected (the kernel releases the
+    /// port) and then sending from another port: the resync closes its
+    /// bound port, though its cookie is the same, and opens nothing.
+    #[test]
+    fn reconcile_closes_a_socket_whose_port_changed_under_its_cookie() {
+        let mut t = ListenerTable::new(true);
+        let mut bound = scanned("0.0.0.0", 40000, 1);
+        bound.proto = Proto::Udp;
+        bound.cookie = Some(7);
+        t.seed([bound.clone()]);
+        let mut moved = bound.clone();
+        moved.port = 40001;
+        let scan = diag_scan(vec![moved]);
+        let out = t.reconcile(scan, &Unsettled::default(), ts());
+        let got: Vec<_> = out.iter().map(|e| (e.change, e.listener.port)).collect();
+        assert_eq!(got, [(Change::Closed, 40000)]);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 #   send ID UNIX_PATH                   -> "sent ID"  (SCM_RIGHTS, then close ours)
 #   receive UNIX_PATH                   -> "listening", then "received ID"
 #   fence                               -> "fence PORT"  (a TCP listener opened and closed)
-import os, socket, sys
+#   disconnect ID ADDR PORT             -> "moved ID PORT"  (connect, disconnect: the
+#                                          kernel releases a port-0 bind; sendto()
+#                                          then binds another port)
+import ctypes, os, socket, sys
 
 socks = {}
 last = 0
@@ -56,6 +59,14 @@ for line in sys.stdin:
                 probe.close()
             answer("port", port)
             break
+    elif cmd == "disconnect":
+        s = socks[int(a[0])]
+        s.connect((a[1], int(a[2])))
+        # connect() to AF_UNSPEC (a zeroed address) dissolves the association.
+        unspec = (ctypes.c_ubyte * 16)()
+        ctypes.CDLL(None, use_errno=True).connect(s.fileno(), unspec, 16)
+        s.sendto(b"q", (a[1], int(a[2])))
+        answer("moved", a[0], s.getsockname()[1])
     elif cmd == "close":
         socks.pop(int(a[0])).close()
         answer("closed", a[0])
