@@ -235,12 +235,14 @@ impl DaemonArgs {
         if self.webhook_timeout.is_zero() {
             bail!("--webhook-timeout must be longer than 0");
         }
+        // A URL is quoted without its secrets (user and password, path,
+        // query): an error message ends up in logs.
         for url in &self.webhook {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!(
-                    "--webhook {} is no http:// or https:// URL",
-                    portwatch::safe_text::safe_str(url)
-                );
+            let shown = crate::deliver::webhook::shown(url);
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("--webhook {shown} is no valid URL ({e})"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("--webhook {shown} is no http:// or https:// URL");
             }
         }
         if self.exec.iter().any(|c| c.trim().is_empty()) {

@@ -5,12 +5,24 @@
 //! without waiting, so a failing, hanging or slow output never holds up
 //! the monitor or another output. What goes wrong comes back as one
 //! sentence per failure, for the daemon to print.
+//!
+//! No alert is lost without a word: an alert dropped because its
+//! output's queue is full is counted, and so is a failure report that
+//! finds the daemon's own queue of them full; the daemon prints the
+//! counts, and each alert is in exactly one of them.
 
+mod cgroup;
 mod exec;
 pub mod notify;
-mod webhook;
+pub(crate) mod webhook;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 
@@ -18,7 +30,7 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 256;
 
 /// How the outputs run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DeliveryConfig {
     pub exec: Vec<String>,
     pub exec_timeout: Duration,
@@ -28,10 +40,56 @@ pub struct DeliveryConfig {
     pub notify: bool,
 }
 
+/// Without the webhooks' secrets.
+impl std::fmt::Debug for DeliveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let webhooks: Vec<String> = self.webhooks.iter().map(|u| webhook::shown(u)).collect();
+        f.debug_struct("DeliveryConfig")
+            .field("exec", &self.exec)
+            .field("exec_timeout", &self.exec_timeout)
+            .field("webhooks", &webhooks)
+            .field("webhook_timeout", &self.webhook_timeout)
+            .field("notify", &self.notify)
+            .finish()
+    }
+}
+
 struct Output {
-    /// What it is called in failure reports, e.g. `exec "notify.sh"`.
+    /// What it is called in failure reports, e.g. `exec notify.sh`.
     name: String,
     tx: mpsc::Sender<String>,
+    /// Alerts dropped since `dropped_since` and not yet reported. Only
+    /// the daemon's loop adds to it ([`Deliveries::send`]) and takes it
+    /// ([`Deliveries::next_failure`]).
+    dropped: u64,
+    dropped_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its failure reports that found the queue of them full.
+    unshown: Arc<AtomicU64>,
+}
+
+/// How an output's workers report a failure.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::Sender<String>,
+    unshown: Arc<AtomicU64>,
+}
+
+impl Reporter {
+    /// Queues a failure without waiting: when the queue of them is full
+    /// (the daemon has a backlog to print already), it is counted
+    /// instead, and the count printed. The message quotes commands,
+    /// URLs and what a command printed: made safe here, once.
+    pub fn report(&self, message: String) {
+        let message = portwatch::safe_text::safe_str(&message);
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(message) {
+            self.unshown.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reports a failure: see [`Reporter::report`].
+fn report(failures: &Reporter, message: String) {
+    failures.report(message);
 }
 
 /// Every output, and the failures they report.
@@ -39,51 +97,73 @@ pub struct Deliveries {
     outputs: Vec<Output>,
     failures_tx: mpsc::Sender<String>,
     failures: mpsc::Receiver<String>,
+    /// The output whose counts are looked at first next time, so that
+    /// each is reported in turn.
+    next_count: usize,
 }
 
 impl Deliveries {
     /// Starts a worker per output. Needs a tokio runtime.
     pub fn start(config: &DeliveryConfig) -> anyhow::Result<Self> {
         let (failures_tx, failures) = mpsc::channel(QUEUE);
-        let mut outputs = Vec::new();
+        let mut this = Self {
+            outputs: Vec::new(),
+            failures_tx,
+            failures,
+            next_count: 0,
+        };
+        let cgroups = if config.exec.is_empty() {
+            None
+        } else {
+            match cgroup::Parent::find() {
+                Ok(parent) => Some(parent),
+                Err(why) => {
+                    crate::log::warn(&portwatch::safe_text::safe_str(&format!(
+                        "--exec commands get no cgroup of their own ({why}), so a command's child that leaves its process group is not killed with it"
+                    )));
+                    None
+                }
+            }
+        };
         for cmd in &config.exec {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let name = format!("exec {cmd}");
+            let (name, rx, reporter) = this.add(format!("exec {cmd}"));
             tokio::spawn(exec::worker(
                 cmd.clone(),
                 config.exec_timeout,
-                name.clone(),
+                cgroups.clone(),
+                name,
                 rx,
-                failures_tx.clone(),
+                reporter,
             ));
-            outputs.push(Output { name, tx });
         }
         for url in &config.webhooks {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let name = format!("webhook {}", webhook::shown(url));
             let client = webhook::client(config.webhook_timeout)?;
-            tokio::spawn(webhook::worker(
-                client,
-                url.clone(),
-                name.clone(),
-                rx,
-                failures_tx.clone(),
-            ));
-            outputs.push(Output { name, tx });
+            let (name, rx, reporter) = this.add(format!("webhook {}", webhook::shown(url)));
+            tokio::spawn(webhook::worker(client, url.clone(), name, rx, reporter));
         }
         if config.notify {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(notify::worker(rx, failures_tx.clone()));
-            outputs.push(Output {
-                name: "notify".into(),
-                tx,
-            });
+            let (_, rx, reporter) = this.add("notify".into());
+            tokio::spawn(notify::worker(rx, reporter));
         }
-        Ok(Self {
-            outputs,
-            failures_tx,
-            failures,
-        })
+        Ok(this)
+    }
+
+    /// A new output's queue and reporter.
+    fn add(&mut self, name: String) -> (String, mpsc::Receiver<String>, Reporter) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let unshown = Arc::new(AtomicU64::new(0));
+        self.outputs.push(Output {
+            name: name.clone(),
+            tx,
+            dropped: 0,
+            dropped_since: None,
+            unshown: unshown.clone(),
+        });
+        let reporter = Reporter {
+            tx: self.failures_tx.clone(),
+            unshown,
+        };
+        (name, rx, reporter)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,30 +171,110 @@ impl Deliveries {
     }
 
     /// Queues one JSON object (an alert, or the notice that events were
-    /// lost) for every output.
+    /// lost) for every output; where the queue is full, it is counted.
     pub fn send(&mut self, json: &str) {
-        for o in &self.outputs {
+        for o in &mut self.outputs {
             if o.tx.try_send(json.to_string()).is_err() {
-                report(
-                    &self.failures_tx,
-                    format!(
-                        "{}: {QUEUE} alerts wait already; this one is dropped",
-                        o.name
-                    ),
-                );
+                o.dropped += 1;
+                o.dropped_since.get_or_insert_with(chrono::Utc::now);
             }
         }
     }
 
-    /// The next failure to report. Cancel-safe.
+    /// The next failure to report: the counts of dropped alerts and of
+    /// failures not queued first (taken, and so reset, here), then the
+    /// queued failures. Cancel-safe. Drops are counted by this same loop
+    /// ([`Self::send`]) between two calls; a failure is counted only when
+    /// the queue is full, so that `recv` returns at once and the next
+    /// call takes the count: no count waits for a wake-up.
     pub async fn next_failure(&mut self) -> Option<String> {
+        if let Some(counted) = self.take_count() {
+            return Some(counted);
+        }
         self.failures.recv().await
+    }
+
+    /// One output's count, as a sentence, and that count reset.
+    fn take_count(&mut self) -> Option<String> {
+        let n = self.outputs.len();
+        for i in 0..n {
+            let k = (self.next_count + i) % n;
+            let Some(o) = self.outputs.get_mut(k) else {
+                continue;
+            };
+            let message = if o.dropped > 0 {
+                let count = std::mem::take(&mut o.dropped);
+                let since = o.dropped_since.take().map_or_else(String::new, |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                });
+                format!(
+                    "{count} {} not delivered to {} since {since} (its queue of {QUEUE} was full)",
+                    if count == 1 { "alert" } else { "alerts" },
+                    o.name
+                )
+            } else {
+                match o.unshown.swap(0, Ordering::Relaxed) {
+                    0 => continue,
+                    1 => format!("1 more failure of {} not shown", o.name),
+                    count => format!("{count} more failures of {} not shown", o.name),
+                }
+            };
+            self.next_count = (k + 1) % n;
+            return Some(portwatch::safe_text::safe_str(&message));
+        }
+        None
     }
 }
 
-/// Reports a failure without waiting: when even the failure queue is
-/// full, the daemon has a backlog of them to print already. The message
-/// quotes commands, URLs and what a command printed: made safe here, once.
-fn report(failures: &mpsc::Sender<String>, message: String) {
-    let _ = failures.try_send(portwatch::safe_text::safe_str(&message));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Deliveries {
+        let (failures_tx, failures) = mpsc::channel(QUEUE);
+        Deliveries {
+            outputs: Vec::new(),
+            failures_tx,
+            failures,
+            next_count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn drops_are_counted_and_the_count_taken_when_reported() {
+        let mut d = empty();
+        let (_, _rx, _) = d.add("exec a".into());
+        for _ in 0..QUEUE + 44 {
+            d.send("{}");
+        }
+        let first = d.next_failure().await.unwrap_or_default();
+        assert!(
+            first.starts_with("44 alerts not delivered to exec a since ")
+                && first.ends_with(" (its queue of 256 was full)"),
+            "{first}"
+        );
+        d.send("{}");
+        assert_eq!(
+            d.next_failure()
+                .await
+                .unwrap_or_default()
+                .split(" since ")
+                .next(),
+            Some("1 alert not delivered to exec a")
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_that_find_the_queue_full_are_counted() {
+        let mut d = empty();
+        let (_, _rx, reporter) = d.add("webhook x".into());
+        for i in 0..QUEUE + 3 {
+            reporter.report(format!("failure {i}"));
+        }
+        assert_eq!(
+            d.next_failure().await.as_deref(),
+            Some("3 more failures of webhook x not shown")
+        );
+        assert_eq!(d.next_failure().await.as_deref(), Some("failure 0"));
+    }
 }

@@ -69,7 +69,7 @@ pub async fn show(n: &Notification) -> Result<(), String> {
         .map_err(|e| format!("the notification was not shown: {e}"))
 }
 
-pub async fn worker(mut rx: mpsc::Receiver<String>, failures: mpsc::Sender<String>) {
+pub async fn worker(mut rx: mpsc::Receiver<String>, failures: super::Reporter) {
     while let Some(json) = rx.recv().await {
         let Ok(v) = serde_json::from_str::<Value>(&json) else {
             continue;

@@ -1,27 +1,43 @@
 //! `--webhook URL`: each alert POSTed as JSON, in order, retried with
-//! backoff when the server is down or answers with an error.
+//! backoff when the server is down or answers with an error. A redirect
+//! is a failure, not followed.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::report;
+use super::{Reporter, report};
 
 /// Tries per alert.
 const ATTEMPTS: u32 = 4;
 /// The wait before the first retry; it doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-/// A webhook URL as reports show it: scheme, host and port. Services
-/// such as Slack keep the secret in the path.
+/// A webhook URL as reports and errors show it: scheme, host and port,
+/// never the user and password, path or query (services such as Slack
+/// keep the secret in the path). Of a URL that does not parse, only its
+/// scheme, when there is a plausible one: where the secrets would be in
+/// a malformed URL cannot be told.
 pub fn shown(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(u) => {
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{}://{}{port}/...", u.scheme(), u.host_str().unwrap_or(""))
-        }
-        Err(_) => "(invalid URL)".into(),
+        Ok(u) => match u.host_str() {
+            Some(host) => {
+                let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}://{host}{port}/...", u.scheme())
+            }
+            None => format!("{}://...", u.scheme()),
+        },
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme.len() <= 10
+                    && scheme.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                format!("{scheme}://...")
+            }
+            _ => "...".into(),
+        },
     }
 }
 
@@ -31,6 +47,9 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("portwatch/", env!("CARGO_PKG_VERSION")))
+        // A redirect followed would turn the POST into a GET without the
+        // alert, and the answer to that GET would count as delivered.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot set up the webhook's HTTP client")
 }
@@ -40,7 +59,7 @@ pub async fn worker(
     url: String,
     name: String,
     mut rx: mpsc::Receiver<String>,
-    failures: mpsc::Sender<String>,
+    failures: Reporter,
 ) {
     while let Some(json) = rx.recv().await {
         if let Err(why) = post(&client, &url, json).await {
@@ -61,6 +80,13 @@ async fn post(client: &reqwest::Client, url: &str, json: String) -> Result<(), S
             .await;
         match sent {
             Ok(r) if r.status().is_success() => return Ok(()),
+            // Asking again gets the same answer: no retry.
+            Ok(r) if r.status().is_redirection() => {
+                return Err(format!(
+                    "the server answered {} (redirects are not followed: give the final URL)",
+                    r.status()
+                ));
+            }
             Ok(r) => last = format!("the server answered {}", r.status()),
             Err(e) if e.is_timeout() => last = "no answer in time".to_string(),
             // Its message would quote the URL, secret and all.
@@ -84,4 +110,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     parts.dedup();
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn shows_no_secret() {
+        for (url, want) in [
+            (
+                "https://user:pw@hooks.example.com:8443/T0/B0/secret?token=x",
+                "https://hooks.example.com:8443/...",
+            ),
+            (
+                "htps://user:pw@example.invalid/hook?t=x",
+                "htps://example.invalid/...",
+            ),
+            ("http://user:pw@[::1/hook?t=x", "http://..."),
+            ("http://user:pw@example.invalid:99999/hook", "http://..."),
+            ("user:pw@example.invalid/hook", "user://..."),
+            ("//user:pw@example.invalid/hook", "..."),
+            ("we!rd://user:pw@x/hook", "..."),
+        ] {
+            assert_eq!(shown(url), want, "{url}");
+        }
+    }
 }
