@@ -168,3 +168,32 @@ fn invalid_ring_buffer_size_is_one_clear_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("power of two"), "{err}");
 }
+
+/// Inside a time namespace whose boot clock runs a day ahead, events are
+/// still stamped with the wall-clock time: the kernel's programs read the
+/// host's boot clock, not the namespace's.
+#[test]
+fn events_in_a_time_namespace_carry_the_wall_clock_time() {
+    let w = Watcher::spawn_command(std::process::Command::new("unshare").args([
+        "--time",
+        "--boottime",
+        "86400",
+        "--fork",
+        "--kill-child=SIGTERM",
+        crate::support::BIN,
+        "watch",
+        "--json",
+    ]));
+    let before = chrono::Utc::now();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let ev = w.expect("the listener", crate::support::EVENT_TIMEOUT, |v| {
+        crate::support::is_event(v, "opened", "127.0.0.1", port)
+    });
+    let after = chrono::Utc::now();
+    let ts: chrono::DateTime<chrono::Utc> = ev["ts"].as_str().unwrap().parse().unwrap();
+    assert!(
+        ts >= before - chrono::TimeDelta::seconds(1) && ts <= after + chrono::TimeDelta::seconds(1),
+        "stamped {ts}, between {before} and {after}"
+    );
+}

@@ -389,7 +389,12 @@ mod tests {
         let mut mine = base.clone();
         mine.rules.truncate(2);
         save_over(&path, &mine, &base).unwrap();
-        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(load(&real).unwrap().file, mine);
         assert_eq!(fs::read_to_string(backup_path(&real)).unwrap(), EXAMPLE);
         fs::remove_dir_all(dir).unwrap();
