@@ -214,3 +214,214 @@ fn a_client_that_stops_reading_loses_alone_and_gets_a_fresh_baseline() {
     while next()["event"] != "ready" {}
     let _ = fs::remove_dir_all(dir);
 }
+
+/// As the user and groups setpriv is given: connects N times to the
+/// socket, sends `{}` on each and never reads; peeks at each one's first
+/// line (leaving it unread) to tell an accepted client from a refused
+/// one, then prints `ready ACCEPTED REFUSED` and the first refusal, and
+/// holds every connection until stdin closes.
+const HOLD: &str = r#"
+import socket, sys
+path, n = sys.argv[1], int(sys.argv[2])
+held, accepted, refused, why = [], 0, 0, ""
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(path)
+    try:
+        s.sendall(b"{}\n")
+    except OSError:
+        pass  # refused already: its error line waits unread
+    first = s.recv(65536, socket.MSG_PEEK)
+    if first.startswith(b'{"event":"error"'):
+        refused += 1
+        why = why or first.decode().strip()
+    else:
+        accepted += 1
+    held.append(s)
+print("ready", accepted, refused)
+print("refusal", why)
+sys.stdin.read()
+"#;
+
+/// `watch --connect SOCKET --json` as uid `uid` in group daemon.
+fn as_member(uid: &str, socket: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", uid, "--regid", uid, "--groups", "daemon"])
+        .args([BIN, "watch", "--connect", socket, "--json"]);
+    cmd
+}
+
+#[test]
+fn one_member_cannot_hold_every_slot() {
+    let (dir, rules, socket) = setup("slots");
+    let _d = daemon(&rules, &socket, &["--socket-group", "daemon"]);
+    // 70 connections of user nobody (a member), none of them reading.
+    let mut holder = Helper::command(
+        Command::new("setpriv")
+            .args([
+                "--reuid", "nobody", "--regid", "nogroup", "--groups", "daemon",
+            ])
+            // Debian's python3: root's own (pyenv) is out of nobody's reach.
+            .args(["/usr/bin/python3", "-u", "-c", HOLD, &socket, "70"]),
+    );
+    let counts = holder.read_value("ready");
+    let refusal = holder.read_value("refusal");
+
+    // Root has its own allowance, and another member its own share.
+    let root = Watcher::start(&["--connect", &socket]);
+    assert_eq!(root.ready["event"], "ready");
+    let other = Watcher::spawn_command(&mut as_member("12345", &socket));
+    assert_eq!(other.ready["event"], "ready");
+
+    assert_eq!(counts, "8 62", "accepted and refused of one user's 70");
+    assert!(
+        refusal.contains("user 65534 has 8 clients connected already"),
+        "{refusal}"
+    );
+    drop((root, other, holder));
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// Starts a daemon serving `socket` and returns how it ended: Ok with
+/// its stderr when it exited before becoming ready, Err when it served.
+fn daemon_refuses(rules: &str, socket: &str) -> Result<(Option<i32>, String), ()> {
+    let mut child = Command::new(BIN)
+        .args(["daemon", "--json", "--alerts", rules, "--socket", socket])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let Ok(line) = line else { break };
+        if line.contains(r#""event":"ready""#) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(());
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn a_socket_directory_another_user_could_swap_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, rules, _) = setup("dirs");
+    // A directory of user nobody's: nobody could put an impostor in
+    // place of the socket.
+    let theirs = std::env::temp_dir().join(format!("portwatch-nobodys-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&theirs);
+    let made = Command::new("setpriv")
+        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+        .args(["mkdir", "-m", "0755"])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let socket = theirs.join("events.sock");
+    let ended = daemon_refuses(&rules, socket.to_str().unwrap());
+    let _ = fs::remove_dir_all(&theirs);
+    let (code, err) = ended.expect("the daemon served from a directory user nobody owns");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(theirs.to_str().unwrap())
+            && err.contains("nobody")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Root's, but writable by everybody without the sticky bit.
+    let open = dir.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = open.join("events.sock");
+    let (code, err) = daemon_refuses(&rules, socket.to_str().unwrap())
+        .expect("the daemon served from a directory anybody may rename in");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(open.to_str().unwrap())
+            && err.contains("writable")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_directory_planted_at_a_guessable_private_name_is_left_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, rules, _) = setup("planted");
+    // Sticky and writable by all, like /tmp: only a file's owner may
+    // rename or remove it there, so the socket is safe in it.
+    let shared = dir.join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let socket = shared.join("events.sock");
+    // The shell that becomes the daemon (same pid) first has nobody plant
+    // a directory where the daemon used to put its private one.
+    let script = format!(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c \
+         'mkdir {s}/.portwatch-'$$'.tmp && touch {s}/.portwatch-'$$'.tmp/mine' && \
+         exec {BIN} daemon --json --alerts {rules} --socket {sock}",
+        s = shared.display(),
+        sock = socket.display(),
+    );
+    let d = Watcher::spawn_command(Command::new("sh").args(["-c", &script]));
+    let planted = shared.join(format!(".portwatch-{}.tmp", d.pid()));
+    assert!(
+        planted.join("mine").exists(),
+        "the daemon removed {}",
+        planted.display()
+    );
+    // And left nothing of its own behind but the socket.
+    let left: Vec<_> = fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "events.sock" && *n != planted.file_name().unwrap().to_str().unwrap())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(d);
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn connecting_to_a_stopped_daemon_fails_instead_of_waiting() {
+    use crate::support::{Signal, signal};
+    let (dir, rules, socket) = setup("stopped");
+    let d = daemon(&rules, &socket, &[]);
+    signal(d.pid(), Signal::Stop);
+    let client = Command::new(BIN)
+        .args(["watch", "--connect", &socket, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(client.wait_with_output());
+    });
+    // A deadline for a hang, not a timing check.
+    let out = rx.recv_timeout(Duration::from_secs(60));
+    signal(d.pid(), Signal::Cont);
+    let Ok(out) = out else {
+        signal(client_pid, Signal::Kill);
+        panic!("watch --connect still waits on a stopped daemon after 60 s");
+    };
+    let out = out.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the daemon at {socket} accepted the connection but sent nothing within 10 s"
+        )) && err.lines().count() == 1,
+        "{err}"
+    );
+    drop(d);
+    let _ = fs::remove_dir_all(dir);
+}

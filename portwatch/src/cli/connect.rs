@@ -2,7 +2,7 @@
 //! its socket, printed as `watch` prints its own. Needs no privileges
 //! beyond the socket's group.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
 use portwatch::{Filter, output, serve::request_line};
@@ -17,7 +17,13 @@ use crate::{args::WatchArgs, shutdown::Shutdown, sink::Sink};
 /// The daemon's lines, once `filter` is sent.
 pub type DaemonLines = Lines<BufReader<UnixStream>>;
 
-/// Connects to the daemon's socket and sends `filter`.
+/// How long the daemon may take to start answering. A stopped daemon's
+/// socket still accepts (into its backlog), so only a read can tell.
+/// Later lines have no deadline: a quiet host sends nothing.
+const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the daemon's socket, sends `filter`, and waits until the
+/// daemon starts answering (its baseline, ready or error line).
 pub async fn open(path: &Path, filter: &Filter) -> anyhow::Result<DaemonLines> {
     let mut stream = match UnixStream::connect(path).await {
         Ok(s) => s,
@@ -28,11 +34,29 @@ pub async fn open(path: &Path, filter: &Filter) -> anyhow::Result<DaemonLines> {
     };
     let mut request = request_line(filter);
     request.push('\n');
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .with_context(|| format!("cannot send the request to {}", path.display()))?;
-    Ok(BufReader::new(stream).lines())
+    // A daemon that refuses at once (all slots taken) may close before
+    // the request is out: its reason is still there to read.
+    let sent = stream.write_all(request.as_bytes()).await;
+    let mut reader = BufReader::new(stream);
+    // The first bytes stay buffered for the caller's first line.
+    let answered = match tokio::time::timeout(FIRST_LINE_TIMEOUT, reader.fill_buf()).await {
+        Ok(Ok(buf)) => Ok(!buf.is_empty()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!(
+            "the daemon at {} accepted the connection but sent nothing within {} s (is it stopped or overloaded?)",
+            path.display(),
+            FIRST_LINE_TIMEOUT.as_secs()
+        ),
+    };
+    // The socket's errors go into the message, not the error chain: a
+    // broken pipe there would pass for a closed stdout, which ends quietly.
+    match (answered, sent) {
+        // An answer (a refusal, maybe), or the end, which `next` reports.
+        (Ok(true), _) | (Ok(false), Ok(())) => {}
+        (_, Err(e)) => bail!("cannot send the request to {} ({e})", path.display()),
+        (Err(e), Ok(())) => bail!("cannot read from the daemon at {} ({e})", path.display()),
+    }
+    Ok(reader.lines())
 }
 
 /// The daemon's next line as JSON; an error line or the end of the
@@ -73,7 +97,11 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
             () = &mut stop => break,
             next = next(&mut lines) => next,
             Some(()) = crate::sink::hangup(&mut hangups) => {
-                sink.reopen()?;
+                // Refused (a name planted at the path): lines still go to
+                // the file open now, and the warning says why.
+                if let Err(e) = sink.reopen() {
+                    crate::log::warn(&format!("{e:#}"));
+                }
                 continue;
             }
         };
