@@ -250,6 +250,33 @@ fn kill_refuses_a_process_that_no_longer_holds_the_socket() {
     );
 }
 
+/// SIGHUP reloads the rules, as in every mode, and the UI goes on.
+#[test]
+fn sighup_reloads_the_rules_and_the_ui_goes_on() {
+    let dir = std::env::temp_dir().join(format!("portwatch-tui-hup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("alerts.json");
+    std::fs::write(&rules, r#"{"rules":[]}"#).unwrap();
+    let tui = Tmux::start(
+        "hup",
+        &format!(
+            "{BIN} --alerts {} -f pid:{}",
+            rules.display(),
+            std::process::id()
+        ),
+    );
+    tui.wait_for("watching with", READY);
+    let out = Command::new("tmux")
+        .args(["-L", &tui.socket, "display-message", "-p", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    crate::support::signal(pid, crate::support::Signal::Hup);
+    tui.wait_for("reloaded 0 rules", Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn q_quits_and_leaves_a_usable_shell() {
     let tui = Tmux::start("quit", "bash --norc --noprofile");

@@ -33,13 +33,17 @@ pub fn init(format: LogFormat, tui: bool) {
         builder.with_writer(std::io::stderr).init();
         return;
     }
-    match std::env::var_os("PORTWATCH_LOG").and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
+    // Through a checked directory, never a link: the TUI often runs as
+    // root, and the log may be asked for in a shared directory.
+    let file = std::env::var_os("PORTWATCH_LOG").and_then(|p| {
+        let opened = portwatch::files::CheckedDir::of_file(p.as_ref(), false)
+            .and_then(|(dir, name)| dir.append(&name, 0o600));
+        // Said before the screen is the UI's.
+        opened
+            .map_err(|e| eprintln!("portwatch: PORTWATCH_LOG is not used: {e}"))
             .ok()
-    }) {
+    });
+    match file {
         Some(file) => builder
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))

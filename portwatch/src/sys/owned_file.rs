@@ -218,6 +218,17 @@ impl CheckedDir {
         Ok(File::from(fd))
     }
 
+    /// Creates `name` (mode `mode`), which must not exist yet (not even as
+    /// a link).
+    pub fn create_new(&self, name: &Path, mode: u32) -> Result<File, FileError> {
+        let fd = self.open_at(
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(mode),
+        )?;
+        Ok(File::from(fd))
+    }
+
     /// Reads `name` (at most `max` bytes, else None): its bytes and stamp,
     /// or None when it does not exist. Follows no link.
     pub fn read(&self, name: &Path, max: u64) -> Result<Option<(Vec<u8>, FileStamp)>, FileError> {

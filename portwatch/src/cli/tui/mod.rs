@@ -22,7 +22,7 @@ mod layout;
 mod terminal;
 mod view;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
@@ -160,6 +160,10 @@ async fn event_loop(
     sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut users = UserNames::new();
     let mut target: Option<KillTarget> = None;
+    // SIGHUP reloads the rules, as in every mode; a terminal that really
+    // hung up ends the input stream, and with it the UI.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     // At most one frame per FRAME: a burst of events is drawn once.
     let mut last_frame = Instant::now()
         .checked_sub(FRAME)
@@ -228,6 +232,12 @@ async fn event_loop(
             _ = sample.tick() => app.on_tick(Utc::now(), true),
             () = frame_due => Vec::new(),
             () = shutdown.requested() => vec![Effect::Quit],
+            Some(()) = hangups.recv() => {
+                if let Feed::Local(monitor) = feed {
+                    monitor.reload_rules();
+                }
+                Vec::new()
+            }
         };
         for effect in effects {
             if !perform(effect, app, feed, &mut users, &mut target, rules_path) {
@@ -328,7 +338,8 @@ fn perform(
     true
 }
 
-/// Writes an export to a new file in the working directory; its path.
+/// Writes an export to a new file in the working directory (checked like
+/// every directory portwatch writes in: see `portwatch::files`); its path.
 fn export_file(csv: bool, text: &str) -> Result<String, String> {
     use std::io::Write as _;
     let name = format!(
@@ -336,14 +347,16 @@ fn export_file(csv: bool, text: &str) -> Result<String, String> {
         Utc::now().format("%Y%m%d-%H%M%S%.3f"),
         if csv { "csv" } else { "json" }
     );
-    let path = PathBuf::from(&name);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| format!("{name}: {e}"))?;
-    Ok(std::fs::canonicalize(&path)
+    let dir = portwatch::files::CheckedDir::open(std::path::Path::new("."), false)
+        .map_err(|e| format!("not exported: {e}"))?;
+    // The view holds command lines: readable by its owner only.
+    dir.create_new(std::path::Path::new(&name), 0o600)
+        .map_err(|e| e.to_string())
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())
+                .map_err(|e| format!("{name}: {e}"))
+        })?;
+    Ok(std::fs::canonicalize(&name)
         .map(|p| p.display().to_string())
         .unwrap_or(name))
 }
