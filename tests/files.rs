@@ -282,3 +282,55 @@ fn rules_save_refuses_a_directory_another_user_owns() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     s.assert_secret_untouched();
 }
+
+/// `alerts.json` is root's own link to a file elsewhere (a dotfiles
+/// repository): a save updates the target and keeps the link, instead of
+/// replacing the link with a copy and leaving the target stale.
+#[test]
+fn rules_save_through_roots_own_link_updates_its_target() {
+    let s = Scene::new("ownlink");
+    let (config, rules) = rules_dir(&s, 0o755);
+    let dotfiles = s.dir("dotfiles", 0o755);
+    let target = dotfiles.join("alerts.json");
+    fs::rename(&rules, &target).unwrap();
+    std::os::unix::fs::symlink(&target, &rules).unwrap();
+    let out = alerts_init(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fs::symlink_metadata(&rules)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let written = fs::read_to_string(&target).unwrap();
+    assert!(written.contains("\"rules\""), "{written}");
+    assert_ne!(written, "{\"rules\": []}\n", "the target was left stale");
+}
+
+/// A link another user made on the way to the rules (their
+/// `~/.config`, pointing at a root-only tree, with root's `HOME` still
+/// theirs): the walk does not follow it, so root's rules there stay.
+#[test]
+fn a_link_another_user_owns_on_the_way_is_not_followed() {
+    let s = Scene::new("waylink");
+    let (etc, rules) = rules_dir(&s, 0o755);
+    let home = s.dir("home", 0o755);
+    let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let uid: u32 = String::from_utf8_lossy(&nobody.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), None).unwrap();
+    let config = home.join("config");
+    nobody_sh(&format!("ln -s {} {}", etc.display(), config.display()));
+    let before = fs::read_to_string(&rules).unwrap();
+    let out = alerts_init(&config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "root wrote through nobody's link");
+    assert!(err.contains("belongs to user nobody"), "{err}");
+    assert_eq!(fs::read_to_string(&rules).unwrap(), before);
+}

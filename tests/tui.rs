@@ -277,6 +277,49 @@ fn sighup_reloads_the_rules_and_the_ui_goes_on() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Another writer adds a rule while the editor is open: the editor's next
+/// save (a toggle) must not write its stale copy over it; it says why and
+/// shows the file as it is now.
+#[test]
+fn the_editor_never_overwrites_another_writers_change() {
+    let dir = std::env::temp_dir().join(format!("portwatch-tui-stale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("alerts.json");
+    let rule = |id: &str, port: u16| {
+        crate::support::rule_with_cooldown(
+            id,
+            &format!(r#"{{"type":"PortOpened","params":{{"port":{port}}}}}"#),
+            60,
+        )
+    };
+    std::fs::write(&rules, format!(r#"{{"rules":[{}]}}"#, rule("alpha", 1))).unwrap();
+    let tui = Tmux::start(
+        "stale",
+        &format!(
+            "{BIN} --alerts {} -f pid:{}",
+            rules.display(),
+            std::process::id()
+        ),
+    );
+    tui.wait_for("watching with", READY);
+    tui.send(&["E"]);
+    tui.wait_for("alpha", Duration::from_secs(10));
+    let theirs = format!(r#"{{"rules":[{},{}]}}"#, rule("alpha", 1), rule("beta", 2));
+    std::fs::write(&rules, &theirs).unwrap();
+    tui.send(&["Space"]);
+    let screen = tui.wait_until("the save's outcome", Duration::from_secs(10), |s| {
+        s.contains("another writer") || !std::fs::read_to_string(&rules).unwrap().contains("beta")
+    });
+    let now = std::fs::read_to_string(&rules).unwrap();
+    assert!(
+        now.contains("beta"),
+        "their rule was dropped: {now}\n{screen}"
+    );
+    tui.wait_for("beta", Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn q_quits_and_leaves_a_usable_shell() {
     let tui = Tmux::start("quit", "bash --norc --noprofile");

@@ -8,7 +8,7 @@
 use std::{
     fs::File,
     io::{self, Write as _},
-    os::fd::OwnedFd,
+    os::{fd::OwnedFd, unix::ffi::OsStrExt as _},
     path::{Path, PathBuf},
 };
 
@@ -91,28 +91,18 @@ impl CheckedDir {
     /// must belong to root or to us, and be writable by nobody else unless
     /// it has the sticky bit (then only a name's owner can rename it, and
     /// the files themselves are checked as they are opened).
+    ///
+    /// The path is walked from `/` one name at a time, never through a
+    /// symbolic link that belongs to another user (which could point the
+    /// rest of the walk anywhere, `/etc` included); links of root's or ours
+    /// are followed. Missing directories are made on the way when `create`.
     pub fn open(path: &Path, create: bool) -> Result<Self, FileError> {
         let path = if path.as_os_str().is_empty() {
             Path::new(".")
         } else {
             path
         };
-        if create && !path.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .create(path)
-                .map_err(|source| FileError::Io {
-                    action: "create the directory",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-        }
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io_error("open the directory", path))?;
+        let fd = walk(path, create)?;
         let st = rustix::fs::fstat(&fd).map_err(io_error("look at the directory", path))?;
         if !owner_is_trusted(st.st_uid) {
             return Err(unsafe_path(
@@ -337,6 +327,116 @@ impl CheckedDir {
         let _ = rustix::fs::fsync(&self.fd);
         Ok(Replace::Done)
     }
+}
+
+/// Symbolic links followed in one walk at most (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+/// Opens directory `path` one component at a time from `/` (or the working
+/// directory), each with `O_NOFOLLOW`: a link is looked at before it is
+/// followed, and one that belongs to another user is refused.
+fn walk(path: &Path, create: bool) -> Result<OwnedFd, FileError> {
+    use std::{collections::VecDeque, ffi::OsString, path::Component};
+    let open_dir = |at: &OwnedFd, name: &std::ffi::OsStr| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let start = if path.is_absolute() { "/" } else { "." };
+    let first = rustix::fs::open(
+        start,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_error("open the directory", Path::new(start)))?;
+    // The directories walked so far: `..` goes back one.
+    let mut stack: Vec<OwnedFd> = vec![first];
+    let mut pending: VecDeque<OsString> = VecDeque::new();
+    let push_all = |pending: &mut VecDeque<OsString>, p: &Path, front: bool| {
+        let parts: Vec<OsString> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect();
+        if front {
+            for part in parts.into_iter().rev() {
+                pending.push_front(part);
+            }
+        } else {
+            pending.extend(parts);
+        }
+    };
+    push_all(&mut pending, path, false);
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            } else {
+                // Above the start: `..` of `/` is `/`; of `.`, its parent.
+                let parent = open_dir(&stack[0], std::ffi::OsStr::new(".."))
+                    .map_err(io_error("open the directory", path))?;
+                stack[0] = parent;
+            }
+            continue;
+        }
+        let Some(at) = stack.last() else {
+            return Err(unsafe_path(path, "this names no directory"));
+        };
+        let st = match rustix::fs::statat(at, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) if create => {
+                match rustix::fs::mkdirat(at, &name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(io_error("create the directory", path)(e)),
+                }
+                pending.push_front(name);
+                continue;
+            }
+            Err(e) => return Err(io_error("open the directory", path)(e)),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            if !owner_is_trusted(st.st_uid) {
+                return Err(unsafe_path(
+                    path,
+                    format!(
+                        "{} is a symbolic link that belongs to {}: portwatch does not follow it",
+                        name.to_string_lossy(),
+                        user(st.st_uid)
+                    ),
+                ));
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(unsafe_path(path, "too many levels of symbolic links"));
+            }
+            let target = rustix::fs::readlinkat(at, &name, Vec::new())
+                .map_err(io_error("read the link in", path))?;
+            let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+            if target.is_absolute() {
+                let root = rustix::fs::open(
+                    "/",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_error("open the directory", Path::new("/")))?;
+                stack = vec![root];
+            }
+            push_all(&mut pending, &target, true);
+            continue;
+        }
+        let fd = open_dir(at, &name).map_err(io_error("open the directory", path))?;
+        stack.push(fd);
+    }
+    stack
+        .pop()
+        .ok_or_else(|| unsafe_path(path, "this names no directory"))
 }
 
 /// What [`CheckedDir::replace`] did.

@@ -551,7 +551,9 @@ fn draw_editor(frame: &mut Frame<'_>, e: &Editor) {
             Style::default().fg(Color::Red),
         )));
     }
-    let area = centered(frame, 90, lines.len() as u16 + 2);
+    // A long problem wraps: room for its every line.
+    let wrapped = e.error.as_ref().map_or(0, |err| err.chars().count() / 88);
+    let area = centered(frame, 90, (lines.len() + wrapped) as u16 + 2);
     frame.render_widget(Clear, area);
     frame.render_widget(
         Paragraph::new(lines)
