@@ -425,3 +425,44 @@ fn connecting_to_a_stopped_daemon_fails_instead_of_waiting() {
     drop(d);
     let _ = fs::remove_dir_all(dir);
 }
+
+/// As the user setpriv gives: connects, sends `{}`, reads up to the ready
+/// line, then keeps sending bytes until the daemon hangs up; prints
+/// `cut N` (bytes it got out before that) or `never cut` after 64 MiB.
+const TALKER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b"{}\n")
+f = s.makefile("rb")
+while b'"ready"' not in f.readline():
+    pass
+sent = 0
+try:
+    while sent < 64 << 20:
+        sent += s.send(b"x" * 65536)
+    print("never cut", flush=True)
+except OSError:
+    print("cut", sent, flush=True)
+"#;
+
+/// The protocol is one request line: a member that keeps sending after it
+/// (which would keep the daemon's event loop reading) is cut off, and the
+/// daemon goes on serving others.
+#[test]
+fn a_client_that_keeps_talking_is_cut_off() {
+    let (dir, rules, socket) = setup("talker");
+    let _d = daemon(&rules, &socket, &["--socket-group", "daemon"]);
+    let mut talker = Helper::command(
+        Command::new("setpriv")
+            .args([
+                "--reuid", "nobody", "--regid", "nogroup", "--groups", "daemon",
+            ])
+            .args(["/usr/bin/python3", "-u", "-c", TALKER, &socket]),
+    );
+    let said = talker.read_line();
+    assert!(said.starts_with("cut "), "{said}");
+    let root = Watcher::start(&["--connect", &socket]);
+    assert_eq!(root.ready["event"], "ready");
+    drop((root, talker));
+    let _ = fs::remove_dir_all(dir);
+}

@@ -380,6 +380,9 @@ async fn serve_client(
             "event socket: disconnected a client of uid {uid} that read nothing for {} s",
             stall_timeout.as_secs()
         ),
+        Ok(End::Talked) => tracing::warn!(
+            "event socket: disconnected a client of uid {uid} that sent more after its request"
+        ),
         // The daemon stops, or the client left: its queue and slot go.
         Ok(End::Done) | Err(_) => {}
     }
@@ -391,6 +394,8 @@ enum End {
     Done,
     /// The client read nothing for the stall timeout.
     Stalled,
+    /// The client sent more after its request.
+    Talked,
 }
 
 /// Writes the client's queue out, a write at a time as the socket takes
@@ -412,14 +417,15 @@ async fn write_out(
     let mut scratch = [0u8; 512];
     loop {
         tokio::select! {
-            // A hang-up frees the slot now, not at the next write; more
-            // than the request is not asked for, and dropped.
+            // A hang-up frees the slot now, not at the next write.
             ready = read.readable(), if !half_closed => {
                 ready?;
                 match read.try_read(&mut scratch) {
                     Ok(0) if hung_up(write).await => return Ok(End::Done),
                     Ok(0) => half_closed = true,
-                    Ok(_) => {}
+                    // The protocol is one request line: a client that keeps
+                    // talking would keep the event loop reading for nothing.
+                    Ok(_) => return Ok(End::Talked),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
