@@ -55,13 +55,13 @@ impl Drop for Scene {
     }
 }
 
-/// `portwatch watch --json --output FILE`, which must refuse to start:
-/// its stderr. A watch that starts anyway is stopped and the test fails.
-fn output_refused(file: &Path) -> String {
+/// `portwatch ARGS`, which must refuse to start: its stderr, one sentence.
+/// One that runs anyway (or has written its ready line to `file`) is
+/// stopped and the test fails.
+fn refused(args: &[&std::ffi::OsStr], file: Option<&Path>) -> String {
     let mut child = Killed(
         Command::new(BIN)
-            .args(["watch", "--json", "--output"])
-            .arg(file)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -84,14 +84,27 @@ fn output_refused(file: &Path) -> String {
             return err;
         }
         // A watch that got as far as its ready line wrote through the name.
-        let written = fs::read_to_string(file).unwrap_or_default();
+        let written = file.map(|f| fs::read_to_string(f).unwrap_or_default());
         assert!(
-            !written.contains("\"event\":\"ready\"") && Instant::now() < deadline,
-            "portwatch started writing to {}",
-            file.display()
+            !written.is_some_and(|w| w.contains("\"event\":\"ready\"")),
+            "portwatch started writing to {file:?}"
         );
+        assert!(Instant::now() < deadline, "portwatch {args:?} runs");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `portwatch watch --json --output FILE`, which must refuse to start.
+fn output_refused(file: &Path) -> String {
+    refused(
+        &[
+            "watch".as_ref(),
+            "--json".as_ref(),
+            "--output".as_ref(),
+            file.as_os_str(),
+        ],
+        Some(file),
+    )
 }
 
 /// A link nobody planted where `--output` points, in a world-writable
@@ -333,4 +346,25 @@ fn a_link_another_user_owns_on_the_way_is_not_followed() {
     assert!(!out.status.success(), "root wrote through nobody's link");
     assert!(err.contains("belongs to user nobody"), "{err}");
     assert_eq!(fs::read_to_string(&rules).unwrap(), before);
+}
+
+/// nobody plants `alerts.json` in a shared (sticky) rules directory before
+/// root has one: the daemon does not run nobody's rules (their `--exec`
+/// would run as root), it says why.
+#[test]
+fn rules_another_user_planted_are_not_used() {
+    let s = Scene::new("plantedrules");
+    let d = s.dir("shared", 0o1777);
+    let rules = d.join("alerts.json");
+    nobody_sh(&format!("echo '{{\"rules\": []}}' > {}", rules.display()));
+    let err = refused(
+        &[
+            "daemon".as_ref(),
+            "--json".as_ref(),
+            "--alerts".as_ref(),
+            rules.as_os_str(),
+        ],
+        None,
+    );
+    assert!(err.contains("belongs to user nobody"), "{err}");
 }

@@ -54,6 +54,10 @@ pub enum StoreError {
     ChangedOnDisk(PathBuf),
     #[error("not saved: {0}")]
     Unsafe(#[from] FileError),
+    #[error(
+        "{path} belongs to {owner}: rules another user can change are not used; give the file to root (or to yourself)"
+    )]
+    NotOwned { path: PathBuf, owner: String },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -114,6 +118,18 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     let meta = file.metadata().map_err(io_err("read", path))?;
     if !meta.is_file() {
         return Err(StoreError::NotAFile(path.to_path_buf()));
+    }
+    // Rules decide what a root monitor runs (--exec) and reports: a file
+    // another user owns (planted in a shared directory) is not used.
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    if owner != 0 && owner != rustix::process::geteuid().as_raw() {
+        return Err(StoreError::NotOwned {
+            path: path.to_path_buf(),
+            owner: uzers::get_user_by_uid(owner).map_or_else(
+                || format!("uid {owner}"),
+                |u| format!("user {} (uid {owner})", u.name().to_string_lossy()),
+            ),
+        });
     }
     let too_large = || StoreError::TooLarge {
         path: path.to_path_buf(),
