@@ -441,9 +441,11 @@ sys.stdin.read()
                 n > 0 || m.contains("not shown"),
                 "unexpected delivery_error: {m}"
             );
-            if m.contains("a.out") {
+            // Outputs are named by place and program, never by their
+            // whole command (which may carry a token).
+            if m.contains("exec #1 (") {
                 reported[0] += n;
-            } else if m.contains("b.out") {
+            } else if m.contains("exec #2 (") {
                 reported[1] += n;
             } else {
                 panic!("a report of no output: {m}");
@@ -659,4 +661,27 @@ fn webhook_secrets_are_never_shown() {
     }
     let _ = fs::remove_dir_all(dir);
     let _ = fs::remove_dir_all(dir2);
+}
+
+/// A command can carry a token (`curl -H 'Authorization: ...'`): its
+/// failure is reported under the output's place and program, never the
+/// whole command.
+#[test]
+fn an_exec_commands_arguments_are_never_shown() {
+    let port = free_port();
+    let (dir, rules) = rules_dir("execsecret", &[("fail", port)]);
+    let d = Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--alerts",
+        &rules,
+        "--exec",
+        "false --token=s3cret",
+    ]);
+    let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let e = delivery_error(&d, "the failing command", "exit status: 1");
+    let m = e["message"].as_str().unwrap();
+    assert!(m.starts_with("exec #1 (false)"), "{m}");
+    assert!(!m.contains("s3cret"), "the token was shown: {m}");
+    let _ = fs::remove_dir_all(dir);
 }

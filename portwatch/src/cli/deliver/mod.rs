@@ -87,6 +87,20 @@ impl Reporter {
     }
 }
 
+/// How an `--exec` output is named in reports: its place and its program,
+/// not the whole command, which may carry a token
+/// (`curl -H 'Authorization: ...'`).
+fn exec_name(index: usize, cmd: &str) -> String {
+    let program: String = cmd
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(40)
+        .collect();
+    format!("exec #{} ({program})", index + 1)
+}
+
 /// Reports a failure: see [`Reporter::report`].
 fn report(failures: &Reporter, message: String) {
     failures.report(message);
@@ -125,8 +139,8 @@ impl Deliveries {
                 }
             }
         };
-        for cmd in &config.exec {
-            let (name, rx, reporter) = this.add(format!("exec {cmd}"));
+        for (i, cmd) in config.exec.iter().enumerate() {
+            let (name, rx, reporter) = this.add(exec_name(i, cmd));
             tokio::spawn(exec::worker(
                 cmd.clone(),
                 config.exec_timeout,

@@ -26,7 +26,9 @@ pub fn shown(url: &str) -> String {
                 let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
                 format!("{}://{host}{port}/...", u.scheme())
             }
-            None => format!("{}://...", u.scheme()),
+            // `user:password@host` parses as scheme `user`: no host, so
+            // nothing of it is shown.
+            None => "...".into(),
         },
         Err(_) => match url.split_once("://") {
             Some((scheme, _))
@@ -129,7 +131,7 @@ mod tests {
             ),
             ("http://user:pw@[::1/hook?t=x", "http://..."),
             ("http://user:pw@example.invalid:99999/hook", "http://..."),
-            ("user:pw@example.invalid/hook", "user://..."),
+            ("user:pw@example.invalid/hook", "..."),
             ("//user:pw@example.invalid/hook", "..."),
             ("we!rd://user:pw@x/hook", "..."),
         ] {
