@@ -685,3 +685,28 @@ fn an_exec_commands_arguments_are_never_shown() {
     assert!(!m.contains("s3cret"), "the token was shown: {m}");
     let _ = fs::remove_dir_all(dir);
 }
+
+/// portwatch raises its own descriptor limit; the commands it runs get
+/// the limit it was started with (programs that still use select() break
+/// past 1,024).
+#[test]
+fn exec_commands_get_the_original_descriptor_limit() {
+    let port = free_port();
+    let (dir, rules) = rules_dir("nofile", &[("limit", port)]);
+    let out = dir.join("limit.txt");
+    let cmd = format!("ulimit -Sn > {}.tmp && mv {0}.tmp {0}", out.display());
+    let _d = Watcher::spawn_command(std::process::Command::new("prlimit").args([
+        "--nofile=1024:4096",
+        crate::support::BIN,
+        "daemon",
+        "--json",
+        "--alerts",
+        &rules,
+        "--exec",
+        &cmd,
+    ]));
+    let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let text = crate::support::file_until(&out, "the command's limit", |t| !t.is_empty());
+    assert_eq!(text.trim(), "1024");
+    let _ = fs::remove_dir_all(dir);
+}

@@ -43,7 +43,7 @@ pub async fn open(path: &Path, filter: &Filter) -> anyhow::Result<DaemonLines> {
         Ok(Ok(buf)) => Ok(!buf.is_empty()),
         Ok(Err(e)) => Err(e),
         Err(_) => bail!(
-            "the daemon at {} accepted the connection but sent nothing within {} s (is it stopped or overloaded?)",
+            "the daemon at {} accepted the connection but sent nothing within {} s (is it starting, stopped or overloaded?)",
             path.display(),
             FIRST_LINE_TIMEOUT.as_secs()
         ),

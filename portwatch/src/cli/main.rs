@@ -76,12 +76,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The descriptor limits portwatch was started with (soft, hard): what the
+/// commands it runs get back, since some still use select(), which breaks
+/// past 1,024.
+pub(crate) static ORIGINAL_NOFILE: std::sync::OnceLock<(Option<u64>, Option<u64>)> =
+    std::sync::OnceLock::new();
+
 /// The soft limit on open descriptors raised to the hard one: every
 /// socket, client and /proc read needs one, and the soft default (1,024)
 /// is a historical limit for select(), which portwatch does not use.
 fn raise_open_files_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
+    let _ = ORIGINAL_NOFILE.set((limit.current, limit.maximum));
     if limit.current != limit.maximum {
         let _ = setrlimit(
             Resource::Nofile,

@@ -234,6 +234,11 @@ fn write(
                 reason: e.to_string(),
             });
         }
+        // Only once nothing changed since the read: a refused save leaves
+        // the backup as it was.
+        if dir.stamp(&name)? != stamp {
+            return Err(StoreError::ChangedOnDisk(path.to_path_buf()));
+        }
         let bak = backup_path(Path::new(&name));
         dir.replace(&bak, old, MODE, None)?;
     } else if base.is_some_and(|b| !b.rules.is_empty()) {

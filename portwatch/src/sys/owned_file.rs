@@ -72,6 +72,8 @@ pub struct FileStamp {
     ino: u64,
     size: i64,
     mtime: (u64, u64),
+    /// Changes with any write or rename, even one that keeps the mtime.
+    ctime: (u64, u64),
 }
 
 impl FileStamp {
@@ -81,6 +83,7 @@ impl FileStamp {
             ino: st.st_ino,
             size: st.st_size,
             mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
         }
     }
 }

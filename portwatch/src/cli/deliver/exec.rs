@@ -75,6 +75,17 @@ async fn run(
         // reaches it, and without a cgroup this is what is killed.
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(&(current, maximum)) = crate::ORIGINAL_NOFILE.get() {
+        // SAFETY: between fork and exec, one setrlimit(2) with values
+        // copied before the fork: async-signal-safe, nothing allocated.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = rustix::process::Rlimit { current, maximum };
+                let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, limit);
+                Ok(())
+            });
+        }
+    }
     if let Some(cg) = &cgroup {
         let procs = cg.procs();
         // SAFETY: the closure runs between fork and exec and only opens,
