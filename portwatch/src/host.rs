@@ -36,6 +36,13 @@ impl UserNames {
     }
 }
 
+/// The user who owns the TCP connection from `peer` to `local` on this
+/// host (both ends here, as on loopback): what bounds a server's clients
+/// per user where every local user shares one address. None when unknown.
+pub fn local_peer_uid(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Option<u32> {
+    crate::sys::sock_diag::tcp_owner(peer, local).ok().flatten()
+}
+
 /// A process pinned (by a pidfd) when a user is asked to confirm a
 /// signal: if it exits meanwhile and its pid is reused, the signal is
 /// refused instead of reaching the newcomer.

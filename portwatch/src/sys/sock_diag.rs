@@ -57,6 +57,50 @@ pub(crate) fn sockets_in(
     })
 }
 
+/// The owner (uid) of the TCP socket of this network namespace whose local
+/// end is `local` and whose peer is `remote`: one exact lookup (no dump).
+/// None when there is no such socket.
+pub(crate) fn tcp_owner(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<u32>> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&NetlinkAddr::new(0, 0))?;
+    let (family, mut id) = match local {
+        SocketAddr::V4(_) => (AF_INET, SocketId::new_v4()),
+        SocketAddr::V6(_) => (AF_INET6, SocketId::new_v6()),
+    };
+    id.source_address = local.ip();
+    id.source_port = local.port();
+    id.destination_address = remote.ip();
+    id.destination_port = remote.port();
+    // INET_DIAG_NOCOOKIE: any socket with these addresses.
+    id.cookie = [0xff; 8];
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: id,
+        })
+        .into(),
+    );
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut rx: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let n = socket.recv(&mut rx, 0)?;
+    let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[..n])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(match msg.payload {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => Some(r.header.uid),
+        _ => None,
+    })
+}
+
 /// The kernel writes a socket's 64-bit cookie as two 32-bit words in host
 /// order, the low one first (`sock_diag_save_cookie`).
 fn cookie(bytes: &[u8; 8]) -> u64 {

@@ -1,7 +1,7 @@
 //! The metrics endpoint's connections, bounded. Any local user can connect
 //! to 127.0.0.1, so without limits a few thousand idle connections would
 //! take every descriptor the process has (and the monitor needs them):
-//! connections are capped per peer address and in total, one that is idle
+//! connections are capped per peer and in total, one that is idle
 //! (no byte read or written) for [`IDLE`] is closed, and none lives longer
 //! than [`LIFETIME`] (a scraper reconnects; a trickling client cannot hold a
 //! slot). Connections past a cap are closed at once, so the kernel's accept
@@ -26,8 +26,30 @@ use tokio::{
 
 /// Connections at once, from all peers.
 pub const TOTAL: usize = 64;
-/// Connections at once from one peer address.
+/// Connections at once from one peer: a local user (every local user
+/// shares the loopback addresses, and may pick any of 127.0.0.0/8), or a
+/// remote address.
 pub const PER_PEER: usize = 16;
+
+/// Who a connection counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Peer {
+    /// A local process's connection: its owner.
+    User(u32),
+    /// A remote one (or a local one whose owner cannot be read).
+    Address(IpAddr),
+}
+
+/// The peer of a connection from `from` to `to`: on loopback, the user
+/// that owns the other end (a sock_diag lookup, off the event loop).
+fn peer_of(from: SocketAddr, to: SocketAddr) -> Peer {
+    if from.ip().is_loopback()
+        && let Some(uid) = portwatch::host::local_peer_uid(from, to)
+    {
+        return Peer::User(uid);
+    }
+    Peer::Address(from.ip())
+}
 /// A connection with no byte read or written for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(10);
 /// No connection lives longer than this.
@@ -37,12 +59,12 @@ pub const LIFETIME: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct Held {
     total: usize,
-    by_peer: HashMap<IpAddr, usize>,
+    by_peer: HashMap<Peer, usize>,
 }
 
 /// Whether one more connection from `peer` fits; counts it when it does.
 /// Pure, so the caps are unit-tested.
-fn admit(held: &mut Held, peer: IpAddr, total: usize, per_peer: usize) -> bool {
+fn admit(held: &mut Held, peer: Peer, total: usize, per_peer: usize) -> bool {
     let n = held.by_peer.get(&peer).copied().unwrap_or(0);
     if held.total >= total || n >= per_peer {
         return false;
@@ -52,7 +74,7 @@ fn admit(held: &mut Held, peer: IpAddr, total: usize, per_peer: usize) -> bool {
     true
 }
 
-fn release(held: &mut Held, peer: IpAddr) {
+fn release(held: &mut Held, peer: Peer) {
     held.total = held.total.saturating_sub(1);
     if let Some(n) = held.by_peer.get_mut(&peer) {
         *n -= 1;
@@ -80,7 +102,7 @@ impl Bounded {
 /// A connection's place under the caps: given back when it closes.
 struct Slot {
     held: Arc<Mutex<Held>>,
-    peer: IpAddr,
+    peer: Peer,
 }
 
 impl Drop for Slot {
@@ -106,10 +128,14 @@ impl axum::serve::Listener for Bounded {
                     continue;
                 }
             };
+            let who = match stream.local_addr() {
+                Ok(local) => peer_of(peer, local),
+                Err(_) => Peer::Address(peer.ip()),
+            };
             let admitted = self
                 .held
                 .lock()
-                .is_ok_and(|mut held| admit(&mut held, peer.ip(), TOTAL, PER_PEER));
+                .is_ok_and(|mut held| admit(&mut held, who, TOTAL, PER_PEER));
             if !admitted {
                 // Closed at once: the descriptor is given back now.
                 drop(stream);
@@ -120,7 +146,7 @@ impl axum::serve::Listener for Bounded {
                 stream,
                 _slot: Slot {
                     held: self.held.clone(),
-                    peer: peer.ip(),
+                    peer: who,
                 },
                 idle: Box::pin(tokio::time::sleep_until(now + IDLE)),
                 end: Box::pin(tokio::time::sleep_until(now + LIFETIME)),
@@ -207,7 +233,10 @@ mod tests {
     #[test]
     fn caps_hold_per_peer_and_in_total_and_free_on_release() {
         let mut held = Held::default();
-        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let (a, b) = (
+            Peer::User(65534),
+            Peer::Address("192.0.2.1".parse().unwrap()),
+        );
         for _ in 0..3 {
             assert!(admit(&mut held, a, 5, 3));
         }
