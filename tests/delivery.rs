@@ -710,3 +710,50 @@ fn exec_commands_get_the_original_descriptor_limit() {
     assert_eq!(text.trim(), "1024");
     let _ = fs::remove_dir_all(dir);
 }
+
+/// Alerts still waiting for a slow output when the daemon stops are said,
+/// not dropped silently.
+#[test]
+fn alerts_still_queued_at_stop_are_reported() {
+    let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
+    let ids: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    let rules: Vec<(&str, u16)> = ids
+        .iter()
+        .map(String::as_str)
+        .zip(ports.iter().copied())
+        .collect();
+    let (dir, rules) = rules_dir("atstop", &rules);
+    let d = Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--alerts",
+        &rules,
+        "--exec",
+        "sleep 300",
+        "--exec-timeout",
+        "600s",
+    ]);
+    let held: Vec<TcpListener> = ports
+        .iter()
+        .map(|p| TcpListener::bind(("127.0.0.1", *p)).unwrap())
+        .collect();
+    let mut alerts = 0;
+    d.expect("ten alerts", Duration::from_secs(20), |v| {
+        alerts += usize::from(v["event"] == "alert");
+        alerts == 10
+    });
+    let (status, stderr, rest) = d.stop();
+    assert!(status.success(), "{status}: {stderr}");
+    let said: Vec<&str> = rest
+        .iter()
+        .filter(|v| v["event"] == "delivery_error")
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    assert!(
+        said.iter()
+            .any(|m| m.contains("still queued for exec #1 (sleep) when the daemon stopped")),
+        "{said:?}"
+    );
+    drop(held);
+    let _ = fs::remove_dir_all(dir);
+}

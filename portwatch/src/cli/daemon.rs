@@ -102,15 +102,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             }, if ready => {
                 hub.join(join, monitor.backend_name(), chrono::Utc::now(), &mut in_tree);
             }
-            Some(failure) = deliveries.next_failure() => {
-                sink.flush()?;
-                if sink.is_json() {
-                    sink.line(&output::delivery_error_json(&failure, &chrono::Utc::now()))?;
-                    sink.flush()?;
-                } else {
-                    crate::log::warn(&format!("delivery failed: {failure}"));
-                }
-            }
+            Some(failure) = deliveries.next_failure() => print_failure(&mut sink, &failure)?,
             // From READY on: the loop that serves this tick is the one
             // that reads the kernel's events.
             _ = watchdog_tick.tick(), if watchdog.is_some() && ready => {
@@ -128,7 +120,24 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // No loss is silent, at stop either.
+    for failure in deliveries.remaining() {
+        print_failure(&mut sink, &failure)?;
+    }
     sink.flush()?;
+    Ok(())
+}
+
+/// A delivery failure (or a count of alerts not delivered), as the
+/// daemon says it: a `delivery_error` line, or a warning.
+fn print_failure(sink: &mut Sink, failure: &str) -> anyhow::Result<()> {
+    sink.flush()?;
+    if sink.is_json() {
+        sink.line(&output::delivery_error_json(failure, &chrono::Utc::now()))?;
+        sink.flush()?;
+    } else {
+        crate::log::warn(&format!("delivery failed: {failure}"));
+    }
     Ok(())
 }
 

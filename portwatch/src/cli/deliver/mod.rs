@@ -208,6 +208,30 @@ impl Deliveries {
         self.failures.recv().await
     }
 
+    /// At stop: every report not yet taken (counts, queued failures), and
+    /// for each output the alerts still waiting in its queue, which will
+    /// not be delivered now.
+    pub fn remaining(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(counted) = self.take_count() {
+            out.push(counted);
+        }
+        while let Ok(failure) = self.failures.try_recv() {
+            out.push(failure);
+        }
+        for o in &self.outputs {
+            let waiting = o.tx.max_capacity() - o.tx.capacity();
+            if waiting > 0 {
+                out.push(portwatch::safe_text::safe_str(&format!(
+                    "{waiting} {} still queued for {} when the daemon stopped: not delivered",
+                    if waiting == 1 { "alert" } else { "alerts" },
+                    o.name
+                )));
+            }
+        }
+        out
+    }
+
     /// One output's count, as a sentence, and that count reset.
     fn take_count(&mut self) -> Option<String> {
         let n = self.outputs.len();
