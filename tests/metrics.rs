@@ -171,7 +171,8 @@ for i in range(n):
     s = socket.socket(); s.settimeout(2)
     try:
         # From four loopback addresses: the caps are per user, not address.
-        s.bind(("127.0.0.%d" % (1 + i % 4), 0))
+        # Not 127.0.0.1, whose ports other tests bind.
+        s.bind(("127.0.0.%d" % (2 + i % 4), 0))
         s.connect(("127.0.0.1", port)); held.append(s)
     except OSError:
         s.close()
@@ -218,7 +219,7 @@ fn idle_connections_from_a_local_user_exhaust_nothing() {
     w.expect("the new listener", Duration::from_secs(10), |v| {
         crate::support::is_event(v, "opened", "127.0.0.1", p)
     });
-    // A local scraper (root here), from the flood's own address.
+    // A local scraper (root here), from the loopback address.
     assert_eq!(get_from("127.0.0.1", port, "/healthz"), "HTTP/1.0 200 OK");
     drop(flood);
 }
