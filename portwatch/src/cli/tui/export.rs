@@ -46,12 +46,21 @@ pub fn view(app: &App, csv: bool) -> String {
     }
 }
 
-/// A CSV field, quoted when it holds a comma, a quote or a line break.
+/// A CSV field, quoted when it holds a comma, a quote or a line break. A
+/// field that a spreadsheet would run as a formula (it starts with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return: a process can name itself
+/// `=SUM(1,2)`) is neutralised with a leading `'`, as OWASP advises.
 fn csv_field(f: &str) -> String {
+    // A lone `-` (no age, no container) is no formula.
+    let f = if f != "-" && f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{f}")
+    } else {
+        f.to_string()
+    };
     if f.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", f.replace('"', "\"\""))
     } else {
-        f.to_string()
+        f
     }
 }
 
@@ -64,5 +73,19 @@ mod tests {
         assert_eq!(csv_field("nginx"), "nginx");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    /// OWASP's CSV injection rule: what a spreadsheet would evaluate is
+    /// made text.
+    #[test]
+    fn csv_neutralises_what_a_spreadsheet_would_run() {
+        assert_eq!(csv_field("=SUM(1,2)"), "\"'=SUM(1,2)\"");
+        assert_eq!(csv_field("+cmd"), "'+cmd");
+        assert_eq!(csv_field("-x"), "'-x");
+        assert_eq!(csv_field("@A1"), "'@A1");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(csv_field("a=b"), "a=b");
+        assert_eq!(csv_field("-"), "-");
     }
 }
