@@ -266,3 +266,38 @@ fn sighup_reloads_the_rules_and_the_daemon_goes_on() {
     assert!(status.success(), "{status}: {stderr}");
     let _ = fs::remove_dir_all(dir);
 }
+
+/// As 0.1.8's did, the daemon runs without a rules file (no alerts, said
+/// once), and a file written there later is used.
+#[test]
+fn the_daemon_runs_without_a_rules_file_and_takes_one_written_later() {
+    let dir = std::env::temp_dir().join(format!("portwatch-daemon-norules-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("alerts.json");
+    let daemon = Watcher::spawn(&["daemon", "--json", "--alerts", path.to_str().unwrap()]);
+    let port = free_port();
+    fs::write(
+        &path,
+        format!(
+            r#"{{"rules":[{}]}}"#,
+            rule(
+                "opened",
+                &format!(r#"{{"type":"PortOpened","params":{{"port":{port}}}}}"#)
+            )
+        ),
+    )
+    .unwrap();
+    daemon.expect("rules_reloaded", Duration::from_secs(5), |v| {
+        v["event"] == "rules_reloaded"
+    });
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    daemon.expect("the alert", Duration::from_secs(5), |v| {
+        v["event"] == "alert" && v["port"] == port
+    });
+    drop(l);
+    let (status, stderr, _) = daemon.stop();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr.matches("no rules file at").count(), 1, "{stderr}");
+    let _ = fs::remove_dir_all(dir);
+}

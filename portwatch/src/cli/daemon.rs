@@ -8,7 +8,7 @@ use portwatch::{
     Monitor, MonitorConfig, MonitorEvent, ResyncReason,
     monitor::{NoticeKind, RulesSource},
     output,
-    rules::store,
+    rules::{store, validate::Rules},
     serve::{self, Hub, Server},
 };
 
@@ -28,7 +28,26 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => store::read_path()?,
     };
-    let rules = store::load(&path)?;
+    // As 0.1.8's did, the daemon runs without a rules file: no alerts
+    // until one is written there (the directory is watched for it).
+    let rules = match store::load(&path) {
+        Err(store::StoreError::Missing(_)) => {
+            let watchable = path
+                .parent()
+                .is_some_and(|d| portwatch::files::CheckedDir::open(d, true).is_ok());
+            crate::log::info(&format!(
+                "no rules file at {}: no alerts until one is written there (`portwatch alerts init` writes the example){}",
+                path.display(),
+                if watchable {
+                    ""
+                } else {
+                    "; its directory cannot be watched, so restart the daemon then"
+                }
+            ));
+            watchable.then(Rules::empty)
+        }
+        other => Some(other?),
+    };
     let mut shutdown = Shutdown::install()?;
     let mut sink = Sink::new(args.json);
     // SIGHUP reloads the rules (its default action would end the daemon,
@@ -43,10 +62,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let watchdog_every = watchdog.map_or(Duration::from_secs(3600), |d| d / 2);
     let mut watchdog_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + watchdog_every, watchdog_every);
-    let n_rules = rules.file.rules.len();
+    let n_rules = rules.as_ref().map_or(0, |r| r.file.rules.len());
     let mut monitor = Monitor::start(MonitorConfig {
         engine,
-        rules: Some(RulesSource {
+        rules: rules.map(|rules| RulesSource {
             path: path.clone(),
             rules,
         }),
