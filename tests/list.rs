@@ -150,3 +150,22 @@ fn list_shows_udp_ports_as_ss_does_without_client_ports() {
     }
     panic!("ss -uan, portwatch list --proto udp, ss -uan disagree: {last:?}");
 }
+
+/// Unprivileged, `list` still lists what it can see, and ends with one
+/// line on stderr saying what it could not see and how to see it.
+#[test]
+fn list_as_a_user_says_what_it_cannot_see() {
+    let out = crate::support::as_nobody(crate::support::BIN)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("sudo portwatch list"), "{err}");
+}

@@ -13,5 +13,12 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
         sink.line(portwatch::output::listeners_table(&listeners).trim_end())?;
     }
     sink.flush()?;
+    if !rustix::process::geteuid().is_root() {
+        let unowned = listeners.iter().filter(|l| l.pid == 0).count();
+        crate::log::info(&format!(
+            "as a user, {unowned} of {} sockets show no owner (other users' processes are out of reach) and other network namespaces are not listed: `sudo portwatch list` shows everything",
+            listeners.len()
+        ));
+    }
     Ok(())
 }
