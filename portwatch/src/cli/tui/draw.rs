@@ -2,6 +2,7 @@
 //! were made safe when read.
 
 use chrono::{DateTime, Utc};
+use portwatch::safe_text::safe_str;
 use ratatui::{
     Frame,
     layout::{Constraint, Rect},
@@ -318,7 +319,9 @@ fn draw_alerts(frame: &mut Frame<'_>, app: &App, area: Rect) {
                         format!("{:<8}", a.severity.as_str()),
                         severity_style(a.severity.as_str()),
                     ),
-                    Span::raw(format!(" {}: {}", a.rule_name, a.message)),
+                    // Rule names come from a file: escaped like every
+                    // untrusted string, never stripped.
+                    Span::raw(format!(" {}: {}", safe_str(&a.rule_name), a.message)),
                 ])
             })
             .collect()
@@ -494,7 +497,7 @@ fn draw_editor(frame: &mut Frame<'_>, e: &Editor) {
                 let line = format!(
                     "{} {:<24} {:<8} {:<24} {}s",
                     if r.enabled { "[x]" } else { "[ ]" },
-                    shorten(&r.name, 24),
+                    shorten(&safe_str(&r.name), 24),
                     r.severity.as_str(),
                     r.condition.type_name(),
                     r.cooldown_seconds
@@ -513,16 +516,16 @@ fn draw_editor(frame: &mut Frame<'_>, e: &Editor) {
         }
         Some(form) => {
             lines.push(TextLine::from(if form.index.is_some() {
-                format!("editing rule `{}`", form.id)
+                format!("editing rule `{}`", safe_str(&form.id))
             } else {
                 "new rule".to_string()
             }));
             for (i, f) in form.fields.iter().enumerate() {
                 let focused = i == form.focus;
                 let value = match &f.kind {
-                    super::editor::Kind::Choice(_) => format!("< {} >", f.value),
-                    super::editor::Kind::Text if focused => format!("{}▏", f.value),
-                    super::editor::Kind::Text => f.value.clone(),
+                    super::editor::Kind::Choice(_) => format!("< {} >", safe_str(&f.value)),
+                    super::editor::Kind::Text if focused => format!("{}▏", safe_str(&f.value)),
+                    super::editor::Kind::Text => safe_str(&f.value),
                 };
                 lines.push(TextLine::from(vec![
                     Span::styled(

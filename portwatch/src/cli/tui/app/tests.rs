@@ -605,3 +605,25 @@ fn hostile_names_stay_in_their_cells() {
     assert!(!text.contains('\u{1b}'));
     assert!(text.contains("服务服务"));
 }
+
+/// A rule name from the file with control and bidi characters is shown
+/// escaped, through the one escaping path, in the list and the form: not
+/// stripped, not raw.
+#[test]
+fn rule_names_from_the_file_are_shown_escaped() {
+    let mut a = app();
+    let mut file = portwatch::rules::validate::load_bytes(
+        portwatch::rules::store::EXAMPLE.as_bytes(),
+        std::path::Path::new("x"),
+    )
+    .unwrap()
+    .file;
+    file.rules[0].name = "evil\u{1b}[2J\u{202e}x".into();
+    a.set_rules(Ok(file));
+    press(&mut a, KeyCode::Char('E'));
+    let list = screen(&mut a);
+    assert!(list.contains("evil\\x1b[2J\\u{202e}x"), "{list}");
+    press(&mut a, KeyCode::Enter);
+    let form = screen(&mut a);
+    assert!(form.contains("evil\\x1b[2J\\u{202e}x"), "{form}");
+}
