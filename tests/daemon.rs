@@ -299,5 +299,13 @@ fn the_daemon_runs_without_a_rules_file_and_takes_one_written_later() {
     let (status, stderr, _) = daemon.stop();
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(stderr.matches("no rules file at").count(), 1, "{stderr}");
+    // A path whose directory does not exist: the daemon runs, and makes
+    // no directory for it (a mistyped path leaves nothing behind).
+    let missing = dir.join("missing/alerts.json");
+    let daemon = Watcher::spawn(&["daemon", "--json", "--alerts", missing.to_str().unwrap()]);
+    let (status, stderr, _) = daemon.stop();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("restart the daemon"), "{stderr}");
+    assert!(!dir.join("missing").exists());
     let _ = fs::remove_dir_all(dir);
 }

@@ -16,15 +16,16 @@ fn json_lines(stderr: &[u8]) -> Vec<Value> {
 
 #[test]
 fn with_log_format_json_every_stderr_line_is_a_json_object() {
-    // A start that fails: one error object, exit status 1.
+    // A start that fails (a rules file that does not parse): one error
+    // object, exit status 1.
+    let dir = std::env::temp_dir().join(format!("portwatch-logjson-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.json");
+    std::fs::write(&broken, "{\"rules\": [").unwrap();
     let out = Command::new(BIN)
-        .args([
-            "daemon",
-            "--log-format",
-            "json",
-            "--alerts",
-            "/nonexistent/alerts.json",
-        ])
+        .args(["daemon", "--log-format", "json", "--alerts"])
+        .arg(&broken)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -35,15 +36,12 @@ fn with_log_format_json_every_stderr_line_is_a_json_object() {
         lines[0]["fields"]["message"]
             .as_str()
             .unwrap()
-            .contains("/nonexistent/alerts.json"),
+            .contains("broken.json"),
         "{lines:?}"
     );
 
     // A running daemon: a warning (no listen callback on the classic
     // tracepoint) as an object with its level.
-    let dir = std::env::temp_dir().join(format!("portwatch-logjson-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let rules = dir.join("alerts.json");
     std::fs::write(&rules, r#"{"rules":[]}"#).unwrap();
     let d = Watcher::spawn(&[

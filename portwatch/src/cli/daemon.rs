@@ -32,9 +32,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // until one is written there (the directory is watched for it).
     let rules = match store::load(&path) {
         Err(store::StoreError::Missing(_)) => {
+            // Its directory is watched when it exists: never made here (a
+            // mistyped path must not leave directories behind).
             let watchable = path
                 .parent()
-                .is_some_and(|d| portwatch::files::CheckedDir::open(d, true).is_ok());
+                .is_some_and(|d| portwatch::files::CheckedDir::open(d, false).is_ok());
             crate::log::info(&format!(
                 "no rules file at {}: no alerts until one is written there (`portwatch alerts init` writes the example){}",
                 path.display(),
