@@ -733,14 +733,22 @@ fn alerts_still_queued_at_stop_are_reported() {
         "--exec-timeout",
         "600s",
     ]);
+    // A port free a moment ago may be taken by a test running beside
+    // this one: those that bind fire.
     let held: Vec<TcpListener> = ports
         .iter()
-        .map(|p| TcpListener::bind(("127.0.0.1", *p)).unwrap())
+        .filter_map(|p| TcpListener::bind(("127.0.0.1", *p)).ok())
         .collect();
+    // Four commands run at once and the worker holds one more: the rest wait.
+    assert!(
+        held.len() >= 6,
+        "only {} of 10 ports could be bound",
+        held.len()
+    );
     let mut alerts = 0;
-    d.expect("ten alerts", Duration::from_secs(20), |v| {
+    d.expect("an alert per port", Duration::from_secs(20), |v| {
         alerts += usize::from(v["event"] == "alert");
-        alerts == 10
+        alerts == held.len()
     });
     let (status, stderr, rest) = d.stop();
     assert!(status.success(), "{status}: {stderr}");

@@ -84,3 +84,31 @@ fn the_package_installs_runs_and_purges_cleanly() {
     }
     assert!(!has_group(), "the portwatch group is left after a purge");
 }
+
+/// This portwatch succeeds 0.1.8: `--version` and the package say 0.2.0,
+/// which a package manager sees as an upgrade.
+#[test]
+fn the_version_follows_0_1_8() {
+    let out = Command::new(crate::support::BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "portwatch 0.2.0"
+    );
+    let deb = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/debian/portwatch.deb"
+    );
+    let field = Command::new("dpkg-deb")
+        .args(["-f", deb, "Version"])
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&field.stdout).trim().to_string();
+    let newer = Command::new("dpkg")
+        .args(["--compare-versions", &version, "gt", "0.1.8"])
+        .status()
+        .unwrap();
+    assert!(newer.success(), "the package's version {version:?}");
+}
