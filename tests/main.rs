@@ -32,5 +32,6 @@ mod service;
 mod socket;
 mod startup_errors;
 mod tui;
+mod tui_truth;
 mod udp;
 mod watch;

@@ -10,12 +10,12 @@ use std::{
 use crate::support::{BIN, Helper};
 
 /// One tmux server per test (its own socket), one window.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(tag: &str, command: &str) -> Tmux {
+    pub(crate) fn start(tag: &str, command: &str) -> Tmux {
         let socket = format!("portwatch-test-{}-{tag}", std::process::id());
         let ok = Command::new("tmux")
             .args([
@@ -35,7 +35,7 @@ impl Tmux {
         Tmux { socket }
     }
 
-    fn capture(&self) -> String {
+    pub(crate) fn capture(&self) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.socket, "capture-pane", "-p"])
             .output()
@@ -43,7 +43,7 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn send(&self, keys: &[&str]) {
+    pub(crate) fn send(&self, keys: &[&str]) {
         let ok = Command::new("tmux")
             .args(["-L", &self.socket, "send-keys"])
             .args(keys)
@@ -54,7 +54,12 @@ impl Tmux {
 
     /// The screen once `pred` holds for it; panics with the screen after
     /// `timeout`.
-    fn wait_until(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let screen = self.capture();
@@ -68,7 +73,7 @@ impl Tmux {
         }
     }
 
-    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+    pub(crate) fn wait_for(&self, needle: &str, timeout: Duration) -> String {
         self.wait_until(needle, timeout, |s| s.contains(needle))
     }
 }
@@ -82,10 +87,10 @@ impl Drop for Tmux {
 }
 
 /// Start-up (loading the programs, the scan) may take a while on CI.
-const READY: Duration = Duration::from_secs(30);
+pub(crate) const READY: Duration = Duration::from_secs(30);
 
 /// Whether a table row shows `port` in the PORT column (the second).
-fn row_with_port(screen: &str, port: u16) -> bool {
+pub(crate) fn row_with_port(screen: &str, port: u16) -> bool {
     let port = port.to_string();
     screen.lines().any(|l| {
         l.split(|c: char| c.is_whitespace() || c == '│')
@@ -152,7 +157,10 @@ fn a_filter_shows_only_matching_rows() {
     tui.send(&["/"]);
     tui.send(&["-l", &format!(" port:{pa}")]);
     tui.send(&["Enter"]);
-    let screen = tui.wait_for("(1 match)", Duration::from_secs(10));
+    let screen = tui.wait_for(
+        &format!("filter: 'pid:{} port:{pa}'  1 match", std::process::id()),
+        Duration::from_secs(10),
+    );
     assert!(row_with_port(&screen, pa), "{screen}");
     assert!(!row_with_port(&screen, pb), "{screen}");
 }
@@ -367,8 +375,9 @@ fn without_privileges_it_runs_on_procfs_and_says_why() {
         "unprivileged",
         &format!("setpriv --reuid 65534 --regid 65534 --clear-groups {BIN}"),
     );
-    let screen = tui.wait_for("watching with procfs", READY);
-    assert!(screen.contains("procfs (eBPF: "), "{screen}");
+    // The reason, with its fix at its end, is never cut.
+    let screen = tui.wait_for("watching with procfs: eBPF: ", READY);
+    assert!(screen.contains("run it with sudo"), "{screen}");
 }
 
 /// Unprivileged, the terminal UI shows a root daemon's events through its

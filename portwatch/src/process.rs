@@ -27,8 +27,8 @@ pub struct ProcessInfo {
     pub environ: Vec<(String, String)>,
     /// Parent, grandparent, ... up to pid 1: (pid, name).
     pub ancestry: Vec<(u32, String)>,
-    /// Processes whose parent this is.
-    pub children: usize,
+    /// Processes whose parent this is: (pid, name), by pid.
+    pub children: Vec<(u32, String)>,
     pub cgroup: String,
     pub container: Option<Container>,
     /// Network namespace inode.

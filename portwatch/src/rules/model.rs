@@ -107,6 +107,31 @@ impl Condition {
             Condition::UnknownProcessListening(()) => "UnknownProcessListening",
         }
     }
+
+    /// The condition in short, for a list of rules: `PortOpened 8080`,
+    /// `ProcessCpuThreshold node > 80%`. Patterns are as written in the
+    /// file: escape them before showing them.
+    pub fn summary(&self) -> String {
+        let name = self.type_name();
+        match self {
+            Condition::PortOpened(p) | Condition::PortClosed(p) => format!("{name} {}", p.port),
+            Condition::PortRangeActivity(r) => {
+                format!("{name} {}-{}", r.start_port, r.end_port)
+            }
+            Condition::ExternalConnection(e) => format!(
+                "{name} {}{}",
+                e.ip_pattern,
+                if e.exclude_private { " !private" } else { "" }
+            ),
+            Condition::ProcessCpuThreshold(c) => {
+                format!("{name} {} > {}%", c.process_pattern, c.threshold_percent)
+            }
+            Condition::ProcessMemoryThreshold(m) => {
+                format!("{name} {} > {} MB", m.process_pattern, m.threshold_mb)
+            }
+            Condition::UnknownProcessListening(()) => name.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +146,41 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&c).unwrap(),
             r#"{"type":"UnknownProcessListening","params":null}"#
+        );
+    }
+
+    #[test]
+    fn summaries_say_the_condition_in_short() {
+        let c = |json: &str| serde_json::from_str::<Condition>(json).unwrap().summary();
+        assert_eq!(
+            c(r#"{"type":"PortOpened","params":{"port":8080}}"#),
+            "PortOpened 8080"
+        );
+        assert_eq!(
+            c(r#"{"type":"PortRangeActivity","params":{"start_port":8000,"end_port":9000}}"#),
+            "PortRangeActivity 8000-9000"
+        );
+        assert_eq!(
+            c(
+                r#"{"type":"ExternalConnection","params":{"ip_pattern":"10.*","exclude_private":true}}"#
+            ),
+            "ExternalConnection 10.* !private"
+        );
+        assert_eq!(
+            c(
+                r#"{"type":"ProcessCpuThreshold","params":{"process_pattern":"node","threshold_percent":80.5}}"#
+            ),
+            "ProcessCpuThreshold node > 80.5%"
+        );
+        assert_eq!(
+            c(
+                r#"{"type":"ProcessMemoryThreshold","params":{"process_pattern":"java","threshold_mb":512}}"#
+            ),
+            "ProcessMemoryThreshold java > 512 MB"
+        );
+        assert_eq!(
+            c(r#"{"type":"UnknownProcessListening","params":null}"#),
+            "UnknownProcessListening"
         );
     }
 

@@ -582,6 +582,21 @@ pub(crate) fn parent_links() -> Result<Vec<(u32, u32)>> {
         .collect())
 }
 
+/// The processes whose parent is `pid`: (pid, name), by pid; empty when
+/// /proc cannot be listed.
+pub(crate) fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut children: Vec<(u32, String)> = list_processes()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(child, _)| {
+            let stat = read_stat(child)?;
+            (stat.ppid == pid).then_some((child, stat.comm))
+        })
+        .collect();
+    children.sort_unstable_by_key(|(pid, _)| *pid);
+    children
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

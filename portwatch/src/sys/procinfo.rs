@@ -83,9 +83,7 @@ pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
             i64::try_from(stat.start_time.saturating_mul(1000) / ticks).unwrap_or(i64::MAX),
         )
     });
-    let children = procfs_scan::parent_links()
-        .map(|links| links.iter().filter(|(_, ppid)| *ppid == pid).count())
-        .unwrap_or(0);
+    let children = procfs_scan::children_of(pid);
     let cgroup = procfs_scan::cgroup_of(pid);
     Some(ProcessInfo {
         pid,

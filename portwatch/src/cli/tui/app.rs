@@ -112,9 +112,36 @@ pub struct Details {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Status {
     pub backend: String,
+    /// Why the eBPF backend could not be used, when it could not.
+    pub fallback: Option<String>,
+    /// The kernel's counters, when this process can read them.
     pub stats: Stats,
+    /// Opens and closes this screen received after the baseline.
+    pub events: u64,
+    /// Resyncs this screen was told of.
+    pub resyncs: u64,
+    /// Events a daemon dropped for this screen (`--connect`).
+    pub lost: u64,
     pub message: String,
     pub ready: bool,
+}
+
+/// What the table holds at the frame it is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Open rows that the filter admits.
+    pub open: usize,
+    /// Closed rows that the filter admits (dimmed until they go).
+    pub closed: usize,
+    /// Lines of the table, headers included.
+    pub lines: usize,
+}
+
+/// Live listeners by protocol, whatever the filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    pub tcp: usize,
+    pub udp: usize,
 }
 
 struct Tracked {
@@ -142,6 +169,12 @@ pub struct App {
     query: Query,
     pub editing_filter: bool,
     selected: Option<RowKey>,
+    /// The selection's line when last seen: where the next one is taken
+    /// from if its row goes.
+    selected_at: usize,
+    /// The view sits at the top: the selection is the first row, whatever
+    /// arrives above it (at start, after Home, after a change of view).
+    at_top: bool,
     pub offset: usize,
     /// While paused: the frozen view, and the events since.
     frozen: Option<(Vec<Item>, Vec<Line>, u64)>,
@@ -189,6 +222,8 @@ impl App {
             query: Query::default(),
             editing_filter: false,
             selected: None,
+            selected_at: 0,
+            at_top: true,
             offset: 0,
             frozen: None,
             pane: Pane::None,
@@ -241,14 +276,44 @@ impl App {
         self.frozen.as_ref().map(|f| f.2)
     }
 
-    /// How many items match, and how many there are.
-    pub fn counts(&self) -> (usize, usize) {
+    /// The rows the table shows now, counted from its lines.
+    pub fn counts(&self) -> Counts {
         let (items, lines) = self.visible();
-        let shown = lines
-            .iter()
-            .filter(|l| matches!(l, Line::Item { .. }))
-            .count();
-        (shown, items.len())
+        let mut c = Counts {
+            lines: lines.len(),
+            ..Counts::default()
+        };
+        for l in lines {
+            if let Line::Item { index, .. } = l {
+                if items[*index].closed {
+                    c.closed += 1;
+                } else {
+                    c.open += 1;
+                }
+            }
+        }
+        c
+    }
+
+    /// The listeners open now, by protocol (live even while paused).
+    pub fn live(&self) -> Live {
+        let mut live = Live::default();
+        for t in self.listeners.values().filter(|t| t.closed_at.is_none()) {
+            match t.listener.proto {
+                portwatch::Proto::Tcp => live.tcp += 1,
+                portwatch::Proto::Udp => live.udp += 1,
+            }
+        }
+        live
+    }
+
+    /// The first and last line on screen (from 1) and how many there are,
+    /// when some are off screen.
+    pub fn scroll_position(&self) -> Option<(usize, usize, usize)> {
+        let height = usize::from(self.areas.table_rows());
+        let total = self.visible().1.len();
+        (height > 0 && total > height)
+            .then(|| (self.offset + 1, (self.offset + height).min(total), total))
     }
 
     /// The line index of the selection.
@@ -267,6 +332,30 @@ impl App {
             Line::Item { index, .. } => items.get(*index),
             Line::Header { .. } => None,
         }
+    }
+
+    /// The message line's text, and whether it is a problem: a filter
+    /// that does not parse says why there, in full; else the latest
+    /// message.
+    pub fn message(&self) -> (&str, bool) {
+        match &self.filter_error {
+            Some(e) => (e, true),
+            None => (&self.status.message, false),
+        }
+    }
+
+    /// Places the screen's parts for a terminal of `size`, then scrolls
+    /// for that height.
+    pub fn lay_out(&mut self, size: Rect) {
+        self.areas = Areas::compute(
+            size,
+            self.columns(),
+            self.details.is_some(),
+            self.pane != Pane::None,
+            self.editing_filter || !self.filter_text.is_empty(),
+            super::layout::message_lines(self.message().0, size.width),
+        );
+        self.scroll_to_selection();
     }
 
     /// Rebuilds the rows now (after a change of view, filter or sort).
@@ -311,29 +400,49 @@ impl App {
         self.dirty = true;
     }
 
-    /// Keeps a selection on an item line: the same row where it still is,
-    /// else the first.
+    /// Keeps the selection on its row (by identity) while that row is
+    /// shown; at the top, on the first row; when its row went, on the row
+    /// that took its place.
     fn keep_selection(&mut self) {
-        if self.selected_line().is_some() {
-            self.scroll_to_selection();
-            return;
-        }
         let (items, lines) = self.visible();
-        self.selected = lines.iter().find_map(|l| match l {
-            Line::Item { index, .. } => Some(items[*index].key.clone()),
-            Line::Header { .. } => None,
-        });
-        self.offset = 0;
+        let key_at = |i: usize| match lines.get(i) {
+            Some(Line::Item { index, .. }) => Some(items[*index].key.clone()),
+            _ => None,
+        };
+        let item_lines = || (0..lines.len()).filter(|&i| key_at(i).is_some());
+        let line = if self.at_top {
+            item_lines().next()
+        } else if let Some(i) = self.selected_line() {
+            Some(i)
+        } else {
+            // The nearest item line at or before where it was, else after.
+            let was = self.selected_at;
+            item_lines()
+                .take_while(|&i| i <= was)
+                .last()
+                .or_else(|| item_lines().next())
+        };
+        self.selected = line.and_then(key_at);
+        self.selected_at = line.unwrap_or(0);
+        self.scroll_to_selection();
     }
 
-    /// Scrolls so that the selection is on screen (once the layout is
-    /// known). Called again after each layout.
+    /// Scrolls so that the screen is full and the selection on it (once
+    /// the layout is known). Called again after each layout.
     pub fn scroll_to_selection(&mut self) {
         let height = usize::from(self.areas.table_rows());
         if height == 0 {
             return;
         }
+        let total = self.visible().1.len();
+        // No empty screen below the last line: rows that went (a burst
+        // closing) give their room back to the rows above.
+        self.offset = self.offset.min(total.saturating_sub(height));
+        if self.at_top {
+            self.offset = 0;
+        }
         if let Some(i) = self.selected_line() {
+            self.selected_at = i;
             if i < self.offset {
                 self.offset = i;
             } else if i >= self.offset + height {
@@ -348,8 +457,12 @@ impl App {
                 self.query = q;
                 self.filter_error = None;
             }
-            // The last good filter stays in force while the text is wrong.
-            Err(e) => self.filter_error = Some(e),
+            // A wrong filter filters nothing: every row and the error,
+            // never rows picked by a part of it.
+            Err(e) => {
+                self.query = Query::default();
+                self.filter_error = Some(e);
+            }
         }
         self.filter_text = text;
         self.refresh();
@@ -377,10 +490,15 @@ impl App {
             }
             MonitorEvent::Ready(r) => {
                 self.status.ready = true;
-                self.status.message =
-                    format!("watching with {}, {} listening", r.backend, r.listeners);
+                // The count is the status bar's, live; the reason for a
+                // fallback stays until something else is said.
+                self.status.message = match &self.status.fallback {
+                    Some(why) => format!("watching with {}: {why}", r.backend),
+                    None => format!("watching with {}", r.backend),
+                };
             }
             MonitorEvent::Resync(s) => {
+                self.status.resyncs += 1;
                 if s.opened + s.closed > 0 {
                     self.status.message = format!(
                         "resync ({}): {} opened, {} closed",
@@ -419,6 +537,7 @@ impl App {
         };
         // The log tells what happens; the baseline is what was.
         if ev.source != Source::Baseline {
+            self.status.events += 1;
             self.log.push_front(LogEntry {
                 ts: ev.ts,
                 opened,
@@ -461,6 +580,8 @@ impl App {
     /// stale, and the fresh baseline that follows replaces it.
     pub fn on_lost(&mut self, events: u64) {
         self.listeners.clear();
+        self.status.lost += events;
+        self.stale = true;
         self.status.message =
             format!("fell behind the daemon and lost {events} events; showing a fresh baseline");
         self.dirty = true;
@@ -658,7 +779,12 @@ impl App {
         }
         if self.editing_filter {
             match key.code {
-                KeyCode::Enter | KeyCode::Esc => self.editing_filter = false,
+                KeyCode::Enter => self.editing_filter = false,
+                // Esc cancels: no filter, as in portwatch 0.1.8.
+                KeyCode::Esc => {
+                    self.editing_filter = false;
+                    self.set_filter(String::new());
+                }
                 KeyCode::Backspace => {
                     let mut t = self.filter_text.clone();
                     t.pop();
@@ -692,7 +818,11 @@ impl App {
             Action::Down => self.move_selection(1),
             Action::PageUp => self.move_selection(-(page as isize)),
             Action::PageDown => self.move_selection(page as isize),
-            Action::Home => self.move_selection(isize::MIN / 2),
+            Action::Home => {
+                self.at_top = true;
+                self.keep_selection();
+                self.follow_details();
+            }
             Action::End => self.move_selection(isize::MAX / 2),
             Action::Details => {
                 if self.details.is_some() {
@@ -807,11 +937,14 @@ impl App {
                 }];
             }
             Action::Help => self.dialog = Some(Dialog::Help),
+            // The innermost thing open closes first; last, the filter.
             Action::Back => {
                 if self.details.is_some() {
                     self.details = None;
-                } else {
+                } else if self.pane != Pane::None {
                     self.pane = Pane::None;
+                } else if !self.filter_text.is_empty() {
+                    self.set_filter(String::new());
                 }
             }
             Action::Quit => return vec![Effect::Quit],
@@ -822,6 +955,7 @@ impl App {
     fn after_view_change(&mut self) {
         self.sort = Sort::default();
         self.offset = 0;
+        self.at_top = true;
         self.refresh();
     }
 
@@ -847,6 +981,8 @@ impl App {
         if let Line::Item { index, .. } = &lines[rows[next]] {
             self.selected = Some(items[*index].key.clone());
         }
+        // The user chose a row: it stays selected wherever it moves.
+        self.at_top = false;
         self.scroll_to_selection();
         self.follow_details();
     }
@@ -911,6 +1047,7 @@ impl App {
                     let (items, lines) = self.visible();
                     if let Some(Line::Item { index, .. }) = lines.get(line) {
                         self.selected = Some(items[*index].key.clone());
+                        self.at_top = false;
                         self.follow_details();
                     }
                 }

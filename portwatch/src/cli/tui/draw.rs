@@ -15,22 +15,9 @@ use super::{
     app::{App, Details, Dialog, KillDialog, Pane},
     editor::{CONDITIONS, Editor},
     keys,
+    text::{shorten, wrap},
     view::{Column, Item, Line, cell},
 };
-
-/// Shortens `s` to at most `max` characters (never inside one), with `…`
-/// where it was cut.
-pub fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    if max == 0 {
-        return String::new();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
-}
 
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
     let areas = &app.areas;
@@ -48,6 +35,9 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     if areas.filter.height > 0 {
         draw_filter(frame, app, areas.filter);
     }
+    if areas.message.height > 0 {
+        draw_message(frame, app, areas.message);
+    }
     draw_status(frame, app, areas.status);
     match &app.dialog {
         Some(Dialog::Help) => draw_help(frame, app),
@@ -57,19 +47,29 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     }
 }
 
+/// A new row: black on yellow, bold, in every cell (no column colour on
+/// it: green or cyan on yellow cannot be read in 16 or 256 colours).
+pub const FRESH: Style = Style::new()
+    .fg(Color::Black)
+    .bg(Color::Yellow)
+    .add_modifier(Modifier::BOLD);
+
 fn row_style(item: &Item) -> Style {
     if item.closed {
         Style::default()
             .fg(Color::DarkGray)
             .add_modifier(Modifier::CROSSED_OUT)
     } else if item.fresh {
-        Style::default().fg(Color::Black).bg(Color::Yellow)
+        FRESH
     } else {
         Style::default()
     }
 }
 
 fn cell_style(item: &Item, column: Column) -> Style {
+    if item.fresh || item.closed {
+        return Style::default();
+    }
     match column {
         Column::Proto if item.proto == portwatch::Proto::Udp => Style::default().fg(Color::Magenta),
         Column::Proto => Style::default().fg(Color::Cyan),
@@ -87,10 +87,12 @@ fn cell_style(item: &Item, column: Column) -> Style {
 fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let (items, lines) = app.visible();
     let columns = app.columns();
-    let (shown, total) = app.counts();
-    let mut title = format!(" portwatch · {} · {total}", app.kind.title());
-    if !app.filter_text.is_empty() {
-        title.push_str(&format!(" ({shown} match)"));
+    // Counted from the lines drawn: open rows the filter admits; the
+    // closed ones still shown apart.
+    let counts = app.counts();
+    let mut title = format!(" portwatch · {} · {}", app.kind.title(), counts.open);
+    if counts.closed > 0 {
+        title.push_str(&format!(" +{} closed", counts.closed));
     }
     if let Some(n) = app.paused_events() {
         title.push_str(&format!(" · PAUSED, {n} new events"));
@@ -143,10 +145,15 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect) {
         })
         .collect();
     let widths: Vec<Constraint> = shown.iter().map(|(_, w)| Constraint::Length(*w)).collect();
+    let mut block = Block::default().borders(Borders::ALL).title(title);
+    if let Some((first, last, total)) = app.scroll_position() {
+        block = block
+            .title_bottom(TextLine::from(format!(" {first}-{last} of {total} ")).right_aligned());
+    }
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
-        .block(Block::default().borders(Borders::ALL).title(title));
+        .block(block);
     frame.render_widget(table, area);
 }
 
@@ -155,6 +162,38 @@ fn kv<'a>(key: &'a str, value: String) -> TextLine<'a> {
         Span::styled(format!("{key:<10}"), Style::default().fg(Color::Cyan)),
         Span::raw(value),
     ])
+}
+
+/// `kv` for a long value: wrapped to `w`, the lines after the first
+/// under the value.
+fn kv_wrapped(key: &'static str, value: &str, w: usize) -> Vec<TextLine<'static>> {
+    wrap(value, w)
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                kv(key, part)
+            } else {
+                TextLine::from(format!("{:10}{part}", ""))
+            }
+        })
+        .collect()
+}
+
+/// `children` as `pid name` lines, at most `cap`, then how many more.
+fn children_lines(children: &[(u32, String)], cap: usize) -> Vec<TextLine<'static>> {
+    let mut out: Vec<TextLine<'static>> = children
+        .iter()
+        .take(cap)
+        .map(|(pid, name)| TextLine::from(format!("  {pid:>7} {name}")))
+        .collect();
+    if children.len() > cap {
+        out.push(TextLine::from(format!(
+            "  and {} more",
+            children.len() - cap
+        )));
+    }
+    out
 }
 
 /// `1d 2h`, `3h 4m`, `5m 6s`, `7s`.
@@ -172,9 +211,9 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
     let mut out = Vec::new();
     let item = app.selected_item();
     if let Some(i) = item {
-        out.push(kv("local", shorten(&i.local.to_string(), w)));
+        out.extend(kv_wrapped("local", &i.local.to_string(), w));
         if let Some(r) = i.remote {
-            out.push(kv("remote", r.to_string()));
+            out.extend(kv_wrapped("remote", &r.to_string(), w));
         }
     }
     let Some(p) = &d.info else {
@@ -187,17 +226,26 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
     let now: DateTime<Utc> = app.now;
     out.push(kv("pid", p.pid.to_string()));
     out.push(kv("name", p.comm.clone()));
-    out.push(kv("exe", shorten(&p.exe, w)));
-    out.push(kv("cwd", shorten(&p.cwd, w)));
+    out.extend(kv_wrapped("exe", &p.exe, w));
+    // Wrapped, never cut, and high up: the flags that matter are often
+    // last.
+    out.extend(kv_wrapped("cmdline", &p.cmdline, w));
+    out.extend(kv_wrapped("cwd", &p.cwd, w));
+    out.extend(kv_wrapped("cgroup", &p.cgroup, w));
+    out.push(kv(
+        "container",
+        p.container.as_ref().map_or("-".into(), |c| c.label()),
+    ));
     let chain: Vec<String> = p
         .ancestry
         .iter()
         .rev()
         .map(|(pid, name)| format!("{name}({pid})"))
         .collect();
-    out.push(kv(
+    out.extend(kv_wrapped(
         "parent",
-        shorten(&format!("{} · {}", p.ppid, chain.join(" > ")), w),
+        &format!("{} · {}", p.ppid, chain.join(" > ")),
+        w,
     ));
     out.push(kv(
         "user",
@@ -221,13 +269,8 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
             .map_or("?".into(), |t| duration_text((now - t).num_seconds())),
     ));
     out.push(kv("threads", p.threads.to_string()));
-    out.push(kv("children", p.children.to_string()));
-    out.push(kv("cmdline", shorten(&p.cmdline, w * 3)));
-    out.push(kv("cgroup", shorten(&p.cgroup, w)));
-    out.push(kv(
-        "container",
-        p.container.as_ref().map_or("-".into(), |c| c.label()),
-    ));
+    out.push(kv("children", p.children.len().to_string()));
+    out.extend(children_lines(&p.children, 5));
     out.push(kv("netns", p.netns.map_or("?".into(), |n| n.to_string())));
     let (items, _) = app.visible();
     let sockets: Vec<String> = items
@@ -237,16 +280,30 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
         .collect();
     out.push(kv("sockets", sockets.len().to_string()));
     for s in sockets.iter().take(8) {
-        out.push(TextLine::from(format!("  {}", shorten(s, w))));
+        out.extend(
+            wrap(s, w + 8)
+                .into_iter()
+                .map(|l| TextLine::from(format!("  {l}"))),
+        );
+    }
+    if sockets.len() > 8 {
+        out.push(TextLine::from(format!("  and {} more", sockets.len() - 8)));
     }
     out.push(TextLine::from(Span::styled(
         "environment",
         Style::default().fg(Color::Cyan),
     )));
     for (k, v) in p.environ.iter().take(12) {
+        out.extend(
+            wrap(&format!("{k}={v}"), w + 8)
+                .into_iter()
+                .map(|l| TextLine::from(format!("  {l}"))),
+        );
+    }
+    if p.environ.len() > 12 {
         out.push(TextLine::from(format!(
-            "  {}",
-            shorten(&format!("{k}={v}"), w)
+            "  and {} more",
+            p.environ.len() - 12
         )));
     }
     out
@@ -254,8 +311,20 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
 
 fn draw_details(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let Some(d) = &app.details else { return };
-    let w = usize::from(area.width.saturating_sub(13));
-    let p = Paragraph::new(details_lines(app, d, w)).block(
+    // Inside the border, after the 10 cells of the key.
+    let w = usize::from(area.width.saturating_sub(12));
+    let mut lines = details_lines(app, d, w);
+    // Too long for the pane: the last line says how much is below.
+    let room = usize::from(area.height.saturating_sub(2));
+    if lines.len() > room && room > 0 {
+        let hidden = lines.len() - room + 1;
+        lines.truncate(room - 1);
+        lines.push(TextLine::from(Span::styled(
+            format!("… {hidden} more lines (a taller terminal shows them)"),
+            Style::default().fg(Color::DarkGray),
+        )));
+    }
+    let p = Paragraph::new(lines).block(
         Block::default()
             .borders(Borders::ALL)
             .title(format!(" details · pid {} ", d.pid)),
@@ -336,58 +405,137 @@ fn draw_alerts(frame: &mut Frame<'_>, app: &App, area: Rect) {
     );
 }
 
+/// The filter: being typed (`/ text▏`), or in force (`filter: 'text'`),
+/// with its match count or its error, and how to leave it.
 fn draw_filter(frame: &mut Frame<'_>, app: &App, area: Rect) {
-    let mut spans = vec![
-        Span::raw("/ "),
-        Span::raw(app.filter_text.clone()),
-        Span::raw("▏"),
-    ];
+    let text = safe_str(&app.filter_text);
+    let mut spans = if app.editing_filter {
+        vec![Span::raw("/ "), Span::raw(text), Span::raw("▏")]
+    } else {
+        vec![
+            Span::styled("filter: ", Style::default().fg(Color::Cyan)),
+            Span::raw(format!("'{text}'")),
+        ]
+    };
+    let dim = Style::default().fg(Color::DarkGray);
     match &app.filter_error {
-        Some(e) => spans.push(Span::styled(
-            format!("  {e}"),
+        // The error itself is in the message line, wrapped.
+        Some(_) => spans.push(Span::styled(
+            "  not applied: every row is shown",
             Style::default().fg(Color::Red),
         )),
-        None => spans.push(Span::styled(
-            format!("  {} match", app.counts().0),
-            Style::default().fg(Color::DarkGray),
-        )),
+        None => {
+            let n = app.counts().open as u64;
+            spans.push(Span::styled(
+                format!("  {}", count(n, "match", "matches")),
+                dim,
+            ));
+        }
     }
+    spans.push(Span::styled(
+        if app.editing_filter {
+            "  · Enter keep  Esc clear"
+        } else {
+            "  · / change  Esc clear"
+        },
+        dim,
+    ));
     frame.render_widget(Paragraph::new(TextLine::from(spans)), area);
 }
 
+/// The latest message, wrapped: a fix at its end is never cut off.
+fn draw_message(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let (text, problem) = app.message();
+    let style = if problem {
+        Style::default().fg(Color::Red)
+    } else {
+        Style::default()
+    };
+    let lines: Vec<TextLine<'_>> = wrap(text, usize::from(area.width))
+        .into_iter()
+        .take(usize::from(area.height))
+        .map(|l| TextLine::from(Span::styled(l, style)))
+        .collect();
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// `1 event`, `2 events`.
+fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The keys a newcomer needs, in the order they are dropped last.
+fn key_hints(read_only: bool) -> Vec<(&'static str, &'static str)> {
+    let mut hints = vec![("/", "filter"), ("Enter", "details")];
+    if !read_only {
+        hints.extend([("k", "kill"), ("E", "rules")]);
+    }
+    hints.extend([("?", "help"), ("q", "quit")]);
+    hints
+}
+
+/// Live counts, from the state they describe, then the key hints that fit.
 fn draw_status(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let s = &app.status;
+    let live = app.live();
     let sep = Span::styled(" │ ", Style::default().fg(Color::DarkGray));
+    let drops = s.stats.drops + s.lost;
     let mut spans = vec![
         Span::styled(
             s.backend.clone(),
             Style::default().add_modifier(Modifier::BOLD),
         ),
         sep.clone(),
-        Span::raw(format!("{} events", s.stats.events)),
+        Span::raw(format!(
+            "{} tcp listening, {} udp bound",
+            live.tcp, live.udp
+        )),
+        sep.clone(),
+        Span::raw(count(s.events, "event", "events")),
         sep.clone(),
         Span::styled(
-            format!("{} drops", s.stats.drops),
-            if s.stats.drops > 0 {
+            count(drops, "drop", "drops"),
+            if drops > 0 {
                 Style::default().fg(Color::Red)
             } else {
                 Style::default()
             },
         ),
         sep.clone(),
-        Span::raw(format!("{} resyncs", s.stats.resyncs)),
+        Span::raw(count(s.resyncs, "resync", "resyncs")),
     ];
     if app.read_only {
-        spans.push(sep.clone());
+        spans.push(sep);
         spans.push(Span::raw("read-only"));
     }
-    spans.push(sep);
-    spans.push(Span::raw(s.message.clone()));
-    let help = Span::styled("  ? help  q quit", Style::default().fg(Color::DarkGray));
     let used: usize = spans.iter().map(|sp| sp.content.chars().count()).sum();
-    let room = usize::from(area.width).saturating_sub(used + 16);
-    spans.push(Span::raw(" ".repeat(room)));
-    spans.push(help);
+    let room = usize::from(area.width).saturating_sub(used + 2);
+    // As many hints as fit, in their order; `? help` (which lists every
+    // key) before any other.
+    let all = key_hints(app.read_only);
+    let len = |h: &[&(&str, &str)]| -> usize {
+        h.iter()
+            .map(|(k, w)| k.chars().count() + w.chars().count() + 3)
+            .sum::<usize>()
+    };
+    let mut kept: Vec<&(&str, &str)> = all.iter().filter(|(k, _)| *k == "?").collect();
+    for h in all.iter().filter(|(k, _)| *k != "?") {
+        let mut with = kept.clone();
+        with.push(h);
+        if len(&with) <= room + 2 {
+            kept = with;
+        }
+    }
+    let hints = all
+        .iter()
+        .filter(|h| kept.contains(h))
+        .map(|(k, w)| format!("{k} {w}"))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let pad = room.saturating_sub(hints.chars().count()) + 2;
+    spans.push(Span::raw(" ".repeat(pad)));
+    spans.push(Span::styled(hints, Style::default().fg(Color::DarkGray)));
     frame.render_widget(Paragraph::new(TextLine::from(spans)), area);
 }
 
@@ -447,13 +595,14 @@ fn draw_kill(frame: &mut Frame<'_>, k: &KillDialog) {
                 "container",
                 p.container.as_ref().map_or("-".into(), |c| c.label()),
             ));
-            lines.push(kv("children", p.children.to_string()));
+            lines.push(kv("children", p.children.len().to_string()));
+            lines.extend(children_lines(&p.children, 5));
             lines.push(kv("ports", k.ports.len().to_string()));
             for port in k.ports.iter().take(6) {
                 lines.push(TextLine::from(format!("  {port}")));
             }
             if k.ports.len() > 6 {
-                lines.push(TextLine::from(format!("  … {} more", k.ports.len() - 6)));
+                lines.push(TextLine::from(format!("  and {} more", k.ports.len() - 6)));
             }
         }
     }
@@ -495,11 +644,11 @@ fn draw_editor(frame: &mut Frame<'_>, e: &Editor) {
             }
             for (i, r) in e.file.rules.iter().enumerate() {
                 let line = format!(
-                    "{} {:<24} {:<8} {:<24} {}s",
+                    "{} {:<24} {:<8} {:<38} {}s",
                     if r.enabled { "[x]" } else { "[ ]" },
                     shorten(&safe_str(&r.name), 24),
                     r.severity.as_str(),
-                    r.condition.type_name(),
+                    shorten(&safe_str(&r.condition.summary()), 38),
                     r.cooldown_seconds
                 );
                 let style = if i == e.selected {
@@ -568,17 +717,4 @@ fn draw_editor(frame: &mut Frame<'_>, e: &Editor) {
             ),
         area,
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shortening_keeps_whole_characters() {
-        assert_eq!(shorten("nginx", 10), "nginx");
-        assert_eq!(shorten("服务服务服务", 4), "服务服…");
-        assert_eq!(shorten("abc", 0), "");
-        assert_eq!(shorten("\u{1f600}\u{1f600}", 1), "…");
-    }
 }

@@ -4,7 +4,16 @@
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 
-use super::view::Column;
+use super::{text::wrap, view::Column};
+
+/// The lines a status message takes at `width`: wrapped so that its end
+/// (often the fix) shows, at most three.
+pub fn message_lines(message: &str, width: u16) -> u16 {
+    if message.is_empty() {
+        return 0;
+    }
+    wrap(message, usize::from(width)).len().min(3) as u16
+}
 
 /// The screen's parts. Empty rectangles for what is not shown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -14,8 +23,10 @@ pub struct Areas {
     pub details: Rect,
     /// The event log or the alerts.
     pub pane: Rect,
-    /// The filter line, while editing.
+    /// The filter line, while editing or in force.
     pub filter: Rect,
+    /// The latest message, wrapped.
+    pub message: Rect,
     pub status: Rect,
     /// The columns that fit: (index in the view's columns, absolute x,
     /// width), left to right.
@@ -65,7 +76,8 @@ pub fn width(c: Column) -> u16 {
         Column::Address => 24,
         Column::Port => 6,
         Column::Remote => 26,
-        Column::Proto => 5,
+        // Room for the sort's arrow: `PROTO▲`.
+        Column::Proto => 6,
         Column::State => 10,
         Column::Process => 16,
         Column::Pid => 8,
@@ -83,12 +95,14 @@ impl Areas {
         details: bool,
         pane: bool,
         filter: bool,
+        message_lines: u16,
     ) -> Areas {
-        let [main, filter_area, status] = Layout::new(
+        let [main, filter_area, message, status] = Layout::new(
             Direction::Vertical,
             [
                 Constraint::Min(3),
                 Constraint::Length(u16::from(filter)),
+                Constraint::Length(message_lines),
                 Constraint::Length(1),
             ],
         )
@@ -125,6 +139,7 @@ impl Areas {
             details: details_area,
             pane: pane_area,
             filter: filter_area,
+            message,
             status,
             columns: cols,
         }
@@ -157,8 +172,10 @@ mod tests {
             true,
             true,
             true,
+            2,
         );
         assert_eq!(a.status, Rect::new(0, 49, 200, 1));
+        assert_eq!(a.message, Rect::new(0, 47, 200, 2));
         assert_eq!(a.filter.height, 1);
         assert!(a.details.width >= 30 && a.pane.height > 0);
         assert_eq!(a.column_at(1), Some(0));
@@ -170,12 +187,20 @@ mod tests {
             false,
             false,
             false,
+            0,
         );
         assert_eq!(
             (plain.details.width, plain.pane.height, plain.filter.height),
             (0, 0, 0)
         );
         assert_eq!(plain.table_rows(), 16);
+        // Every header has room for the sort's arrow.
+        for c in LISTENER_COLUMNS
+            .iter()
+            .chain(&crate::tui::view::SOCKET_COLUMNS)
+        {
+            assert!(usize::from(width(*c)) > c.title().chars().count(), "{c:?}");
+        }
         // Too narrow for all: the netns and the container go first.
         let shown: Vec<Column> = plain
             .columns

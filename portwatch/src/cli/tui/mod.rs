@@ -7,6 +7,7 @@
 //! - `view.rs`: the table's rows (filter, sort, tree, groups);
 //! - `filter.rs`: the filter language; `keys.rs`: the key map;
 //! - `layout.rs`: where each part goes; `draw.rs`: drawing;
+//! - `text.rs`: shortening and wrapping text to a width;
 //! - `editor.rs`: the rule editor; `export.rs`: JSON and CSV of the view;
 //! - `feed.rs`: its own monitor, or a daemon's event socket;
 //! - `terminal.rs`: raw mode and its restoration (exit, panic, signal).
@@ -20,6 +21,7 @@ mod filter;
 mod keys;
 mod layout;
 mod terminal;
+mod text;
 mod view;
 
 use std::time::Duration;
@@ -42,7 +44,6 @@ use tokio::time::{Instant, MissedTickBehavior, interval};
 use crate::{args::TuiArgs, shutdown::Shutdown};
 use app::{App, Effect};
 use feed::{Fed, Feed};
-use layout::Areas;
 use view::ProcSummary;
 
 /// The shortest time between two frames.
@@ -85,10 +86,10 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
                 settle: args.engine.settle(),
             })?;
             app.set_rules(editable);
-            app.status.backend = match monitor.fallback_reason() {
-                Some(why) => format!("procfs (eBPF: {})", draw::shorten(why, 60)),
-                None => monitor.backend_name().to_string(),
-            };
+            // The reason is said in full (its fix is at its end), in the
+            // message line.
+            app.status.backend = monitor.backend_name().to_string();
+            app.status.fallback = monitor.fallback_reason().map(|why| format!("eBPF: {why}"));
             Feed::Local(Box::new(monitor))
         }
     };
@@ -177,22 +178,14 @@ async fn event_loop(
             next_frame = None;
             last_frame = Instant::now();
             app.prepare();
-            let size = term.size()?;
-            app.areas = Areas::compute(
-                size,
-                app.columns(),
-                app.details.is_some(),
-                app.pane != app::Pane::None,
-                app.editing_filter,
-            );
-            app.scroll_to_selection();
+            app.lay_out(term.size()?);
             term.draw(|f| draw::draw(f, app))?;
             // What preparing the frame changed is in this frame.
             app.take_dirty();
             tracing::debug!(
                 "frame: {} us, {} rows",
                 last_frame.elapsed().as_micros(),
-                app.counts().1
+                app.counts().lines
             );
             continue;
         }

@@ -16,7 +16,7 @@ use portwatch::{
 use ratatui::{Terminal, backend::TestBackend};
 
 use super::*;
-use crate::tui::{draw::draw, layout::Areas, view::ProcSummary};
+use crate::tui::{draw::draw, view::ProcSummary};
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -109,19 +109,20 @@ fn ports(app: &mut App) -> Vec<u16> {
 
 /// The screen as text, 120 x 24.
 fn screen(app: &mut App) -> String {
-    let (w, h) = (120, 24);
-    app.areas = Areas::compute(
-        Rect::new(0, 0, w, h),
-        app.columns(),
-        app.details.is_some(),
-        app.pane != Pane::None,
-        app.editing_filter,
-    );
+    screen_of(app, 120, 24)
+}
+
+/// The app drawn at `w` x `h`, as the runtime draws it.
+fn drawn(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     app.prepare();
-    app.scroll_to_selection();
+    app.lay_out(Rect::new(0, 0, w, h));
     let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
     terminal.draw(|f| draw(f, app)).unwrap();
-    terminal.backend().to_string()
+    terminal
+}
+
+fn screen_of(app: &mut App, w: u16, h: u16) -> String {
+    drawn(app, w, h).backend().to_string()
 }
 
 fn info(pid: u32) -> ProcessInfo {
@@ -143,7 +144,7 @@ fn info(pid: u32) -> ProcessInfo {
             ("API_TOKEN".into(), "***".into()),
         ],
         ancestry: vec![(1, "systemd".into())],
-        children: 2,
+        children: vec![(4243, "node".into()), (4250, "esbuild".into())],
         cgroup: "/system.slice/app.service".into(),
         container: Container::classify("/system.slice/app.service"),
         netns: Some(4026531840),
@@ -222,17 +223,38 @@ fn the_filter_updates_as_typed_and_shows_errors_in_place() {
     assert_eq!(ports(&mut a), [22, 53, 80]);
     typed(&mut a, " !proto:udp");
     assert_eq!(ports(&mut a), [22, 80]);
-    // A term half typed: the error shows in place, and the last filter
-    // that parsed stays in force.
+    // A term half typed: the error shows in place, and the filter filters
+    // nothing (no part of it picks rows) until it parses again.
     typed(&mut a, " addr:10.");
     assert!(a.filter_error.as_deref().unwrap().contains("is no address"));
+    assert_eq!(ports(&mut a), [22, 53, 80, 8080]);
     for _ in 0.." addr:10.".len() {
         press(&mut a, KeyCode::Backspace);
     }
     assert_eq!(a.filter_error, None);
     press(&mut a, KeyCode::Enter);
     assert!(!a.editing_filter);
-    assert_eq!(a.counts(), (2, 4));
+    assert_eq!(
+        a.counts(),
+        Counts {
+            open: 2,
+            closed: 0,
+            lines: 2
+        }
+    );
+    // The filter stays in force, and shown; Esc clears it.
+    assert!(screen(&mut a).contains("filter: 'port:1..100 !proto:udp'  2 matches"));
+    press(&mut a, KeyCode::Esc);
+    assert_eq!(a.filter_text, "");
+    assert_eq!(ports(&mut a), [22, 53, 80, 8080]);
+    assert!(!screen(&mut a).contains("filter:"));
+    // Esc while typing cancels the filter too.
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "ssh");
+    assert_eq!(ports(&mut a), [22]);
+    press(&mut a, KeyCode::Esc);
+    assert!(!a.editing_filter);
+    assert_eq!(ports(&mut a), [22, 53, 80, 8080]);
 }
 
 #[test]
@@ -627,3 +649,5 @@ fn rule_names_from_the_file_are_shown_escaped() {
     let form = screen(&mut a);
     assert!(form.contains("evil\\x1b[2J\\u{202e}x"), "{form}");
 }
+
+mod truth;
