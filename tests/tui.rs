@@ -378,6 +378,12 @@ fn without_privileges_it_runs_on_procfs_and_says_why() {
     // The reason, with its fix at its end, is never cut.
     let screen = tui.wait_for("watching with procfs: eBPF: ", READY);
     assert!(screen.contains("run it with sudo"), "{screen}");
+    // Opens seen by polling are events; a poll is no resync.
+    let _l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let screen = tui.wait_until("an event counted", Duration::from_secs(10), |s| {
+        !s.contains("│ 0 events │")
+    });
+    assert!(screen.contains("│ 0 resyncs"), "{screen}");
 }
 
 /// Unprivileged, the terminal UI shows a root daemon's events through its
@@ -412,8 +418,8 @@ fn connected_to_the_daemon_it_shows_live_events_without_root() {
     assert!(screen.contains("daemon at"), "{screen}");
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    tui.wait_until("the new listener", Duration::from_secs(5), |s| {
-        row_with_port(s, port)
+    tui.wait_until("the new listener, counted", Duration::from_secs(5), |s| {
+        row_with_port(s, port) && !s.contains("│ 0 events │")
     });
     let _ = std::fs::remove_dir_all(dir);
 }
