@@ -176,11 +176,21 @@ pub fn signal(pid: u32, sig: Signal) {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Below the ephemeral range, so that no socket another test binds to
+    // port 0 takes it before this test binds it; at random, so that
+    // tests running side by side rarely pick the same one.
+    loop {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20000 + (random % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// One enabled Warning rule of the alerts.json format.

@@ -348,6 +348,14 @@ fn socket_fds(pid: u32) -> Vec<(u32, u64)> {
 /// Every process (its pid) and its network namespace. Reads the /proc
 /// directory only: opening each process is left to whoever needs it.
 fn list_processes() -> Result<Vec<(u32, Option<u64>)>> {
+    Ok(pids()?
+        .into_iter()
+        .map(|pid| (pid, netns::of_process(pid)))
+        .collect())
+}
+
+/// Every pid in /proc.
+fn pids() -> Result<Vec<u32>> {
     let dir = std::fs::read_dir("/proc").map_err(|source| Error::Io {
         what: "cannot list the processes in /proc",
         source,
@@ -355,7 +363,6 @@ fn list_processes() -> Result<Vec<(u32, Option<u64>)>> {
     Ok(dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .map(|pid| (pid, netns::of_process(pid)))
         .collect())
 }
 
@@ -585,10 +592,10 @@ pub(crate) fn parent_links() -> Result<Vec<(u32, u32)>> {
 /// The processes whose parent is `pid`: (pid, name), by pid; empty when
 /// /proc cannot be listed.
 pub(crate) fn children_of(pid: u32) -> Vec<(u32, String)> {
-    let mut children: Vec<(u32, String)> = list_processes()
+    let mut children: Vec<(u32, String)> = pids()
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(child, _)| {
+        .filter_map(|child| {
             let stat = read_stat(child)?;
             (stat.ppid == pid).then_some((child, stat.comm))
         })

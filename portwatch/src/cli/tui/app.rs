@@ -107,6 +107,8 @@ pub struct Details {
     pub cpu_percent: Option<f64>,
     /// The previous sample: (cpu ticks, when).
     prev: Option<(u64, DateTime<Utc>)>,
+    /// /proc was read for this pid (`info` None then means it is gone).
+    pub read: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -422,9 +424,15 @@ impl App {
                 .last()
                 .or_else(|| item_lines().next())
         };
-        self.selected = line.and_then(key_at);
-        self.selected_at = line.unwrap_or(0);
+        // With no row to select (a filter that matches nothing, the
+        // moment before a fresh baseline), the chosen row is kept for when
+        // it shows again.
+        if let Some(line) = line {
+            self.selected = key_at(line);
+            self.selected_at = line;
+        }
         self.scroll_to_selection();
+        self.follow_details();
     }
 
     /// Scrolls so that the screen is full and the selection on it (once
@@ -459,9 +467,10 @@ impl App {
             }
             // A wrong filter filters nothing: every row and the error,
             // never rows picked by a part of it.
+            // The error quotes what was typed (or pasted): escaped.
             Err(e) => {
                 self.query = Query::default();
-                self.filter_error = Some(e);
+                self.filter_error = Some(portwatch::safe_text::safe_str(&e));
             }
         }
         self.filter_text = text;
@@ -575,7 +584,6 @@ impl App {
         describe
     }
 
-    /// Counters from the monitor.
     /// The daemon dropped events of this client: what it showed may be
     /// stale, and the fresh baseline that follows replaces it.
     pub fn on_lost(&mut self, events: u64) {
@@ -620,7 +628,9 @@ impl App {
 
     pub fn on_described(&mut self, pid: u32, summary: ProcSummary) {
         self.procs.insert(pid, summary);
-        self.refresh();
+        // Rebuilt once per frame: a burst of new owners is one rebuild.
+        self.stale = true;
+        self.dirty = true;
     }
 
     pub fn on_sockets(&mut self, sockets: Vec<SocketInfo>, user: &mut dyn FnMut(u32) -> String) {
@@ -673,6 +683,7 @@ impl App {
             d.prev = Some((i.cpu_ticks, self.now));
         }
         d.info = info;
+        d.read = true;
         self.dirty = true;
     }
 
@@ -829,11 +840,14 @@ impl App {
                     self.details = None;
                 } else if let Some(item) = self.selected_item().filter(|i| i.pid != 0) {
                     let pid = item.pid;
+                    // Details are about this row: it stays selected.
+                    self.at_top = false;
                     self.details = Some(Details {
                         pid,
                         info: None,
                         cpu_percent: None,
                         prev: None,
+                        read: false,
                     });
                     return vec![Effect::Inspect(pid)];
                 }
@@ -1001,16 +1015,14 @@ impl App {
                 info: None,
                 cpu_percent: None,
                 prev: None,
+                read: false,
             };
         }
     }
 
-    /// The process whose details the pane waits for.
+    /// The process whose details the pane waits for (not read yet).
     pub fn pending_inspect(&self) -> Option<u32> {
-        self.details
-            .as_ref()
-            .filter(|d| d.info.is_none())
-            .map(|d| d.pid)
+        self.details.as_ref().filter(|d| !d.read).map(|d| d.pid)
     }
 
     /// A mouse event: select, scroll, sort by a clicked header.

@@ -180,12 +180,49 @@ fn kv_wrapped(key: &'static str, value: &str, w: usize) -> Vec<TextLine<'static>
         .collect()
 }
 
+/// The most lines a command line takes in the details.
+const CMDLINE_LINES: usize = 12;
+
+/// `kv_wrapped` in at most `max` lines; the last says how much is left.
+/// Only what can show is wrapped (a frame may come every 16 ms).
+fn kv_wrapped_at_most(
+    key: &'static str,
+    value: &str,
+    w: usize,
+    max: usize,
+) -> Vec<TextLine<'static>> {
+    let room = w.max(1) * max;
+    let total = value.chars().count();
+    if total <= room {
+        return kv_wrapped(key, value, w);
+    }
+    let head: String = value.chars().take(room).collect();
+    let mut lines = kv_wrapped(key, &head, w);
+    lines.truncate(max.saturating_sub(1));
+    let shown: usize = lines
+        .iter()
+        .map(|l| {
+            l.spans
+                .last()
+                .map_or(0, |s| s.content.trim().chars().count() + 1)
+        })
+        .sum();
+    lines.push(TextLine::from(format!(
+        "{:10}… {} more characters",
+        "",
+        total.saturating_sub(shown)
+    )));
+    lines
+}
+
 /// `children` as `pid name` lines, at most `cap`, then how many more.
 fn children_lines(children: &[(u32, String)], cap: usize) -> Vec<TextLine<'static>> {
     let mut out: Vec<TextLine<'static>> = children
         .iter()
         .take(cap)
-        .map(|(pid, name)| TextLine::from(format!("  {pid:>7} {name}")))
+        // A name escaped from 15 raw bytes is 60 characters: shortened to
+        // fit the kill dialog's box.
+        .map(|(pid, name)| TextLine::from(format!("  {pid:>7} {}", shorten(name, 50))))
         .collect();
     if children.len() > cap {
         out.push(TextLine::from(format!(
@@ -217,24 +254,23 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
         }
     }
     let Some(p) = &d.info else {
-        out.push(TextLine::from(format!(
-            "process {} is gone, or not readable",
-            d.pid
-        )));
+        out.push(TextLine::from(if d.read {
+            format!("process {} is gone, or not readable", d.pid)
+        } else {
+            format!("reading process {}…", d.pid)
+        }));
         return out;
     };
     let now: DateTime<Utc> = app.now;
     out.push(kv("pid", p.pid.to_string()));
     out.push(kv("name", p.comm.clone()));
-    out.extend(kv_wrapped("exe", &p.exe, w));
-    // Wrapped, never cut, and high up: the flags that matter are often
-    // last.
-    out.extend(kv_wrapped("cmdline", &p.cmdline, w));
-    out.extend(kv_wrapped("cwd", &p.cwd, w));
-    out.extend(kv_wrapped("cgroup", &p.cgroup, w));
     out.push(kv(
-        "container",
-        p.container.as_ref().map_or("-".into(), |c| c.label()),
+        "user",
+        format!(
+            "{} ({})",
+            item.map_or(String::new(), |i| i.user.clone()),
+            p.uid
+        ),
     ));
     let chain: Vec<String> = p
         .ancestry
@@ -247,13 +283,15 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
         &format!("{} · {}", p.ppid, chain.join(" > ")),
         w,
     ));
+    out.extend(kv_wrapped("exe", &p.exe, w));
+    // Wrapped, not cut at the edge: the flags that matter are often last.
+    // A process may make it megabytes long: at most CMDLINE_LINES.
+    out.extend(kv_wrapped_at_most("cmdline", &p.cmdline, w, CMDLINE_LINES));
+    out.extend(kv_wrapped("cwd", &p.cwd, w));
+    out.extend(kv_wrapped("cgroup", &p.cgroup, w));
     out.push(kv(
-        "user",
-        format!(
-            "{} ({})",
-            item.map_or(String::new(), |i| i.user.clone()),
-            p.uid
-        ),
+        "container",
+        p.container.as_ref().map_or("-".into(), |c| c.label()),
     ));
     out.push(kv(
         "memory",
@@ -451,9 +489,16 @@ fn draw_message(frame: &mut Frame<'_>, app: &App, area: Rect) {
     } else {
         Style::default()
     };
-    let lines: Vec<TextLine<'_>> = wrap(text, usize::from(area.width))
+    // Longer than its lines: its end shows (the fix is there), after `…`.
+    let mut wrapped = wrap(text, usize::from(area.width));
+    let room = usize::from(area.height);
+    if wrapped.len() > room && room > 0 {
+        wrapped.drain(..wrapped.len() - room);
+        let first = &mut wrapped[0];
+        first.replace_range(..first.chars().next().map_or(0, char::len_utf8), "…");
+    }
+    let lines: Vec<TextLine<'_>> = wrapped
         .into_iter()
-        .take(usize::from(area.height))
         .map(|l| TextLine::from(Span::styled(l, style)))
         .collect();
     frame.render_widget(Paragraph::new(lines), area);

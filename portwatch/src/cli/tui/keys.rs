@@ -167,7 +167,12 @@ pub const BINDINGS: &[Binding] = &[
         "export the view as CSV",
     ),
     key(KeyCode::Char('?'), "?", Action::Help, "this help"),
-    key(KeyCode::Esc, "Esc", Action::Back, "close a pane or dialog"),
+    key(
+        KeyCode::Esc,
+        "Esc",
+        Action::Back,
+        "close the details, then a pane, then clear the filter",
+    ),
     key(KeyCode::Char('q'), "q", Action::Quit, "quit"),
     Binding {
         ctrl: true,

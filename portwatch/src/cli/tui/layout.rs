@@ -6,8 +6,8 @@ use ratatui::layout::{Constraint, Direction, Layout, Rect};
 
 use super::{text::wrap, view::Column};
 
-/// The lines a status message takes at `width`: wrapped so that its end
-/// (often the fix) shows, at most three.
+/// The lines a status message takes at `width`: wrapped, at most three
+/// (`draw` then shows its end, where the fix is).
 pub fn message_lines(message: &str, width: u16) -> u16 {
     if message.is_empty() {
         return 0;

@@ -178,6 +178,11 @@ async fn event_loop(
             next_frame = None;
             last_frame = Instant::now();
             app.prepare();
+            // The selection moved under the details pane (rows came or
+            // went): read its process before drawing.
+            if let Some(pid) = app.pending_inspect() {
+                app.on_inspected(host::inspect_process(pid));
+            }
             app.lay_out(term.size()?);
             term.draw(|f| draw::draw(f, app))?;
             // What preparing the frame changed is in this frame.

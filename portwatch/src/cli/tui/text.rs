@@ -40,10 +40,16 @@ pub fn wrap(s: &str, w: usize) -> Vec<String> {
     if !line.is_empty() || out.is_empty() {
         out.push(line);
     }
-    // A space that ended a line is not shown at its end.
-    for l in &mut out {
+    // A space where a line was broken is shown at neither end.
+    for (i, l) in out.iter_mut().enumerate() {
         while l.len() > 1 && l.ends_with(' ') {
             l.pop();
+        }
+        if i > 0 {
+            let trimmed = l.trim_start_matches(' ');
+            if !trimmed.is_empty() && trimmed.len() != l.len() {
+                *l = trimmed.to_string();
+            }
         }
     }
     out
@@ -62,6 +68,7 @@ mod tests {
         assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
         assert_eq!(wrap("", 5), [""]);
         assert_eq!(wrap("a b", 10), ["a b"]);
+        assert_eq!(wrap("abcd ef", 4), ["abcd", "ef"]);
         let long = "python3 -m http.server --bind 127.0.0.1 --directory /srv/www 8000";
         let lines = wrap(long, 20);
         assert!(lines.iter().all(|l| l.chars().count() <= 20));

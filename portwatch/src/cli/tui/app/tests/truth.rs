@@ -250,7 +250,7 @@ fn details_wrap_long_text_instead_of_cutting_it() {
 fn the_reason_for_procfs_is_never_cut_before_its_fix() {
     let why = "eBPF: portwatch needs root (or the CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN \
                capabilities) to load its eBPF programs: run it with sudo";
-    for width in [60, 80, 120, 200] {
+    for width in [30, 40, 60, 80, 120, 200] {
         let mut a = App::new(false, "", t0());
         a.status.backend = "procfs".into();
         a.status.fallback = Some(why.into());
@@ -348,4 +348,59 @@ fn the_rule_list_shows_each_condition_in_short() {
     let s = screen(&mut a);
     assert!(s.contains("PortOpened 22"), "{s}");
     assert!(s.contains("PortRangeActivity 3000-3999"), "{s}");
+}
+
+/// A filter that matches nothing for a moment does not lose the chosen
+/// row; nor does opening the details on the first row let it move.
+#[test]
+fn the_chosen_row_survives_an_empty_view_and_the_details_pin_it() {
+    let mut a = app();
+    for _ in 0..3 {
+        press(&mut a, KeyCode::Down);
+    }
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "zzz");
+    assert_eq!(ports(&mut a), Vec::<u16>::new());
+    press(&mut a, KeyCode::Esc);
+    screen(&mut a);
+    assert_eq!(a.selected_item().unwrap().local.port(), 8080);
+
+    let mut a = app();
+    press(&mut a, KeyCode::Enter);
+    a.on_inspected(Some(info(100)));
+    open_all(&mut a, [7], Source::Ebpf);
+    screen(&mut a);
+    assert_eq!(a.selected_item().unwrap().local.port(), 22);
+    assert_eq!(a.details.as_ref().unwrap().pid, 100);
+}
+
+/// What a filter error quotes was typed or pasted: shown escaped, on the
+/// filter line and in the error.
+#[test]
+fn a_filter_error_quotes_the_text_escaped() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "pid:1\u{202e}2");
+    assert!(a.filter_error.is_some());
+    let s = screen(&mut a);
+    assert!(!s.contains('\u{202e}'), "{s}");
+    assert!(s.contains("is not a pid"), "{s}");
+    assert_eq!(s.matches("1\\u{202e}2").count(), 2, "{s}");
+}
+
+/// A command line of a megabyte takes at most its lines, says how much
+/// is left, and the user and parent stay above it.
+#[test]
+fn a_huge_command_line_is_bounded_in_the_details() {
+    let mut a = app();
+    press(&mut a, KeyCode::End);
+    press(&mut a, KeyCode::Enter);
+    let mut i = info(400);
+    i.cmdline = "x".repeat(1 << 20);
+    a.on_inspected(Some(i));
+    let s = screen_of(&mut a, 120, 40);
+    assert!(s.contains("user      user1000 (1000)"), "{s}");
+    assert!(s.contains("parent    1 · systemd(1)"), "{s}");
+    assert!(s.contains("more characters"), "{s}");
+    assert!(s.contains("cwd       /srv/app"), "{s}");
 }
