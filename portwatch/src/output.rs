@@ -432,3 +432,6 @@ mod tests {
         assert!(table.lines().nth(1).unwrap().contains("0.0.0.0:8080"));
     }
 }
+
+#[cfg(test)]
+mod golden;

@@ -1,0 +1,153 @@
+//! Golden lines: every JSON line portwatch writes, byte for byte, as the
+//! shippers that read them have seen them since 0.2.0. A change here is a
+//! change of the published format (see `schema/`).
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::{
+    monitor::NoticeKind,
+    report::{ResyncReason, ResyncSummary},
+};
+
+pub(crate) fn ts() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-01T10:00:00.123456789Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+pub(crate) fn listener() -> Listener {
+    Listener {
+        proto: Proto::Tcp,
+        address: "::1".parse().unwrap(),
+        port: 8080,
+        pid: 4242,
+        comm: "node\\x1b".into(),
+        uid: 1000,
+        cookie: Some(77),
+        inode: Some(991),
+        netns: 4026531840,
+        cgroup: "/system.slice/docker-ab.scope".into(),
+        container: Container::classify(&format!("/system.slice/docker-{}.scope", "ab".repeat(32))),
+        opened_at: None,
+    }
+}
+
+pub(crate) fn alert(with_socket: bool) -> Alert {
+    Alert {
+        rule_id: "r1\u{1b}".into(),
+        rule_name: "SSH \"open\"".into(),
+        severity: Severity::Warning,
+        condition: "PortOpened",
+        message: "port 22 opened by sshd (pid 1)".into(),
+        pid: 1,
+        comm: "sshd".into(),
+        address: with_socket.then(|| "0.0.0.0".parse().unwrap()),
+        port: with_socket.then_some(22),
+        proto: with_socket.then_some(Proto::Tcp),
+        ts: ts(),
+    }
+}
+
+/// Each kind of line, as written today.
+pub(crate) fn lines() -> Vec<(&'static str, String)> {
+    let udp = Listener {
+        proto: Proto::Udp,
+        address: "0.0.0.0".parse().unwrap(),
+        container: None,
+        cgroup: "/".into(),
+        ..listener()
+    };
+    let resync = ResyncSummary {
+        reason: ResyncReason::Drops,
+        opened: 2,
+        closed: 1,
+        drops: 9,
+        ts: ts(),
+    };
+    let notice = |kind| Notice {
+        kind,
+        message: "alerts.json: rule 2 has no id".into(),
+        ts: ts(),
+    };
+    vec![
+        (
+            "opened",
+            event_json(&PortEvent {
+                change: Change::Opened,
+                listener: listener(),
+                ts: ts(),
+                source: Source::Ebpf,
+            }),
+        ),
+        (
+            "closed",
+            event_json(&PortEvent {
+                change: Change::Closed,
+                listener: udp,
+                ts: ts(),
+                source: Source::Baseline,
+            }),
+        ),
+        ("ready", ready_json("ebpf", 12, &ts())),
+        ("resync", resync_json(&resync)),
+        ("events_lost", events_lost_json(&resync)),
+        ("alert", alert_json(&alert(true))),
+        ("alert without a socket", alert_json(&alert(false))),
+        (
+            "rules_reloaded",
+            notice_json(&notice(NoticeKind::RulesReloaded)),
+        ),
+        ("rules_error", notice_json(&notice(NoticeKind::RulesError))),
+        ("warning", notice_json(&notice(NoticeKind::Warning))),
+        (
+            "delivery_error",
+            delivery_error_json("exec #1 (sh) failed: exit status 3", &ts()),
+        ),
+        (
+            "stats",
+            stats_json(
+                &Stats {
+                    events: 10,
+                    drops: 1,
+                    owners_full: 2,
+                    resyncs: 3,
+                    malformed: 4,
+                    unresolved: 5,
+                },
+                &ts(),
+            ),
+        ),
+        ("list", listeners_json(&[listener()])),
+        (
+            "request",
+            crate::serve::request_line(&crate::Filter {
+                pid: Some(42),
+                proto: Some(Proto::Tcp),
+                scope: crate::filter::Scope::Local,
+                netns: Some(4026531840),
+            }),
+        ),
+        (
+            "request for everything",
+            crate::serve::request_line(&crate::Filter::default()),
+        ),
+    ]
+}
+
+/// The golden file: `name<TAB>line`, one per kind.
+pub(crate) const GOLDEN: &str = include_str!("golden.txt");
+
+pub(crate) fn golden(name: &str) -> &'static str {
+    GOLDEN
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('\t'))
+        .unwrap_or_else(|| panic!("no golden line `{name}`"))
+}
+
+#[test]
+fn every_line_is_what_it_was() {
+    for (name, line) in lines() {
+        assert_eq!(line, golden(name), "{name}");
+    }
+}
