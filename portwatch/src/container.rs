@@ -6,7 +6,19 @@
 use serde::{Deserialize, Serialize};
 
 /// What runs a container, or a service manager's unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Docker,
@@ -36,7 +48,9 @@ impl Runtime {
 }
 
 /// A container (or service unit) a process belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Container {
     pub runtime: Runtime,
     /// The runtime's id (64 hex digits for Docker, Podman, containerd and

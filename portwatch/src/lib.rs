@@ -37,6 +37,7 @@ pub mod socket;
 pub(crate) mod sys;
 pub(crate) mod table;
 pub mod watcher;
+pub mod wire;
 
 pub use engine::{Backend, Engine, EngineConfig, Hook, Report};
 pub use error::{Error, Result};

@@ -26,7 +26,10 @@ pub struct Stats {
 }
 
 /// Why a resynchronisation ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum ResyncReason {
     /// The kernel dropped events.
     Drops,

@@ -5,8 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
-use portwatch::{Filter, output, serve::request_line};
-use serde_json::Value;
+use portwatch::{Filter, output, serve::request_line, wire::Line};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines},
     net::UnixStream,
@@ -59,26 +58,23 @@ pub async fn open(path: &Path, filter: &Filter) -> anyhow::Result<DaemonLines> {
     Ok(reader.lines())
 }
 
-/// The daemon's next line as JSON; an error line or the end of the
-/// connection is an error.
-pub async fn next(lines: &mut DaemonLines) -> anyhow::Result<(String, Value)> {
-    let Some(line) = lines
+/// The daemon's next line, as it came and as read; an error line or the
+/// end of the connection is an error. A line this version cannot read
+/// (from a newer daemon, with a value it does not know) is an error too:
+/// shown, never guessed at.
+pub async fn next(lines: &mut DaemonLines) -> anyhow::Result<(String, Line)> {
+    let Some(text) = lines
         .next_line()
         .await
         .context("cannot read from the daemon")?
     else {
         bail!("the daemon closed the connection");
     };
-    let v: Value = serde_json::from_str(&line).with_context(|| {
-        format!(
-            "the daemon sent a line that is no JSON: {}",
-            portwatch::safe_text::safe_str(&line)
-        )
-    })?;
-    if v["event"] == "error" {
-        bail!("the daemon refused: {}", text(&v["message"]));
+    let line = Line::parse(&text).map_err(|e| anyhow::anyhow!("the daemon sent {e}"))?;
+    if let Line::Error(refusal) = &line {
+        bail!("the daemon refused: {}", refusal.message);
     }
-    Ok((line, v))
+    Ok((text, line))
 }
 
 pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
@@ -105,7 +101,7 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let (line, v) = match next {
+        let (text, line) = match next {
             Ok(x) => x,
             Err(e) => {
                 sink.flush()?;
@@ -113,9 +109,9 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
             }
         };
         if sink.is_json() {
-            sink.line(&line)?;
+            sink.line(&text)?;
         } else {
-            print_text(&mut sink, &v)?;
+            print_text(&mut sink, &line)?;
         }
         // A burst read at once is written at once.
         if lines.get_ref().buffer().is_empty() {
@@ -126,60 +122,51 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or_default()
-}
-
-fn number(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_default()
-}
-
 /// One line of the daemon, as `watch` prints it without `--json`.
-fn print_text(sink: &mut Sink, v: &Value) -> anyhow::Result<()> {
-    match text(&v["event"]) {
-        "opened" | "closed" => {
-            let (address, port) = (text(&v["address"]), number(&v["port"]));
-            let socket = if address.contains(':') {
-                format!("[{address}]:{port}")
+fn print_text(sink: &mut Sink, line: &Line) -> anyhow::Result<()> {
+    match line {
+        Line::Opened(p) | Line::Closed(p) => {
+            let change = if matches!(line, Line::Opened(_)) {
+                "opened"
             } else {
-                format!("{address}:{port}")
+                "closed"
             };
             sink.line(&output::event_line_of(&output::EventColumns {
-                ts: text(&v["ts"]),
-                change: text(&v["event"]),
-                proto: text(&v["proto"]),
-                socket: &socket,
-                pid: u32::try_from(number(&v["pid"])).unwrap_or_default(),
-                comm: text(&v["comm"]),
-                uid: u32::try_from(number(&v["uid"])).unwrap_or_default(),
-                source: text(&v["source"]),
+                ts: &output::format_ts(&p.ts),
+                change,
+                proto: p.proto.as_str(),
+                socket: &std::net::SocketAddr::new(p.address, p.port).to_string(),
+                pid: p.pid,
+                comm: &p.comm,
+                uid: p.uid,
+                source: p.source.as_str(),
             }))?;
         }
-        "ready" => {
+        Line::Ready(r) => {
             sink.flush()?;
             eprintln!(
                 "portwatch: watching through the daemon's socket with {} ({} already open); Ctrl-C stops",
-                text(&v["backend"]),
-                number(&v["listeners"])
+                r.backend, r.listeners
             );
         }
-        "lost" => {
+        Line::Lost(l) => {
             sink.flush()?;
             eprintln!(
                 "portwatch: this client fell behind and lost {} events; a fresh baseline follows",
-                number(&v["events"])
+                l.events
             );
         }
-        "resync" => {
+        Line::Resync(r) => {
             sink.flush()?;
             eprintln!(
                 "portwatch: resync ({}): {} opened, {} closed that events had missed",
-                text(&v["reason"]),
-                number(&v["opened"]),
-                number(&v["closed"])
+                r.reason.as_str(),
+                r.opened,
+                r.closed
             );
         }
-        // Alerts and notices are the daemon's to print; JSON readers get them.
+        // Alerts and notices are the daemon's to print; JSON readers get
+        // them. A line of a newer daemon's is skipped.
         _ => {}
     }
     Ok(())

@@ -10,6 +10,7 @@ use portwatch::{
     output,
     rules::{store, validate::Rules},
     serve::{self, Hub, Server},
+    wire::Line,
 };
 
 use crate::{args::DaemonArgs, deliver::Deliveries, metrics, shutdown::Shutdown, sink::Sink};
@@ -154,7 +155,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 fn print_failure(sink: &mut Sink, failure: &str) -> anyhow::Result<()> {
     sink.flush()?;
     if sink.is_json() {
-        sink.line(&output::delivery_error_json(failure, &chrono::Utc::now()))?;
+        sink.line(&Line::delivery_error(failure, chrono::Utc::now()).to_json())?;
         sink.flush()?;
     } else {
         crate::log::warn(&format!("delivery failed: {failure}"));
@@ -169,9 +170,9 @@ fn deliver(deliveries: &mut Deliveries, ev: &MonitorEvent) {
         return;
     }
     match ev {
-        MonitorEvent::Alert(a) => deliveries.send(&output::alert_json(a)),
+        MonitorEvent::Alert(a) => deliveries.send(Line::from(a)),
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
-            deliveries.send(&output::events_lost_json(s));
+            deliveries.send(Line::events_lost(s));
         }
         _ => {}
     }
@@ -190,21 +191,21 @@ fn print(
     }
     match ev {
         MonitorEvent::Ready(r) if sink.is_json() => {
-            sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
+            sink.line(&Line::ready(&r.backend, r.listeners, r.ts).to_json())?;
         }
         MonitorEvent::Ready(r) => crate::log::info(&format!(
             "watching with {n_rules} rules from {} ({} listeners already open)",
             path.display(),
             r.listeners
         )),
-        MonitorEvent::Alert(a) if sink.is_json() => sink.line(&output::alert_json(&a))?,
+        MonitorEvent::Alert(a) if sink.is_json() => sink.line(&Line::from(&a).to_json())?,
         MonitorEvent::Alert(a) => sink.line(&output::alert_line(&a))?,
         MonitorEvent::Notice(n) if sink.is_json() && n.kind != NoticeKind::Warning => {
-            sink.line(&output::notice_json(&n))?;
+            sink.line(&Line::from(&n).to_json())?;
         }
         MonitorEvent::Notice(n) => crate::log::notice(&n),
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops && sink.is_json() => {
-            sink.line(&output::events_lost_json(&s))?;
+            sink.line(&Line::events_lost(&s).to_json())?;
         }
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
             crate::log::info(&output::resync_text(&s));

@@ -8,7 +8,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     listeners.sort_by_key(|l| (l.port, l.proto, l.address, l.netns, l.pid));
     let mut sink = Sink::new(args.json);
     if args.json {
-        sink.line(&portwatch::output::listeners_json(&listeners))?;
+        sink.line(&portwatch::wire::list::to_json(&listeners))?;
     } else {
         sink.line(portwatch::output::listeners_table(&listeners).trim_end())?;
     }

@@ -22,16 +22,16 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     let stop = shutdown.requested();
     tokio::pin!(stop);
     loop {
-        let (_, v) = tokio::select! {
+        let (_, line) = tokio::select! {
             () = &mut stop => return Ok(()),
             next = connect::next(&mut lines) => next?,
         };
-        if v["event"] == "ready" {
+        if let portwatch::wire::Line::Ready(_) = line {
             eprintln!(
                 "portwatch: showing the alerts of the daemon at {} as desktop notifications; Ctrl-C stops",
                 args.connect.display()
             );
-        } else if let Some(n) = notification(&v)
+        } else if let Some(n) = notification(&line)
             && let Err(why) = show(&n).await
         {
             eprintln!("portwatch: {why}");

@@ -96,7 +96,7 @@ impl Sink {
 
     pub fn event(&mut self, ev: &PortEvent) -> io::Result<()> {
         let line = if self.json {
-            output::event_json(ev)
+            portwatch::wire::Line::from(ev).to_json()
         } else {
             output::event_line(ev)
         };

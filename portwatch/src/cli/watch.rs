@@ -1,7 +1,7 @@
 //! `portwatch watch`: the baseline, a ready line, then every change live.
 
 use chrono::Utc;
-use portwatch::{Monitor, MonitorConfig, MonitorEvent, Proto, output};
+use portwatch::{Monitor, MonitorConfig, MonitorEvent, Proto, output, wire::Line};
 
 use crate::{args::WatchArgs, metrics, shutdown::Shutdown, sink::Sink};
 
@@ -67,14 +67,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         match ev {
             MonitorEvent::Port(ev) => sink.event(&ev)?,
             MonitorEvent::Ready(r) if sink.is_json() => {
-                sink.line(&output::ready_json(r.backend, r.listeners, &r.ts))?;
+                sink.line(&Line::ready(&r.backend, r.listeners, r.ts).to_json())?;
             }
             MonitorEvent::Ready(r) => crate::log::info(&format!(
                 "watching {watched} with {} ({} already open); Ctrl-C stops",
                 r.backend, r.listeners
             )),
             MonitorEvent::Resync(s) if sink.is_json() => {
-                sink.line(&output::resync_json(&s))?;
+                sink.line(&Line::resync(&s).to_json())?;
             }
             MonitorEvent::Resync(s) => crate::log::info(&output::resync_text(&s)),
             MonitorEvent::Notice(n) => crate::log::notice(&n),
@@ -87,7 +87,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if args.stats {
         let stats = monitor.stats();
         if sink.is_json() {
-            sink.line(&output::stats_json(&stats, &Utc::now()))?;
+            sink.line(&Line::stats(&stats, Utc::now()).to_json())?;
         } else {
             crate::log::info(&format!(
                 "{} events, {} dropped, {} resyncs, {} owners not tracked, {} ports not found",

@@ -82,8 +82,8 @@ pub enum MonitorEvent {
 /// See [`MonitorEvent::Ready`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ready {
-    /// `"ebpf"` or `"procfs"`.
-    pub backend: &'static str,
+    /// `"ebpf"` or `"procfs"` (or what a daemon said, read from its line).
+    pub backend: String,
     /// Listeners in the baseline.
     pub listeners: usize,
     pub ts: DateTime<Utc>,
@@ -223,7 +223,7 @@ impl Monitor {
         }
         let backend = monitor.engine.backend_name();
         monitor.queue.push_back(MonitorEvent::Ready(Ready {
-            backend,
+            backend: backend.to_string(),
             listeners,
             ts: now,
         }));

@@ -69,7 +69,7 @@ async fn the_baseline_comes_first_then_ready_then_live_events() {
         other => panic!("{other:?}"),
     }
     match next(&mut m).await {
-        MonitorEvent::Ready(r) => assert_eq!((r.backend, r.listeners), ("ebpf", 1)),
+        MonitorEvent::Ready(r) => assert_eq!((r.backend.as_str(), r.listeners), ("ebpf", 1)),
         other => panic!("{other:?}"),
     }
     let t = os.world().boot_ns;

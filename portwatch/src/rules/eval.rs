@@ -24,7 +24,8 @@ pub struct Alert {
     pub rule_id: String,
     pub rule_name: String,
     pub severity: Severity,
-    pub condition: &'static str,
+    /// The rule's condition `type` (`PortOpened`, ...).
+    pub condition: String,
     pub message: String,
     pub pid: u32,
     pub comm: String,
@@ -77,7 +78,7 @@ fn fire(
         rule_id: rule.id.clone(),
         rule_name: rule.name.clone(),
         severity: rule.severity,
-        condition: rule.condition,
+        condition: rule.condition.to_string(),
         message: what.message,
         pid: what.pid,
         comm: what.comm,

@@ -27,7 +27,7 @@ pub struct AlertRule {
 }
 
 /// `Info`, `Warning` or `Critical`, with exactly that casing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Severity {
     Info,
     Warning,

@@ -11,14 +11,13 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
 use crate::{
     event::{Change, Listener, ListenerKey, PortEvent, Source},
     filter::Filter,
     monitor::MonitorEvent,
-    output::{self, format_ts},
+    wire::Line,
 };
 
 /// Whether `pid` is `root` or one of its descendants.
@@ -46,14 +45,6 @@ struct Client {
 pub struct Hub {
     clients: Vec<Client>,
     open: HashMap<ListenerKey, Vec<Listener>>,
-}
-
-#[derive(Serialize)]
-struct LostJson {
-    event: &'static str,
-    /// Events this client did not get.
-    events: u64,
-    ts: String,
 }
 
 impl Hub {
@@ -143,11 +134,7 @@ impl Hub {
             if c.lost == 0 || c.tx.capacity() < c.tx.max_capacity() {
                 return !c.tx.is_closed();
             }
-            let mut chunk = output::to_json(&LostJson {
-                event: "lost",
-                events: c.lost,
-                ts: format_ts(&now),
-            });
+            let mut chunk = Line::lost(c.lost, now).to_json();
             chunk.push('\n');
             c.told.clear();
             chunk.push_str(&c.baseline(open.values().flatten(), backend, now, in_tree));
@@ -172,17 +159,20 @@ impl Client {
         for l in listeners {
             if self.admits_open(l, in_tree) {
                 self.told.insert(l.key());
-                chunk.push_str(&output::event_json(&PortEvent {
-                    change: Change::Opened,
-                    listener: l.clone(),
-                    ts: now,
-                    source: Source::Baseline,
-                }));
+                chunk.push_str(
+                    &Line::from(&PortEvent {
+                        change: Change::Opened,
+                        listener: l.clone(),
+                        ts: now,
+                        source: Source::Baseline,
+                    })
+                    .to_json(),
+                );
                 chunk.push('\n');
                 n += 1;
             }
         }
-        chunk.push_str(&output::ready_json(backend, n, &now));
+        chunk.push_str(&Line::ready(backend, n, now).to_json());
         chunk.push('\n');
         chunk
     }
@@ -205,7 +195,7 @@ impl Client {
                     }
                     Change::Closed => self.told.remove(&p.listener.key()),
                 };
-                admitted.then(|| output::event_json(p))
+                admitted.then(|| Line::from(p).to_json())
             }
             MonitorEvent::Alert(a) => {
                 let admitted = self
@@ -213,10 +203,10 @@ impl Client {
                     .pid
                     .is_none_or(|root| a.pid != 0 && in_tree(root, a.pid))
                     && a.proto.is_none_or(|p| self.filter.wants(p));
-                admitted.then(|| output::alert_json(a))
+                admitted.then(|| Line::from(a).to_json())
             }
-            MonitorEvent::Resync(s) => Some(output::resync_json(s)),
-            MonitorEvent::Notice(n) => Some(output::notice_json(n)),
+            MonitorEvent::Resync(s) => Some(Line::resync(s).to_json()),
+            MonitorEvent::Notice(n) => Some(Line::from(n).to_json()),
             // Each client had its own when it joined.
             MonitorEvent::Ready(_) => None,
         }

@@ -7,12 +7,10 @@
 mod hub;
 mod request;
 mod server;
-mod wire;
 
 pub use hub::{Hub, InTree, Join};
-pub use request::{MAX_REQUEST_BYTES, parse_request, request_line};
+pub use request::{MAX_REQUEST_BYTES, Request, parse_request, request_line};
 pub use server::{Server, SocketConfig, group_id};
-pub use wire::{WireEvent, parse_line};
 
 /// Where the daemon serves by default.
 pub const DEFAULT_SOCKET: &str = "/run/portwatch/portwatch.sock";

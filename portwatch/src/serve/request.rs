@@ -2,7 +2,7 @@
 //! first: `{}` for everything, or any of
 //! `{"pid":1234,"proto":"tcp","scope":"local","netns":4026531840}`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     event::Proto,
@@ -12,19 +12,31 @@ use crate::{
 /// The longest first line a client may send.
 pub const MAX_REQUEST_BYTES: usize = 4096;
 
-#[derive(Deserialize)]
+/// The request line. Its keys are written in this order (the order
+/// `request_line` has always written them in); each is left out when not
+/// asked for.
+#[derive(Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Wire {
-    pid: Option<u32>,
-    proto: Option<String>,
-    scope: Option<String>,
-    netns: Option<u64>,
+#[schemars(title = "portwatch event socket request")]
+pub struct Request {
+    /// Only this network namespace (its inode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
+    /// Only this process and its descendants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `tcp`, `udp` or `all`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// `all` or `local`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Parses a client's request into its filter, or one sentence saying what
 /// is wrong with it.
 pub fn parse_request(line: &str) -> Result<Filter, String> {
-    let wire: Wire = serde_json::from_str(line.trim()).map_err(|e| {
+    let wire: Request = serde_json::from_str(line.trim()).map_err(|e| {
         // serde quotes the client's own text (an unknown field name).
         format!(
             "the request is not a filter object: {}",
@@ -65,20 +77,12 @@ pub fn parse_request(line: &str) -> Result<Filter, String> {
 
 /// The request line for `filter` (what `watch --connect` sends).
 pub fn request_line(filter: &Filter) -> String {
-    let mut obj = serde_json::Map::new();
-    if let Some(pid) = filter.pid {
-        obj.insert("pid".into(), pid.into());
-    }
-    if let Some(proto) = filter.proto {
-        obj.insert("proto".into(), proto.as_str().into());
-    }
-    if filter.scope == Scope::Local {
-        obj.insert("scope".into(), "local".into());
-    }
-    if let Some(ns) = filter.netns {
-        obj.insert("netns".into(), ns.into());
-    }
-    serde_json::Value::Object(obj).to_string()
+    crate::output::to_json(&Request {
+        netns: filter.netns,
+        pid: filter.pid,
+        proto: filter.proto.map(|p| p.as_str().to_string()),
+        scope: (filter.scope == Scope::Local).then(|| "local".to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, Interest},
     net::{
@@ -319,17 +318,8 @@ impl Stall {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorJson<'a> {
-    event: &'static str,
-    message: &'a str,
-}
-
 async fn refuse(mut stream: UnixStream, message: &str) {
-    let mut line = crate::output::to_json(&ErrorJson {
-        event: "error",
-        message,
-    });
+    let mut line = crate::wire::Line::refusal(message).to_json();
     line.push('\n');
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.write_all(line.as_bytes())).await;
 }

@@ -79,8 +79,14 @@ impl ContainerNames {
             .join("var/lib/docker/containers")
             .join(id)
             .join("config.v2.json");
-        let config: serde_json::Value = serde_json::from_slice(&read_small(&path)?).ok()?;
-        let name = config.get("Name")?.as_str()?.trim_start_matches('/');
+        /// The one field of Docker's container config read here.
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(rename = "Name")]
+            name: String,
+        }
+        let config: Config = serde_json::from_slice(&read_small(&path)?).ok()?;
+        let name = config.name.trim_start_matches('/');
         (!name.is_empty()).then(|| safe_str(name))
     }
 

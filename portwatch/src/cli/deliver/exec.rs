@@ -19,7 +19,7 @@ use tokio::{
     sync::{Semaphore, mpsc},
 };
 
-use super::{Reporter, cgroup};
+use super::{Delivery, Reporter, cgroup};
 
 /// Commands running at once per `--exec`.
 const CONCURRENT: usize = 4;
@@ -29,7 +29,7 @@ pub async fn worker(
     timeout: Duration,
     cgroups: Option<cgroup::Parent>,
     name: String,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<Arc<Delivery>>,
     failures: Reporter,
 ) {
     let slots = Arc::new(Semaphore::new(CONCURRENT));
@@ -42,7 +42,7 @@ pub async fn worker(
         let (cmd, name, failures, cgroups) =
             (cmd.clone(), name.clone(), failures.clone(), cgroups.clone());
         tokio::spawn(async move {
-            if let Err(why) = run(&cmd, &json, timeout, cgroups.as_ref().as_ref()).await {
+            if let Err(why) = run(&cmd, &json.json, timeout, cgroups.as_ref().as_ref()).await {
                 failures.report(format!("{name}: {why}"));
             }
             drop(permit);

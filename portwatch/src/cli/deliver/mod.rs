@@ -24,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+use portwatch::wire::Line;
 use tokio::sync::mpsc;
 
 /// Alerts queued per output before more are dropped (and said so).
@@ -54,10 +55,17 @@ impl std::fmt::Debug for DeliveryConfig {
     }
 }
 
+/// One line for the outputs: typed for those that read it (desktop
+/// notifications), and its JSON, written once, for those that pass it on.
+pub struct Delivery {
+    pub line: Line,
+    pub json: String,
+}
+
 struct Output {
     /// What it is called in failure reports, e.g. `exec notify.sh`.
     name: String,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Arc<Delivery>>,
     /// Alerts dropped since `dropped_since` and not yet reported. Only
     /// the daemon's loop adds to it ([`Deliveries::send`]) and takes it
     /// ([`Deliveries::next_failure`]).
@@ -163,7 +171,7 @@ impl Deliveries {
     }
 
     /// A new output's queue and reporter.
-    fn add(&mut self, name: String) -> (String, mpsc::Receiver<String>, Reporter) {
+    fn add(&mut self, name: String) -> (String, mpsc::Receiver<Arc<Delivery>>, Reporter) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let unshown = Arc::new(AtomicU64::new(0));
         self.outputs.push(Output {
@@ -184,11 +192,15 @@ impl Deliveries {
         self.outputs.is_empty()
     }
 
-    /// Queues one JSON object (an alert, or the notice that events were
-    /// lost) for every output; where the queue is full, it is counted.
-    pub fn send(&mut self, json: &str) {
+    /// Queues one line (an alert, or the notice that events were lost)
+    /// for every output; where the queue is full, it is counted.
+    pub fn send(&mut self, line: Line) {
+        let delivery = Arc::new(Delivery {
+            json: line.to_json(),
+            line,
+        });
         for o in &mut self.outputs {
-            if o.tx.try_send(json.to_string()).is_err() {
+            if o.tx.try_send(delivery.clone()).is_err() {
                 o.dropped += 1;
                 o.dropped_since.get_or_insert_with(chrono::Utc::now);
             }
@@ -283,7 +295,7 @@ mod tests {
         let mut d = empty();
         let (_, _rx, _) = d.add("exec a".into());
         for _ in 0..QUEUE + 44 {
-            d.send("{}");
+            d.send(Line::refusal("x"));
         }
         let first = d.next_failure().await.unwrap_or_default();
         assert!(
@@ -291,7 +303,7 @@ mod tests {
                 && first.ends_with(" (its queue of 256 was full)"),
             "{first}"
         );
-        d.send("{}");
+        d.send(Line::refusal("x"));
         assert_eq!(
             d.next_failure()
                 .await

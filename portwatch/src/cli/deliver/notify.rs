@@ -2,11 +2,13 @@
 //! alert, its urgency from the rule's severity; one when the kernel
 //! dropped events. Used by `daemon --notify` and by `portwatch notify`.
 
+use std::sync::Arc;
+
 use notify_rust::{Notification, Urgency};
-use serde_json::Value;
+use portwatch::{report::ResyncReason, rules::model::Severity, wire::Line};
 use tokio::sync::mpsc;
 
-use super::report;
+use super::{Delivery, report};
 
 /// Whether this process can reach a session bus at all; the sentence
 /// says what to do when it cannot.
@@ -28,33 +30,29 @@ fn plain(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The notification for one JSON object from the daemon, if it is one
-/// to show: an alert, or events lost.
-pub fn notification(v: &Value) -> Option<Notification> {
-    let text = |k: &str| plain(v[k].as_str().unwrap_or_default());
+/// The notification for one line of the daemon's, if it is one to
+/// show: an alert, or events lost.
+pub fn notification(line: &Line) -> Option<Notification> {
     let mut n = Notification::new();
     n.appname("portwatch");
-    match v["event"].as_str()? {
-        "alert" => {
-            n.summary(&format!("portwatch: {}", text("rule_name")))
-                .body(&text("message"))
-                .urgency(match v["severity"].as_str() {
-                    Some("Critical") => Urgency::Critical,
-                    Some("Info") => Urgency::Low,
-                    _ => Urgency::Normal,
+    let lost = |n: &mut Notification, dropped: u64, opened: usize, closed: usize| {
+        n.summary("portwatch lost events").body(&format!(
+            "The kernel dropped {dropped} events; a rescan found {opened} opened and {closed} closed."
+        ));
+    };
+    match line {
+        Line::Alert(a) => {
+            n.summary(&format!("portwatch: {}", plain(&a.rule_name)))
+                .body(&plain(&a.message))
+                .urgency(match a.severity {
+                    Severity::Critical => Urgency::Critical,
+                    Severity::Info => Urgency::Low,
+                    Severity::Warning => Urgency::Normal,
                 });
         }
-        "events_lost" => {
-            n.summary("portwatch lost events").body(&format!(
-                "The kernel dropped {} events; a rescan found {} opened and {} closed.",
-                v["dropped"], v["opened"], v["closed"]
-            ));
-        }
-        "resync" if v["reason"] == "drops" => {
-            n.summary("portwatch lost events").body(&format!(
-                "The kernel dropped {} events; a rescan found {} opened and {} closed.",
-                v["drops"], v["opened"], v["closed"]
-            ));
+        Line::EventsLost(l) => lost(&mut n, l.dropped, l.opened, l.closed),
+        Line::Resync(r) if r.reason == ResyncReason::Drops => {
+            lost(&mut n, r.drops, r.opened, r.closed);
         }
         _ => return None,
     }
@@ -69,12 +67,9 @@ pub async fn show(n: &Notification) -> Result<(), String> {
         .map_err(|e| format!("the notification was not shown: {e}"))
 }
 
-pub async fn worker(mut rx: mpsc::Receiver<String>, failures: super::Reporter) {
-    while let Some(json) = rx.recv().await {
-        let Ok(v) = serde_json::from_str::<Value>(&json) else {
-            continue;
-        };
-        if let Some(n) = notification(&v)
+pub async fn worker(mut rx: mpsc::Receiver<Arc<Delivery>>, failures: super::Reporter) {
+    while let Some(delivery) = rx.recv().await {
+        if let Some(n) = notification(&delivery.line)
             && let Err(why) = show(&n).await
         {
             report(&failures, format!("notify: {why}"));

@@ -60,11 +60,11 @@ pub async fn worker(
     client: reqwest::Client,
     url: String,
     name: String,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<std::sync::Arc<super::Delivery>>,
     failures: Reporter,
 ) {
     while let Some(json) = rx.recv().await {
-        if let Err(why) = post(&client, &url, json).await {
+        if let Err(why) = post(&client, &url, json.json.clone()).await {
             report(&failures, format!("{name}: {why}"));
         }
     }

@@ -5,10 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use portwatch::{
-    Filter, Monitor, MonitorEvent, Stats,
-    serve::{WireEvent, parse_line},
-};
+use portwatch::{Filter, Monitor, MonitorEvent, Stats, wire::Line};
 
 use crate::connect::{self, DaemonLines};
 
@@ -45,11 +42,18 @@ impl Feed {
                 else {
                     bail!("the daemon at {} closed the connection", path.display());
                 };
-                match parse_line(&line).map_err(anyhow::Error::msg)? {
-                    WireEvent::Monitor(ev) => return Ok(Fed::Event(ev)),
-                    WireEvent::Lost { events } => return Ok(Fed::Lost(events)),
-                    WireEvent::Refused(why) => bail!("the daemon refused: {why}"),
-                    WireEvent::Other => {}
+                let line =
+                    Line::parse(&line).map_err(|e| anyhow::anyhow!("the daemon sent {e}"))?;
+                match line {
+                    Line::Lost(l) => return Ok(Fed::Lost(l.events)),
+                    Line::Error(r) => bail!("the daemon refused: {}", r.message),
+                    // What the UI does not show (delivery errors, stats, a
+                    // newer daemon's lines) is skipped.
+                    other => {
+                        if let Some(ev) = other.into_monitor_event() {
+                            return Ok(Fed::Event(ev));
+                        }
+                    }
                 }
             },
         }

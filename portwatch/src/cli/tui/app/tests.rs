@@ -75,7 +75,7 @@ fn app() -> App {
     }
     app.on_monitor(
         MonitorEvent::Ready(Ready {
-            backend: "ebpf",
+            backend: "ebpf".into(),
             listeners: 4,
             ts: t0(),
         }),
@@ -552,7 +552,7 @@ fn snapshot_log_and_alerts() {
                 rule_id: "r".into(),
                 rule_name: "a rule".into(),
                 severity: sev,
-                condition: "PortOpened",
+                condition: "PortOpened".into(),
                 message: msg.into(),
                 pid: 12497,
                 comm: "python3".into(),

@@ -106,7 +106,7 @@ fn five_thousand_rows_open_at_the_top() {
     }
     a.on_monitor(
         MonitorEvent::Ready(Ready {
-            backend: "ebpf",
+            backend: "ebpf".into(),
             listeners: 5000,
             ts: t0(),
         }),
@@ -256,7 +256,7 @@ fn the_reason_for_procfs_is_never_cut_before_its_fix() {
         a.status.fallback = Some(why.into());
         a.on_monitor(
             MonitorEvent::Ready(Ready {
-                backend: "procfs",
+                backend: "procfs".into(),
                 listeners: 0,
                 ts: t0(),
             }),

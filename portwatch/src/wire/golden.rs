@@ -6,8 +6,11 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::{
-    monitor::NoticeKind,
-    report::{ResyncReason, ResyncSummary},
+    container::Container,
+    event::{Change, Listener, PortEvent},
+    monitor::{Notice, NoticeKind},
+    report::{ResyncSummary, Stats},
+    rules::eval::Alert,
 };
 
 pub(crate) fn ts() -> DateTime<Utc> {
@@ -38,7 +41,7 @@ pub(crate) fn alert(with_socket: bool) -> Alert {
         rule_id: "r1\u{1b}".into(),
         rule_name: "SSH \"open\"".into(),
         severity: Severity::Warning,
-        condition: "PortOpened",
+        condition: "PortOpened".into(),
         message: "port 22 opened by sshd (pid 1)".into(),
         pid: 1,
         comm: "sshd".into(),
@@ -73,40 +76,51 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
     vec![
         (
             "opened",
-            event_json(&PortEvent {
+            Line::from(&PortEvent {
                 change: Change::Opened,
                 listener: listener(),
                 ts: ts(),
                 source: Source::Ebpf,
-            }),
+            })
+            .to_json(),
         ),
         (
             "closed",
-            event_json(&PortEvent {
+            Line::from(&PortEvent {
                 change: Change::Closed,
                 listener: udp,
                 ts: ts(),
                 source: Source::Baseline,
-            }),
+            })
+            .to_json(),
         ),
-        ("ready", ready_json("ebpf", 12, &ts())),
-        ("resync", resync_json(&resync)),
-        ("events_lost", events_lost_json(&resync)),
-        ("alert", alert_json(&alert(true))),
-        ("alert without a socket", alert_json(&alert(false))),
+        ("ready", Line::ready("ebpf", 12, ts()).to_json()),
+        ("resync", Line::resync(&resync).to_json()),
+        ("events_lost", Line::events_lost(&resync).to_json()),
+        ("alert", Line::from(&alert(true)).to_json()),
+        (
+            "alert without a socket",
+            Line::from(&alert(false)).to_json(),
+        ),
         (
             "rules_reloaded",
-            notice_json(&notice(NoticeKind::RulesReloaded)),
+            Line::from(&notice(NoticeKind::RulesReloaded)).to_json(),
         ),
-        ("rules_error", notice_json(&notice(NoticeKind::RulesError))),
-        ("warning", notice_json(&notice(NoticeKind::Warning))),
+        (
+            "rules_error",
+            Line::from(&notice(NoticeKind::RulesError)).to_json(),
+        ),
+        (
+            "warning",
+            Line::from(&notice(NoticeKind::Warning)).to_json(),
+        ),
         (
             "delivery_error",
-            delivery_error_json("exec #1 (sh) failed: exit status 3", &ts()),
+            Line::delivery_error("exec #1 (sh) failed: exit status 3", ts()).to_json(),
         ),
         (
             "stats",
-            stats_json(
+            Line::stats(
                 &Stats {
                     events: 10,
                     drops: 1,
@@ -115,10 +129,16 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
                     malformed: 4,
                     unresolved: 5,
                 },
-                &ts(),
-            ),
+                ts(),
+            )
+            .to_json(),
         ),
-        ("list", listeners_json(&[listener()])),
+        ("list", list::to_json(&[listener()])),
+        ("lost", Line::lost(3, ts()).to_json()),
+        (
+            "error",
+            Line::refusal("too many clients of uid 1000 (8)").to_json(),
+        ),
         (
             "request",
             crate::serve::request_line(&crate::Filter {

@@ -1,0 +1,207 @@
+//! Lines from the monitor's own types, and back: the writers build a
+//! [`Line`] from what happened; readers that show events as portwatch
+//! does (the terminal UI) turn it back into a [`MonitorEvent`].
+
+use chrono::{DateTime, Utc};
+
+use super::{Alert, EventsLost, Line, Lost, Message, Port, Ready, Refusal, Resync, Stats};
+use crate::{
+    event::{Change, Listener, PortEvent, Source},
+    monitor::{self, MonitorEvent, Notice, NoticeKind},
+    report::{self, ResyncSummary},
+    rules::eval,
+    safe_text::safe_str,
+};
+
+impl From<&PortEvent> for Line {
+    fn from(ev: &PortEvent) -> Line {
+        let l = &ev.listener;
+        let port = Port {
+            proto: l.proto,
+            address: l.address,
+            port: l.port,
+            pid: l.pid,
+            comm: l.comm.clone(),
+            uid: l.uid,
+            netns: l.netns,
+            cgroup: l.cgroup.clone(),
+            container: l.container.clone(),
+            ts: ev.ts,
+            source: ev.source,
+        };
+        match ev.change {
+            Change::Opened => Line::Opened(port),
+            Change::Closed => Line::Closed(port),
+        }
+    }
+}
+
+impl From<&eval::Alert> for Line {
+    fn from(a: &eval::Alert) -> Line {
+        Line::Alert(Alert {
+            // From the rules file: escaped like process names.
+            rule_id: safe_str(&a.rule_id),
+            rule_name: safe_str(&a.rule_name),
+            severity: a.severity,
+            condition: a.condition.to_string(),
+            message: a.message.clone(),
+            pid: a.pid,
+            comm: a.comm.clone(),
+            address: a.address,
+            port: a.port,
+            proto: a.proto,
+            ts: a.ts,
+        })
+    }
+}
+
+impl From<&Notice> for Line {
+    fn from(n: &Notice) -> Line {
+        let m = Message {
+            message: n.message.clone(),
+            ts: n.ts,
+        };
+        match n.kind {
+            NoticeKind::RulesReloaded => Line::RulesReloaded(m),
+            NoticeKind::RulesError => Line::RulesError(m),
+            NoticeKind::Warning => Line::Warning(m),
+        }
+    }
+}
+
+impl Line {
+    pub fn ready(backend: &str, listeners: usize, ts: DateTime<Utc>) -> Line {
+        Line::Ready(Ready {
+            backend: backend.to_string(),
+            listeners,
+            ts,
+        })
+    }
+
+    pub fn resync(s: &ResyncSummary) -> Line {
+        Line::Resync(Resync {
+            reason: s.reason,
+            opened: s.opened,
+            closed: s.closed,
+            drops: s.drops,
+            ts: s.ts,
+        })
+    }
+
+    /// The notice that the kernel dropped events (a resync for drops), as
+    /// the daemon's outputs get it.
+    pub fn events_lost(s: &ResyncSummary) -> Line {
+        Line::EventsLost(EventsLost {
+            dropped: s.drops,
+            opened: s.opened,
+            closed: s.closed,
+            ts: s.ts,
+        })
+    }
+
+    /// `message` is one sentence, its untrusted parts already made safe.
+    pub fn delivery_error(message: &str, ts: DateTime<Utc>) -> Line {
+        Line::DeliveryError(Message {
+            message: message.to_string(),
+            ts,
+        })
+    }
+
+    pub fn stats(s: &report::Stats, ts: DateTime<Utc>) -> Line {
+        Line::Stats(Stats {
+            events: s.events,
+            drops: s.drops,
+            resyncs: s.resyncs,
+            owners_full: s.owners_full,
+            unresolved: s.unresolved,
+            ts,
+        })
+    }
+
+    pub fn lost(events: u64, ts: DateTime<Utc>) -> Line {
+        Line::Lost(Lost { events, ts })
+    }
+
+    pub fn refusal(message: &str) -> Line {
+        Line::Error(Refusal {
+            message: message.to_string(),
+        })
+    }
+
+    /// The monitor event this line tells of, for a client that shows
+    /// events as portwatch does; None for the lines that are not one
+    /// (`lost`, `error`, `stats`, delivery errors, an unknown `event`):
+    /// the caller decides what those mean to it.
+    pub fn into_monitor_event(self) -> Option<MonitorEvent> {
+        Some(match self {
+            Line::Opened(p) => MonitorEvent::Port(port_event(p, Change::Opened)),
+            Line::Closed(p) => MonitorEvent::Port(port_event(p, Change::Closed)),
+            Line::Ready(r) => MonitorEvent::Ready(monitor::Ready {
+                backend: r.backend,
+                listeners: r.listeners,
+                ts: r.ts,
+            }),
+            Line::Resync(r) => MonitorEvent::Resync(ResyncSummary {
+                reason: r.reason,
+                opened: r.opened,
+                closed: r.closed,
+                drops: r.drops,
+                ts: r.ts,
+            }),
+            Line::Alert(a) => MonitorEvent::Alert(eval::Alert {
+                rule_id: a.rule_id,
+                rule_name: a.rule_name,
+                severity: a.severity,
+                condition: a.condition,
+                message: a.message,
+                pid: a.pid,
+                comm: a.comm,
+                address: a.address,
+                port: a.port,
+                proto: a.proto,
+                ts: a.ts,
+            }),
+            Line::RulesReloaded(m) => notice(NoticeKind::RulesReloaded, m),
+            Line::RulesError(m) => notice(NoticeKind::RulesError, m),
+            Line::Warning(m) => notice(NoticeKind::Warning, m),
+            Line::EventsLost(_)
+            | Line::DeliveryError(_)
+            | Line::Stats(_)
+            | Line::Lost(_)
+            | Line::Error(_)
+            | Line::Unknown => return None,
+        })
+    }
+}
+
+fn notice(kind: NoticeKind, m: Message) -> MonitorEvent {
+    MonitorEvent::Notice(Notice {
+        kind,
+        message: m.message,
+        ts: m.ts,
+    })
+}
+
+fn port_event(p: Port, change: Change) -> PortEvent {
+    PortEvent {
+        change,
+        listener: Listener {
+            proto: p.proto,
+            address: p.address,
+            port: p.port,
+            pid: p.pid,
+            comm: p.comm,
+            uid: p.uid,
+            // The daemon's own keys; a client keys rows by socket.
+            cookie: None,
+            inode: None,
+            netns: p.netns,
+            cgroup: p.cgroup,
+            container: p.container,
+            // A live open is when it opened; the baseline's age is unknown.
+            opened_at: (change == Change::Opened && p.source != Source::Baseline).then_some(p.ts),
+        },
+        ts: p.ts,
+        source: p.source,
+    }
+}

@@ -1,0 +1,224 @@
+//! Every JSON line portwatch writes or reads (`watch --json`, the
+//! daemon's lines, the event socket, alert deliveries): one type, tagged by
+//! `event`, written and read by serde. `schema/` holds its JSON Schema,
+//! generated from these types (`cargo xtask schema`).
+//!
+//! A line from a newer portwatch is read as far as this version knows it:
+//! an `event` it does not know is [`Line::Unknown`], which every reader
+//! skips; a field it does not know is ignored. A known field with a value
+//! it does not know (a new `source`, say) makes the line an error, never a
+//! guess. Text in the lines was made safe by the writer.
+
+mod convert;
+#[cfg(test)]
+mod golden;
+pub mod list;
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    container::Container,
+    event::{Proto, Source},
+    report::ResyncReason,
+    rules::model::Severity,
+};
+
+pub use list::ListEntry;
+
+/// The version of these lines' format, in the schema's file name: a field
+/// removed or changed is a new version; a field or `event` added is not.
+pub const VERSION: u32 = 1;
+
+/// One JSON line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[schemars(title = "portwatch event line")]
+#[non_exhaustive]
+pub enum Line {
+    /// A TCP listener opened, or a UDP port was bound.
+    Opened(Port),
+    /// A TCP listener closed, or a bound UDP port was released.
+    Closed(Port),
+    /// The watcher is attached; the baseline's `opened` lines came first.
+    Ready(Ready),
+    /// A procfs rescan ran and found what events had missed.
+    Resync(Resync),
+    /// The kernel dropped events (the daemon's outputs; `resync` with
+    /// reason `drops` elsewhere).
+    EventsLost(EventsLost),
+    /// An alert rule fired.
+    Alert(Alert),
+    /// The rules file changed and its new rules are in force.
+    RulesReloaded(Message),
+    /// The rules file changed but cannot be used: the previous rules stay.
+    RulesError(Message),
+    /// A feature asked for cannot run here.
+    Warning(Message),
+    /// An alert output (a command, a webhook) failed.
+    DeliveryError(Message),
+    /// The counters, printed by `watch --stats --json` on exit.
+    Stats(Stats),
+    /// The event socket: this client fell behind and missed `events`; a
+    /// fresh baseline and a `ready` line follow.
+    Lost(Lost),
+    /// The event socket refused the client; the connection ends.
+    Error(Refusal),
+    /// An `event` this version does not know (from a newer portwatch).
+    #[serde(other)]
+    Unknown,
+}
+
+/// RFC 3339 in UTC with microseconds: `2026-12-01T10:00:00.123456Z`.
+mod micros {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::output::format_ts(ts))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| D::Error::custom(format!("`ts` is no RFC 3339 time: {e}")))
+    }
+}
+
+/// A listener or bound UDP port, and when it changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Port {
+    pub proto: Proto,
+    pub address: IpAddr,
+    pub port: u16,
+    /// The owner; 0 when no process could be named.
+    pub pid: u32,
+    /// The owner's name (`comm`), made safe.
+    pub comm: String,
+    pub uid: u32,
+    /// The network namespace's inode.
+    pub netns: u64,
+    /// The owner's cgroup v2 path, made safe.
+    pub cgroup: String,
+    pub container: Option<Container>,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Ready {
+    /// `ebpf` or `procfs`.
+    pub backend: String,
+    /// Listeners in the baseline.
+    pub listeners: usize,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resync {
+    pub reason: ResyncReason,
+    pub opened: usize,
+    pub closed: usize,
+    /// Events the kernel dropped since the start.
+    pub drops: u64,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EventsLost {
+    /// Events the kernel dropped since the start, as it counted them.
+    pub dropped: u64,
+    /// What the resync that followed found the events had missed.
+    pub opened: usize,
+    pub closed: usize,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Alert {
+    /// From the rules file, escaped.
+    pub rule_id: String,
+    /// From the rules file, escaped.
+    pub rule_name: String,
+    pub severity: Severity,
+    /// The rule's condition `type` (`PortOpened`, ...).
+    pub condition: String,
+    pub message: String,
+    pub pid: u32,
+    pub comm: String,
+    pub address: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub proto: Option<Proto>,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+/// A notice or a delivery error: one sentence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Message {
+    pub message: String,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Stats {
+    pub events: u64,
+    pub drops: u64,
+    pub resyncs: u64,
+    pub owners_full: u64,
+    pub unresolved: u64,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Lost {
+    /// Events this client did not get.
+    pub events: u64,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Refusal {
+    /// Why, in one sentence.
+    pub message: String,
+}
+
+impl Line {
+    /// The line's JSON, without the newline.
+    pub fn to_json(&self) -> String {
+        crate::output::to_json(self)
+    }
+
+    /// Reads one line; Err is one sentence, quoting nothing raw.
+    pub fn parse(text: &str) -> Result<Line, String> {
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "a line portwatch cannot read ({}): {}",
+                crate::safe_text::safe_str(&e.to_string()),
+                crate::safe_text::safe_str(&text.chars().take(200).collect::<String>())
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
