@@ -28,6 +28,7 @@ mod ownership;
 mod package;
 mod process_tree;
 mod resync;
+mod schema;
 mod service;
 mod socket;
 mod startup_errors;

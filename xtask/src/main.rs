@@ -58,6 +58,8 @@ enum Task {
         /// Another source tree to read (default: portwatch/src)
         src: Option<PathBuf>,
     },
+    /// Write the published JSON Schemas (schema/) from the types that write and read the formats
+    Schema,
     /// Run every test: unit tests and the root integration tests
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter)
@@ -112,6 +114,25 @@ fn run(cli: Cli) -> Result<()> {
         Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),
         Task::Package => package(&root),
+        Task::Schema => {
+            setup::ensure(&root)?;
+            // The test that compares the files with the types writes them
+            // when asked: one place knows how they are made.
+            check(
+                Command::new(env!("CARGO"))
+                    .current_dir(&root)
+                    .args([
+                        "test",
+                        "--release",
+                        "-p",
+                        "portwatch",
+                        "--lib",
+                        "wire::schema::tests::the_published_schemas_are_the_types",
+                    ])
+                    .env("PORTWATCH_WRITE_SCHEMAS", "1"),
+                "cargo test (writing the schemas)",
+            )
+        }
         Task::Test { args } => {
             // The package test installs what this builds.
             package(&root)?;

@@ -1,11 +1,13 @@
 //! The `alerts.json` format, exactly as portwatch 0.1.8 defined it, plus
 //! the optional top-level `known_processes` list (older readers ignore it).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The whole file: `{"rules": [...]}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "portwatch alerts.json")]
 pub struct AlertsFile {
     pub rules: Vec<AlertRule>,
     /// Process names (or regexes) that UnknownProcessListening accepts, on
@@ -15,7 +17,7 @@ pub struct AlertsFile {
 }
 
 /// One rule. Every key is required, as in the original format.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRule {
     pub id: String,
@@ -23,11 +25,13 @@ pub struct AlertRule {
     pub condition: Condition,
     pub enabled: bool,
     pub severity: Severity,
+    /// Seconds between two firings of this rule; more than 0.
+    #[schemars(range(min = 1))]
     pub cooldown_seconds: u64,
 }
 
 /// `Info`, `Warning` or `Critical`, with exactly that casing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Severity {
     Info,
     Warning,
@@ -46,7 +50,7 @@ impl Severity {
 }
 
 /// Adjacently tagged: `{"type": "PortOpened", "params": {"port": 22}}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "params", deny_unknown_fields)]
 pub enum Condition {
     PortOpened(PortParams),
@@ -59,35 +63,38 @@ pub enum Condition {
     UnknownProcessListening(()),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortParams {
     /// Kept wide so that 70000 is reported as out of range, not as a type error.
+    #[schemars(range(max = 65535))]
     pub port: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
+    #[schemars(range(max = 65535))]
     pub start_port: u64,
+    #[schemars(range(max = 65535))]
     pub end_port: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalParams {
     pub ip_pattern: String,
     pub exclude_private: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CpuParams {
     pub process_pattern: String,
     pub threshold_percent: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryParams {
     pub process_pattern: String,

@@ -13,6 +13,7 @@ mod convert;
 #[cfg(test)]
 mod golden;
 pub mod list;
+pub mod schema;
 
 use std::net::IpAddr;
 
@@ -67,8 +68,10 @@ pub enum Line {
     Lost(Lost),
     /// The event socket refused the client; the connection ends.
     Error(Refusal),
-    /// An `event` this version does not know (from a newer portwatch).
+    /// An `event` this version does not know (from a newer portwatch):
+    /// read, never written, so not in the schema.
     #[serde(other)]
+    #[schemars(skip)]
     Unknown,
 }
 
