@@ -21,6 +21,7 @@ mod files;
 mod hostile;
 mod library;
 mod list;
+mod manuals;
 mod metrics;
 mod namespaces;
 mod notify;

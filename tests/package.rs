@@ -60,9 +60,24 @@ fn the_package_installs_runs_and_purges_cleanly() {
         "/usr/lib/systemd/system/portwatch.service",
         "/etc/portwatch/alerts.json",
         "/usr/share/doc/portwatch/README.md",
+        "/usr/share/doc/portwatch/schema/event-line.v1.json",
+        "/usr/share/man/man1/portwatch.1.gz",
+        "/usr/share/man/man1/portwatch-watch.1.gz",
+        "/usr/share/bash-completion/completions/portwatch",
+        "/usr/share/zsh/vendor-completions/_portwatch",
+        "/usr/share/fish/vendor_completions.d/portwatch.fish",
     ] {
         assert!(Path::new(file).exists(), "{file} is not installed");
     }
+    // man finds the installed pages by name.
+    let found = Command::new("man")
+        .args(["-w", "portwatch-daemon"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        "/usr/share/man/man1/portwatch-daemon.1.gz"
+    );
     assert!(has_group(), "the portwatch group was not created");
     // The installed binary validates the installed rules.
     let out = Command::new("/usr/bin/portwatch")
@@ -79,6 +94,8 @@ fn the_package_installs_runs_and_purges_cleanly() {
         "/usr/bin/portwatch",
         "/usr/lib/systemd/system/portwatch.service",
         "/etc/portwatch",
+        "/usr/share/man/man1/portwatch.1.gz",
+        "/usr/share/bash-completion/completions/portwatch",
     ] {
         assert!(!Path::new(file).exists(), "{file} is left after a purge");
     }

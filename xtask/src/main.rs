@@ -60,6 +60,8 @@ enum Task {
     },
     /// Write the published JSON Schemas (schema/) from the types that write and read the formats
     Schema,
+    /// Write the generated parts of docs/ (each page's contents, the command reference's help)
+    Docs,
     /// Run every test: unit tests and the root integration tests
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter)
@@ -114,6 +116,27 @@ fn run(cli: Cli) -> Result<()> {
         Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),
         Task::Package => package(&root),
+        Task::Docs => {
+            setup::ensure(&root)?;
+            check(
+                Command::new(env!("CARGO"))
+                    .current_dir(&root)
+                    .args([
+                        "test",
+                        "--release",
+                        "-p",
+                        "portwatch",
+                        "--bin",
+                        "portwatch",
+                        "docs_check",
+                        // Two tests write docs/commands.md: one at a time.
+                        "--",
+                        "--test-threads=1",
+                    ])
+                    .env("PORTWATCH_WRITE_DOCS", "1"),
+                "cargo test (writing the docs' generated parts)",
+            )
+        }
         Task::Schema => {
             setup::ensure(&root)?;
             // The test that compares the files with the types writes them
@@ -152,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
 /// The release binary, then the Debian package around it.
 fn package(root: &Path) -> Result<()> {
     build(root)?;
+    manuals(root)?;
     let cargo_deb = setup::ensure_cargo_deb(root)?;
     check(
         Command::new(cargo_deb)
@@ -160,6 +184,42 @@ fn package(root: &Path) -> Result<()> {
             .arg(root.join("target/debian/portwatch.deb")),
         "cargo deb",
     )
+}
+
+/// Man pages (gzipped, as Debian installs them) and shell completions,
+/// made by the binary from its own arguments, into target/assets/.
+fn manuals(root: &Path) -> Result<()> {
+    let bin = root.join("target/release/portwatch");
+    let assets = root.join("target/assets");
+    let man = assets.join("man");
+    let _ = std::fs::remove_dir_all(&man);
+    check(
+        Command::new(&bin).arg("manpages").arg(&man),
+        "portwatch manpages",
+    )?;
+    for page in std::fs::read_dir(&man)? {
+        check(
+            Command::new("gzip").args(["-9nf"]).arg(page?.path()),
+            "gzip",
+        )?;
+    }
+    let completions = assets.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for (shell, file) in [
+        ("bash", "portwatch"),
+        ("zsh", "_portwatch"),
+        ("fish", "portwatch.fish"),
+    ] {
+        let out = Command::new(&bin)
+            .args(["completions", shell])
+            .output()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        if !out.status.success() {
+            bail!("portwatch completions {shell} failed");
+        }
+        std::fs::write(completions.join(file), out.stdout)?;
+    }
+    Ok(())
 }
 
 fn build(root: &Path) -> Result<()> {

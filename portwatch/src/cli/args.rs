@@ -44,6 +44,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script for a shell (e.g. `portwatch completions bash > /etc/bash_completion.d/portwatch`)
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (portwatch.1 and one per command) into DIR; packages run it
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them (made if missing)
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,9 +5,12 @@ mod args;
 mod connect;
 mod daemon;
 mod deliver;
+#[cfg(test)]
+mod docs_check;
 mod doctor;
 mod list;
 mod log;
+mod manuals;
 mod metrics;
 mod notify;
 mod shutdown;
@@ -54,6 +57,8 @@ fn main() -> ExitCode {
             Command::Daemon(args) => daemon::run(args).await,
             Command::Notify(args) => notify::run(args).await,
             Command::Doctor { json } => doctor::run(json).await,
+            Command::Completions { shell } => manuals::completions(shell),
+            Command::Manpages { dir } => manuals::man_pages(&dir),
         }
     });
     match result {
