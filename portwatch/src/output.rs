@@ -4,9 +4,6 @@
 //! Names reaching this module were made safe at ingestion
 //! ([`crate::safe_text`]), so no line carries raw control bytes.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
-
 use crate::{
     event::{Listener, PortEvent},
     report::ResyncSummary,
@@ -14,10 +11,7 @@ use crate::{
     safe_text::safe_str,
 };
 
-/// RFC 3339 with microseconds, UTC.
-pub fn format_ts(ts: &DateTime<Utc>) -> String {
-    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+pub use crate::wire::format_ts;
 
 /// A resync, as text.
 pub fn resync_text(s: &ResyncSummary) -> String {
@@ -40,12 +34,6 @@ pub fn alert_line(a: &Alert) -> String {
         safe_str(&a.rule_name),
         a.message
     )
-}
-
-pub(crate) fn to_json(value: &impl Serialize) -> String {
-    // Serializing these plain structs of strings and integers cannot fail.
-    serde_json::to_string(value)
-        .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"error\":\"{e}\"}}"))
 }
 
 /// One event as an aligned, readable line.
@@ -117,6 +105,8 @@ pub fn listeners_table(listeners: &[Listener]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+
     use super::*;
     use crate::{
         event::{Change, Proto, Source},

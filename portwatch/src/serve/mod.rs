@@ -5,11 +5,10 @@
 //! fresh baseline.
 
 mod hub;
-mod request;
 mod server;
 
+pub use crate::wire::request::{MAX_REQUEST_BYTES, Request, parse_request, request_line};
 pub use hub::{Hub, InTree, Join};
-pub use request::{MAX_REQUEST_BYTES, Request, parse_request, request_line};
 pub use server::{Server, SocketConfig, group_id};
 
 /// Where the daemon serves by default.

@@ -26,13 +26,11 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use super::{
-    hub::Join,
-    request::{MAX_REQUEST_BYTES, parse_request},
-};
+use super::hub::Join;
 use crate::{
     error::{Error, Result},
     sys::local_socket::{self, BoundSocket},
+    wire::request::{MAX_REQUEST_BYTES, parse_request},
 };
 
 /// Where and how the event socket is served.

@@ -141,7 +141,7 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
         ),
         (
             "request",
-            crate::serve::request_line(&crate::Filter {
+            super::request::request_line(&crate::Filter {
                 pid: Some(42),
                 proto: Some(Proto::Tcp),
                 scope: crate::filter::Scope::Local,
@@ -150,7 +150,7 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
         ),
         (
             "request for everything",
-            crate::serve::request_line(&crate::Filter::default()),
+            super::request::request_line(&crate::Filter::default()),
         ),
     ]
 }

@@ -45,5 +45,5 @@ impl From<&Listener> for ListEntry {
 /// The whole list, as `list --json` prints it.
 pub fn to_json(listeners: &[Listener]) -> String {
     let rows: Vec<ListEntry> = listeners.iter().map(ListEntry::from).collect();
-    crate::output::to_json(&rows)
+    super::to_json(&rows)
 }

@@ -13,6 +13,7 @@ mod convert;
 #[cfg(test)]
 mod golden;
 pub mod list;
+pub mod request;
 pub mod schema;
 
 use std::net::IpAddr;
@@ -75,13 +76,25 @@ pub enum Line {
     Unknown,
 }
 
-/// RFC 3339 in UTC with microseconds: `2026-12-01T10:00:00.123456Z`.
+/// RFC 3339 in UTC with microseconds: `2026-12-01T10:00:00.123456Z`, as
+/// every line and every text output writes times.
+pub fn format_ts(ts: &DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// One JSON document as text, without a newline.
+pub(crate) fn to_json(value: &impl Serialize) -> String {
+    // Serializing these plain structs of strings and integers cannot fail.
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"error\":\"{e}\"}}"))
+}
+
 mod micros {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
 
     pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::output::format_ts(ts))
+        s.serialize_str(&super::format_ts(ts))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -208,7 +221,7 @@ pub struct Refusal {
 impl Line {
     /// The line's JSON, without the newline.
     pub fn to_json(&self) -> String {
-        crate::output::to_json(self)
+        to_json(self)
     }
 
     /// Reads one line; Err is one sentence, quoting nothing raw.

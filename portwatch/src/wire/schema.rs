@@ -6,8 +6,8 @@
 
 use schemars::{JsonSchema, generate::SchemaSettings};
 
-use super::{Line, ListEntry, VERSION};
-use crate::{rules::model::AlertsFile, serve::Request};
+use super::{Line, ListEntry, VERSION, request::Request};
+use crate::rules::model::AlertsFile;
 
 /// The version of `alerts.json`'s format: portwatch 0.1.8's, unchanged.
 pub const ALERTS_VERSION: u32 = 1;

@@ -947,7 +947,10 @@ impl App {
                 let csv = action == Action::ExportCsv;
                 return vec![Effect::Export {
                     csv,
-                    text: super::export::view(self, csv),
+                    text: {
+                        let (items, lines) = self.visible();
+                        super::export::view(self.columns(), items, lines, self.now, csv)
+                    },
                 }];
             }
             Action::Help => self.dialog = Some(Dialog::Help),

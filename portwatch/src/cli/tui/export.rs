@@ -1,24 +1,27 @@
 //! The table as it is shown (filtered, sorted) as JSON or CSV. Pure.
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::{
-    app::App,
-    view::{Line, cell},
-};
+use super::view::{Column, Item, Line, cell};
 
-/// The view's rows: a JSON array of objects keyed by column, or CSV with a
-/// header. Texts were made safe when read; CSV quotes what needs it.
-pub fn view(app: &App, csv: bool) -> String {
-    let (items, lines) = app.visible();
-    let columns = app.columns();
+/// The rows `lines` show of `items`, in `columns`: a JSON array of objects
+/// keyed by column, or CSV with a header. Texts were made safe when read;
+/// CSV quotes what needs it.
+pub fn view(
+    columns: &[Column],
+    items: &[Item],
+    lines: &[Line],
+    now: DateTime<Utc>,
+    csv: bool,
+) -> String {
     let rows: Vec<Vec<String>> = lines
         .iter()
         .filter_map(|l| match l {
             Line::Item { index, .. } => Some(&items[*index]),
             Line::Header { .. } => None,
         })
-        .map(|item| columns.iter().map(|c| cell(item, *c, app.now)).collect())
+        .map(|item| columns.iter().map(|c| cell(item, *c, now)).collect())
         .collect();
     if csv {
         let mut out = String::new();

@@ -77,7 +77,7 @@ pub fn parse_request(line: &str) -> Result<Filter, String> {
 
 /// The request line for `filter` (what `watch --connect` sends).
 pub fn request_line(filter: &Filter) -> String {
-    crate::output::to_json(&Request {
+    super::to_json(&Request {
         netns: filter.netns,
         pid: filter.pid,
         proto: filter.proto.map(|p| p.as_str().to_string()),
