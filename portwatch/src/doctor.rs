@@ -8,6 +8,7 @@ pub use crate::facts::Facts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Status {
     Ok,
     /// Works, with less.

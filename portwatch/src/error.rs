@@ -4,6 +4,7 @@ use std::{io, path::PathBuf};
 
 /// Everything that can stop portwatch from watching.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(
         "portwatch needs root (or the CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN capabilities) to load its eBPF programs: run it with sudo"

@@ -14,8 +14,13 @@
 //! - [`engine`]: events and scans into reports ([`Engine`]);
 //! - [`monitor`]: the engine plus rules, sampling and reload, as one
 //!   stream of [`MonitorEvent`]s that every consumer reads;
-//! - [`output`]: JSON lines and text; [`watcher`]: the Go port-watcher's
-//!   API ([`watcher::PortWatcher`]) and an async stream.
+//! - [`wire`]: every JSON line portwatch writes or reads, and their
+//!   published schemas; [`output`]: the same as aligned text;
+//!   [`watcher`]: the Go port-watcher's API ([`watcher::PortWatcher`]) and
+//!   an async stream.
+
+// What is `pub` is the library's API; the rest says `pub(crate)`.
+#![warn(unreachable_pub)]
 
 pub mod container;
 pub mod doctor;

@@ -30,6 +30,7 @@ pub struct Stats {
     Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ResyncReason {
     /// The kernel dropped events.
     Drops,

@@ -8,6 +8,7 @@ use crate::{container::Container, event::Proto};
 
 /// A socket's state, named as `ss` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
 pub enum SocketState {
     Established,
     SynSent,

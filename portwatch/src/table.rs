@@ -17,7 +17,7 @@ use crate::event::{Change, KernelEvent, Listener, ListenerKey, PortEvent, Scan, 
 
 /// Open listeners.
 #[derive(Debug, Default)]
-pub struct ListenerTable {
+pub(crate) struct ListenerTable {
     /// Whether event identities are socket cookies, comparable with the
     /// cookies of a sock_diag scan.
     cookies: bool,
@@ -34,7 +34,7 @@ pub struct ListenerTable {
 
 /// A listener whose port is still to be found.
 #[derive(Clone, Debug)]
-pub struct Unbound {
+pub(crate) struct Unbound {
     pub listener: Listener,
     pub opened_at: DateTime<Utc>,
     /// Lookups that did not find it so far.
@@ -43,7 +43,7 @@ pub struct Unbound {
 
 /// How [`ListenerTable::apply`] pairs what it cannot match by identity.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PairingPolicy {
+pub(crate) struct PairingPolicy {
     /// Boot time at which the start-up scan finished. Earlier events may
     /// already be part of the scan.
     pub scan_end_ns: u64,
@@ -56,13 +56,13 @@ pub struct PairingPolicy {
 /// What changed while a resync's scan ran, so the scan may be stale for
 /// it: socket identities and keys of the events from its start on.
 #[derive(Clone, Debug, Default)]
-pub struct Unsettled {
+pub(crate) struct Unsettled {
     pub ids: HashSet<u64>,
     pub keys: HashSet<ListenerKey>,
 }
 
 impl Unsettled {
-    pub fn add(&mut self, ev: &KernelEvent) {
+    pub(crate) fn add(&mut self, ev: &KernelEvent) {
         self.ids.insert(ev.sock);
         self.keys.insert(ev.key());
     }
@@ -89,7 +89,7 @@ fn learn_owner(known: &mut Listener, scanned: &Listener) {
 impl ListenerTable {
     /// A table for events whose identities are socket cookies (`cookies`)
     /// or kernel addresses.
-    pub fn new(cookies: bool) -> Self {
+    pub(crate) fn new(cookies: bool) -> Self {
         Self {
             cookies,
             ..Self::default()
@@ -102,7 +102,7 @@ impl ListenerTable {
     }
 
     /// Adds the listeners of a procfs scan taken at start-up.
-    pub fn seed(&mut self, listeners: impl IntoIterator<Item = Listener>) {
+    pub(crate) fn seed(&mut self, listeners: impl IntoIterator<Item = Listener>) {
         for l in listeners {
             match self.scan_id(&l) {
                 Some(id) => {
@@ -145,7 +145,7 @@ impl ListenerTable {
     /// `scan_start_ns` is the boot time at which the scan began: a socket
     /// closed before it cannot be the one the scan saw (the port may have
     /// been reused since), so it is left to [`Self::apply`].
-    pub fn adopt_startup_opens(&mut self, events: &[KernelEvent], scan_start_ns: u64) {
+    pub(crate) fn adopt_startup_opens(&mut self, events: &[KernelEvent], scan_start_ns: u64) {
         let closed: HashSet<u64> = events
             .iter()
             .filter(|e| e.kind == SockEventKind::Closed && e.ts_ns < scan_start_ns)
@@ -165,7 +165,7 @@ impl ListenerTable {
     /// identity to go by (an anonymous scanned listener) a socket is held
     /// if one has its key, unless it closed before the scan began (at
     /// `scan_start_ns`).
-    pub fn history(
+    pub(crate) fn history(
         &self,
         events: &[KernelEvent],
         scan_start_ns: u64,
@@ -185,33 +185,33 @@ impl ListenerTable {
     }
 
     /// Whether a listener with identity `id` is open.
-    pub fn has_id(&self, id: u64) -> bool {
+    pub(crate) fn has_id(&self, id: u64) -> bool {
         self.by_id.contains_key(&id)
     }
 
     /// Every open listener with a known port.
-    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+    pub(crate) fn listeners(&self) -> impl Iterator<Item = &Listener> {
         self.by_id.values().chain(self.anonymous.iter())
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len() + self.anonymous.len()
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Listeners opened without `bind()` whose port is still unknown.
-    pub fn unbound(&self) -> impl Iterator<Item = (u64, &Unbound)> {
+    pub(crate) fn unbound(&self) -> impl Iterator<Item = (u64, &Unbound)> {
         self.unbound.iter().map(|(id, u)| (*id, u))
     }
 
     /// Notes that a lookup did not find the port of `id`; returns how
     /// many lookups have missed it.
-    pub fn unbound_missed(&mut self, id: u64) -> u32 {
+    pub(crate) fn unbound_missed(&mut self, id: u64) -> u32 {
         self.unbound.get_mut(&id).map_or(0, |u| {
             u.misses += 1;
             u.misses
@@ -220,13 +220,13 @@ impl ListenerTable {
 
     /// Forgets an unbound listener whose port cannot be found: a resync
     /// will report it from its scan.
-    pub fn give_up_unbound(&mut self, id: u64) {
+    pub(crate) fn give_up_unbound(&mut self, id: u64) {
         self.unbound.remove(&id);
     }
 
     /// The owner of the TCP listener that accepts connections on `port` at
     /// `address` (or on a wildcard address) in namespace `netns`.
-    pub fn listener_for(
+    pub(crate) fn listener_for(
         &self,
         netns: u64,
         address: std::net::IpAddr,
@@ -245,7 +245,7 @@ impl ListenerTable {
     }
 
     /// The sockets processes already have in the table, by (pid, netns).
-    pub fn ports_by_owner(&self) -> HashMap<(u32, u64), HashSet<(std::net::IpAddr, u16)>> {
+    pub(crate) fn ports_by_owner(&self) -> HashMap<(u32, u64), HashSet<(std::net::IpAddr, u16)>> {
         let mut out: HashMap<(u32, u64), HashSet<_>> = HashMap::new();
         for l in self.listeners() {
             out.entry((l.pid, l.netns))
@@ -257,7 +257,7 @@ impl ListenerTable {
 
     /// Gives an unbound listener its port, found by other means (procfs),
     /// and reports it opened.
-    pub fn bind_unbound(&mut self, id: u64, port: u16) -> Option<PortEvent> {
+    pub(crate) fn bind_unbound(&mut self, id: u64, port: u16) -> Option<PortEvent> {
         let Unbound {
             mut listener,
             opened_at,
@@ -274,7 +274,7 @@ impl ListenerTable {
     }
 
     /// Applies one kernel event and appends what to report.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         ev: &KernelEvent,
         ts: DateTime<Utc>,
@@ -373,7 +373,7 @@ impl ListenerTable {
     /// How many of the `unsettled` keys the table and `scan` disagree on.
     /// [`reconcile`](Self::reconcile) leaves those alone; after lost events
     /// one of them may hide a loss that only a later scan can settle.
-    pub fn unsettled_disagreements(&self, scan: &Scan, unsettled: &Unsettled) -> usize {
+    pub(crate) fn unsettled_disagreements(&self, scan: &Scan, unsettled: &Unsettled) -> usize {
         let mut diff: HashMap<ListenerKey, i64> = HashMap::new();
         for l in scan
             .listeners
@@ -396,7 +396,7 @@ impl ListenerTable {
     /// left alone, since the scan may be stale for it, and so is every
     /// listener of a namespace the scan could not read: a resync closes
     /// only what it saw gone.
-    pub fn reconcile(
+    pub(crate) fn reconcile(
         &mut self,
         scan: Scan,
         unsettled: &Unsettled,

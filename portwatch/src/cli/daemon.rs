@@ -210,7 +210,9 @@ fn print(
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
             crate::log::info(&output::resync_text(&s));
         }
-        MonitorEvent::Port(_) | MonitorEvent::Resync(_) => {}
+        // Ports are the socket's and the metrics'; what a newer library
+        // adds is not printed.
+        _ => {}
     }
     Ok(())
 }

@@ -76,6 +76,8 @@ pub async fn run(json: bool) -> anyhow::Result<()> {
                 Status::Ok => "ok",
                 Status::Warn => "warn",
                 Status::Fail => "FAIL",
+                // A status a newer library adds: shown as a failure.
+                _ => "FAIL",
             };
             sink.line(&format!("{status:<5} {:<26} {}", c.check, c.detail))?;
             if let Some(fix) = &c.fix {

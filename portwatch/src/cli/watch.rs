@@ -78,7 +78,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             MonitorEvent::Resync(s) => crate::log::info(&output::resync_text(&s)),
             MonitorEvent::Notice(n) => crate::log::notice(&n),
-            MonitorEvent::Alert(_) => {}
+            // Alerts are the daemon's; what a newer library adds, too.
+            _ => {}
         }
         if !monitor.has_queued() {
             sink.flush()?;

@@ -30,6 +30,7 @@ use poll::PollWatch;
 /// Which event source to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Backend {
     /// eBPF, or procfs polling with a warning when eBPF cannot load.
     #[default]
@@ -109,6 +110,7 @@ pub fn ring_buffer_bytes(bytes: u64) -> Result<u32> {
 
 /// One thing to tell the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Report {
     Port(PortEvent),
     Resync(ResyncSummary),

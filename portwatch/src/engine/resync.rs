@@ -25,7 +25,7 @@ pub(super) struct ResyncSchedule {
 }
 
 impl ResyncSchedule {
-    pub fn new(interval: Option<Duration>, now: Instant) -> Self {
+    pub(super) fn new(interval: Option<Duration>, now: Instant) -> Self {
         let mut s = Self {
             interval,
             seen_drops: 0,
@@ -38,18 +38,18 @@ impl ResyncSchedule {
     }
 
     /// The next resync and why, if one is scheduled.
-    pub fn due(&self) -> Option<(Instant, ResyncReason)> {
+    pub(super) fn due(&self) -> Option<(Instant, ResyncReason)> {
         self.due
     }
 
     /// The kernel's drop counter as last read.
-    pub fn drops(&self) -> u64 {
+    pub(super) fn drops(&self) -> u64 {
         self.seen_drops
     }
 
     /// The kernel's drop counter reads `total`: new drops bring a resync,
     /// no sooner than the spacing after the last one started.
-    pub fn drops_counted(&mut self, total: u64, now: Instant) {
+    pub(super) fn drops_counted(&mut self, total: u64, now: Instant) {
         if total <= self.seen_drops {
             return;
         }
@@ -65,7 +65,7 @@ impl ResyncSchedule {
 
     /// Listeners were opened whose port could not be found: a resync
     /// reports them, spaced like those after drops.
-    pub fn unresolved(&mut self, now: Instant) {
+    pub(super) fn unresolved(&mut self, now: Instant) {
         let earliest = self
             .last_start
             .map_or(now, |t| t + DROP_RESYNC_SPACING)
@@ -75,7 +75,7 @@ impl ResyncSchedule {
 
     /// A resync as soon as possible. One already due for drops keeps its
     /// reason (and its follow-up), only sooner.
-    pub fn request(&mut self, now: Instant) {
+    pub(super) fn request(&mut self, now: Instant) {
         let reason = match self.due {
             Some((_, ResyncReason::Drops)) => ResyncReason::Drops,
             _ => ResyncReason::Requested,
@@ -84,14 +84,14 @@ impl ResyncSchedule {
     }
 
     /// A resync starts now.
-    pub fn start(&mut self, now: Instant) {
+    pub(super) fn start(&mut self, now: Instant) {
         self.due = None;
         self.last_start = Some(now);
     }
 
     /// The resync is done. `disagreements`: keys that changed while it
     /// scanned and on which table and scan still disagree.
-    pub fn finish(&mut self, reason: ResyncReason, disagreements: usize, now: Instant) {
+    pub(super) fn finish(&mut self, reason: ResyncReason, disagreements: usize, now: Instant) {
         let was_follow_up = std::mem::take(&mut self.follow_up_due);
         if reason == ResyncReason::Drops && !was_follow_up && disagreements > 0 {
             let before = self.due;

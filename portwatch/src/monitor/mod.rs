@@ -65,6 +65,7 @@ impl Default for MonitorConfig {
 /// closed while it started, the baseline's port events,
 /// [`MonitorEvent::Ready`], then live events.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum MonitorEvent {
     /// A listener opened or closed. Before `Ready`: the baseline
     /// (`source: baseline`), after what came and went during start-up.
@@ -99,6 +100,7 @@ pub struct Notice {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NoticeKind {
     /// The rules file changed and its new rules are in force.
     RulesReloaded,

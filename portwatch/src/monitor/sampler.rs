@@ -17,7 +17,7 @@ pub(crate) struct Sampler {
 impl Sampler {
     /// One sample per live process in `pids` (pid, name). A process seen
     /// for the first time reports 0% CPU: there is no interval yet.
-    pub fn sample(
+    pub(super) fn sample(
         &mut self,
         host: &dyn Host,
         pids: &[(u32, String)],

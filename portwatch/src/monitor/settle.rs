@@ -12,13 +12,13 @@ use crate::event::{Change, ListenerKey, PortEvent, Source};
 
 /// Opens waiting out the settle time, oldest first.
 #[derive(Debug)]
-pub struct Settle {
+pub(super) struct Settle {
     delay: Duration,
     held: VecDeque<(Instant, PortEvent)>,
 }
 
 impl Settle {
-    pub fn new(delay: Duration) -> Self {
+    pub(super) fn new(delay: Duration) -> Self {
         Self {
             delay,
             held: VecDeque::new(),
@@ -27,7 +27,7 @@ impl Settle {
 
     /// Takes one port event at `now`; returns what may be reported now
     /// (in order: the event itself, or nothing).
-    pub fn offer(&mut self, ev: PortEvent, now: Instant) -> Option<PortEvent> {
+    pub(super) fn offer(&mut self, ev: PortEvent, now: Instant) -> Option<PortEvent> {
         // The baseline and scans' corrections are no probes: at once.
         if matches!(ev.source, Source::Baseline | Source::Resync) {
             return self.pass(ev);
@@ -54,7 +54,7 @@ impl Settle {
     }
 
     /// The opens that have lived out the settle time by `now`.
-    pub fn release(&mut self, now: Instant) -> Vec<PortEvent> {
+    pub(super) fn release(&mut self, now: Instant) -> Vec<PortEvent> {
         let mut out = Vec::new();
         while self.held.front().is_some_and(|(due, _)| *due <= now) {
             if let Some((_, ev)) = self.held.pop_front() {
@@ -65,7 +65,7 @@ impl Settle {
     }
 
     /// When the oldest held open is due.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.held.front().map(|(due, _)| *due)
     }
 }

@@ -23,6 +23,7 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Everything that can go wrong reading or writing the rules.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error(transparent)]
     Rules(#[from] RulesError),

@@ -19,6 +19,7 @@ fn shown(path: &Path) -> String {
 
 /// Why an alerts file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RulesError {
     #[error("{path} is empty: an alerts file holds at least {{\"rules\": []}}")]
     Empty { path: String },

@@ -45,6 +45,7 @@ pub(crate) fn validate_ring_buffer_size(bytes: u64) -> Result<u32> {
 /// Which tracepoint flavour carries the state-change program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Hook {
     /// The BTF tracepoint when the kernel has BTF, else the classic one.
     #[default]

@@ -85,7 +85,7 @@ fn extra_len(kind: u32, vlen: usize) -> Result<usize, BtfError> {
 
 impl<'a> Btf<'a> {
     /// Parses little-endian BTF as found in `/sys/kernel/btf/vmlinux`.
-    pub fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
+    pub(crate) fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
         if u16_at(data, 0)? != MAGIC {
             return Err(BtfError::BadHeader);
         }
@@ -198,7 +198,7 @@ impl<'a> Btf<'a> {
 
     /// Byte offset of `path` (e.g. `["ns", "inum"]`) inside `struct name`.
     /// `None` when a name is missing or the member is a bitfield.
-    pub fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
+    pub(crate) fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
         let mut t = self.find_struct(name)?;
         let mut bits = 0;
         for (i, field) in path.iter().enumerate() {
@@ -223,7 +223,7 @@ pub(crate) mod tests {
     }
 
     impl Builder {
-        pub fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Builder {
                 types: Vec::new(),
                 strings: vec![0],
@@ -246,18 +246,18 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn int(&mut self, name: &str, size: u32) {
+        pub(crate) fn int(&mut self, name: &str, size: u32) {
             let n = self.str(name);
             self.push(&[n, KIND_INT << 24, size, size * 8]);
         }
 
-        pub fn typedef(&mut self, name: &str, target: u32) {
+        pub(crate) fn typedef(&mut self, name: &str, target: u32) {
             let n = self.str(name);
             self.push(&[n, KIND_TYPEDEF << 24, target]);
         }
 
         /// members: (name, type id, bit offset)
-        pub fn composite(
+        pub(crate) fn composite(
             &mut self,
             kind: u32,
             name: &str,
@@ -272,7 +272,7 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn build(&self) -> Vec<u8> {
+        pub(crate) fn build(&self) -> Vec<u8> {
             let mut out = Vec::new();
             out.extend_from_slice(&MAGIC.to_le_bytes());
             out.extend_from_slice(&[1, 0]);

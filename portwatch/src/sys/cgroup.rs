@@ -28,7 +28,7 @@ pub(crate) struct CgroupNames {
 const MAX_NAMES: usize = 65536;
 
 impl CgroupNames {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let root = cgroup2_mount();
         Self {
             mount: root.as_ref().and_then(|r| fs::File::open(r).ok()),
@@ -40,7 +40,7 @@ impl CgroupNames {
 
     /// The path of cgroup `id` relative to the hierarchy root (`/` for the
     /// root itself), or empty when unknown.
-    pub fn path(&mut self, id: u64) -> String {
+    pub(crate) fn path(&mut self, id: u64) -> String {
         if let Some(name) = self.names.get(&id) {
             return name.clone();
         }

@@ -13,7 +13,7 @@ pub(crate) struct BootClock {
 
 impl BootClock {
     /// From one reading of both clocks, taken together.
-    pub fn new(boot_ns: u64, wall: DateTime<Utc>) -> Self {
+    pub(crate) fn new(boot_ns: u64, wall: DateTime<Utc>) -> Self {
         let boot = TimeDelta::nanoseconds(i64::try_from(boot_ns).unwrap_or(i64::MAX));
         Self {
             realtime_at_zero: wall - boot,
@@ -21,7 +21,7 @@ impl BootClock {
     }
 
     /// The wall-clock time of a kernel boot-time timestamp.
-    pub fn to_wall(self, boot_ns: u64) -> DateTime<Utc> {
+    pub(crate) fn to_wall(self, boot_ns: u64) -> DateTime<Utc> {
         self.realtime_at_zero + TimeDelta::nanoseconds(i64::try_from(boot_ns).unwrap_or(i64::MAX))
     }
 }

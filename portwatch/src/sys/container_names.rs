@@ -29,11 +29,11 @@ pub(crate) struct ContainerNames {
 }
 
 impl ContainerNames {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_root("/")
     }
 
-    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+    pub(crate) fn with_root(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
             found: HashMap::new(),
@@ -45,7 +45,7 @@ impl ContainerNames {
 
     /// The container of cgroup path `cgroup`, named where its runtime
     /// keeps the name on disk.
-    pub fn container(&mut self, cgroup: &str) -> Option<Container> {
+    pub(crate) fn container(&mut self, cgroup: &str) -> Option<Container> {
         let mut c = Container::classify(cgroup)?;
         let key = (c.runtime, c.id.clone());
         if let Some(name) = self.found.get(&key) {

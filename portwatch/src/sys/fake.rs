@@ -75,7 +75,7 @@ pub(crate) struct World {
 pub(crate) struct FakeOs(Arc<Mutex<World>>);
 
 impl FakeOs {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let world = World {
             boot_ns: 1_000_000_000,
             wall_at_boot: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
@@ -87,7 +87,7 @@ impl FakeOs {
         Self(Arc::new(Mutex::new(world)))
     }
 
-    pub fn world(&self) -> MutexGuard<'_, World> {
+    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
         // A test that panicked while holding the lock fails anyway.
         self.0
             .lock()
@@ -95,7 +95,7 @@ impl FakeOs {
     }
 
     /// The kernel writes `events` into the ring buffer.
-    pub fn emit(&self, events: impl IntoIterator<Item = KernelEvent>) {
+    pub(crate) fn emit(&self, events: impl IntoIterator<Item = KernelEvent>) {
         let mut w = self.world();
         w.ring.extend(events);
         if let Some(waker) = w.waker.take() {
@@ -104,7 +104,7 @@ impl FakeOs {
     }
 
     /// An [`Os`] on this world.
-    pub fn os(&self) -> Os {
+    pub(crate) fn os(&self) -> Os {
         let world = self.clone();
         Os {
             host: Box::new(FakeHost(self.clone())),

@@ -18,7 +18,7 @@ pub(crate) struct FileWatch {
 }
 
 impl FileWatch {
-    pub fn new(path: &Path) -> io::Result<Self> {
+    pub(crate) fn new(path: &Path) -> io::Result<Self> {
         let dir: PathBuf = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -35,7 +35,7 @@ impl FileWatch {
     }
 
     /// Ready when the file itself changed. Cancel-safe.
-    pub fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             match futures_core::Stream::poll_next(Pin::new(&mut self.events), cx) {
                 Poll::Ready(Some(Ok(ev))) if ev.name.is_some() && ev.name == self.name => {

@@ -132,7 +132,7 @@ pub(crate) struct Os {
 
 impl Os {
     /// The real one.
-    pub fn system() -> Self {
+    pub(crate) fn system() -> Self {
         Os {
             host: Box::new(SystemHost::new()),
             attach: Box::new(|config| {
@@ -151,7 +151,7 @@ pub(crate) struct SystemHost {
 }
 
 impl SystemHost {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             cgroups: cgroup::CgroupNames::new(),
             containers: container_names::ContainerNames::new(),

@@ -48,7 +48,7 @@ pub(crate) enum Entered<'a> {
 
 impl Entered<'_> {
     /// The namespace's fd, or None for portwatch's own.
-    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             Entered::Own => None,
             Entered::Fd(fd) => Some(*fd),
@@ -66,7 +66,7 @@ pub(crate) struct Namespaces {
 
 impl Namespaces {
     /// The namespaces of `processes` ((pid, netns) pairs) and of `ip netns`.
-    pub fn new(processes: &[(u32, Option<u64>)]) -> Self {
+    pub(crate) fn new(processes: &[(u32, Option<u64>)]) -> Self {
         let mut spaces = Self::from_processes(processes);
         for (ino, path) in named() {
             spaces
@@ -79,7 +79,7 @@ impl Namespaces {
     }
 
     /// The namespaces of `processes` alone.
-    pub fn from_processes(processes: &[(u32, Option<u64>)]) -> Self {
+    pub(crate) fn from_processes(processes: &[(u32, Option<u64>)]) -> Self {
         let mut spaces = Self {
             own: of_process(std::process::id()),
             handles: HashMap::new(),
@@ -88,7 +88,7 @@ impl Namespaces {
         spaces
     }
 
-    pub fn add_processes(&mut self, processes: &[(u32, Option<u64>)]) {
+    pub(crate) fn add_processes(&mut self, processes: &[(u32, Option<u64>)]) {
         for &(pid, ns) in processes {
             if let Some(ns) = ns {
                 self.handles
@@ -101,7 +101,7 @@ impl Namespaces {
 
     /// Adds a namespace known by an fd; returns false (and closes the fd)
     /// if it was known.
-    pub fn add_fd(&mut self, ino: u64, fd: OwnedFd) -> bool {
+    pub(crate) fn add_fd(&mut self, ino: u64, fd: OwnedFd) -> bool {
         if self.contains(ino) {
             return false;
         }
@@ -109,18 +109,18 @@ impl Namespaces {
         true
     }
 
-    pub fn contains(&self, ino: u64) -> bool {
+    pub(crate) fn contains(&self, ino: u64) -> bool {
         self.own == Some(ino) || self.handles.contains_key(&ino)
     }
 
-    pub fn inodes(&self) -> Vec<u64> {
+    pub(crate) fn inodes(&self) -> Vec<u64> {
         let mut all: Vec<u64> = self.handles.keys().copied().collect();
         all.extend(self.own.filter(|o| !self.handles.contains_key(o)));
         all
     }
 
     /// The processes known to be in namespace `ino`.
-    pub fn processes(&self, ino: u64) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn processes(&self, ino: u64) -> impl Iterator<Item = u32> + '_ {
         self.handles
             .get(&ino)
             .into_iter()
@@ -133,7 +133,11 @@ impl Namespaces {
 
     /// Calls `read` inside namespace `ino` through each of its handles in
     /// turn until one works (a process may have exited meanwhile).
-    pub fn with<T>(&self, ino: u64, mut read: impl FnMut(Entered<'_>) -> Option<T>) -> Option<T> {
+    pub(crate) fn with<T>(
+        &self,
+        ino: u64,
+        mut read: impl FnMut(Entered<'_>) -> Option<T>,
+    ) -> Option<T> {
         if self.own == Some(ino)
             && let Some(v) = read(Entered::Own)
         {

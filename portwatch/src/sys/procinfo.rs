@@ -142,7 +142,7 @@ pub(crate) struct Pinned {
 
 impl Pinned {
     /// Pins `pid`. Refuses pid 1 and portwatch itself.
-    pub fn new(pid: u32) -> Result<Self> {
+    pub(crate) fn new(pid: u32) -> Result<Self> {
         if pid <= 1 {
             return Err(Error::Refused(format!(
                 "portwatch does not signal pid {pid}"
@@ -159,7 +159,7 @@ impl Pinned {
 
     /// Whether the pinned process is still alive: its pidfd turns readable
     /// when it exits, so a pid read after pinning is still its own.
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         let mut fds = [rustix::event::PollFd::new(
             &self.fd,
             rustix::event::PollFlags::IN,
@@ -170,7 +170,7 @@ impl Pinned {
     /// Sends SIGTERM (`kill` false) or SIGKILL to the pinned process; an
     /// error if it has exited meanwhile (its pid may belong to another
     /// process by now, which is never signalled).
-    pub fn signal(&self, kill: bool) -> Result<()> {
+    pub(crate) fn signal(&self, kill: bool) -> Result<()> {
         let sig = if kill { Signal::Kill } else { Signal::Term };
         pidfd_send_signal(&self.fd, sig).map_err(|e| match e {
             rustix::io::Errno::SRCH => Error::ProcessExited(self.pid),

@@ -9,7 +9,7 @@ use crate::event::Proto;
 /// Kernel socket states (`include/net/tcp_states.h`), as sock_diag and
 /// /proc/net number them. UDP uses ESTABLISHED (connected) and CLOSE.
 pub(crate) mod state {
-    pub const LISTEN: u8 = 10;
+    pub(crate) const LISTEN: u8 = 10;
 }
 
 /// A set of socket states, one bit per state number.
@@ -18,13 +18,13 @@ pub(crate) struct States(pub u32);
 
 impl States {
     /// Every state.
-    pub const ALL: States = States(u32::MAX);
+    pub(crate) const ALL: States = States(u32::MAX);
 
-    pub const fn only(state: u8) -> States {
+    pub(crate) const fn only(state: u8) -> States {
         States(1 << state)
     }
 
-    pub fn contains(self, state: u8) -> bool {
+    pub(crate) fn contains(self, state: u8) -> bool {
         state < 32 && self.0 & (1 << state) != 0
     }
 }
@@ -38,13 +38,13 @@ pub(crate) struct SocketQuery {
 
 impl SocketQuery {
     /// Listening TCP sockets.
-    pub const TCP_LISTEN: SocketQuery = SocketQuery {
+    pub(crate) const TCP_LISTEN: SocketQuery = SocketQuery {
         proto: Proto::Tcp,
         states: States::only(state::LISTEN),
     };
 
     /// Every socket of `proto`, in any state.
-    pub const fn every_state(proto: Proto) -> SocketQuery {
+    pub(crate) const fn every_state(proto: Proto) -> SocketQuery {
         SocketQuery {
             proto,
             states: States::ALL,

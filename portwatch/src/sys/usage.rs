@@ -14,19 +14,19 @@ pub(crate) struct UsageReader {
 }
 
 impl UsageReader {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             ticks_per_second: procfs::ticks_per_second().max(1),
             page_size: procfs::page_size(),
         }
     }
 
-    pub fn ticks_per_second(&self) -> u64 {
+    pub(crate) fn ticks_per_second(&self) -> u64 {
         self.ticks_per_second
     }
 
     /// `None` when the process is gone.
-    pub fn read(&self, pid: u32) -> Option<ProcessUsage> {
+    pub(crate) fn read(&self, pid: u32) -> Option<ProcessUsage> {
         let stat = procfs::process::Process::new(i32::try_from(pid).ok()?)
             .and_then(|p| p.stat())
             .ok()?;

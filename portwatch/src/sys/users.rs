@@ -12,7 +12,7 @@ pub(crate) struct Users {
 
 impl Users {
     /// The name of `uid`, or the number when it has none.
-    pub fn name(&mut self, uid: u32) -> String {
+    pub(crate) fn name(&mut self, uid: u32) -> String {
         self.names
             .entry(uid)
             .or_insert_with(|| {

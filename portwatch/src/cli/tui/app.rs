@@ -523,6 +523,8 @@ impl App {
                 self.alerts.truncate(ALERTS_CAP);
             }
             MonitorEvent::Notice(n) => self.status.message = n.message,
+            // What a newer library adds is not shown.
+            _ => {}
         }
         self.dirty = true;
         effects
