@@ -131,6 +131,26 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A listener on `address:port` and nothing else known yet (no owner,
+    /// namespace 0): fill in the rest with struct update syntax,
+    /// `Listener { pid: 42, ..Listener::new(Proto::Tcp, addr, 80) }`.
+    pub fn new(proto: Proto, address: IpAddr, port: u16) -> Listener {
+        Listener {
+            proto,
+            address,
+            port,
+            pid: 0,
+            comm: String::new(),
+            uid: 0,
+            cookie: None,
+            inode: None,
+            netns: 0,
+            cgroup: String::new(),
+            container: None,
+            opened_at: None,
+        }
+    }
+
     /// What identifies a listening socket in a procfs scan and in events
     /// alike: protocol, namespace, address and port.
     pub fn key(&self) -> ListenerKey {

@@ -91,18 +91,9 @@ mod tests {
 
     fn listener(proto: Proto, addr: &str, netns: u64) -> Listener {
         Listener {
-            proto,
-            address: addr.parse().unwrap(),
-            port: 1,
             pid: 1,
-            comm: String::new(),
-            uid: 0,
-            cookie: None,
-            inode: None,
             netns,
-            cgroup: String::new(),
-            container: None,
-            opened_at: None,
+            ..Listener::new(proto, addr.parse().unwrap(), 1)
         }
     }
 

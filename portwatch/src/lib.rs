@@ -31,6 +31,7 @@ pub mod facts;
 pub mod files;
 pub mod filter;
 pub mod host;
+mod listing;
 pub mod monitor;
 pub mod output;
 pub mod process;
@@ -51,37 +52,4 @@ pub use filter::{Filter, Scope};
 pub use monitor::{Monitor, MonitorConfig, MonitorEvent};
 pub use report::{ResyncReason, ResyncSummary, Stats};
 
-/// Every listening socket of `proto` (both when `None`) in every network
-/// namespace, with its owner, as `portwatch list` prints them.
-pub fn list_listeners(proto: Option<Proto>) -> Result<Vec<Listener>> {
-    let filter = Filter {
-        proto,
-        ..Filter::default()
-    };
-    let queries = engine::scan_queries(&filter);
-    let mut listeners = sys::procfs_scan::scan_listeners(&queries, &|_| true)?.listeners;
-    let ephemeral = sys::procfs_scan::ephemeral_ports();
-    listeners.retain(|l| engine::counts_as_bound(l, &ephemeral, |_| false));
-    let mut names = sys::container_names::ContainerNames::new();
-    for l in &mut listeners {
-        l.container = names.container(&l.cgroup);
-    }
-    Ok(listeners)
-}
-
-/// Every TCP and UDP socket of `protos` (both when `None`), in any
-/// state, in every network namespace, with its owner, as `ss -tuanp`
-/// lists them.
-pub fn list_sockets(proto: Option<Proto>) -> Result<Vec<socket::SocketInfo>> {
-    let queries: Vec<sys::SocketQuery> = [Proto::Tcp, Proto::Udp]
-        .into_iter()
-        .filter(|p| proto.is_none_or(|want| want == *p))
-        .map(sys::SocketQuery::every_state)
-        .collect();
-    let mut sockets = sys::procfs_scan::scan_sockets(&queries)?;
-    let mut names = sys::container_names::ContainerNames::new();
-    for s in &mut sockets {
-        s.container = names.container(&s.cgroup);
-    }
-    Ok(sockets)
-}
+pub use listing::{list_listeners, list_sockets};

@@ -117,18 +117,13 @@ mod tests {
         PortEvent {
             change: Change::Opened,
             listener: Listener {
-                proto: Proto::Tcp,
-                address: addr.parse().unwrap(),
-                port: 8080,
                 pid: 42,
                 comm: comm.into(),
                 uid: 1000,
                 cookie: Some(1),
-                inode: None,
                 netns: 4026531840,
                 cgroup: "/user.slice".into(),
-                container: None,
-                opened_at: None,
+                ..Listener::new(Proto::Tcp, addr.parse().unwrap(), 8080)
             },
             ts: DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap(),
             source: Source::Ebpf,

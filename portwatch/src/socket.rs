@@ -88,6 +88,33 @@ pub struct SocketInfo {
 }
 
 #[cfg(test)]
+impl SocketInfo {
+    /// A socket of pid 1 in the fakes' namespace, for tests.
+    pub(crate) fn example(proto: Proto, local: &str, remote: Option<&str>) -> SocketInfo {
+        SocketInfo {
+            proto,
+            state: if remote.is_some() {
+                SocketState::Established
+            } else if proto == Proto::Udp {
+                SocketState::Unconnected
+            } else {
+                SocketState::Listen
+            },
+            local: local.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            remote: remote.and_then(|r| r.parse().ok()),
+            pid: 1,
+            comm: "p1".into(),
+            uid: 0,
+            netns: crate::sys::fake::NETNS,
+            cookie: None,
+            inode: 1,
+            cgroup: String::new(),
+            container: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

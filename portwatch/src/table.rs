@@ -613,18 +613,11 @@ mod tests {
 
     fn scanned(addr: &str, port: u16, pid: u32) -> Listener {
         Listener {
-            proto: Proto::Tcp,
-            address: addr.parse::<IpAddr>().unwrap(),
-            port,
             pid,
             comm: format!("p{pid}"),
-            uid: 0,
-            cookie: None,
             inode: Some(42),
             netns: NS,
-            cgroup: String::new(),
-            container: None,
-            opened_at: None,
+            ..Listener::new(Proto::Tcp, addr.parse::<IpAddr>().unwrap(), port)
         }
     }
 

@@ -81,18 +81,10 @@ mod tests {
         PortEvent {
             change,
             listener: Listener {
-                proto: Proto::Tcp,
-                address: "0.0.0.0".parse().unwrap(),
-                port,
                 pid: 1,
                 comm: "vite".into(),
-                uid: 0,
-                cookie: None,
-                inode: None,
                 netns: 1,
-                cgroup: String::new(),
-                container: None,
-                opened_at: None,
+                ..Listener::new(Proto::Tcp, "0.0.0.0".parse().unwrap(), port)
             },
             ts: DateTime::UNIX_EPOCH,
             source,

@@ -275,18 +275,10 @@ mod tests {
         PortEvent {
             change,
             listener: Listener {
-                proto: Proto::Tcp,
-                address: "0.0.0.0".parse().unwrap(),
-                port,
                 pid: 7,
                 comm: comm.into(),
-                uid: 0,
-                cookie: None,
-                inode: None,
                 netns: 1,
-                cgroup: String::new(),
-                container: None,
-                opened_at: None,
+                ..Listener::new(Proto::Tcp, "0.0.0.0".parse().unwrap(), port)
             },
             ts: at(secs),
             source,

@@ -145,18 +145,10 @@ fn feed(evaluator: &mut Evaluator, input: &Input) {
     match *input {
         Input::Port(change, port, pid, t) => {
             let listener = Listener {
-                proto: Proto::Tcp,
-                address: [127, 0, 0, 1].into(),
-                port,
                 pid,
                 comm: format!("p{}", pid % 7),
-                uid: 0,
-                cookie: None,
-                inode: None,
                 netns: 1,
-                cgroup: String::new(),
-                container: None,
-                opened_at: None,
+                ..Listener::new(Proto::Tcp, [127, 0, 0, 1].into(), port)
             };
             evaluator.on_port(&PortEvent {
                 change,

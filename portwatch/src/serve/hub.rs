@@ -243,18 +243,10 @@ mod tests {
 
     fn listener(proto: Proto, port: u16, pid: u32) -> Listener {
         Listener {
-            proto,
-            address: "127.0.0.1".parse().unwrap(),
-            port,
             pid,
             comm: "srv".into(),
-            uid: 0,
-            cookie: None,
-            inode: None,
             netns: 1,
-            cgroup: String::new(),
-            container: None,
-            opened_at: None,
+            ..Listener::new(proto, "127.0.0.1".parse().unwrap(), port)
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) struct World {
     pub owners_full: u64,
     /// What a scan finds.
     pub listeners: Vec<Listener>,
+    /// What a scan of every socket finds.
+    pub sockets: Vec<crate::socket::SocketInfo>,
     /// The namespaces a scan reads, and whether with cookies; by default
     /// NETNS, without.
     pub namespaces: HashMap<u64, bool>,
@@ -235,6 +237,15 @@ impl EventSource for FakeSource {
 struct FakeHost(FakeOs);
 
 impl Host for FakeHost {
+    fn scan_sockets(&mut self, queries: &[SocketQuery]) -> Result<Vec<crate::socket::SocketInfo>> {
+        let w = self.0.world();
+        Ok(w.sockets
+            .iter()
+            .filter(|s| queries.iter().any(|q| q.proto == s.proto))
+            .cloned()
+            .collect())
+    }
+
     fn scan_listeners(
         &mut self,
         queries: &[SocketQuery],
@@ -361,19 +372,15 @@ pub(crate) const NETNS: u64 = 4026531840;
 /// A listener as a scan finds it.
 pub(crate) fn scanned(proto: Proto, addr: &str, port: u16, pid: u32) -> Listener {
     Listener {
-        proto,
-        address: addr
-            .parse()
-            .unwrap_or(std::net::IpAddr::V4([0, 0, 0, 0].into())),
-        port,
         pid,
         comm: format!("p{pid}"),
-        uid: 0,
-        cookie: None,
         inode: Some(u64::from(port)),
         netns: NETNS,
-        cgroup: String::new(),
-        container: None,
-        opened_at: None,
+        ..Listener::new(
+            proto,
+            addr.parse()
+                .unwrap_or(std::net::IpAddr::V4([0, 0, 0, 0].into())),
+            port,
+        )
     }
 }

@@ -95,6 +95,9 @@ pub(crate) trait Host: Send {
         queries: &[SocketQuery],
         owner_ok: &dyn Fn(u32) -> bool,
     ) -> Result<Scan>;
+    /// Every socket `queries` ask for, in any state, in every namespace,
+    /// with its owner (`list_sockets`).
+    fn scan_sockets(&mut self, queries: &[SocketQuery]) -> Result<Vec<crate::socket::SocketInfo>>;
     /// The listening TCP sockets processes `pids` hold (one table read per
     /// namespace).
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket>;
@@ -167,6 +170,10 @@ impl Host for SystemHost {
         owner_ok: &dyn Fn(u32) -> bool,
     ) -> Result<Scan> {
         procfs_scan::scan_listeners(queries, owner_ok)
+    }
+
+    fn scan_sockets(&mut self, queries: &[SocketQuery]) -> Result<Vec<crate::socket::SocketInfo>> {
+        procfs_scan::scan_sockets(queries)
     }
 
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket> {

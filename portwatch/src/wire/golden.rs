@@ -21,9 +21,6 @@ pub(crate) fn ts() -> DateTime<Utc> {
 
 pub(crate) fn listener() -> Listener {
     Listener {
-        proto: Proto::Tcp,
-        address: "::1".parse().unwrap(),
-        port: 8080,
         pid: 4242,
         comm: "node\\x1b".into(),
         uid: 1000,
@@ -32,7 +29,7 @@ pub(crate) fn listener() -> Listener {
         netns: 4026531840,
         cgroup: "/system.slice/docker-ab.scope".into(),
         container: Container::classify(&format!("/system.slice/docker-{}.scope", "ab".repeat(32))),
-        opened_at: None,
+        ..Listener::new(Proto::Tcp, "::1".parse().unwrap(), 8080)
     }
 }
 

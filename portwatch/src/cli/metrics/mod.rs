@@ -320,18 +320,12 @@ mod tests {
         MonitorEvent::Port(PortEvent {
             change: Change::Opened,
             listener: Listener {
-                proto: Proto::Tcp,
-                address: "10.0.0.1".parse().unwrap(),
-                port,
                 pid,
                 comm: format!("proc{pid}"),
                 uid: pid,
-                cookie: None,
-                inode: None,
                 netns: u64::from(pid),
                 cgroup: format!("/c{pid}"),
-                container: None,
-                opened_at: None,
+                ..Listener::new(Proto::Tcp, "10.0.0.1".parse().unwrap(), port)
             },
             ts: Utc::now(),
             source: Source::Ebpf,

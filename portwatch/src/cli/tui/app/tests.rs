@@ -24,18 +24,13 @@ fn t0() -> DateTime<Utc> {
 
 fn listener(port: u16, pid: u32, comm: &str, cookie: u64) -> Listener {
     Listener {
-        proto: Proto::Tcp,
-        address: "127.0.0.1".parse().unwrap(),
-        port,
         pid,
         comm: comm.into(),
         uid: if pid == 0 { 0 } else { 1000 },
         cookie: Some(cookie),
-        inode: None,
         netns: 4026531840,
         cgroup: "/".into(),
-        container: None,
-        opened_at: None,
+        ..Listener::new(Proto::Tcp, "127.0.0.1".parse().unwrap(), port)
     }
 }
 
