@@ -102,17 +102,60 @@ pub struct MemoryParams {
 }
 
 impl Condition {
+    /// Every condition type, as the file's `type` names it (serde derives
+    /// the same names from the variants; a test checks they agree).
+    pub const NAMES: [&'static str; 7] = [
+        "PortOpened",
+        "PortClosed",
+        "PortRangeActivity",
+        "ExternalConnection",
+        "ProcessCpuThreshold",
+        "ProcessMemoryThreshold",
+        "UnknownProcessListening",
+    ];
+
+    fn index(&self) -> usize {
+        match self {
+            Condition::PortOpened(_) => 0,
+            Condition::PortClosed(_) => 1,
+            Condition::PortRangeActivity(_) => 2,
+            Condition::ExternalConnection(_) => 3,
+            Condition::ProcessCpuThreshold(_) => 4,
+            Condition::ProcessMemoryThreshold(_) => 5,
+            Condition::UnknownProcessListening(()) => 6,
+        }
+    }
+
     /// The variant name, as in the file's `type`.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Condition::PortOpened(_) => "PortOpened",
-            Condition::PortClosed(_) => "PortClosed",
-            Condition::PortRangeActivity(_) => "PortRangeActivity",
-            Condition::ExternalConnection(_) => "ExternalConnection",
-            Condition::ProcessCpuThreshold(_) => "ProcessCpuThreshold",
-            Condition::ProcessMemoryThreshold(_) => "ProcessMemoryThreshold",
-            Condition::UnknownProcessListening(()) => "UnknownProcessListening",
-        }
+        Self::NAMES[self.index()]
+    }
+
+    /// The condition of type `name`, its parameters empty (for an editor
+    /// to fill), or None for a name that is no condition.
+    pub fn blank(name: &str) -> Option<Condition> {
+        let text = String::new;
+        Some(match Self::NAMES.iter().position(|n| *n == name)? {
+            0 => Condition::PortOpened(PortParams { port: 0 }),
+            1 => Condition::PortClosed(PortParams { port: 0 }),
+            2 => Condition::PortRangeActivity(RangeParams {
+                start_port: 0,
+                end_port: 0,
+            }),
+            3 => Condition::ExternalConnection(ExternalParams {
+                ip_pattern: text(),
+                exclude_private: true,
+            }),
+            4 => Condition::ProcessCpuThreshold(CpuParams {
+                process_pattern: text(),
+                threshold_percent: 0.0,
+            }),
+            5 => Condition::ProcessMemoryThreshold(MemoryParams {
+                process_pattern: text(),
+                threshold_mb: 0,
+            }),
+            _ => Condition::UnknownProcessListening(()),
+        })
     }
 
     /// The condition in short, for a list of rules: `PortOpened 8080`,
@@ -154,6 +197,17 @@ mod tests {
             serde_json::to_string(&c).unwrap(),
             r#"{"type":"UnknownProcessListening","params":null}"#
         );
+    }
+
+    #[test]
+    fn the_names_are_serdes_and_blank_gives_each_back() {
+        for name in Condition::NAMES {
+            let c = Condition::blank(name).unwrap();
+            assert_eq!(c.type_name(), name);
+            let json = serde_json::to_value(&c).unwrap();
+            assert_eq!(json["type"], name, "serde's name for {name}");
+        }
+        assert_eq!(Condition::blank("PortOpen"), None);
     }
 
     #[test]

@@ -22,15 +22,8 @@ pub enum Outcome {
     Save(AlertsFile),
 }
 
-pub const CONDITIONS: [&str; 7] = [
-    "PortOpened",
-    "PortClosed",
-    "PortRangeActivity",
-    "ExternalConnection",
-    "ProcessCpuThreshold",
-    "ProcessMemoryThreshold",
-    "UnknownProcessListening",
-];
+/// The condition types, as the file names them.
+pub const CONDITIONS: [&str; 7] = Condition::NAMES;
 const SEVERITIES: [&str; 3] = ["Info", "Warning", "Critical"];
 const BOOLS: [&str; 2] = ["true", "false"];
 
@@ -105,13 +98,21 @@ fn params(condition: &str, old: &[Field]) -> Vec<Field> {
             Field::text(label, value)
         }
     };
-    match condition {
-        "PortOpened" | "PortClosed" => vec![keep("port", "")],
-        "PortRangeActivity" => vec![keep("start_port", ""), keep("end_port", "")],
-        "ExternalConnection" => vec![keep("ip_pattern", ""), keep("exclude_private", "true")],
-        "ProcessCpuThreshold" => vec![keep("process_pattern", ""), keep("threshold_percent", "")],
-        "ProcessMemoryThreshold" => vec![keep("process_pattern", ""), keep("threshold_mb", "")],
-        _ => Vec::new(),
+    match Condition::blank(condition) {
+        Some(Condition::PortOpened(_) | Condition::PortClosed(_)) => vec![keep("port", "")],
+        Some(Condition::PortRangeActivity(_)) => {
+            vec![keep("start_port", ""), keep("end_port", "")]
+        }
+        Some(Condition::ExternalConnection(_)) => {
+            vec![keep("ip_pattern", ""), keep("exclude_private", "true")]
+        }
+        Some(Condition::ProcessCpuThreshold(_)) => {
+            vec![keep("process_pattern", ""), keep("threshold_percent", "")]
+        }
+        Some(Condition::ProcessMemoryThreshold(_)) => {
+            vec![keep("process_pattern", ""), keep("threshold_mb", "")]
+        }
+        Some(Condition::UnknownProcessListening(())) | None => Vec::new(),
     }
 }
 
@@ -204,30 +205,35 @@ impl Form {
                 .parse()
                 .map_err(|_| format!("{label}: `{}` is not a number", self.value(label)))
         };
-        let condition = match self.value("type") {
-            "PortOpened" => Condition::PortOpened(PortParams {
+        // The choice offers only Condition::NAMES.
+        let blank =
+            Condition::blank(self.value("type")).unwrap_or(Condition::UnknownProcessListening(()));
+        let condition = match blank {
+            Condition::PortOpened(_) => Condition::PortOpened(PortParams {
                 port: number("port")?,
             }),
-            "PortClosed" => Condition::PortClosed(PortParams {
+            Condition::PortClosed(_) => Condition::PortClosed(PortParams {
                 port: number("port")?,
             }),
-            "PortRangeActivity" => Condition::PortRangeActivity(RangeParams {
+            Condition::PortRangeActivity(_) => Condition::PortRangeActivity(RangeParams {
                 start_port: number("start_port")?,
                 end_port: number("end_port")?,
             }),
-            "ExternalConnection" => Condition::ExternalConnection(ExternalParams {
+            Condition::ExternalConnection(_) => Condition::ExternalConnection(ExternalParams {
                 ip_pattern: self.value("ip_pattern").to_string(),
                 exclude_private: self.value("exclude_private") == "true",
             }),
-            "ProcessCpuThreshold" => Condition::ProcessCpuThreshold(CpuParams {
+            Condition::ProcessCpuThreshold(_) => Condition::ProcessCpuThreshold(CpuParams {
                 process_pattern: self.value("process_pattern").to_string(),
                 threshold_percent: float("threshold_percent")?,
             }),
-            "ProcessMemoryThreshold" => Condition::ProcessMemoryThreshold(MemoryParams {
-                process_pattern: self.value("process_pattern").to_string(),
-                threshold_mb: number("threshold_mb")?,
-            }),
-            _ => Condition::UnknownProcessListening(()),
+            Condition::ProcessMemoryThreshold(_) => {
+                Condition::ProcessMemoryThreshold(MemoryParams {
+                    process_pattern: self.value("process_pattern").to_string(),
+                    threshold_mb: number("threshold_mb")?,
+                })
+            }
+            Condition::UnknownProcessListening(()) => Condition::UnknownProcessListening(()),
         };
         let severity = match self.value("severity") {
             "Info" => Severity::Info,
