@@ -22,9 +22,7 @@ pub enum Error {
     #[error("the tracepoint format file {path} has no usable field `{field}`")]
     TracepointField { path: PathBuf, field: &'static str },
 
-    #[error(
-        "the kernel has no usable BTF at /sys/kernel/btf/vmlinux, which the tp_btf hook needs: use --hook tracepoint"
-    )]
+    #[error("the kernel has no usable BTF at /sys/kernel/btf/vmlinux, which the tp_btf hook needs")]
     NoBtf,
 
     #[error("no process with pid {0} exists")]

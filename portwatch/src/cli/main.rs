@@ -65,8 +65,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if sink::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // Library errors are whole sentences that already name their cause.
-            log::error(&e.to_string());
+            // Library errors are whole sentences that already name their
+            // cause; the flags that change it are the binary's to name.
+            match advice(&e) {
+                Some(fix) => log::error(&format!("{e}: {fix}")),
+                None => log::error(&e.to_string()),
+            }
             // A pid or namespace that cannot be watched is a usage error,
             // like a bad flag.
             match e.downcast_ref::<portwatch::Error>() {
@@ -79,6 +83,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// What a user can do about a library error, in terms of this binary's
+/// flags (the library knows none).
+fn advice(e: &anyhow::Error) -> Option<&'static str> {
+    if let Some(portwatch::Error::NoBtf) = e.downcast_ref::<portwatch::Error>() {
+        return Some("use --hook tracepoint");
+    }
+    if let Some(portwatch::rules::store::StoreError::Exists(_)) =
+        e.downcast_ref::<portwatch::rules::store::StoreError>()
+    {
+        return Some("use --force to replace it (the old file is kept as alerts.json.bak)");
+    }
+    None
 }
 
 /// The descriptor limits portwatch was started with (soft, hard): what the

@@ -35,9 +35,7 @@ pub enum StoreError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error(
-        "{0} already exists: use --force to replace it (the old file is kept as alerts.json.bak)"
-    )]
+    #[error("{0} already exists")]
     Exists(PathBuf),
     #[error(
         "{path} is not a valid alerts file, so it is left as it is ({reason}); fix it or move it away first"

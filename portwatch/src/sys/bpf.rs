@@ -116,7 +116,9 @@ pub(crate) struct KernelProbe {
 impl KernelProbe {
     /// Loads the programs and attaches the bookkeeping ones (the process
     /// tree's); [`EventSource::start`] attaches those that report
-    /// listeners. Needs a tokio runtime with I/O.
+    /// listeners. Needs a tokio runtime with I/O. Each step is a function
+    /// of its own below: what the kernel's BTF says, which hook, what
+    /// tracefs says, loading, then taking the maps.
     pub(crate) fn attach(config: &ProbeConfig) -> Result<Self> {
         if config.udp && !config.tcp && cgroup::root_dir().is_none() {
             // UDP alone, and its programs have nowhere to go: eBPF would
@@ -124,49 +126,9 @@ impl KernelProbe {
             return Err(Error::UdpNeedsCgroup2);
         }
         raise_memlock_limit();
-        // The raw BTF is as large as aya's own parse of it: a block, so it is
-        // freed before the loader parses the file again (peak RSS).
-        let sock_offsets = match fs::read(VMLINUX_BTF) {
-            Ok(raw) => match btf::Btf::parse(&raw) {
-                Ok(b) => sock_offsets(&b).unwrap_or_else(|| {
-                    tracing::warn!("the kernel BTF lacks a struct sock or struct net field portwatch reads: network namespaces will be reported as 0");
-                    SockOffsets::UNKNOWN
-                }),
-                Err(e) => {
-                    tracing::warn!("cannot parse the kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
-                    SockOffsets::UNKNOWN
-                }
-            },
-            Err(e) => {
-                tracing::warn!("no kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
-                SockOffsets::UNKNOWN
-            }
-        };
-        let hook = match config.hook {
-            Hook::Auto if sock_offsets.valid != 0 => Hook::TpBtf,
-            Hook::Auto => Hook::Tracepoint,
-            Hook::TpBtf if sock_offsets.valid == 0 => return Err(Error::NoBtf),
-            other => other,
-        };
-
-        let needs_tracefs = hook == Hook::Tracepoint || config.filter_tree;
-        let tracefs_dir = if needs_tracefs {
-            Some(tracefs::ensure_mounted().map_err(Error::or_not_permitted)?)
-        } else {
-            None
-        };
-        let set_state_offsets = match (&tracefs_dir, hook) {
-            (Some(dir), Hook::Tracepoint) => tracefs::set_state_offsets(dir)?,
-            _ => SetStateOffsets::DEFAULT,
-        };
-        let tree_offsets = match &tracefs_dir {
-            Some(dir) if config.filter_tree => tracefs::tree_offsets(dir)?,
-            _ => TreeOffsets {
-                fork_child_pid: 0,
-                exit_group_dead: u32::MAX,
-            },
-        };
-
+        let sock_offsets = read_sock_offsets();
+        let hook = choose_hook(config.hook, &sock_offsets)?;
+        let (set_state_offsets, tree_offsets) = tracefs_offsets(config, hook)?;
         let filter_tree = u32::from(config.filter_tree);
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &set_state_offsets, true)
@@ -176,46 +138,145 @@ impl KernelProbe {
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
+        let conn_loaded = load_programs(&mut ebpf, config, hook, &sock_offsets)?;
+        let maps = Maps::take(&mut ebpf, config)?;
+        Ok(Self {
+            events: maps.events,
+            counters: maps.counters,
+            watched: maps.watched,
+            malformed: 0,
+            ring_bytes: u64::from(config.ring_buffer_bytes),
+            drained: 0,
+            netns_known: sock_offsets.valid != 0,
+            hook,
+            config: config.clone(),
+            listen_cb_missing: None,
+            udp_missing: None,
+            owners: maps.owners,
+            cookies: hook == Hook::TpBtf,
+            conn_link: None,
+            conn_loaded,
+            _ebpf: ebpf,
+        })
+    }
+}
 
-        // Bookkeeping programs first: by the time listen events flow, the
-        // watched set can already follow forks.
-        if config.filter_tree {
-            attach_tracepoint(&mut ebpf, FORK_PROG, "sched", "sched_process_fork")?;
-            attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", "sched_process_exit")?;
-        }
-        // aya's parse of the kernel BTF is large and slow: one serves both
-        // BTF-typed programs. Loaded now, attached by `start`.
-        let kernel_btf = if sock_offsets.valid != 0 {
-            Some(Btf::from_sys_fs().map_err(|e| {
-                tracing::warn!("aya cannot parse the kernel BTF: {e}");
-                Error::NoBtf
-            })?)
-        } else {
-            None
-        };
-        match hook {
-            Hook::TpBtf => {
-                let btf = kernel_btf.as_ref().ok_or(Error::NoBtf)?;
-                btf_program(&mut ebpf, SET_STATE_BTF_PROG)?
-                    .load("inet_sock_set_state", btf)
-                    .map_err(|e| program_err("load the tp_btf program", e))?;
+/// Where `struct sock` keeps what the programs read, from the kernel's BTF;
+/// unknown (namespaces reported as 0) without it, said once.
+fn read_sock_offsets() -> SockOffsets {
+    // The raw BTF is as large as aya's own parse of it: a block, so it is
+    // freed before the loader parses the file again (peak RSS).
+    match fs::read(VMLINUX_BTF) {
+        Ok(raw) => match btf::Btf::parse(&raw) {
+            Ok(b) => sock_offsets(&b).unwrap_or_else(|| {
+                tracing::warn!("the kernel BTF lacks a struct sock or struct net field portwatch reads: network namespaces will be reported as 0");
+                SockOffsets::UNKNOWN
+            }),
+            Err(e) => {
+                tracing::warn!("cannot parse the kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
+                SockOffsets::UNKNOWN
             }
-            _ => tracepoint_program(&mut ebpf, SET_STATE_PROG)?
-                .load()
-                .map_err(|e| program_err("load a tracepoint program", e))?,
+        },
+        Err(e) => {
+            tracing::warn!("no kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
+            SockOffsets::UNKNOWN
         }
-        // The connection program needs BTF; loaded now, attached on demand.
-        let conn_loaded = if let Some(btf) = &kernel_btf {
-            btf_program(&mut ebpf, CONN_PROG)?
-                .load("inet_sock_set_state", btf)
-                .map_err(|e| program_err("load the connection program", e))?;
-            true
-        } else {
-            false
-        };
-        drop(kernel_btf);
-        release_freed_heap();
+    }
+}
 
+/// The state-change hook: the BTF one where the kernel has BTF.
+fn choose_hook(asked: Hook, sock_offsets: &SockOffsets) -> Result<Hook> {
+    Ok(match asked {
+        Hook::Auto if sock_offsets.valid != 0 => Hook::TpBtf,
+        Hook::Auto => Hook::Tracepoint,
+        Hook::TpBtf if sock_offsets.valid == 0 => return Err(Error::NoBtf),
+        other => other,
+    })
+}
+
+/// The classic tracepoint's field offsets and the process tree's, read
+/// from tracefs (mounted when missing) when the hook or the tree needs
+/// them.
+fn tracefs_offsets(config: &ProbeConfig, hook: Hook) -> Result<(SetStateOffsets, TreeOffsets)> {
+    let needs_tracefs = hook == Hook::Tracepoint || config.filter_tree;
+    let tracefs_dir = if needs_tracefs {
+        Some(tracefs::ensure_mounted().map_err(Error::or_not_permitted)?)
+    } else {
+        None
+    };
+    let set_state_offsets = match (&tracefs_dir, hook) {
+        (Some(dir), Hook::Tracepoint) => tracefs::set_state_offsets(dir)?,
+        _ => SetStateOffsets::DEFAULT,
+    };
+    let tree_offsets = match &tracefs_dir {
+        Some(dir) if config.filter_tree => tracefs::tree_offsets(dir)?,
+        _ => TreeOffsets {
+            fork_child_pid: 0,
+            exit_group_dead: u32::MAX,
+        },
+    };
+    Ok((set_state_offsets, tree_offsets))
+}
+
+/// Attaches the process tree's bookkeeping programs, and loads the
+/// state-change program and (with BTF) the connection one, which `start`
+/// and `set_connections` attach; whether the connection program loaded.
+fn load_programs(
+    ebpf: &mut Ebpf,
+    config: &ProbeConfig,
+    hook: Hook,
+    sock_offsets: &SockOffsets,
+) -> Result<bool> {
+    // Bookkeeping programs first: by the time listen events flow, the
+    // watched set can already follow forks.
+    if config.filter_tree {
+        attach_tracepoint(ebpf, FORK_PROG, "sched", "sched_process_fork")?;
+        attach_tracepoint(ebpf, EXIT_PROG, "sched", "sched_process_exit")?;
+    }
+    // aya's parse of the kernel BTF is large and slow: one serves both
+    // BTF-typed programs.
+    let kernel_btf = if sock_offsets.valid != 0 {
+        Some(Btf::from_sys_fs().map_err(|e| {
+            tracing::warn!("aya cannot parse the kernel BTF: {e}");
+            Error::NoBtf
+        })?)
+    } else {
+        None
+    };
+    match hook {
+        Hook::TpBtf => {
+            let btf = kernel_btf.as_ref().ok_or(Error::NoBtf)?;
+            btf_program(ebpf, SET_STATE_BTF_PROG)?
+                .load("inet_sock_set_state", btf)
+                .map_err(|e| program_err("load the tp_btf program", e))?;
+        }
+        _ => tracepoint_program(ebpf, SET_STATE_PROG)?
+            .load()
+            .map_err(|e| program_err("load a tracepoint program", e))?,
+    }
+    let conn_loaded = if let Some(btf) = &kernel_btf {
+        btf_program(ebpf, CONN_PROG)?
+            .load("inet_sock_set_state", btf)
+            .map_err(|e| program_err("load the connection program", e))?;
+        true
+    } else {
+        false
+    };
+    drop(kernel_btf);
+    release_freed_heap();
+    Ok(conn_loaded)
+}
+
+/// The maps userspace keeps, taken from the loaded object.
+struct Maps {
+    events: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    owners: BpfHashMap<MapData, u64, Owner>,
+    watched: Option<BpfHashMap<MapData, u32, u32>>,
+}
+
+impl Maps {
+    fn take(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<Maps> {
         let map_err = |name| {
             move |e| Error::Map {
                 name,
@@ -249,23 +310,11 @@ impl KernelProbe {
         } else {
             None
         };
-        Ok(Self {
+        Ok(Maps {
             events,
             counters,
-            watched,
-            malformed: 0,
-            ring_bytes: u64::from(config.ring_buffer_bytes),
-            drained: 0,
-            netns_known: sock_offsets.valid != 0,
-            hook,
-            config: config.clone(),
-            listen_cb_missing: None,
-            udp_missing: None,
             owners,
-            cookies: hook == Hook::TpBtf,
-            conn_link: None,
-            conn_loaded,
-            _ebpf: ebpf,
+            watched,
         })
     }
 }

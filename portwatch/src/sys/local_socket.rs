@@ -75,7 +75,7 @@ pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
         Ok(_) => {
             return Err(socket_error(
                 path,
-                "it exists and is not a socket; remove it or choose another --socket path",
+                "it exists and is not a socket; remove it or choose another path",
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
