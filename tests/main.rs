@@ -37,3 +37,4 @@ mod tui;
 mod tui_truth;
 mod udp;
 mod watch;
+mod wire;

@@ -105,7 +105,7 @@ impl SocketInfo {
             pid: 1,
             comm: "p1".into(),
             uid: 0,
-            netns: crate::sys::fake::NETNS,
+            netns: 4026531840,
             cookie: None,
             inode: 1,
             cgroup: String::new(),

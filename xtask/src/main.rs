@@ -187,10 +187,15 @@ fn package(root: &Path) -> Result<()> {
 }
 
 /// Man pages (gzipped, as Debian installs them) and shell completions,
-/// made by the binary from its own arguments, into target/assets/.
+/// made by the binary from its own arguments, into `release/assets/` of
+/// the target directory (`CARGO_TARGET_DIR` when set, as cargo and
+/// cargo-deb use it).
 fn manuals(root: &Path) -> Result<()> {
-    let bin = root.join("target/release/portwatch");
-    let assets = root.join("target/assets");
+    let release = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release");
+    let bin = release.join("portwatch");
+    let assets = release.join("assets");
     let man = assets.join("man");
     let _ = std::fs::remove_dir_all(&man);
     check(

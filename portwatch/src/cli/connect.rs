@@ -4,17 +4,87 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, bail};
-use portwatch::{Filter, output, serve::request_line, wire::Line};
+use anyhow::bail;
+use portwatch::{Filter, output, safe_text::safe_str, serve::request_line, wire::Line};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines},
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::UnixStream,
 };
 
 use crate::{args::WatchArgs, shutdown::Shutdown, sink::Sink};
 
-/// The daemon's lines, once `filter` is sent.
-pub type DaemonLines = Lines<BufReader<UnixStream>>;
+/// The longest line a daemon may send: a line is an event, a few hundred
+/// bytes; anything this long is no portwatch daemon's.
+const MAX_LINE: usize = 1 << 20;
+
+/// The daemon's lines, once `filter` is sent, each at most [`MAX_LINE`]
+/// bytes.
+pub struct DaemonLines {
+    reader: BufReader<UnixStream>,
+    /// The part of a line read so far: kept here, so that a read cancelled
+    /// (a `select!` that took another branch) loses nothing.
+    partial: Vec<u8>,
+    /// Lines this version could not read, and whether that was said.
+    pub unreadable: u64,
+}
+
+impl DaemonLines {
+    /// The next line, without its newline; None at the end. Cancel-safe.
+    pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        use std::io::{Error, ErrorKind};
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return if self.partial.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "the daemon's last line is cut off",
+                    ))
+                };
+            }
+            let (take, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            self.partial
+                .extend_from_slice(&available[..if done { take - 1 } else { take }]);
+            self.reader.consume(take);
+            if self.partial.len() > MAX_LINE {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    format!("the daemon sent a line longer than {MAX_LINE} bytes"),
+                ));
+            }
+            if done {
+                let bytes = std::mem::take(&mut self.partial);
+                return String::from_utf8(bytes).map(Some).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidData,
+                        "the daemon sent a line that is no UTF-8",
+                    )
+                });
+            }
+        }
+    }
+
+    /// Whether what was read is all handed out (a burst is over).
+    pub fn drained(&self) -> bool {
+        self.reader.buffer().is_empty()
+    }
+
+    /// Says once, on stderr or wherever `say` puts it, that lines of a
+    /// newer daemon are skipped.
+    pub fn skipped(&mut self, why: &str, say: impl FnOnce(String)) {
+        self.unreadable += 1;
+        if self.unreadable == 1 {
+            say(format!(
+                "skipping lines this portwatch cannot read (is the daemon newer?): {why}"
+            ));
+        }
+    }
+}
 
 /// How long the daemon may take to start answering. A stopped daemon's
 /// socket still accepts (into its backlog), so only a read can tell.
@@ -55,24 +125,28 @@ pub async fn open(path: &Path, filter: &Filter) -> anyhow::Result<DaemonLines> {
         (_, Err(e)) => bail!("cannot send the request to {} ({e})", path.display()),
         (Err(e), Ok(())) => bail!("cannot read from the daemon at {} ({e})", path.display()),
     }
-    Ok(reader.lines())
+    Ok(DaemonLines {
+        reader,
+        partial: Vec::new(),
+        unreadable: 0,
+    })
 }
 
-/// The daemon's next line, as it came and as read; an error line or the
-/// end of the connection is an error. A line this version cannot read
-/// (from a newer daemon, with a value it does not know) is an error too:
-/// shown, never guessed at.
-pub async fn next(lines: &mut DaemonLines) -> anyhow::Result<(String, Line)> {
+/// The daemon's next line, as it came and as this version reads it (or
+/// why it cannot: a newer daemon's value it does not know, which callers
+/// skip, never guess at). A refusal or the end of the connection is an
+/// error.
+pub async fn next(lines: &mut DaemonLines) -> anyhow::Result<(String, Result<Line, String>)> {
     let Some(text) = lines
         .next_line()
         .await
-        .context("cannot read from the daemon")?
+        .map_err(|e| anyhow::anyhow!("cannot read from the daemon: {e}"))?
     else {
         bail!("the daemon closed the connection");
     };
-    let line = Line::parse(&text).map_err(|e| anyhow::anyhow!("the daemon sent {e}"))?;
-    if let Line::Error(refusal) = &line {
-        bail!("the daemon refused: {}", refusal.message);
+    let line = Line::parse(&text);
+    if let Ok(Line::Error(refusal)) = &line {
+        bail!("the daemon refused: {}", safe_str(&refusal.message));
     }
     Ok((text, line))
 }
@@ -108,13 +182,16 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-        if sink.is_json() {
-            sink.line(&text)?;
-        } else {
-            print_text(&mut sink, &line)?;
+        match line {
+            // The line as the daemon wrote it: a newer daemon's too, when
+            // it is a JSON object.
+            _ if sink.is_json() && is_json_object(&text) => sink.line(&text)?,
+            Ok(line) if !sink.is_json() => print_text(&mut sink, &line)?,
+            Ok(_) => {}
+            Err(why) => lines.skipped(&why, |m| crate::log::warn(&m)),
         }
         // A burst read at once is written at once.
-        if lines.get_ref().buffer().is_empty() {
+        if lines.drained() {
             sink.flush()?;
         }
     }
@@ -122,7 +199,16 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line of the daemon, as `watch` prints it without `--json`.
+/// Whether `text` is one JSON object (what a daemon's line is, whatever
+/// its fields).
+fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// One line of the daemon, as `watch` prints it without `--json`. Its text
+/// was made safe by the daemon; escaped again here, since a client prints
+/// what a socket sent.
 fn print_text(sink: &mut Sink, line: &Line) -> anyhow::Result<()> {
     match line {
         Line::Opened(p) | Line::Closed(p) => {
@@ -137,7 +223,7 @@ fn print_text(sink: &mut Sink, line: &Line) -> anyhow::Result<()> {
                 proto: p.proto.as_str(),
                 socket: &std::net::SocketAddr::new(p.address, p.port).to_string(),
                 pid: p.pid,
-                comm: &p.comm,
+                comm: &safe_str(&p.comm),
                 uid: p.uid,
                 source: p.source.as_str(),
             }))?;
@@ -146,7 +232,8 @@ fn print_text(sink: &mut Sink, line: &Line) -> anyhow::Result<()> {
             sink.flush()?;
             eprintln!(
                 "portwatch: watching through the daemon's socket with {} ({} already open); Ctrl-C stops",
-                r.backend, r.listeners
+                safe_str(&r.backend),
+                r.listeners
             );
         }
         Line::Lost(l) => {

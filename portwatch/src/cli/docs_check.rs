@@ -186,6 +186,12 @@ fn every_json_shown_reads_as_portwatch_reads_it() {
             for l in lines.iter().filter(|l| l.starts_with("{\"event\"")) {
                 let line = Line::parse(l).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
                 assert_ne!(line, Line::Unknown, "{}: {l}", page.display());
+                // Written back, it is the same object: no field renamed,
+                // left out or made up.
+                let shown: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                let written: serde_json::Value =
+                    serde_json::from_str(&line.to_json()).unwrap_or_default();
+                assert_eq!(shown, written, "{}: {l}", page.display());
                 lines_read += 1;
             }
             let text = lines.join("\n");
@@ -200,6 +206,61 @@ fn every_json_shown_reads_as_portwatch_reads_it() {
         lines_read >= 10 && files_read >= 1,
         "{lines_read} lines, {files_read} files"
     );
+}
+
+/// Every long flag of every command.
+fn known_flags() -> std::collections::BTreeSet<String> {
+    fn walk(cmd: &clap::Command, out: &mut std::collections::BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                out.insert(format!("--{long}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = std::collections::BTreeSet::new();
+    walk(&cmd, &mut out);
+    out.extend(["--help".to_string(), "--version".to_string()]);
+    out
+}
+
+/// Flags the docs name that belong to other tools.
+const OTHER_TOOLS_FLAGS: [&str; 4] = [
+    "--now",     // systemctl enable --now
+    "--offline", // systemd-analyze security --offline
+    "--only",    // cargo xtask bench --only
+    "--quick",   // cargo xtask bench --quick
+];
+
+/// Synopses and prose name flags too: each is one portwatch has today.
+#[test]
+fn every_flag_named_anywhere_exists() {
+    let known = known_flags();
+    for page in pages() {
+        let text = read(&page);
+        for (i, _) in text.match_indices("--") {
+            let before = text[..i].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_') {
+                continue;
+            }
+            let flag: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            if flag.len() < 3 || !flag[2..].starts_with(|c: char| c.is_ascii_lowercase()) {
+                continue;
+            }
+            assert!(
+                known.contains(&flag) || OTHER_TOOLS_FLAGS.contains(&flag.as_str()),
+                "{}: `{flag}` is no flag of portwatch's",
+                page.display()
+            );
+        }
+    }
 }
 
 /// A page's contents: its `##` and `###` headings, as links (not those

@@ -26,6 +26,13 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
             () = &mut stop => return Ok(()),
             next = connect::next(&mut lines) => next?,
         };
+        let line = match line {
+            Ok(line) => line,
+            Err(why) => {
+                lines.skipped(&why, |m| eprintln!("portwatch: {m}"));
+                continue;
+            }
+        };
         if let portwatch::wire::Line::Ready(_) = line {
             eprintln!(
                 "portwatch: showing the alerts of the daemon at {} as desktop notifications; Ctrl-C stops",

@@ -226,11 +226,14 @@ impl Line {
 
     /// Reads one line; Err is one sentence, quoting nothing raw.
     pub fn parse(text: &str) -> Result<Line, String> {
+        // serde quotes what it did not expect, which may be the whole
+        // line: both are cut short, and escaped.
+        let cut = |s: &str| crate::safe_text::safe_str(&s.chars().take(200).collect::<String>());
         serde_json::from_str(text).map_err(|e| {
             format!(
                 "a line portwatch cannot read ({}): {}",
-                crate::safe_text::safe_str(&e.to_string()),
-                crate::safe_text::safe_str(&text.chars().take(200).collect::<String>())
+                cut(&e.to_string()),
+                cut(text)
             )
         })
     }

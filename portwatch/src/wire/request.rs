@@ -12,9 +12,9 @@ use crate::{
 /// The longest first line a client may send.
 pub const MAX_REQUEST_BYTES: usize = 4096;
 
-/// The request line. Its keys are written in this order (the order
-/// `request_line` has always written them in); each is left out when not
-/// asked for.
+// Its keys are written in this order, the order `request_line` has always
+// written them in; each is left out when not asked for.
+/// The one line a client sends first: `{}` for everything.
 #[derive(Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "portwatch event socket request")]
@@ -24,12 +24,15 @@ pub struct Request {
     pub netns: Option<u64>,
     /// Only this process and its descendants.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub pid: Option<u32>,
     /// `tcp`, `udp` or `all`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["tcp", "udp", "all", null]))]
     pub proto: Option<String>,
     /// `all` or `local`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["all", "local", null]))]
     pub scope: Option<String>,
 }
 

@@ -12,18 +12,45 @@ use crate::rules::model::AlertsFile;
 /// The version of `alerts.json`'s format: portwatch 0.1.8's, unchanged.
 pub const ALERTS_VERSION: u32 = 1;
 
-fn schema<T: JsonSchema>() -> String {
+fn schema_value<T: JsonSchema>() -> serde_json::Value {
     let generator = SchemaSettings::draft2020_12().into_generator();
-    let mut text = serde_json::to_string_pretty(&generator.into_root_schema_for::<T>())
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap_or_default()
+}
+
+fn text(value: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     text
+}
+
+fn schema<T: JsonSchema>() -> String {
+    text(&schema_value::<T>())
+}
+
+/// The event line's schema, open to the `event`s a later version adds
+/// (which readers skip): one more branch of its `oneOf`, for an object
+/// whose `event` is none of today's.
+fn line_schema() -> String {
+    let mut value = schema_value::<Line>();
+    if let Some(branches) = value.get_mut("oneOf").and_then(|b| b.as_array_mut()) {
+        let known: Vec<serde_json::Value> = branches
+            .iter()
+            .filter_map(|b| b.pointer("/properties/event/const").cloned())
+            .collect();
+        branches.push(serde_json::json!({
+            "description": "An event a later version of this format adds: readers skip it.",
+            "type": "object",
+            "properties": {"event": {"type": "string", "not": {"enum": known}}},
+            "required": ["event"]
+        }));
+    }
+    text(&value)
 }
 
 /// Each schema: its file name under `schema/`, and its text.
 pub fn published() -> Vec<(String, String)> {
     vec![
-        (format!("event-line.v{VERSION}.json"), schema::<Line>()),
+        (format!("event-line.v{VERSION}.json"), line_schema()),
         (format!("list.v{VERSION}.json"), schema::<Vec<ListEntry>>()),
         (format!("request.v{VERSION}.json"), schema::<Request>()),
         (

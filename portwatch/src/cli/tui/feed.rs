@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use portwatch::{Filter, Monitor, MonitorEvent, Stats, wire::Line};
 
 use crate::connect::{self, DaemonLines};
@@ -14,6 +14,9 @@ pub enum Fed {
     Event(MonitorEvent),
     /// The daemon dropped this client's events; a fresh baseline follows.
     Lost(u64),
+    /// A line of a newer daemon's that this version cannot read: skipped,
+    /// said once.
+    Skipped(String),
 }
 
 pub enum Feed {
@@ -38,15 +41,27 @@ impl Feed {
                 let Some(line) = lines
                     .next_line()
                     .await
-                    .context("cannot read from the daemon")?
+                    .map_err(|e| anyhow::anyhow!("cannot read from the daemon: {e}"))?
                 else {
                     bail!("the daemon at {} closed the connection", path.display());
                 };
-                let line =
-                    Line::parse(&line).map_err(|e| anyhow::anyhow!("the daemon sent {e}"))?;
+                let line = match Line::parse(&line) {
+                    Ok(line) => line,
+                    Err(why) => {
+                        let mut said = None;
+                        lines.skipped(&why, |m| said = Some(m));
+                        match said {
+                            Some(m) => return Ok(Fed::Skipped(m)),
+                            None => continue,
+                        }
+                    }
+                };
                 match line {
                     Line::Lost(l) => return Ok(Fed::Lost(l.events)),
-                    Line::Error(r) => bail!("the daemon refused: {}", r.message),
+                    Line::Error(r) => bail!(
+                        "the daemon refused: {}",
+                        portwatch::safe_text::safe_str(&r.message)
+                    ),
                     // What the UI does not show (delivery errors, stats, a
                     // newer daemon's lines) is skipped.
                     other => {

@@ -210,6 +210,10 @@ async fn event_loop(
                     app.on_lost(events);
                     Vec::new()
                 }
+                Fed::Skipped(why) => {
+                    app.on_signalled(Err(why));
+                    Vec::new()
+                }
             },
             ev = std::future::poll_fn(|cx| std::pin::Pin::new(&mut input).poll_next(cx)) => match ev {
                 Some(Ok(Event::Key(key))) => app.on_key(key),
