@@ -5,6 +5,8 @@
 //! - [`event`], [`report`], [`safe_text`], [`error`], [`container`],
 //!   [`socket`], [`process`]: plain data;
 //! - [`filter`] and `table` (pairing and reconciliation): pure logic;
+//!   [`exposure`]: who can reach a listener, judged from a namespace's
+//!   interfaces and input chains (pure; not yet fed by `sys`);
 //! - `sys`: the only code that touches the kernel and /proc, behind two
 //!   traits the engine can run on fakes;
 //! - [`rules`]: the alerts.json format, its validation and the evaluator;
@@ -27,6 +29,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod exposure;
 pub mod facts;
 pub mod files;
 pub mod filter;

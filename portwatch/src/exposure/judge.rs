@@ -1,0 +1,255 @@
+//! The judgement: a new connection's first packet from outside, arriving
+//! on each non-loopback interface, run through the namespace's input
+//! chains. Sound first: what the model cannot decide is `unknown`, with
+//! the rule that made it so.
+
+use std::net::IpAddr;
+
+use super::{
+    Exposure,
+    model::{Chain, CtState, Hook, Match, NetnsFacts, Packet, Rule, Verdict},
+};
+use crate::event::Proto;
+
+/// How deep jumps may nest before the judgement gives up (the kernel
+/// allows 16 levels too).
+const MAX_DEPTH: usize = 16;
+
+/// The exposure of a listener of `proto` on `address:port`, in the
+/// namespace `facts` describes.
+pub fn judge(proto: Proto, address: IpAddr, port: u16, facts: &NetnsFacts) -> Exposure {
+    let address = unmapped(address);
+    if address.is_loopback() {
+        return Exposure::Loopback;
+    }
+    let mut via = Vec::new();
+    let mut unknown = None;
+    for iface in facts.interfaces.iter().filter(|i| i.up && !i.loopback) {
+        // Linux takes a packet for any of its addresses on any interface
+        // (the weak host model): every local address a wildcard listener
+        // answers on is a way in, from every interface.
+        let targets: Vec<IpAddr> = if address.is_unspecified() {
+            local_addresses(facts)
+                .filter(|a| address.is_ipv6() || a.is_ipv4())
+                .collect()
+        } else {
+            vec![address]
+        };
+        let mut outcome = Outcome::Drop;
+        for target in targets {
+            let packet = Packet {
+                interface: &iface.name,
+                proto,
+                address: target,
+                port,
+            };
+            match input_path(&packet, facts) {
+                Outcome::Accept => {
+                    outcome = Outcome::Accept;
+                    break;
+                }
+                Outcome::Unknown(why) => outcome = Outcome::Unknown(why),
+                Outcome::Drop => {}
+            }
+        }
+        match outcome {
+            Outcome::Accept => via.push(iface.name.clone()),
+            Outcome::Unknown(why) => {
+                unknown.get_or_insert(why);
+            }
+            Outcome::Drop => {}
+        }
+    }
+    if !via.is_empty() {
+        Exposure::Reachable { reachable_via: via }
+    } else if let Some(why) = unknown {
+        Exposure::Unknown { why }
+    } else {
+        Exposure::Filtered
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`: what the kernel matches it as.
+fn unmapped(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn local_addresses(facts: &NetnsFacts) -> impl Iterator<Item = IpAddr> + '_ {
+    facts
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().copied())
+        .filter(|a| !a.is_loopback())
+}
+
+/// What the input path does with a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Accept,
+    Drop,
+    Unknown(String),
+}
+
+/// Every base chain on the input hook, by priority: an accept in one
+/// passes the packet to the next; a drop anywhere is final. A chain that
+/// cannot be judged leaves the answer unknown, unless a later one surely
+/// drops.
+fn input_path(packet: &Packet<'_>, facts: &NetnsFacts) -> Outcome {
+    let v6 = packet.address.is_ipv6();
+    let mut bases: Vec<&Chain> = facts
+        .chains
+        .iter()
+        .filter(|c| c.hook == Some(Hook::Input) && c.family.is_none_or(|f| f == v6))
+        .collect();
+    bases.sort_by_key(|c| c.priority);
+    let mut unknown = None;
+    for chain in bases {
+        let decided = match run(chain, packet, facts, 0) {
+            Decision::Fallthrough => match &chain.policy {
+                Verdict::Drop | Verdict::Reject => Decision::Drop,
+                _ => Decision::Accept,
+            },
+            other => other,
+        };
+        match decided {
+            Decision::Drop => return Outcome::Drop,
+            Decision::Unknown(why) => {
+                unknown.get_or_insert(why);
+            }
+            Decision::Accept | Decision::Fallthrough => {}
+        }
+    }
+    unknown.map_or(Outcome::Accept, Outcome::Unknown)
+}
+
+/// What a chain decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Decision {
+    Accept,
+    Drop,
+    /// No rule decided: back to the caller (the policy, for a base chain).
+    Fallthrough,
+    Unknown(String),
+}
+
+/// Whether a rule's conditions hold for the packet.
+enum Holds {
+    Yes,
+    No,
+    /// For some outside sources and not others.
+    ForSomeSources,
+    Unknown(String),
+}
+
+fn run(chain: &Chain, packet: &Packet<'_>, facts: &NetnsFacts, depth: usize) -> Decision {
+    if depth > MAX_DEPTH {
+        return Decision::Unknown(format!(
+            "chain {} is reached through more than {MAX_DEPTH} jumps",
+            chain.name
+        ));
+    }
+    for rule in &chain.rules {
+        let holds = holds(rule, packet);
+        let decided = match holds {
+            Holds::No => continue,
+            Holds::Unknown(why) => {
+                // A rule that decides nothing changes nothing, whatever
+                // its conditions.
+                if rule.verdict == Verdict::Continue {
+                    continue;
+                }
+                return Decision::Unknown(why);
+            }
+            Holds::Yes | Holds::ForSomeSources => apply(rule, packet, facts, depth),
+        };
+        let some_sources = matches!(holds, Holds::ForSomeSources);
+        let leaves = matches!(rule.verdict, Verdict::Return | Verdict::Goto(_));
+        match (decided, some_sources, leaves) {
+            // From some sources accepted: reachable, from them.
+            (Decision::Accept, _, _) => return Decision::Accept,
+            // Dropped for some sources: the others go on.
+            (Decision::Drop, true, _) => continue,
+            (Decision::Drop, false, _) => return Decision::Drop,
+            (Decision::Unknown(why), _, _) => return Decision::Unknown(why),
+            // Back to the caller for every source, or for some only: the
+            // two paths part, which this model does not follow.
+            (Decision::Fallthrough, false, true) => return Decision::Fallthrough,
+            (Decision::Fallthrough, true, true) => {
+                return Decision::Unknown(format!(
+                    "`{}` leaves the chain for some sources only",
+                    rule.text
+                ));
+            }
+            (Decision::Fallthrough, _, false) => continue,
+        }
+    }
+    Decision::Fallthrough
+}
+
+/// A matched rule's verdict, as a decision of its chain.
+fn apply(rule: &Rule, packet: &Packet<'_>, facts: &NetnsFacts, depth: usize) -> Decision {
+    let chain = |name: &str| facts.chains.iter().find(|c| c.name == name);
+    match &rule.verdict {
+        Verdict::Accept => Decision::Accept,
+        Verdict::Drop | Verdict::Reject => Decision::Drop,
+        Verdict::Continue | Verdict::Return => Decision::Fallthrough,
+        Verdict::Jump(name) | Verdict::Goto(name) => match chain(name) {
+            Some(c) => run(c, packet, facts, depth + 1),
+            None => Decision::Unknown(format!("`{}` names no chain portwatch read", rule.text)),
+        },
+    }
+}
+
+fn holds(rule: &Rule, packet: &Packet<'_>) -> Holds {
+    let mut result = Holds::Yes;
+    for m in &rule.matches {
+        match one(m, packet) {
+            Holds::No => return Holds::No,
+            Holds::Unknown(why) => result = Holds::Unknown(why),
+            Holds::ForSomeSources if matches!(result, Holds::Yes) => {
+                result = Holds::ForSomeSources;
+            }
+            _ => {}
+        }
+    }
+    match result {
+        Holds::Unknown(why) => Holds::Unknown(format!("`{}` ({why})", rule.text)),
+        other => other,
+    }
+}
+
+fn one(m: &Match, packet: &Packet<'_>) -> Holds {
+    let known = |b: bool| if b { Holds::Yes } else { Holds::No };
+    match m {
+        Match::InInterface { names, negated } => {
+            known(names.iter().any(|n| n == packet.interface) != *negated)
+        }
+        Match::Proto { proto, negated } => known((*proto == packet.proto) != *negated),
+        Match::DestPort { ranges, negated } => {
+            known(ranges.iter().any(|(a, b)| (*a..=*b).contains(&packet.port)) != *negated)
+        }
+        Match::DestAddr { nets, negated } => {
+            known(nets.iter().any(|n| n.contains(&packet.address)) != *negated)
+        }
+        Match::SourceAddr { nets, negated } => {
+            let everyone = nets.iter().any(|n| n.prefix_len() == 0);
+            match (nets.is_empty(), everyone, negated) {
+                (true, _, false) => Holds::No,
+                (true, _, true) => Holds::Yes,
+                (_, true, false) => Holds::Yes,
+                (_, true, true) => Holds::No,
+                _ => Holds::ForSomeSources,
+            }
+        }
+        // The first packet of a connection is NEW.
+        Match::CtState { states, negated } => known(states.contains(&CtState::New) != *negated),
+        Match::Family { ipv6 } => known(*ipv6 == packet.address.is_ipv6()),
+        Match::Unknown(what) => Holds::Unknown(what.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
