@@ -118,7 +118,10 @@ impl Hub {
             asked.push((root, pid, yes));
             yes
         };
-        self.clients.retain_mut(|c| c.offer(ev, &mut cached));
+        // Written once, however many clients take it.
+        let mut line = None;
+        self.clients
+            .retain_mut(|c| c.offer(ev, &mut line, &mut cached));
     }
 
     /// Whether a client fell behind and waits for a fresh baseline.
@@ -182,47 +185,50 @@ impl Client {
     }
 
     /// The line for `ev` if this client gets it.
-    fn line_for(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) -> Option<String> {
+    /// Whether `ev` is for this client (and what it was told, updated).
+    fn admits(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) -> bool {
         match ev {
-            MonitorEvent::Port(p) => {
-                let admitted = match p.change {
-                    Change::Opened => {
-                        let admitted = self.admits_open(&p.listener, in_tree);
-                        if admitted {
-                            self.told.insert(p.listener.key());
-                        }
-                        admitted
+            MonitorEvent::Port(p) => match p.change {
+                Change::Opened => {
+                    let admitted = self.admits_open(&p.listener, in_tree);
+                    if admitted {
+                        self.told.insert(p.listener.key());
                     }
-                    Change::Closed => self.told.remove(&p.listener.key()),
-                };
-                admitted.then(|| Line::from(p).to_json())
-            }
+                    admitted
+                }
+                Change::Closed => self.told.remove(&p.listener.key()),
+            },
             MonitorEvent::Alert(a) => {
-                let admitted = self
-                    .filter
+                self.filter
                     .pid
                     .is_none_or(|root| a.pid != 0 && in_tree(root, a.pid))
-                    && a.proto.is_none_or(|p| self.filter.wants(p));
-                admitted.then(|| Line::from(a).to_json())
+                    && a.proto.is_none_or(|p| self.filter.wants(p))
             }
-            MonitorEvent::Resync(s) => Some(Line::resync(s).to_json()),
-            MonitorEvent::Notice(n) => Some(Line::from(n).to_json()),
-            // Each client had its own when it joined.
-            MonitorEvent::Ready(_) => None,
+            MonitorEvent::Resync(_) | MonitorEvent::Notice(_) => true,
+            // Each client had its own when it joined; what a newer
+            // library adds is not served.
+            _ => false,
         }
     }
 
     /// Queues `ev` if it is for this client; false when the client is
     /// gone.
-    fn offer(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) -> bool {
+    fn offer(
+        &mut self,
+        ev: &MonitorEvent,
+        line: &mut Option<Option<String>>,
+        in_tree: &mut InTree<'_>,
+    ) -> bool {
         if self.lost > 0 {
             self.lost += 1;
             return !self.tx.is_closed();
         }
-        let Some(mut line) = self.line_for(ev, in_tree) else {
+        if !self.admits(ev, in_tree) {
+            return !self.tx.is_closed();
+        }
+        let Some(line) = line.get_or_insert_with(|| line_of(ev)).clone() else {
             return !self.tx.is_closed();
         };
-        line.push('\n');
         match self.tx.try_send(line) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -232,6 +238,20 @@ impl Client {
             Err(TrySendError::Closed(_)) => false,
         }
     }
+}
+
+/// The line of an event a client is served, with its newline.
+fn line_of(ev: &MonitorEvent) -> Option<String> {
+    let line = match ev {
+        MonitorEvent::Port(p) => Line::from(p),
+        MonitorEvent::Alert(a) => Line::from(a),
+        MonitorEvent::Resync(s) => Line::resync(s),
+        MonitorEvent::Notice(n) => Line::from(n),
+        _ => return None,
+    };
+    let mut text = line.to_json();
+    text.push('\n');
+    Some(text)
 }
 
 #[cfg(test)]
