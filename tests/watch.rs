@@ -123,22 +123,41 @@ fn human_output_is_aligned_text() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Both pipes are read as the lines come: the baseline of a busy host
+    // (other tests hold thousands of listeners) fills stdout's pipe
+    // before the ready line reaches stderr, and a storm's warnings fill
+    // stderr's.
+    let lines = |pipe: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let stderr = lines(Box::new(child.stderr.take().unwrap()));
+    let stdout = lines(Box::new(child.stdout.take().unwrap()));
     // The ready line goes to stderr in human mode.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut ready = String::new();
-    stderr.read_line(&mut ready).unwrap();
+    let ready = stderr
+        .recv_timeout(crate::support::READY_TIMEOUT)
+        .expect("a ready line");
     assert!(ready.starts_with("portwatch: watching"), "{ready:?}");
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let needle = format!("127.0.0.1:{port} ");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut header = String::new();
-    stdout.read_line(&mut header).unwrap();
+    let next = || {
+        stdout
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("portwatch printed nothing more")
+    };
+    let header = next();
     assert!(header.starts_with("TIME"), "{header:?}");
     let line = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "portwatch exited");
+        let line = next();
         if line.contains(&needle) {
             break line;
         }
