@@ -116,46 +116,22 @@ fn run(cli: Cli) -> Result<()> {
         Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),
         Task::Package => package(&root),
-        Task::Docs => {
-            setup::ensure(&root)?;
-            check(
-                Command::new(env!("CARGO"))
-                    .current_dir(&root)
-                    .args([
-                        "test",
-                        "--release",
-                        "-p",
-                        "portwatch",
-                        "--bin",
-                        "portwatch",
-                        "docs_check",
-                        // Two tests write docs/commands.md: one at a time.
-                        "--",
-                        "--test-threads=1",
-                    ])
-                    .env("PORTWATCH_WRITE_DOCS", "1"),
-                "cargo test (writing the docs' generated parts)",
-            )
-        }
-        Task::Schema => {
-            setup::ensure(&root)?;
-            // The test that compares the files with the types writes them
-            // when asked: one place knows how they are made.
-            check(
-                Command::new(env!("CARGO"))
-                    .current_dir(&root)
-                    .args([
-                        "test",
-                        "--release",
-                        "-p",
-                        "portwatch",
-                        "--lib",
-                        "wire::schema::tests::the_published_schemas_are_the_types",
-                    ])
-                    .env("PORTWATCH_WRITE_SCHEMAS", "1"),
-                "cargo test (writing the schemas)",
-            )
-        }
+        // The tests that compare generated files with their sources write
+        // them when asked: one place knows how each is made.
+        Task::Docs => write_generated(
+            &root,
+            // Two tests write docs/commands.md: one at a time.
+            &["--bin", "portwatch", "docs_check", "--", "--test-threads=1"],
+            "PORTWATCH_WRITE_DOCS",
+        ),
+        Task::Schema => write_generated(
+            &root,
+            &[
+                "--lib",
+                "wire::schema::tests::the_published_schemas_are_the_types",
+            ],
+            "PORTWATCH_WRITE_SCHEMAS",
+        ),
         Task::Test { args } => {
             // The package test installs what this builds.
             package(&root)?;
@@ -170,6 +146,20 @@ fn run(cli: Cli) -> Result<()> {
             check(&mut cmd, "cargo test")
         }
     }
+}
+
+/// Runs the portwatch tests `args` select with `env` set to 1, which makes
+/// them write the files they otherwise compare.
+fn write_generated(root: &Path, args: &[&str], env: &str) -> Result<()> {
+    setup::ensure(root)?;
+    check(
+        Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args(["test", "--release", "-p", "portwatch"])
+            .args(args)
+            .env(env, "1"),
+        &format!("cargo test (with {env}=1)"),
+    )
 }
 
 /// The release binary, then the Debian package around it.
