@@ -25,7 +25,7 @@ pub struct DaemonLines {
     /// (a `select!` that took another branch) loses nothing.
     partial: Vec<u8>,
     /// Lines this version could not read, and whether that was said.
-    pub unreadable: u64,
+    unreadable: u64,
 }
 
 impl DaemonLines {
@@ -74,15 +74,13 @@ impl DaemonLines {
         self.reader.buffer().is_empty()
     }
 
-    /// Says once, on stderr or wherever `say` puts it, that lines of a
-    /// newer daemon are skipped.
-    pub fn skipped(&mut self, why: &str, say: impl FnOnce(String)) {
+    /// Counts a line of a newer daemon's that is skipped; the sentence to
+    /// say about it, the first time only.
+    pub fn skipped(&mut self, why: &str) -> Option<String> {
         self.unreadable += 1;
-        if self.unreadable == 1 {
-            say(format!(
-                "skipping lines this portwatch cannot read (is the daemon newer?): {why}"
-            ));
-        }
+        (self.unreadable == 1).then(|| {
+            format!("skipping lines this portwatch cannot read (is the daemon newer?): {why}")
+        })
     }
 }
 
@@ -188,7 +186,11 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
             _ if sink.is_json() && is_json_object(&text) => sink.line(&text)?,
             Ok(line) if !sink.is_json() => print_text(&mut sink, &line)?,
             Ok(_) => {}
-            Err(why) => lines.skipped(&why, |m| crate::log::warn(&m)),
+            Err(why) => {
+                if let Some(m) = lines.skipped(&why) {
+                    crate::log::warn(&m);
+                }
+            }
         }
         // A burst read at once is written at once.
         if lines.drained() {

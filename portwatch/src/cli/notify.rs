@@ -29,7 +29,9 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
         let line = match line {
             Ok(line) => line,
             Err(why) => {
-                lines.skipped(&why, |m| eprintln!("portwatch: {m}"));
+                if let Some(m) = lines.skipped(&why) {
+                    eprintln!("portwatch: {m}");
+                }
                 continue;
             }
         };

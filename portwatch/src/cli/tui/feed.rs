@@ -47,14 +47,10 @@ impl Feed {
                 };
                 let line = match Line::parse(&line) {
                     Ok(line) => line,
-                    Err(why) => {
-                        let mut said = None;
-                        lines.skipped(&why, |m| said = Some(m));
-                        match said {
-                            Some(m) => return Ok(Fed::Skipped(m)),
-                            None => continue,
-                        }
-                    }
+                    Err(why) => match lines.skipped(&why) {
+                        Some(m) => return Ok(Fed::Skipped(m)),
+                        None => continue,
+                    },
                 };
                 match line {
                     Line::Lost(l) => return Ok(Fed::Lost(l.events)),
