@@ -80,6 +80,16 @@ fn app() -> App {
     app
 }
 
+/// The example rules file portwatch ships, one rule per condition.
+fn example_rules() -> portwatch::rules::model::AlertsFile {
+    portwatch::rules::validate::load_bytes(
+        portwatch::rules::store::EXAMPLE.as_bytes(),
+        std::path::Path::new("x"),
+    )
+    .unwrap()
+    .file
+}
+
 fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
     app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
 }
@@ -566,12 +576,7 @@ fn snapshot_log_and_alerts() {
 #[test]
 fn snapshot_editor() {
     let mut a = app();
-    a.set_rules(Ok(portwatch::rules::validate::load_bytes(
-        portwatch::rules::store::EXAMPLE.as_bytes(),
-        std::path::Path::new("x"),
-    )
-    .unwrap()
-    .file));
+    a.set_rules(Ok(example_rules()));
     press(&mut a, KeyCode::Char('E'));
     insta::assert_snapshot!("editor_list", screen(&mut a));
     press(&mut a, KeyCode::Enter);
@@ -629,12 +634,7 @@ fn hostile_names_stay_in_their_cells() {
 #[test]
 fn rule_names_from_the_file_are_shown_escaped() {
     let mut a = app();
-    let mut file = portwatch::rules::validate::load_bytes(
-        portwatch::rules::store::EXAMPLE.as_bytes(),
-        std::path::Path::new("x"),
-    )
-    .unwrap()
-    .file;
+    let mut file = example_rules();
     file.rules[0].name = "evil\u{1b}[2J\u{202e}x".into();
     a.set_rules(Ok(file));
     press(&mut a, KeyCode::Char('E'));

@@ -338,12 +338,7 @@ fn a_new_row_reads_in_every_cell() {
 #[test]
 fn the_rule_list_shows_each_condition_in_short() {
     let mut a = app();
-    a.set_rules(Ok(portwatch::rules::validate::load_bytes(
-        portwatch::rules::store::EXAMPLE.as_bytes(),
-        std::path::Path::new("x"),
-    )
-    .unwrap()
-    .file));
+    a.set_rules(Ok(example_rules()));
     press(&mut a, KeyCode::Char('E'));
     let s = screen(&mut a);
     assert!(s.contains("PortOpened 22"), "{s}");
