@@ -70,16 +70,7 @@ fn exec_runs_per_alert_and_reports_a_failing_or_hanging_command() {
         r#"read line; case "$line" in *'"hang"'*) sleep 60;; *'"fail"'*) echo "no luck" >&2; exit 3;; *) printf '%s\n' "$line" >> {};; esac"#,
         fifo.display()
     );
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
-        &rules,
-        "--exec",
-        &cmd,
-        "--exec-timeout",
-        "1s",
-    ]);
+    let d = daemon(&rules, &["--exec", &cmd, "--exec-timeout", "1s"]);
     // The hanging command first: the others are not held up by it.
     let _h = TcpListener::bind(("127.0.0.1", hang)).unwrap();
     let _f = TcpListener::bind(("127.0.0.1", fail)).unwrap();
@@ -112,22 +103,21 @@ fn webhooks_get_each_alert_with_retries_and_a_down_or_slow_one_is_reported() {
     // (Slack keeps its token there): reports leave it out.
     let down_port = free_port();
     let down = format!("http://127.0.0.1:{down_port}/secret-token");
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
+    let d = daemon(
         &rules,
-        "--webhook",
-        &url("/slow"),
-        "--webhook",
-        &down,
-        "--webhook",
-        &url("/flaky"),
-        "--webhook",
-        &url("/ok"),
-        "--webhook-timeout",
-        "500ms",
-    ]);
+        &[
+            "--webhook",
+            &url("/slow"),
+            "--webhook",
+            &down,
+            "--webhook",
+            &url("/flaky"),
+            "--webhook",
+            &url("/ok"),
+            "--webhook-timeout",
+            "500ms",
+        ],
+    );
     let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     // Each webhook has its own worker: /ok and /flaky get the alert while
     // /slow hangs and the down one refuses. /flaky twice: 500, then
@@ -167,16 +157,7 @@ fn lost_events_reach_the_outputs() {
     let (dir, rules) = rules_dir("lost", &[]);
     let (fifo, mut lines) = fifo(&dir, "lost.fifo");
     let cmd = format!("cat >> {}", fifo.display());
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
-        &rules,
-        "--exec",
-        &cmd,
-        "--ring-buffer",
-        "4096",
-    ]);
+    let d = daemon(&rules, &["--exec", &cmd, "--ring-buffer", "4096"]);
     let mut storm = Helper::script("storm.py", &["4", "1000", "7"]);
     for _ in 0..4 {
         storm.read_value("done");
@@ -243,16 +224,7 @@ fn exec_timeout_kills_a_child_that_left_the_process_group() {
     let (dir, rules) = rules_dir("setsid", &[("s", port)]);
     let pidfile = dir.join("grandchild.pid");
     let cmd = format!("setsid sleep 300 & echo $! > {}; wait", pidfile.display());
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
-        &rules,
-        "--exec",
-        &cmd,
-        "--exec-timeout",
-        "1s",
-    ]);
+    let d = daemon(&rules, &["--exec", &cmd, "--exec-timeout", "1s"]);
     let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let text = file_until(&pidfile, "the setsid child's pid", |t| t.ends_with('\n'));
     let pid: i32 = text.trim().parse().unwrap();
@@ -554,14 +526,10 @@ fn a_webhook_redirect_is_a_failure_not_followed() {
     let port = free_port();
     let (dir, rules) = rules_dir("redirect", &[("r", port)]);
     let (http, requests) = redirecting_server();
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
+    let d = daemon(
         &rules,
-        "--webhook",
-        &format!("http://127.0.0.1:{http}/first"),
-    ]);
+        &["--webhook", &format!("http://127.0.0.1:{http}/first")],
+    );
     let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let e = delivery_error(&d, "the redirect", "301 Moved Permanently");
     assert!(
@@ -576,6 +544,13 @@ fn a_webhook_redirect_is_a_failure_not_followed() {
     let asked: Vec<String> = requests.try_iter().collect();
     assert_eq!(asked, ["POST /first"], "{e}");
     let _ = fs::remove_dir_all(dir);
+}
+
+/// `portwatch daemon --json --alerts RULES OUTPUTS...`, once ready.
+fn daemon(rules: &str, outputs: &[&str]) -> Watcher {
+    let mut args = vec!["daemon", "--json", "--alerts", rules];
+    args.extend_from_slice(outputs);
+    Watcher::spawn(&args)
 }
 
 /// `portwatch daemon ARGS` run to its exit (bounded): status, stdout,
@@ -643,16 +618,15 @@ fn webhook_secrets_are_never_shown() {
     }
     let port = free_port();
     let (dir2, rules) = rules_dir("secrets-down", &[("d", port)]);
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
+    let d = daemon(
         &rules,
-        "--webhook",
-        "http://user:hunter2@127.0.0.1:1/x?token=s3cret",
-        "--webhook-timeout",
-        "500ms",
-    ]);
+        &[
+            "--webhook",
+            "http://user:hunter2@127.0.0.1:1/x?token=s3cret",
+            "--webhook-timeout",
+            "500ms",
+        ],
+    );
     let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let e = delivery_error(&d, "the unreachable webhook", "not delivered after 4 tries");
     let m = e["message"].as_str().unwrap();
@@ -670,14 +644,7 @@ fn webhook_secrets_are_never_shown() {
 fn an_exec_commands_arguments_are_never_shown() {
     let port = free_port();
     let (dir, rules) = rules_dir("execsecret", &[("fail", port)]);
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
-        &rules,
-        "--exec",
-        "false --token=s3cret",
-    ]);
+    let d = daemon(&rules, &["--exec", "false --token=s3cret"]);
     let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let e = delivery_error(&d, "the failing command", "exit status: 1");
     let m = e["message"].as_str().unwrap();
@@ -723,16 +690,7 @@ fn alerts_still_queued_at_stop_are_reported() {
         .zip(ports.iter().copied())
         .collect();
     let (dir, rules) = rules_dir("atstop", &rules);
-    let d = Watcher::spawn(&[
-        "daemon",
-        "--json",
-        "--alerts",
-        &rules,
-        "--exec",
-        "sleep 300",
-        "--exec-timeout",
-        "600s",
-    ]);
+    let d = daemon(&rules, &["--exec", "sleep 300", "--exec-timeout", "600s"]);
     // A port free a moment ago may be taken by a test running beside
     // this one: those that bind fire.
     let held: Vec<TcpListener> = ports
