@@ -128,6 +128,9 @@ pub struct Listener {
     /// When the listener opened, if it opened while portwatch watched
     /// (`None` for listeners older than the watch, or found by a scan).
     pub opened_at: Option<DateTime<Utc>>,
+    /// Who can reach it, judged for its network namespace by a
+    /// [`crate::monitor::Monitor`] or `list` (`None`: not judged).
+    pub exposure: Option<crate::exposure::Exposure>,
 }
 
 impl Listener {
@@ -148,6 +151,7 @@ impl Listener {
             cgroup: String::new(),
             container: None,
             opened_at: None,
+            exposure: None,
         }
     }
 
@@ -244,6 +248,7 @@ impl KernelEvent {
             cgroup: self.cgroup.clone(),
             container: self.container.clone(),
             opened_at: None,
+            exposure: None,
         }
     }
 

@@ -74,6 +74,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }),
         sample_interval,
         settle: args.engine.settle(),
+        ..MonitorConfig::default()
     })?;
     if let Some(reason) = monitor.fallback_reason() {
         crate::log::warn(&format!(

@@ -143,7 +143,7 @@ impl Engine {
 
     pub(crate) fn start_with(config: &EngineConfig, os: Os) -> Result<(Self, Vec<PortEvent>)> {
         config.validate()?;
-        let Os { host, attach } = os;
+        let Os { host, attach, .. } = os;
         if let Some(pid) = config.filter.pid {
             check_process(host.as_ref(), pid)?;
         }

@@ -60,7 +60,14 @@ pub fn judge(proto: Proto, address: IpAddr, port: u16, facts: &NetnsFacts) -> Ex
             Outcome::Drop => {}
         }
     }
-    if !via.is_empty() {
+    if !via.is_empty() && !facts.legacy_tables.is_empty() {
+        Exposure::Unknown {
+            why: format!(
+                "iptables-legacy tables are loaded ({}), whose rules portwatch does not read",
+                facts.legacy_tables.join(", ")
+            ),
+        }
+    } else if !via.is_empty() {
         Exposure::Reachable { reachable_via: via }
     } else if let Some(why) = unknown {
         Exposure::Unknown { why }
@@ -102,9 +109,9 @@ fn input_path(packet: &Packet<'_>, facts: &NetnsFacts) -> Outcome {
     let mut bases: Vec<&Chain> = facts
         .chains
         .iter()
-        .filter(|c| c.hook == Some(Hook::Input) && c.family.is_none_or(|f| f == v6))
+        .filter(|c| c.hook.is_some_and(|h| h != Hook::Other) && c.family.is_none_or(|f| f == v6))
         .collect();
-    bases.sort_by_key(|c| c.priority);
+    bases.sort_by_key(|c| (c.hook, c.priority));
     let mut unknown = None;
     for chain in bases {
         let decided = match run(chain, packet, facts, 0) {
@@ -196,6 +203,17 @@ fn apply(rule: &Rule, packet: &Packet<'_>, facts: &NetnsFacts, depth: usize) -> 
         Verdict::Accept => Decision::Accept,
         Verdict::Drop | Verdict::Reject => Decision::Drop,
         Verdict::Continue | Verdict::Return => Decision::Fallthrough,
+        // NAT ends the chain; the packet goes on to this listener only
+        // if its destination stays the same.
+        Verdict::Dnat { address, port } => {
+            let same = address.is_none_or(|a| unmapped(a) == packet.address)
+                && port.is_none_or(|p| p == packet.port);
+            if same {
+                Decision::Accept
+            } else {
+                Decision::Drop
+            }
+        }
         Verdict::Jump(name) | Verdict::Goto(name) => match chain(name) {
             Some(c) => run(c, packet, facts, depth + 1),
             None => Decision::Unknown(format!("`{}` names no chain portwatch read", rule.text)),
@@ -225,9 +243,14 @@ fn one(m: &Match, packet: &Packet<'_>) -> Holds {
     let known = |b: bool| if b { Holds::Yes } else { Holds::No };
     match m {
         Match::InInterface { names, negated } => {
-            known(names.iter().any(|n| n == packet.interface) != *negated)
+            let named = |n: &String| match n.strip_suffix('*') {
+                Some(prefix) => packet.interface.starts_with(prefix),
+                None => n == packet.interface,
+            };
+            known(names.iter().any(named) != *negated)
         }
         Match::Proto { proto, negated } => known((*proto == packet.proto) != *negated),
+        Match::OtherProto { negated } => known(*negated),
         Match::DestPort { ranges, negated } => {
             known(ranges.iter().any(|(a, b)| (*a..=*b).contains(&packet.port)) != *negated)
         }

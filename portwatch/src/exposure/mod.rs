@@ -15,9 +15,10 @@
 
 mod judge;
 mod model;
+pub(crate) mod nft;
 
 pub use judge::judge;
-pub use model::{Chain, CtState, Hook, Interface, Match, NetnsFacts, Packet, Rule, Verdict};
+pub use model::{Chain, CtState, Dnat, Hook, Interface, Match, NetnsFacts, Packet, Rule, Verdict};
 
 use serde::{Deserialize, Serialize};
 

@@ -20,12 +20,17 @@ pub struct Interface {
     pub addresses: Vec<IpAddr>,
 }
 
-/// Where a base chain hooks in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a base chain hooks in. A new connection to a listener passes
+/// ingress, then prerouting, then input, each by priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Hook {
-    /// After routing, for this host: what a listener's traffic passes.
+    /// Right off the interface (`netdev` tables, `inet` ingress chains).
+    Ingress,
+    /// Before routing: raw, mangle and destination NAT chains.
+    Prerouting,
+    /// After routing, for this host.
     Input,
-    /// Anything else (prerouting, forward, output, ...): not on the path
+    /// Anything else (forward, output, postrouting): not on the path
     /// judged here.
     Other,
 }
@@ -43,10 +48,14 @@ pub enum CtState {
 /// One condition of a rule.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Match {
-    /// `iifname` / `iif` in this set (`negated`: not in it).
+    /// `iifname` / `iif` in this set (`negated`: not in it); a name
+    /// ending in `*` is a prefix (`iifname "eth*"`).
     InInterface { names: Vec<String>, negated: bool },
     /// The transport protocol.
     Proto { proto: Proto, negated: bool },
+    /// A transport protocol that is neither TCP nor UDP (`meta l4proto
+    /// icmp`): never holds for a listener's packet, or always (`negated`).
+    OtherProto { negated: bool },
     /// The destination port in one of these inclusive ranges.
     DestPort {
         ranges: Vec<(u16, u16)>,
@@ -77,6 +86,12 @@ pub enum Verdict {
     Goto(String),
     /// Back to the chain that jumped here (or the policy of a base chain).
     Return,
+    /// Destination NAT: the packet goes to this address and port instead
+    /// (`None`: unchanged), and so to another socket unless both match.
+    Dnat {
+        address: Option<IpAddr>,
+        port: Option<u16>,
+    },
     /// No verdict (a counter, a log): the next rule.
     Continue,
 }
@@ -104,11 +119,30 @@ pub struct Chain {
     pub rules: Vec<Rule>,
 }
 
+/// A destination NAT rule on the prerouting path: new connections to
+/// `port` (on one of `addresses`, any when empty) are sent to
+/// `to_address:to_port` (`None`: the same port).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dnat {
+    pub proto: Proto,
+    pub port: u16,
+    pub addresses: Vec<IpNet>,
+    pub to_address: IpAddr,
+    pub to_port: Option<u16>,
+    /// Which rule, for a person.
+    pub rule: String,
+}
+
 /// Everything the judgement reads about one network namespace.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NetnsFacts {
     pub interfaces: Vec<Interface>,
     pub chains: Vec<Chain>,
+    pub dnat: Vec<Dnat>,
+    /// iptables-legacy tables loaded here (`ip filter`, ...): their rules
+    /// are not read, so a listener they may filter is never judged
+    /// reachable.
+    pub legacy_tables: Vec<String>,
 }
 
 /// A new connection's first packet, as the input path sees it: from

@@ -3,6 +3,7 @@
 //! one stream of [`MonitorEvent`]s. `watch`, `daemon`, the library's
 //! [`crate::watcher`] API and the TUI all read it.
 
+mod exposure;
 mod sampler;
 mod settle;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use crate::{
     engine::{Engine, EngineConfig, Report},
     error::{Error, Result},
     event::{Listener, PortEvent, Source},
+    exposure::Exposure,
     report::{ResyncSummary, Stats},
     rules::{
         eval::{Alert, Evaluator},
@@ -25,6 +27,7 @@ use crate::{
     },
     sys::{Os, file_watch::FileWatch},
 };
+use exposure::Exposures;
 use sampler::Sampler;
 use settle::Settle;
 
@@ -48,6 +51,10 @@ pub struct MonitorConfig {
     /// Report a live open only once it has lived this long; one that
     /// closes sooner is not reported at all (nor seen by the rules).
     pub settle: Option<Duration>,
+    /// Judge each listener's exposure and report its changes (on by
+    /// default; it reads and watches each namespace's netfilter rules
+    /// and interfaces on a thread of its own).
+    pub exposure: bool,
 }
 
 impl Default for MonitorConfig {
@@ -57,6 +64,7 @@ impl Default for MonitorConfig {
             rules: None,
             sample_interval: Duration::from_secs(1),
             settle: None,
+            exposure: true,
         }
     }
 }
@@ -78,6 +86,17 @@ pub enum MonitorEvent {
     Alert(Alert),
     /// Something the user should know that is no port change.
     Notice(Notice),
+    /// Who can reach an open listener changed.
+    ExposureChanged(ExposureChange),
+}
+
+/// See [`MonitorEvent::ExposureChanged`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExposureChange {
+    /// The listener, with its exposure now.
+    pub listener: Listener,
+    pub before: Exposure,
+    pub ts: DateTime<Utc>,
 }
 
 /// See [`MonitorEvent::Ready`].
@@ -137,6 +156,7 @@ pub struct Monitor {
     alerting: Option<Alerting>,
     queue: VecDeque<MonitorEvent>,
     settle: Option<Settle>,
+    exposures: Option<Exposures>,
 }
 
 impl Monitor {
@@ -147,7 +167,7 @@ impl Monitor {
         Self::start_with(config, Os::system())
     }
 
-    pub(crate) fn start_with(config: MonitorConfig, os: Os) -> Result<Self> {
+    pub(crate) fn start_with(config: MonitorConfig, mut os: Os) -> Result<Self> {
         if config.sample_interval.is_zero() {
             return Err(Error::ZeroInterval("the sample interval"));
         }
@@ -167,9 +187,35 @@ impl Monitor {
             })?),
             None => None,
         };
-        let (engine, baseline) = Engine::start_with(&engine_config, os)?;
+        let start_facts = std::mem::replace(
+            &mut os.facts,
+            Box::new(|| Err(std::io::Error::other("taken"))),
+        );
+        let (engine, mut baseline) = Engine::start_with(&engine_config, os)?;
         let now = engine.host().wall_now();
         let mut queue = VecDeque::new();
+        let exposures = if config.exposure {
+            match start_facts() {
+                Ok(source) => {
+                    let mut e = Exposures::new(source);
+                    e.read_baseline(baseline.iter().map(|ev| &ev.listener));
+                    for ev in baseline
+                        .iter_mut()
+                        .filter(|ev| ev.source == Source::Baseline)
+                    {
+                        e.opened(&mut ev.listener);
+                    }
+                    Some(e)
+                }
+                Err(e) => {
+                    let message = format!("warning: exposure is not judged: {e}");
+                    queue.push_back(notice(NoticeKind::Warning, message, now));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         if let Some(reason) = engine.listen_callback_missing() {
             let message = format!(
                 "warning: the listen callback is not attached ({reason}): a listen() that fails may be reported as a listener opened and closed, and the port of a listen() without bind() is looked up in /proc"
@@ -213,6 +259,7 @@ impl Monitor {
             alerting,
             queue,
             settle: config.settle.filter(|d| !d.is_zero()).map(Settle::new),
+            exposures,
         };
         // Start-up events that are no baseline are live news: rules see
         // them.
@@ -277,7 +324,10 @@ impl Monitor {
         let settle_due = self.settle.as_ref().and_then(Settle::next_due);
         let woke = {
             let Self {
-                engine, alerting, ..
+                engine,
+                alerting,
+                exposures,
+                ..
             } = self;
             let (tick, watch) = match alerting.as_mut() {
                 Some(a) => (Some(&mut a.tick), Some(&mut a.watch)),
@@ -303,6 +353,12 @@ impl Monitor {
                         None => std::future::pending().await,
                     }
                 } => Woke::Settled,
+                changed = async {
+                    match exposures.as_mut() {
+                        Some(e) => std::future::poll_fn(|cx| e.poll_changed(cx)).await,
+                        None => std::future::pending().await,
+                    }
+                } => Woke::Facts(changed),
             }
         };
         match woke {
@@ -312,6 +368,15 @@ impl Monitor {
                 }
             }
             Woke::Tick => self.sample(),
+            Woke::Facts(Some((netns, facts))) => self.new_facts(netns, facts),
+            // The facts thread ended: exposure stays as last judged.
+            Woke::Facts(None) => {
+                self.exposures = None;
+                let now = self.engine.host().wall_now();
+                let message = "warning: exposure changes are no longer watched".to_string();
+                self.queue
+                    .push_back(notice(NoticeKind::Warning, message, now));
+            }
             Woke::Settled => {
                 let now = tokio::time::Instant::now();
                 let due = self
@@ -356,8 +421,30 @@ impl Monitor {
         }
     }
 
+    /// New exposure facts of a namespace: the listeners whose exposure
+    /// changed are reported.
+    fn new_facts(&mut self, netns: u64, facts: crate::sys::exposure_watch::FactsResult) {
+        let Some(e) = &mut self.exposures else { return };
+        let changed = e.new_facts(netns, facts, self.engine.listeners());
+        let now = self.engine.host().wall_now();
+        for (listener, before) in changed {
+            self.queue
+                .push_back(MonitorEvent::ExposureChanged(ExposureChange {
+                    listener,
+                    before,
+                    ts: now,
+                }));
+        }
+    }
+
     /// A port event that is to be reported: queued, and evaluated.
-    fn report_port(&mut self, ev: PortEvent) {
+    fn report_port(&mut self, mut ev: PortEvent) {
+        if let Some(e) = &mut self.exposures {
+            match ev.change {
+                crate::event::Change::Opened => e.opened(&mut ev.listener),
+                crate::event::Change::Closed => e.closed(&mut ev.listener),
+            }
+        }
         if let Some(a) = &mut self.alerting {
             let alerts = a.evaluator.on_port(&ev);
             self.queue.push_back(MonitorEvent::Port(ev));
@@ -450,6 +537,12 @@ impl Monitor {
         self.engine.listeners()
     }
 
+    /// The exposure of an open listener, as last judged (`None` when
+    /// exposure is not judged).
+    pub fn exposure_of(&self, listener: &Listener) -> Option<&Exposure> {
+        self.exposures.as_ref()?.of(&listener.key())
+    }
+
     /// Event, loss and resync counters.
     pub fn stats(&self) -> Stats {
         self.engine.stats()
@@ -478,6 +571,8 @@ enum Woke {
     RulesChanged(std::io::Result<()>),
     /// A held open lived out the settle time.
     Settled,
+    /// A namespace's exposure facts were read (None: no more will be).
+    Facts(Option<(u64, crate::sys::exposure_watch::FactsResult)>),
 }
 
 fn notice(kind: NoticeKind, message: String, ts: DateTime<Utc>) -> MonitorEvent {

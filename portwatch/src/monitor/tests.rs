@@ -49,6 +49,7 @@ fn config(rules: Option<RulesSource>) -> MonitorConfig {
         rules,
         sample_interval: Duration::from_secs(1),
         settle: None,
+        exposure: true,
     }
 }
 
@@ -328,4 +329,92 @@ async fn a_changed_rules_file_is_reloaded_and_a_broken_one_is_not() {
     }
     assert_eq!(m.rules().map(|r| r.file.rules.len()), Some(2));
     fs::remove_dir_all(dir).unwrap();
+}
+
+fn eth0_facts(chains: Vec<crate::exposure::Chain>) -> crate::exposure::NetnsFacts {
+    crate::exposure::NetnsFacts {
+        interfaces: vec![crate::exposure::Interface {
+            name: "eth0".into(),
+            loopback: false,
+            up: true,
+            addresses: vec!["192.0.2.10".parse().unwrap()],
+        }],
+        chains,
+        ..Default::default()
+    }
+}
+
+fn drop_all() -> Vec<crate::exposure::Chain> {
+    vec![crate::exposure::Chain {
+        name: "inet filter input".into(),
+        hook: Some(crate::exposure::Hook::Input),
+        priority: 0,
+        policy: crate::exposure::Verdict::Drop,
+        family: None,
+        rules: Vec::new(),
+    }]
+}
+
+/// The baseline and live opens carry their exposure; a rule change in
+/// their namespace re-judges them, and only those whose judgement
+/// changed are reported, with the judgement before.
+#[tokio::test(start_paused = true)]
+async fn exposure_is_judged_on_open_and_a_change_of_facts_is_an_event() {
+    let os = FakeOs::new();
+    os.world()
+        .netns_facts
+        .insert(crate::sys::fake::NETNS, eth0_facts(Vec::new()));
+    os.world().listeners = vec![
+        scanned(Proto::Tcp, "0.0.0.0", 22, 1),
+        scanned(Proto::Tcp, "127.0.0.1", 5432, 2),
+    ];
+    let mut m = Monitor::start_with(config(None), os.os()).unwrap();
+    let reachable = Exposure::Reachable {
+        reachable_via: vec!["eth0".into()],
+    };
+    for _ in 0..2 {
+        let MonitorEvent::Port(e) = next(&mut m).await else {
+            panic!("the baseline first")
+        };
+        let want = if e.listener.port == 22 {
+            reachable.clone()
+        } else {
+            Exposure::Loopback
+        };
+        assert_eq!(e.listener.exposure, Some(want), "{e:?}");
+    }
+    assert!(matches!(next(&mut m).await, MonitorEvent::Ready(_)));
+    let t = os.world().boot_ns;
+    os.world()
+        .listeners
+        .push(scanned(Proto::Udp, "0.0.0.0", 53, 5));
+    os.emit([ev(Opened, t, 0x1, "0.0.0.0", 53, 5)]);
+    let MonitorEvent::Port(e) = next(&mut m).await else {
+        panic!("the open")
+    };
+    assert_eq!(e.listener.exposure, Some(reachable.clone()));
+
+    // A drop-everything input chain: the two wildcard listeners change,
+    // the loopback one does not.
+    os.change_facts(crate::sys::fake::NETNS, eth0_facts(drop_all()));
+    let mut changed = Vec::new();
+    for _ in 0..2 {
+        match next(&mut m).await {
+            MonitorEvent::ExposureChanged(c) => {
+                assert_eq!(c.before, reachable);
+                assert_eq!(c.listener.exposure, Some(Exposure::Filtered));
+                changed.push(c.listener.port);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    changed.sort_unstable();
+    assert_eq!(changed, [22, 53]);
+    assert!(!m.has_queued(), "the loopback listener did not change");
+    // The close carries the last judgement.
+    os.emit([ev(Closed, t, 0x1, "0.0.0.0", 53, 5)]);
+    let MonitorEvent::Port(e) = next(&mut m).await else {
+        panic!("the close")
+    };
+    assert_eq!(e.listener.exposure, Some(Exposure::Filtered));
 }

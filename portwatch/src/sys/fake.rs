@@ -14,7 +14,7 @@ use portwatch_common::SockEventKind;
 
 use super::{
     EventSource, HeldSocket, Host, KernelCounters, Os, ProbeConfig, ProcessKind, ProcessUsage,
-    SocketQuery,
+    SocketQuery, exposure_watch::FactsSource,
 };
 use crate::{
     error::{Error, Result},
@@ -70,6 +70,13 @@ pub(crate) struct World {
     /// Cookies of the UDP owners userspace told the kernel.
     pub seeded: Vec<u64>,
     waker: Option<Waker>,
+    /// Each namespace's exposure facts (none: an empty namespace).
+    pub netns_facts: HashMap<u64, crate::exposure::NetnsFacts>,
+    /// The namespaces the exposure facts are watched for.
+    pub facts_watched: HashSet<u64>,
+    /// Changed facts not yet read by the monitor.
+    facts_changed: VecDeque<u64>,
+    facts_waker: Option<Waker>,
 }
 
 /// A handle on the shared world; clones share it.
@@ -120,7 +127,61 @@ impl FakeOs {
                 drop(w);
                 Ok(Box::new(FakeSource(world)) as Box<dyn EventSource>)
             }),
+            facts: {
+                let world = self.clone();
+                Box::new(move || Ok(Box::new(FakeFacts(world)) as Box<dyn FactsSource>))
+            },
         }
+    }
+
+    /// Changes the exposure facts of `netns`, as a rule or address
+    /// change would.
+    pub(crate) fn change_facts(&self, netns: u64, facts: crate::exposure::NetnsFacts) {
+        let mut w = self.world();
+        w.netns_facts.insert(netns, facts);
+        if w.facts_watched.contains(&netns) {
+            w.facts_changed.push_back(netns);
+            if let Some(waker) = w.facts_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// [`FactsSource`] on the world.
+struct FakeFacts(FakeOs);
+
+impl FactsSource for FakeFacts {
+    fn watch(&mut self, netns: u64, _pid: u32) {
+        self.0.world().facts_watched.insert(netns);
+    }
+
+    fn forget(&mut self, netns: u64) {
+        self.0.world().facts_watched.remove(&netns);
+    }
+
+    fn poll_changed(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(u64, super::exposure_watch::FactsResult)>> {
+        let mut w = self.0.world();
+        match w.facts_changed.pop_front() {
+            Some(netns) => {
+                let facts = w.netns_facts.get(&netns).cloned().unwrap_or_default();
+                Poll::Ready(Some((netns, Ok(std::sync::Arc::new(facts)))))
+            }
+            None => {
+                w.facts_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn read_now(&mut self, netns: u64, _pid: u32) -> super::exposure_watch::FactsResult {
+        let w = self.0.world();
+        Ok(std::sync::Arc::new(
+            w.netns_facts.get(&netns).cloned().unwrap_or_default(),
+        ))
     }
 }
 

@@ -9,12 +9,17 @@ pub(crate) mod btf;
 pub(crate) mod cgroup;
 pub(crate) mod clock;
 pub(crate) mod container_names;
+pub(crate) mod exposure_facts;
+pub(crate) mod exposure_watch;
 pub(crate) mod facts;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod file_watch;
+pub(crate) mod links;
 pub(crate) mod local_socket;
+pub(crate) mod netlink_dump;
 pub(crate) mod netns;
+pub(crate) mod nftables;
 pub(crate) mod owned_file;
 pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
@@ -131,7 +136,13 @@ pub(crate) type Attach = Box<dyn FnOnce(&ProbeConfig) -> Result<Box<dyn EventSou
 pub(crate) struct Os {
     pub host: Box<dyn Host>,
     pub attach: Attach,
+    /// Reads exposure facts (started on first use).
+    pub facts: StartFacts,
 }
+
+/// Starts a [`exposure_watch::FactsSource`].
+pub(crate) type StartFacts =
+    Box<dyn FnOnce() -> std::io::Result<Box<dyn exposure_watch::FactsSource>> + Send>;
 
 impl Os {
     /// The real one.
@@ -141,6 +152,10 @@ impl Os {
             attach: Box::new(|config| {
                 privilege::require_ebpf_privileges()?;
                 Ok(Box::new(bpf::KernelProbe::attach(config)?) as Box<dyn EventSource>)
+            }),
+            facts: Box::new(|| {
+                Ok(Box::new(exposure_watch::SystemFacts::start()?)
+                    as Box<dyn exposure_watch::FactsSource>)
             }),
         }
     }

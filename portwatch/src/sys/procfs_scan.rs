@@ -137,6 +137,7 @@ pub(crate) fn scan_listeners(
             cgroup,
             container: None,
             opened_at: None,
+            exposure: None,
         })
         .collect();
     Ok(Scan {

@@ -4,10 +4,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Alert, EventsLost, Line, Lost, Message, Port, Ready, Refusal, Resync, Stats};
+use super::{
+    Alert, EventsLost, ExposureChanged, Line, Lost, Message, Port, Ready, Refusal, Resync, Stats,
+};
 use crate::{
     event::{Change, Listener, PortEvent, Source},
-    monitor::{self, MonitorEvent, Notice, NoticeKind},
+    exposure::Exposure,
+    monitor::{self, ExposureChange, MonitorEvent, Notice, NoticeKind},
     report::{self, ResyncSummary},
     rules::eval,
     safe_text::safe_str,
@@ -26,6 +29,7 @@ impl From<&PortEvent> for Line {
             netns: l.netns,
             cgroup: l.cgroup.clone(),
             container: l.container.clone(),
+            exposure: l.exposure.clone(),
             ts: ev.ts,
             source: ev.source,
         };
@@ -33,6 +37,28 @@ impl From<&PortEvent> for Line {
             Change::Opened => Line::Opened(port),
             Change::Closed => Line::Closed(port),
         }
+    }
+}
+
+impl From<&ExposureChange> for Line {
+    fn from(c: &ExposureChange) -> Line {
+        let l = &c.listener;
+        Line::ExposureChanged(ExposureChanged {
+            proto: l.proto,
+            address: l.address,
+            port: l.port,
+            pid: l.pid,
+            comm: l.comm.clone(),
+            uid: l.uid,
+            netns: l.netns,
+            cgroup: l.cgroup.clone(),
+            container: l.container.clone(),
+            exposure: l.exposure.clone().unwrap_or(Exposure::Unknown {
+                why: "not judged".into(),
+            }),
+            before: c.before.clone(),
+            ts: c.ts,
+        })
     }
 }
 
@@ -161,6 +187,20 @@ impl Line {
                 proto: a.proto,
                 ts: a.ts,
             }),
+            Line::ExposureChanged(c) => MonitorEvent::ExposureChanged(ExposureChange {
+                listener: Listener {
+                    pid: c.pid,
+                    comm: c.comm,
+                    uid: c.uid,
+                    netns: c.netns,
+                    cgroup: c.cgroup,
+                    container: c.container,
+                    exposure: Some(c.exposure),
+                    ..Listener::new(c.proto, c.address, c.port)
+                },
+                before: c.before,
+                ts: c.ts,
+            }),
             Line::RulesReloaded(m) => notice(NoticeKind::RulesReloaded, m),
             Line::RulesError(m) => notice(NoticeKind::RulesError, m),
             Line::Warning(m) => notice(NoticeKind::Warning, m),
@@ -200,6 +240,7 @@ fn port_event(p: Port, change: Change) -> PortEvent {
             container: p.container,
             // A live open is when it opened; the baseline's age is unknown.
             opened_at: (change == Change::Opened && p.source != Source::Baseline).then_some(p.ts),
+            exposure: p.exposure,
         },
         ts: p.ts,
         source: p.source,

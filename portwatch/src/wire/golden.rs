@@ -8,7 +8,7 @@ use super::*;
 use crate::{
     container::Container,
     event::{Change, Listener, PortEvent},
-    monitor::{Notice, NoticeKind},
+    monitor::{ExposureChange, Notice, NoticeKind},
     report::{ResyncSummary, Stats},
     rules::eval::Alert,
 };
@@ -88,6 +88,37 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
                 listener: udp,
                 ts: ts(),
                 source: Source::Baseline,
+            })
+            .to_json(),
+        ),
+        (
+            "opened with exposure",
+            Line::from(&PortEvent {
+                change: Change::Opened,
+                listener: Listener {
+                    address: "0.0.0.0".parse().unwrap(),
+                    exposure: Some(Exposure::Reachable {
+                        reachable_via: vec!["eth0".into()],
+                    }),
+                    ..listener()
+                },
+                ts: ts(),
+                source: Source::Ebpf,
+            })
+            .to_json(),
+        ),
+        (
+            "exposure_changed",
+            Line::from(&ExposureChange {
+                listener: Listener {
+                    address: "0.0.0.0".parse().unwrap(),
+                    exposure: Some(Exposure::Unknown {
+                        why: "`rule 4 of chain inet filter input` (the expression fib)".into(),
+                    }),
+                    ..listener()
+                },
+                before: Exposure::Filtered,
+                ts: ts(),
             })
             .to_json(),
         ),

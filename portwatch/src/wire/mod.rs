@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     container::Container,
     event::{Proto, Source},
+    exposure::Exposure,
     report::ResyncReason,
     rules::model::Severity,
 };
@@ -45,6 +46,8 @@ pub enum Line {
     Opened(Port),
     /// A TCP listener closed, or a bound UDP port was released.
     Closed(Port),
+    /// Who can reach a listener changed.
+    ExposureChanged(ExposureChanged),
     /// The watcher is attached; the baseline's `opened` lines came first.
     Ready(Ready),
     /// A procfs rescan ran and found what events had missed.
@@ -121,10 +124,39 @@ pub struct Port {
     /// The owner's cgroup v2 path, made safe.
     pub cgroup: String,
     pub container: Option<Container>,
+    /// Who can reach it, judged for its network namespace: `exposure`
+    /// (`loopback`, `filtered`, `reachable`, `unknown`) with
+    /// `reachable_via` or `why`. Absent where nothing judged it.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
     #[serde(with = "micros")]
     #[schemars(with = "DateTime<Utc>")]
     pub ts: DateTime<Utc>,
     pub source: Source,
+}
+
+/// A listener's exposure changed (a rule, an address or an interface
+/// changed in its namespace): the listener with its exposure now, and
+/// what it was `before`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExposureChanged {
+    pub proto: Proto,
+    pub address: IpAddr,
+    pub port: u16,
+    pub pid: u32,
+    pub comm: String,
+    pub uid: u32,
+    pub netns: u64,
+    pub cgroup: String,
+    pub container: Option<Container>,
+    /// Its exposure now (`exposure` with `reachable_via` or `why`).
+    #[serde(flatten)]
+    pub exposure: Exposure,
+    /// Its exposure before.
+    pub before: Exposure,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -11,7 +11,7 @@ use crate::connect::{self, DaemonLines};
 
 /// What the UI gets next.
 pub enum Fed {
-    Event(MonitorEvent),
+    Event(Box<MonitorEvent>),
     /// The daemon dropped this client's events; a fresh baseline follows.
     Lost(u64),
     /// A line of a newer daemon's that this version cannot read: skipped,
@@ -36,7 +36,7 @@ impl Feed {
     /// read is returned in the same poll that reads it.
     pub async fn next(&mut self) -> anyhow::Result<Fed> {
         match self {
-            Feed::Local(m) => Ok(Fed::Event(m.next().await?)),
+            Feed::Local(m) => Ok(Fed::Event(Box::new(m.next().await?))),
             Feed::Remote { lines, path } => loop {
                 let Some(line) = lines
                     .next_line()
@@ -62,7 +62,7 @@ impl Feed {
                     // newer daemon's lines) is skipped.
                     other => {
                         if let Some(ev) = other.into_monitor_event() {
-                            return Ok(Fed::Event(ev));
+                            return Ok(Fed::Event(Box::new(ev)));
                         }
                     }
                 }

@@ -84,6 +84,7 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
                 rules,
                 sample_interval: refresh,
                 settle: args.engine.settle(),
+                ..MonitorConfig::default()
             })?;
             app.set_rules(editable);
             // The reason is said in full (its fix is at its end), in the
@@ -204,7 +205,7 @@ async fn event_loop(
             fed = feed.next() => match fed? {
                 Fed::Event(ev) => {
                     let mut name = |uid| users.name(uid);
-                    app.on_monitor(ev, &mut name)
+                    app.on_monitor(*ev, &mut name)
                 }
                 Fed::Lost(events) => {
                     app.on_lost(events);

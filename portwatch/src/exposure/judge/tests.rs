@@ -88,6 +88,7 @@ fn host_firewall() -> NetnsFacts {
                 rule(tcp_dport(&[8080]), Verdict::Reject, "tcp dport 8080 reject"),
             ],
         )],
+        ..NetnsFacts::default()
     }
 }
 
@@ -125,6 +126,7 @@ fn without_rules_every_up_interface_reaches_a_wildcard_listener() {
     let mut f = NetnsFacts {
         interfaces: lo_and_eth0(),
         chains: Vec::new(),
+        ..NetnsFacts::default()
     };
     assert_eq!(at("0.0.0.0", 5432, &f), reachable(&["eth0"]));
     f.interfaces[1].up = false;
@@ -299,6 +301,7 @@ fn family_chains_see_only_their_family() {
             family: Some(true),
             ..base("ip6 filter input", 0, Verdict::Drop, Vec::new())
         }],
+        ..NetnsFacts::default()
     };
     assert_eq!(at("192.0.2.10", 80, &f), reachable(&["eth0"]));
     assert_eq!(at("2001:db8::10", 80, &f), Exposure::Filtered);

@@ -1,0 +1,182 @@
+//! nftables as the kernel lists it over netlink (tables' chains, rules as
+//! register bytecode, sets and their elements), translated into the
+//! model's chains. Pure: the messages are read elsewhere (`sys::nft`).
+//!
+//! iptables-nft's rules are nftables rules too: its native expressions
+//! translate like any others, its `xt` compat matches are named as beyond
+//! the model, its REJECT target is a reject.
+
+mod expr;
+mod sets;
+#[cfg(test)]
+mod tests;
+
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, Hook as NlHook, RuleAttribute, RuleMessage,
+};
+
+pub(crate) use sets::{RawSet, SetElement};
+
+use super::model::{Chain, Dnat, Hook, Match, Rule, Verdict};
+
+/// `NFPROTO_*`: the family of a table.
+pub(crate) mod family {
+    pub(crate) const INET: u8 = 1;
+    pub(crate) const IPV4: u8 = 2;
+    pub(crate) const ARP: u8 = 3;
+    pub(crate) const NETDEV: u8 = 5;
+    pub(crate) const BRIDGE: u8 = 7;
+    pub(crate) const IPV6: u8 = 10;
+}
+
+/// One namespace's ruleset as netlink lists it: each message with the
+/// family of its table.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawRuleset {
+    pub chains: Vec<(u8, ChainMessage)>,
+    pub rules: Vec<(u8, RuleMessage)>,
+    pub sets: Vec<RawSet>,
+    /// Interface indexes and names, for `iif` / `meta iif` matches.
+    pub interfaces: Vec<(u32, String)>,
+}
+
+/// The ruleset's chains, ready to judge, and its DNAT rules.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Translated {
+    pub chains: Vec<Chain>,
+    pub dnat: Vec<Dnat>,
+}
+
+fn family_name(f: u8) -> &'static str {
+    match f {
+        family::INET => "inet",
+        family::IPV4 => "ip",
+        family::IPV6 => "ip6",
+        family::ARP => "arp",
+        family::NETDEV => "netdev",
+        family::BRIDGE => "bridge",
+        _ => "unknown",
+    }
+}
+
+/// `family table chain`: how the model names a chain.
+fn chain_name(f: u8, table: &str, chain: &str) -> String {
+    format!("{} {table} {chain}", family_name(f))
+}
+
+/// Translates a ruleset. Chains of families that carry no IP traffic to
+/// a listener (arp, bridge) are left out.
+pub(crate) fn translate(raw: &RawRuleset) -> Translated {
+    let mut out = Translated::default();
+    for (f, msg) in &raw.chains {
+        if matches!(*f, family::ARP | family::BRIDGE) {
+            continue;
+        }
+        let Some(mut chain) = chain_of(*f, msg) else {
+            continue;
+        };
+        let (table, name) = table_and_name(msg);
+        for (rf, rule) in &raw.rules {
+            let (rt, rc, handle) = rule_place(rule);
+            if *rf == *f && rt == table && rc == name {
+                let text = format!("rule {handle} of chain {}", chain.name);
+                let translated = expr::rule(*f, &table, rule, raw, text);
+                if chain.hook == Some(Hook::Prerouting) {
+                    out.dnat.extend(expr::dnat_of(&translated));
+                }
+                chain.rules.push(translated);
+            }
+        }
+        out.chains.push(chain);
+    }
+    out
+}
+
+fn table_and_name(msg: &ChainMessage) -> (String, String) {
+    let mut table = String::new();
+    let mut name = String::new();
+    for a in &msg.attributes {
+        match a {
+            ChainAttribute::Table(t) => table.clone_from(t),
+            ChainAttribute::Name(n) => name.clone_from(n),
+            _ => {}
+        }
+    }
+    (table, name)
+}
+
+fn rule_place(rule: &RuleMessage) -> (String, String, u64) {
+    let mut table = String::new();
+    let mut chain = String::new();
+    let mut handle = 0;
+    for a in &rule.attributes {
+        match a {
+            RuleAttribute::Table(t) => table.clone_from(t),
+            RuleAttribute::Chain(c) => chain.clone_from(c),
+            RuleAttribute::Handle(h) => handle = *h,
+            _ => {}
+        }
+    }
+    (table, chain, handle)
+}
+
+/// A chain without its rules: where it hooks, its priority and policy.
+fn chain_of(f: u8, msg: &ChainMessage) -> Option<Chain> {
+    let (table, name) = table_and_name(msg);
+    if table.is_empty() || name.is_empty() {
+        return None;
+    }
+    let mut hook = None;
+    let mut priority = 0;
+    // A base chain's policy is accept unless it says drop (NF_DROP = 0).
+    let mut policy = Verdict::Accept;
+    for a in &msg.attributes {
+        match a {
+            ChainAttribute::Hook(parts) => {
+                for p in parts {
+                    match p {
+                        NlHook::Number(n) => hook = Some(hook_of(f, u32::from(*n))),
+                        // The kernel sends the signed priority as its bits.
+                        NlHook::Priority(p) => priority = i32::from_ne_bytes(p.to_ne_bytes()),
+                        _ => {}
+                    }
+                }
+            }
+            ChainAttribute::Policy(0) => policy = Verdict::Drop,
+            _ => {}
+        }
+    }
+    Some(Chain {
+        name: chain_name(f, &table, &name),
+        hook,
+        priority,
+        policy,
+        family: match f {
+            family::IPV4 => Some(false),
+            family::IPV6 => Some(true),
+            _ => None,
+        },
+        rules: Vec::new(),
+    })
+}
+
+/// `NF_INET_*` hook numbers (`NF_NETDEV_INGRESS` is 0 in netdev tables).
+fn hook_of(f: u8, n: u32) -> Hook {
+    match (f, n) {
+        (family::NETDEV, 0) => Hook::Ingress,
+        (family::NETDEV, _) => Hook::Other,
+        (_, 0) => Hook::Prerouting,
+        (_, 1) => Hook::Input,
+        (_, 5) => Hook::Ingress,
+        _ => Hook::Other,
+    }
+}
+
+/// What a rule that only has `matches` and a verdict looks like.
+pub(crate) fn rule_of(matches: Vec<Match>, verdict: Verdict, text: String) -> Rule {
+    Rule {
+        matches,
+        verdict,
+        text,
+    }
+}

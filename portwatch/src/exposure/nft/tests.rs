@@ -1,0 +1,348 @@
+//! Rules as netlink lists them (register bytecode), translated and
+//! judged: the shapes `nft` and iptables-nft write for the common rules,
+//! and what stays beyond the model.
+
+use netlink_packet_core::DefaultNla;
+use netlink_packet_netfilter::nftables::{
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
+    Hook as NlHook, HookNumber, Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey,
+    Operator, Payload, Register, RuleAttribute, RuleMessage, Verdict as NlVerdict,
+    VerdictAttribute,
+};
+
+use super::*;
+use crate::{
+    event::Proto,
+    exposure::{Exposure, Interface, NetnsFacts, judge},
+};
+
+const R1: Register = Register::Reg1;
+
+fn expr(name: &str, data: Expressions) -> ListAttribute<ExpressionAttribute> {
+    ListAttribute::Element(vec![
+        ExpressionAttribute::Name(name.into()),
+        ExpressionAttribute::Data(data),
+    ])
+}
+
+fn other(name: &str, attrs: Vec<(u16, Vec<u8>)>) -> ListAttribute<ExpressionAttribute> {
+    expr(
+        name,
+        Expressions::Other {
+            expression_type: name.into(),
+            attributes: attrs
+                .into_iter()
+                .map(|(k, v)| DefaultNla::new(k, v))
+                .collect(),
+        },
+    )
+}
+
+fn meta(key: MetaKey) -> ListAttribute<ExpressionAttribute> {
+    expr(
+        "meta",
+        Expressions::Meta(vec![Meta::DestinationRegister(R1), Meta::Key(key)]),
+    )
+}
+
+fn cmp(op: Operator, data: &[u8]) -> ListAttribute<ExpressionAttribute> {
+    expr(
+        "cmp",
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(R1),
+            Cmp::Op(op),
+            Cmp::Data(DataAttribute::Value(data.to_vec())),
+        ]),
+    )
+}
+
+fn dport() -> ListAttribute<ExpressionAttribute> {
+    expr(
+        "payload",
+        Expressions::Payload(vec![
+            Payload::DestinationRegister(R1),
+            Payload::Base(2),
+            Payload::Offset(2),
+            Payload::Len(2),
+        ]),
+    )
+}
+
+fn tcp() -> Vec<ListAttribute<ExpressionAttribute>> {
+    vec![meta(MetaKey::L4Proto), cmp(Operator::Equal, &[6])]
+}
+
+fn verdict(code: NlVerdict, chain: Option<&str>) -> ListAttribute<ExpressionAttribute> {
+    let mut v = vec![VerdictAttribute::Code(code)];
+    v.extend(chain.map(|c| VerdictAttribute::Chain(c.into())));
+    expr(
+        "immediate",
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Verdict),
+            Immediate::Data(DataAttribute::Verdict(v)),
+        ]),
+    )
+}
+
+fn accept() -> ListAttribute<ExpressionAttribute> {
+    verdict(NlVerdict::Other(1), None)
+}
+
+fn rule(
+    chain: &str,
+    handle: u64,
+    exprs: Vec<ListAttribute<ExpressionAttribute>>,
+) -> (u8, RuleMessage) {
+    (
+        family::INET,
+        RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table("filter".into()),
+                RuleAttribute::Chain(chain.into()),
+                RuleAttribute::Handle(handle),
+                RuleAttribute::Expressions(exprs),
+            ],
+        },
+    )
+}
+
+fn base_chain(name: &str, hook: InetHookNumber, priority: i32, drop: bool) -> (u8, ChainMessage) {
+    (
+        family::INET,
+        ChainMessage {
+            attributes: vec![
+                ChainAttribute::Table("filter".into()),
+                ChainAttribute::Name(name.into()),
+                ChainAttribute::Hook(vec![
+                    NlHook::Number(HookNumber::Inet(hook)),
+                    NlHook::Priority(u32::from_ne_bytes(priority.to_ne_bytes())),
+                ]),
+                ChainAttribute::Policy(u32::from(!drop)),
+            ],
+        },
+    )
+}
+
+fn facts(raw: &RawRuleset) -> NetnsFacts {
+    let t = translate(raw);
+    NetnsFacts {
+        interfaces: vec![
+            Interface {
+                name: "lo".into(),
+                loopback: true,
+                up: true,
+                addresses: vec!["127.0.0.1".parse().unwrap()],
+            },
+            Interface {
+                name: "eth0".into(),
+                loopback: false,
+                up: true,
+                addresses: vec!["192.0.2.1".parse().unwrap()],
+            },
+        ],
+        chains: t.chains,
+        dnat: t.dnat,
+        legacy_tables: Vec::new(),
+    }
+}
+
+fn exposure_of(f: &NetnsFacts, port: u16) -> Exposure {
+    judge(Proto::Tcp, "0.0.0.0".parse().unwrap(), port, f)
+}
+
+/// `nft add table inet filter` with a drop policy, `iifname "lo"
+/// accept`, `ct state established,related accept`, `tcp dport { 22, 80 }
+/// accept` and `tcp dport 8080 reject`, as nft compiles them.
+fn host_firewall() -> RawRuleset {
+    let mut lo = [0u8; 16];
+    lo[..2].copy_from_slice(b"lo");
+    RawRuleset {
+        chains: vec![base_chain("input", InetHookNumber::LocalIn, 0, true)],
+        rules: vec![
+            rule(
+                "input",
+                1,
+                vec![meta(MetaKey::Iifname), cmp(Operator::Equal, &lo), accept()],
+            ),
+            rule(
+                "input",
+                2,
+                vec![
+                    other(
+                        "ct",
+                        vec![
+                            (1, 1u32.to_be_bytes().to_vec()),
+                            (2, 0u32.to_be_bytes().to_vec()),
+                        ],
+                    ),
+                    expr(
+                        "bitwise",
+                        Expressions::Bitwise(vec![
+                            Bitwise::SourceRegister(R1),
+                            Bitwise::DestinationRegister(R1),
+                            Bitwise::Length(4),
+                            Bitwise::Mask(DataAttribute::Value(6u32.to_ne_bytes().to_vec())),
+                            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+                        ]),
+                    ),
+                    cmp(Operator::NotEqual, &[0; 4]),
+                    accept(),
+                ],
+            ),
+            rule(
+                "input",
+                3,
+                [
+                    tcp(),
+                    vec![
+                        dport(),
+                        expr(
+                            "lookup",
+                            Expressions::Lookup(vec![
+                                Lookup::Set("__set0".into()),
+                                Lookup::SourceRegister(R1),
+                            ]),
+                        ),
+                        accept(),
+                    ],
+                ]
+                .concat(),
+            ),
+            rule(
+                "input",
+                4,
+                [
+                    tcp(),
+                    vec![
+                        dport(),
+                        cmp(Operator::Equal, &8080u16.to_be_bytes()),
+                        other("reject", vec![]),
+                    ],
+                ]
+                .concat(),
+            ),
+        ],
+        sets: vec![RawSet {
+            family: family::INET,
+            table: "filter".into(),
+            name: "__set0".into(),
+            interval: false,
+            concat: false,
+            elements: [22u16, 80]
+                .iter()
+                .map(|p| SetElement {
+                    key: p.to_be_bytes().to_vec(),
+                    interval_end: false,
+                })
+                .collect(),
+        }],
+        interfaces: vec![(1, "lo".into()), (2, "eth0".into())],
+    }
+}
+
+#[test]
+fn a_host_firewall_translates_to_what_it_does() {
+    let f = facts(&host_firewall());
+    let reachable = Exposure::Reachable {
+        reachable_via: vec!["eth0".into()],
+    };
+    assert_eq!(exposure_of(&f, 22), reachable);
+    assert_eq!(exposure_of(&f, 80), reachable);
+    assert_eq!(exposure_of(&f, 8080), Exposure::Filtered);
+    assert_eq!(exposure_of(&f, 9000), Exposure::Filtered);
+    assert_eq!(
+        judge(Proto::Udp, "0.0.0.0".parse().unwrap(), 22, &f),
+        Exposure::Filtered
+    );
+}
+
+#[test]
+fn an_iptables_conntrack_match_is_a_ct_state_match() {
+    // struct xt_conntrack_mtinfo3 up to state_mask: --ctstate
+    // ESTABLISHED,RELATED with XT_CONNTRACK_STATE set.
+    let mut info = vec![0u8; 168];
+    info[146..148].copy_from_slice(&1u16.to_ne_bytes());
+    info[150..152].copy_from_slice(&6u16.to_ne_bytes());
+    let mut raw = host_firewall();
+    raw.rules[1].1.attributes[3] = RuleAttribute::Expressions(vec![
+        other(
+            "match",
+            vec![
+                (1, b"conntrack\0".to_vec()),
+                (2, 3u32.to_be_bytes().to_vec()),
+                (3, info),
+            ],
+        ),
+        accept(),
+    ]);
+    let f = facts(&raw);
+    assert_eq!(exposure_of(&f, 8080), Exposure::Filtered);
+    assert!(matches!(exposure_of(&f, 22), Exposure::Reachable { .. }));
+}
+
+#[test]
+fn an_expression_beyond_the_model_is_unknown_and_named() {
+    let mut raw = host_firewall();
+    raw.rules
+        .insert(0, rule("input", 9, vec![other("fib", vec![]), accept()]));
+    let Exposure::Unknown { why } = exposure_of(&facts(&raw), 9000) else {
+        panic!("a fib rule was judged");
+    };
+    assert!(why.contains("rule 9 of chain inet filter input"), "{why}");
+    assert!(why.contains("fib"), "{why}");
+}
+
+#[test]
+fn a_dnat_rule_is_read_and_sends_its_port_elsewhere() {
+    let mut raw = host_firewall();
+    raw.chains.push(base_chain(
+        "prerouting",
+        InetHookNumber::PreRouting,
+        -100,
+        false,
+    ));
+    let imm = |reg: Register, v: Vec<u8>| {
+        expr(
+            "immediate",
+            Expressions::Immediate(vec![
+                Immediate::DestinationRegister(reg),
+                Immediate::Data(DataAttribute::Value(v)),
+            ]),
+        )
+    };
+    raw.rules.push(rule(
+        "prerouting",
+        20,
+        [
+            tcp(),
+            vec![
+                dport(),
+                cmp(Operator::Equal, &22u16.to_be_bytes()),
+                imm(Register::Reg1, vec![192, 0, 2, 66]),
+                imm(Register::Reg2, 2222u16.to_be_bytes().to_vec()),
+                other(
+                    "nat",
+                    vec![
+                        (1, 1u32.to_be_bytes().to_vec()),
+                        (2, 2u32.to_be_bytes().to_vec()),
+                        (3, 1u32.to_be_bytes().to_vec()),
+                        (5, 2u32.to_be_bytes().to_vec()),
+                    ],
+                ),
+            ],
+        ]
+        .concat(),
+    ));
+    let f = facts(&raw);
+    assert_eq!(f.dnat.len(), 1, "{:?}", f.dnat);
+    assert_eq!(f.dnat[0].port, 22);
+    assert_eq!(
+        f.dnat[0].to_address,
+        "192.0.2.66".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(f.dnat[0].to_port, Some(2222));
+    // New connections to port 22 go to the other host, not to this
+    // listener.
+    assert_eq!(exposure_of(&f, 22), Exposure::Filtered);
+    assert!(matches!(exposure_of(&f, 80), Exposure::Reachable { .. }));
+}
