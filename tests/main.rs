@@ -16,6 +16,7 @@ mod containers;
 mod daemon;
 mod delivery;
 mod doctor;
+mod exposure;
 mod faults;
 mod files;
 mod hostile;

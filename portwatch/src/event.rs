@@ -131,6 +131,9 @@ pub struct Listener {
     /// Who can reach it, judged for its network namespace by a
     /// [`crate::monitor::Monitor`] or `list` (`None`: not judged).
     pub exposure: Option<crate::exposure::Exposure>,
+    /// DNAT rules (in any namespace) that send connections to it, each
+    /// with its own exposure.
+    pub published_as: Vec<crate::exposure::Published>,
 }
 
 impl Listener {
@@ -152,6 +155,7 @@ impl Listener {
             container: None,
             opened_at: None,
             exposure: None,
+            published_as: Vec::new(),
         }
     }
 
@@ -249,6 +253,7 @@ impl KernelEvent {
             container: self.container.clone(),
             opened_at: None,
             exposure: None,
+            published_as: Vec::new(),
         }
     }
 

@@ -55,4 +55,4 @@ pub use filter::{Filter, Scope};
 pub use monitor::{Monitor, MonitorConfig, MonitorEvent};
 pub use report::{ResyncReason, ResyncSummary, Stats};
 
-pub use listing::{list_listeners, list_sockets};
+pub use listing::{Listing, Unbacked, list, list_listeners, list_sockets};

@@ -2,19 +2,112 @@
 //! all-sockets view), read through the [`Host`] boundary so that they run
 //! on the fakes too.
 
+use std::{collections::HashMap, net::SocketAddr};
+
 use crate::{
     engine,
     error::Result,
     event::{Listener, Proto},
+    exposure::{self, Exposure, Published},
     filter::Filter,
     socket::SocketInfo,
+    sys::exposure_watch::FactsResult,
     sys::{Host, SocketQuery, SystemHost},
 };
 
 /// Every listening socket of `proto` (both when `None`) in every network
-/// namespace, with its owner, as `portwatch list` prints them.
+/// namespace, with its owner and its exposure.
 pub fn list_listeners(proto: Option<Proto>) -> Result<Vec<Listener>> {
-    listeners_on(&mut SystemHost::new(), proto)
+    Ok(list(proto)?.listeners)
+}
+
+/// What `portwatch list` shows: the listeners, and the ports DNAT rules
+/// publish that no listener is behind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Listing {
+    /// Every listening socket, with its owner, exposure and published
+    /// ports.
+    pub listeners: Vec<Listener>,
+    /// Published ports whose target no listener answers.
+    pub unbacked: Vec<Unbacked>,
+}
+
+/// A port a DNAT rule publishes, with no listener behind it: an exposure
+/// no socket shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unbacked {
+    pub published: Published,
+    /// Where the rule sends connections.
+    pub to: SocketAddr,
+}
+
+/// [`Listing`] of `proto` (both when `None`).
+pub fn list(proto: Option<Proto>) -> Result<Listing> {
+    let mut host = SystemHost::new();
+    let listeners = listeners_on(&mut host, proto)?;
+    Ok(judged(&mut host, listeners))
+}
+
+/// Judges each listener's exposure with the facts of its namespace (and
+/// portwatch's own), and finds the DNAT rules no listener is behind.
+fn judged(host: &mut dyn Host, mut listeners: Vec<Listener>) -> Listing {
+    let mut first: HashMap<u64, u32> = HashMap::new();
+    if let Some(own) = host.own_netns() {
+        first.insert(own, 0);
+    }
+    for l in listeners.iter().filter(|l| l.netns != 0) {
+        first.entry(l.netns).or_insert(l.pid);
+    }
+    let facts: HashMap<u64, FactsResult> = first
+        .into_iter()
+        .map(|(netns, pid)| (netns, host.netns_facts(netns, pid)))
+        .collect();
+    let read = || {
+        facts
+            .iter()
+            .filter_map(|(n, f)| f.as_ref().ok().map(|f| (*n, f.as_ref())))
+    };
+    for l in &mut listeners {
+        let (e, published) = match facts.get(&l.netns) {
+            Some(Ok(f)) => (
+                exposure::judge(l.proto, l.address, l.port, f),
+                exposure::published_as(l, f, read()),
+            ),
+            Some(Err(why)) => (
+                Exposure::Unknown {
+                    why: format!("network namespace {}: {why}", l.netns),
+                },
+                Vec::new(),
+            ),
+            None => (
+                Exposure::Unknown {
+                    why: "its network namespace is not known".into(),
+                },
+                Vec::new(),
+            ),
+        };
+        l.exposure = Some(e);
+        l.published_as = published;
+    }
+    let mut unbacked = Vec::new();
+    for (netns, f) in read() {
+        for d in &f.dnat {
+            let backed = listeners.iter().any(|l| {
+                matches!(facts.get(&l.netns), Some(Ok(own)) if exposure::forwards_to(d, l, own))
+            });
+            if !backed {
+                unbacked.push(Unbacked {
+                    published: Published::of(netns, d, f),
+                    to: SocketAddr::new(d.to_address, d.to_port.unwrap_or(d.port)),
+                });
+            }
+        }
+    }
+    unbacked.sort_by_key(|u| (u.published.port, u.published.netns));
+    Listing {
+        listeners,
+        unbacked,
+    }
 }
 
 /// Every TCP and UDP socket of `proto` (both when `None`), in any state,

@@ -83,24 +83,86 @@ pub fn event_header() -> String {
 
 /// A snapshot as a table like `ss -ltnp`.
 pub fn listeners_table(listeners: &[Listener]) -> String {
+    listing_table(&crate::Listing {
+        listeners: listeners.to_vec(),
+        unbacked: Vec::new(),
+    })
+}
+
+/// `list`'s table: each listener with its exposure (and the ports DNAT
+/// publishes for it), then each published port no listener is behind.
+pub fn listing_table(listing: &crate::Listing) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:<5} {:<28} {:>7}  {:<16} {:>6}\n",
-        "PROTO", "LOCAL", "PID", "COMM", "UID"
+        "{:<5} {:<28} {:>7}  {:<16} {:>6}  {}\n",
+        "PROTO", "LOCAL", "PID", "COMM", "UID", "EXPOSURE"
     );
-    for l in listeners {
+    for l in &listing.listeners {
+        let mut exposure = l.exposure.as_ref().map_or(String::new(), exposure_text);
+        for p in &l.published_as {
+            let _ = write!(
+                exposure,
+                "; published as {} ({})",
+                std::net::SocketAddr::new(p.address, p.port),
+                exposure_text(&p.exposure)
+            );
+        }
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "{:<5} {:<28} {:>7}  {:<16} {:>6}",
+            "{:<5} {:<28} {:>7}  {:<16} {:>6}  {}",
             l.proto.as_str(),
             l.socket(),
             l.pid,
             l.comm,
-            l.uid
+            l.uid,
+            exposure
+        );
+    }
+    for u in &listing.unbacked {
+        let p = &u.published;
+        let _ = writeln!(
+            out,
+            "{:<5} {:<28} {:>7}  {:<16} {:>6}  {}; DNAT to {}, no listener",
+            p.proto.as_str(),
+            std::net::SocketAddr::new(p.address, p.port),
+            "-",
+            "-",
+            "-",
+            exposure_text(&p.exposure),
+            u.to
         );
     }
     out
+}
+
+/// An exposure change, for people: `exposure of tcp 0.0.0.0:8080 (nginx,
+/// pid 42): filtered -> reachable via eth0`.
+pub fn exposure_change_line(c: &crate::monitor::ExposureChange) -> String {
+    let l = &c.listener;
+    format!(
+        "{} exposure of {} {} ({}, pid {}): {} -> {}",
+        crate::wire::format_ts(&c.ts),
+        l.proto.as_str(),
+        l.socket(),
+        l.comm,
+        l.pid,
+        exposure_text(&c.before),
+        l.exposure.as_ref().map_or_else(String::new, exposure_text)
+    )
+}
+
+/// An exposure in a few words: `reachable via eth0`, `unknown: why`.
+pub fn exposure_text(e: &crate::exposure::Exposure) -> String {
+    use crate::exposure::Exposure;
+    match e {
+        Exposure::Loopback => "loopback".into(),
+        Exposure::Filtered => "filtered".into(),
+        Exposure::Reachable { reachable_via } => {
+            format!("reachable via {}", safe_str(&reachable_via.join(",")))
+        }
+        Exposure::Unknown { why } => format!("unknown: {}", safe_str(why)),
+    }
 }
 
 #[cfg(test)]
@@ -189,7 +251,11 @@ mod tests {
     fn list_formats() {
         let l = event("web", "0.0.0.0").listener;
         let v: serde_json::Value =
-            serde_json::from_str(&crate::wire::list::to_json(std::slice::from_ref(&l))).unwrap();
+            serde_json::from_str(&crate::wire::list::to_json(&crate::Listing {
+                listeners: vec![l.clone()],
+                unbacked: Vec::new(),
+            }))
+            .unwrap();
         assert_eq!(v[0]["port"], 8080);
         assert_eq!(v[0]["address"], "0.0.0.0");
         let table = listeners_table(&[l]);

@@ -4,13 +4,16 @@
 use crate::{args::ListArgs, sink::Sink};
 
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
-    let mut listeners = portwatch::list_listeners(args.proto.proto())?;
-    listeners.sort_by_key(|l| (l.port, l.proto, l.address, l.netns, l.pid));
+    let mut listing = portwatch::list(args.proto.proto())?;
+    listing
+        .listeners
+        .sort_by_key(|l| (l.port, l.proto, l.address, l.netns, l.pid));
+    let listeners = &listing.listeners;
     let mut sink = Sink::new(args.json);
     if args.json {
-        sink.line(&portwatch::wire::list::to_json(&listeners))?;
+        sink.line(&portwatch::wire::list::to_json(&listing))?;
     } else {
-        sink.line(portwatch::output::listeners_table(&listeners).trim_end())?;
+        sink.line(portwatch::output::listing_table(&listing).trim_end())?;
     }
     sink.flush()?;
     if !rustix::process::geteuid().is_root() {

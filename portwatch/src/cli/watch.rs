@@ -78,6 +78,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             MonitorEvent::Resync(s) => crate::log::info(&output::resync_text(&s)),
             MonitorEvent::Notice(n) => crate::log::notice(&n),
+            MonitorEvent::ExposureChanged(c) if sink.is_json() => {
+                sink.line(&Line::from(&c).to_json())?;
+            }
+            MonitorEvent::ExposureChanged(c) => sink.line(&output::exposure_change_line(&c))?,
             // Alerts are the daemon's; what a newer library adds, too.
             _ => {}
         }

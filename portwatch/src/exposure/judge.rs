@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::{
     Exposure,
-    model::{Chain, CtState, Hook, Match, NetnsFacts, Packet, Rule, Verdict},
+    model::{Chain, CtState, Dnat, Hook, Match, NetnsFacts, Packet, Rule, Verdict},
 };
 use crate::event::Proto;
 
@@ -60,6 +60,12 @@ pub fn judge(proto: Proto, address: IpAddr, port: u16, facts: &NetnsFacts) -> Ex
             Outcome::Drop => {}
         }
     }
+    verdict(via, unknown, facts)
+}
+
+/// The interfaces that let a connection through, or why that cannot be
+/// said, as a verdict.
+fn verdict(via: Vec<String>, unknown: Option<String>, facts: &NetnsFacts) -> Exposure {
     if !via.is_empty() && !facts.legacy_tables.is_empty() {
         Exposure::Unknown {
             why: format!(
@@ -100,21 +106,31 @@ enum Outcome {
     Unknown(String),
 }
 
-/// Every base chain on the input hook, by priority: an accept in one
+/// One packet's walk through the chains.
+struct Walk<'a> {
+    facts: &'a NetnsFacts,
+    /// Judging a published port: the DNAT target it is published to.
+    published_to: Option<(IpAddr, u16)>,
+    /// That DNAT happened.
+    translated: bool,
+}
+
+/// Every base chain on `hooks`, by hook and priority: an accept in one
 /// passes the packet to the next; a drop anywhere is final. A chain that
 /// cannot be judged leaves the answer unknown, unless a later one surely
 /// drops.
-fn input_path(packet: &Packet<'_>, facts: &NetnsFacts) -> Outcome {
+fn path(packet: &Packet<'_>, w: &mut Walk<'_>, hooks: &[Hook]) -> Outcome {
     let v6 = packet.address.is_ipv6();
-    let mut bases: Vec<&Chain> = facts
+    let mut bases: Vec<&Chain> = w
+        .facts
         .chains
         .iter()
-        .filter(|c| c.hook.is_some_and(|h| h != Hook::Other) && c.family.is_none_or(|f| f == v6))
+        .filter(|c| c.hook.is_some_and(|h| hooks.contains(&h)) && c.family.is_none_or(|f| f == v6))
         .collect();
     bases.sort_by_key(|c| (c.hook, c.priority));
     let mut unknown = None;
     for chain in bases {
-        let decided = match run(chain, packet, facts, 0) {
+        let decided = match run(chain, packet, w, 0) {
             Decision::Fallthrough => match &chain.policy {
                 Verdict::Drop | Verdict::Reject => Decision::Drop,
                 _ => Decision::Accept,
@@ -130,6 +146,18 @@ fn input_path(packet: &Packet<'_>, facts: &NetnsFacts) -> Outcome {
         }
     }
     unknown.map_or(Outcome::Accept, Outcome::Unknown)
+}
+
+/// The hooks a new connection to a local listener passes.
+const INPUT: [Hook; 3] = [Hook::Ingress, Hook::Prerouting, Hook::Input];
+
+fn input_path(packet: &Packet<'_>, facts: &NetnsFacts) -> Outcome {
+    let mut w = Walk {
+        facts,
+        published_to: None,
+        translated: false,
+    };
+    path(packet, &mut w, &INPUT)
 }
 
 /// What a chain decided.
@@ -151,7 +179,7 @@ enum Holds {
     Unknown(String),
 }
 
-fn run(chain: &Chain, packet: &Packet<'_>, facts: &NetnsFacts, depth: usize) -> Decision {
+fn run(chain: &Chain, packet: &Packet<'_>, w: &mut Walk<'_>, depth: usize) -> Decision {
     if depth > MAX_DEPTH {
         return Decision::Unknown(format!(
             "chain {} is reached through more than {MAX_DEPTH} jumps",
@@ -170,7 +198,7 @@ fn run(chain: &Chain, packet: &Packet<'_>, facts: &NetnsFacts, depth: usize) -> 
                 }
                 return Decision::Unknown(why);
             }
-            Holds::Yes | Holds::ForSomeSources => apply(rule, packet, facts, depth),
+            Holds::Yes | Holds::ForSomeSources => apply(rule, packet, w, depth),
         };
         let some_sources = matches!(holds, Holds::ForSomeSources);
         let leaves = matches!(rule.verdict, Verdict::Return | Verdict::Goto(_));
@@ -197,28 +225,96 @@ fn run(chain: &Chain, packet: &Packet<'_>, facts: &NetnsFacts, depth: usize) -> 
 }
 
 /// A matched rule's verdict, as a decision of its chain.
-fn apply(rule: &Rule, packet: &Packet<'_>, facts: &NetnsFacts, depth: usize) -> Decision {
-    let chain = |name: &str| facts.chains.iter().find(|c| c.name == name);
+fn apply(rule: &Rule, packet: &Packet<'_>, w: &mut Walk<'_>, depth: usize) -> Decision {
     match &rule.verdict {
         Verdict::Accept => Decision::Accept,
         Verdict::Drop | Verdict::Reject => Decision::Drop,
         Verdict::Continue | Verdict::Return => Decision::Fallthrough,
         // NAT ends the chain; the packet goes on to this listener only
-        // if its destination stays the same.
+        // if its destination stays the same, or to the published target
+        // being judged.
         Verdict::Dnat { address, port } => {
-            let same = address.is_none_or(|a| unmapped(a) == packet.address)
-                && port.is_none_or(|p| p == packet.port);
-            if same {
+            let to = (
+                address.map_or(packet.address, unmapped),
+                port.unwrap_or(packet.port),
+            );
+            if w.published_to == Some(to) {
+                w.translated = true;
+                Decision::Accept
+            } else if to == (packet.address, packet.port) {
                 Decision::Accept
             } else {
                 Decision::Drop
             }
         }
-        Verdict::Jump(name) | Verdict::Goto(name) => match chain(name) {
-            Some(c) => run(c, packet, facts, depth + 1),
-            None => Decision::Unknown(format!("`{}` names no chain portwatch read", rule.text)),
-        },
+        Verdict::Jump(name) | Verdict::Goto(name) => {
+            match w.facts.chains.iter().find(|c| c.name == *name) {
+                Some(c) => run(c, packet, w, depth + 1),
+                None => Decision::Unknown(format!("`{}` names no chain portwatch read", rule.text)),
+            }
+        }
     }
+}
+
+/// The exposure of a port `dnat` publishes in the namespace `facts`
+/// describes: a new connection from outside to it passes the chains
+/// before routing, is translated by this rule, and passes the forward
+/// chains to its target.
+pub fn judge_published(dnat: &Dnat, facts: &NetnsFacts) -> Exposure {
+    let to = (unmapped(dnat.to_address), dnat.to_port.unwrap_or(dnat.port));
+    let mut via = Vec::new();
+    let mut unknown = None;
+    for iface in facts.interfaces.iter().filter(|i| i.up && !i.loopback) {
+        let mut outcome = Outcome::Drop;
+        let targets: Vec<IpAddr> = local_addresses(facts)
+            .filter(|a| a.is_ipv4() == to.0.is_ipv4())
+            .filter(|a| dnat.addresses.is_empty() || dnat.addresses.iter().any(|n| n.contains(a)))
+            .collect();
+        for target in targets {
+            let packet = Packet {
+                interface: &iface.name,
+                proto: dnat.proto,
+                address: target,
+                port: dnat.port,
+            };
+            let mut w = Walk {
+                facts,
+                published_to: Some(to),
+                translated: false,
+            };
+            let before = path(&packet, &mut w, &[Hook::Ingress, Hook::Prerouting]);
+            let result = match before {
+                Outcome::Accept if w.translated => {
+                    let forwarded = Packet {
+                        address: to.0,
+                        port: to.1,
+                        ..packet
+                    };
+                    path(&forwarded, &mut w, &[Hook::Forward])
+                }
+                // Not translated here (another rule came first, or its
+                // conditions do not hold on this interface).
+                Outcome::Accept => Outcome::Drop,
+                other => other,
+            };
+            match result {
+                Outcome::Accept => {
+                    outcome = Outcome::Accept;
+                    break;
+                }
+                Outcome::Unknown(why) => outcome = Outcome::Unknown(why),
+                Outcome::Drop => {}
+            }
+        }
+        match outcome {
+            Outcome::Accept => via.push(iface.name.clone()),
+            Outcome::Unknown(why) => {
+                unknown.get_or_insert(why);
+            }
+            Outcome::Drop => {}
+        }
+    }
+    verdict(via, unknown, facts)
 }
 
 fn holds(rule: &Rule, packet: &Packet<'_>) -> Holds {
@@ -226,7 +322,11 @@ fn holds(rule: &Rule, packet: &Packet<'_>) -> Holds {
     for m in &rule.matches {
         match one(m, packet) {
             Holds::No => return Holds::No,
-            Holds::Unknown(why) => result = Holds::Unknown(why),
+            // The first thing not understood is the one to name (what
+            // follows may only be reading its result).
+            Holds::Unknown(why) if !matches!(result, Holds::Unknown(_)) => {
+                result = Holds::Unknown(why);
+            }
             Holds::ForSomeSources if matches!(result, Holds::Yes) => {
                 result = Holds::ForSomeSources;
             }

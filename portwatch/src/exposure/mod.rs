@@ -16,9 +16,11 @@
 mod judge;
 mod model;
 pub(crate) mod nft;
+mod published;
 
-pub use judge::judge;
+pub use judge::{judge, judge_published};
 pub use model::{Chain, CtState, Dnat, Hook, Interface, Match, NetnsFacts, Packet, Rule, Verdict};
+pub use published::{Published, forwards_to, published_as};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,4 +37,16 @@ pub enum Exposure {
     Reachable { reachable_via: Vec<String> },
     /// A rule on the way cannot be judged soundly: which, in its own words.
     Unknown { why: String },
+}
+
+impl Exposure {
+    /// The verdict's name: `loopback`, `filtered`, `reachable`, `unknown`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Exposure::Loopback => "loopback",
+            Exposure::Filtered => "filtered",
+            Exposure::Reachable { .. } => "reachable",
+            Exposure::Unknown { .. } => "unknown",
+        }
+    }
 }

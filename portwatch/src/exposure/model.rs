@@ -30,8 +30,9 @@ pub enum Hook {
     Prerouting,
     /// After routing, for this host.
     Input,
-    /// Anything else (forward, output, postrouting): not on the path
-    /// judged here.
+    /// After routing, for another host (a published port's target).
+    Forward,
+    /// Anything else (output, postrouting): not on the path judged here.
     Other,
 }
 

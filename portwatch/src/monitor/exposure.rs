@@ -1,30 +1,38 @@
 //! Exposure for the monitor: each open listener judged with the facts of
-//! its network namespace, which a [`FactsSource`] reads and re-reads
-//! when they change (off the event path); a changed judgement is an
-//! event.
+//! its network namespace, and its published ports found in the DNAT
+//! rules of every namespace watched. A [`FactsSource`] reads the facts
+//! and reads them again when they change (off the event path); a changed
+//! judgement is an event.
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use crate::{
     event::{Listener, ListenerKey},
-    exposure::{self, Exposure},
+    exposure::{self, Exposure, NetnsFacts, Published},
     sys::exposure_watch::{FactsResult, FactsSource},
 };
+
+/// A listener's exposure and its published ports.
+pub(super) type Judgement = (Exposure, Vec<Published>);
 
 pub(super) struct Exposures {
     source: Box<dyn FactsSource>,
     facts: HashMap<u64, FactsResult>,
-    /// Namespaces being watched, with their open listeners.
+    /// Namespaces being watched, with their open listeners; portwatch's
+    /// own is always watched, for the DNAT rules of the host.
     watched: HashMap<u64, HashSet<ListenerKey>>,
-    judged: HashMap<ListenerKey, Exposure>,
+    own: Option<u64>,
+    judged: HashMap<ListenerKey, Judgement>,
 }
 
 impl Exposures {
     pub(super) fn new(source: Box<dyn FactsSource>) -> Self {
         Self {
+            own: source.own_netns(),
             source,
             facts: HashMap::new(),
             watched: HashMap::new(),
@@ -32,10 +40,13 @@ impl Exposures {
         }
     }
 
-    /// Reads the facts of the baseline's namespaces now, so that the
-    /// baseline is judged, and watches them.
+    /// Reads the facts of the baseline's namespaces (and portwatch's
+    /// own) now, so that the baseline is judged, and watches them.
     pub(super) fn read_baseline<'a>(&mut self, listeners: impl Iterator<Item = &'a Listener>) {
         let mut first: HashMap<u64, u32> = HashMap::new();
+        if let Some(own) = self.own {
+            first.insert(own, 0);
+        }
         for l in listeners.filter(|l| l.netns != 0) {
             first.entry(l.netns).or_insert(l.pid);
         }
@@ -47,20 +58,27 @@ impl Exposures {
         }
     }
 
-    fn judge(&self, l: &Listener) -> Exposure {
+    fn read_facts(&self) -> impl Iterator<Item = (u64, &NetnsFacts)> {
+        self.facts
+            .iter()
+            .filter_map(|(n, f)| f.as_ref().ok().map(|f| (*n, f.as_ref())))
+    }
+
+    fn judge(&self, l: &Listener) -> Judgement {
+        let unknown = |why: String| (Exposure::Unknown { why }, Vec::new());
         if l.netns == 0 {
-            return Exposure::Unknown {
-                why: "its network namespace is not known".into(),
-            };
+            return unknown("its network namespace is not known".into());
         }
         match self.facts.get(&l.netns) {
-            Some(Ok(facts)) => exposure::judge(l.proto, l.address, l.port, facts),
-            Some(Err(why)) => Exposure::Unknown {
-                why: format!("network namespace {}: {why}", l.netns),
-            },
-            None => Exposure::Unknown {
-                why: format!("the rules of network namespace {} are being read", l.netns),
-            },
+            Some(Ok(facts)) => (
+                exposure::judge(l.proto, l.address, l.port, facts),
+                exposure::published_as(l, facts, self.read_facts()),
+            ),
+            Some(Err(why)) => unknown(format!("network namespace {}: {why}", l.netns)),
+            None => unknown(format!(
+                "the rules of network namespace {} are being read",
+                l.netns
+            )),
         }
     }
 
@@ -70,21 +88,25 @@ impl Exposures {
             self.source.watch(l.netns, l.pid);
             self.watched.insert(l.netns, HashSet::new());
         }
-        let e = self.judge(l);
+        let judged = self.judge(l);
         if let Some(keys) = self.watched.get_mut(&l.netns) {
             keys.insert(l.key());
         }
-        self.judged.insert(l.key(), e.clone());
-        l.exposure = Some(e);
+        (l.exposure, l.published_as) = (Some(judged.0.clone()), judged.1.clone());
+        self.judged.insert(l.key(), judged);
     }
 
     /// A listener that closed carries its last judgement; a namespace
-    /// left with no listener is no longer watched.
+    /// left with no listener is no longer watched (but portwatch's own).
     pub(super) fn closed(&mut self, l: &mut Listener) {
-        l.exposure = self.judged.remove(&l.key()).or_else(|| Some(self.judge(l)));
+        let judged = self
+            .judged
+            .remove(&l.key())
+            .unwrap_or_else(|| self.judge(l));
+        (l.exposure, l.published_as) = (Some(judged.0), judged.1);
         if let Some(keys) = self.watched.get_mut(&l.netns) {
             keys.remove(&l.key());
-            if keys.is_empty() {
+            if keys.is_empty() && Some(l.netns) != self.own {
                 self.watched.remove(&l.netns);
                 self.facts.remove(&l.netns);
                 self.source.forget(l.netns);
@@ -99,25 +121,38 @@ impl Exposures {
         self.source.poll_changed(cx)
     }
 
-    /// New facts for `netns`: the open listeners whose judgement changed,
-    /// each with its exposure now, and the one before.
+    /// New facts for `netns`: the open listeners whose judgement changed
+    /// (a DNAT rule there may publish a listener anywhere), each with its
+    /// judgement now, and the one before.
     pub(super) fn new_facts<'a>(
         &mut self,
         netns: u64,
         facts: FactsResult,
         open: impl Iterator<Item = &'a Listener>,
-    ) -> Vec<(Listener, Exposure)> {
+    ) -> Vec<(Listener, Judgement)> {
         if !self.watched.contains_key(&netns) {
             return Vec::new();
         }
+        let unchanged = matches!(
+            (self.facts.get(&netns), &facts),
+            (Some(Ok(a)), Ok(b)) if Arc::ptr_eq(a, b) || a == b
+        );
         self.facts.insert(netns, facts);
+        if unchanged {
+            return Vec::new();
+        }
         let mut changed = Vec::new();
-        for l in open.filter(|l| l.netns == netns) {
+        // Only listeners already reported (one held back to settle is
+        // judged when it is reported).
+        let reported: Vec<&Listener> = open
+            .filter(|l| self.judged.contains_key(&l.key()))
+            .collect();
+        for l in reported {
             let now = self.judge(l);
             let before = self.judged.insert(l.key(), now.clone());
             if let Some(before) = before.filter(|b| *b != now) {
                 let mut l = l.clone();
-                l.exposure = Some(now);
+                (l.exposure, l.published_as) = (Some(now.0), now.1);
                 changed.push((l, before));
             }
         }
@@ -126,6 +161,6 @@ impl Exposures {
 
     /// The judgement of an open listener.
     pub(super) fn of(&self, key: &ListenerKey) -> Option<&Exposure> {
-        self.judged.get(key)
+        self.judged.get(key).map(|j| &j.0)
     }
 }

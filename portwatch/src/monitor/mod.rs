@@ -96,6 +96,8 @@ pub struct ExposureChange {
     /// The listener, with its exposure now.
     pub listener: Listener,
     pub before: Exposure,
+    /// Its published ports before.
+    pub before_published: Vec<crate::exposure::Published>,
     pub ts: DateTime<Utc>,
 }
 
@@ -427,11 +429,12 @@ impl Monitor {
         let Some(e) = &mut self.exposures else { return };
         let changed = e.new_facts(netns, facts, self.engine.listeners());
         let now = self.engine.host().wall_now();
-        for (listener, before) in changed {
+        for (listener, (before, before_published)) in changed {
             self.queue
                 .push_back(MonitorEvent::ExposureChanged(ExposureChange {
                     listener,
                     before,
+                    before_published,
                     ts: now,
                 }));
         }

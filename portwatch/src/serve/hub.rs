@@ -85,6 +85,13 @@ impl Hub {
 
     /// Sends `ev` to every client whose filter admits it.
     pub fn publish(&mut self, ev: &MonitorEvent, in_tree: &mut InTree<'_>) {
+        // A client that joins later has the exposure as it is now.
+        if let MonitorEvent::ExposureChanged(c) = ev {
+            for l in self.open.get_mut(&c.listener.key()).into_iter().flatten() {
+                l.exposure.clone_from(&c.listener.exposure);
+                l.published_as.clone_from(&c.listener.published_as);
+            }
+        }
         if let MonitorEvent::Port(p) = ev {
             let key = p.listener.key();
             match p.change {
@@ -205,6 +212,8 @@ impl Client {
                     && a.proto.is_none_or(|p| self.filter.wants(p))
             }
             MonitorEvent::Resync(_) | MonitorEvent::Notice(_) => true,
+            // Of a listener this client was told of.
+            MonitorEvent::ExposureChanged(c) => self.told.contains(&c.listener.key()),
             // Each client had its own when it joined; what a newer
             // library adds is not served.
             _ => false,
@@ -247,6 +256,7 @@ fn line_of(ev: &MonitorEvent) -> Option<String> {
         MonitorEvent::Alert(a) => Line::from(a),
         MonitorEvent::Resync(s) => Line::resync(s),
         MonitorEvent::Notice(n) => Line::from(n),
+        MonitorEvent::ExposureChanged(c) => Line::from(c),
         _ => return None,
     };
     let mut text = line.to_json();

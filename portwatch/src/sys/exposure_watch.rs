@@ -55,6 +55,8 @@ pub(crate) trait FactsSource: Send {
     /// Reads the facts of `netns` now, on the caller's thread (at
     /// start-up, for the baseline).
     fn read_now(&mut self, netns: u64, pid: u32) -> FactsResult;
+    /// portwatch's own network namespace.
+    fn own_netns(&self) -> Option<u64>;
 }
 
 enum Command {
@@ -87,17 +89,8 @@ impl SystemFacts {
         })
     }
 
-    /// A way into `netns` through `pid`: `Some(None)` for portwatch's
-    /// own namespace, `None` when `pid` is no longer in it.
     fn enter(&self, netns: u64, pid: u32) -> Option<Option<OwnedFd>> {
-        if pid == 0 || Some(netns) == self.own {
-            return Some(None);
-        }
-        // The same namespace still? The pid may have been reused.
-        match File::open(format!("/proc/{pid}/ns/net")) {
-            Ok(f) if f.metadata().is_ok_and(|m| m.ino() == netns) => Some(Some(OwnedFd::from(f))),
-            _ => None,
-        }
+        enter(netns, pid, self.own)
     }
 
     fn send(&mut self, c: Command) {
@@ -123,14 +116,38 @@ impl FactsSource for SystemFacts {
         self.changed.poll_recv(cx)
     }
 
-    fn read_now(&mut self, netns: u64, pid: u32) -> FactsResult {
-        let ns = self
-            .enter(netns, pid)
-            .ok_or("no process of it is left to enter it by")?;
-        facts_in(ns.as_ref().map(AsFd::as_fd))
-            .map(Arc::new)
-            .map_err(|e| format!("cannot read its rules and interfaces: {e}"))
+    fn own_netns(&self) -> Option<u64> {
+        self.own
     }
+
+    fn read_now(&mut self, netns: u64, pid: u32) -> FactsResult {
+        read_now(netns, pid, self.own)
+    }
+}
+
+/// A way into `netns` through `pid`: `Some(None)` for portwatch's own
+/// namespace (`own`), `None` when `pid` is no longer in it.
+fn enter(netns: u64, pid: u32, own: Option<u64>) -> Option<Option<OwnedFd>> {
+    if Some(netns) == own {
+        return Some(None);
+    }
+    if pid == 0 {
+        return None;
+    }
+    // The same namespace still? The pid may have been reused.
+    match File::open(format!("/proc/{pid}/ns/net")) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.ino() == netns) => Some(Some(OwnedFd::from(f))),
+        _ => None,
+    }
+}
+
+/// The facts of `netns`, read now through process `pid` (see
+/// [`FactsSource::read_now`]).
+pub(crate) fn read_now(netns: u64, pid: u32, own: Option<u64>) -> FactsResult {
+    let ns = enter(netns, pid, own).ok_or("no process of it is left to enter it by")?;
+    facts_in(ns.as_ref().map(AsFd::as_fd))
+        .map(Arc::new)
+        .map_err(|e| format!("cannot read its rules and interfaces: {e}"))
 }
 
 /// One watched namespace.

@@ -177,6 +177,10 @@ impl FactsSource for FakeFacts {
         }
     }
 
+    fn own_netns(&self) -> Option<u64> {
+        Some(NETNS)
+    }
+
     fn read_now(&mut self, netns: u64, _pid: u32) -> super::exposure_watch::FactsResult {
         let w = self.0.world();
         Ok(std::sync::Arc::new(
@@ -391,6 +395,17 @@ impl Host for FakeHost {
 
     fn ticks_per_second(&self) -> u64 {
         100
+    }
+
+    fn netns_facts(&mut self, netns: u64, _pid: u32) -> super::exposure_watch::FactsResult {
+        let w = self.0.world();
+        Ok(Arc::new(
+            w.netns_facts.get(&netns).cloned().unwrap_or_default(),
+        ))
+    }
+
+    fn own_netns(&self) -> Option<u64> {
+        Some(NETNS)
     }
 }
 

@@ -10,7 +10,7 @@ use netlink_packet_route::{
 use netlink_sys::protocols::NETLINK_ROUTE;
 
 use super::netlink_dump::{dump, socket};
-use crate::exposure::Interface;
+use crate::{exposure::Interface, safe_text::safe_str};
 
 /// The interfaces of the calling thread's network namespace, with their
 /// indexes.
@@ -32,7 +32,9 @@ pub(crate) fn interfaces_here() -> io::Result<Vec<(u32, Interface)>> {
         by_index.insert(
             link.header.index,
             Interface {
-                name: name.unwrap_or_else(|| format!("if{}", link.header.index)),
+                // Any user can name interfaces of a namespace of theirs:
+                // made safe here, as nftables' names are.
+                name: name.map_or_else(|| format!("if{}", link.header.index), |n| safe_str(&n)),
                 loopback: flags.contains(LinkFlags::Loopback),
                 // Up, and its carrier too: a veth whose peer is down
                 // carries nothing in.

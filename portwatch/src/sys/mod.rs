@@ -127,6 +127,11 @@ pub(crate) trait Host: Send {
     fn process_usage(&self, pid: u32) -> Option<ProcessUsage>;
     /// Clock ticks per second, the unit of [`ProcessUsage::cpu_ticks`].
     fn ticks_per_second(&self) -> u64;
+    /// The exposure facts of namespace `netns`, entered through process
+    /// `pid`.
+    fn netns_facts(&mut self, netns: u64, pid: u32) -> exposure_watch::FactsResult;
+    /// portwatch's own network namespace.
+    fn own_netns(&self) -> Option<u64>;
 }
 
 /// Attaches the kernel programs.
@@ -233,5 +238,13 @@ impl Host for SystemHost {
 
     fn ticks_per_second(&self) -> u64 {
         self.usage.ticks_per_second()
+    }
+
+    fn netns_facts(&mut self, netns: u64, pid: u32) -> exposure_watch::FactsResult {
+        exposure_watch::read_now(netns, pid, self.own_netns())
+    }
+
+    fn own_netns(&self) -> Option<u64> {
+        netns::of_process(std::process::id())
     }
 }

@@ -138,6 +138,7 @@ pub(crate) fn scan_listeners(
             container: None,
             opened_at: None,
             exposure: None,
+            published_as: Vec::new(),
         })
         .collect();
     Ok(Scan {

@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Alert, EventsLost, ExposureChanged, Line, Lost, Message, Port, Ready, Refusal, Resync, Stats,
+    Alert, EventsLost, ExposureChanged, Judged, Line, Lost, Message, Port, Ready, Refusal, Resync,
+    Stats,
 };
 use crate::{
     event::{Change, Listener, PortEvent, Source},
@@ -30,6 +31,7 @@ impl From<&PortEvent> for Line {
             cgroup: l.cgroup.clone(),
             container: l.container.clone(),
             exposure: l.exposure.clone(),
+            published_as: l.published_as.clone(),
             ts: ev.ts,
             source: ev.source,
         };
@@ -56,7 +58,11 @@ impl From<&ExposureChange> for Line {
             exposure: l.exposure.clone().unwrap_or(Exposure::Unknown {
                 why: "not judged".into(),
             }),
-            before: c.before.clone(),
+            published_as: l.published_as.clone(),
+            before: Judged {
+                exposure: c.before.clone(),
+                published_as: c.before_published.clone(),
+            },
             ts: c.ts,
         })
     }
@@ -196,9 +202,11 @@ impl Line {
                     cgroup: c.cgroup,
                     container: c.container,
                     exposure: Some(c.exposure),
+                    published_as: c.published_as,
                     ..Listener::new(c.proto, c.address, c.port)
                 },
-                before: c.before,
+                before: c.before.exposure,
+                before_published: c.before.published_as,
                 ts: c.ts,
             }),
             Line::RulesReloaded(m) => notice(NoticeKind::RulesReloaded, m),
@@ -241,6 +249,7 @@ fn port_event(p: Port, change: Change) -> PortEvent {
             // A live open is when it opened; the baseline's age is unknown.
             opened_at: (change == Change::Opened && p.source != Source::Baseline).then_some(p.ts),
             exposure: p.exposure,
+            published_as: p.published_as,
         },
         ts: p.ts,
         source: p.source,

@@ -118,6 +118,7 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
                     ..listener()
                 },
                 before: Exposure::Filtered,
+                before_published: Vec::new(),
                 ts: ts(),
             })
             .to_json(),
@@ -161,7 +162,45 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
             )
             .to_json(),
         ),
-        ("list", list::to_json(&[listener()])),
+        (
+            "list",
+            list::to_json(&crate::Listing {
+                listeners: vec![listener()],
+                unbacked: Vec::new(),
+            }),
+        ),
+        (
+            "list with a published port",
+            list::to_json(&crate::Listing {
+                listeners: vec![Listener {
+                    exposure: Some(Exposure::Filtered),
+                    published_as: vec![crate::exposure::Published {
+                        netns: 4026531840,
+                        address: "0.0.0.0".parse().unwrap(),
+                        port: 80,
+                        proto: Proto::Tcp,
+                        exposure: Exposure::Reachable {
+                            reachable_via: vec!["eth0".into()],
+                        },
+                    }],
+                    ..listener()
+                }],
+                unbacked: vec![crate::Unbacked {
+                    published: crate::exposure::Published {
+                        netns: 4026531840,
+                        address: "192.0.2.10".parse().unwrap(),
+                        port: 8443,
+                        proto: Proto::Tcp,
+                        exposure: Exposure::Unknown {
+                            why:
+                                "`rule 7 of chain ip filter FORWARD` (the iptables match addrtype)"
+                                    .into(),
+                        },
+                    },
+                    to: "172.17.0.2:443".parse().unwrap(),
+                }],
+            }),
+        ),
         ("lost", Line::lost(3, ts()).to_json()),
         (
             "error",

@@ -1,11 +1,17 @@
-//! `list --json`: one JSON array of the listeners open now.
+//! `list --json`: one JSON array of the listeners open now, and of the
+//! ports DNAT rules publish that no listener is behind.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{container::Container, event::Listener, event::Proto};
+use crate::{
+    container::Container,
+    event::{Listener, Proto},
+    exposure::{Exposure, Published},
+    listing::{Listing, Unbacked},
+};
 
 /// One element of `list --json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -14,7 +20,8 @@ pub struct ListEntry {
     pub proto: Proto,
     pub address: IpAddr,
     pub port: u16,
-    /// The owner; 0 when no process could be named.
+    /// The owner; 0 when no process could be named (and on a published
+    /// port no listener is behind).
     pub pid: u32,
     pub comm: String,
     pub uid: u32,
@@ -23,6 +30,16 @@ pub struct ListEntry {
     pub netns: u64,
     pub cgroup: String,
     pub container: Option<Container>,
+    /// Who can reach it: `exposure` with `reachable_via` or `why`.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+    /// DNAT rules that send connections to it, each with its exposure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_as: Vec<Published>,
+    /// Only on a port a DNAT rule publishes with no listener behind it:
+    /// where the rule sends connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnat_to: Option<SocketAddr>,
 }
 
 impl From<&Listener> for ListEntry {
@@ -38,12 +55,41 @@ impl From<&Listener> for ListEntry {
             netns: l.netns,
             cgroup: l.cgroup.clone(),
             container: l.container.clone(),
+            exposure: l.exposure.clone(),
+            published_as: l.published_as.clone(),
+            dnat_to: None,
+        }
+    }
+}
+
+impl From<&Unbacked> for ListEntry {
+    fn from(u: &Unbacked) -> ListEntry {
+        let p = &u.published;
+        ListEntry {
+            proto: p.proto,
+            address: p.address,
+            port: p.port,
+            pid: 0,
+            comm: String::new(),
+            uid: 0,
+            inode: None,
+            netns: p.netns,
+            cgroup: String::new(),
+            container: None,
+            exposure: Some(p.exposure.clone()),
+            published_as: Vec::new(),
+            dnat_to: Some(u.to),
         }
     }
 }
 
 /// The whole list, as `list --json` prints it.
-pub fn to_json(listeners: &[Listener]) -> String {
-    let rows: Vec<ListEntry> = listeners.iter().map(ListEntry::from).collect();
+pub fn to_json(listing: &Listing) -> String {
+    let rows: Vec<ListEntry> = listing
+        .listeners
+        .iter()
+        .map(ListEntry::from)
+        .chain(listing.unbacked.iter().map(ListEntry::from))
+        .collect();
     super::to_json(&rows)
 }

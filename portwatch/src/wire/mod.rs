@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     container::Container,
     event::{Proto, Source},
-    exposure::Exposure,
+    exposure::{Exposure, Published},
     report::ResyncReason,
     rules::model::Severity,
 };
@@ -129,10 +129,22 @@ pub struct Port {
     /// `reachable_via` or `why`. Absent where nothing judged it.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+    /// DNAT rules that send connections to it, each with its exposure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_as: Vec<Published>,
     #[serde(with = "micros")]
     #[schemars(with = "DateTime<Utc>")]
     pub ts: DateTime<Utc>,
     pub source: Source,
+}
+
+/// An exposure and published ports, as they were.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Judged {
+    #[serde(flatten)]
+    pub exposure: Exposure,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_as: Vec<Published>,
 }
 
 /// A listener's exposure changed (a rule, an address or an interface
@@ -152,8 +164,10 @@ pub struct ExposureChanged {
     /// Its exposure now (`exposure` with `reachable_via` or `why`).
     #[serde(flatten)]
     pub exposure: Exposure,
-    /// Its exposure before.
-    pub before: Exposure,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_as: Vec<Published>,
+    /// What it was before.
+    pub before: Judged,
     #[serde(with = "micros")]
     #[schemars(with = "DateTime<Utc>")]
     pub ts: DateTime<Utc>,

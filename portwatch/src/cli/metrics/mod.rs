@@ -42,6 +42,8 @@ pub struct Metrics {
     corrections: IntCounterVec,
     owners_full: IntCounter,
     listeners: IntGaugeVec,
+    exposed: IntGaugeVec,
+    exposure_changes: IntCounter,
     alerts: IntCounterVec,
     reloads: IntCounterVec,
     clients: IntGauge,
@@ -90,6 +92,17 @@ impl Metrics {
                 opts("listeners", "Listeners open now (TCP listening, UDP bound)"),
                 &["proto"],
             )?,
+            exposed: IntGaugeVec::new(
+                opts(
+                    "listeners_by_exposure",
+                    "Listeners open now, by who can reach them (loopback, filtered, reachable, unknown)",
+                ),
+                &["proto", "exposure"],
+            )?,
+            exposure_changes: IntCounter::with_opts(opts(
+                "exposure_changes_total",
+                "Listeners whose exposure changed while open",
+            ))?,
             alerts: IntCounterVec::new(
                 opts("alerts_total", "Alerts fired, by rule and severity"),
                 &["rule_id", "severity"],
@@ -131,6 +144,8 @@ impl Metrics {
         m.registry.register(Box::new(m.corrections.clone()))?;
         m.registry.register(Box::new(m.owners_full.clone()))?;
         m.registry.register(Box::new(m.listeners.clone()))?;
+        m.registry.register(Box::new(m.exposed.clone()))?;
+        m.registry.register(Box::new(m.exposure_changes.clone()))?;
         m.registry.register(Box::new(m.alerts.clone()))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry.register(Box::new(m.clients.clone()))?;
@@ -141,6 +156,9 @@ impl Metrics {
         // Present from the start, at 0, for both protocols.
         for proto in ["tcp", "udp"] {
             m.listeners.with_label_values(&[proto]).set(0);
+            for exposure in ["loopback", "filtered", "reachable", "unknown"] {
+                m.exposed.with_label_values(&[proto, exposure]).set(0);
+            }
         }
         Ok(m)
     }
@@ -154,9 +172,30 @@ impl Metrics {
                     .with_label_values(&[p.change.as_str(), proto])
                     .inc();
                 let open = self.listeners.with_label_values(&[proto]);
+                let exposed = p
+                    .listener
+                    .exposure
+                    .as_ref()
+                    .map(|e| self.exposed.with_label_values(&[proto, e.name()]));
                 match p.change {
-                    Change::Opened => open.inc(),
-                    Change::Closed => open.dec(),
+                    Change::Opened => {
+                        open.inc();
+                        exposed.inspect(|g| g.inc());
+                    }
+                    Change::Closed => {
+                        open.dec();
+                        exposed.inspect(|g| g.dec());
+                    }
+                }
+            }
+            MonitorEvent::ExposureChanged(c) => {
+                let proto = c.listener.proto.as_str();
+                self.exposure_changes.inc();
+                self.exposed
+                    .with_label_values(&[proto, c.before.name()])
+                    .dec();
+                if let Some(now) = &c.listener.exposure {
+                    self.exposed.with_label_values(&[proto, now.name()]).inc();
                 }
             }
             MonitorEvent::Ready(_) => self.ready.store(true, Ordering::Relaxed),

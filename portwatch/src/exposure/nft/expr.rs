@@ -21,6 +21,7 @@ use super::{RawRuleset, family, sets};
 use crate::{
     event::Proto,
     exposure::model::{CtState, Dnat, Match, Rule, Verdict},
+    safe_text::safe_str,
 };
 
 /// What a register holds.
@@ -219,7 +220,7 @@ impl Run<'_> {
                     "REJECT" => self.verdict = Verdict::Reject,
                     // Statements that decide nothing.
                     "LOG" | "NFLOG" | "MARK" | "CONNMARK" | "CT" => {}
-                    other => self.unknown(format!("the iptables target {other}")),
+                    other => self.unknown(format!("the iptables target {}", safe_str(other))),
                 }
             }
             ("match", Some(Expressions::Other { attributes, .. })) => {
@@ -245,13 +246,15 @@ impl Run<'_> {
                 match (name.as_str(), xt_states(&name, rev, &info)) {
                     ("comment", _) => {}
                     (_, Some(m)) => self.matches.push(m),
-                    (other, None) => self.unknown(format!("the iptables match {other}")),
+                    (other, None) => {
+                        self.unknown(format!("the iptables match {}", safe_str(other)))
+                    }
                 }
             }
             // Statements that decide nothing and change nothing a
             // listener's reachability depends on.
             ("counter" | "log" | "dynset" | "notrack" | "objref", _) => {}
-            (other, _) => self.unknown(format!("the expression {other}")),
+            (other, _) => self.unknown(format!("the expression {}", safe_str(other))),
         }
     }
 
@@ -486,13 +489,16 @@ impl Run<'_> {
             .iter()
             .find(|s| s.family == self.family && s.table == self.table && s.name == set)
         else {
-            self.unknown(format!("the set {set}, which portwatch did not read"));
+            self.unknown(format!(
+                "the set {}, which portwatch did not read",
+                safe_str(&set)
+            ));
             return;
         };
         if dreg.is_some() {
             // A map (`vmap`, `dnat to ... map`): one verdict or value per
             // key, which one rule cannot stand for.
-            self.unknown(format!("the map {}", set.name));
+            self.unknown(format!("the map {}", safe_str(&set.name)));
             return;
         }
         // NFT_LOOKUP_F_INV
@@ -501,7 +507,7 @@ impl Run<'_> {
         let m = loaded.and_then(|l| sets::membership(set, &l, negated, &self.raw.interfaces));
         match m {
             Some(m) => self.matches.push(m),
-            None => self.unknown(format!("a lookup in the set {}", set.name)),
+            None => self.unknown(format!("a lookup in the set {}", safe_str(&set.name))),
         }
     }
 
@@ -517,7 +523,16 @@ impl Run<'_> {
         }
         match (dreg, data) {
             (Some(Register::Verdict), Some(DataAttribute::Verdict(v))) => {
-                self.verdict = verdict_of(v);
+                // A jump names a chain of the same table.
+                self.verdict = match verdict_of(v) {
+                    Verdict::Jump(c) => {
+                        Verdict::Jump(super::chain_name(self.family, self.table, &c))
+                    }
+                    Verdict::Goto(c) => {
+                        Verdict::Goto(super::chain_name(self.family, self.table, &c))
+                    }
+                    other => other,
+                };
             }
             (Some(r), Some(DataAttribute::Value(v))) => {
                 self.regs.insert(slot(r), Loaded::Value(v.clone()));
@@ -646,9 +661,11 @@ fn verdict_of(attrs: &[VerdictAttribute]) -> Verdict {
 /// An interface name as `cmp` holds it: NUL-padded when exact; cut short
 /// for a prefix (`"eth*"`).
 fn iface_name(data: &[u8]) -> String {
+    // Made safe as interface names are (`sys::links`), so that the two
+    // still compare equal.
     match data.iter().position(|b| *b == 0) {
-        Some(end) => String::from_utf8_lossy(&data[..end]).into_owned(),
-        None => format!("{}*", String::from_utf8_lossy(data)),
+        Some(end) => safe_str(&String::from_utf8_lossy(&data[..end])),
+        None => format!("{}*", safe_str(&String::from_utf8_lossy(data))),
     }
 }
 

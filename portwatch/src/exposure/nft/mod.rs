@@ -18,6 +18,7 @@ use netlink_packet_netfilter::nftables::{
 pub(crate) use sets::{RawSet, SetElement};
 
 use super::model::{Chain, Dnat, Hook, Match, Rule, Verdict};
+use crate::safe_text::safe_str;
 
 /// `NFPROTO_*`: the family of a table.
 pub(crate) mod family {
@@ -60,8 +61,9 @@ fn family_name(f: u8) -> &'static str {
 }
 
 /// `family table chain`: how the model names a chain.
-fn chain_name(f: u8, table: &str, chain: &str) -> String {
-    format!("{} {table} {chain}", family_name(f))
+pub(super) fn chain_name(f: u8, table: &str, chain: &str) -> String {
+    // Whoever owns a namespace names its tables and chains: made safe.
+    format!("{} {} {}", family_name(f), safe_str(table), safe_str(chain))
 }
 
 /// Translates a ruleset. Chains of families that carry no IP traffic to
@@ -167,6 +169,7 @@ fn hook_of(f: u8, n: u32) -> Hook {
         (family::NETDEV, _) => Hook::Other,
         (_, 0) => Hook::Prerouting,
         (_, 1) => Hook::Input,
+        (_, 2) => Hook::Forward,
         (_, 5) => Hook::Ingress,
         _ => Hook::Other,
     }

@@ -115,7 +115,8 @@ pub(super) fn membership(
                 .iter()
                 .map(|e| {
                     let end = e.key.iter().position(|b| *b == 0).unwrap_or(e.key.len());
-                    String::from_utf8_lossy(&e.key[..end]).into_owned()
+                    // Made safe as interface names are.
+                    crate::safe_text::safe_str(&String::from_utf8_lossy(&e.key[..end]))
                 })
                 .collect(),
             negated,

@@ -1,0 +1,76 @@
+//! Published ports: a DNAT rule in some namespace that sends new
+//! connections to a listener (Docker without its userland proxy, a
+//! port-forward), judged as its own way in.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Exposure, NetnsFacts, judge::judge_published, model::Dnat};
+use crate::event::{Listener, Proto};
+
+/// One way in to a listener through a DNAT rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Published {
+    /// The namespace whose rule it is.
+    pub netns: u64,
+    /// The address the rule answers on (the wildcard: any of that
+    /// namespace's).
+    pub address: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+    /// Who can reach it there.
+    #[serde(flatten)]
+    pub exposure: Exposure,
+}
+
+impl Published {
+    /// The entry `dnat` of namespace `netns` makes.
+    pub fn of(netns: u64, dnat: &Dnat, facts: &NetnsFacts) -> Published {
+        let wildcard = if dnat.to_address.is_ipv4() {
+            IpAddr::from([0u8; 4])
+        } else {
+            IpAddr::from([0u16; 8])
+        };
+        Published {
+            netns,
+            address: match dnat.addresses.as_slice() {
+                [one] if one.prefix_len() == one.max_prefix_len() => one.addr(),
+                _ => wildcard,
+            },
+            port: dnat.port,
+            proto: dnat.proto,
+            exposure: judge_published(dnat, facts),
+        }
+    }
+}
+
+/// Whether `dnat` sends its connections to `l`, which is in a namespace
+/// with `own` facts.
+pub fn forwards_to(dnat: &Dnat, l: &Listener, own: &NetnsFacts) -> bool {
+    let to_port = dnat.to_port.unwrap_or(dnat.port);
+    let here = own
+        .interfaces
+        .iter()
+        .any(|i| i.addresses.contains(&dnat.to_address));
+    let answers = l.address == dnat.to_address
+        || (l.address.is_unspecified() && (l.address.is_ipv6() || dnat.to_address.is_ipv4()));
+    dnat.proto == l.proto && to_port == l.port && here && answers
+}
+
+/// Every published port of listener `l` (in a namespace with `own`
+/// facts), from the DNAT rules of the namespaces in `all`.
+pub fn published_as<'a>(
+    l: &Listener,
+    own: &NetnsFacts,
+    all: impl Iterator<Item = (u64, &'a NetnsFacts)>,
+) -> Vec<Published> {
+    let mut out = Vec::new();
+    for (netns, facts) in all {
+        for d in facts.dnat.iter().filter(|d| forwards_to(d, l, own)) {
+            out.push(Published::of(netns, d, facts));
+        }
+    }
+    out.sort_by_key(|p| (p.netns, p.port));
+    out
+}
