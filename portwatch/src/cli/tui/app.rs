@@ -352,6 +352,7 @@ impl App {
         self.areas = Areas::compute(
             size,
             self.columns(),
+            self.sort.column,
             self.details.is_some(),
             self.pane != Pane::None,
             self.editing_filter || !self.filter_text.is_empty(),
@@ -390,6 +391,8 @@ impl App {
                         .map(|c| c.label())
                         .unwrap_or_default(),
                     netns: t.listener.netns,
+                    exposure: t.listener.exposure.clone(),
+                    published: t.listener.published_as.clone(),
                     opened_at: t.opened_at,
                     fresh: t.closed_at.is_none()
                         && t.seen_at.is_some_and(|s| self.now - s < HIGHLIGHT),
@@ -496,6 +499,18 @@ impl App {
                 if let Some(e) = self.on_port(ev, user) {
                     effects.push(e);
                 }
+            }
+            MonitorEvent::ExposureChanged(c) => {
+                let key = c.listener.key();
+                for t in self.listeners.values_mut() {
+                    if t.closed_at.is_none() && t.listener.key() == key {
+                        t.listener.exposure.clone_from(&c.listener.exposure);
+                        t.listener.published_as.clone_from(&c.listener.published_as);
+                    }
+                }
+                self.status.message = portwatch::output::exposure_change_line(&c);
+                self.stale = true;
+                self.dirty = true;
             }
             MonitorEvent::Ready(r) => {
                 self.status.ready = true;
@@ -658,6 +673,8 @@ impl App {
                 process: s.comm,
                 container: s.container.as_ref().map(|c| c.label()).unwrap_or_default(),
                 netns: s.netns,
+                exposure: None,
+                published: Vec::new(),
                 opened_at: None,
                 fresh: false,
                 closed: false,

@@ -80,6 +80,16 @@ fn cell_style(item: &Item, column: Column) -> Style {
             "CLOSED" => Style::default().fg(Color::DarkGray),
             _ => Style::default().fg(Color::Yellow),
         },
+        // What the outside reaches stands out; what is sure not to, not.
+        Column::Exposure => match item.exposure {
+            Some(portwatch::exposure::Exposure::Reachable { .. }) => Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+            Some(portwatch::exposure::Exposure::Unknown { .. }) => {
+                Style::default().fg(Color::Magenta)
+            }
+            _ => Style::default().fg(Color::DarkGray),
+        },
         _ => Style::default(),
     }
 }
@@ -251,6 +261,22 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
         out.extend(kv_wrapped("local", &i.local.to_string(), w));
         if let Some(r) = i.remote {
             out.extend(kv_wrapped("remote", &r.to_string(), w));
+        }
+        if let Some(e) = &i.exposure {
+            out.extend(kv_wrapped(
+                "exposure",
+                &portwatch::output::exposure_text(e),
+                w,
+            ));
+        }
+        for p in &i.published {
+            let text = format!(
+                "{} (netns {}): {}",
+                std::net::SocketAddr::new(p.address, p.port),
+                p.netns,
+                portwatch::output::exposure_text(&p.exposure)
+            );
+            out.extend(kv_wrapped("published", &text, w));
         }
     }
     let Some(p) = &d.info else {

@@ -21,6 +21,8 @@ pub struct Fields<'a> {
     pub user: &'a str,
     pub container: &'a str,
     pub netns: u64,
+    /// `reachable`, `filtered`, `loopback`, `unknown` or `-`.
+    pub exposure: &'a str,
     pub exe: &'a str,
     pub cmdline: &'a str,
 }
@@ -37,6 +39,7 @@ enum Test {
     State(String),
     Pid(u32),
     Netns(u64),
+    Exposure(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +55,7 @@ pub struct Query {
 }
 
 /// The keys a term may have, for the error message.
-const KEYS: &str = "port, proto, addr, proc, user, container, state, pid, netns";
+const KEYS: &str = "port, proto, addr, proc, user, container, state, pid, netns, exposure";
 
 impl Query {
     /// Parses `text`, or says in one sentence what is wrong with it.
@@ -91,7 +94,16 @@ impl Query {
 fn is_key(key: &str) -> bool {
     matches!(
         key.to_ascii_lowercase().as_str(),
-        "port" | "proto" | "addr" | "proc" | "user" | "container" | "state" | "pid" | "netns"
+        "port"
+            | "proto"
+            | "addr"
+            | "proc"
+            | "user"
+            | "container"
+            | "state"
+            | "pid"
+            | "netns"
+            | "exposure"
     )
 }
 
@@ -175,6 +187,14 @@ fn parse_keyed(key: &str, value: &str) -> Result<Test, String> {
         "user" => Test::User(lower),
         "container" => Test::Container(lower),
         "state" => Test::State(lower),
+        "exposure" => match lower.as_str() {
+            "loopback" | "filtered" | "reachable" | "unknown" => Test::Exposure(lower),
+            _ => {
+                return Err(format!(
+                    "`{value}` is no exposure (loopback, filtered, reachable or unknown)"
+                ));
+            }
+        },
         _ => return Err(format!("unknown filter key `{key}` (keys: {KEYS})")),
     })
 }
@@ -213,6 +233,7 @@ impl Test {
             Test::User(u) => has(f.user, u),
             Test::Container(c) => has(f.container, c),
             Test::State(s) => has(f.state, s),
+            Test::Exposure(e) => f.exposure == e,
             Test::Pid(p) => f.pid == *p,
             Test::Netns(n) => f.netns == *n,
         }
@@ -234,6 +255,7 @@ mod tests {
             user: "alice",
             container: "docker:web",
             netns: 4026531840,
+            exposure: "reachable",
             exe: "/usr/bin/node",
             cmdline: "node server.js --port 8080",
         }
@@ -294,7 +316,7 @@ mod tests {
         let err = |q: &str| Query::parse(q).unwrap_err();
         assert_eq!(
             err("prot:tcp"),
-            "unknown filter key `prot` (keys: port, proto, addr, proc, user, container, state, pid, netns)"
+            "unknown filter key `prot` (keys: port, proto, addr, proc, user, container, state, pid, netns, exposure)"
         );
         assert_eq!(err("port:99999"), "`99999` is not a port (0-65535)");
         assert_eq!(err("port:90..80"), "the port range 90..80 is empty");

@@ -34,12 +34,13 @@ pub struct Areas {
 }
 
 /// Which columns go first when the table is too narrow for all.
-const PRIORITY: [Column; 11] = [
+const PRIORITY: [Column; 12] = [
     Column::Address,
     Column::Port,
     Column::Remote,
     Column::Proto,
     Column::State,
+    Column::Exposure,
     Column::Process,
     Column::Pid,
     Column::User,
@@ -48,13 +49,14 @@ const PRIORITY: [Column; 11] = [
     Column::Netns,
 ];
 
-/// The columns that fit in `room` cells (one between columns), most
-/// important first, shown in their own order: (index, width).
-fn fit(columns: &[Column], room: u16) -> Vec<(usize, u16)> {
+/// The columns that fit in `room` cells (one between columns), the
+/// sorted one first (a sort by a column not shown would puzzle), then the
+/// most important, shown in their own order: (index, width).
+fn fit(columns: &[Column], room: u16, sorted: Column) -> Vec<(usize, u16)> {
     let mut used: u16 = 0;
     let mut keep = vec![false; columns.len()];
-    for p in PRIORITY {
-        if let Some(i) = columns.iter().position(|c| *c == p) {
+    for p in std::iter::once(sorted).chain(PRIORITY) {
+        if let Some(i) = columns.iter().position(|c| *c == p).filter(|i| !keep[*i]) {
             let need = width(p) + u16::from(used > 0);
             if used + need <= room {
                 used += need;
@@ -79,6 +81,7 @@ pub fn width(c: Column) -> u16 {
         // Room for the sort's arrow: `PROTO▲`.
         Column::Proto => 6,
         Column::State => 10,
+        Column::Exposure => 10,
         Column::Process => 16,
         Column::Pid => 8,
         Column::User => 10,
@@ -92,6 +95,7 @@ impl Areas {
     pub fn compute(
         area: Rect,
         columns: &[Column],
+        sorted: Column,
         details: bool,
         pane: bool,
         filter: bool,
@@ -130,7 +134,7 @@ impl Areas {
         // Inside the border, one cell between columns.
         let mut x = table.x + 1;
         let mut cols = Vec::new();
-        for (i, w) in fit(columns, table.width.saturating_sub(2)) {
+        for (i, w) in fit(columns, table.width.saturating_sub(2), sorted) {
             cols.push((i, x, w));
             x = x.saturating_add(w + 1);
         }
@@ -169,6 +173,7 @@ mod tests {
         let a = Areas::compute(
             Rect::new(0, 0, 200, 50),
             &LISTENER_COLUMNS,
+            Column::Port,
             true,
             true,
             true,
@@ -184,6 +189,7 @@ mod tests {
         let plain = Areas::compute(
             Rect::new(0, 0, 100, 20),
             &LISTENER_COLUMNS,
+            Column::Port,
             false,
             false,
             false,
@@ -214,10 +220,10 @@ mod tests {
                 Column::Port,
                 Column::Proto,
                 Column::State,
+                Column::Exposure,
                 Column::Process,
                 Column::Pid,
                 Column::User,
-                Column::Age
             ]
         );
     }

@@ -35,6 +35,10 @@ pub struct Item {
     /// `runtime:name`, or empty on the host.
     pub container: String,
     pub netns: u64,
+    /// Who can reach it (`None`: not judged, as for the sockets view).
+    pub exposure: Option<portwatch::exposure::Exposure>,
+    /// DNAT rules that publish it.
+    pub published: Vec<portwatch::exposure::Published>,
     pub opened_at: Option<DateTime<Utc>>,
     /// Opened a moment ago: highlighted.
     pub fresh: bool,
@@ -59,6 +63,7 @@ pub enum Column {
     Remote,
     Proto,
     State,
+    Exposure,
     Process,
     Pid,
     User,
@@ -75,6 +80,7 @@ impl Column {
             Column::Remote => "REMOTE",
             Column::Proto => "PROTO",
             Column::State => "STATE",
+            Column::Exposure => "EXPOSURE",
             Column::Process => "PROCESS",
             Column::Pid => "PID",
             Column::User => "USER",
@@ -85,11 +91,12 @@ impl Column {
     }
 }
 
-pub const LISTENER_COLUMNS: [Column; 10] = [
+pub const LISTENER_COLUMNS: [Column; 11] = [
     Column::Address,
     Column::Port,
     Column::Proto,
     Column::State,
+    Column::Exposure,
     Column::Process,
     Column::Pid,
     Column::User,
@@ -193,6 +200,7 @@ pub fn cell(item: &Item, column: Column, now: DateTime<Utc>) -> String {
         Column::Remote => item.remote.map(|r| r.to_string()).unwrap_or_default(),
         Column::Proto => item.proto.as_str().into(),
         Column::State => item.state.into(),
+        Column::Exposure => exposure_name(item).into(),
         Column::Process => item.process.clone(),
         Column::Pid => {
             if item.pid == 0 {
@@ -215,6 +223,7 @@ fn compare(a: &Item, b: &Item, column: Column) -> Ordering {
         Column::Remote => a.remote.cmp(&b.remote),
         Column::Proto => a.proto.cmp(&b.proto),
         Column::State => a.state.cmp(b.state),
+        Column::Exposure => exposure_name(a).cmp(exposure_name(b)),
         Column::Process => a.process.to_lowercase().cmp(&b.process.to_lowercase()),
         Column::Pid => a.pid.cmp(&b.pid),
         Column::User => a.user.cmp(&b.user),
@@ -225,8 +234,15 @@ fn compare(a: &Item, b: &Item, column: Column) -> Ordering {
     }
 }
 
+/// `reachable`, `filtered`, `loopback`, `unknown`, or `-` when not
+/// judged.
+pub fn exposure_name(item: &Item) -> &'static str {
+    item.exposure.as_ref().map_or("-", |e| e.name())
+}
+
 fn fields<'a>(item: &'a Item, proc: Option<&'a ProcSummary>) -> Fields<'a> {
     Fields {
+        exposure: exposure_name(item),
         address: Some(item.local.ip()),
         port: item.local.port(),
         proto: item.proto.as_str(),
@@ -366,6 +382,8 @@ mod tests {
             user: "root".into(),
             container: container.into(),
             netns: 1,
+            exposure: None,
+            published: Vec::new(),
             opened_at: None,
             fresh: false,
             closed: false,

@@ -383,7 +383,7 @@ fn the_mouse_selects_scrolls_and_sorts() {
     a.on_mouse(click(5, 4));
     assert_eq!(a.selected_item().unwrap().local.port(), 80);
     // The PROCESS header.
-    let x = a.areas.columns[4].1;
+    let x = a.areas.columns[5].1;
     a.on_mouse(click(x, 1));
     assert_eq!(a.sort.column, Column::Process);
     assert_eq!(ports(&mut a), [53, 80, 8080, 22]);
@@ -407,10 +407,10 @@ fn the_export_is_the_view_as_shown() {
     };
     assert_eq!(
         text,
-        "address,port,proto,state,process,pid,user,container,netns,age\n\
-         127.0.0.1,22,tcp,LISTEN,sshd,100,user1000,,4026531840,-\n\
-         *,80,tcp,LISTEN,nginx,300,user1000,docker:abababababab,4026531840,-\n\
-         127.0.0.1,8080,tcp,LISTEN,node,400,user1000,,4026531840,-\n"
+        "address,port,proto,state,exposure,process,pid,user,container,netns,age\n\
+         127.0.0.1,22,tcp,LISTEN,-,sshd,100,user1000,,4026531840,-\n\
+         *,80,tcp,LISTEN,-,nginx,300,user1000,docker:abababababab,4026531840,-\n\
+         127.0.0.1,8080,tcp,LISTEN,-,node,400,user1000,,4026531840,-\n"
     );
     let Effect::Export { csv: false, text } = press(&mut a, KeyCode::Char('x')).remove(0) else {
         panic!()
@@ -645,4 +645,5 @@ fn rule_names_from_the_file_are_shown_escaped() {
     assert!(form.contains("evil\\x1b[2J\\u{202e}x"), "{form}");
 }
 
+mod exposure;
 mod truth;

@@ -213,12 +213,15 @@ fn every_sorted_column_shows_its_arrow() {
     }
 }
 
-/// The listener columns that fit at 120 columns (the netns does not).
+/// Every listener column: the one sorted by is shown even where not all
+/// fit (at 120 columns, the netns and the container do not).
 const LISTENER_SORTS: &[(view::Column, ())] = &[
     (view::Column::Address, ()),
     (view::Column::Port, ()),
     (view::Column::Proto, ()),
     (view::Column::State, ()),
+    (view::Column::Exposure, ()),
+    (view::Column::Netns, ()),
     (view::Column::Process, ()),
     (view::Column::Pid, ()),
     (view::Column::User, ()),
