@@ -259,6 +259,17 @@ fn nftables_verdicts_and_published_ports_match_real_connections_and_follow_chang
     let _c = Lab::serve(&lab.c, &["tcp:192.0.2.66:7011"]);
 
     let w = Watcher::start(&[]);
+    // A daemon with an ExposedListener rule for the listener that the
+    // rule change below opens.
+    let dir = std::env::temp_dir().join(format!("portwatch-exposure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("alerts.json");
+    std::fs::write(
+        &rules,
+        r#"{"rules":[{"id":"exposed","name":"exposed","condition":{"type":"ExposedListener","params":{"exposure":["reachable"],"ports":[7004]}},"enabled":true,"severity":"Critical","cooldown_seconds":60}]}"#,
+    )
+    .unwrap();
+    let daemon = Watcher::spawn(&["daemon", "--json", "--alerts", rules.to_str().unwrap()]);
     check_against_truth(&lab, &w.baseline, &H_LISTENERS);
     let h = lab.h.inode();
     let wildcard = line_of(&w.baseline, h, "tcp", "0.0.0.0", 7003);
@@ -320,6 +331,17 @@ fn nftables_verdicts_and_published_ports_match_real_connections_and_follow_chang
     assert_eq!(changed["before"]["exposure"], "filtered", "{changed}");
     assert_eq!(changed["exposure"], "reachable", "{changed}");
     assert!(lab.probe(&["tcp:192.0.2.1:7004".into()])["tcp:192.0.2.1:7004"]);
+    let alert = daemon.expect("the ExposedListener alert", EVENT_TIMEOUT, |v| {
+        v["event"] == "alert" && v["rule_id"] == "exposed"
+    });
+    assert_eq!(alert["port"], 7004, "{alert}");
+    let message = alert["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("is now reachable via vh,vc (was filtered)"),
+        "{message}"
+    );
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
 
     // An interface going down: the wildcard listeners lose it.
     run(&["ip", "-n", &lab.h.name, "link", "set", "vc", "down"]);

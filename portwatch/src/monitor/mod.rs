@@ -430,13 +430,20 @@ impl Monitor {
         let changed = e.new_facts(netns, facts, self.engine.listeners());
         let now = self.engine.host().wall_now();
         for (listener, (before, before_published)) in changed {
+            let change = ExposureChange {
+                listener,
+                before,
+                before_published,
+                ts: now,
+            };
+            let alerts = self
+                .alerting
+                .as_mut()
+                .map(|a| a.evaluator.on_exposure(&change))
+                .unwrap_or_default();
+            self.queue.push_back(MonitorEvent::ExposureChanged(change));
             self.queue
-                .push_back(MonitorEvent::ExposureChanged(ExposureChange {
-                    listener,
-                    before,
-                    before_published,
-                    ts: now,
-                }));
+                .extend(alerts.into_iter().map(MonitorEvent::Alert));
         }
     }
 

@@ -9,12 +9,14 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use super::{
-    model::Severity,
+    model::{ExposureName, Severity},
     private::is_private,
     validate::{CompiledRule, Matcher, Rules},
 };
 use crate::{
-    event::{Change, PortEvent, Proto, Source},
+    event::{Change, Listener, PortEvent, Proto, Source},
+    monitor::ExposureChange,
+    output::exposure_text,
     report::{Connection, ProcessSample},
 };
 
@@ -37,6 +39,17 @@ pub struct Alert {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// Whether listener `l` has one of `exposure`, on one of `ports` (any
+/// when `None`).
+fn exposed(l: &Listener, exposure: &[ExposureName], ports: Option<&[u16]>) -> bool {
+    let named = l
+        .exposure
+        .as_ref()
+        .and_then(|e| ExposureName::parse(e.name()))
+        .is_some_and(|e| exposure.contains(&e));
+    named && ports.is_none_or(|p| p.contains(&l.port))
+}
 
 /// The rules in force, their cooldowns, and the processes known to listen.
 pub struct Evaluator {
@@ -158,6 +171,15 @@ impl Evaluator {
                     "unknown process {} (pid {}) is listening on {socket}",
                     l.comm, l.pid
                 ),
+                Matcher::Exposed {
+                    ref exposure,
+                    ref ports,
+                } if opened && exposed(l, exposure, ports.as_deref()) => format!(
+                    "{} (pid {}) {verb} {socket}, {}",
+                    l.comm,
+                    l.pid,
+                    l.exposure.as_ref().map_or_else(String::new, exposure_text)
+                ),
                 _ => continue,
             };
             let what = Fired {
@@ -169,6 +191,39 @@ impl Evaluator {
                 proto: Some(l.proto),
             };
             out.extend(fire(r, &mut self.last_fired, ev.ts, what));
+        }
+        out
+    }
+
+    /// `ExposedListener` rules on a listener whose exposure changed: they
+    /// fire when it enters one of their exposures.
+    pub fn on_exposure(&mut self, c: &ExposureChange) -> Vec<Alert> {
+        let l = &c.listener;
+        let socket = format!("{}/{}", l.socket(), l.proto.as_str());
+        let mut out = Vec::new();
+        for r in &self.rules.compiled {
+            let Matcher::Exposed { exposure, ports } = &r.matcher else {
+                continue;
+            };
+            let was = ExposureName::parse(c.before.name()).is_some_and(|b| exposure.contains(&b));
+            if was || !exposed(l, exposure, ports.as_deref()) {
+                continue;
+            }
+            let what = Fired {
+                message: format!(
+                    "{} (pid {}) on {socket} is now {} (was {})",
+                    l.comm,
+                    l.pid,
+                    l.exposure.as_ref().map_or_else(String::new, exposure_text),
+                    exposure_text(&c.before)
+                ),
+                pid: l.pid,
+                comm: l.comm.clone(),
+                address: Some(l.address),
+                port: Some(l.port),
+                proto: Some(l.proto),
+            };
+            out.extend(fire(r, &mut self.last_fired, c.ts, what));
         }
         out
     }
@@ -255,7 +310,7 @@ impl Evaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Listener, rules::validate::load_bytes};
+    use crate::{exposure::Exposure, rules::validate::load_bytes};
 
     fn rules(json: &str) -> Rules {
         load_bytes(json.as_bytes(), std::path::Path::new("t")).unwrap()
@@ -541,5 +596,99 @@ mod tests {
             ids(e.on_sample(&sample("idle", 0.0, 100 * MIB + 1, 20))),
             ["mem"]
         );
+    }
+
+    fn exposed_event(port: u16, exposure: Exposure) -> PortEvent {
+        let mut ev = port_event(Change::Opened, port, "srv", 0, Source::Ebpf);
+        ev.listener.exposure = Some(exposure);
+        ev
+    }
+
+    fn reachable() -> Exposure {
+        Exposure::Reachable {
+            reachable_via: vec!["eth0".into()],
+        }
+    }
+
+    /// ExposedListener fires on an open with one of its exposures (on its
+    /// ports), and on a change into one, never on one that stays.
+    #[test]
+    fn exposed_listener_fires_on_opening_or_becoming_exposed() {
+        let file = rules(&format!(
+            r#"{{"rules":[{},{}]}}"#,
+            rule(
+                "any",
+                r#"{"type":"ExposedListener","params":{"exposure":["reachable"],"ports":null}}"#,
+                1,
+                true
+            ),
+            rule(
+                "db",
+                r#"{"type":"ExposedListener","params":{"exposure":["reachable","unknown"],"ports":[5432]}}"#,
+                1,
+                true
+            ),
+        ));
+        let mut e = Evaluator::new(file, []);
+        let ids = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule_id).collect::<Vec<_>>();
+        assert_eq!(ids(e.on_port(&exposed_event(80, reachable()))), ["any"]);
+        assert!(e.on_port(&exposed_event(81, Exposure::Filtered)).is_empty());
+        let a = e.on_port(&exposed_event(5432, reachable()));
+        assert_eq!(ids(a.clone()), ["db"], "any is cooling down");
+        assert!(
+            a[0].message.contains("reachable via eth0"),
+            "{}",
+            a[0].message
+        );
+
+        let change = |before: Exposure, now: Exposure, secs| ExposureChange {
+            listener: Listener {
+                exposure: Some(now),
+                ..exposed_event(5432, Exposure::Loopback).listener
+            },
+            before,
+            before_published: Vec::new(),
+            ts: at(secs),
+        };
+        // Into one of its exposures: fires.
+        assert_eq!(
+            ids(e.on_exposure(&change(Exposure::Filtered, reachable(), 10))),
+            ["any", "db"]
+        );
+        // From unknown to reachable: `db` had it already, `any` did not.
+        let unknown = Exposure::Unknown { why: "x".into() };
+        assert_eq!(
+            ids(e.on_exposure(&change(unknown, reachable(), 20))),
+            ["any"]
+        );
+        // Out of it: nothing.
+        assert!(
+            e.on_exposure(&change(reachable(), Exposure::Filtered, 30))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn exposed_listener_refuses_bad_params_in_one_sentence() {
+        let err = |params: &str| {
+            let text = format!(
+                r#"{{"rules":[{}]}}"#,
+                rule(
+                    "x",
+                    &format!(r#"{{"type":"ExposedListener","params":{params}}}"#),
+                    1,
+                    true
+                )
+            );
+            load_bytes(text.as_bytes(), std::path::Path::new("alerts.json"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(r#"{"exposure":[],"ports":null}"#);
+        assert!(e.contains("condition.params.exposure is empty"), "{e}");
+        let e = err(r#"{"exposure":["reachable"],"ports":[70000]}"#);
+        assert!(e.contains("70000, outside 0-65535"), "{e}");
+        let e = err(r#"{"exposure":["public"],"ports":null}"#);
+        assert!(e.contains("public"), "{e}");
     }
 }

@@ -74,6 +74,16 @@ fn condition() -> impl Strategy<Value = Value> {
             json!({"type": "ProcessMemoryThreshold", "params": {"process_pattern": p, "threshold_mb": t}})
         }),
         Just(json!({"type": "UnknownProcessListening", "params": null})),
+        (
+            prop::collection::vec(
+                prop_oneof![Just("reachable"), Just("filtered"), Just("loopback"), Just("unknown")],
+                0..3
+            ),
+            prop::option::of(prop::collection::vec(number(), 0..3)),
+        )
+            .prop_map(|(e, p)| {
+                json!({"type": "ExposedListener", "params": {"exposure": e, "ports": p}})
+            }),
     ]
 }
 

@@ -61,6 +61,51 @@ pub enum Condition {
     ProcessMemoryThreshold(MemoryParams),
     /// `"params": null` (a unit value, so it is written back as `null`).
     UnknownProcessListening(()),
+    /// A listener opens with, or changes to, one of these exposures.
+    ExposedListener(ExposedParams),
+}
+
+/// An exposure, as `ExposedListener` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExposureName {
+    Loopback,
+    Filtered,
+    Reachable,
+    Unknown,
+}
+
+impl ExposureName {
+    pub const ALL: [ExposureName; 4] = [
+        ExposureName::Loopback,
+        ExposureName::Filtered,
+        ExposureName::Reachable,
+        ExposureName::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExposureName::Loopback => "loopback",
+            ExposureName::Filtered => "filtered",
+            ExposureName::Reachable => "reachable",
+            ExposureName::Unknown => "unknown",
+        }
+    }
+
+    /// The name `text` spells, if any.
+    pub fn parse(text: &str) -> Option<ExposureName> {
+        Self::ALL.into_iter().find(|e| e.as_str() == text)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExposedParams {
+    /// The exposures that fire: `["reachable"]`, say.
+    pub exposure: Vec<ExposureName>,
+    /// Only these ports; `null`: any.
+    #[schemars(range(max = 65535))]
+    pub ports: Option<Vec<u64>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -104,7 +149,7 @@ pub struct MemoryParams {
 impl Condition {
     /// Every condition type, as the file's `type` names it (serde derives
     /// the same names from the variants; a test checks they agree).
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "PortOpened",
         "PortClosed",
         "PortRangeActivity",
@@ -112,6 +157,7 @@ impl Condition {
         "ProcessCpuThreshold",
         "ProcessMemoryThreshold",
         "UnknownProcessListening",
+        "ExposedListener",
     ];
 
     fn index(&self) -> usize {
@@ -123,6 +169,7 @@ impl Condition {
             Condition::ProcessCpuThreshold(_) => 4,
             Condition::ProcessMemoryThreshold(_) => 5,
             Condition::UnknownProcessListening(()) => 6,
+            Condition::ExposedListener(_) => 7,
         }
     }
 
@@ -154,6 +201,10 @@ impl Condition {
                 process_pattern: text(),
                 threshold_mb: 0,
             }),
+            7 => Condition::ExposedListener(ExposedParams {
+                exposure: vec![ExposureName::Reachable],
+                ports: None,
+            }),
             _ => Condition::UnknownProcessListening(()),
         })
     }
@@ -180,6 +231,16 @@ impl Condition {
                 format!("{name} {} > {} MB", m.process_pattern, m.threshold_mb)
             }
             Condition::UnknownProcessListening(()) => name.to_string(),
+            Condition::ExposedListener(e) => {
+                let names: Vec<&str> = e.exposure.iter().map(|x| x.as_str()).collect();
+                match &e.ports {
+                    Some(ports) => {
+                        let ports: Vec<String> = ports.iter().map(u64::to_string).collect();
+                        format!("{name} {} on {}", names.join(","), ports.join(","))
+                    }
+                    None => format!("{name} {}", names.join(",")),
+                }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::Path};
 use chrono::TimeDelta;
 
 use super::{
-    model::{AlertRule, AlertsFile, Condition, Severity},
+    model::{AlertRule, AlertsFile, Condition, ExposureName, Severity},
     pattern::Pattern,
 };
 use crate::safe_text::{safe_str, safe_text};
@@ -159,10 +159,24 @@ pub(crate) enum Matcher {
     Opened(u16),
     Closed(u16),
     Range(u16, u16),
-    External { ip: Pattern, exclude_private: bool },
-    Cpu { name: Pattern, threshold: f64 },
-    Memory { name: Pattern, threshold_mb: u64 },
+    External {
+        ip: Pattern,
+        exclude_private: bool,
+    },
+    Cpu {
+        name: Pattern,
+        threshold: f64,
+    },
+    Memory {
+        name: Pattern,
+        threshold_mb: u64,
+    },
     Unknown,
+    Exposed {
+        exposure: Vec<ExposureName>,
+        /// `None`: any port.
+        ports: Option<Vec<u16>>,
+    },
 }
 
 /// A port from the file, or a problem when it is out of range.
@@ -240,6 +254,24 @@ fn compile_rule(
             })
         }
         Condition::UnknownProcessListening(()) => Some(Matcher::Unknown),
+        Condition::ExposedListener(e) => {
+            if e.exposure.is_empty() {
+                problems.push(format!(
+                    "{} is empty: name at least one of loopback, filtered, reachable, unknown",
+                    field("exposure")
+                ));
+            }
+            let ports = e.ports.as_ref().map(|ports| {
+                ports
+                    .iter()
+                    .filter_map(|p| port(*p, id, "ports", problems))
+                    .collect::<Vec<u16>>()
+            });
+            Some(Matcher::Exposed {
+                exposure: e.exposure.clone(),
+                ports,
+            })
+        }
     };
     if problems.len() > before {
         return None;

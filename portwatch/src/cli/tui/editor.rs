@@ -8,8 +8,8 @@ use std::path::Path;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use portwatch::rules::{
     model::{
-        AlertRule, AlertsFile, Condition, CpuParams, ExternalParams, MemoryParams, PortParams,
-        RangeParams, Severity,
+        AlertRule, AlertsFile, Condition, CpuParams, ExposedParams, ExposureName, ExternalParams,
+        MemoryParams, PortParams, RangeParams, Severity,
     },
     validate::compile,
 };
@@ -23,7 +23,7 @@ pub enum Outcome {
 }
 
 /// The condition types, as the file names them.
-pub const CONDITIONS: [&str; 7] = Condition::NAMES;
+pub const CONDITIONS: [&str; 8] = Condition::NAMES;
 const SEVERITIES: [&str; 3] = ["Info", "Warning", "Critical"];
 const BOOLS: [&str; 2] = ["true", "false"];
 
@@ -112,6 +112,9 @@ fn params(condition: &str, old: &[Field]) -> Vec<Field> {
         Some(Condition::ProcessMemoryThreshold(_)) => {
             vec![keep("process_pattern", ""), keep("threshold_mb", "")]
         }
+        Some(Condition::ExposedListener(_)) => {
+            vec![keep("exposure", "reachable"), keep("ports", "")]
+        }
         Some(Condition::UnknownProcessListening(())) | None => Vec::new(),
     }
 }
@@ -149,6 +152,15 @@ fn form_of(rule: &AlertRule, index: Option<usize>) -> Form {
             Field::text("threshold_mb", m.threshold_mb.to_string()),
         ],
         Condition::UnknownProcessListening(()) => Vec::new(),
+        Condition::ExposedListener(e) => vec![
+            Field::text("exposure", exposure_list(&e.exposure)),
+            Field::text(
+                "ports",
+                e.ports.as_ref().map_or(String::new(), |p| {
+                    p.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+                }),
+            ),
+        ],
     };
     fields.extend(params(rule.condition.type_name(), &values));
     Form {
@@ -182,7 +194,46 @@ fn new_id(name: &str, file: &AlertsFile) -> String {
     id
 }
 
+/// `reachable,unknown`: the editor's text for a list of exposures.
+fn exposure_list(names: &[ExposureName]) -> String {
+    names
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Form {
+    /// The `exposure` field: names split on commas.
+    fn exposures(&self) -> Result<Vec<ExposureName>, String> {
+        self.value("exposure")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                ExposureName::parse(s).ok_or_else(|| {
+                    format!("exposure: `{s}` is none of loopback, filtered, reachable, unknown")
+                })
+            })
+            .collect()
+    }
+
+    /// The `ports` field: empty for any port, else numbers split on commas.
+    fn ports(&self) -> Result<Option<Vec<u64>>, String> {
+        let text = self.value("ports").trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.split(',')
+            .map(str::trim)
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| format!("ports: `{p}` is not a whole number"))
+            })
+            .collect::<Result<Vec<u64>, String>>()
+            .map(Some)
+    }
+
     fn value(&self, label: &str) -> &str {
         self.fields
             .iter()
@@ -234,6 +285,10 @@ impl Form {
                 })
             }
             Condition::UnknownProcessListening(()) => Condition::UnknownProcessListening(()),
+            Condition::ExposedListener(_) => Condition::ExposedListener(ExposedParams {
+                exposure: self.exposures()?,
+                ports: self.ports()?,
+            }),
         };
         let severity = match self.value("severity") {
             "Info" => Severity::Info,
@@ -457,6 +512,44 @@ mod tests {
         assert_eq!(
             rule.condition,
             Condition::PortOpened(PortParams { port: 5173 })
+        );
+    }
+
+    /// The editor offers ExposedListener: its exposures and ports as
+    /// comma lists, a wrong name refused in one sentence.
+    #[test]
+    fn an_exposed_listener_rule_is_offered_and_saved() {
+        let mut e = Editor::new(example(), None);
+        e.on_key(press(KeyCode::Char('n')));
+        typed(&mut e, "exposed db");
+        for _ in 0..TYPE {
+            e.on_key(press(KeyCode::Tab));
+        }
+        // PortOpened is first; ExposedListener last: one step left.
+        e.on_key(press(KeyCode::Left));
+        assert_eq!(e.form.as_ref().unwrap().value("type"), "ExposedListener");
+        e.on_key(press(KeyCode::Tab));
+        typed(&mut e, ",public");
+        assert_eq!(e.on_key(press(KeyCode::Enter)), Outcome::Stay);
+        assert_eq!(
+            e.error.as_deref(),
+            Some("exposure: `public` is none of loopback, filtered, reachable, unknown")
+        );
+        for _ in 0..",public".len() {
+            e.on_key(press(KeyCode::Backspace));
+        }
+        typed(&mut e, ",unknown");
+        e.on_key(press(KeyCode::Tab));
+        typed(&mut e, "5432, 3306");
+        let Outcome::Save(file) = e.on_key(press(KeyCode::Enter)) else {
+            panic!("{:?}", e.error);
+        };
+        assert_eq!(
+            file.rules.last().unwrap().condition,
+            Condition::ExposedListener(ExposedParams {
+                exposure: vec![ExposureName::Reachable, ExposureName::Unknown],
+                ports: Some(vec![5432, 3306]),
+            })
         );
     }
 
