@@ -3,6 +3,7 @@
 
 mod churn;
 mod cost;
+mod exposure;
 mod flood;
 mod latency;
 mod monitors;
@@ -96,6 +97,7 @@ pub enum Section {
     Flood,
     Tui,
     Udp,
+    Exposure,
 }
 
 impl Options {
@@ -191,6 +193,16 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         results.insert(
             "udp".into(),
             udp::udp(root, rounds, churn_s, lat_n, comp_n)?,
+        );
+    }
+    if opts.wants(Section::Exposure) {
+        let changes = if opts.quick { 10 } else { 40 };
+        eprintln!(
+            "bench: exposure (1,000 nftables rules, 1,000 listeners, {changes} rule changes)"
+        );
+        results.insert(
+            "exposure".into(),
+            exposure::exposure(root, 1000, 1000, changes)?,
         );
     }
     if opts.wants(Section::Cleanup) {

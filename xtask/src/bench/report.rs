@@ -52,6 +52,9 @@ pub fn tables(r: &Value) -> String {
     if !r["udp"].is_null() {
         udp(&mut s, &r["udp"]);
     }
+    if !r["exposure"].is_null() {
+        exposure(&mut s, &r["exposure"]);
+    }
     if !r["scan"].is_null() {
         scan(&mut s, &r["scan"]);
     }
@@ -343,5 +346,23 @@ fn daemon_cost(s: &mut String, c: &Value) {
         f(&c["busy_cpu_percent"]),
         f(&c["busy_rss_mib"]),
         f(&c["peak_rss_mib"])
+    );
+}
+
+fn exposure(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nExposure, {} nftables rules and {} listeners in one namespace:\n\n\
+         | full re-judgement p50 (ms) | max (ms) | re-judgements | rule change to exposure_changed p50 (ms) | max (ms) | changes |\n\
+         |---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {} |",
+        v["rules"],
+        v["listeners"],
+        f(&v["rejudge_p50_ms"]),
+        f(&v["rejudge_max_ms"]),
+        v["rejudgements"],
+        f(&v["change_to_event_p50_ms"]),
+        f(&v["change_to_event_max_ms"]),
+        v["changes"],
     );
 }
