@@ -189,12 +189,28 @@ fn measure(root: &Path, listeners: usize, changes: usize) -> Result<Value> {
         })
         .collect();
     judge_ms.sort_by(f64::total_cmp);
+    // Reading the namespace's facts again (1,000 rules over netlink, and
+    // their translation), from portwatch's other debug line.
+    let ino = std::fs::metadata(format!("/run/netns/{NS}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+    let tag = format!("exposure: read netns {ino} in ");
+    let mut read_ms: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let us = l.split_once(tag.as_str())?.1.split_once(" us")?.0;
+            us.parse::<f64>().ok().map(|u| u / 1000.0)
+        })
+        .collect();
+    read_ms.sort_by(f64::total_cmp);
     to_event_ms.sort_by(f64::total_cmp);
     Ok(json!({
         "listeners": listeners,
         "rejudgements": judge_ms.len(),
         "rejudge_p50_ms": quantile(&judge_ms, 0.5),
         "rejudge_max_ms": judge_ms.last().copied().unwrap_or(f64::NAN),
+        "read_p50_ms": quantile(&read_ms, 0.5),
+        "read_max_ms": read_ms.last().copied().unwrap_or(f64::NAN),
         "changes": changes,
         "change_to_event_p50_ms": quantile(&to_event_ms, 0.5),
         "change_to_event_max_ms": to_event_ms.last().copied().unwrap_or(f64::NAN),

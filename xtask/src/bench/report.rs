@@ -353,14 +353,16 @@ fn exposure(s: &mut String, v: &Value) {
     let _ = writeln!(
         s,
         "\nExposure, {} nftables rules and {} listeners in one namespace:\n\n\
-         | full re-judgement p50 (ms) | max (ms) | re-judgements | rule change to exposure_changed p50 (ms) | max (ms) | changes |\n\
-         |---|---|---|---|---|---|\n\
-         | {} | {} | {} | {} | {} | {} |",
+         | full re-judgement p50 (ms) | max (ms) | re-judgements | reading the rules p50 (ms) | max (ms) | rule change to exposure_changed p50 (ms) | max (ms) | changes |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {} | {} | {} |",
         v["rules"],
         v["listeners"],
         f(&v["rejudge_p50_ms"]),
         f(&v["rejudge_max_ms"]),
         v["rejudgements"],
+        f(&v["read_p50_ms"]),
+        f(&v["read_max_ms"]),
         f(&v["change_to_event_p50_ms"]),
         f(&v["change_to_event_max_ms"]),
         v["changes"],
