@@ -195,6 +195,15 @@ fn every_json_shown_reads_as_portwatch_reads_it() {
                 lines_read += 1;
             }
             let text = lines.join("\n");
+            // A `list --json` array reads as list entries and writes back
+            // the same.
+            if lang == "json" && text.trim_start().starts_with('[') {
+                let rows: Vec<portwatch::wire::ListEntry> = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+                let shown: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let written = serde_json::to_value(&rows).unwrap_or_default();
+                assert_eq!(shown, written, "{}", page.display());
+            }
             if lang == "json" && text.trim_start().starts_with('{') && text.contains("\"rules\"") {
                 portwatch::rules::validate::load_bytes(text.as_bytes(), &page)
                     .unwrap_or_else(|e| panic!("{}: {e}", page.display()));
