@@ -389,6 +389,89 @@ fn iptables_nft_rules_are_judged_as_real_connections_see_them() {
     check_against_truth(&lab, &w.baseline, &listeners);
 }
 
+/// An unprivileged user's own namespace: a DNAT rule there that names a
+/// root namespace's listener does not make it look published, and rules
+/// changed without pause there delay nobody's events.
+#[test]
+fn a_users_namespace_cannot_publish_others_listeners_or_stall_the_watch() {
+    // A root namespace with a listener on 198.51.100.7:7060.
+    let v = NetNs::new("victim");
+    for args in [
+        vec![
+            "ip", "-n", &v.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ],
+        vec![
+            "ip",
+            "-n",
+            &v.name,
+            "addr",
+            "add",
+            "198.51.100.7/24",
+            "dev",
+            "v0",
+        ],
+        vec!["ip", "-n", &v.name, "link", "set", "v0", "up"],
+        vec!["ip", "-n", &v.name, "link", "set", "v1", "up"],
+    ] {
+        run(&args);
+    }
+    let _victim = Lab::serve(&v, &["tcp:198.51.100.7:7060"]);
+    let w = Watcher::start(&[]);
+    // The user's namespace: a DNAT of its port 7061 to the victim, then
+    // a flood of rule changes.
+    let script = r#"
+set -e
+exec 3<&0
+ip link set lo up
+ip link add p0 type veth peer name p1
+ip link set p0 up
+ip link set p1 up
+ip addr add 198.51.100.8/24 dev p0
+nft add table ip nat
+nft add chain ip nat pre '{ type nat hook prerouting priority -100; }'
+nft add rule ip nat pre tcp dport 7061 dnat to 198.51.100.7:7060
+nft add table inet churn
+nft add chain inet churn input '{ type filter hook input priority 0; }'
+# The script's stdin, saved as fd 3 (a background job's own stdin is
+# /dev/null): it ends when the test closes it.
+python3 -c '
+import socket, sys
+s = socket.socket(); s.bind(("0.0.0.0", 7062)); s.listen()
+print("ready", flush=True)
+sys.stdin.read()
+' <&3 &
+while :; do nft add rule inet churn input tcp dport 9 accept; nft flush chain inet churn input; done
+"#;
+    let mut cmd = as_nobody("unshare");
+    cmd.args(["-rn", "sh", "-c", script]);
+    let mut user = Helper::command(&mut cmd);
+    assert_eq!(user.read_line(), "ready");
+    let judged = w.expect("the user's listener judged", EVENT_TIMEOUT, |v| {
+        v["port"] == 7062 && v["exposure"] == "reachable"
+    });
+    let mut via: Vec<&str> = judged["reachable_via"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    via.sort_unstable();
+    assert_eq!(via, ["p0", "p1"], "{judged}");
+    // Meanwhile the host's own listeners are reported as ever: each of
+    // these fences waits for an open and a close.
+    for _ in 0..20 {
+        w.fence();
+    }
+    // The victim's listener, as list sees it with the user's rule in
+    // place: published by no one.
+    let out = Command::new(BIN).args(["list", "--json"]).output().unwrap();
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let victim = line_of(&rows, v.inode(), "tcp", "198.51.100.7", 7060);
+    assert!(victim.get("published_as").is_none(), "{victim}");
+    assert_eq!(victim["exposure"], "reachable", "{victim}");
+    drop(user);
+}
+
 /// An unprivileged user owns a network namespace of their own (a user
 /// namespace's): its interface names, table names and rules are theirs.
 /// They reach portwatch's lines only escaped, and a rule portwatch cannot

@@ -93,7 +93,7 @@ fn judged(host: &mut dyn Host, mut listeners: Vec<Listener>) -> Listing {
     for (netns, f) in read() {
         for d in &f.dnat {
             let backed = listeners.iter().any(|l| {
-                matches!(facts.get(&l.netns), Some(Ok(own)) if exposure::forwards_to(d, l, own))
+                matches!(facts.get(&l.netns), Some(Ok(f)) if exposure::forwards_to(d, netns, l, f))
             });
             if !backed {
                 unbacked.push(Unbacked {

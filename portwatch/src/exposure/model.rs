@@ -144,6 +144,10 @@ pub struct NetnsFacts {
     /// are not read, so a listener they may filter is never judged
     /// reachable.
     pub legacy_tables: Vec<String>,
+    /// Owned by portwatch's own user namespace (made by root, not by a
+    /// user in a namespace of their own): only such a namespace's DNAT
+    /// rules publish listeners of other namespaces.
+    pub trusted: bool,
 }
 
 /// A new connection's first packet, as the input path sees it: from

@@ -45,29 +45,38 @@ impl Published {
     }
 }
 
-/// Whether `dnat` sends its connections to `l`, which is in a namespace
-/// with `own` facts.
-pub fn forwards_to(dnat: &Dnat, l: &Listener, own: &NetnsFacts) -> bool {
+/// Whether `dnat`, a rule of namespace `netns`, sends its connections to
+/// `l`, which is in a namespace with `own` facts. A loopback target is
+/// in the rule's own namespace only.
+pub fn forwards_to(dnat: &Dnat, netns: u64, l: &Listener, own: &NetnsFacts) -> bool {
     let to_port = dnat.to_port.unwrap_or(dnat.port);
-    let here = own
-        .interfaces
-        .iter()
-        .any(|i| i.addresses.contains(&dnat.to_address));
+    let here = if dnat.to_address.is_loopback() {
+        netns == l.netns
+    } else {
+        own.interfaces
+            .iter()
+            .any(|i| i.addresses.contains(&dnat.to_address))
+    };
     let answers = l.address == dnat.to_address
         || (l.address.is_unspecified() && (l.address.is_ipv6() || dnat.to_address.is_ipv4()));
     dnat.proto == l.proto && to_port == l.port && here && answers
 }
 
 /// Every published port of listener `l` (in a namespace with `own`
-/// facts), from the DNAT rules of the namespaces in `all`.
+/// facts), from the DNAT rules of its own namespace and of the trusted
+/// ones (see [`NetnsFacts::trusted`]) among `all`.
+///
+/// Anyone may make a namespace of their own and write DNAT rules in it
+/// that name any address: those publish only listeners of that same
+/// namespace, or they could make any listener look published.
 pub fn published_as<'a>(
     l: &Listener,
     own: &NetnsFacts,
     all: impl Iterator<Item = (u64, &'a NetnsFacts)>,
 ) -> Vec<Published> {
     let mut out = Vec::new();
-    for (netns, facts) in all {
-        for d in facts.dnat.iter().filter(|d| forwards_to(d, l, own)) {
+    for (netns, facts) in all.filter(|(n, f)| *n == l.netns || f.trusted) {
+        for d in facts.dnat.iter().filter(|d| forwards_to(d, netns, l, own)) {
             out.push(Published::of(netns, d, facts));
         }
     }

@@ -137,6 +137,12 @@ impl Exposures {
             (self.facts.get(&netns), &facts),
             (Some(Ok(a)), Ok(b)) if Arc::ptr_eq(a, b) || a == b
         );
+        // Only a trusted namespace's DNAT rules publish listeners of other
+        // namespaces (see `exposure::published_as`): a change in any other
+        // costs the judgement of that namespace's own listeners alone,
+        // whoever makes it.
+        let trusted = |f: Option<&FactsResult>| matches!(f, Some(Ok(f)) if f.trusted);
+        let everyone = trusted(self.facts.get(&netns)) || trusted(Some(&facts));
         self.facts.insert(netns, facts);
         if unchanged {
             return Vec::new();
@@ -145,7 +151,7 @@ impl Exposures {
         // Only listeners already reported (one held back to settle is
         // judged when it is reported).
         let reported: Vec<&Listener> = open
-            .filter(|l| self.judged.contains_key(&l.key()))
+            .filter(|l| (everyone || l.netns == netns) && self.judged.contains_key(&l.key()))
             .collect();
         for l in reported {
             let now = self.judge(l);

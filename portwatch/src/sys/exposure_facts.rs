@@ -2,9 +2,18 @@
 //! the kernel: interfaces and addresses (rtnetlink), the nftables
 //! ruleset (nfnetlink), the iptables-legacy tables loaded.
 
-use std::{io, os::fd::BorrowedFd};
+use std::{
+    io,
+    os::{
+        fd::{BorrowedFd, FromRawFd as _, OwnedFd},
+        unix::fs::MetadataExt as _,
+    },
+};
 
-use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+use rustix::{
+    ioctl::{Ioctl, IoctlOutput, Opcode},
+    thread::{LinkNameSpaceType, move_into_link_name_space},
+};
 
 use super::{links, nftables};
 use crate::exposure::{NetnsFacts, nft};
@@ -28,6 +37,8 @@ pub(crate) fn facts_here() -> io::Result<NetnsFacts> {
         chains: translated.chains,
         dnat: translated.dnat,
         legacy_tables: nftables::legacy_tables_here(),
+        // Said by the caller, which knows the namespace's owner.
+        trusted: false,
     })
 }
 
@@ -41,8 +52,10 @@ pub(crate) fn facts_in(ns: Option<BorrowedFd<'_>>) -> io::Result<NetnsFacts> {
             s.spawn(facts_here)
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
-        });
+        })
+        .map(|f| NetnsFacts { trusted: true, ..f });
     };
+    let trusted = owned_by_our_user_namespace(ns);
     std::thread::scope(|s| {
         s.spawn(|| {
             // setns(2) changes the network namespace of this thread alone.
@@ -52,4 +65,41 @@ pub(crate) fn facts_in(ns: Option<BorrowedFd<'_>>) -> io::Result<NetnsFacts> {
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
     })
+    .map(|f| NetnsFacts { trusted, ..f })
+}
+
+/// Whether namespace `ns` is owned by portwatch's own user namespace
+/// (`ioctl(NS_GET_USERNS)`); false when that cannot be told.
+fn owned_by_our_user_namespace(ns: BorrowedFd<'_>) -> bool {
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd of the
+    // owning user namespace, which `GetUserns::output_from_ptr` owns.
+    let Ok(owner) = (unsafe { rustix::ioctl::ioctl(ns, GetUserns) }) else {
+        return false;
+    };
+    let ours = std::fs::metadata("/proc/self/ns/user").map(|m| m.ino());
+    matches!((rustix::fs::fstat(&owner), ours), (Ok(o), Ok(ours)) if o.st_ino == ours)
+}
+
+/// `ioctl(nsfd, NS_GET_USERNS)`: the owning user namespace, as a new fd.
+struct GetUserns;
+
+// SAFETY: NS_GET_USERNS (_IO(0xb7, 0x1), linux/nsfs.h) reads no argument,
+// writes no user memory, and on success returns a new file descriptor
+// that nothing else owns.
+unsafe impl Ioctl for GetUserns {
+    type Output = OwnedFd;
+    const OPCODE: Opcode = Opcode::old(0xb701);
+    const IS_MUTATING: bool = false;
+
+    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
+        std::ptr::null_mut()
+    }
+
+    unsafe fn output_from_ptr(
+        out: IoctlOutput,
+        _: *mut core::ffi::c_void,
+    ) -> rustix::io::Result<OwnedFd> {
+        // SAFETY: a successful NS_GET_USERNS returns a new fd we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(out) })
+    }
 }

@@ -201,12 +201,18 @@ fn watch_loop(
     changed: &tokio_mpsc::Sender<(u64, FactsResult)>,
 ) {
     let mut watched: HashMap<u64, Watched> = HashMap::new();
-    // Namespaces changed, and when their burst began.
+    // Namespaces changed, and when they are to be read again.
     let mut dirty: HashMap<u64, Instant> = HashMap::new();
+    // A namespace just read is not read again before this: reading one
+    // takes time in proportion to its rules, and anyone may change the
+    // rules of a namespace of their own without pause. Each rests twice
+    // as long as its last read took, so that none takes more than a third
+    // of this thread, and the others' turns come.
+    let mut rest_until: HashMap<u64, Instant> = HashMap::new();
     loop {
         let timeout = dirty
             .values()
-            .map(|t| (*t + SETTLE).saturating_duration_since(Instant::now()))
+            .map(|t| t.saturating_duration_since(Instant::now()))
             .min();
         let order: Vec<u64> = watched.keys().copied().collect();
         let mut fds = vec![PollFd::new(wake, PollFlags::IN)];
@@ -233,7 +239,7 @@ fn watch_loop(
                     Ok(sockets) => {
                         watched.insert(netns, Watched { ns, sockets });
                         // Read at once.
-                        dirty.insert(netns, Instant::now() - SETTLE);
+                        dirty.insert(netns, Instant::now());
                     }
                     Err(e) => {
                         let why = format!("cannot watch its rules and interfaces: {e}");
@@ -245,6 +251,7 @@ fn watch_loop(
                 Ok(Command::Forget(netns)) => {
                     watched.remove(&netns);
                     dirty.remove(&netns);
+                    rest_until.remove(&netns);
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
@@ -260,13 +267,15 @@ fn watch_loop(
                 }
             }
             if any {
-                dirty.entry(*ino).or_insert_with(Instant::now);
+                let settled = Instant::now() + SETTLE;
+                let rested = rest_until.get(ino).copied().unwrap_or(settled);
+                dirty.entry(*ino).or_insert(settled.max(rested));
             }
         }
         let now = Instant::now();
         let due: Vec<u64> = dirty
             .iter()
-            .filter(|(_, t)| now.duration_since(**t) >= SETTLE)
+            .filter(|(_, t)| now >= **t)
             .map(|(ino, _)| *ino)
             .collect();
         for ino in due {
@@ -276,11 +285,10 @@ fn watch_loop(
             let result = facts_in(w.ns.as_ref().map(AsFd::as_fd))
                 .map(Arc::new)
                 .map_err(|e| format!("cannot read its rules and interfaces: {e}"));
+            let took = started.elapsed();
+            rest_until.insert(ino, Instant::now() + 2 * took);
             // The benchmark reads this line too.
-            tracing::debug!(
-                "exposure: read netns {ino} in {} us",
-                started.elapsed().as_micros()
-            );
+            tracing::debug!("exposure: read netns {ino} in {} us", took.as_micros());
             if changed.blocking_send((ino, result)).is_err() {
                 return;
             }

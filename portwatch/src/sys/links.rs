@@ -12,6 +12,10 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use super::netlink_dump::{dump, socket};
 use crate::{exposure::Interface, safe_text::safe_str};
 
+/// The most interfaces (and addresses) read from one namespace: its owner
+/// decides how many there are.
+const MAX_LINKS: usize = 20_000;
+
 /// The interfaces of the calling thread's network namespace, with their
 /// indexes.
 pub(crate) fn interfaces_here() -> io::Result<Vec<(u32, Interface)>> {
@@ -20,6 +24,7 @@ pub(crate) fn interfaces_here() -> io::Result<Vec<(u32, Interface)>> {
     for m in dump(
         &socket,
         RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        MAX_LINKS,
     )? {
         let RouteNetlinkMessage::NewLink(link) = m else {
             continue;
@@ -46,6 +51,7 @@ pub(crate) fn interfaces_here() -> io::Result<Vec<(u32, Interface)>> {
     for m in dump(
         &socket,
         RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        MAX_LINKS,
     )? {
         let RouteNetlinkMessage::NewAddress(addr) = m else {
             continue;

@@ -18,8 +18,10 @@ pub(crate) fn socket(protocol: isize) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Sends `request` as a dump and collects the messages of the answer.
-pub(crate) fn dump<M>(socket: &Socket, request: M) -> io::Result<Vec<M>>
+/// Sends `request` as a dump and collects the messages of the answer: at
+/// most `max` (what a namespace holds is up to whoever owns it), else an
+/// error saying so.
+pub(crate) fn dump<M>(socket: &Socket, request: M, max: usize) -> io::Result<Vec<M>>
 where
     M: NetlinkSerializable + NetlinkDeserializable + Debug,
 {
@@ -41,7 +43,14 @@ where
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             let len = msg.header.length as usize;
             match msg.payload {
-                NetlinkPayload::InnerMessage(m) => out.push(m),
+                NetlinkPayload::InnerMessage(m) => {
+                    if out.len() == max {
+                        return Err(io::Error::other(format!(
+                            "it holds more than {max} of them, which portwatch does not read"
+                        )));
+                    }
+                    out.push(m);
+                }
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) => {
                     return Err(e.code.map_or_else(

@@ -32,12 +32,19 @@ fn nft(m: NetfilterMessage) -> Option<(u8, NfTablesMessage)> {
     }
 }
 
+/// The most chains, rules, sets and set elements read from one
+/// namespace: anyone may fill a namespace of their own with rules, and
+/// portwatch reads them again on every change. Beyond these its listeners
+/// are `unknown`, and why says so.
+const MAX_RULES: usize = 50_000;
+const MAX_ELEMENTS: usize = 200_000;
+
 /// Chains, rules and sets of every family (interfaces are filled in by
 /// the caller).
 pub(crate) fn ruleset_here() -> io::Result<RawRuleset> {
     let socket = socket(NETLINK_NETFILTER)?;
     let mut raw = RawRuleset::default();
-    let all = |msg| dump(&socket, request(0, msg));
+    let all = |msg| dump(&socket, request(0, msg), MAX_RULES);
     for (f, m) in all(NfTablesMessage::GetChain(ChainMessage {
         attributes: vec![],
     }))?
@@ -62,6 +69,11 @@ pub(crate) fn ruleset_here() -> io::Result<RawRuleset> {
     {
         if let NfTablesMessage::NewSet(s) = m {
             raw.sets.push(set_of(&socket, f, &s)?);
+            if raw.sets.iter().map(|s| s.elements.len()).sum::<usize>() > MAX_ELEMENTS {
+                return Err(io::Error::other(format!(
+                    "it holds more than {MAX_ELEMENTS} nftables set elements, which portwatch does not read"
+                )));
+            }
         }
     }
     Ok(raw)
@@ -89,7 +101,7 @@ fn set_of(socket: &Socket, family: u8, msg: &SetMessage) -> io::Result<RawSet> {
             SetElementList::Set(set.name.clone()),
         ],
     });
-    for (_, m) in dump(socket, request(family, ask))?
+    for (_, m) in dump(socket, request(family, ask), MAX_ELEMENTS)?
         .into_iter()
         .filter_map(nft)
     {

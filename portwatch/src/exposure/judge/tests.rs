@@ -323,3 +323,72 @@ fn the_verdict_serialises_as_the_issue_names_it() {
         r#"{"exposure":"loopback"}"#
     );
 }
+
+/// A DNAT rule publishes a listener of another namespace only from a
+/// trusted namespace (root's), and a loopback target only in its own.
+#[test]
+fn only_trusted_namespaces_publish_other_namespaces_listeners() {
+    use crate::{event::Listener, exposure::published_as};
+    let dnat = |to: &str| crate::exposure::Dnat {
+        proto: Proto::Tcp,
+        port: 8080,
+        addresses: Vec::new(),
+        to_address: to.parse().unwrap(),
+        to_port: Some(80),
+        rule: "rule 1 of chain ip nat prerouting".into(),
+    };
+    let container = NetnsFacts {
+        interfaces: vec![Interface {
+            name: "eth0".into(),
+            loopback: false,
+            up: true,
+            addresses: vec!["172.17.0.2".parse().unwrap()],
+        }],
+        ..NetnsFacts::default()
+    };
+    let l = Listener {
+        netns: 2,
+        ..Listener::new(Proto::Tcp, "0.0.0.0".parse().unwrap(), 80)
+    };
+    // The rule as its chain holds it, and as the DNAT list names it.
+    let prerouting = Chain {
+        hook: Some(Hook::Prerouting),
+        priority: -100,
+        ..base(
+            "ip nat prerouting",
+            -100,
+            Verdict::Accept,
+            vec![rule(
+                tcp_dport(&[8080]),
+                Verdict::Dnat {
+                    address: Some("172.17.0.2".parse().unwrap()),
+                    port: Some(80),
+                },
+                "tcp dport 8080 dnat to 172.17.0.2:80",
+            )],
+        )
+    };
+    let mut host = NetnsFacts {
+        interfaces: lo_and_eth0(),
+        chains: vec![prerouting],
+        dnat: vec![dnat("172.17.0.2"), dnat("127.0.0.1")],
+        trusted: true,
+        ..NetnsFacts::default()
+    };
+    let all = |host: &NetnsFacts| {
+        published_as(&l, &container, [(1, host), (2, &container)].into_iter())
+    };
+    let got = all(&host);
+    assert_eq!(
+        got.len(),
+        1,
+        "the loopback target is the host's own: {got:?}"
+    );
+    assert_eq!((got[0].netns, got[0].port), (1, 8080));
+    assert_eq!(got[0].exposure, reachable(&["eth0"]));
+    host.trusted = false;
+    assert!(
+        all(&host).is_empty(),
+        "a user's namespace published another's listener"
+    );
+}

@@ -143,6 +143,7 @@ fn facts(raw: &RawRuleset) -> NetnsFacts {
         chains: t.chains,
         dnat: t.dnat,
         legacy_tables: Vec::new(),
+        trusted: true,
     }
 }
 
