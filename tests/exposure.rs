@@ -210,7 +210,7 @@ table inet filter {
         ct state established,related accept
         meta l4proto ipv6-icmp accept
         jump allowed
-        tcp dport { 7005, 7009 } accept
+        tcp dport { 7005, 7009, 7030 } accept
         tcp dport 7004 reject
         udp dport 7006 accept
     }
@@ -257,6 +257,22 @@ fn nftables_verdicts_and_published_ports_match_real_connections_and_follow_chang
     let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
     let _h = Lab::serve(&lab.h, &specs);
     let _c = Lab::serve(&lab.c, &["tcp:192.0.2.66:7011"]);
+    // Docker's userland proxy, as it runs: root's `docker-proxy` in H,
+    // listening on 7030 for C's 192.0.2.66:7011 (python under that name:
+    // the name and the flags are what portwatch reads).
+    let dir = std::env::temp_dir().join(format!("portwatch-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proxy_bin = dir.join("docker-proxy");
+    let _ = std::fs::remove_file(&proxy_bin);
+    std::os::unix::fs::symlink("/usr/bin/python3", &proxy_bin).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.h.name])
+        .arg(&proxy_bin)
+        .arg(helper_path("exposure.py"))
+        .args(["serve", "tcp:0.0.0.0:7030", "--"])
+        .args("-proto tcp -host-ip 0.0.0.0 -host-port 7030 -container-ip 192.0.2.66 -container-port 7011".split(' '));
+    let mut proxy = Helper::command(&mut cmd);
+    assert_eq!(proxy.read_line(), "ready");
 
     let w = Watcher::start(&[]);
     // A daemon with an ExposedListener rule for the listener that the
@@ -281,12 +297,27 @@ fn nftables_verdicts_and_published_ports_match_real_connections_and_follow_chang
 
     // C's listener is published on H's port 7010 (DNAT), reachable from
     // outside through it.
+    // And on H's 7030 through the proxy.
     let target = line_of(&w.baseline, lab.c.inode(), "tcp", "192.0.2.66", 7011);
-    let published = &target["published_as"];
-    assert_eq!(published.as_array().map(Vec::len), Some(1), "{target}");
-    assert_eq!(published[0]["netns"], h);
-    assert_eq!(published[0]["port"], 7010);
-    assert_eq!(published[0]["exposure"], "reachable", "{target}");
+    let published: Vec<(u64, u64, String)> = target["published_as"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["netns"].as_u64().unwrap_or(0),
+                p["port"].as_u64().unwrap_or(0),
+                p["exposure"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [(h, 7010, "reachable".into()), (h, 7030, "reachable".into())],
+        "{target}"
+    );
+    let proxy_line = line_of(&w.baseline, h, "tcp", "0.0.0.0", 7030);
+    assert_eq!(proxy_line["comm"], "docker-proxy", "{proxy_line}");
     let truth = lab.probe(&["tcp:192.0.2.1:7010".into()]);
     assert!(
         truth["tcp:192.0.2.1:7010"],
@@ -342,6 +373,22 @@ fn nftables_verdicts_and_published_ports_match_real_connections_and_follow_chang
     );
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // The proxy stops: C's listener is published through DNAT alone.
+    proxy.close_stdin();
+    let changed = w.expect("7011's exposure change", EVENT_TIMEOUT, |v| {
+        v["event"] == "exposure_changed" && v["port"] == 7011
+    });
+    assert_eq!(
+        changed["published_as"].as_array().map(Vec::len),
+        Some(1),
+        "{changed}"
+    );
+    assert_eq!(
+        changed["before"]["published_as"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let _ = std::fs::remove_dir_all(proxy_bin.parent().unwrap());
 
     // An interface going down: the wildcard listeners lose it.
     run(&["ip", "-n", &lab.h.name, "link", "set", "vc", "down"]);

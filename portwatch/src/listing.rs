@@ -89,6 +89,33 @@ fn judged(host: &mut dyn Host, mut listeners: Vec<Listener>) -> Listing {
         l.exposure = Some(e);
         l.published_as = published;
     }
+    // Userland proxies (Docker's, root's, in a namespace root made): what
+    // they reach is published on their listener.
+    let proxies: Vec<exposure::Proxied> = listeners
+        .iter()
+        .filter(|l| exposure::is_trusted_proxy(l))
+        .filter(|l| matches!(facts.get(&l.netns), Some(Ok(f)) if f.trusted))
+        .filter_map(|l| {
+            let (proto, to) = exposure::docker_proxy_target(&host.cmdline(l.pid))?;
+            Some(exposure::Proxied {
+                proto,
+                to,
+                published: Published {
+                    netns: l.netns,
+                    address: l.address,
+                    port: l.port,
+                    proto: l.proto,
+                    exposure: l.exposure.clone()?,
+                },
+            })
+        })
+        .collect();
+    for l in &mut listeners {
+        if let Some(Ok(f)) = facts.get(&l.netns) {
+            let via: Vec<Published> = exposure::proxied_to(l, f, proxies.iter()).collect();
+            l.published_as.extend(via);
+        }
+    }
     let mut unbacked = Vec::new();
     for (netns, f) in read() {
         for d in &f.dnat {

@@ -1,7 +1,9 @@
 """Listeners and the truth about reaching them, for the exposure tests.
 
-serve SPEC...   bind each SPEC (proto:address:port), echo UDP datagrams,
-                print "ready", exit when stdin closes.
+serve SPEC... [-- ARG...]
+                bind each SPEC (proto:address:port), echo UDP datagrams,
+                print "ready", exit when stdin closes; ARGs after `--` are
+                only there to be read in /proc (a proxy's flags).
 probe SPEC...   from here, try each SPEC at once: a TCP connect, or a UDP
                 request that must be answered; print one JSON object
                 {SPEC: true|false}.
@@ -75,4 +77,7 @@ def probe(specs):
 
 
 if __name__ == "__main__":
-    {"serve": serve, "probe": probe}[sys.argv[1]](sys.argv[2:])
+    args = sys.argv[2:]
+    if "--" in args:
+        args = args[: args.index("--")]
+    {"serve": serve, "probe": probe}[sys.argv[1]](args)

@@ -16,10 +16,12 @@
 mod judge;
 mod model;
 pub(crate) mod nft;
+mod proxy;
 mod published;
 
 pub use judge::{judge, judge_published};
 pub use model::{Chain, CtState, Dnat, Hook, Interface, Match, NetnsFacts, Packet, Rule, Verdict};
+pub use proxy::{DOCKER_PROXY, Proxied, docker_proxy_target, is_trusted_proxy, proxied_to};
 pub use published::{Published, forwards_to, published_as};
 
 use serde::{Deserialize, Serialize};

@@ -27,6 +27,8 @@ pub(super) struct Exposures {
     watched: HashMap<u64, HashSet<ListenerKey>>,
     own: Option<u64>,
     judged: HashMap<ListenerKey, Judgement>,
+    /// Userland proxies (Docker's) open now, by their listener.
+    proxies: HashMap<ListenerKey, exposure::Proxied>,
 }
 
 impl Exposures {
@@ -37,6 +39,7 @@ impl Exposures {
             facts: HashMap::new(),
             watched: HashMap::new(),
             judged: HashMap::new(),
+            proxies: HashMap::new(),
         }
     }
 
@@ -70,10 +73,14 @@ impl Exposures {
             return unknown("its network namespace is not known".into());
         }
         match self.facts.get(&l.netns) {
-            Some(Ok(facts)) => (
-                exposure::judge(l.proto, l.address, l.port, facts),
-                exposure::published_as(l, facts, self.read_facts()),
-            ),
+            Some(Ok(facts)) => {
+                let mut published = exposure::published_as(l, facts, self.read_facts());
+                published.extend(exposure::proxied_to(l, facts, self.proxies.values()));
+                (
+                    exposure::judge(l.proto, l.address, l.port, facts),
+                    published,
+                )
+            }
             Some(Err(why)) => unknown(format!("network namespace {}: {why}", l.netns)),
             None => unknown(format!(
                 "the rules of network namespace {} are being read",
@@ -82,8 +89,10 @@ impl Exposures {
         }
     }
 
-    /// Judges a listener that opened, and remembers the judgement.
-    pub(super) fn opened(&mut self, l: &mut Listener) {
+    /// Judges a listener that opened, and remembers the judgement. True
+    /// when it is a userland proxy's (`args` gives its arguments): the
+    /// listeners it reaches are published anew.
+    pub(super) fn opened(&mut self, l: &mut Listener, args: impl FnOnce() -> Vec<String>) -> bool {
         if l.netns != 0 && !self.watched.contains_key(&l.netns) {
             self.source.watch(l.netns, l.pid);
             self.watched.insert(l.netns, HashSet::new());
@@ -93,12 +102,35 @@ impl Exposures {
             keys.insert(l.key());
         }
         (l.exposure, l.published_as) = (Some(judged.0.clone()), judged.1.clone());
+        let trusted = matches!(self.facts.get(&l.netns), Some(Ok(f)) if f.trusted);
+        let proxy = (trusted && exposure::is_trusted_proxy(l))
+            .then(|| exposure::docker_proxy_target(&args()))
+            .flatten();
+        if let Some((proto, to)) = proxy {
+            let published = exposure::Published {
+                netns: l.netns,
+                address: l.address,
+                port: l.port,
+                proto: l.proto,
+                exposure: judged.0.clone(),
+            };
+            self.proxies.insert(
+                l.key(),
+                exposure::Proxied {
+                    proto,
+                    to,
+                    published,
+                },
+            );
+        }
         self.judged.insert(l.key(), judged);
+        proxy.is_some()
     }
 
     /// A listener that closed carries its last judgement; a namespace
     /// left with no listener is no longer watched (but portwatch's own).
-    pub(super) fn closed(&mut self, l: &mut Listener) {
+    /// True when it was a userland proxy's.
+    pub(super) fn closed(&mut self, l: &mut Listener) -> bool {
         let judged = self
             .judged
             .remove(&l.key())
@@ -112,6 +144,7 @@ impl Exposures {
                 self.source.forget(l.netns);
             }
         }
+        self.proxies.remove(&l.key()).is_some()
     }
 
     pub(super) fn poll_changed(
@@ -147,15 +180,29 @@ impl Exposures {
         if unchanged {
             return Vec::new();
         }
+        self.rejudge(open.filter(|l| everyone || l.netns == netns))
+    }
+
+    /// Judges `open` listeners again: those whose judgement changed, with
+    /// the one before. Proxies first: their own exposure is what they
+    /// publish.
+    pub(super) fn rejudge<'a>(
+        &mut self,
+        open: impl Iterator<Item = &'a Listener>,
+    ) -> Vec<(Listener, Judgement)> {
         let mut changed = Vec::new();
         // Only listeners already reported (one held back to settle is
         // judged when it is reported).
-        let reported: Vec<&Listener> = open
-            .filter(|l| (everyone || l.netns == netns) && self.judged.contains_key(&l.key()))
+        let mut reported: Vec<&Listener> = open
+            .filter(|l| self.judged.contains_key(&l.key()))
             .collect();
+        reported.sort_by_key(|l| !self.proxies.contains_key(&l.key()));
         for l in reported {
             let now = self.judge(l);
             let before = self.judged.insert(l.key(), now.clone());
+            if let Some(p) = self.proxies.get_mut(&l.key()) {
+                p.published.exposure = now.0.clone();
+            }
             if let Some(before) = before.filter(|b| *b != now) {
                 let mut l = l.clone();
                 (l.exposure, l.published_as) = (Some(now.0), now.1);

@@ -201,11 +201,22 @@ impl Monitor {
                 Ok(source) => {
                     let mut e = Exposures::new(source);
                     e.read_baseline(baseline.iter().map(|ev| &ev.listener));
-                    for ev in baseline
-                        .iter_mut()
-                        .filter(|ev| ev.source == Source::Baseline)
-                    {
-                        e.opened(&mut ev.listener);
+                    let host = engine.host();
+                    let mut judge_all = |e: &mut Exposures| {
+                        let mut proxies = false;
+                        for ev in baseline
+                            .iter_mut()
+                            .filter(|ev| ev.source == Source::Baseline)
+                        {
+                            let pid = ev.listener.pid;
+                            proxies |= e.opened(&mut ev.listener, || host.cmdline(pid));
+                        }
+                        proxies
+                    };
+                    // Once more when a userland proxy was found: what it
+                    // reaches may have been judged before it.
+                    if judge_all(&mut e) {
+                        judge_all(&mut e);
                     }
                     Some(e)
                 }
@@ -436,6 +447,12 @@ impl Monitor {
             started.elapsed().as_micros(),
             changed.len()
         );
+        self.exposure_changes(changed);
+    }
+
+    /// Queues an exposure_changed event for each judgement that changed,
+    /// and the alerts it fires.
+    fn exposure_changes(&mut self, changed: Vec<(Listener, exposure::Judgement)>) {
         let now = self.engine.host().wall_now();
         for (listener, (before, before_published)) in changed {
             let change = ExposureChange {
@@ -457,12 +474,19 @@ impl Monitor {
 
     /// A port event that is to be reported: queued, and evaluated.
     fn report_port(&mut self, mut ev: PortEvent) {
-        if let Some(e) = &mut self.exposures {
-            match ev.change {
-                crate::event::Change::Opened => e.opened(&mut ev.listener),
-                crate::event::Change::Closed => e.closed(&mut ev.listener),
+        let proxy = match &mut self.exposures {
+            Some(e) => {
+                let host = self.engine.host();
+                let pid = ev.listener.pid;
+                match ev.change {
+                    crate::event::Change::Opened => {
+                        e.opened(&mut ev.listener, || host.cmdline(pid))
+                    }
+                    crate::event::Change::Closed => e.closed(&mut ev.listener),
+                }
             }
-        }
+            None => false,
+        };
         if let Some(a) = &mut self.alerting {
             let alerts = a.evaluator.on_port(&ev);
             self.queue.push_back(MonitorEvent::Port(ev));
@@ -470,6 +494,12 @@ impl Monitor {
                 .extend(alerts.into_iter().map(MonitorEvent::Alert));
         } else {
             self.queue.push_back(MonitorEvent::Port(ev));
+        }
+        // A userland proxy came or went: what it reaches is published
+        // anew.
+        if proxy && let Some(e) = &mut self.exposures {
+            let changed = e.rejudge(self.engine.listeners());
+            self.exposure_changes(changed);
         }
     }
 

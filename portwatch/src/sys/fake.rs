@@ -74,6 +74,8 @@ pub(crate) struct World {
     pub netns_facts: HashMap<u64, crate::exposure::NetnsFacts>,
     /// The namespaces the exposure facts are watched for.
     pub facts_watched: HashSet<u64>,
+    /// Processes' arguments.
+    pub cmdlines: HashMap<u32, Vec<String>>,
     /// Changed facts not yet read by the monitor.
     facts_changed: VecDeque<u64>,
     facts_waker: Option<Waker>,
@@ -351,6 +353,15 @@ impl Host for FakeHost {
 
     fn parent_links(&mut self) -> Result<Vec<(u32, u32)>> {
         Ok(self.0.world().links.clone())
+    }
+
+    fn cmdline(&self, pid: u32) -> Vec<String> {
+        self.0
+            .world()
+            .cmdlines
+            .get(&pid)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn process_kind(&self, pid: u32) -> ProcessKind {

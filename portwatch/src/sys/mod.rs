@@ -109,6 +109,8 @@ pub(crate) trait Host: Send {
     /// (pid, parent pid) of every process.
     fn parent_links(&mut self) -> Result<Vec<(u32, u32)>>;
     fn process_kind(&self, pid: u32) -> ProcessKind;
+    /// A process's arguments (`/proc/PID/cmdline`), empty when it is gone.
+    fn cmdline(&self, pid: u32) -> Vec<String>;
     /// Whether a network namespace with this inode exists (one with a
     /// process in it, or an `ip netns` one).
     fn netns_exists(&self, ino: u64) -> bool;
@@ -206,6 +208,20 @@ impl Host for SystemHost {
 
     fn process_kind(&self, pid: u32) -> ProcessKind {
         procfs_scan::process_kind(pid)
+    }
+
+    fn cmdline(&self, pid: u32) -> Vec<String> {
+        // At most 64 KiB: only a proxy's few flags are wanted.
+        let mut bytes = Vec::new();
+        if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+            use std::io::Read as _;
+            let _ = f.take(64 * 1024).read_to_end(&mut bytes);
+        }
+        bytes
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
     }
 
     fn netns_exists(&self, ino: u64) -> bool {

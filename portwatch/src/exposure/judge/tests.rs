@@ -375,9 +375,8 @@ fn only_trusted_namespaces_publish_other_namespaces_listeners() {
         trusted: true,
         ..NetnsFacts::default()
     };
-    let all = |host: &NetnsFacts| {
-        published_as(&l, &container, [(1, host), (2, &container)].into_iter())
-    };
+    let all =
+        |host: &NetnsFacts| published_as(&l, &container, [(1, host), (2, &container)].into_iter());
     let got = all(&host);
     assert_eq!(
         got.len(),
