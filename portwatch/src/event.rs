@@ -130,10 +130,10 @@ pub struct Listener {
     pub opened_at: Option<DateTime<Utc>>,
     /// Who can reach it, judged for its network namespace by a
     /// [`crate::monitor::Monitor`] or `list` (`None`: not judged).
-    pub exposure: Option<crate::exposure::Exposure>,
+    pub exposure: Option<Exposure>,
     /// DNAT rules (in any namespace) that send connections to it, each
     /// with its own exposure.
-    pub published_as: Vec<crate::exposure::Published>,
+    pub published_as: Vec<Published>,
 }
 
 impl Listener {
@@ -407,4 +407,65 @@ mod tests {
         assert_ne!(tcp.key(), udp.key());
         assert_ne!(tcp.listener().key(), udp.listener().key());
     }
+}
+
+/// Who can reach a listener, as judged for its own network namespace.
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(tag = "exposure", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Exposure {
+    /// Bound to a loopback address.
+    Loopback,
+    /// No non-loopback interface lets a new connection through.
+    Filtered,
+    /// These non-loopback interfaces let a new connection through.
+    Reachable { reachable_via: Vec<String> },
+    /// A rule on the way cannot be judged soundly: which, in its own words.
+    Unknown { why: String },
+}
+
+impl Exposure {
+    /// In a few words: `reachable via eth0`, `unknown: why` (made safe).
+    pub fn describe(&self) -> String {
+        match self {
+            Exposure::Loopback => "loopback".into(),
+            Exposure::Filtered => "filtered".into(),
+            Exposure::Reachable { reachable_via } => {
+                format!(
+                    "reachable via {}",
+                    crate::safe_text::safe_str(&reachable_via.join(","))
+                )
+            }
+            Exposure::Unknown { why } => format!("unknown: {}", crate::safe_text::safe_str(why)),
+        }
+    }
+
+    /// The verdict's name: `loopback`, `filtered`, `reachable`, `unknown`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Exposure::Loopback => "loopback",
+            Exposure::Filtered => "filtered",
+            Exposure::Reachable { .. } => "reachable",
+            Exposure::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// One way in to a listener through a DNAT rule.
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Published {
+    /// The namespace whose rule it is.
+    pub netns: u64,
+    /// The address the rule answers on (the wildcard: any of that
+    /// namespace's).
+    pub address: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+    /// Who can reach it there.
+    #[serde(flatten)]
+    pub exposure: Exposure,
 }

@@ -36,6 +36,7 @@ pub mod filter;
 pub mod host;
 mod listing;
 pub mod monitor;
+pub mod netns_facts;
 pub mod output;
 pub mod process;
 pub mod report;

@@ -60,7 +60,7 @@ fn judged(host: &mut dyn Host, mut listeners: Vec<Listener>) -> Listing {
     }
     let facts: HashMap<u64, FactsResult> = first
         .into_iter()
-        .map(|(netns, pid)| (netns, host.netns_facts(netns, pid)))
+        .map(|(netns, pid)| (netns, host.netns_facts(netns, pid, exposure::translate)))
         .collect();
     let read = || {
         facts

@@ -154,15 +154,7 @@ pub fn exposure_change_line(c: &crate::monitor::ExposureChange) -> String {
 
 /// An exposure in a few words: `reachable via eth0`, `unknown: why`.
 pub fn exposure_text(e: &crate::exposure::Exposure) -> String {
-    use crate::exposure::Exposure;
-    match e {
-        Exposure::Loopback => "loopback".into(),
-        Exposure::Filtered => "filtered".into(),
-        Exposure::Reachable { reachable_via } => {
-            format!("reachable via {}", safe_str(&reachable_via.join(",")))
-        }
-        Exposure::Unknown { why } => format!("unknown: {}", safe_str(why)),
-    }
+    e.describe()
 }
 
 #[cfg(test)]

@@ -282,6 +282,7 @@ pub fn violations(graph: &Graph) -> Vec<String> {
         "socket",
         "process",
         "facts",
+        "netns_facts",
     ];
     for d in top.get("sys").into_iter().flatten() {
         if !plain.contains(&d.as_str()) {

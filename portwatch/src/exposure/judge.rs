@@ -5,10 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{
-    Exposure,
-    model::{Chain, CtState, Dnat, Hook, Match, NetnsFacts, Packet, Rule, Verdict},
-};
+use super::{Chain, CtState, Dnat, Exposure, Hook, Match, NetnsFacts, Packet, Rule, Verdict};
 use crate::event::Proto;
 
 /// How deep jumps may nest before the judgement gives up (the kernel

@@ -14,41 +14,35 @@
 //! - `unknown`: a rule on the way cannot be judged soundly (it is named).
 
 mod judge;
-mod model;
 pub(crate) mod nft;
 mod proxy;
 mod published;
 
+pub use crate::{
+    event::{Exposure, Published},
+    netns_facts::{
+        Chain, CtState, Dnat, Hook, Interface, Match, NetnsFacts, Packet, RawFacts, Rule, Verdict,
+    },
+};
 pub use judge::{judge, judge_published};
-pub use model::{Chain, CtState, Dnat, Hook, Interface, Match, NetnsFacts, Packet, Rule, Verdict};
 pub use proxy::{DOCKER_PROXY, Proxied, docker_proxy_target, is_trusted_proxy, proxied_to};
-pub use published::{Published, forwards_to, published_as};
+pub use published::{forwards_to, published_as};
 
-use serde::{Deserialize, Serialize};
-
-/// Who can reach a listener, as judged for its own network namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "exposure", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Exposure {
-    /// Bound to a loopback address.
-    Loopback,
-    /// No non-loopback interface lets a new connection through.
-    Filtered,
-    /// These non-loopback interfaces let a new connection through.
-    Reachable { reachable_via: Vec<String> },
-    /// A rule on the way cannot be judged soundly: which, in its own words.
-    Unknown { why: String },
-}
-
-impl Exposure {
-    /// The verdict's name: `loopback`, `filtered`, `reachable`, `unknown`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Exposure::Loopback => "loopback",
-            Exposure::Filtered => "filtered",
-            Exposure::Reachable { .. } => "reachable",
-            Exposure::Unknown { .. } => "unknown",
-        }
+/// Raw facts, as `sys` reads them, made ready to judge: the ruleset
+/// translated into chains and DNAT rules (a [`crate::netns_facts::Translate`]).
+pub fn translate(raw: RawFacts) -> NetnsFacts {
+    let mut ruleset = raw.ruleset;
+    ruleset.interfaces = raw
+        .interfaces
+        .iter()
+        .map(|(i, f)| (*i, f.name.clone()))
+        .collect();
+    let translated = nft::translate(&ruleset);
+    NetnsFacts {
+        interfaces: raw.interfaces.into_iter().map(|(_, f)| f).collect(),
+        chains: translated.chains,
+        dnat: translated.dnat,
+        legacy_tables: raw.legacy_tables,
+        trusted: raw.trusted,
     }
 }

@@ -4,25 +4,8 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
-use super::{Exposure, NetnsFacts, judge::judge_published, model::Dnat};
-use crate::event::{Listener, Proto};
-
-/// One way in to a listener through a DNAT rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Published {
-    /// The namespace whose rule it is.
-    pub netns: u64,
-    /// The address the rule answers on (the wildcard: any of that
-    /// namespace's).
-    pub address: IpAddr,
-    pub port: u16,
-    pub proto: Proto,
-    /// Who can reach it there.
-    #[serde(flatten)]
-    pub exposure: Exposure,
-}
+use super::{Dnat, NetnsFacts, Published, judge::judge_published};
+use crate::event::Listener;
 
 impl Published {
     /// The entry `dnat` of namespace `netns` makes.

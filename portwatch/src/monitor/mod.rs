@@ -191,13 +191,13 @@ impl Monitor {
         };
         let start_facts = std::mem::replace(
             &mut os.facts,
-            Box::new(|| Err(std::io::Error::other("taken"))),
+            Box::new(|_| Err(std::io::Error::other("taken"))),
         );
         let (engine, mut baseline) = Engine::start_with(&engine_config, os)?;
         let now = engine.host().wall_now();
         let mut queue = VecDeque::new();
         let exposures = if config.exposure {
-            match start_facts() {
+            match start_facts(crate::exposure::translate) {
                 Ok(source) => {
                     let mut e = Exposures::new(source);
                     e.read_baseline(baseline.iter().map(|ev| &ev.listener));
@@ -464,7 +464,10 @@ impl Monitor {
             let alerts = self
                 .alerting
                 .as_mut()
-                .map(|a| a.evaluator.on_exposure(&change))
+                .map(|a| {
+                    a.evaluator
+                        .on_exposure(&change.listener, &change.before, change.ts)
+                })
                 .unwrap_or_default();
             self.queue.push_back(MonitorEvent::ExposureChanged(change));
             self.queue

@@ -14,9 +14,7 @@ use super::{
     validate::{CompiledRule, Matcher, Rules},
 };
 use crate::{
-    event::{Change, Listener, PortEvent, Proto, Source},
-    monitor::ExposureChange,
-    output::exposure_text,
+    event::{Change, Exposure, Listener, PortEvent, Proto, Source},
     report::{Connection, ProcessSample},
 };
 
@@ -178,7 +176,9 @@ impl Evaluator {
                     "{} (pid {}) {verb} {socket}, {}",
                     l.comm,
                     l.pid,
-                    l.exposure.as_ref().map_or_else(String::new, exposure_text)
+                    l.exposure
+                        .as_ref()
+                        .map_or_else(String::new, Exposure::describe)
                 ),
                 _ => continue,
             };
@@ -195,17 +195,21 @@ impl Evaluator {
         out
     }
 
-    /// `ExposedListener` rules on a listener whose exposure changed: they
-    /// fire when it enters one of their exposures.
-    pub fn on_exposure(&mut self, c: &ExposureChange) -> Vec<Alert> {
-        let l = &c.listener;
+    /// `ExposedListener` rules on listener `l`, whose exposure changed
+    /// from `before` at `ts`: they fire when it enters one of theirs.
+    pub fn on_exposure(
+        &mut self,
+        l: &Listener,
+        before: &Exposure,
+        ts: DateTime<Utc>,
+    ) -> Vec<Alert> {
         let socket = format!("{}/{}", l.socket(), l.proto.as_str());
         let mut out = Vec::new();
         for r in &self.rules.compiled {
             let Matcher::Exposed { exposure, ports } = &r.matcher else {
                 continue;
             };
-            let was = ExposureName::parse(c.before.name()).is_some_and(|b| exposure.contains(&b));
+            let was = ExposureName::parse(before.name()).is_some_and(|b| exposure.contains(&b));
             if was || !exposed(l, exposure, ports.as_deref()) {
                 continue;
             }
@@ -214,8 +218,10 @@ impl Evaluator {
                     "{} (pid {}) on {socket} is now {} (was {})",
                     l.comm,
                     l.pid,
-                    l.exposure.as_ref().map_or_else(String::new, exposure_text),
-                    exposure_text(&c.before)
+                    l.exposure
+                        .as_ref()
+                        .map_or_else(String::new, Exposure::describe),
+                    before.describe()
                 ),
                 pid: l.pid,
                 comm: l.comm.clone(),
@@ -223,7 +229,7 @@ impl Evaluator {
                 port: Some(l.port),
                 proto: Some(l.proto),
             };
-            out.extend(fire(r, &mut self.last_fired, c.ts, what));
+            out.extend(fire(r, &mut self.last_fired, ts, what));
         }
         out
     }
@@ -310,7 +316,7 @@ impl Evaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{exposure::Exposure, rules::validate::load_bytes};
+    use crate::rules::validate::load_bytes;
 
     fn rules(json: &str) -> Rules {
         load_bytes(json.as_bytes(), std::path::Path::new("t")).unwrap()
@@ -641,31 +647,23 @@ mod tests {
             a[0].message
         );
 
-        let change = |before: Exposure, now: Exposure, secs| ExposureChange {
-            listener: Listener {
+        let on = |e: &mut Evaluator, before: Exposure, now: Exposure, secs| {
+            let l = Listener {
                 exposure: Some(now),
                 ..exposed_event(5432, Exposure::Loopback).listener
-            },
-            before,
-            before_published: Vec::new(),
-            ts: at(secs),
+            };
+            e.on_exposure(&l, &before, at(secs))
         };
         // Into one of its exposures: fires.
         assert_eq!(
-            ids(e.on_exposure(&change(Exposure::Filtered, reachable(), 10))),
+            ids(on(&mut e, Exposure::Filtered, reachable(), 10)),
             ["any", "db"]
         );
         // From unknown to reachable: `db` had it already, `any` did not.
         let unknown = Exposure::Unknown { why: "x".into() };
-        assert_eq!(
-            ids(e.on_exposure(&change(unknown, reachable(), 20))),
-            ["any"]
-        );
+        assert_eq!(ids(on(&mut e, unknown, reachable(), 20)), ["any"]);
         // Out of it: nothing.
-        assert!(
-            e.on_exposure(&change(reachable(), Exposure::Filtered, 30))
-                .is_empty()
-        );
+        assert!(on(&mut e, reachable(), Exposure::Filtered, 30).is_empty());
     }
 
     #[test]

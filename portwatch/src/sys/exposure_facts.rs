@@ -16,26 +16,20 @@ use rustix::{
 };
 
 use super::{links, nftables};
-use crate::exposure::{NetnsFacts, nft};
+use crate::netns_facts::{RawFacts, RawRuleset};
 
 /// The facts of the calling thread's namespace.
-pub(crate) fn facts_here() -> io::Result<NetnsFacts> {
+pub(crate) fn facts_here() -> io::Result<RawFacts> {
     let interfaces = links::interfaces_here()?;
-    let mut raw = match nftables::ruleset_here() {
+    let ruleset = match nftables::ruleset_here() {
         Ok(raw) => raw,
         // No nf_tables in this kernel: no nftables rule filters anything.
-        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => nft::RawRuleset::default(),
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => RawRuleset::default(),
         Err(e) => return Err(e),
     };
-    raw.interfaces = interfaces
-        .iter()
-        .map(|(i, f)| (*i, f.name.clone()))
-        .collect();
-    let translated = nft::translate(&raw);
-    Ok(NetnsFacts {
-        interfaces: interfaces.into_iter().map(|(_, f)| f).collect(),
-        chains: translated.chains,
-        dnat: translated.dnat,
+    Ok(RawFacts {
+        interfaces,
+        ruleset,
         legacy_tables: nftables::legacy_tables_here(),
         // Said by the caller, which knows the namespace's owner.
         trusted: false,
@@ -44,7 +38,7 @@ pub(crate) fn facts_here() -> io::Result<NetnsFacts> {
 
 /// The facts of namespace `ns` (`None`: portwatch's own), read on a
 /// short-lived thread that enters it.
-pub(crate) fn facts_in(ns: Option<BorrowedFd<'_>>) -> io::Result<NetnsFacts> {
+pub(crate) fn facts_in(ns: Option<BorrowedFd<'_>>) -> io::Result<RawFacts> {
     let Some(ns) = ns else {
         return std::thread::scope(|s| {
             // A thread of its own even here: /proc/thread-self is then
@@ -53,7 +47,7 @@ pub(crate) fn facts_in(ns: Option<BorrowedFd<'_>>) -> io::Result<NetnsFacts> {
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
         })
-        .map(|f| NetnsFacts { trusted: true, ..f });
+        .map(|f| RawFacts { trusted: true, ..f });
     };
     let trusted = owned_by_our_user_namespace(ns);
     std::thread::scope(|s| {
@@ -65,7 +59,7 @@ pub(crate) fn facts_in(ns: Option<BorrowedFd<'_>>) -> io::Result<NetnsFacts> {
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
     })
-    .map(|f| NetnsFacts { trusted, ..f })
+    .map(|f| RawFacts { trusted, ..f })
 }
 
 /// Whether namespace `ns` is owned by portwatch's own user namespace

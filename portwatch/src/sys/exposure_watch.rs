@@ -28,7 +28,7 @@ use rustix::{
 use tokio::sync::mpsc as tokio_mpsc;
 
 use super::exposure_facts::facts_in;
-use crate::exposure::NetnsFacts;
+use crate::netns_facts::{NetnsFacts, Translate};
 
 /// How long a burst of changes may go on before the facts are read again
 /// (an `nft -f` file or a container start sends many messages at once).
@@ -66,6 +66,7 @@ enum Command {
 
 /// The system's [`FactsSource`]: the watching thread and its channels.
 pub(crate) struct SystemFacts {
+    translate: Translate,
     commands: mpsc::Sender<Command>,
     wake: UnixStream,
     changed: tokio_mpsc::Receiver<(u64, FactsResult)>,
@@ -73,15 +74,18 @@ pub(crate) struct SystemFacts {
 }
 
 impl SystemFacts {
-    pub(crate) fn start() -> io::Result<Self> {
+    /// Starts the watching thread; `translate` makes what it reads ready
+    /// to judge (the exposure layer's, given from above).
+    pub(crate) fn start(translate: Translate) -> io::Result<Self> {
         let (commands, rx) = mpsc::channel();
         let (wake, wake_rx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         let (tx, changed) = tokio_mpsc::channel(256);
         std::thread::Builder::new()
             .name("portwatch-exposure".into())
-            .spawn(move || watch_loop(&rx, &wake_rx, &tx))?;
+            .spawn(move || watch_loop(&rx, &wake_rx, &tx, translate))?;
         Ok(Self {
+            translate,
             commands,
             wake,
             changed,
@@ -121,7 +125,7 @@ impl FactsSource for SystemFacts {
     }
 
     fn read_now(&mut self, netns: u64, pid: u32) -> FactsResult {
-        read_now(netns, pid, self.own)
+        read_now(netns, pid, self.own, self.translate)
     }
 }
 
@@ -143,10 +147,15 @@ fn enter(netns: u64, pid: u32, own: Option<u64>) -> Option<Option<OwnedFd>> {
 
 /// The facts of `netns`, read now through process `pid` (see
 /// [`FactsSource::read_now`]).
-pub(crate) fn read_now(netns: u64, pid: u32, own: Option<u64>) -> FactsResult {
+pub(crate) fn read_now(
+    netns: u64,
+    pid: u32,
+    own: Option<u64>,
+    translate: Translate,
+) -> FactsResult {
     let ns = enter(netns, pid, own).ok_or("no process of it is left to enter it by")?;
     facts_in(ns.as_ref().map(AsFd::as_fd))
-        .map(Arc::new)
+        .map(|raw| Arc::new(translate(raw)))
         .map_err(|e| format!("cannot read its rules and interfaces: {e}"))
 }
 
@@ -199,6 +208,7 @@ fn watch_loop(
     commands: &mpsc::Receiver<Command>,
     wake: &UnixStream,
     changed: &tokio_mpsc::Sender<(u64, FactsResult)>,
+    translate: Translate,
 ) {
     let mut watched: HashMap<u64, Watched> = HashMap::new();
     // Namespaces changed, and when they are to be read again.
@@ -283,7 +293,7 @@ fn watch_loop(
             let Some(w) = watched.get(&ino) else { continue };
             let started = Instant::now();
             let result = facts_in(w.ns.as_ref().map(AsFd::as_fd))
-                .map(Arc::new)
+                .map(|raw| Arc::new(translate(raw)))
                 .map_err(|e| format!("cannot read its rules and interfaces: {e}"));
             let took = started.elapsed();
             rest_until.insert(ino, Instant::now() + 2 * took);

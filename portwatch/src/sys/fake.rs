@@ -71,7 +71,7 @@ pub(crate) struct World {
     pub seeded: Vec<u64>,
     waker: Option<Waker>,
     /// Each namespace's exposure facts (none: an empty namespace).
-    pub netns_facts: HashMap<u64, crate::exposure::NetnsFacts>,
+    pub netns_facts: HashMap<u64, crate::netns_facts::NetnsFacts>,
     /// The namespaces the exposure facts are watched for.
     pub facts_watched: HashSet<u64>,
     /// Processes' arguments.
@@ -131,14 +131,15 @@ impl FakeOs {
             }),
             facts: {
                 let world = self.clone();
-                Box::new(move || Ok(Box::new(FakeFacts(world)) as Box<dyn FactsSource>))
+                // The world holds facts ready to judge: nothing to translate.
+                Box::new(move |_| Ok(Box::new(FakeFacts(world)) as Box<dyn FactsSource>))
             },
         }
     }
 
     /// Changes the exposure facts of `netns`, as a rule or address
     /// change would.
-    pub(crate) fn change_facts(&self, netns: u64, facts: crate::exposure::NetnsFacts) {
+    pub(crate) fn change_facts(&self, netns: u64, facts: crate::netns_facts::NetnsFacts) {
         let mut w = self.world();
         w.netns_facts.insert(netns, facts);
         if w.facts_watched.contains(&netns) {
@@ -408,7 +409,12 @@ impl Host for FakeHost {
         100
     }
 
-    fn netns_facts(&mut self, netns: u64, _pid: u32) -> super::exposure_watch::FactsResult {
+    fn netns_facts(
+        &mut self,
+        netns: u64,
+        _pid: u32,
+        _translate: crate::netns_facts::Translate,
+    ) -> super::exposure_watch::FactsResult {
         let w = self.0.world();
         Ok(Arc::new(
             w.netns_facts.get(&netns).cloned().unwrap_or_default(),

@@ -10,7 +10,7 @@ use netlink_packet_route::{
 use netlink_sys::protocols::NETLINK_ROUTE;
 
 use super::netlink_dump::{dump, socket};
-use crate::{exposure::Interface, safe_text::safe_str};
+use crate::{netns_facts::Interface, safe_text::safe_str};
 
 /// The most interfaces (and addresses) read from one namespace: its owner
 /// decides how many there are.

@@ -131,7 +131,12 @@ pub(crate) trait Host: Send {
     fn ticks_per_second(&self) -> u64;
     /// The exposure facts of namespace `netns`, entered through process
     /// `pid`.
-    fn netns_facts(&mut self, netns: u64, pid: u32) -> exposure_watch::FactsResult;
+    fn netns_facts(
+        &mut self,
+        netns: u64,
+        pid: u32,
+        translate: crate::netns_facts::Translate,
+    ) -> exposure_watch::FactsResult;
     /// portwatch's own network namespace.
     fn own_netns(&self) -> Option<u64>;
 }
@@ -147,9 +152,14 @@ pub(crate) struct Os {
     pub facts: StartFacts,
 }
 
-/// Starts a [`exposure_watch::FactsSource`].
-pub(crate) type StartFacts =
-    Box<dyn FnOnce() -> std::io::Result<Box<dyn exposure_watch::FactsSource>> + Send>;
+/// Starts a [`exposure_watch::FactsSource`] that translates what it reads
+/// with the function given.
+pub(crate) type StartFacts = Box<
+    dyn FnOnce(
+            crate::netns_facts::Translate,
+        ) -> std::io::Result<Box<dyn exposure_watch::FactsSource>>
+        + Send,
+>;
 
 impl Os {
     /// The real one.
@@ -160,8 +170,8 @@ impl Os {
                 privilege::require_ebpf_privileges()?;
                 Ok(Box::new(bpf::KernelProbe::attach(config)?) as Box<dyn EventSource>)
             }),
-            facts: Box::new(|| {
-                Ok(Box::new(exposure_watch::SystemFacts::start()?)
+            facts: Box::new(|translate| {
+                Ok(Box::new(exposure_watch::SystemFacts::start(translate)?)
                     as Box<dyn exposure_watch::FactsSource>)
             }),
         }
@@ -256,8 +266,13 @@ impl Host for SystemHost {
         self.usage.ticks_per_second()
     }
 
-    fn netns_facts(&mut self, netns: u64, pid: u32) -> exposure_watch::FactsResult {
-        exposure_watch::read_now(netns, pid, self.own_netns())
+    fn netns_facts(
+        &mut self,
+        netns: u64,
+        pid: u32,
+        translate: crate::netns_facts::Translate,
+    ) -> exposure_watch::FactsResult {
+        exposure_watch::read_now(netns, pid, self.own_netns(), translate)
     }
 
     fn own_netns(&self) -> Option<u64> {

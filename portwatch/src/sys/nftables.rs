@@ -15,7 +15,7 @@ use netlink_packet_netfilter::{
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 use super::netlink_dump::{dump, socket};
-use crate::exposure::nft::{RawRuleset, RawSet, SetElement};
+use crate::netns_facts::{RawRuleset, RawSet, SetElement};
 
 fn request(family: u8, msg: NfTablesMessage) -> NetfilterMessage {
     NetfilterMessage::new(

@@ -4,7 +4,7 @@
 //! one, source restrictions) and what the model refuses to guess.
 
 use super::*;
-use crate::exposure::model::Interface;
+use crate::exposure::Interface;
 
 fn lo_and_eth0() -> Vec<Interface> {
     vec![

@@ -9,7 +9,6 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use ipnet::IpNet;
 use netlink_packet_core::{DefaultNla, Nla as _};
 use netlink_packet_netfilter::nftables::{
     Bitwise, Cmp, DataAttribute, ExpressionAttribute, Expressions, Immediate, ListAttribute,
@@ -17,41 +16,15 @@ use netlink_packet_netfilter::nftables::{
     Verdict as NlVerdict, VerdictAttribute,
 };
 
-use super::{RawRuleset, family, sets};
+use super::{
+    RawRuleset, family,
+    loaded::{Loaded, addr_match, addr_net, proto_match},
+    sets,
+};
 use crate::{
-    event::Proto,
-    exposure::model::{CtState, Dnat, Match, Rule, Verdict},
+    netns_facts::{CtState, Dnat, Match, Rule, Verdict},
     safe_text::safe_str,
 };
-
-/// What a register holds.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) enum Loaded {
-    IifName,
-    Iif,
-    L4Proto,
-    NfProto,
-    /// An address of the network header, its first `len` bytes.
-    Addr {
-        source: bool,
-        v6: bool,
-        len: usize,
-    },
-    DestPort,
-    CtState,
-    /// `ct state` masked: the states of the mask.
-    CtStates(Vec<CtState>),
-    /// An address under a mask: a prefix of this many bits.
-    Prefix {
-        source: bool,
-        v6: bool,
-        bits: u8,
-    },
-    /// A constant (for nat).
-    Value(Vec<u8>),
-    /// Something the model has no match for, by name.
-    Other(String),
-}
 
 /// The state of one rule's run.
 struct Run<'a> {
@@ -669,20 +642,6 @@ fn iface_name(data: &[u8]) -> String {
     }
 }
 
-pub(super) fn proto_match(number: Option<u8>, negated: bool) -> Match {
-    match number {
-        Some(6) => Match::Proto {
-            proto: Proto::Tcp,
-            negated,
-        },
-        Some(17) => Match::Proto {
-            proto: Proto::Udp,
-            negated,
-        },
-        _ => Match::OtherProto { negated },
-    }
-}
-
 fn port_match(op: Operator, p: u16) -> Match {
     let (range, negated) = match op {
         Operator::Equal => ((p, p), false),
@@ -695,28 +654,5 @@ fn port_match(op: Operator, p: u16) -> Match {
     Match::DestPort {
         ranges: vec![range],
         negated,
-    }
-}
-
-/// The network of the first bytes of an address and a prefix length.
-pub(super) fn addr_net(data: &[u8], v6: bool, bits: u8) -> Option<IpNet> {
-    if v6 {
-        let mut b = [0u8; 16];
-        let n = data.len().min(16);
-        b[..n].copy_from_slice(&data[..n]);
-        IpNet::new(IpAddr::V6(Ipv6Addr::from(b)), bits).ok()
-    } else {
-        let mut b = [0u8; 4];
-        let n = data.len().min(4);
-        b[..n].copy_from_slice(&data[..n]);
-        IpNet::new(IpAddr::V4(Ipv4Addr::from(b)), bits).ok()
-    }
-}
-
-pub(super) fn addr_match(source: bool, nets: Vec<IpNet>, negated: bool) -> Match {
-    if source {
-        Match::SourceAddr { nets, negated }
-    } else {
-        Match::DestAddr { nets, negated }
     }
 }

@@ -7,6 +7,7 @@
 //! the model, its REJECT target is a reject.
 
 mod expr;
+mod loaded;
 mod sets;
 #[cfg(test)]
 mod tests;
@@ -15,31 +16,8 @@ use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Hook as NlHook, RuleAttribute, RuleMessage,
 };
 
-pub(crate) use sets::{RawSet, SetElement};
-
-use super::model::{Chain, Dnat, Hook, Match, Rule, Verdict};
+use crate::netns_facts::{Chain, Dnat, Hook, Match, RawRuleset, Rule, Verdict, family};
 use crate::safe_text::safe_str;
-
-/// `NFPROTO_*`: the family of a table.
-pub(crate) mod family {
-    pub(crate) const INET: u8 = 1;
-    pub(crate) const IPV4: u8 = 2;
-    pub(crate) const ARP: u8 = 3;
-    pub(crate) const NETDEV: u8 = 5;
-    pub(crate) const BRIDGE: u8 = 7;
-    pub(crate) const IPV6: u8 = 10;
-}
-
-/// One namespace's ruleset as netlink lists it: each message with the
-/// family of its table.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct RawRuleset {
-    pub chains: Vec<(u8, ChainMessage)>,
-    pub rules: Vec<(u8, RuleMessage)>,
-    pub sets: Vec<RawSet>,
-    /// Interface indexes and names, for `iif` / `meta iif` matches.
-    pub interfaces: Vec<(u32, String)>,
-}
 
 /// The ruleset's chains, ready to judge, and its DNAT rules.
 #[derive(Clone, Debug, Default, PartialEq)]

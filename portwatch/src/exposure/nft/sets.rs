@@ -3,29 +3,8 @@
 
 use ipnet::IpNet;
 
-use super::expr::{Loaded, addr_match, addr_net, proto_match};
-use crate::exposure::model::Match;
-
-/// One element: its key, and whether it ends an interval (an interval
-/// set lists each range as its first key and the key after its last).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SetElement {
-    pub key: Vec<u8>,
-    pub interval_end: bool,
-}
-
-/// A set of a table, with its elements.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct RawSet {
-    pub family: u8,
-    pub table: String,
-    pub name: String,
-    /// Holds ranges (`NFT_SET_INTERVAL`).
-    pub interval: bool,
-    /// Its keys join several fields (`NFT_SET_CONCAT`).
-    pub concat: bool,
-    pub elements: Vec<SetElement>,
-}
+use super::loaded::{Loaded, addr_match, addr_net, proto_match};
+use crate::netns_facts::{Match, RawSet};
 
 /// The inclusive ranges of keys a set holds, keys read as big-endian
 /// numbers of at most 16 bytes.

@@ -11,6 +11,7 @@ use netlink_packet_netfilter::nftables::{
 };
 
 use super::*;
+use crate::netns_facts::{RawSet, SetElement};
 use crate::{
     event::Proto,
     exposure::{Exposure, Interface, NetnsFacts, judge},

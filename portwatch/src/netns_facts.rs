@@ -1,11 +1,14 @@
-//! What a network namespace's kernel says about reaching its sockets: its
-//! interfaces, and the netfilter chains a new incoming connection passes
-//! (nftables base chains on the input hook, iptables-nft's among them),
-//! reduced to what the judgement needs. Plain data.
+//! What a network namespace's kernel says about reaching its sockets, as
+//! plain data: its interfaces, its netfilter ruleset as netlink lists it
+//! (`RawFacts`, what `sys` reads), and the same reduced to the chains a
+//! new incoming connection passes (`NetnsFacts`, what the exposure
+//! judgement reads; `exposure::translate` makes it).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+use netlink_packet_netfilter::nftables::{ChainMessage, RuleMessage};
 
 use crate::event::Proto;
 
@@ -159,3 +162,61 @@ pub struct Packet<'a> {
     pub address: IpAddr,
     pub port: u16,
 }
+
+/// `NFPROTO_*`: the family of a table.
+pub mod family {
+    pub const INET: u8 = 1;
+    pub const IPV4: u8 = 2;
+    pub const ARP: u8 = 3;
+    pub const NETDEV: u8 = 5;
+    pub const BRIDGE: u8 = 7;
+    pub const IPV6: u8 = 10;
+}
+
+/// One namespace's ruleset as netlink lists it: each message with the
+/// family of its table.
+#[derive(Clone, Debug, Default)]
+pub struct RawRuleset {
+    pub chains: Vec<(u8, ChainMessage)>,
+    pub rules: Vec<(u8, RuleMessage)>,
+    pub sets: Vec<RawSet>,
+    /// Interface indexes and names, for `iif` / `meta iif` matches.
+    pub interfaces: Vec<(u32, String)>,
+}
+
+/// One element: its key, and whether it ends an interval (an interval
+/// set lists each range as its first key and the key after its last).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetElement {
+    pub key: Vec<u8>,
+    pub interval_end: bool,
+}
+
+/// A set of a table, with its elements.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawSet {
+    pub family: u8,
+    pub table: String,
+    pub name: String,
+    /// Holds ranges (`NFT_SET_INTERVAL`).
+    pub interval: bool,
+    /// Its keys join several fields (`NFT_SET_CONCAT`).
+    pub concat: bool,
+    pub elements: Vec<SetElement>,
+}
+
+/// A namespace's facts as `sys` reads them, before translation.
+#[derive(Clone, Debug, Default)]
+pub struct RawFacts {
+    /// Interfaces, with their indexes.
+    pub interfaces: Vec<(u32, Interface)>,
+    pub ruleset: RawRuleset,
+    /// See [`NetnsFacts::legacy_tables`].
+    pub legacy_tables: Vec<String>,
+    /// See [`NetnsFacts::trusted`].
+    pub trusted: bool,
+}
+
+/// Turns raw facts into judged-ready ones (`exposure::translate`): handed
+/// to `sys` by the layer above, which owns the logic.
+pub type Translate = fn(RawFacts) -> NetnsFacts;
