@@ -417,6 +417,9 @@ fn iptables_nft_rules_are_judged_as_real_connections_see_them() {
         "-A INPUT -p tcp --dport 7003 -j ACCEPT",
         "-A INPUT -p tcp --dport 7004 -j REJECT",
         "-A INPUT -p udp --dport 7006 -j ACCEPT",
+        // Another port than the nftables test's: the two labs' C have the
+        // same address, and a DNAT names an address, not a namespace.
+        "-t nat -A PREROUTING -p tcp --dport 7010 -j DNAT --to-destination 192.0.2.66:7111",
     ] {
         let mut args = vec!["ip", "netns", "exec", h, "iptables-nft"];
         args.extend(rule.split(' '));
@@ -432,8 +435,18 @@ fn iptables_nft_rules_are_judged_as_real_connections_see_them() {
     let specs = specs_of(&listeners);
     let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
     let _h = Lab::serve(&lab.h, &specs);
-    let w = Watcher::start(&["--netns", &lab.h.inode().to_string()]);
+    let _c = Lab::serve(&lab.c, &["tcp:192.0.2.66:7111"]);
+    let w = Watcher::start(&[]);
     check_against_truth(&lab, &w.baseline, &listeners);
+    // iptables' DNAT publishes C's listener on H's 7010, and that goes
+    // through.
+    let target = line_of(&w.baseline, lab.c.inode(), "tcp", "192.0.2.66", 7111);
+    let published = &target["published_as"];
+    assert_eq!(published.as_array().map(Vec::len), Some(1), "{target}");
+    assert_eq!(published[0]["port"], 7010, "{target}");
+    assert_eq!(published[0]["netns"], lab.h.inode(), "{target}");
+    assert_eq!(published[0]["exposure"], "reachable", "{target}");
+    assert!(lab.probe(&["tcp:192.0.2.1:7010".into()])["tcp:192.0.2.1:7010"]);
 }
 
 /// An unprivileged user's own namespace: a DNAT rule there that names a

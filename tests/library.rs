@@ -31,6 +31,8 @@ fn port_watcher_calls_back_for_this_process() {
         address: "127.0.0.1".parse().unwrap(),
         state: State::Open,
         proto: Proto::Tcp,
+        // On 127.0.0.1: only this namespace reaches it, whatever the rules.
+        exposure: Some(portwatch::exposure::Exposure::Loopback),
     };
     let next = |what| loop {
         match rx.recv_timeout(Duration::from_secs(1)) {

@@ -98,6 +98,10 @@ pub enum Verdict {
     },
     /// No verdict (a counter, a log): the next rule.
     Continue,
+    /// A statement that may decide, or send the packet elsewhere, in a way
+    /// the model does not follow (`redirect`, `queue`, an iptables target
+    /// it does not read): named.
+    Unknown(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -67,6 +67,9 @@ pub struct Port {
     pub state: State,
     /// TCP or UDP (the Go package watched TCP alone).
     pub proto: Proto,
+    /// Who can reach it (see `docs/exposure.md`); a close carries the
+    /// last judgement. `None` where it was not judged.
+    pub exposure: Option<crate::event::Exposure>,
 }
 
 /// A port that appeared or went away.
@@ -87,6 +90,7 @@ impl From<&PortEvent> for PortChange {
                 Change::Closed => State::Closed,
             },
             proto: ev.listener.proto,
+            exposure: ev.listener.exposure.clone(),
         };
         match ev.change {
             Change::Opened => PortChange::Opened(port),

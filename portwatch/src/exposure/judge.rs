@@ -227,6 +227,7 @@ fn apply(rule: &Rule, packet: &Packet<'_>, w: &mut Walk<'_>, depth: usize) -> De
         Verdict::Accept => Decision::Accept,
         Verdict::Drop | Verdict::Reject => Decision::Drop,
         Verdict::Continue | Verdict::Return => Decision::Fallthrough,
+        Verdict::Unknown(what) => Decision::Unknown(format!("`{}` ({what})", rule.text)),
         // NAT ends the chain; the packet goes on to this listener only
         // if its destination stays the same, or to the published target
         // being judged.

@@ -34,6 +34,9 @@ struct Run<'a> {
     regs: HashMap<u32, Loaded>,
     matches: Vec<Match>,
     verdict: Verdict,
+    /// A statement the model does not read: the rule's verdict, unless it
+    /// has one of its own.
+    opaque: Option<String>,
     raw: &'a RawRuleset,
     table: &'a str,
 }
@@ -86,11 +89,15 @@ pub(super) fn rule(f: u8, table: &str, msg: &RuleMessage, raw: &RawRuleset, text
         regs: HashMap::new(),
         matches: Vec::new(),
         verdict: Verdict::Continue,
+        opaque: None,
         raw,
         table,
     };
     for (name, data) in expressions(msg) {
         run.step(&name, data);
+    }
+    if let (Verdict::Continue, Some(what)) = (&run.verdict, run.opaque.take()) {
+        run.verdict = Verdict::Unknown(what);
     }
     super::rule_of(run.matches, run.verdict, text)
 }
@@ -167,6 +174,13 @@ impl Run<'_> {
         self.matches.push(Match::Unknown(what.into()));
     }
 
+    /// An expression not read: a condition beyond the model, or a
+    /// statement that may decide.
+    fn opaque(&mut self, what: &str) {
+        self.unknown(what);
+        self.opaque.get_or_insert_with(|| what.to_string());
+    }
+
     fn step(&mut self, name: &str, data: Option<&Expressions>) {
         match (name, data) {
             (_, Some(Expressions::Meta(attrs))) => self.meta(attrs),
@@ -189,11 +203,23 @@ impl Run<'_> {
                             .to_string()
                     })
                     .unwrap_or_default();
+                // NFTA_TARGET_REV = 2, NFTA_TARGET_INFO = 3
+                let get = |k: u16| {
+                    attributes
+                        .iter()
+                        .find(|a| a.kind() & 0x3fff == k)
+                        .map(nla_value)
+                };
+                let rev = get(2).and_then(|v| be_u32(&v));
                 match name.as_str() {
                     "REJECT" => self.verdict = Verdict::Reject,
+                    "DNAT" => match xt_dnat(rev, &get(3).unwrap_or_default(), self.v6) {
+                        Some(v) => self.verdict = v,
+                        None => self.opaque("an iptables DNAT to a range"),
+                    },
                     // Statements that decide nothing.
                     "LOG" | "NFLOG" | "MARK" | "CONNMARK" | "CT" => {}
-                    other => self.unknown(format!("the iptables target {}", safe_str(other))),
+                    other => self.opaque(&format!("the iptables target {}", safe_str(other))),
                 }
             }
             ("match", Some(Expressions::Other { attributes, .. })) => {
@@ -227,7 +253,7 @@ impl Run<'_> {
             // Statements that decide nothing and change nothing a
             // listener's reachability depends on.
             ("counter" | "log" | "dynset" | "notrack" | "objref", _) => {}
-            (other, _) => self.unknown(format!("the expression {}", safe_str(other))),
+            (other, _) => self.opaque(&format!("the expression {}", safe_str(other))),
         }
     }
 
@@ -266,7 +292,7 @@ impl Run<'_> {
                 Payload::Offset(o) => offset = *o,
                 Payload::Len(l) => len = *l,
                 Payload::SourceRegister(_) => {
-                    self.unknown("a payload rewrite");
+                    self.opaque("a payload rewrite");
                     return;
                 }
                 _ => {}
@@ -608,6 +634,60 @@ fn xt_states(name: &str, rev: Option<u32>, info: &[u8]) -> Option<Match> {
         states.push(CtState::Untracked);
     }
     Some(Match::CtState { states, negated })
+}
+
+/// iptables' `-j DNAT --to-destination ADDR[:PORT]`, from its info struct
+/// (`struct nf_nat_range2` for revisions 1 and 2: flags, the lowest and
+/// highest address, the lowest and highest port; revision 0's
+/// `nf_nat_ipv4_multi_range_compat` holds one IPv4 range after a count).
+/// None for a range of addresses or ports, which names no one target.
+fn xt_dnat(rev: Option<u32>, info: &[u8], v6: Option<bool>) -> Option<Verdict> {
+    let u32_at = |at: usize| Some(u32::from_ne_bytes(info.get(at..at + 4)?.try_into().ok()?));
+    let port_at = |at: usize| Some(u16::from_be_bytes(info.get(at..at + 2)?.try_into().ok()?));
+    // NF_NAT_RANGE_MAP_IPS, NF_NAT_RANGE_PROTO_SPECIFIED
+    let (flags, min, max, ports) = match rev? {
+        1 | 2 => {
+            let len = if v6? { 16 } else { 4 };
+            (
+                u32_at(0)?,
+                info.get(4..4 + len)?,
+                info.get(20..20 + len)?,
+                (port_at(36)?, port_at(38)?),
+            )
+        }
+        0 if v6 == Some(false) => {
+            if u32_at(0)? != 1 {
+                return None;
+            }
+            (
+                u32_at(4)?,
+                info.get(8..12)?,
+                info.get(12..16)?,
+                (port_at(16)?, port_at(18)?),
+            )
+        }
+        _ => return None,
+    };
+    let address = if flags & 1 != 0 {
+        if min != max {
+            return None;
+        }
+        Some(match min.len() {
+            4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(min).ok()?)),
+            _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(min).ok()?)),
+        })
+    } else {
+        None
+    };
+    let port = if flags & 2 != 0 {
+        if ports.0 != ports.1 {
+            return None;
+        }
+        Some(ports.0)
+    } else {
+        None
+    };
+    Some(Verdict::Dnat { address, port })
 }
 
 fn verdict_of(attrs: &[VerdictAttribute]) -> Verdict {

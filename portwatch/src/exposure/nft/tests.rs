@@ -348,3 +348,58 @@ fn a_dnat_rule_is_read_and_sends_its_port_elsewhere() {
     assert_eq!(exposure_of(&f, 22), Exposure::Filtered);
     assert!(matches!(exposure_of(&f, 80), Exposure::Reachable { .. }));
 }
+
+/// iptables-nft's `-j DNAT --to-destination 192.0.2.66:2222` is an xt
+/// target (revision 2, `struct nf_nat_range2`), read as the same DNAT.
+#[test]
+fn an_iptables_dnat_target_is_a_dnat() {
+    let mut info = vec![0u8; 42];
+    // NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED
+    info[0..4].copy_from_slice(&3u32.to_ne_bytes());
+    info[4..8].copy_from_slice(&[192, 0, 2, 66]);
+    info[20..24].copy_from_slice(&[192, 0, 2, 66]);
+    info[36..38].copy_from_slice(&2222u16.to_be_bytes());
+    info[38..40].copy_from_slice(&2222u16.to_be_bytes());
+    let mut raw = host_firewall();
+    raw.chains.push(base_chain(
+        "prerouting",
+        InetHookNumber::PreRouting,
+        -100,
+        false,
+    ));
+    let target = |info: Vec<u8>| {
+        other(
+            "target",
+            vec![
+                (1, b"DNAT\0".to_vec()),
+                (2, 2u32.to_be_bytes().to_vec()),
+                (3, info),
+            ],
+        )
+    };
+    // An inet table's rule narrows to IPv4 first, as iptables' own do.
+    let ipv4 = vec![meta(MetaKey::Nfproto), cmp(Operator::Equal, &[2])];
+    let dnat_rule = |info: Vec<u8>| {
+        let mut exprs = ipv4.clone();
+        exprs.extend(tcp());
+        exprs.extend([
+            dport(),
+            cmp(Operator::Equal, &22u16.to_be_bytes()),
+            target(info),
+        ]);
+        rule("prerouting", 30, exprs)
+    };
+    raw.rules.push(dnat_rule(info.clone()));
+    let f = facts(&raw);
+    assert_eq!(f.dnat.len(), 1, "{:?}", f.dnat);
+    assert_eq!((f.dnat[0].port, f.dnat[0].to_port), (22, Some(2222)));
+    assert_eq!(exposure_of(&f, 22), Exposure::Filtered, "sent elsewhere");
+
+    // A range of addresses names no one target: beyond the model.
+    info[20..24].copy_from_slice(&[192, 0, 2, 70]);
+    raw.rules.pop();
+    raw.rules.push(dnat_rule(info));
+    let f = facts(&raw);
+    assert!(f.dnat.is_empty());
+    assert!(matches!(exposure_of(&f, 22), Exposure::Unknown { .. }));
+}
