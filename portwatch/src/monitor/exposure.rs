@@ -166,10 +166,16 @@ impl Exposures {
         if !self.watched.contains_key(&netns) {
             return Vec::new();
         }
-        let unchanged = matches!(
-            (self.facts.get(&netns), &facts),
-            (Some(Ok(a)), Ok(b)) if Arc::ptr_eq(a, b) || a == b
-        );
+        // Facts that cannot be read twice running (no privileges, say)
+        // are no change: the first reason stays.
+        let unchanged = match (self.facts.get(&netns), &facts) {
+            (Some(Ok(a)), Ok(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Some(Err(_)), Err(_)) => true,
+            _ => false,
+        };
+        if unchanged {
+            return Vec::new();
+        }
         // Only a trusted namespace's DNAT rules publish listeners of other
         // namespaces (see `exposure::published_as`): a change in any other
         // costs the judgement of that namespace's own listeners alone,
@@ -177,9 +183,6 @@ impl Exposures {
         let trusted = |f: Option<&FactsResult>| matches!(f, Some(Ok(f)) if f.trusted);
         let everyone = trusted(self.facts.get(&netns)) || trusted(Some(&facts));
         self.facts.insert(netns, facts);
-        if unchanged {
-            return Vec::new();
-        }
         self.rejudge(open.filter(|l| everyone || l.netns == netns))
     }
 

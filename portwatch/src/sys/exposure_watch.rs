@@ -156,7 +156,16 @@ pub(crate) fn read_now(
     let ns = enter(netns, pid, own).ok_or("no process of it is left to enter it by")?;
     facts_in(ns.as_ref().map(AsFd::as_fd))
         .map(|raw| Arc::new(translate(raw)))
-        .map_err(|e| format!("cannot read its rules and interfaces: {e}"))
+        .map_err(|e| read_error(&e))
+}
+
+/// Why a namespace's facts cannot be read, in a few words.
+fn read_error(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        "reading netfilter rules needs root (CAP_NET_ADMIN)".into()
+    } else {
+        format!("cannot read its rules and interfaces: {e}")
+    }
 }
 
 /// One watched namespace.
@@ -294,7 +303,7 @@ fn watch_loop(
             let started = Instant::now();
             let result = facts_in(w.ns.as_ref().map(AsFd::as_fd))
                 .map(|raw| Arc::new(translate(raw)))
-                .map_err(|e| format!("cannot read its rules and interfaces: {e}"));
+                .map_err(|e| read_error(&e));
             let took = started.elapsed();
             rest_until.insert(ino, Instant::now() + 2 * took);
             // The benchmark reads this line too.
