@@ -211,6 +211,7 @@ table inet filter {
         meta l4proto ipv6-icmp accept
         jump allowed
         tcp dport { 7005, 7009, 7030 } accept
+        tcp dport vmap { 7008 : drop, 7012 : accept }
         tcp dport 7004 reject
         udp dport 7006 accept
     }
@@ -225,7 +226,7 @@ table ip nat {
 "#;
 
 /// Listeners in H, with the verdict each must get under NFT_RULESET.
-const H_LISTENERS: [(&str, &str, u16, &str); 8] = [
+const H_LISTENERS: [(&str, &str, u16, &str); 9] = [
     ("tcp", "127.0.0.1", 7001, "loopback"),
     ("tcp", "::1", 7002, "loopback"),
     ("tcp", "0.0.0.0", 7003, "reachable"),
@@ -234,6 +235,7 @@ const H_LISTENERS: [(&str, &str, u16, &str); 8] = [
     ("udp", "0.0.0.0", 7006, "reachable"),
     ("udp", "0.0.0.0", 7007, "filtered"),
     ("tcp", "192.0.2.1", 7008, "filtered"),
+    ("tcp", "0.0.0.0", 7012, "reachable"),
 ];
 
 fn specs_of(listeners: &[(&str, &str, u16, &str)]) -> Vec<String> {

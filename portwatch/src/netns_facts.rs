@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use netlink_packet_netfilter::nftables::{ChainMessage, RuleMessage};
+use netlink_packet_netfilter::nftables::{ChainMessage, RuleMessage, VerdictAttribute};
 
 use crate::event::Proto;
 
@@ -194,6 +194,8 @@ pub struct RawRuleset {
 pub struct SetElement {
     pub key: Vec<u8>,
     pub interval_end: bool,
+    /// In a verdict map (`vmap`), the element's verdict.
+    pub verdict: Option<Vec<VerdictAttribute>>,
 }
 
 /// A set of a table, with its elements.

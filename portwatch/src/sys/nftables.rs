@@ -126,10 +126,12 @@ fn element_of(attrs: &[SetElementAttribute]) -> SetElement {
     let mut out = SetElement {
         key: Vec::new(),
         interval_end: false,
+        verdict: None,
     };
     for a in attrs {
         match a {
             SetElementAttribute::Key(DataAttribute::Value(k)) => out.key.clone_from(k),
+            SetElementAttribute::Data(DataAttribute::Verdict(v)) => out.verdict = Some(v.clone()),
             SetElementAttribute::Flags(f) => {
                 out.interval_end = f.contains(SetElementFlags::IntervalEnd)
             }

@@ -18,11 +18,11 @@ use netlink_packet_netfilter::nftables::{
 
 use super::{
     RawRuleset, family,
-    loaded::{Loaded, addr_match, addr_net, proto_match},
+    loaded::{Loaded, addr_match, addr_net, ct_states, proto_match},
     sets,
 };
 use crate::{
-    netns_facts::{CtState, Dnat, Match, Rule, Verdict},
+    netns_facts::{CtState, Dnat, Match, RawSet, Rule, SetElement, Verdict},
     safe_text::safe_str,
 };
 
@@ -37,6 +37,9 @@ struct Run<'a> {
     /// A statement the model does not read: the rule's verdict, unless it
     /// has one of its own.
     opaque: Option<String>,
+    /// A verdict map looked up with what a register holds: the rule
+    /// stands for one rule per element.
+    vmap: Option<(Loaded, &'a RawSet)>,
     raw: &'a RawRuleset,
     table: &'a str,
 }
@@ -78,7 +81,13 @@ fn expressions(rule: &RuleMessage) -> Vec<(String, Option<&Expressions>)> {
 }
 
 /// Translates one rule of a chain of a table of family `f`.
-pub(super) fn rule(f: u8, table: &str, msg: &RuleMessage, raw: &RawRuleset, text: String) -> Rule {
+pub(super) fn rules(
+    f: u8,
+    table: &str,
+    msg: &RuleMessage,
+    raw: &RawRuleset,
+    text: String,
+) -> Vec<Rule> {
     let mut run = Run {
         family: f,
         v6: match f {
@@ -90,6 +99,7 @@ pub(super) fn rule(f: u8, table: &str, msg: &RuleMessage, raw: &RawRuleset, text
         matches: Vec::new(),
         verdict: Verdict::Continue,
         opaque: None,
+        vmap: None,
         raw,
         table,
     };
@@ -99,7 +109,10 @@ pub(super) fn rule(f: u8, table: &str, msg: &RuleMessage, raw: &RawRuleset, text
     if let (Verdict::Continue, Some(what)) = (&run.verdict, run.opaque.take()) {
         run.verdict = Verdict::Unknown(what);
     }
-    super::rule_of(run.matches, run.verdict, text)
+    match run.vmap.take() {
+        Some((loaded, set)) => run.expand(&loaded, set, &text),
+        None => vec![super::rule_of(run.matches, run.verdict, text)],
+    }
 }
 
 /// The DNAT a translated prerouting rule does, if it is one the model
@@ -152,24 +165,49 @@ fn be_u32(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
 }
 
-/// `NFT_CT_STATE` bits (`NF_CT_STATE_BIT`).
-fn ct_states(mask: u32) -> Vec<CtState> {
-    let mut out = Vec::new();
-    for (bit, state) in [
-        (1, CtState::Invalid),
-        (2, CtState::Established),
-        (4, CtState::Related),
-        (8, CtState::New),
-        (64, CtState::Untracked),
-    ] {
-        if mask & bit != 0 {
-            out.push(state);
+impl<'a> Run<'a> {
+    /// A rule that ends in a verdict map, as one rule per element: the
+    /// element's key as one more match, its verdict as the verdict. No
+    /// element matching is no verdict: the next rule, as in the kernel.
+    fn expand(&self, loaded: &Loaded, set: &RawSet, text: &str) -> Vec<Rule> {
+        let mut out = Vec::new();
+        for (i, e) in set.elements.iter().enumerate() {
+            let one = RawSet {
+                elements: vec![SetElement {
+                    verdict: None,
+                    ..e.clone()
+                }],
+                ..set.clone()
+            };
+            let key = sets::membership(&one, loaded, false, &self.raw.interfaces);
+            let verdict = e.verdict.as_deref().map(|v| self.qualified(verdict_of(v)));
+            let (Some(key), Some(verdict)) = (key, verdict) else {
+                return vec![super::rule_of(
+                    vec![Match::Unknown(format!("the map {}", safe_str(&set.name)))],
+                    Verdict::Unknown(format!("the map {}", safe_str(&set.name))),
+                    text.to_string(),
+                )];
+            };
+            let mut matches = self.matches.clone();
+            matches.push(key);
+            out.push(super::rule_of(
+                matches,
+                verdict,
+                format!("{text}, map element {}", i + 1),
+            ));
+        }
+        out
+    }
+
+    /// A jump or goto names a chain of the same table.
+    fn qualified(&self, v: Verdict) -> Verdict {
+        match v {
+            Verdict::Jump(c) => Verdict::Jump(super::chain_name(self.family, self.table, &c)),
+            Verdict::Goto(c) => Verdict::Goto(super::chain_name(self.family, self.table, &c)),
+            other => other,
         }
     }
-    out
-}
 
-impl Run<'_> {
     fn unknown(&mut self, what: impl Into<String>) {
         self.matches.push(Match::Unknown(what.into()));
     }
@@ -494,9 +532,17 @@ impl Run<'_> {
             ));
             return;
         };
+        if dreg == Some(Register::Verdict) && !set.interval && !set.concat && flags & 1 == 0 {
+            // `... vmap { k1 : accept, k2 : drop }`: one rule per element.
+            match self.regs.get(&slot(sreg)).cloned() {
+                Some(loaded) => self.vmap = Some((loaded, set)),
+                None => self.unknown(format!("the map {}", safe_str(&set.name))),
+            }
+            return;
+        }
         if dreg.is_some() {
-            // A map (`vmap`, `dnat to ... map`): one verdict or value per
-            // key, which one rule cannot stand for.
+            // A map to values (`dnat to ... map`), or one of ranges: one
+            // value per key, which the model does not follow.
             self.unknown(format!("the map {}", safe_str(&set.name)));
             return;
         }
@@ -522,16 +568,7 @@ impl Run<'_> {
         }
         match (dreg, data) {
             (Some(Register::Verdict), Some(DataAttribute::Verdict(v))) => {
-                // A jump names a chain of the same table.
-                self.verdict = match verdict_of(v) {
-                    Verdict::Jump(c) => {
-                        Verdict::Jump(super::chain_name(self.family, self.table, &c))
-                    }
-                    Verdict::Goto(c) => {
-                        Verdict::Goto(super::chain_name(self.family, self.table, &c))
-                    }
-                    other => other,
-                };
+                self.verdict = self.qualified(verdict_of(v));
             }
             (Some(r), Some(DataAttribute::Value(v))) => {
                 self.regs.insert(slot(r), Loaded::Value(v.clone()));

@@ -75,3 +75,20 @@ pub(super) fn addr_match(source: bool, nets: Vec<IpNet>, negated: bool) -> Match
         Match::DestAddr { nets, negated }
     }
 }
+
+/// `NFT_CT_STATE` bits (`NF_CT_STATE_BIT`).
+pub(super) fn ct_states(mask: u32) -> Vec<CtState> {
+    let mut out = Vec::new();
+    for (bit, state) in [
+        (1, CtState::Invalid),
+        (2, CtState::Established),
+        (4, CtState::Related),
+        (8, CtState::New),
+        (64, CtState::Untracked),
+    ] {
+        if mask & bit != 0 {
+            out.push(state);
+        }
+    }
+    out
+}

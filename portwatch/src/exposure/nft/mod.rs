@@ -60,11 +60,12 @@ pub(crate) fn translate(raw: &RawRuleset) -> Translated {
             let (rt, rc, handle) = rule_place(rule);
             if *rf == *f && rt == table && rc == name {
                 let text = format!("rule {handle} of chain {}", chain.name);
-                let translated = expr::rule(*f, &table, rule, raw, text);
-                if chain.hook == Some(Hook::Prerouting) {
-                    out.dnat.extend(expr::dnat_of(&translated));
+                for translated in expr::rules(*f, &table, rule, raw, text) {
+                    if chain.hook == Some(Hook::Prerouting) {
+                        out.dnat.extend(expr::dnat_of(&translated));
+                    }
+                    chain.rules.push(translated);
                 }
-                chain.rules.push(translated);
             }
         }
         out.chains.push(chain);

@@ -3,7 +3,7 @@
 
 use ipnet::IpNet;
 
-use super::loaded::{Loaded, addr_match, addr_net, proto_match};
+use super::loaded::{Loaded, addr_match, addr_net, ct_states, proto_match};
 use crate::netns_facts::{Match, RawSet};
 
 /// The inclusive ranges of keys a set holds, keys read as big-endian
@@ -87,6 +87,15 @@ pub(super) fn membership(
                 (false, true) => proto_match(Some(17), negated),
                 (false, false) => Match::OtherProto { negated },
             })
+        }
+        Loaded::CtState if !set.interval => {
+            // `ct state` keys: the state bits, in host order.
+            let mut states = Vec::new();
+            for e in &set.elements {
+                let bits = u32::from_ne_bytes(e.key.get(..4)?.try_into().ok()?);
+                states.extend(ct_states(bits));
+            }
+            Some(Match::CtState { states, negated })
         }
         Loaded::IifName if !set.interval => Some(Match::InInterface {
             names: set

@@ -235,6 +235,7 @@ fn host_firewall() -> RawRuleset {
                 .map(|p| SetElement {
                     key: p.to_be_bytes().to_vec(),
                     interval_end: false,
+                    verdict: None,
                 })
                 .collect(),
         }],
@@ -402,4 +403,83 @@ fn an_iptables_dnat_target_is_a_dnat() {
     let f = facts(&raw);
     assert!(f.dnat.is_empty());
     assert!(matches!(exposure_of(&f, 22), Exposure::Unknown { .. }));
+}
+
+/// Verdict maps, as Fedora's and firewalld's rulesets write them: `ct
+/// state vmap { established : accept, related : accept, invalid : drop }`
+/// and `tcp dport vmap { 22 : accept, 8080 : drop }` stand for one rule
+/// per element; a new connection matches no `ct state` element and goes
+/// on.
+#[test]
+fn verdict_maps_stand_for_one_rule_per_element() {
+    let element = |key: Vec<u8>, code: NlVerdict| SetElement {
+        key,
+        interval_end: false,
+        verdict: Some(vec![VerdictAttribute::Code(code)]),
+    };
+    let map = |name: &str, elements| RawSet {
+        family: family::INET,
+        table: "filter".into(),
+        name: name.into(),
+        interval: false,
+        concat: false,
+        elements,
+    };
+    let lookup = |set: &str| {
+        expr(
+            "lookup",
+            Expressions::Lookup(vec![
+                Lookup::Set(set.into()),
+                Lookup::SourceRegister(R1),
+                Lookup::DestinationRegister(Register::Verdict),
+            ]),
+        )
+    };
+    let raw = RawRuleset {
+        chains: vec![base_chain("input", InetHookNumber::LocalIn, 0, true)],
+        rules: vec![
+            rule(
+                "input",
+                1,
+                vec![
+                    other(
+                        "ct",
+                        vec![
+                            (1, 1u32.to_be_bytes().to_vec()),
+                            (2, 0u32.to_be_bytes().to_vec()),
+                        ],
+                    ),
+                    lookup("__map0"),
+                ],
+            ),
+            rule(
+                "input",
+                2,
+                [tcp(), vec![dport(), lookup("__map1")]].concat(),
+            ),
+        ],
+        sets: vec![
+            map(
+                "__map0",
+                vec![
+                    element(2u32.to_ne_bytes().to_vec(), NlVerdict::Other(1)),
+                    element(4u32.to_ne_bytes().to_vec(), NlVerdict::Other(1)),
+                    element(1u32.to_ne_bytes().to_vec(), NlVerdict::Other(0)),
+                ],
+            ),
+            map(
+                "__map1",
+                vec![
+                    element(22u16.to_be_bytes().to_vec(), NlVerdict::Other(1)),
+                    element(8080u16.to_be_bytes().to_vec(), NlVerdict::Other(0)),
+                ],
+            ),
+        ],
+        interfaces: vec![(1, "lo".into()), (2, "eth0".into())],
+    };
+    let f = facts(&raw);
+    assert_eq!(f.chains[0].rules.len(), 5, "{:?}", f.chains[0].rules);
+    assert!(matches!(exposure_of(&f, 22), Exposure::Reachable { .. }));
+    assert_eq!(exposure_of(&f, 8080), Exposure::Filtered);
+    assert_eq!(exposure_of(&f, 9000), Exposure::Filtered);
 }
