@@ -194,6 +194,8 @@ pub struct RawRuleset {
 pub struct SetElement {
     pub key: Vec<u8>,
     pub interval_end: bool,
+    /// The catch-all element (`*`), which has no key.
+    pub catch_all: bool,
     /// In a verdict map (`vmap`), the element's verdict.
     pub verdict: Option<Vec<VerdictAttribute>>,
 }

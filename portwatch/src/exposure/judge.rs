@@ -12,9 +12,33 @@ use crate::event::Proto;
 /// allows 16 levels too).
 const MAX_DEPTH: usize = 16;
 
+/// How many rules one judgement may evaluate, over every interface,
+/// address and jump: whoever owns a namespace decides how many of each
+/// there are, and a judgement runs between events. Beyond it: `unknown`.
+const BUDGET: usize = 200_000;
+
+thread_local! {
+    /// Rules left to the judgement running on this thread.
+    static LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(BUDGET) };
+}
+
+/// Takes one rule from the budget; false when it is spent.
+fn spend() -> bool {
+    LEFT.with(|l| {
+        let left = l.get();
+        l.set(left.saturating_sub(1));
+        left > 0
+    })
+}
+
+fn too_complex() -> String {
+    format!("judging it would take more than {BUDGET} rule evaluations")
+}
+
 /// The exposure of a listener of `proto` on `address:port`, in the
 /// namespace `facts` describes.
 pub fn judge(proto: Proto, address: IpAddr, port: u16, facts: &NetnsFacts) -> Exposure {
+    LEFT.with(|l| l.set(BUDGET));
     let address = unmapped(address);
     if address.is_loopback() {
         return Exposure::Loopback;
@@ -34,6 +58,10 @@ pub fn judge(proto: Proto, address: IpAddr, port: u16, facts: &NetnsFacts) -> Ex
         };
         let mut outcome = Outcome::Drop;
         for target in targets {
+            // Each interface and address is a walk, rules or none.
+            if !spend() {
+                return Exposure::Unknown { why: too_complex() };
+            }
             let packet = Packet {
                 interface: &iface.name,
                 proto,
@@ -184,6 +212,9 @@ fn run(chain: &Chain, packet: &Packet<'_>, w: &mut Walk<'_>, depth: usize) -> De
         ));
     }
     for rule in &chain.rules {
+        if !spend() {
+            return Decision::Unknown(too_complex());
+        }
         let holds = holds(rule, packet);
         let decided = match holds {
             Holds::No => continue,
@@ -236,11 +267,21 @@ fn apply(rule: &Rule, packet: &Packet<'_>, w: &mut Walk<'_>, depth: usize) -> De
                 address.map_or(packet.address, unmapped),
                 port.unwrap_or(packet.port),
             );
+            let local = w
+                .facts
+                .interfaces
+                .iter()
+                .any(|i| i.addresses.iter().any(|a| unmapped(*a) == to.0));
             if w.published_to == Some(to) {
                 w.translated = true;
                 Decision::Accept
             } else if to == (packet.address, packet.port) {
                 Decision::Accept
+            } else if local && to.1 == packet.port {
+                // To another address of this namespace, on the same port:
+                // a wildcard listener still gets it, one on the address
+                // it came to does not.
+                Decision::Unknown(format!("`{}` sends it to another local address", rule.text))
             } else {
                 Decision::Drop
             }
@@ -259,6 +300,7 @@ fn apply(rule: &Rule, packet: &Packet<'_>, w: &mut Walk<'_>, depth: usize) -> De
 /// before routing, is translated by this rule, and passes the forward
 /// chains to its target.
 pub fn judge_published(dnat: &Dnat, facts: &NetnsFacts) -> Exposure {
+    LEFT.with(|l| l.set(BUDGET));
     let to = (unmapped(dnat.to_address), dnat.to_port.unwrap_or(dnat.port));
     let mut via = Vec::new();
     let mut unknown = None;
@@ -269,6 +311,9 @@ pub fn judge_published(dnat: &Dnat, facts: &NetnsFacts) -> Exposure {
             .filter(|a| dnat.addresses.is_empty() || dnat.addresses.iter().any(|n| n.contains(a)))
             .collect();
         for target in targets {
+            if !spend() {
+                return Exposure::Unknown { why: too_complex() };
+            }
             let packet = Packet {
                 interface: &iface.name,
                 proto: dnat.proto,

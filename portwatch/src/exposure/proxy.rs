@@ -48,10 +48,12 @@ pub fn proxied_to<'a>(
         .filter(move |p| {
             let answers = l.address == p.to.ip()
                 || (l.address.is_unspecified() && (l.address.is_ipv6() || p.to.is_ipv4()));
-            let here = own
-                .interfaces
-                .iter()
-                .any(|i| i.addresses.contains(&p.to.ip()));
+            // A namespace root made (see `published::forwards_to`).
+            let here = (own.trusted || l.netns == p.published.netns)
+                && own
+                    .interfaces
+                    .iter()
+                    .any(|i| i.addresses.contains(&p.to.ip()));
             p.proto == l.proto && p.to.port() == l.port && answers && here
         })
         .map(|p| p.published.clone())

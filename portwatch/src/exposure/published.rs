@@ -33,12 +33,18 @@ impl Published {
 /// in the rule's own namespace only.
 pub fn forwards_to(dnat: &Dnat, netns: u64, l: &Listener, own: &NetnsFacts) -> bool {
     let to_port = dnat.to_port.unwrap_or(dnat.port);
+    // A loopback target is in the rule's own namespace; another is in a
+    // namespace with that address, root's (anyone may give a namespace of
+    // theirs any address, and listen there to look published) or the
+    // rule's own.
     let here = if dnat.to_address.is_loopback() {
         netns == l.netns
     } else {
-        own.interfaces
-            .iter()
-            .any(|i| i.addresses.contains(&dnat.to_address))
+        (own.trusted || netns == l.netns)
+            && own
+                .interfaces
+                .iter()
+                .any(|i| i.addresses.contains(&dnat.to_address))
     };
     let answers = l.address == dnat.to_address
         || (l.address.is_unspecified() && (l.address.is_ipv6() || dnat.to_address.is_ipv4()));

@@ -34,6 +34,15 @@ use crate::netns_facts::{NetnsFacts, Translate};
 /// (an `nft -f` file or a container start sends many messages at once).
 const SETTLE: Duration = Duration::from_millis(50);
 
+/// The most namespaces watched at once (each holds three descriptors and
+/// its facts); listeners of any beyond are `unknown`.
+const MAX_WATCHED: usize = 2_000;
+
+/// The most messages read from one socket per wake: a namespace whose
+/// rules change without pause is marked changed, and the others' turn
+/// comes.
+const MAX_DRAIN: usize = 1_024;
+
 /// `NFNLGRP_NFTABLES`, and rtnetlink's link and address groups, as
 /// `bind(2)` group masks (bit `group - 1`).
 const NFTABLES_GROUPS: u32 = 1 << (7 - 1);
@@ -202,7 +211,7 @@ fn subscribe(ns: Option<&OwnedFd>) -> io::Result<[Socket; 2]> {
 fn drain(socket: &Socket) -> bool {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut any = false;
-    loop {
+    for _ in 0..MAX_DRAIN {
         buf.clear();
         match socket.recv(&mut buf, 0) {
             Ok(_) => any = true,
@@ -211,6 +220,9 @@ fn drain(socket: &Socket) -> bool {
             Err(_) => return any,
         }
     }
+    // More to read: it is still changing; what is left wakes the next
+    // poll.
+    any
 }
 
 fn watch_loop(
@@ -254,6 +266,12 @@ fn watch_loop(
         }
         loop {
             match commands.try_recv() {
+                Ok(Command::Watch { netns, .. }) if watched.len() >= MAX_WATCHED => {
+                    let why = format!("more than {MAX_WATCHED} network namespaces are watched");
+                    if changed.blocking_send((netns, Err(why))).is_err() {
+                        return;
+                    }
+                }
                 Ok(Command::Watch { netns, ns }) => match subscribe(ns.as_ref()) {
                     Ok(sockets) => {
                         watched.insert(netns, Watched { ns, sockets });
@@ -267,10 +285,11 @@ fn watch_loop(
                         }
                     }
                 },
+                // Its rest is kept: a listener opened and closed in a loop
+                // would otherwise have it read back to back.
                 Ok(Command::Forget(netns)) => {
                     watched.remove(&netns);
                     dirty.remove(&netns);
-                    rest_until.remove(&netns);
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,

@@ -116,6 +116,12 @@ fn set_of(socket: &Socket, family: u8, msg: &SetMessage) -> io::Result<RawSet> {
                 if let ListAttribute::Element(attrs) = element {
                     set.elements.push(element_of(&attrs));
                 }
+                // Elements, not messages: one message holds many.
+                if set.elements.len() > MAX_ELEMENTS {
+                    return Err(io::Error::other(format!(
+                        "it holds more than {MAX_ELEMENTS} nftables set elements, which portwatch does not read"
+                    )));
+                }
             }
         }
     }
@@ -126,6 +132,7 @@ fn element_of(attrs: &[SetElementAttribute]) -> SetElement {
     let mut out = SetElement {
         key: Vec::new(),
         interval_end: false,
+        catch_all: false,
         verdict: None,
     };
     for a in attrs {
@@ -133,7 +140,8 @@ fn element_of(attrs: &[SetElementAttribute]) -> SetElement {
             SetElementAttribute::Key(DataAttribute::Value(k)) => out.key.clone_from(k),
             SetElementAttribute::Data(DataAttribute::Verdict(v)) => out.verdict = Some(v.clone()),
             SetElementAttribute::Flags(f) => {
-                out.interval_end = f.contains(SetElementFlags::IntervalEnd)
+                out.interval_end = f.contains(SetElementFlags::IntervalEnd);
+                out.catch_all = f.contains(SetElementFlags::CatchAll);
             }
             _ => {}
         }

@@ -344,6 +344,8 @@ fn only_trusted_namespaces_publish_other_namespaces_listeners() {
             up: true,
             addresses: vec!["172.17.0.2".parse().unwrap()],
         }],
+        // A container: root made its namespace.
+        trusted: true,
         ..NetnsFacts::default()
     };
     let l = Listener {

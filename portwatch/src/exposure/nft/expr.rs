@@ -172,12 +172,19 @@ impl<'a> Run<'a> {
     fn expand(&self, loaded: &Loaded, set: &RawSet, text: &str) -> Vec<Rule> {
         let mut out = Vec::new();
         for (i, e) in set.elements.iter().enumerate() {
+            // The one element alone (not the set, which may be large).
             let one = RawSet {
+                family: set.family,
+                table: String::new(),
+                name: String::new(),
+                interval: set.interval,
+                concat: set.concat,
                 elements: vec![SetElement {
+                    key: e.key.clone(),
+                    interval_end: e.interval_end,
+                    catch_all: e.catch_all,
                     verdict: None,
-                    ..e.clone()
                 }],
-                ..set.clone()
             };
             let key = sets::membership(&one, loaded, false, &self.raw.interfaces);
             let verdict = e.verdict.as_deref().map(|v| self.qualified(verdict_of(v)));
@@ -290,7 +297,11 @@ impl<'a> Run<'a> {
             }
             // Statements that decide nothing and change nothing a
             // listener's reachability depends on.
-            ("counter" | "log" | "dynset" | "notrack" | "objref", _) => {}
+            ("counter" | "log", _) => {}
+            // Conditions in the kernel (`meter`, `ct count`, named limits
+            // and quotas) or a change of what conntrack says later
+            // (`notrack`): beyond the model.
+            ("dynset" | "objref" | "notrack", _) => self.opaque(&format!("the expression {name}")),
             (other, _) => self.opaque(&format!("the expression {}", safe_str(other))),
         }
     }
@@ -608,6 +619,22 @@ impl<'a> Run<'a> {
             return;
         }
         let family = get(2).and_then(|v| be_u32(&v));
+        // NFTA_NAT_REG_ADDR_MAX = 4, NFTA_NAT_REG_PROTO_MAX = 6: nft
+        // names the same register (or value) for one target; a range
+        // names no one target.
+        let value = |k: u16| {
+            get(k)
+                .and_then(|v| be_u32(&v))
+                .map(|r| self.regs.get(&slot(Register::from(r))).cloned())
+        };
+        for (min, max) in [(3, 4), (5, 6)] {
+            if let Some(top) = value(max)
+                && top != value(min).flatten()
+            {
+                self.opaque("a DNAT to a range");
+                return;
+            }
+        }
         let reg = |k: u16| {
             get(k)
                 .and_then(|v| be_u32(&v))
@@ -664,10 +691,15 @@ fn xt_states(name: &str, rev: Option<u32>, info: &[u8]) -> Option<Match> {
         ("state", Some(0)) => (u32::from_ne_bytes(info.get(..4)?.try_into().ok()?), false),
         _ => return None,
     };
-    // XT_CONNTRACK_STATE_BIT: invalid, established, related, new as in
-    // nftables; untracked is bit 10 here.
+    // XT_STATE_BIT: invalid, established, related, new as in nftables;
+    // untracked is 1 << 6 for `state`, 1 << 8 for `conntrack`, whose 1 <<
+    // 6 and 1 << 7 are SNAT and DNAT (beyond the model).
+    let untracked = if name == "state" { 1 << 6 } else { 1 << 8 };
+    if mask & !(0xf | untracked) != 0 {
+        return None;
+    }
     let mut states = ct_states(mask & 0xf);
-    if mask & (1 << 10) != 0 {
+    if mask & untracked != 0 {
         states.push(CtState::Untracked);
     }
     Some(Match::CtState { states, negated })

@@ -12,6 +12,8 @@ mod sets;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
+
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Hook as NlHook, RuleAttribute, RuleMessage,
 };
@@ -38,6 +40,10 @@ fn family_name(f: u8) -> &'static str {
     }
 }
 
+/// The most rules one namespace's translation holds (each element of a
+/// verdict map is one).
+const MAX_TRANSLATED_RULES: usize = 100_000;
+
 /// `family table chain`: how the model names a chain.
 pub(super) fn chain_name(f: u8, table: &str, chain: &str) -> String {
     // Whoever owns a namespace names its tables and chains: made safe.
@@ -48,6 +54,16 @@ pub(super) fn chain_name(f: u8, table: &str, chain: &str) -> String {
 /// a listener (arp, bridge) are left out.
 pub(crate) fn translate(raw: &RawRuleset) -> Translated {
     let mut out = Translated::default();
+    // Each chain's rules, found once (a ruleset may hold tens of
+    // thousands of both).
+    let mut by_chain: HashMap<(u8, String, String), Vec<&RuleMessage>> = HashMap::new();
+    for (rf, rule) in &raw.rules {
+        let (rt, rc, _) = rule_place(rule);
+        by_chain.entry((*rf, rt, rc)).or_default().push(rule);
+    }
+    // What one namespace's translation may hold in all, rules made of
+    // verdict maps included.
+    let mut left = MAX_TRANSLATED_RULES;
     for (f, msg) in &raw.chains {
         if matches!(*f, family::ARP | family::BRIDGE) {
             continue;
@@ -56,16 +72,30 @@ pub(crate) fn translate(raw: &RawRuleset) -> Translated {
             continue;
         };
         let (table, name) = table_and_name(msg);
-        for (rf, rule) in &raw.rules {
-            let (rt, rc, handle) = rule_place(rule);
-            if *rf == *f && rt == table && rc == name {
-                let text = format!("rule {handle} of chain {}", chain.name);
-                for translated in expr::rules(*f, &table, rule, raw, text) {
-                    if chain.hook == Some(Hook::Prerouting) {
-                        out.dnat.extend(expr::dnat_of(&translated));
-                    }
-                    chain.rules.push(translated);
+        for rule in by_chain
+            .remove(&(*f, table.clone(), name))
+            .unwrap_or_default()
+        {
+            let (_, _, handle) = rule_place(rule);
+            let text = format!("rule {handle} of chain {}", chain.name);
+            let translated = expr::rules(*f, &table, rule, raw, text);
+            if translated.len() > left {
+                // Too much to judge soundly: the chain says so.
+                chain.rules = vec![rule_of(
+                    vec![Match::Unknown("more rules than portwatch judges".into())],
+                    Verdict::Unknown(format!(
+                        "more than {MAX_TRANSLATED_RULES} rules, verdict map elements counted"
+                    )),
+                    format!("chain {}", chain.name),
+                )];
+                break;
+            }
+            left -= translated.len();
+            for translated in translated {
+                if chain.hook == Some(Hook::Prerouting) {
+                    out.dnat.extend(expr::dnat_of(&translated));
                 }
+                chain.rules.push(translated);
             }
         }
         out.chains.push(chain);

@@ -28,7 +28,9 @@ fn ranges(set: &RawSet) -> Vec<(u128, u128)> {
         .iter()
         .map(|e| (num(&e.key), e.interval_end))
         .collect();
-    sorted.sort_unstable();
+    // At one key, the end of a range comes before the start of the next
+    // (adjacent ranges: `{ 22, 23 }`).
+    sorted.sort_unstable_by_key(|(k, end)| (*k, !*end));
     let mut out = Vec::new();
     let mut open = None;
     for (key, end) in sorted {
@@ -61,7 +63,8 @@ pub(super) fn membership(
     negated: bool,
     interfaces: &[(u32, String)],
 ) -> Option<Match> {
-    if set.concat {
+    // A catch-all element matches any key: beyond one match.
+    if set.concat || set.elements.iter().any(|e| e.catch_all) {
         return None;
     }
     let ranges = ranges(set);

@@ -235,6 +235,7 @@ fn host_firewall() -> RawRuleset {
                 .map(|p| SetElement {
                     key: p.to_be_bytes().to_vec(),
                     interval_end: false,
+                    catch_all: false,
                     verdict: None,
                 })
                 .collect(),
@@ -415,6 +416,7 @@ fn verdict_maps_stand_for_one_rule_per_element() {
     let element = |key: Vec<u8>, code: NlVerdict| SetElement {
         key,
         interval_end: false,
+        catch_all: false,
         verdict: Some(vec![VerdictAttribute::Code(code)]),
     };
     let map = |name: &str, elements| RawSet {
@@ -482,4 +484,80 @@ fn verdict_maps_stand_for_one_rule_per_element() {
     assert!(matches!(exposure_of(&f, 22), Exposure::Reachable { .. }));
     assert_eq!(exposure_of(&f, 8080), Exposure::Filtered);
     assert_eq!(exposure_of(&f, 9000), Exposure::Filtered);
+}
+
+/// Adjacent ranges of an interval set (`{ 22, 23 }` is `[22, 24)` and
+/// `[23, 24)`... as the kernel lists `22-22` and `23-23`: a start at 23
+/// right where the first range ends) both hold; a catch-all element and
+/// a `meter` are beyond the model, never read as nothing.
+#[test]
+fn interval_sets_catch_alls_and_meters_are_read_soundly() {
+    let elem = |port: u16, end: bool| SetElement {
+        key: port.to_be_bytes().to_vec(),
+        interval_end: end,
+        catch_all: false,
+        verdict: None,
+    };
+    let mut raw = host_firewall();
+    raw.sets[0].interval = true;
+    raw.sets[0].elements = vec![
+        elem(0, true),
+        elem(22, false),
+        elem(23, true),
+        elem(23, false),
+        elem(24, true),
+    ];
+    let f = facts(&raw);
+    assert!(matches!(exposure_of(&f, 22), Exposure::Reachable { .. }));
+    assert!(
+        matches!(exposure_of(&f, 23), Exposure::Reachable { .. }),
+        "the second of two adjacent ranges"
+    );
+    assert_eq!(exposure_of(&f, 24), Exposure::Filtered);
+
+    raw.sets[0].elements.push(SetElement {
+        catch_all: true,
+        ..elem(0, false)
+    });
+    assert!(matches!(
+        exposure_of(&facts(&raw), 9000),
+        Exposure::Unknown { .. }
+    ));
+
+    // `tcp dport 9000 meter m { ip saddr limit rate over 3/minute } drop`.
+    let mut raw = host_firewall();
+    raw.rules.insert(
+        0,
+        rule(
+            "input",
+            8,
+            [
+                tcp(),
+                vec![
+                    dport(),
+                    cmp(Operator::Equal, &9000u16.to_be_bytes()),
+                    other("dynset", vec![]),
+                    verdict(NlVerdict::Other(0), None),
+                ],
+            ]
+            .concat(),
+        ),
+    );
+    raw.rules.push(rule(
+        "input",
+        9,
+        [
+            tcp(),
+            vec![
+                dport(),
+                cmp(Operator::Equal, &9000u16.to_be_bytes()),
+                accept(),
+            ],
+        ]
+        .concat(),
+    ));
+    assert!(matches!(
+        exposure_of(&facts(&raw), 9000),
+        Exposure::Unknown { .. }
+    ));
 }
