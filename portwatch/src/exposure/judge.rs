@@ -43,32 +43,45 @@ pub fn judge(proto: Proto, address: IpAddr, port: u16, facts: &NetnsFacts) -> Ex
     if address.is_loopback() {
         return Exposure::Loopback;
     }
+    // Linux takes a packet for any of its addresses on any interface (the
+    // weak host model): every local address a wildcard listener answers
+    // on is a way in, from every interface.
+    let targets: Vec<IpAddr> = if address.is_unspecified() {
+        local_addresses(facts)
+            .filter(|a| address.is_ipv6() || a.is_ipv4())
+            .collect()
+    } else {
+        vec![address]
+    };
+    through_each_interface(facts, &targets, |interface, target| {
+        let packet = Packet {
+            interface,
+            proto,
+            address: target,
+            port,
+        };
+        input_path(&packet, facts)
+    })
+}
+
+/// Each up interface but loopback, tried with each of `targets` by `walk`
+/// until one lets the packet through: the interfaces that do, or why that
+/// cannot be said, as a verdict.
+fn through_each_interface(
+    facts: &NetnsFacts,
+    targets: &[IpAddr],
+    mut walk: impl FnMut(&str, IpAddr) -> Outcome,
+) -> Exposure {
     let mut via = Vec::new();
     let mut unknown = None;
     for iface in facts.interfaces.iter().filter(|i| i.up && !i.loopback) {
-        // Linux takes a packet for any of its addresses on any interface
-        // (the weak host model): every local address a wildcard listener
-        // answers on is a way in, from every interface.
-        let targets: Vec<IpAddr> = if address.is_unspecified() {
-            local_addresses(facts)
-                .filter(|a| address.is_ipv6() || a.is_ipv4())
-                .collect()
-        } else {
-            vec![address]
-        };
         let mut outcome = Outcome::Drop;
-        for target in targets {
+        for &target in targets {
             // Each interface and address is a walk, rules or none.
             if !spend() {
                 return Exposure::Unknown { why: too_complex() };
             }
-            let packet = Packet {
-                interface: &iface.name,
-                proto,
-                address: target,
-                port,
-            };
-            match input_path(&packet, facts) {
+            match walk(&iface.name, target) {
                 Outcome::Accept => {
                     outcome = Outcome::Accept;
                     break;
@@ -302,62 +315,37 @@ fn apply(rule: &Rule, packet: &Packet<'_>, w: &mut Walk<'_>, depth: usize) -> De
 pub fn judge_published(dnat: &Dnat, facts: &NetnsFacts) -> Exposure {
     LEFT.with(|l| l.set(BUDGET));
     let to = (unmapped(dnat.to_address), dnat.to_port.unwrap_or(dnat.port));
-    let mut via = Vec::new();
-    let mut unknown = None;
-    for iface in facts.interfaces.iter().filter(|i| i.up && !i.loopback) {
-        let mut outcome = Outcome::Drop;
-        let targets: Vec<IpAddr> = local_addresses(facts)
-            .filter(|a| a.is_ipv4() == to.0.is_ipv4())
-            .filter(|a| dnat.addresses.is_empty() || dnat.addresses.iter().any(|n| n.contains(a)))
-            .collect();
-        for target in targets {
-            if !spend() {
-                return Exposure::Unknown { why: too_complex() };
+    let targets: Vec<IpAddr> = local_addresses(facts)
+        .filter(|a| a.is_ipv4() == to.0.is_ipv4())
+        .filter(|a| dnat.addresses.is_empty() || dnat.addresses.iter().any(|n| n.contains(a)))
+        .collect();
+    through_each_interface(facts, &targets, |interface, target| {
+        let packet = Packet {
+            interface,
+            proto: dnat.proto,
+            address: target,
+            port: dnat.port,
+        };
+        let mut w = Walk {
+            facts,
+            published_to: Some(to),
+            translated: false,
+        };
+        match path(&packet, &mut w, &[Hook::Ingress, Hook::Prerouting]) {
+            Outcome::Accept if w.translated => {
+                let forwarded = Packet {
+                    address: to.0,
+                    port: to.1,
+                    ..packet
+                };
+                path(&forwarded, &mut w, &[Hook::Forward])
             }
-            let packet = Packet {
-                interface: &iface.name,
-                proto: dnat.proto,
-                address: target,
-                port: dnat.port,
-            };
-            let mut w = Walk {
-                facts,
-                published_to: Some(to),
-                translated: false,
-            };
-            let before = path(&packet, &mut w, &[Hook::Ingress, Hook::Prerouting]);
-            let result = match before {
-                Outcome::Accept if w.translated => {
-                    let forwarded = Packet {
-                        address: to.0,
-                        port: to.1,
-                        ..packet
-                    };
-                    path(&forwarded, &mut w, &[Hook::Forward])
-                }
-                // Not translated here (another rule came first, or its
-                // conditions do not hold on this interface).
-                Outcome::Accept => Outcome::Drop,
-                other => other,
-            };
-            match result {
-                Outcome::Accept => {
-                    outcome = Outcome::Accept;
-                    break;
-                }
-                Outcome::Unknown(why) => outcome = Outcome::Unknown(why),
-                Outcome::Drop => {}
-            }
+            // Not translated here (another rule came first, or its
+            // conditions do not hold on this interface).
+            Outcome::Accept => Outcome::Drop,
+            other => other,
         }
-        match outcome {
-            Outcome::Accept => via.push(iface.name.clone()),
-            Outcome::Unknown(why) => {
-                unknown.get_or_insert(why);
-            }
-            Outcome::Drop => {}
-        }
-    }
-    verdict(via, unknown, facts)
+    })
 }
 
 fn holds(rule: &Rule, packet: &Packet<'_>) -> Holds {

@@ -155,6 +155,25 @@ pub(super) fn dnat_of(rule: &Rule) -> Option<Dnat> {
     })
 }
 
+/// The value of the attribute of `kind` (flags masked off), if present.
+fn attr(attrs: &[DefaultNla], kind: u16) -> Option<Vec<u8>> {
+    attrs
+        .iter()
+        .find(|a| a.kind() & 0x3fff == kind)
+        .map(nla_value)
+}
+
+/// A NUL-terminated name attribute (an xt match's or target's).
+fn attr_name(attrs: &[DefaultNla], kind: u16) -> String {
+    attr(attrs, kind)
+        .map(|v| {
+            String::from_utf8_lossy(&v)
+                .trim_end_matches('\0')
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 fn nla_value(nla: &DefaultNla) -> Vec<u8> {
     let mut buf = vec![0; nla.value_len()];
     nla.emit_value(&mut buf);
@@ -238,23 +257,9 @@ impl<'a> Run<'a> {
             ("nat", Some(Expressions::Other { attributes, .. })) => self.nat(attributes),
             ("reject", _) => self.verdict = Verdict::Reject,
             ("target", Some(Expressions::Other { attributes, .. })) => {
-                // NFTA_TARGET_NAME = 1
-                let name = attributes
-                    .iter()
-                    .find(|a| a.kind() & 0x3fff == 1)
-                    .map(|a| {
-                        String::from_utf8_lossy(&nla_value(a))
-                            .trim_end_matches('\0')
-                            .to_string()
-                    })
-                    .unwrap_or_default();
-                // NFTA_TARGET_REV = 2, NFTA_TARGET_INFO = 3
-                let get = |k: u16| {
-                    attributes
-                        .iter()
-                        .find(|a| a.kind() & 0x3fff == k)
-                        .map(nla_value)
-                };
+                // NFTA_TARGET_NAME = 1, NFTA_TARGET_REV = 2, NFTA_TARGET_INFO = 3
+                let name = attr_name(attributes, 1);
+                let get = |k: u16| attr(attributes, k);
                 let rev = get(2).and_then(|v| be_u32(&v));
                 match name.as_str() {
                     "REJECT" => self.verdict = Verdict::Reject,
@@ -268,23 +273,9 @@ impl<'a> Run<'a> {
                 }
             }
             ("match", Some(Expressions::Other { attributes, .. })) => {
-                // NFTA_MATCH_NAME = 1
-                let name = attributes
-                    .iter()
-                    .find(|a| a.kind() & 0x3fff == 1)
-                    .map(|a| {
-                        String::from_utf8_lossy(&nla_value(a))
-                            .trim_end_matches('\0')
-                            .to_string()
-                    })
-                    .unwrap_or_default();
-                // NFTA_MATCH_REV = 2, NFTA_MATCH_INFO = 3
-                let get = |k: u16| {
-                    attributes
-                        .iter()
-                        .find(|a| a.kind() & 0x3fff == k)
-                        .map(nla_value)
-                };
+                // NFTA_MATCH_NAME = 1, NFTA_MATCH_REV = 2, NFTA_MATCH_INFO = 3
+                let name = attr_name(attributes, 1);
+                let get = |k: u16| attr(attributes, k);
                 let rev = get(2).and_then(|v| be_u32(&v));
                 let info = get(3).unwrap_or_default();
                 match (name.as_str(), xt_states(&name, rev, &info)) {
@@ -590,7 +581,7 @@ impl<'a> Run<'a> {
 
     fn ct(&mut self, attrs: &[DefaultNla]) {
         // NFTA_CT_DREG = 1, NFTA_CT_KEY = 2, NFTA_CT_SREG = 4
-        let get = |k: u16| attrs.iter().find(|a| a.kind() & 0x3fff == k).map(nla_value);
+        let get = |k: u16| attr(attrs, k);
         if get(4).is_some() {
             // `ct ... set`: a statement.
             return;
@@ -612,7 +603,7 @@ impl<'a> Run<'a> {
     fn nat(&mut self, attrs: &[DefaultNla]) {
         // NFTA_NAT_TYPE = 1 (NFT_NAT_DNAT = 1), NFTA_NAT_FAMILY = 2,
         // NFTA_NAT_REG_ADDR_MIN = 3, NFTA_NAT_REG_PROTO_MIN = 5.
-        let get = |k: u16| attrs.iter().find(|a| a.kind() & 0x3fff == k).map(nla_value);
+        let get = |k: u16| attr(attrs, k);
         let kind = get(1).and_then(|v| be_u32(&v));
         if kind != Some(1) {
             // SNAT and masquerade act after routing.
