@@ -4,18 +4,12 @@
 
 use std::{
     io,
-    os::{
-        fd::{BorrowedFd, FromRawFd as _, OwnedFd},
-        unix::fs::MetadataExt as _,
-    },
+    os::{fd::BorrowedFd, unix::fs::MetadataExt as _},
 };
 
-use rustix::{
-    ioctl::{Ioctl, IoctlOutput, Opcode},
-    thread::{LinkNameSpaceType, move_into_link_name_space},
-};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
-use super::{links, nftables};
+use super::{links, netns::GetUserns, nftables};
 use crate::netns_facts::{RawFacts, RawRuleset};
 
 /// The facts of the calling thread's namespace.
@@ -66,34 +60,10 @@ pub(crate) fn facts_in(ns: Option<BorrowedFd<'_>>) -> io::Result<RawFacts> {
 /// (`ioctl(NS_GET_USERNS)`); false when that cannot be told.
 fn owned_by_our_user_namespace(ns: BorrowedFd<'_>) -> bool {
     // SAFETY: NS_GET_USERNS takes no argument and returns a new fd of the
-    // owning user namespace, which `GetUserns::output_from_ptr` owns.
-    let Ok(owner) = (unsafe { rustix::ioctl::ioctl(ns, GetUserns) }) else {
+    // owning user namespace, which `NewFd::output_from_ptr` owns.
+    let Ok(owner) = (unsafe { rustix::ioctl::ioctl(ns, GetUserns {}) }) else {
         return false;
     };
     let ours = std::fs::metadata("/proc/self/ns/user").map(|m| m.ino());
     matches!((rustix::fs::fstat(&owner), ours), (Ok(o), Ok(ours)) if o.st_ino == ours)
-}
-
-/// `ioctl(nsfd, NS_GET_USERNS)`: the owning user namespace, as a new fd.
-struct GetUserns;
-
-// SAFETY: NS_GET_USERNS (_IO(0xb7, 0x1), linux/nsfs.h) reads no argument,
-// writes no user memory, and on success returns a new file descriptor
-// that nothing else owns.
-unsafe impl Ioctl for GetUserns {
-    type Output = OwnedFd;
-    const OPCODE: Opcode = Opcode::old(0xb701);
-    const IS_MUTATING: bool = false;
-
-    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
-        std::ptr::null_mut()
-    }
-
-    unsafe fn output_from_ptr(
-        out: IoctlOutput,
-        _: *mut core::ffi::c_void,
-    ) -> rustix::io::Result<OwnedFd> {
-        // SAFETY: a successful NS_GET_USERNS returns a new fd we now own.
-        Ok(unsafe { OwnedFd::from_raw_fd(out) })
-    }
 }

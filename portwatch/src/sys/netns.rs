@@ -213,20 +213,28 @@ pub(crate) fn of_socket(pid: u32, fd: u32) -> Option<(u64, OwnedFd)> {
     let sock = pidfd_getfd(&pidfd, i32::try_from(fd).ok()?, PidfdGetfdFlags::empty()).ok()?;
     // SAFETY: SIOCGSKNS takes no argument and returns a new namespace fd,
     // which `GetNetns::output_from_ptr` takes ownership of.
-    let ns = unsafe { rustix::ioctl::ioctl(&sock, GetNetns) }.ok()?;
+    let ns = unsafe { rustix::ioctl::ioctl(&sock, GetNetns {}) }.ok()?;
     let ino = rustix::fs::fstat(&ns).ok()?.st_ino;
     Some((ino, ns))
 }
 
-/// `ioctl(sock, SIOCGSKNS)`: the socket's network namespace, as a new fd.
-struct GetNetns;
+/// An ioctl that takes no argument and returns a new fd: `SIOCGSKNS`
+/// (0x894C, linux/sockios.h: a socket's network namespace) and
+/// `NS_GET_USERNS` (0xb701, linux/nsfs.h: a namespace's owning user
+/// namespace).
+pub(crate) struct NewFd<const OPCODE: rustix::ioctl::RawOpcode>;
 
-// SAFETY: SIOCGSKNS (0x894C, linux/sockios.h) reads no argument, writes no
-// user memory, and on success returns a new file descriptor that nothing
+/// `ioctl(sock, SIOCGSKNS)`.
+pub(crate) type GetNetns = NewFd<0x894C>;
+/// `ioctl(nsfd, NS_GET_USERNS)`.
+pub(crate) type GetUserns = NewFd<0xb701>;
+
+// SAFETY: both opcodes NewFd is used with (above) read no argument, write
+// no user memory, and on success return a new file descriptor that nothing
 // else owns.
-unsafe impl Ioctl for GetNetns {
+unsafe impl<const OPCODE: rustix::ioctl::RawOpcode> Ioctl for NewFd<OPCODE> {
     type Output = OwnedFd;
-    const OPCODE: Opcode = Opcode::old(0x894C);
+    const OPCODE: Opcode = Opcode::old(OPCODE);
     const IS_MUTATING: bool = false;
 
     fn as_ptr(&mut self) -> *mut core::ffi::c_void {
@@ -237,7 +245,7 @@ unsafe impl Ioctl for GetNetns {
         out: IoctlOutput,
         _: *mut core::ffi::c_void,
     ) -> rustix::io::Result<OwnedFd> {
-        // SAFETY: a successful SIOCGSKNS returns a new fd we now own.
+        // SAFETY: a successful call returns a new fd we now own.
         Ok(unsafe { OwnedFd::from_raw_fd(out) })
     }
 }
