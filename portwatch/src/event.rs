@@ -134,6 +134,10 @@ pub struct Listener {
     /// DNAT rules (in any namespace) that send connections to it, each
     /// with its own exposure.
     pub published_as: Vec<Published>,
+    /// Why its owner is there (see [`crate::owner`]), told by a
+    /// [`crate::monitor::Monitor`] or `list` (`None`: not told, or no
+    /// owner).
+    pub context: Option<std::sync::Arc<crate::owner::OwnerContext>>,
 }
 
 impl Listener {
@@ -156,6 +160,7 @@ impl Listener {
             opened_at: None,
             exposure: None,
             published_as: Vec::new(),
+            context: None,
         }
     }
 
@@ -254,6 +259,7 @@ impl KernelEvent {
             opened_at: None,
             exposure: None,
             published_as: Vec::new(),
+            context: None,
         }
     }
 

@@ -38,6 +38,8 @@ mod listing;
 pub mod monitor;
 pub mod netns_facts;
 pub mod output;
+pub mod owner;
+mod owner_cache;
 pub mod process;
 pub mod report;
 pub mod rules;

@@ -10,9 +10,10 @@ use crate::{
     event::{Listener, Proto},
     exposure::{self, Exposure, Published},
     filter::Filter,
+    owner_cache::OwnerCache,
     socket::SocketInfo,
     sys::exposure_watch::FactsResult,
-    sys::{Host, SocketQuery, SystemHost},
+    sys::{Host, SocketQuery, SystemHost, exe_hash::ExeHashes},
 };
 
 /// Every listening socket of `proto` (both when `None`) in every network
@@ -44,8 +45,32 @@ pub struct Unbacked {
 /// [`Listing`] of `proto` (both when `None`).
 pub fn list(proto: Option<Proto>) -> Result<Listing> {
     let mut host = SystemHost::new();
-    let listeners = listeners_on(&mut host, proto)?;
+    let mut listeners = listeners_on(&mut host, proto)?;
+    let mut owners = OwnerCache::default();
+    for l in &mut listeners {
+        owners.opened(l, &mut host);
+    }
     Ok(judged(&mut host, listeners))
+}
+
+impl Listing {
+    /// Adds each owner's `exe_sha256` (read from the executable it runs,
+    /// hashed once per file); an owner whose executable cannot be hashed
+    /// keeps none, and the first reason why is returned.
+    pub fn hash_executables(&mut self) -> Option<String> {
+        let mut hashes = ExeHashes::default();
+        let mut why_not = None;
+        for l in &mut self.listeners {
+            let Some(ctx) = &mut l.context else { continue };
+            match hashes.of(l.pid) {
+                Ok(hash) => std::sync::Arc::make_mut(ctx).exe_sha256 = Some(hash),
+                Err(e) => {
+                    why_not.get_or_insert_with(|| format!("pid {}: {e}", l.pid));
+                }
+            }
+        }
+        why_not
+    }
 }
 
 /// Judges each listener's exposure with the facts of its namespace (and

@@ -283,6 +283,7 @@ pub fn violations(graph: &Graph) -> Vec<String> {
         "process",
         "facts",
         "netns_facts",
+        "owner",
     ];
     for d in top.get("sys").into_iter().flatten() {
         if !plain.contains(&d.as_str()) {

@@ -363,6 +363,10 @@ pub struct ListArgs {
     /// Only this protocol
     #[arg(long, value_enum, default_value_t = ProtoArg::All)]
     pub proto: ProtoArg,
+    /// Add the SHA-256 of each owner's executable (`exe_sha256`, with
+    /// --json)
+    #[arg(long)]
+    pub hash: bool,
 }
 
 /// Parses `60`, `60s`, `500ms`, `2m`; `0` means off.

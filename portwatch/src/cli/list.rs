@@ -5,6 +5,11 @@ use crate::{args::ListArgs, sink::Sink};
 
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
     let mut listing = portwatch::list(args.proto.proto())?;
+    if args.hash
+        && let Some(why) = listing.hash_executables()
+    {
+        crate::log::info(&format!("some executables are not hashed ({why})"));
+    }
     listing
         .listeners
         .sort_by_key(|l| (l.port, l.proto, l.address, l.netns, l.pid));

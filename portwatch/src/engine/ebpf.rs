@@ -124,6 +124,10 @@ impl EbpfWatch {
         self.host.as_ref()
     }
 
+    pub(super) fn host_mut(&mut self) -> &mut dyn Host {
+        self.host.as_mut()
+    }
+
     pub(super) fn listen_cb_missing(&self) -> Option<&str> {
         self.source.listen_cb_missing()
     }

@@ -307,6 +307,13 @@ impl Engine {
             Inner::Poll(w) => w.host(),
         }
     }
+
+    pub(crate) fn host_mut(&mut self) -> &mut dyn Host {
+        match &mut self.inner {
+            Inner::Ebpf(w) => w.host_mut(),
+            Inner::Poll(w) => w.host_mut(),
+        }
+    }
 }
 
 /// Checks that `pid` names a process: not nothing, not one of its threads.

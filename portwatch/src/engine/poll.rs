@@ -57,6 +57,10 @@ impl PollWatch {
         self.host.as_ref()
     }
 
+    pub(super) fn host_mut(&mut self) -> &mut dyn Host {
+        self.host.as_mut()
+    }
+
     /// Watches the tree of `root` too, from the next poll (now).
     pub(super) fn add_root(&mut self, root: u32) {
         if !self.roots.contains(&root) {

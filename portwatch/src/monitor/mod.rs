@@ -28,6 +28,8 @@ use crate::{
     sys::{Os, file_watch::FileWatch},
 };
 use exposure::Exposures;
+
+use crate::owner_cache::OwnerCache;
 use sampler::Sampler;
 use settle::Settle;
 
@@ -55,6 +57,9 @@ pub struct MonitorConfig {
     /// default; it reads and watches each namespace's netfilter rules
     /// and interfaces on a thread of its own).
     pub exposure: bool,
+    /// Tell each listener's owner context ([`crate::owner`]): read once
+    /// per process, when its first listener opens (on by default).
+    pub context: bool,
 }
 
 impl Default for MonitorConfig {
@@ -65,6 +70,7 @@ impl Default for MonitorConfig {
             sample_interval: Duration::from_secs(1),
             settle: None,
             exposure: true,
+            context: true,
         }
     }
 }
@@ -159,6 +165,7 @@ pub struct Monitor {
     queue: VecDeque<MonitorEvent>,
     settle: Option<Settle>,
     exposures: Option<Exposures>,
+    owners: Option<OwnerCache>,
 }
 
 impl Monitor {
@@ -193,7 +200,24 @@ impl Monitor {
             &mut os.facts,
             Box::new(|_| Err(std::io::Error::other("taken"))),
         );
-        let (engine, mut baseline) = Engine::start_with(&engine_config, os)?;
+        let (mut engine, mut baseline) = Engine::start_with(&engine_config, os)?;
+        let owners = config.context.then(|| {
+            let mut owners = OwnerCache::default();
+            let started = std::time::Instant::now();
+            let host = engine.host_mut();
+            // The rest are live news, told as they are reported.
+            for ev in baseline.iter_mut().filter(|e| e.source == Source::Baseline) {
+                owners.opened(&mut ev.listener, host);
+            }
+            // The benchmark reads this line (`cargo xtask bench --only context`).
+            tracing::debug!(
+                "context: told {} listeners of {} processes in {} us",
+                baseline.len(),
+                owners.processes(),
+                started.elapsed().as_micros()
+            );
+            owners
+        });
         let now = engine.host().wall_now();
         let mut queue = VecDeque::new();
         let exposures = if config.exposure {
@@ -273,6 +297,7 @@ impl Monitor {
             queue,
             settle: config.settle.filter(|d| !d.is_zero()).map(Settle::new),
             exposures,
+            owners,
         };
         // Start-up events that are no baseline are live news: rules see
         // them.
@@ -477,6 +502,12 @@ impl Monitor {
 
     /// A port event that is to be reported: queued, and evaluated.
     fn report_port(&mut self, mut ev: PortEvent) {
+        if let Some(o) = &mut self.owners {
+            match ev.change {
+                crate::event::Change::Opened => o.opened(&mut ev.listener, self.engine.host_mut()),
+                crate::event::Change::Closed => o.closed(&mut ev.listener),
+            }
+        }
         let proxy = match &mut self.exposures {
             Some(e) => {
                 let host = self.engine.host();
@@ -592,6 +623,14 @@ impl Monitor {
     /// exposure is not judged).
     pub fn exposure_of(&self, listener: &Listener) -> Option<&Exposure> {
         self.exposures.as_ref()?.of(&listener.key())
+    }
+
+    /// The owner context of an open listener (`None` when not told).
+    pub fn context_of(
+        &self,
+        listener: &Listener,
+    ) -> Option<&std::sync::Arc<crate::owner::OwnerContext>> {
+        self.owners.as_ref()?.of(listener)
     }
 
     /// Event, loss and resync counters.

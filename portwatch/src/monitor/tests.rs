@@ -50,6 +50,7 @@ fn config(rules: Option<RulesSource>) -> MonitorConfig {
         sample_interval: Duration::from_secs(1),
         settle: None,
         exposure: true,
+        context: true,
     }
 }
 
@@ -417,4 +418,69 @@ async fn exposure_is_judged_on_open_and_a_change_of_facts_is_an_event() {
         panic!("the close")
     };
     assert_eq!(e.listener.exposure, Some(Exposure::Filtered));
+}
+
+/// The owner's context: told for the baseline and for a live open, read
+/// once per process, and carried by a close after the process is gone.
+#[tokio::test(start_paused = true)]
+async fn listeners_carry_their_owners_context_to_the_close() {
+    use crate::owner::{Ancestor, OriginKind, OwnerFacts};
+    let story = |pid: u32, parent: &str| OwnerFacts {
+        start_time: 7,
+        ancestry: vec![
+            (
+                Ancestor {
+                    pid,
+                    comm: "srv".into(),
+                },
+                "/x".into(),
+            ),
+            (
+                Ancestor {
+                    pid: 1,
+                    comm: parent.into(),
+                },
+                "/".into(),
+            ),
+        ],
+        ..OwnerFacts::default()
+    };
+    let os = FakeOs::new();
+    os.world().listeners = vec![scanned(Proto::Tcp, "0.0.0.0", 22, 1)];
+    os.world().owners.insert(1, story(1, "init"));
+    os.world().owners.insert(5, story(5, "cron"));
+    let mut m = Monitor::start_with(config(None), os.os()).unwrap();
+    match next(&mut m).await {
+        MonitorEvent::Port(e) => {
+            let ctx = e.listener.context.expect("the baseline is told");
+            assert_eq!(ctx.source.kind, OriginKind::Init);
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ready = next(&mut m).await;
+    let t = os.world().boot_ns;
+    os.world()
+        .listeners
+        .push(scanned(Proto::Tcp, "127.0.0.1", 8080, 5));
+    os.emit([ev(Opened, t, 0x1, "127.0.0.1", 8080, 5)]);
+    let MonitorEvent::Port(opened) = next(&mut m).await else {
+        panic!("no open")
+    };
+    let ctx = opened
+        .listener
+        .context
+        .clone()
+        .expect("a live open is told");
+    assert_eq!(ctx.source.key(), "cron:cron");
+    assert_eq!(m.context_of(&opened.listener), Some(&ctx));
+    // The process exits; its close still tells its story.
+    os.world().owners.remove(&5);
+    os.world().listeners.retain(|l| l.port != 8080);
+    os.emit([ev(Closed, t, 0x1, "127.0.0.1", 8080, 5)]);
+    let MonitorEvent::Port(closed) = next(&mut m).await else {
+        panic!("no close")
+    };
+    assert_eq!(closed.change, Change::Closed);
+    assert_eq!(closed.listener.context, Some(ctx));
+    assert_eq!(os.world().owner_reads, 2);
 }

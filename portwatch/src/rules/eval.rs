@@ -138,8 +138,8 @@ impl Evaluator {
             .any(|r| r.enabled && matches!(r.matcher, Matcher::Cpu { .. } | Matcher::Memory { .. }))
     }
 
-    fn is_known(&self, comm: &str) -> bool {
-        self.known_names.contains(comm) || self.rules.known.iter().any(|p| p.is_match(comm))
+    fn is_known(&self, l: &Listener) -> bool {
+        self.known_names.contains(&l.comm) || self.rules.known.iter().any(|k| k.knows(l))
     }
 
     /// Rules about listeners. The baseline is the state at start, not a
@@ -165,7 +165,7 @@ impl Evaluator {
                 Matcher::Range(a, b) if opened && (a..=b).contains(&l.port) => {
                     format!("{} (pid {}) {verb} {socket}", l.comm, l.pid)
                 }
-                Matcher::Unknown if opened && !self.is_known(&l.comm) => format!(
+                Matcher::Unknown if opened && !self.is_known(l) => format!(
                     "unknown process {} (pid {}) is listening on {socket}",
                     l.comm, l.pid
                 ),
@@ -498,6 +498,80 @@ mod tests {
             e.on_port(&port_event(Change::Closed, 9, "nc", 50, Source::Ebpf))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn known_processes_match_sources_and_packages() {
+        use crate::owner::{Origin, OriginKind, OwnerContext};
+        let json = |extra: &str| {
+            format!(
+                r#"{{"rules":[{}],"known_processes":["source:systemd:nginx\\.service","package:postgresql-\\d+"{extra}]}}"#,
+                rule(
+                    "u",
+                    r#"{"type":"UnknownProcessListening","params":null}"#,
+                    1,
+                    true
+                ),
+            )
+        };
+        // An entry that is no regex is refused, with its index.
+        let Err(e) = load_bytes(
+            json(r#","source:(cron"#).as_bytes(),
+            std::path::Path::new("t"),
+        ) else {
+            panic!("a bad source regex was accepted")
+        };
+        assert!(e.to_string().contains("known_processes[2]"), "{e}");
+        let ok = rules(&json(""));
+        let mut e = Evaluator::new(ok, []);
+        let mut t = 0;
+        let mut fires = |comm: &str, kind, name: &str, package: Option<&str>| {
+            let mut ev = port_event(Change::Opened, 9, comm, t, Source::Ebpf);
+            t += 10;
+            ev.listener.context = Some(std::sync::Arc::new(OwnerContext {
+                source: Origin {
+                    kind,
+                    name: name.into(),
+                    user: None,
+                    session: None,
+                },
+                package: package.map(str::to_string),
+                ..OwnerContext::default()
+            }));
+            e.on_port(&ev).len()
+        };
+        assert_eq!(
+            fires("nginx", OriginKind::Systemd, "nginx.service", None),
+            0
+        );
+        assert_eq!(
+            fires("nginx", OriginKind::Terminal, "nginx.service", None),
+            1,
+            "kind and name match together"
+        );
+        assert_eq!(
+            fires("nginx", OriginKind::Systemd, "nginx.service.evil", None),
+            1,
+            "whole"
+        );
+        assert_eq!(
+            fires(
+                "postgres",
+                OriginKind::Init,
+                "systemd",
+                Some("postgresql-15")
+            ),
+            0
+        );
+        assert_eq!(
+            fires("postgres", OriginKind::Init, "systemd", None),
+            1,
+            "no package"
+        );
+        // Without a context, only names are known.
+        let mut ev = port_event(Change::Opened, 9, "nginx", 100, Source::Ebpf);
+        ev.listener.context = None;
+        assert_eq!(e.on_port(&ev).len(), 1);
     }
 
     #[test]

@@ -119,14 +119,39 @@ pub fn compile_regex(pattern: &str, what: &str) -> Result<Pattern, String> {
     Pattern::new(pattern).map_err(|e| format!("{what} is not a valid regex: {e}"))
 }
 
+/// A `known_processes` entry: a regex for a process name, or, written
+/// `source:REGEX` or `package:REGEX`, for the owner's source (as
+/// `KIND:NAME`, `systemd:nginx.service`) or its executable's package.
+#[derive(Clone, Debug)]
+pub(crate) enum Known {
+    Name(Pattern),
+    Source(Pattern),
+    Package(Pattern),
+}
+
+impl Known {
+    /// Whether this entry knows the owner of `l`.
+    pub(crate) fn knows(&self, l: &crate::event::Listener) -> bool {
+        let ctx = l.context.as_deref();
+        match self {
+            Known::Name(p) => p.is_match(&l.comm),
+            Known::Source(p) => ctx.is_some_and(|c| p.is_match(&c.source.key())),
+            Known::Package(p) => ctx
+                .and_then(|c| c.package.as_deref())
+                .is_some_and(|pkg| p.is_match(pkg)),
+        }
+    }
+}
+
 /// A validated alerts file, compiled: what the evaluator runs.
 #[derive(Clone, Debug)]
 pub struct Rules {
     /// The file as read (to count, show or save it back).
     pub file: AlertsFile,
     pub(crate) compiled: Vec<CompiledRule>,
-    /// `known_processes`, each anchored to match a whole name.
-    pub(crate) known: Vec<Pattern>,
+    /// `known_processes`, each anchored to match a whole name, source
+    /// or package.
+    pub(crate) known: Vec<Known>,
 }
 
 impl Rules {
@@ -313,8 +338,16 @@ pub fn compile(file: &AlertsFile, path: &Path) -> Result<Rules, RulesError> {
         // checked alone first, so that one like `a)|(b` cannot escape the
         // anchoring group.
         let what = format!("known_processes[{i}]");
-        if pattern(name, &what, &mut problems).is_some() {
-            known.extend(pattern(&format!("^(?:{name})$"), &what, &mut problems));
+        let (kind, regex): (fn(Pattern) -> Known, &str) =
+            if let Some(r) = name.strip_prefix("source:") {
+                (Known::Source, r)
+            } else if let Some(r) = name.strip_prefix("package:") {
+                (Known::Package, r)
+            } else {
+                (Known::Name, name)
+            };
+        if pattern(regex, &what, &mut problems).is_some() {
+            known.extend(pattern(&format!("^(?:{regex})$"), &what, &mut problems).map(kind));
         }
     }
     if problems.is_empty() {

@@ -76,6 +76,12 @@ pub(crate) struct World {
     pub facts_watched: HashSet<u64>,
     /// Processes' arguments.
     pub cmdlines: HashMap<u32, Vec<String>>,
+    /// What /proc says of processes, for their owner contexts.
+    pub owners: HashMap<u32, crate::owner::OwnerFacts>,
+    /// Owner facts read so far.
+    pub owner_reads: usize,
+    /// Executables' packages.
+    pub packages: HashMap<String, String>,
     /// Changed facts not yet read by the monitor.
     facts_changed: VecDeque<u64>,
     facts_waker: Option<Waker>,
@@ -423,6 +429,20 @@ impl Host for FakeHost {
 
     fn own_netns(&self) -> Option<u64> {
         Some(NETNS)
+    }
+
+    fn start_time(&self, pid: u32) -> Option<u64> {
+        self.0.world().owners.get(&pid).map(|f| f.start_time)
+    }
+
+    fn owner_facts(&mut self, pid: u32) -> Option<crate::owner::OwnerFacts> {
+        let mut w = self.0.world();
+        w.owner_reads += 1;
+        w.owners.get(&pid).cloned()
+    }
+
+    fn package_of(&mut self, exe: &str) -> Option<String> {
+        self.0.world().packages.get(exe).cloned()
     }
 }
 

@@ -9,18 +9,22 @@ pub(crate) mod btf;
 pub(crate) mod cgroup;
 pub(crate) mod clock;
 pub(crate) mod container_names;
+pub(crate) mod exe_hash;
 pub(crate) mod exposure_facts;
 pub(crate) mod exposure_watch;
 pub(crate) mod facts;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod file_watch;
+pub(crate) mod git;
 pub(crate) mod links;
 pub(crate) mod local_socket;
 pub(crate) mod netlink_dump;
 pub(crate) mod netns;
 pub(crate) mod nftables;
 pub(crate) mod owned_file;
+pub(crate) mod owner_facts;
+pub(crate) mod packages;
 pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
 pub(crate) mod procinfo;
@@ -139,6 +143,12 @@ pub(crate) trait Host: Send {
     ) -> exposure_watch::FactsResult;
     /// portwatch's own network namespace.
     fn own_netns(&self) -> Option<u64>;
+    /// A process's start time (clock ticks since boot); None when gone.
+    fn start_time(&self, pid: u32) -> Option<u64>;
+    /// What /proc says of a process for its owner context.
+    fn owner_facts(&mut self, pid: u32) -> Option<crate::owner::OwnerFacts>;
+    /// The Debian package that owns a file.
+    fn package_of(&mut self, exe: &str) -> Option<String>;
 }
 
 /// Attaches the kernel programs.
@@ -183,6 +193,8 @@ pub(crate) struct SystemHost {
     cgroups: cgroup::CgroupNames,
     containers: container_names::ContainerNames,
     usage: usage::UsageReader,
+    users: users::Users,
+    packages: packages::Packages,
 }
 
 impl SystemHost {
@@ -191,6 +203,8 @@ impl SystemHost {
             cgroups: cgroup::CgroupNames::new(),
             containers: container_names::ContainerNames::new(),
             usage: usage::UsageReader::new(),
+            users: users::Users::default(),
+            packages: packages::Packages::new(),
         }
     }
 }
@@ -277,5 +291,17 @@ impl Host for SystemHost {
 
     fn own_netns(&self) -> Option<u64> {
         netns::of_process(std::process::id())
+    }
+
+    fn start_time(&self, pid: u32) -> Option<u64> {
+        owner_facts::start_time(pid)
+    }
+
+    fn owner_facts(&mut self, pid: u32) -> Option<crate::owner::OwnerFacts> {
+        owner_facts::read(pid, &mut self.users)
+    }
+
+    fn package_of(&mut self, exe: &str) -> Option<String> {
+        self.packages.owner(exe)
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct ProcStat {
     pub cpu_ticks: u64,
     pub threads: u32,
     pub rss_pages: u64,
+    /// The controlling terminal's device number; 0 for none.
+    pub tty_nr: u32,
 }
 
 /// Parses /proc/PID/stat. Pure. The name is the bytes between the first
@@ -65,6 +67,7 @@ pub(crate) fn parse_stat(bytes: &[u8]) -> Option<ProcStat> {
         cpu_ticks: num(11)?.saturating_add(num(12)?),
         threads: u32::try_from(num(17)?).unwrap_or(u32::MAX),
         rss_pages: num(21)?,
+        tty_nr: num(4).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
     })
 }
 
@@ -139,6 +142,7 @@ pub(crate) fn scan_listeners(
             opened_at: None,
             exposure: None,
             published_as: Vec::new(),
+            context: None,
         })
         .collect();
     Ok(Scan {

@@ -11,6 +11,7 @@ use crate::{
     event::{Listener, Proto},
     exposure::{Exposure, Published},
     listing::{Listing, Unbacked},
+    owner::OwnerContext,
 };
 
 /// One element of `list --json`.
@@ -40,6 +41,10 @@ pub struct ListEntry {
     /// where the rule sends connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dnat_to: Option<SocketAddr>,
+    /// Why its owner is there (see `docs/why.md`); with `list --hash`,
+    /// its `exe_sha256` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<OwnerContext>,
 }
 
 impl From<&Listener> for ListEntry {
@@ -58,6 +63,7 @@ impl From<&Listener> for ListEntry {
             exposure: l.exposure.clone(),
             published_as: l.published_as.clone(),
             dnat_to: None,
+            context: l.context.as_deref().cloned(),
         }
     }
 }
@@ -79,6 +85,7 @@ impl From<&Unbacked> for ListEntry {
             exposure: Some(p.exposure.clone()),
             published_as: Vec::new(),
             dnat_to: Some(u.to),
+            context: None,
         }
     }
 }

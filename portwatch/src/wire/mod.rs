@@ -26,6 +26,7 @@ use crate::{
     container::Container,
     event::{Proto, Source},
     exposure::{Exposure, Published},
+    owner::OwnerContext,
     report::ResyncReason,
     rules::model::Severity,
 };
@@ -132,6 +133,10 @@ pub struct Port {
     /// DNAT rules that send connections to it, each with its exposure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published_as: Vec<Published>,
+    /// Why its owner is there: ancestry, source, cwd, git, exe, package
+    /// (see `docs/why.md`). Absent where it was not told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<OwnerContext>,
     #[serde(with = "micros")]
     #[schemars(with = "DateTime<Utc>")]
     pub ts: DateTime<Utc>,

@@ -1,0 +1,326 @@
+//! Why a listener's owner is there: its ancestry, what started it, the
+//! project it runs in and where its binary comes from. Plain data, and the
+//! pure judgement of a process's origin from what `sys` reads
+//! ([`OwnerFacts`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::{Container, Runtime};
+
+/// A listener owner's story, told once per process (by pid and start
+/// time) when its first listener opens, and kept while it listens.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OwnerContext {
+    /// The owner, its parent, ... up to pid 1 or the init of the owner's
+    /// pid namespace, as it was when the owner's first listener opened.
+    pub ancestry: Vec<Ancestor>,
+    /// What started it.
+    pub source: Origin,
+    /// Its working directory, made safe; absent when unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The git work tree its working directory is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitCheckout>,
+    /// Its executable's path, made safe; absent when unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The executable was removed or replaced after the process started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_deleted: bool,
+    /// The Debian package that owns the executable; `null` when no
+    /// package does (or the host has no dpkg database).
+    pub package: Option<String>,
+    /// SHA-256 of the executable the process runs (hex), where asked for
+    /// (`list --hash`, the TUI's details).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
+}
+
+/// One process of an ancestry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Ancestor {
+    pub pid: u32,
+    /// Its name (`comm`), made safe.
+    pub comm: String,
+}
+
+/// What started a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Origin {
+    pub kind: OriginKind,
+    /// `systemd`: the unit; `container`: `RUNTIME:NAME` (the name, or
+    /// the short id); `supervisor`: `supervisord`, `pm2`, `s6` or `runit`;
+    /// `cron`: the cron daemon's name; `ssh`: the login user; `terminal`:
+    /// the multiplexer or terminal (`tmux`, `screen`, ...) or the tty
+    /// (`pts/3`); `init`: the name of pid 1 (or of the namespace's init).
+    pub name: String,
+    /// `systemd`: the user whose manager runs the unit (absent for a
+    /// system unit); `ssh`, `terminal`: the login user, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `ssh`, `terminal`: the login session (its audit session id) or the
+    /// tmux pane, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// See [`Origin`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginKind {
+    Systemd,
+    Container,
+    Supervisor,
+    Cron,
+    Ssh,
+    Terminal,
+    #[default]
+    Init,
+}
+
+impl OriginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginKind::Systemd => "systemd",
+            OriginKind::Container => "container",
+            OriginKind::Supervisor => "supervisor",
+            OriginKind::Cron => "cron",
+            OriginKind::Ssh => "ssh",
+            OriginKind::Terminal => "terminal",
+            OriginKind::Init => "init",
+        }
+    }
+}
+
+impl Origin {
+    /// `KIND:NAME`, what a `known_processes` entry `source:REGEX` matches.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.name)
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.name)?;
+        if let Some(user) = &self.user {
+            write!(f, " (user {user})")?;
+        }
+        if let Some(session) = &self.session {
+            write!(f, " session {session}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A git work tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GitCheckout {
+    /// The work tree's top directory.
+    pub root: String,
+    /// The branch checked out; absent for a detached HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+/// What `sys` reads about a process to tell its story.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerFacts {
+    /// Start time, in clock ticks since boot: with the pid, it names the
+    /// process for its whole life.
+    pub start_time: u64,
+    /// The owner first; each with its cgroup path.
+    pub ancestry: Vec<(Ancestor, String)>,
+    /// The controlling terminal (`pts/3`), if any.
+    pub tty: Option<String>,
+    /// The audit login user and session (`/proc/PID/loginuid`,
+    /// `sessionid`), if set.
+    pub login_user: Option<String>,
+    pub session: Option<u32>,
+    /// `TMUX_PANE`, when its environment says it runs in tmux.
+    pub tmux_pane: Option<String>,
+    /// Its environment says it came from an ssh login (`SSH_CONNECTION`).
+    pub ssh_env: bool,
+    pub cwd: Option<String>,
+    pub git: Option<GitCheckout>,
+    pub exe: Option<String>,
+    pub exe_deleted: bool,
+}
+
+/// Supervisors, by the name their process has.
+fn supervisor(comm: &str) -> Option<&'static str> {
+    match comm {
+        "supervisord" => Some("supervisord"),
+        "s6-supervise" | "s6-svscan" => Some("s6"),
+        "runsv" | "runsvdir" => Some("runit"),
+        // PM2's daemon names itself `PM2 v5.3.0: God Daemon`.
+        c if c.starts_with("PM2 ") || c == "pm2" => Some("pm2"),
+        _ => None,
+    }
+}
+
+/// Terminals and multiplexers, by the name their process has.
+fn terminal(comm: &str) -> Option<&'static str> {
+    match comm {
+        c if c.starts_with("tmux") => Some("tmux"),
+        "screen" | "SCREEN" => Some("screen"),
+        "gnome-terminal-" => Some("gnome-terminal"),
+        "konsole" => Some("konsole"),
+        "xterm" => Some("xterm"),
+        "alacritty" => Some("alacritty"),
+        "kitty" => Some("kitty"),
+        "wezterm-gui" => Some("wezterm"),
+        _ => None,
+    }
+}
+
+impl OwnerFacts {
+    /// What an ancestor's name says started the owner.
+    fn origin_of(&self, comm: &str) -> Option<Origin> {
+        let login = || self.login_user.clone();
+        let session = || self.session.map(|s| s.to_string());
+        if let Some(name) = supervisor(comm) {
+            return Some(origin(OriginKind::Supervisor, name));
+        }
+        if matches!(comm, "cron" | "crond" | "CRON") {
+            return Some(origin(OriginKind::Cron, comm));
+        }
+        if matches!(comm, "sshd" | "sshd-session") {
+            return Some(Origin {
+                user: login(),
+                session: session(),
+                ..origin(
+                    OriginKind::Ssh,
+                    &self.login_user.clone().unwrap_or_default(),
+                )
+            });
+        }
+        terminal(comm).map(|name| Origin {
+            user: login(),
+            session: self.tmux_pane.clone().filter(|_| name == "tmux"),
+            ..origin(OriginKind::Terminal, name)
+        })
+    }
+
+    /// What started the owner. A container says it first. Then the
+    /// nearest ancestor that names a story (a supervisor, cron, sshd, a
+    /// terminal) in the owner's own cgroup; then the owner's systemd
+    /// service; then such an ancestor anywhere (a shell in a tmux pane
+    /// that tmux put in a scope of its own); then what the environment
+    /// and the terminal say (a server started through `setsid` lost its
+    /// parents but not its environment); else init.
+    pub fn origin(&self, container: Option<&Container>) -> Origin {
+        if let Some(c) = container.filter(|c| c.runtime != Runtime::Service) {
+            let name = c.name.clone().unwrap_or_else(|| c.short_id().to_string());
+            return origin(
+                OriginKind::Container,
+                &format!("{}:{name}", c.runtime.as_str()),
+            );
+        }
+        let own_cgroup = self.ancestry.first().map(|(_, cg)| cg.as_str());
+        let parents = self.ancestry.iter().skip(1);
+        let same_cgroup = parents
+            .clone()
+            .take_while(|(_, cg)| Some(cg.as_str()) == own_cgroup);
+        for (a, _) in same_cgroup {
+            if let Some(o) = self.origin_of(&a.comm) {
+                return o;
+            }
+        }
+        if let Some(o) = own_cgroup.and_then(systemd_unit) {
+            return o;
+        }
+        for (a, _) in parents {
+            if let Some(o) = self.origin_of(&a.comm) {
+                return o;
+            }
+        }
+        if let Some(pane) = &self.tmux_pane {
+            return Origin {
+                user: self.login_user.clone(),
+                session: Some(pane.clone()),
+                ..origin(OriginKind::Terminal, "tmux")
+            };
+        }
+        if self.ssh_env {
+            return Origin {
+                user: self.login_user.clone(),
+                session: self.session.map(|s| s.to_string()),
+                ..origin(
+                    OriginKind::Ssh,
+                    &self.login_user.clone().unwrap_or_default(),
+                )
+            };
+        }
+        if let Some(tty) = &self.tty {
+            return Origin {
+                user: self.login_user.clone(),
+                session: self.session.map(|s| s.to_string()),
+                ..origin(OriginKind::Terminal, tty)
+            };
+        }
+        let init = self.ancestry.last().map(|(a, _)| a.comm.as_str());
+        origin(OriginKind::Init, init.unwrap_or_default())
+    }
+}
+
+fn origin(kind: OriginKind, name: &str) -> Origin {
+    Origin {
+        kind,
+        name: name.to_string(),
+        user: None,
+        session: None,
+    }
+}
+
+/// The systemd service unit a cgroup path is the innermost of: a system
+/// unit (`/system.slice/nginx.service`) or a user's
+/// (`/user.slice/user-1000.slice/user@1000.service/app.slice/dev.service`,
+/// user `1000`). Scopes (login sessions, terminals) are no service.
+pub fn systemd_unit(cgroup: &str) -> Option<Origin> {
+    let parts: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
+    let unit = parts.last().filter(|p| p.ends_with(".service"))?;
+    let manager = parts
+        .iter()
+        .find_map(|p| p.strip_prefix("user@")?.strip_suffix(".service"));
+    match manager {
+        // The user manager's own processes (`user@1000.service/init.scope`
+        // ends in a scope, so this is its own cgroup): a system unit.
+        Some(_) if unit.starts_with("user@") => Some(origin(OriginKind::Systemd, unit)),
+        Some(uid) => Some(Origin {
+            user: Some(uid.to_string()),
+            ..origin(OriginKind::Systemd, unit)
+        }),
+        None => Some(origin(OriginKind::Systemd, unit)),
+    }
+}
+
+/// The branch a git `HEAD` file names (`ref: refs/heads/NAME`), `None`
+/// for a detached HEAD; `Err` when it is no HEAD file.
+pub fn branch_of_head(head: &[u8]) -> Result<Option<String>, ()> {
+    let text = std::str::from_utf8(head).map_err(|_| ())?.trim_end();
+    if let Some(r) = text.strip_prefix("ref: ") {
+        let name = r.strip_prefix("refs/heads/").unwrap_or(r);
+        return Ok(Some(crate::safe_text::safe_str(name)));
+    }
+    if text.len() >= 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    Err(())
+}
+
+/// The directory a `.git` file points to (`gitdir: PATH`, as a linked
+/// work tree or a submodule has it), relative to the `.git` file's
+/// directory when not absolute.
+pub fn gitdir_of_file(dotgit: &[u8]) -> Option<&str> {
+    std::str::from_utf8(dotgit)
+        .ok()?
+        .trim_end()
+        .strip_prefix("gitdir: ")
+        .filter(|p| !p.is_empty() && !p.contains('\0'))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! Owner contexts ([`OwnerContext`]), told once per process (by pid and
+//! start time) through the [`Host`] boundary and kept while the process
+//! has a listener open, so that a close, and a listener of a process that
+//! exited or re-parented since, still tell the story as it was.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    event::{Listener, ListenerKey},
+    owner::OwnerContext,
+    sys::Host,
+};
+
+/// Processes whose context is kept at most, besides those of open
+/// listeners (which are all kept: the engine bounds them).
+const MAX_PROCESSES: usize = 16_384;
+
+#[derive(Default)]
+pub(crate) struct OwnerCache {
+    /// By pid: the process's start time and context.
+    by_pid: HashMap<u32, (u64, Arc<OwnerContext>)>,
+    /// The context of each open listener (by key and owner), with the
+    /// number of sockets open under that key.
+    open: HashMap<(ListenerKey, u32), (Arc<OwnerContext>, usize)>,
+}
+
+impl OwnerCache {
+    /// Gives an opened listener its owner's context.
+    pub(crate) fn opened(&mut self, l: &mut Listener, host: &mut dyn Host) {
+        if l.pid == 0 {
+            return;
+        }
+        let Some(ctx) = self.of_process(l, host) else {
+            return;
+        };
+        let entry = self
+            .open
+            .entry((l.key(), l.pid))
+            .or_insert_with(|| (ctx.clone(), 0));
+        entry.0 = ctx.clone();
+        entry.1 += 1;
+        l.context = Some(ctx);
+    }
+
+    /// Gives a closed listener the context it opened with.
+    pub(crate) fn closed(&mut self, l: &mut Listener) {
+        let key = (l.key(), l.pid);
+        let Some((ctx, n)) = self.open.get_mut(&key) else {
+            return;
+        };
+        l.context = Some(ctx.clone());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.open.remove(&key);
+        }
+    }
+
+    /// Processes whose context is kept.
+    pub(crate) fn processes(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    /// The context of an open listener.
+    pub(crate) fn of(&self, l: &Listener) -> Option<&Arc<OwnerContext>> {
+        self.open.get(&(l.key(), l.pid)).map(|(c, _)| c)
+    }
+
+    fn of_process(&mut self, l: &Listener, host: &mut dyn Host) -> Option<Arc<OwnerContext>> {
+        let start = host.start_time(l.pid);
+        if let Some((s, ctx)) = self.by_pid.get(&l.pid)
+            && Some(*s) == start
+        {
+            return Some(ctx.clone());
+        }
+        let facts = host.owner_facts(l.pid)?;
+        let package = facts.exe.as_deref().and_then(|e| host.package_of(e));
+        let ctx = Arc::new(OwnerContext {
+            source: facts.origin(l.container.as_ref()),
+            ancestry: facts.ancestry.into_iter().map(|(a, _)| a).collect(),
+            cwd: facts.cwd,
+            git: facts.git,
+            exe: facts.exe,
+            exe_deleted: facts.exe_deleted,
+            package,
+            exe_sha256: None,
+        });
+        if self.by_pid.len() >= MAX_PROCESSES {
+            // Those of open listeners stay (theirs are referenced there).
+            self.by_pid.retain(|_, (_, c)| Arc::strong_count(c) > 1);
+            if self.by_pid.len() >= MAX_PROCESSES {
+                self.by_pid.clear();
+            }
+        }
+        self.by_pid.insert(l.pid, (facts.start_time, ctx.clone()));
+        Some(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{
+        event::Proto,
+        owner::{Ancestor, OriginKind, OwnerFacts},
+        sys::fake::FakeOs,
+    };
+
+    fn facts(pid: u32, start: u64, parent: &str) -> OwnerFacts {
+        OwnerFacts {
+            start_time: start,
+            ancestry: vec![
+                (
+                    Ancestor {
+                        pid,
+                        comm: "server".into(),
+                    },
+                    "/".into(),
+                ),
+                (
+                    Ancestor {
+                        pid: 2,
+                        comm: parent.into(),
+                    },
+                    "/".into(),
+                ),
+            ],
+            exe: Some("/usr/bin/server".into()),
+            ..OwnerFacts::default()
+        }
+    }
+
+    fn listener(pid: u32, port: u16) -> Listener {
+        Listener {
+            pid,
+            ..Listener::new(Proto::Tcp, Ipv4Addr::LOCALHOST.into(), port)
+        }
+    }
+
+    #[test]
+    fn a_process_is_read_once_and_its_story_outlives_it() {
+        let fake = FakeOs::new();
+        let mut host = fake.os().host;
+        fake.world().owners.insert(10, facts(10, 100, "sshd"));
+        fake.world()
+            .packages
+            .insert("/usr/bin/server".into(), "server-pkg".into());
+        let mut cache = OwnerCache::default();
+        let (mut a, mut b) = (listener(10, 80), listener(10, 81));
+        cache.opened(&mut a, host.as_mut());
+        cache.opened(&mut b, host.as_mut());
+        assert_eq!(fake.world().owner_reads, 1);
+        let ctx = a.context.clone().unwrap();
+        assert_eq!(ctx.source.kind, OriginKind::Ssh);
+        assert_eq!(ctx.package.as_deref(), Some("server-pkg"));
+        assert!(Arc::ptr_eq(&ctx, b.context.as_ref().unwrap()));
+        // The process exits: its close still tells the story.
+        fake.world().owners.clear();
+        let mut closed = listener(10, 80);
+        cache.closed(&mut closed);
+        assert_eq!(closed.context, Some(ctx));
+        assert!(cache.of(&listener(10, 81)).is_some());
+        assert!(cache.of(&listener(10, 80)).is_none());
+    }
+
+    #[test]
+    fn a_reused_pid_is_read_anew() {
+        let fake = FakeOs::new();
+        let mut host = fake.os().host;
+        fake.world().owners.insert(10, facts(10, 100, "sshd"));
+        let mut cache = OwnerCache::default();
+        let mut a = listener(10, 80);
+        cache.opened(&mut a, host.as_mut());
+        fake.world().owners.insert(10, facts(10, 200, "cron"));
+        let mut b = listener(10, 81);
+        cache.opened(&mut b, host.as_mut());
+        assert_eq!(fake.world().owner_reads, 2);
+        assert_eq!(b.context.unwrap().source.kind, OriginKind::Cron);
+    }
+
+    #[test]
+    fn no_owner_no_story() {
+        let mut host = FakeOs::new().os().host;
+        let mut cache = OwnerCache::default();
+        let mut gone = listener(10, 80);
+        cache.opened(&mut gone, host.as_mut());
+        let mut unowned = listener(0, 81);
+        cache.opened(&mut unowned, host.as_mut());
+        assert_eq!((gone.context, unowned.context), (None, None));
+    }
+}

@@ -1,0 +1,169 @@
+//! What /proc says about a listener's owner, for its story
+//! ([`crate::owner`]): its ancestry as it is now, its terminal, login
+//! session, a few environment variables, working directory and
+//! executable. Each read is of the process's own /proc entries; the git
+//! work tree is found through the working directory's fd, never by name.
+
+use std::os::unix::fs::MetadataExt as _;
+
+use super::{git, procfs_scan, users::Users};
+use crate::{
+    owner::{Ancestor, OwnerFacts},
+    safe_text::safe_text,
+};
+
+/// Ancestors followed at most (a loop cannot happen, but a deep chain can).
+const MAX_ANCESTRY: usize = 64;
+/// Of the environment, the first bytes read: enough for the variables
+/// wanted, bounded against a process that made its environment huge.
+const MAX_ENVIRON: u64 = 256 * 1024;
+
+/// The start time of `pid`, in clock ticks since boot; None when gone.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    procfs_scan::read_full_stat(pid).map(|s| s.start_time)
+}
+
+/// Everything /proc says about `pid` for its story; None when it is
+/// gone.
+pub(crate) fn read(pid: u32, users: &mut Users) -> Option<OwnerFacts> {
+    let stat = procfs_scan::read_full_stat(pid)?;
+    let own_pidns = pidns(pid);
+    let mut ancestry = vec![(
+        Ancestor {
+            pid,
+            comm: stat.comm.clone(),
+        },
+        procfs_scan::cgroup_of(pid),
+    )];
+    let mut parent = stat.ppid;
+    while parent > 0 && ancestry.len() < MAX_ANCESTRY {
+        // The init of the owner's pid namespace is its last ancestor: its
+        // parent (a container's shim) is another namespace's story.
+        if pidns(parent) != own_pidns {
+            break;
+        }
+        let Some(p) = procfs_scan::read_full_stat(parent) else {
+            break;
+        };
+        ancestry.push((
+            Ancestor {
+                pid: parent,
+                comm: p.comm,
+            },
+            procfs_scan::cgroup_of(parent),
+        ));
+        parent = p.ppid;
+    }
+    let (tmux_pane, ssh_env) = environment(pid);
+    let login_uid = read_number(pid, "loginuid").filter(|&u| u != u64::from(u32::MAX));
+    let session = read_number(pid, "sessionid")
+        .filter(|&s| s != u64::from(u32::MAX))
+        .and_then(|s| u32::try_from(s).ok());
+    let (exe, exe_deleted) = match link(pid, "exe") {
+        Some(e) => match e.strip_suffix(" (deleted)") {
+            Some(path) => (Some(path.to_string()), true),
+            None => (Some(e), false),
+        },
+        None => (None, false),
+    };
+    let cwd = link(pid, "cwd");
+    let git = cwd.as_deref().and_then(|c| git::checkout(pid, c));
+    Some(OwnerFacts {
+        start_time: stat.start_time,
+        ancestry,
+        tty: tty_name(stat.tty_nr),
+        login_user: login_uid
+            .and_then(|u| u32::try_from(u).ok())
+            .map(|u| users.name(u)),
+        session,
+        tmux_pane,
+        ssh_env,
+        cwd,
+        git,
+        exe,
+        exe_deleted,
+    })
+}
+
+fn pidns(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+fn link(pid: u32, what: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/{what}"))
+        .ok()
+        .map(|p| safe_text(p.as_os_str().as_encoded_bytes()))
+}
+
+fn read_number(pid: u32, what: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{what}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `TMUX_PANE` (when `TMUX` is set too) and whether `SSH_CONNECTION` is
+/// set, from the first [`MAX_ENVIRON`] bytes of the environment.
+fn environment(pid: u32) -> (Option<String>, bool) {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/environ")) {
+        let _ = f.take(MAX_ENVIRON).read_to_end(&mut bytes);
+    }
+    let mut tmux = false;
+    let mut pane = None;
+    let mut ssh = false;
+    for var in bytes.split(|&b| b == 0) {
+        if var.starts_with(b"TMUX=") {
+            tmux = true;
+        } else if let Some(p) = var.strip_prefix(b"TMUX_PANE=") {
+            pane = Some(safe_text(p));
+        } else if var.starts_with(b"SSH_CONNECTION=") {
+            ssh = true;
+        }
+    }
+    (pane.filter(|_| tmux), ssh)
+}
+
+/// The name of a controlling terminal from its device number
+/// (`tty_nr` of /proc/PID/stat): `pts/N`, `ttyN`, `ttySN`.
+pub(crate) fn tty_name(tty_nr: u32) -> Option<String> {
+    if tty_nr == 0 {
+        return None;
+    }
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    Some(match major {
+        136..=143 => format!("pts/{}", (major - 136) * 256 + minor),
+        4 if minor < 64 => format!("tty{minor}"),
+        4 => format!("ttyS{}", minor - 64),
+        _ => format!("tty {major}:{minor}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminals_are_named_as_ps_names_them() {
+        assert_eq!(tty_name(0), None);
+        assert_eq!(tty_name(136 << 8 | 3).as_deref(), Some("pts/3"));
+        assert_eq!(tty_name(137 << 8 | 1).as_deref(), Some("pts/257"));
+        assert_eq!(tty_name(4 << 8 | 1).as_deref(), Some("tty1"));
+        assert_eq!(tty_name(4 << 8 | 65).as_deref(), Some("ttyS1"));
+    }
+
+    #[test]
+    fn this_process_has_a_story() {
+        let mut users = Users::default();
+        let f = read(std::process::id(), &mut users).unwrap();
+        assert_eq!(f.ancestry[0].0.pid, std::process::id());
+        assert!(f.exe.is_some() && !f.exe_deleted);
+        assert!(f.start_time > 0);
+        assert_eq!(start_time(std::process::id()), Some(f.start_time));
+    }
+}
