@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crate::container::Container;
 
 /// A process, as /proc shows it, with every text made safe.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub ppid: u32,
@@ -33,6 +33,8 @@ pub struct ProcessInfo {
     pub container: Option<Container>,
     /// Network namespace inode.
     pub netns: Option<u64>,
+    /// SHA-256 of the executable it runs (hex), or why there is none.
+    pub exe_sha256: Result<String, String>,
 }
 
 /// What a process adds to a socket's row: where it comes from.

@@ -14,6 +14,18 @@ const MAX_CACHED: usize = 4096;
 /// FUSE: a read may block as long as its user wants.
 const FUSE: i64 = 0x6573_5546;
 
+/// The hash of `pid`'s executable, through one cache for the whole
+/// process (the TUI's details ask again every second).
+pub(crate) fn of(pid: u32) -> Result<String, String> {
+    static CACHE: std::sync::Mutex<Option<ExeHashes>> = std::sync::Mutex::new(None);
+    // A panic while hashing cannot leave the map half-written: insert is
+    // the last step.
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache.get_or_insert_with(ExeHashes::default).of(pid)
+}
+
 #[derive(Default)]
 pub(crate) struct ExeHashes {
     cache: HashMap<(u64, u64, i64, i64), String>,

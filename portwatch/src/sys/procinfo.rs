@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use chrono::{DateTime, TimeDelta, Utc};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
-use super::{netns, procfs_scan};
+use super::{exe_hash, netns, procfs_scan};
 use crate::{
     error::{Error, Result},
     process::{ProcessBrief, ProcessInfo, shown_env_value},
@@ -104,6 +104,7 @@ pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
         container: crate::container::Container::classify(&cgroup),
         cgroup,
         netns: netns::of_process(pid),
+        exe_sha256: exe_hash::of(pid),
     })
 }
 

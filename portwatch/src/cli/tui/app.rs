@@ -393,6 +393,7 @@ impl App {
                     netns: t.listener.netns,
                     exposure: t.listener.exposure.clone(),
                     published: t.listener.published_as.clone(),
+                    context: t.listener.context.clone(),
                     opened_at: t.opened_at,
                     fresh: t.closed_at.is_none()
                         && t.seen_at.is_some_and(|s| self.now - s < HIGHLIGHT),
@@ -675,6 +676,7 @@ impl App {
                 netns: s.netns,
                 exposure: None,
                 published: Vec::new(),
+                context: None,
                 opened_at: None,
                 fresh: false,
                 closed: false,

@@ -254,10 +254,60 @@ fn duration_text(secs: i64) -> String {
     }
 }
 
+/// The "why" section: what started the owner, its project, its
+/// ancestry on one line, its package, and warnings in colour.
+fn why_lines(i: &Item, w: usize) -> Vec<TextLine<'static>> {
+    let mut out = Vec::new();
+    let Some(c) = &i.context else { return out };
+    out.extend(kv_wrapped("why", &c.source.to_string(), w));
+    if let Some(g) = &c.git {
+        let project = match &g.branch {
+            Some(b) => format!("{} · {b}", g.root),
+            None => format!("{} · detached", g.root),
+        };
+        out.extend(kv_wrapped("project", &project, w));
+    }
+    let chain: Vec<String> = c
+        .ancestry
+        .iter()
+        .map(|a| format!("{}({})", a.comm, a.pid))
+        .collect();
+    out.extend(kv_wrapped("ancestry", &chain.join(" < "), w));
+    if let Some(p) = &c.package {
+        out.push(kv("package", p.clone()));
+    }
+    // Wrapped like every value, in the warning's colour.
+    let warn = |out: &mut Vec<TextLine<'static>>, text: &str, color: Color| {
+        for (n, part) in wrap(text, w).into_iter().enumerate() {
+            let key = if n == 0 { "warning" } else { "" };
+            out.push(TextLine::from(vec![
+                Span::styled(format!("{key:<10}"), Style::default().fg(Color::Cyan)),
+                Span::styled(part, Style::default().fg(color)),
+            ]));
+        }
+    };
+    if c.exe_deleted {
+        let text = "its executable was deleted or replaced since it started";
+        warn(&mut out, text, Color::Red);
+    }
+    if c.package.is_none() && c.exe.is_some() {
+        warn(
+            &mut out,
+            "its executable is not from a package",
+            Color::Yellow,
+        );
+    }
+    if i.local.ip().is_unspecified() {
+        warn(&mut out, "bound to every address", Color::Yellow);
+    }
+    out
+}
+
 fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
     let mut out = Vec::new();
     let item = app.selected_item();
     if let Some(i) = item {
+        out.extend(why_lines(i, w));
         out.extend(kv_wrapped("local", &i.local.to_string(), w));
         if let Some(r) = i.remote {
             out.extend(kv_wrapped("remote", &r.to_string(), w));
@@ -310,6 +360,11 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
         w,
     ));
     out.extend(kv_wrapped("exe", &p.exe, w));
+    out.extend(kv_wrapped(
+        "sha256",
+        p.exe_sha256.as_deref().unwrap_or_else(|why| why),
+        w,
+    ));
     // Wrapped, not cut at the edge: the flags that matter are often last.
     // A process may make it megabytes long: at most CMDLINE_LINES.
     out.extend(kv_wrapped_at_most("cmdline", &p.cmdline, w, CMDLINE_LINES));

@@ -39,6 +39,8 @@ pub struct Item {
     pub exposure: Option<portwatch::exposure::Exposure>,
     /// DNAT rules that publish it.
     pub published: Vec<portwatch::exposure::Published>,
+    /// Why its owner is there (`None`: not told, as for the sockets view).
+    pub context: Option<std::sync::Arc<portwatch::owner::OwnerContext>>,
     pub opened_at: Option<DateTime<Utc>>,
     /// Opened a moment ago: highlighted.
     pub fresh: bool,
@@ -384,6 +386,7 @@ mod tests {
             netns: 1,
             exposure: None,
             published: Vec::new(),
+            context: None,
             opened_at: None,
             fresh: false,
             closed: false,

@@ -59,12 +59,7 @@ fn app() -> App {
     web.container = Container::classify(&format!("/docker/{}", "ab".repeat(32)));
     let mut dns = listener(53, 200, "dnsmasq", 2);
     dns.proto = Proto::Udp;
-    let baseline = [
-        listener(22, 100, "sshd", 1),
-        dns,
-        web,
-        listener(8080, 400, "node", 4),
-    ];
+    let baseline = [listener(22, 100, "sshd", 1), dns, web, node_with_context()];
     for l in baseline {
         app.on_monitor(event(Change::Opened, l, Source::Baseline, t0()), &mut name);
     }
@@ -78,6 +73,42 @@ fn app() -> App {
     );
     app.status.backend = "ebpf".into();
     app
+}
+
+/// node's listener, with its owner's story: a user's unit, in a git
+/// work tree, run from an executable deleted since.
+fn node_with_context() -> Listener {
+    use portwatch::owner::{Ancestor, GitCheckout, Origin, OriginKind, OwnerContext};
+    Listener {
+        context: Some(std::sync::Arc::new(OwnerContext {
+            ancestry: vec![
+                Ancestor {
+                    pid: 400,
+                    comm: "node".into(),
+                },
+                Ancestor {
+                    pid: 1,
+                    comm: "systemd".into(),
+                },
+            ],
+            source: Origin {
+                kind: OriginKind::Systemd,
+                name: "app.service".into(),
+                user: Some("1000".into()),
+                session: None,
+            },
+            cwd: Some("/srv/app".into()),
+            git: Some(GitCheckout {
+                root: "/srv/app".into(),
+                branch: Some("main".into()),
+            }),
+            exe: Some("/usr/local/bin/node".into()),
+            exe_deleted: true,
+            package: None,
+            exe_sha256: None,
+        })),
+        ..listener(8080, 400, "node", 4)
+    }
 }
 
 /// The example rules file portwatch ships, one rule per condition.
@@ -153,6 +184,7 @@ fn info(pid: u32) -> ProcessInfo {
         cgroup: "/system.slice/app.service".into(),
         container: Container::classify("/system.slice/app.service"),
         netns: Some(4026531840),
+        exe_sha256: Ok("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
     }
 }
 

@@ -242,7 +242,8 @@ fn details_wrap_long_text_instead_of_cutting_it() {
     );
     i.cgroup = format!("/system.slice/{}.service/app", "long-name-".repeat(8));
     a.on_inspected(Some(i));
-    let s = screen(&mut a);
+    // Tall enough for the "why" section above them.
+    let s = screen_of(&mut a, 120, 34);
     insta::assert_snapshot!("details_wrapped", s);
     assert!(s.contains("--inspect=0.0.0.0:9229"), "{s}");
     assert!(s.contains("service/app"), "{s}");
@@ -401,4 +402,38 @@ fn a_huge_command_line_is_bounded_in_the_details() {
     assert!(s.contains("parent    1 · systemd(1)"), "{s}");
     assert!(s.contains("more characters"), "{s}");
     assert!(s.contains("cwd       /srv/app"), "{s}");
+}
+
+/// The "why" section leads the details, its warnings in colour: red for
+/// a deleted executable, yellow for one no package owns.
+#[test]
+fn the_why_section_leads_the_details_with_its_warnings_in_colour() {
+    let mut a = app();
+    press(&mut a, KeyCode::End);
+    press(&mut a, KeyCode::Enter);
+    a.on_inspected(Some(info(400)));
+    let t = drawn(&mut a, 120, 24);
+    let buffer = t.backend().buffer();
+    let line = |y: u16| -> String {
+        (72..119)
+            .map(|x| buffer[(x, y)].symbol().to_string())
+            .collect()
+    };
+    assert!(
+        line(1).contains("why       systemd app.service"),
+        "{}",
+        line(1)
+    );
+    assert!(line(2).contains("/srv/app · main"), "{}", line(2));
+    assert!(line(3).contains("node(400) < systemd(1)"), "{}", line(3));
+    let colour_of = |text: &str| {
+        let y = (1..23)
+            .find(|&y| line(y).contains(text))
+            .unwrap_or_else(|| panic!("no {text}"));
+        let x = 72 + u16::try_from(line(y).find(text).unwrap_or(0)).unwrap();
+        // `find` counts bytes; the warnings are ASCII.
+        buffer[(x, y)].fg
+    };
+    assert_eq!(colour_of("its executable was deleted"), Color::Red);
+    assert_eq!(colour_of("not from a package"), Color::Yellow);
 }
