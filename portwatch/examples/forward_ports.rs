@@ -8,10 +8,22 @@
 //! ```sh
 //! cargo build --release --example forward_ports
 //! sudo target/release/examples/forward_ports PID NETNS
+//! target/release/examples/forward_ports --connect SOCKET --pid PID [NETNS]
 //! ```
 //!
 //! It prints `ready` once it watches, then `forwarding PORT` and
 //! `stopped PORT` as it goes.
+//!
+//! With `--connect SOCKET` it needs no root: it follows the tree through
+//! a running daemon's event socket (`portwatch daemon --socket SOCKET`),
+//! as a member of the socket's group, for a process of the same user
+//! (`PortWatcher::connect`; the daemon's settle time applies). Without a
+//! NETNS the ports are on this host already, so it forwards nothing and
+//! prints `opened ADDRESS:PORT` and `closed ADDRESS:PORT` instead; with
+//! one it forwards as above (entering the namespace needs
+//! `CAP_SYS_ADMIN`). It prints `lost WHY` when its view may lack changes
+//! (the daemon restarted, say): it reconnects by itself, and then
+//! reports what closed and opened meanwhile.
 
 use std::{
     collections::HashMap,
@@ -28,8 +40,8 @@ use std::{
 };
 
 use portwatch::{
-    Proto,
-    watcher::{PortChange, PortWatcher},
+    Filter, Proto,
+    watcher::{Lost, PortChange, PortWatcher},
 };
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
@@ -112,30 +124,132 @@ impl Drop for Forward {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(Ok(pid)), Some(netns)) = (args.get(1).map(|a| a.parse::<u32>()), args.get(2)) else {
-        eprintln!("usage: forward_ports PID NETNS");
-        std::process::exit(2);
+/// What the command line asked for.
+enum Mode {
+    /// A monitor of its own (root): `PID NETNS`.
+    Local { pid: u32, netns: String },
+    /// Through a daemon's socket: `--connect SOCKET --pid PID [NETNS]`.
+    Connect {
+        socket: String,
+        pid: u32,
+        netns: Option<String>,
+    },
+}
+
+impl Mode {
+    fn parse(args: &[String]) -> Option<Mode> {
+        match args {
+            [connect, socket, pid_flag, pid, rest @ ..]
+                if connect == "--connect" && pid_flag == "--pid" && rest.len() <= 1 =>
+            {
+                Some(Mode::Connect {
+                    socket: socket.clone(),
+                    pid: pid.parse().ok()?,
+                    netns: rest.first().cloned(),
+                })
+            }
+            [pid, netns] => Some(Mode::Local {
+                pid: pid.parse().ok()?,
+                netns: netns.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the watcher's thread hands the main loop, in order.
+enum Message {
+    Change(PortChange),
+    Lost(Lost),
+}
+
+/// The inode of the network namespace `ip netns` calls `name`.
+fn netns_inode(name: &str) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata(format!("/run/netns/{name}"))?.ino())
+}
+
+/// The watcher `mode` asks for, started; else why not, and the exit
+/// status to say it with (2 for what is wrong before the start).
+fn watcher(mode: &Mode, tx: mpsc::Sender<Message>) -> Result<PortWatcher, (i32, String)> {
+    let changes = tx.clone();
+    let on_change = move |change| {
+        let _ = changes.send(Message::Change(change));
     };
-    let (tx, rx) = mpsc::channel();
-    let mut watcher = match PortWatcher::with_namespace(pid, netns, move |change| {
-        let _ = tx.send(change);
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("forward_ports: {e}");
-            std::process::exit(2);
+    let mut watcher = match mode {
+        Mode::Local { pid, netns } => {
+            let mut w = PortWatcher::with_namespace(*pid, netns, on_change)
+                .map_err(|e| (2, e.to_string()))?;
+            w.set_settle(Duration::from_millis(50));
+            w
+        }
+        Mode::Connect { socket, pid, netns } => {
+            let netns = match netns {
+                Some(name) => Some(
+                    netns_inode(name)
+                        .map_err(|e| (2, format!("no network namespace {name:?} ({e})")))?,
+                ),
+                None => None,
+            };
+            let filter = Filter {
+                pid: Some(*pid),
+                netns,
+                ..Filter::default()
+            };
+            let mut w = PortWatcher::connect_with_filter(socket, filter, on_change);
+            w.on_lost(move |lost| {
+                let _ = tx.send(Message::Lost(lost));
+            });
+            w
         }
     };
-    watcher.set_settle(Duration::from_millis(50));
-    if let Err(e) = watcher.start() {
-        eprintln!("forward_ports: {e}");
-        std::process::exit(1);
-    }
+    watcher.start().map_err(|e| (1, e.to_string()))?;
+    Ok(watcher)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(mode) = Mode::parse(&args) else {
+        eprintln!(
+            "usage: forward_ports PID NETNS | forward_ports --connect SOCKET --pid PID [NETNS]"
+        );
+        std::process::exit(2);
+    };
+    // Where to forward from: None to report only.
+    let netns = match &mode {
+        Mode::Local { netns, .. } => Some(netns.clone()),
+        Mode::Connect { netns, .. } => netns.clone(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let _watcher = match watcher(&mode, tx) {
+        Ok(w) => w,
+        Err((status, e)) => {
+            eprintln!("forward_ports: {e}");
+            std::process::exit(status);
+        }
+    };
     println!("ready");
     let mut forwards: HashMap<u16, Forward> = HashMap::new();
-    for change in rx {
+    for message in rx {
+        let change = match message {
+            Message::Change(change) => change,
+            Message::Lost(lost) => {
+                println!("lost {lost}");
+                continue;
+            }
+        };
+        let Some(netns) = &netns else {
+            match change {
+                PortChange::Opened(p) if p.proto == Proto::Tcp => {
+                    println!("opened {}", std::net::SocketAddr::new(p.address, p.port));
+                }
+                PortChange::Closed(p) if p.proto == Proto::Tcp => {
+                    println!("closed {}", std::net::SocketAddr::new(p.address, p.port));
+                }
+                _ => {}
+            }
+            continue;
+        };
         match change {
             PortChange::Opened(p) if p.proto == Proto::Tcp && !forwards.contains_key(&p.port) => {
                 match Forward::start(netns.clone(), p.port) {

@@ -93,6 +93,22 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    #[error(
+        "cannot connect to the portwatch daemon at {path} ({source}): is it serving its event socket there, and are you in the socket's group?"
+    )]
+    DaemonUnreachable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The daemon's own sentence, made safe.
+    #[error("the portwatch daemon at {path} refused: {message}")]
+    DaemonRefused { path: PathBuf, message: String },
+
+    #[error("the portwatch daemon at {path}: {why}")]
+    DaemonConnection { path: PathBuf, why: String },
 }
 
 impl Error {
