@@ -33,10 +33,25 @@ fn port_watcher_calls_back_for_this_process() {
         proto: Proto::Tcp,
         // On 127.0.0.1: only this namespace reaches it, whatever the rules.
         exposure: Some(portwatch::exposure::Exposure::Loopback),
+        context: None,
     };
+    // Equal but for the owner's context, which names this process.
     let next = |what| loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(change) if change == what => return,
+            Ok(PortChange::Opened(p) | PortChange::Closed(p))
+                if PortChange::Opened(Port {
+                    context: None,
+                    ..p.clone()
+                }) == what
+                    || PortChange::Closed(Port {
+                        context: None,
+                        ..p.clone()
+                    }) == what =>
+            {
+                let ctx = p.context.expect("the owner's context");
+                assert_eq!(ctx.ancestry[0].pid, std::process::id());
+                return;
+            }
             Ok(_) => continue,
             Err(e) => panic!("no {what:?}: {e}"),
         }

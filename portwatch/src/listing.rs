@@ -46,10 +46,7 @@ pub struct Unbacked {
 pub fn list(proto: Option<Proto>) -> Result<Listing> {
     let mut host = SystemHost::new();
     let mut listeners = listeners_on(&mut host, proto)?;
-    let mut owners = OwnerCache::default();
-    for l in &mut listeners {
-        owners.opened(l, &mut host);
-    }
+    OwnerCache::default().opened_all(listeners.iter_mut(), &mut host);
     Ok(judged(&mut host, listeners))
 }
 

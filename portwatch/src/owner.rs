@@ -131,7 +131,8 @@ pub struct OwnerFacts {
     /// Start time, in clock ticks since boot: with the pid, it names the
     /// process for its whole life.
     pub start_time: u64,
-    /// The owner first; each with its cgroup path.
+    /// The owner first; each with its cgroup path, read while it is the
+    /// owner's (empty after the first that is not).
     pub ancestry: Vec<(Ancestor, String)>,
     /// The controlling terminal (`pts/3`), if any.
     pub tty: Option<String>,
@@ -148,6 +149,13 @@ pub struct OwnerFacts {
     pub exe: Option<String>,
     pub exe_deleted: bool,
 }
+
+/// Ancestors read during one batch (the baseline's listeners), by pid:
+/// name, parent, and cgroup once read. A batch is one snapshot, so a
+/// shared ancestor is read once for all its descendants; a live open
+/// starts with an empty memo, its ancestors read as they are now.
+#[derive(Debug, Default)]
+pub struct AncestorMemo(pub std::collections::HashMap<u32, (String, u32, Option<String>)>);
 
 /// Supervisors, by the name their process has.
 fn supervisor(comm: &str) -> Option<&'static str> {
@@ -297,18 +305,19 @@ pub fn systemd_unit(cgroup: &str) -> Option<Origin> {
     }
 }
 
-/// The branch a git `HEAD` file names (`ref: refs/heads/NAME`), `None`
-/// for a detached HEAD; `Err` when it is no HEAD file.
-pub fn branch_of_head(head: &[u8]) -> Result<Option<String>, ()> {
-    let text = std::str::from_utf8(head).map_err(|_| ())?.trim_end();
+/// The branch a git `HEAD` file names (`ref: refs/heads/NAME`): `Some`
+/// of the branch, or of `None` for a detached HEAD; `None` when it is no
+/// HEAD file.
+pub fn branch_of_head(head: &[u8]) -> Option<Option<String>> {
+    let text = std::str::from_utf8(head).ok()?.trim_end();
     if let Some(r) = text.strip_prefix("ref: ") {
         let name = r.strip_prefix("refs/heads/").unwrap_or(r);
-        return Ok(Some(crate::safe_text::safe_str(name)));
+        return Some(Some(crate::safe_text::safe_str(name)));
     }
     if text.len() >= 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
+        return Some(None);
     }
-    Err(())
+    None
 }
 
 /// The directory a `.git` file points to (`gitdir: PATH`, as a linked

@@ -206,13 +206,20 @@ impl Monitor {
             let started = std::time::Instant::now();
             let host = engine.host_mut();
             // The rest are live news, told as they are reported.
-            for ev in baseline.iter_mut().filter(|e| e.source == Source::Baseline) {
-                owners.opened(&mut ev.listener, host);
-            }
+            owners.opened_all(
+                baseline
+                    .iter_mut()
+                    .filter(|e| e.source == Source::Baseline)
+                    .map(|e| &mut e.listener),
+                host,
+            );
             // The benchmark reads this line (`cargo xtask bench --only context`).
             tracing::debug!(
                 "context: told {} listeners of {} processes in {} us",
-                baseline.len(),
+                baseline
+                    .iter()
+                    .filter(|e| e.source == Source::Baseline)
+                    .count(),
                 owners.processes(),
                 started.elapsed().as_micros()
             );

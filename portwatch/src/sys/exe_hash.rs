@@ -45,7 +45,7 @@ impl ExeHashes {
             return Ok(hash.clone());
         }
         let fs_type = rustix::fs::fstatfs(&file)
-            .map(|s| i64::try_from(s.f_type).unwrap_or_default())
+            .map(|s| s.f_type)
             .unwrap_or_default();
         if fs_type == FUSE {
             return Err("the executable is on a FUSE filesystem: not hashed".into());

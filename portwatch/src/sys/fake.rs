@@ -435,7 +435,11 @@ impl Host for FakeHost {
         self.0.world().owners.get(&pid).map(|f| f.start_time)
     }
 
-    fn owner_facts(&mut self, pid: u32) -> Option<crate::owner::OwnerFacts> {
+    fn owner_facts(
+        &mut self,
+        pid: u32,
+        _memo: &mut crate::owner::AncestorMemo,
+    ) -> Option<crate::owner::OwnerFacts> {
         let mut w = self.0.world();
         w.owner_reads += 1;
         w.owners.get(&pid).cloned()

@@ -30,7 +30,7 @@ pub(crate) fn checkout(pid: u32, cwd: &str) -> Option<GitCheckout> {
     let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut dir = open(format!("/proc/{pid}/cwd"), flags, Mode::empty()).ok()?;
-    let fs_type = i64::try_from(fstatfs(&dir).ok()?.f_type).unwrap_or_default();
+    let fs_type = fstatfs(&dir).ok()?.f_type;
     if SLOW_FILESYSTEMS.contains(&fs_type) {
         return None;
     }
@@ -57,7 +57,7 @@ pub(crate) fn checkout(pid: u32, cwd: &str) -> Option<GitCheckout> {
                 };
                 return Some(GitCheckout {
                     root: without_last(cwd, up)?,
-                    branch: branch_of_head(&head).ok()?,
+                    branch: branch_of_head(&head)?,
                 });
             }
             Err(Errno::NOENT) => {}

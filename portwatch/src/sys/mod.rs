@@ -145,8 +145,13 @@ pub(crate) trait Host: Send {
     fn own_netns(&self) -> Option<u64>;
     /// A process's start time (clock ticks since boot); None when gone.
     fn start_time(&self, pid: u32) -> Option<u64>;
-    /// What /proc says of a process for its owner context.
-    fn owner_facts(&mut self, pid: u32) -> Option<crate::owner::OwnerFacts>;
+    /// What /proc says of a process for its owner context; ancestors
+    /// already in `memo` (this batch's) are not read again.
+    fn owner_facts(
+        &mut self,
+        pid: u32,
+        memo: &mut crate::owner::AncestorMemo,
+    ) -> Option<crate::owner::OwnerFacts>;
     /// The Debian package that owns a file.
     fn package_of(&mut self, exe: &str) -> Option<String>;
 }
@@ -297,8 +302,12 @@ impl Host for SystemHost {
         owner_facts::start_time(pid)
     }
 
-    fn owner_facts(&mut self, pid: u32) -> Option<crate::owner::OwnerFacts> {
-        owner_facts::read(pid, &mut self.users)
+    fn owner_facts(
+        &mut self,
+        pid: u32,
+        memo: &mut crate::owner::AncestorMemo,
+    ) -> Option<crate::owner::OwnerFacts> {
+        owner_facts::read(pid, &mut self.users, memo)
     }
 
     fn package_of(&mut self, exe: &str) -> Option<String> {

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use super::{git, procfs_scan, users::Users};
 use crate::{
-    owner::{Ancestor, OwnerFacts},
+    owner::{Ancestor, AncestorMemo, OwnerFacts},
     safe_text::safe_text,
 };
 
@@ -25,34 +25,53 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 
 /// Everything /proc says about `pid` for its story; None when it is
 /// gone.
-pub(crate) fn read(pid: u32, users: &mut Users) -> Option<OwnerFacts> {
-    let stat = procfs_scan::read_full_stat(pid)?;
+pub(crate) fn read(pid: u32, users: &mut Users, memo: &mut AncestorMemo) -> Option<OwnerFacts> {
+    let stat = stat_of(pid)?;
+    let own_cgroup = cgroup(pid);
+    // A process in portwatch's own pid namespace (the host's, as a rule)
+    // has all its ancestors there: no namespace to stop at.
     let own_pidns = pidns(pid);
+    let foreign = own_pidns != pidns(std::process::id());
     let mut ancestry = vec![(
         Ancestor {
             pid,
             comm: stat.comm.clone(),
         },
-        procfs_scan::cgroup_of(pid),
+        own_cgroup.clone(),
     )];
+    // Ancestors' cgroups are read while they are the owner's: only those
+    // tell which ancestors share its unit (see `OwnerFacts::origin`).
+    let mut same_cgroup = true;
     let mut parent = stat.ppid;
     while parent > 0 && ancestry.len() < MAX_ANCESTRY {
         // The init of the owner's pid namespace is its last ancestor: its
         // parent (a container's shim) is another namespace's story.
-        if pidns(parent) != own_pidns {
+        if foreign && pidns(parent) != own_pidns {
             break;
         }
-        let Some(p) = procfs_scan::read_full_stat(parent) else {
-            break;
+        let entry = match memo.0.entry(parent) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let Some(p) = stat_of(parent) else {
+                    break;
+                };
+                v.insert((p.comm, p.ppid, None))
+            }
         };
+        let cg = if same_cgroup {
+            entry.2.get_or_insert_with(|| cgroup(parent)).clone()
+        } else {
+            String::new()
+        };
+        same_cgroup = cg == own_cgroup;
         ancestry.push((
             Ancestor {
                 pid: parent,
-                comm: p.comm,
+                comm: entry.0.clone(),
             },
-            procfs_scan::cgroup_of(parent),
+            cg,
         ));
-        parent = p.ppid;
+        parent = entry.1;
     }
     let (tmux_pane, ssh_env) = environment(pid);
     let login_uid = read_number(pid, "loginuid").filter(|&u| u != u64::from(u32::MAX));
@@ -83,6 +102,46 @@ pub(crate) fn read(pid: u32, users: &mut Users) -> Option<OwnerFacts> {
         exe,
         exe_deleted,
     })
+}
+
+/// Reads a small /proc file in one `read` (a stat line, a cgroup path):
+/// none of `std::fs::read`'s size query, a third of the system calls.
+fn small(pid: u32, what: &str) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/{what}")).ok()?;
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(buf.get_mut(len..)?) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        // Cut short: these files are a line or a few.
+        if len >= 64 * 1024 {
+            break;
+        }
+    }
+    buf.truncate(len);
+    Some(buf)
+}
+
+fn stat_of(pid: u32) -> Option<procfs_scan::ProcStat> {
+    procfs_scan::parse_stat(&small(pid, "stat")?)
+}
+
+/// The cgroup v2 path (the `0::` line), made safe, or empty.
+fn cgroup(pid: u32) -> String {
+    small(pid, "cgroup")
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"0::"))
+        .map(safe_text)
+        .unwrap_or_default()
 }
 
 fn pidns(pid: u32) -> Option<u64> {
@@ -160,7 +219,7 @@ mod tests {
     #[test]
     fn this_process_has_a_story() {
         let mut users = Users::default();
-        let f = read(std::process::id(), &mut users).unwrap();
+        let f = read(std::process::id(), &mut users, &mut AncestorMemo::default()).unwrap();
         assert_eq!(f.ancestry[0].0.pid, std::process::id());
         assert!(f.exe.is_some() && !f.exe_deleted);
         assert!(f.start_time > 0);

@@ -2,6 +2,7 @@
 //! in one run. Prints a table and writes target/bench/results.json.
 
 mod churn;
+mod context;
 mod cost;
 mod exposure;
 mod flood;
@@ -98,6 +99,7 @@ pub enum Section {
     Tui,
     Udp,
     Exposure,
+    Context,
 }
 
 impl Options {
@@ -204,6 +206,13 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             "exposure".into(),
             exposure::exposure(root, 1000, 1000, changes)?,
         );
+    }
+    if opts.wants(Section::Context) {
+        let new = if opts.quick { 50 } else { 200 };
+        eprintln!(
+            "bench: owner contexts (1,000 processes with 10 listeners each at start, {new} new processes)"
+        );
+        results.insert("context".into(), context::context(root, 1000, 10, new)?);
     }
     if opts.wants(Section::Cleanup) {
         eprintln!("bench: cleanup");

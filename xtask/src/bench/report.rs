@@ -55,6 +55,9 @@ pub fn tables(r: &Value) -> String {
     if !r["exposure"].is_null() {
         exposure(&mut s, &r["exposure"]);
     }
+    if !r["context"].is_null() {
+        context(&mut s, &r["context"]);
+    }
     if !r["scan"].is_null() {
         scan(&mut s, &r["scan"]);
     }
@@ -346,6 +349,23 @@ fn daemon_cost(s: &mut String, c: &Value) {
         f(&c["busy_cpu_percent"]),
         f(&c["busy_rss_mib"]),
         f(&c["peak_rss_mib"])
+    );
+}
+
+fn context(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nOwner contexts (each process's story, told once):\n\n\
+         | at start: listeners | processes | told in (ms) | new processes | per new process p50 (us) | p99 (us) | max (us) |\n\
+         |---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {} | {} |",
+        v["start_listeners"],
+        v["start_processes"],
+        f(&v["start_ms"]),
+        v["new_processes"],
+        f(&v["new_p50_us"]),
+        f(&v["new_p99_us"]),
+        f(&v["new_max_us"]),
     );
 }
 

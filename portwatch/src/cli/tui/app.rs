@@ -86,7 +86,7 @@ pub struct KillDialog {
     pub pid: u32,
     pub kill: bool,
     /// The pinned process, once pinned.
-    pub info: Option<ProcessInfo>,
+    pub info: Option<Box<ProcessInfo>>,
     /// Ports the process holds, as `proto address:port`.
     pub ports: Vec<String>,
     pub error: Option<String>,
@@ -720,7 +720,7 @@ impl App {
                     .filter(|t| t.listener.pid == info.pid && t.closed_at.is_none())
                     .map(|t| format!("{} {}", t.listener.proto, t.listener.socket()))
                     .collect();
-                k.info = Some(info);
+                k.info = Some(Box::new(info));
             }
             Err(e) => k.error = Some(e),
         }
