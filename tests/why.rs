@@ -88,7 +88,7 @@ fn system_and_user_units_are_named_from_the_cgroup() {
     let (_, ctx) = opened(&w, port_a);
     assert_eq!(
         ctx["source"],
-        json!({"kind": "systemd", "name": format!("{tag}.service")}),
+        json!({"kind": "systemd", "name": format!("{tag}.service"), "trusted": true}),
         "{ctx}"
     );
     let mut b = why(&["cgroup", user_unit.to_str().unwrap()]);
@@ -96,7 +96,7 @@ fn system_and_user_units_are_named_from_the_cgroup() {
     let (_, ctx) = opened(&w, port_b);
     assert_eq!(
         ctx["source"],
-        json!({"kind": "systemd", "name": format!("{tag}.service"), "user": "1000"}),
+        json!({"kind": "systemd", "name": format!("{tag}.service"), "user": "1000", "trusted": false}),
         "{ctx}"
     );
     // `list --json` tells the same story.
@@ -323,4 +323,88 @@ fn planted_git_files_make_portwatch_block_on_nothing_and_read_nothing_of_others(
         assert_eq!(ctx["cwd"], dir.to_str().unwrap(), "{trap}: {v}");
     }
     let _ = fs::remove_dir_all(&base);
+}
+
+/// A user who names a process `cron` (or sets `SSH_CONNECTION`) gets a
+/// story, but not one root vouches for: a rule that knows cron jobs
+/// still alerts on the user's listener, and not on root's cron job.
+#[test]
+fn a_forged_source_is_untrusted_and_known_to_no_rule() {
+    let dir = std::env::temp_dir().join(format!("pwtest-why-forged-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("alerts.json");
+    fs::write(
+        &rules,
+        format!(
+            r#"{{"rules":[{}],"known_processes":["source:cron:.*","source:ssh:.*"]}}"#,
+            crate::support::rule_with_cooldown(
+                "unknown",
+                r#"{"type":"UnknownProcessListening","params":null}"#,
+                1
+            )
+        ),
+    )
+    .unwrap();
+    // In a namespace of its own: other tests' listeners would take the
+    // rule's cooldown. The daemon's lines are its alerts; the watcher's,
+    // the events.
+    let ns = crate::support::NetNs::new("forged");
+    let inode = ns.inode().to_string();
+    let daemon = Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--alerts",
+        rules.to_str().unwrap(),
+        "--netns",
+        &inode,
+    ]);
+    let w = Watcher::start(&["--netns", &inode]);
+    let in_ns = |nobody: bool| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns.name]);
+        if nobody {
+            c.args([
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--",
+            ]);
+        }
+        c.args([PYTHON, "-u", &helper_path("why.py"), "named-parent", "cron"]);
+        Helper::command(&mut c)
+    };
+    // Root's own process named cron: trusted, known, no alert.
+    let mut root_job = in_ns(false);
+    let port: u16 = root_job.read_value("port").parse().unwrap();
+    let (_, ctx) = opened(&w, port);
+    assert_eq!(
+        ctx["source"],
+        json!({"kind": "cron", "name": "cron", "trusted": true}),
+        "{ctx}"
+    );
+    // User nobody's, under the same name: untrusted, and it alerts.
+    let mut forged = in_ns(true);
+    let forged_port: u16 = forged.read_value("port").parse().unwrap();
+    let (_, ctx) = opened(&w, forged_port);
+    assert_eq!(
+        ctx["source"],
+        json!({"kind": "cron", "name": "cron", "trusted": false}),
+        "{ctx}"
+    );
+    // Root's listen came first: an alert for it would come before this.
+    let mut alerts = Vec::new();
+    daemon.expect("the alert for nobody's listener", EVENT_TIMEOUT, |v| {
+        if v["event"] == "alert" {
+            alerts.push(v.clone());
+        }
+        alerts.iter().any(|a| a["port"] == forged_port)
+    });
+    assert!(
+        alerts.iter().all(|a| a["port"] != port),
+        "root's cron job alerted: {alerts:?}"
+    );
+    drop((root_job, forged));
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -38,7 +38,7 @@ pub struct OwnerContext {
 }
 
 /// One process of an ancestry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ancestor {
     pub pid: u32,
     /// Its name (`comm`), made safe.
@@ -63,6 +63,14 @@ pub struct Origin {
     /// tmux pane, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Root vouches for it: a system unit, a container in a cgroup only
+    /// root makes, or a supervisor, cron or sshd that runs as root. An
+    /// untrusted source is the owner's user's own word (a process name,
+    /// an environment variable, a cgroup of its own user manager), which
+    /// that user can forge; `known_processes` entries `source:` match
+    /// trusted sources only.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 /// See [`Origin`].
@@ -131,9 +139,8 @@ pub struct OwnerFacts {
     /// Start time, in clock ticks since boot: with the pid, it names the
     /// process for its whole life.
     pub start_time: u64,
-    /// The owner first; each with its cgroup path, read while it is the
-    /// owner's (empty after the first that is not).
-    pub ancestry: Vec<(Ancestor, String)>,
+    /// The owner first.
+    pub ancestry: Vec<Forebear>,
     /// The controlling terminal (`pts/3`), if any.
     pub tty: Option<String>,
     /// The audit login user and session (`/proc/PID/loginuid`,
@@ -147,7 +154,22 @@ pub struct OwnerFacts {
     pub cwd: Option<String>,
     pub git: Option<GitCheckout>,
     pub exe: Option<String>,
+    /// The file it runs (device, inode), to check that the file at `exe`
+    /// is that one before naming its package.
+    pub exe_id: Option<(u64, u64)>,
     pub exe_deleted: bool,
+}
+
+/// A process of an owner's ancestry, as `sys` read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forebear {
+    pub ancestor: Ancestor,
+    /// Its cgroup path, read while it is the owner's (empty after the
+    /// first that is not).
+    pub cgroup: String,
+    /// It runs as root (real and effective uid 0): no other user can
+    /// have made it, whatever its name.
+    pub root: bool,
 }
 
 /// Ancestors read during one batch (the baseline's listeners), by pid:
@@ -155,7 +177,17 @@ pub struct OwnerFacts {
 /// shared ancestor is read once for all its descendants; a live open
 /// starts with an empty memo, its ancestors read as they are now.
 #[derive(Debug, Default)]
-pub struct AncestorMemo(pub std::collections::HashMap<u32, (String, u32, Option<String>)>);
+pub struct AncestorMemo(pub std::collections::HashMap<u32, Remembered>);
+
+/// An ancestor as [`AncestorMemo`] keeps it.
+#[derive(Debug, Default)]
+pub struct Remembered {
+    pub comm: String,
+    pub ppid: u32,
+    pub root: bool,
+    /// Read only when needed (see [`Forebear::cgroup`]).
+    pub cgroup: Option<String>,
+}
 
 /// Supervisors, by the name their process has.
 fn supervisor(comm: &str) -> Option<&'static str> {
@@ -184,32 +216,53 @@ fn terminal(comm: &str) -> Option<&'static str> {
     }
 }
 
+/// The story a process's name tells of its descendants, and whether it
+/// must run as root to be believed.
+fn story(comm: &str) -> Option<(OriginKind, &'static str)> {
+    if let Some(name) = supervisor(comm) {
+        return Some((OriginKind::Supervisor, name));
+    }
+    match comm {
+        "cron" => Some((OriginKind::Cron, "cron")),
+        "crond" => Some((OriginKind::Cron, "crond")),
+        "CRON" => Some((OriginKind::Cron, "CRON")),
+        "sshd" | "sshd-session" => Some((OriginKind::Ssh, "sshd")),
+        _ => terminal(comm).map(|name| (OriginKind::Terminal, name)),
+    }
+}
+
 impl OwnerFacts {
-    /// What an ancestor's name says started the owner.
+    /// What an ancestor's name says started the owner. A supervisor,
+    /// cron or sshd is trusted when one of its kind runs as root in the
+    /// ancestry (an ssh login's own sshd runs as the user, its parent as
+    /// root); a name alone is anyone's to take.
     fn origin_of(&self, comm: &str) -> Option<Origin> {
+        let (kind, name) = story(comm)?;
         let login = || self.login_user.clone();
         let session = || self.session.map(|s| s.to_string());
-        if let Some(name) = supervisor(comm) {
-            return Some(origin(OriginKind::Supervisor, name));
-        }
-        if matches!(comm, "cron" | "crond" | "CRON") {
-            return Some(origin(OriginKind::Cron, comm));
-        }
-        if matches!(comm, "sshd" | "sshd-session") {
-            return Some(Origin {
+        let trusted = kind != OriginKind::Terminal
+            && self
+                .ancestry
+                .iter()
+                .skip(1)
+                .any(|f| f.root && story(&f.ancestor.comm).is_some_and(|(k, _)| k == kind));
+        let o = match kind {
+            OriginKind::Ssh => Origin {
                 user: login(),
                 session: session(),
                 ..origin(
                     OriginKind::Ssh,
                     &self.login_user.clone().unwrap_or_default(),
                 )
-            });
-        }
-        terminal(comm).map(|name| Origin {
-            user: login(),
-            session: self.tmux_pane.clone().filter(|_| name == "tmux"),
-            ..origin(OriginKind::Terminal, name)
-        })
+            },
+            OriginKind::Terminal => Origin {
+                user: login(),
+                session: self.tmux_pane.clone().filter(|_| name == "tmux"),
+                ..origin(OriginKind::Terminal, name)
+            },
+            _ => origin(kind, name),
+        };
+        Some(Origin { trusted, ..o })
     }
 
     /// What started the owner. A container says it first. Then the
@@ -220,28 +273,32 @@ impl OwnerFacts {
     /// and the terminal say (a server started through `setsid` lost its
     /// parents but not its environment); else init.
     pub fn origin(&self, container: Option<&Container>) -> Origin {
+        let own_cgroup = self.ancestry.first().map(|f| f.cgroup.as_str());
         if let Some(c) = container.filter(|c| c.runtime != Runtime::Service) {
             let name = c.name.clone().unwrap_or_else(|| c.short_id().to_string());
-            return origin(
-                OriginKind::Container,
-                &format!("{}:{name}", c.runtime.as_str()),
-            );
+            return Origin {
+                // A rootless container sits in its user's own manager.
+                trusted: own_cgroup.is_some_and(|cg| user_manager(cg).is_none()),
+                ..origin(
+                    OriginKind::Container,
+                    &format!("{}:{name}", c.runtime.as_str()),
+                )
+            };
         }
-        let own_cgroup = self.ancestry.first().map(|(_, cg)| cg.as_str());
         let parents = self.ancestry.iter().skip(1);
         let same_cgroup = parents
             .clone()
-            .take_while(|(_, cg)| Some(cg.as_str()) == own_cgroup);
-        for (a, _) in same_cgroup {
-            if let Some(o) = self.origin_of(&a.comm) {
+            .take_while(|f| Some(f.cgroup.as_str()) == own_cgroup);
+        for f in same_cgroup {
+            if let Some(o) = self.origin_of(&f.ancestor.comm) {
                 return o;
             }
         }
         if let Some(o) = own_cgroup.and_then(systemd_unit) {
             return o;
         }
-        for (a, _) in parents {
-            if let Some(o) = self.origin_of(&a.comm) {
+        for f in parents {
+            if let Some(o) = self.origin_of(&f.ancestor.comm) {
                 return o;
             }
         }
@@ -269,9 +326,17 @@ impl OwnerFacts {
                 ..origin(OriginKind::Terminal, tty)
             };
         }
-        let init = self.ancestry.last().map(|(a, _)| a.comm.as_str());
+        let init = self.ancestry.last().map(|f| f.ancestor.comm.as_str());
         origin(OriginKind::Init, init.unwrap_or_default())
     }
+}
+
+/// The uid whose systemd user manager a cgroup path is under
+/// (`.../user@1000.service/...`), if any.
+fn user_manager(cgroup: &str) -> Option<&str> {
+    cgroup
+        .split('/')
+        .find_map(|p| p.strip_prefix("user@")?.strip_suffix(".service"))
 }
 
 fn origin(kind: OriginKind, name: &str) -> Origin {
@@ -280,6 +345,7 @@ fn origin(kind: OriginKind, name: &str) -> Origin {
         name: name.to_string(),
         user: None,
         session: None,
+        trusted: false,
     }
 }
 
@@ -290,18 +356,19 @@ fn origin(kind: OriginKind, name: &str) -> Origin {
 pub fn systemd_unit(cgroup: &str) -> Option<Origin> {
     let parts: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
     let unit = parts.last().filter(|p| p.ends_with(".service"))?;
-    let manager = parts
-        .iter()
-        .find_map(|p| p.strip_prefix("user@")?.strip_suffix(".service"));
-    match manager {
-        // The user manager's own processes (`user@1000.service/init.scope`
-        // ends in a scope, so this is its own cgroup): a system unit.
-        Some(_) if unit.starts_with("user@") => Some(origin(OriginKind::Systemd, unit)),
+    // Only root makes cgroups outside a user manager's delegated tree.
+    let system = Origin {
+        trusted: true,
+        ..origin(OriginKind::Systemd, unit)
+    };
+    match user_manager(cgroup) {
+        // The user manager itself (`user@1000.service` is a system unit).
+        Some(_) if unit.starts_with("user@") => Some(system),
         Some(uid) => Some(Origin {
             user: Some(uid.to_string()),
             ..origin(OriginKind::Systemd, unit)
         }),
-        None => Some(origin(OriginKind::Systemd, unit)),
+        None => Some(system),
     }
 }
 

@@ -107,10 +107,14 @@ impl OwnerCache {
         let started = std::time::Instant::now();
         let facts = host.owner_facts(l.pid, &mut batch.ancestors)?;
         batch.checked.insert(l.pid);
-        let package = facts.exe.as_deref().and_then(|e| host.package_of(e));
+        let package = facts
+            .exe
+            .as_deref()
+            .zip(facts.exe_id)
+            .and_then(|(e, id)| host.package_of(e, id));
         let ctx = Arc::new(OwnerContext {
             source: facts.origin(l.container.as_ref()),
-            ancestry: facts.ancestry.into_iter().map(|(a, _)| a).collect(),
+            ancestry: facts.ancestry.into_iter().map(|f| f.ancestor).collect(),
             cwd: facts.cwd,
             git: facts.git,
             exe: facts.exe,
@@ -143,7 +147,7 @@ mod tests {
     use super::*;
     use crate::{
         event::Proto,
-        owner::{Ancestor, OriginKind, OwnerFacts},
+        owner::{Ancestor, Forebear, OriginKind, OwnerFacts},
         sys::fake::FakeOs,
     };
 
@@ -151,21 +155,24 @@ mod tests {
         OwnerFacts {
             start_time: start,
             ancestry: vec![
-                (
-                    Ancestor {
+                Forebear {
+                    ancestor: Ancestor {
                         pid,
                         comm: "server".into(),
                     },
-                    "/".into(),
-                ),
-                (
-                    Ancestor {
+                    cgroup: "/".into(),
+                    root: false,
+                },
+                Forebear {
+                    ancestor: Ancestor {
                         pid: 2,
                         comm: parent.into(),
                     },
-                    "/".into(),
-                ),
+                    cgroup: "/".into(),
+                    root: true,
+                },
             ],
+            exe_id: Some((1, 2)),
             exe: Some("/usr/bin/server".into()),
             ..OwnerFacts::default()
         }

@@ -424,24 +424,26 @@ async fn exposure_is_judged_on_open_and_a_change_of_facts_is_an_event() {
 /// once per process, and carried by a close after the process is gone.
 #[tokio::test(start_paused = true)]
 async fn listeners_carry_their_owners_context_to_the_close() {
-    use crate::owner::{Ancestor, OriginKind, OwnerFacts};
+    use crate::owner::{Ancestor, Forebear, OriginKind, OwnerFacts};
     let story = |pid: u32, parent: &str| OwnerFacts {
         start_time: 7,
         ancestry: vec![
-            (
-                Ancestor {
+            Forebear {
+                ancestor: Ancestor {
                     pid,
                     comm: "srv".into(),
                 },
-                "/x".into(),
-            ),
-            (
-                Ancestor {
+                cgroup: "/x".into(),
+                root: false,
+            },
+            Forebear {
+                ancestor: Ancestor {
                     pid: 1,
                     comm: parent.into(),
                 },
-                "/".into(),
-            ),
+                cgroup: "/".into(),
+                root: true,
+            },
         ],
         ..OwnerFacts::default()
     };

@@ -1,18 +1,28 @@
 use super::*;
 
-fn a(pid: u32, comm: &str, cgroup: &str) -> (Ancestor, String) {
-    (
-        Ancestor {
+fn a(pid: u32, comm: &str, cgroup: &str, root: bool) -> Forebear {
+    Forebear {
+        ancestor: Ancestor {
             pid,
             comm: comm.into(),
         },
-        cgroup.into(),
-    )
+        cgroup: cgroup.into(),
+        root,
+    }
 }
 
+/// A chain whose processes run as root.
 fn facts(chain: &[(u32, &str, &str)]) -> OwnerFacts {
     OwnerFacts {
-        ancestry: chain.iter().map(|(p, c, g)| a(*p, c, g)).collect(),
+        ancestry: chain.iter().map(|(p, c, g)| a(*p, c, g, true)).collect(),
+        ..OwnerFacts::default()
+    }
+}
+
+/// The same chain run by a user: no process of it is root's.
+fn users(chain: &[(u32, &str, &str)]) -> OwnerFacts {
+    OwnerFacts {
+        ancestry: chain.iter().map(|(p, c, g)| a(*p, c, g, false)).collect(),
         ..OwnerFacts::default()
     }
 }
@@ -181,4 +191,59 @@ fn gitdir_files_are_read() {
     );
     assert_eq!(gitdir_of_file(b"gitdir: \n"), None);
     assert_eq!(gitdir_of_file(b"nonsense"), None);
+}
+
+#[test]
+fn root_vouches_for_system_units_containers_cron_and_sshd_and_nothing_else() {
+    // Root's own: trusted.
+    let f = facts(&[(10, "nginx", NGINX), (1, "systemd", "/init.scope")]);
+    assert!(f.origin(None).trusted);
+    let cron = "/system.slice/cron.service";
+    assert!(
+        facts(&[(30, "sh", cron), (28, "CRON", cron)])
+            .origin(None)
+            .trusted
+    );
+    // An ssh login: the user's own sshd under root's.
+    let s = "/user.slice/user-1000.slice/session-4.scope";
+    let mut login = users(&[(30, "server", s), (29, "bash", s), (28, "sshd-session", s)]);
+    login
+        .ancestry
+        .push(a(27, "sshd", "/system.slice/ssh.service", true));
+    let o = login.origin(None);
+    assert_eq!((o.kind, o.trusted), (OriginKind::Ssh, true));
+
+    // A user's forgeries: a process named cron, sshd or supervisord, an
+    // environment that says tmux or ssh, a unit of its own manager.
+    for comm in ["cron", "sshd", "supervisord"] {
+        let f = users(&[(30, "server", "/t"), (29, comm, "/t"), (1, "systemd", "/")]);
+        let o = f.origin(None);
+        assert!(!o.trusted, "{comm}: {o:?}");
+    }
+    let mut env = users(&[(30, "server", "/t"), (1, "systemd", "/")]);
+    env.ssh_env = true;
+    assert!(!env.origin(None).trusted);
+    env.tmux_pane = Some("%1".into());
+    assert!(!env.origin(None).trusted);
+    let unit = "/user.slice/user-1000.slice/user@1000.service/app.slice/x.service";
+    assert!(!users(&[(30, "server", unit)]).origin(None).trusted);
+    // A rootless container, in its user's manager; and a root one.
+    let c = Container {
+        runtime: Runtime::Podman,
+        id: "b".repeat(64),
+        name: None,
+    };
+    let rootless = "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-x.scope";
+    assert!(!users(&[(30, "server", rootless)]).origin(Some(&c)).trusted);
+    assert!(
+        facts(&[(30, "server", "/machine.slice/libpod-x.scope")])
+            .origin(Some(&c))
+            .trusted
+    );
+    // A terminal is its user's word, even under root.
+    assert!(
+        !facts(&[(30, "server", "/t"), (29, "tmux: server", "/t")])
+            .origin(None)
+            .trusted
+    );
 }

@@ -534,6 +534,7 @@ mod tests {
                     name: name.into(),
                     user: None,
                     session: None,
+                    trusted: kind != OriginKind::Terminal,
                 },
                 package: package.map(str::to_string),
                 ..OwnerContext::default()
@@ -571,6 +572,20 @@ mod tests {
         // Without a context, only names are known.
         let mut ev = port_event(Change::Opened, 9, "nginx", 100, Source::Ebpf);
         ev.listener.context = None;
+        assert_eq!(e.on_port(&ev).len(), 1);
+        // A source root does not vouch for (a user's own unit) is no
+        // source a rule knows.
+        let mut ev = port_event(Change::Opened, 9, "nginx", 110, Source::Ebpf);
+        ev.listener.context = Some(std::sync::Arc::new(OwnerContext {
+            source: Origin {
+                kind: OriginKind::Systemd,
+                name: "nginx.service".into(),
+                user: Some("1000".into()),
+                session: None,
+                trusted: false,
+            },
+            ..OwnerContext::default()
+        }));
         assert_eq!(e.on_port(&ev).len(), 1);
     }
 

@@ -135,7 +135,11 @@ impl Known {
         let ctx = l.context.as_deref();
         match self {
             Known::Name(p) => p.is_match(&l.comm),
-            Known::Source(p) => ctx.is_some_and(|c| p.is_match(&c.source.key())),
+            // Only what root vouches for: a name or an environment
+            // variable is anyone's to forge.
+            Known::Source(p) => {
+                ctx.is_some_and(|c| c.source.trusted && p.is_match(&c.source.key()))
+            }
             Known::Package(p) => ctx
                 .and_then(|c| c.package.as_deref())
                 .is_some_and(|pkg| p.is_match(pkg)),

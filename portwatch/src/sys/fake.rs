@@ -445,7 +445,7 @@ impl Host for FakeHost {
         w.owners.get(&pid).cloned()
     }
 
-    fn package_of(&mut self, exe: &str) -> Option<String> {
+    fn package_of(&mut self, exe: &str, _running: (u64, u64)) -> Option<String> {
         self.0.world().packages.get(exe).cloned()
     }
 }

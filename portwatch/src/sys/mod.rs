@@ -152,8 +152,10 @@ pub(crate) trait Host: Send {
         pid: u32,
         memo: &mut crate::owner::AncestorMemo,
     ) -> Option<crate::owner::OwnerFacts>;
-    /// The Debian package that owns a file.
-    fn package_of(&mut self, exe: &str) -> Option<String>;
+    /// The Debian package that owns the file at `exe`, if that file is
+    /// `running` (device, inode): the one a process runs, not another one
+    /// a mount namespace shows at that path.
+    fn package_of(&mut self, exe: &str, running: (u64, u64)) -> Option<String>;
 }
 
 /// Attaches the kernel programs.
@@ -310,7 +312,12 @@ impl Host for SystemHost {
         owner_facts::read(pid, &mut self.users, memo)
     }
 
-    fn package_of(&mut self, exe: &str) -> Option<String> {
+    fn package_of(&mut self, exe: &str, running: (u64, u64)) -> Option<String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let here = std::fs::metadata(exe).ok()?;
+        if (here.dev(), here.ino()) != running {
+            return None;
+        }
         self.packages.owner(exe)
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use super::{git, procfs_scan, users::Users};
 use crate::{
-    owner::{Ancestor, AncestorMemo, OwnerFacts},
+    owner::{Ancestor, AncestorMemo, Forebear, OwnerFacts, Remembered},
     safe_text::safe_text,
 };
 
@@ -32,13 +32,14 @@ pub(crate) fn read(pid: u32, users: &mut Users, memo: &mut AncestorMemo) -> Opti
     // has all its ancestors there: no namespace to stop at.
     let own_pidns = pidns(pid);
     let foreign = own_pidns != pidns(std::process::id());
-    let mut ancestry = vec![(
-        Ancestor {
+    let mut ancestry = vec![Forebear {
+        ancestor: Ancestor {
             pid,
             comm: stat.comm.clone(),
         },
-        own_cgroup.clone(),
-    )];
+        cgroup: own_cgroup.clone(),
+        root: is_root(pid),
+    }];
     // Ancestors' cgroups are read while they are the owner's: only those
     // tell which ancestors share its unit (see `OwnerFacts::origin`).
     let mut same_cgroup = true;
@@ -55,23 +56,29 @@ pub(crate) fn read(pid: u32, users: &mut Users, memo: &mut AncestorMemo) -> Opti
                 let Some(p) = stat_of(parent) else {
                     break;
                 };
-                v.insert((p.comm, p.ppid, None))
+                v.insert(Remembered {
+                    comm: p.comm,
+                    ppid: p.ppid,
+                    root: is_root(parent),
+                    cgroup: None,
+                })
             }
         };
         let cg = if same_cgroup {
-            entry.2.get_or_insert_with(|| cgroup(parent)).clone()
+            entry.cgroup.get_or_insert_with(|| cgroup(parent)).clone()
         } else {
             String::new()
         };
         same_cgroup = cg == own_cgroup;
-        ancestry.push((
-            Ancestor {
+        ancestry.push(Forebear {
+            ancestor: Ancestor {
                 pid: parent,
-                comm: entry.0.clone(),
+                comm: entry.comm.clone(),
             },
-            cg,
-        ));
-        parent = entry.1;
+            cgroup: cg,
+            root: entry.root,
+        });
+        parent = entry.ppid;
     }
     let (tmux_pane, ssh_env) = environment(pid);
     let login_uid = read_number(pid, "loginuid").filter(|&u| u != u64::from(u32::MAX));
@@ -85,6 +92,10 @@ pub(crate) fn read(pid: u32, users: &mut Users, memo: &mut AncestorMemo) -> Opti
         },
         None => (None, false),
     };
+    // The file it runs, to tell it from another at the same path.
+    let exe_id = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
     let cwd = link(pid, "cwd");
     let git = cwd.as_deref().and_then(|c| git::checkout(pid, c));
     Some(OwnerFacts {
@@ -100,6 +111,7 @@ pub(crate) fn read(pid: u32, users: &mut Users, memo: &mut AncestorMemo) -> Opti
         cwd,
         git,
         exe,
+        exe_id,
         exe_deleted,
     })
 }
@@ -142,6 +154,23 @@ fn cgroup(pid: u32) -> String {
         .find_map(|line| line.strip_prefix(b"0::"))
         .map(safe_text)
         .unwrap_or_default()
+}
+
+/// Whether `pid` runs as root: real and effective uid 0 (the `Uid:` line
+/// of its status; the owner of /proc/PID says nothing of a process that
+/// made itself undumpable).
+fn is_root(pid: u32) -> bool {
+    let Some(status) = small(pid, "status") else {
+        return false;
+    };
+    status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Uid:"))
+        .and_then(|ids| std::str::from_utf8(ids).ok())
+        .is_some_and(|ids| {
+            let mut it = ids.split_whitespace();
+            it.next() == Some("0") && it.next() == Some("0")
+        })
 }
 
 fn pidns(pid: u32) -> Option<u64> {
@@ -220,7 +249,9 @@ mod tests {
     fn this_process_has_a_story() {
         let mut users = Users::default();
         let f = read(std::process::id(), &mut users, &mut AncestorMemo::default()).unwrap();
-        assert_eq!(f.ancestry[0].0.pid, std::process::id());
+        assert_eq!(f.ancestry[0].ancestor.pid, std::process::id());
+        // Tests run as root.
+        assert!(f.ancestry[0].root);
         assert!(f.exe.is_some() && !f.exe_deleted);
         assert!(f.start_time > 0);
         assert_eq!(start_time(std::process::id()), Some(f.start_time));

@@ -96,6 +96,7 @@ fn node_with_context() -> Listener {
                 name: "app.service".into(),
                 user: Some("1000".into()),
                 session: None,
+                trusted: false,
             },
             cwd: Some("/srv/app".into()),
             git: Some(GitCheckout {
