@@ -255,3 +255,53 @@ fn another_users_tree_and_a_non_member_are_refused_in_one_sentence() {
     );
     let _ = fs::remove_dir_all(dir);
 }
+
+/// A socket another user serves (a name in a directory anyone can write,
+/// while the daemon is down): root's watcher does not believe a line of
+/// it, and says who serves it.
+#[test]
+fn a_socket_another_user_serves_is_not_believed() {
+    let example = example();
+    let dir =
+        std::env::temp_dir().join(format!("portwatch-remote-impostor-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let mut perms = fs::metadata(&dir).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
+    fs::set_permissions(&dir, perms).unwrap();
+    let socket = dir.join("portwatch.sock");
+    // User nobody's impostor: a forged baseline for whoever connects.
+    let impostor = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_UNIX); s.bind({path:?}); s.listen()
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b'{{"event":"opened","proto":"tcp","address":"0.0.0.0","port":22,"pid":1,"comm":"sshd","uid":0,"netns":1,"cgroup":"/","container":null,"ts":"2026-12-04T10:00:00.000000Z","source":"baseline"}}\n{{"event":"ready","backend":"ebpf","listeners":1,"ts":"2026-12-04T10:00:00.000000Z"}}\n')
+"#,
+        path = socket.to_str().unwrap()
+    );
+    let mut served = Helper::command(
+        crate::support::as_nobody("/usr/bin/python3").args(["-u", "-c", &impostor]),
+    );
+    assert_eq!(served.read_line(), "listening");
+    let me = std::process::id().to_string();
+    // A watcher that believed it would follow on: `timeout` ends it
+    // (status 124) and the test fails instead of hanging.
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(&example)
+        .args(["--connect", socket.to_str().unwrap(), "--pid", &me])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("neither root nor this user"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("22"),
+        "believed"
+    );
+    drop(served);
+    let _ = fs::remove_dir_all(dir);
+}

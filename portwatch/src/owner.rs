@@ -160,6 +160,19 @@ pub struct OwnerFacts {
     pub exe_deleted: bool,
 }
 
+/// The longest text a context keeps of a path or name (in characters,
+/// after it was made safe): a path a user made long cannot make every
+/// line about their listener long.
+pub const MAX_TEXT: usize = 1024;
+
+/// `text`, cut to [`MAX_TEXT`] characters with `…` when longer.
+pub fn capped(text: String) -> String {
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((at, _)) => format!("{}…", text.get(..at).unwrap_or_default()),
+        None => text,
+    }
+}
+
 /// A process of an owner's ancestry, as `sys` read it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Forebear {
@@ -379,7 +392,7 @@ pub fn branch_of_head(head: &[u8]) -> Option<Option<String>> {
     let text = std::str::from_utf8(head).ok()?.trim_end();
     if let Some(r) = text.strip_prefix("ref: ") {
         let name = r.strip_prefix("refs/heads/").unwrap_or(r);
-        return Some(Some(crate::safe_text::safe_str(name)));
+        return Some(Some(capped(crate::safe_text::safe_str(name))));
     }
     if text.len() >= 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Some(None);

@@ -15,6 +15,15 @@ use crate::{
 /// listeners (which are all kept: the engine bounds them).
 const MAX_PROCESSES: usize = 16_384;
 
+/// A process's context, and what names the process and what it runs:
+/// its start time, and its executable's (device, inode), which an
+/// `execve` changes though the start time stays.
+struct Told {
+    start_time: u64,
+    exe_id: Option<(u64, u64)>,
+    ctx: Arc<OwnerContext>,
+}
+
 /// What one snapshot has read already.
 #[derive(Default)]
 struct Batch {
@@ -26,7 +35,7 @@ struct Batch {
 #[derive(Default)]
 pub(crate) struct OwnerCache {
     /// By pid: the process's start time and context.
-    by_pid: HashMap<u32, (u64, Arc<OwnerContext>)>,
+    by_pid: HashMap<u32, Told>,
     /// The context of each open listener (by key and owner), with the
     /// number of sockets open under that key.
     open: HashMap<(ListenerKey, u32), (Arc<OwnerContext>, usize)>,
@@ -97,12 +106,13 @@ impl OwnerCache {
         batch: &mut Batch,
     ) -> Option<Arc<OwnerContext>> {
         // Within one snapshot a process checked once is the same one.
-        if let Some((_, ctx)) = self.by_pid.get(&l.pid)
+        if let Some(told) = self.by_pid.get(&l.pid)
             && (batch.checked.contains(&l.pid)
-                || host.start_time(l.pid) == self.by_pid.get(&l.pid).map(|(s, _)| *s))
+                || (host.start_time(l.pid) == Some(told.start_time)
+                    && host.exe_id(l.pid) == told.exe_id))
         {
             batch.checked.insert(l.pid);
-            return Some(ctx.clone());
+            return Some(told.ctx.clone());
         }
         let started = std::time::Instant::now();
         let facts = host.owner_facts(l.pid, &mut batch.ancestors)?;
@@ -124,12 +134,19 @@ impl OwnerCache {
         });
         if self.by_pid.len() >= MAX_PROCESSES {
             // Those of open listeners stay (theirs are referenced there).
-            self.by_pid.retain(|_, (_, c)| Arc::strong_count(c) > 1);
+            self.by_pid.retain(|_, t| Arc::strong_count(&t.ctx) > 1);
             if self.by_pid.len() >= MAX_PROCESSES {
                 self.by_pid.clear();
             }
         }
-        self.by_pid.insert(l.pid, (facts.start_time, ctx.clone()));
+        self.by_pid.insert(
+            l.pid,
+            Told {
+                start_time: facts.start_time,
+                exe_id: facts.exe_id,
+                ctx: ctx.clone(),
+            },
+        );
         // The benchmark reads this line (`cargo xtask bench --only context`).
         tracing::debug!(
             "context: told pid {} in {} us",
@@ -224,6 +241,14 @@ mod tests {
         cache.opened(&mut b, host.as_mut());
         assert_eq!(fake.world().owner_reads, 2);
         assert_eq!(b.context.unwrap().source.kind, OriginKind::Cron);
+        // The same process (same start) after an execve: read anew.
+        let mut exec = facts(10, 200, "sshd");
+        exec.exe_id = Some((1, 3));
+        fake.world().owners.insert(10, exec);
+        let mut c = listener(10, 82);
+        cache.opened(&mut c, host.as_mut());
+        assert_eq!(fake.world().owner_reads, 3);
+        assert_eq!(c.context.unwrap().source.kind, OriginKind::Ssh);
     }
 
     #[test]

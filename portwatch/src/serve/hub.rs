@@ -26,12 +26,16 @@ pub type InTree<'a> = dyn FnMut(u32, u32) -> bool + 'a;
 /// A client that connected and whose request was accepted.
 pub struct Join {
     pub filter: Filter,
+    /// The client's user: one other than root gets owner contexts (cwd,
+    /// executable, git work tree, login) of its own listeners only.
+    pub uid: u32,
     /// Where its lines go: each item is one or more whole lines.
     pub tx: Sender<String>,
 }
 
 struct Client {
     filter: Filter,
+    uid: u32,
     tx: Sender<String>,
     /// Listeners this client was told are open: a close goes to the
     /// clients that saw the open, and only to them.
@@ -72,6 +76,7 @@ impl Hub {
     ) {
         let mut client = Client {
             filter: join.filter,
+            uid: join.uid,
             tx: join.tx,
             told: HashSet::new(),
             lost: 0,
@@ -126,9 +131,9 @@ impl Hub {
             yes
         };
         // Written once, however many clients take it.
-        let mut line = None;
+        let mut lines = Lines::default();
         self.clients
-            .retain_mut(|c| c.offer(ev, &mut line, &mut cached));
+            .retain_mut(|c| c.offer(ev, &mut lines, &mut cached));
     }
 
     /// Whether a client fell behind and waits for a fresh baseline.
@@ -172,7 +177,7 @@ impl Client {
                 chunk.push_str(
                     &Line::from(&PortEvent {
                         change: Change::Opened,
-                        listener: l.clone(),
+                        listener: self.shown(l),
                         ts: now,
                         source: Source::Baseline,
                     })
@@ -222,12 +227,7 @@ impl Client {
 
     /// Queues `ev` if it is for this client; false when the client is
     /// gone.
-    fn offer(
-        &mut self,
-        ev: &MonitorEvent,
-        line: &mut Option<Option<String>>,
-        in_tree: &mut InTree<'_>,
-    ) -> bool {
+    fn offer(&mut self, ev: &MonitorEvent, lines: &mut Lines, in_tree: &mut InTree<'_>) -> bool {
         if self.lost > 0 {
             self.lost += 1;
             return !self.tx.is_closed();
@@ -235,7 +235,25 @@ impl Client {
         if !self.admits(ev, in_tree) {
             return !self.tx.is_closed();
         }
-        let Some(line) = line.get_or_insert_with(|| line_of(ev)).clone() else {
+        let whole = match ev {
+            MonitorEvent::Port(p) => self.sees_context_of(&p.listener),
+            _ => true,
+        };
+        let line = if whole {
+            lines.whole.get_or_insert_with(|| line_of(ev))
+        } else {
+            lines.bare.get_or_insert_with(|| match ev {
+                MonitorEvent::Port(p) => line_of(&MonitorEvent::Port(PortEvent {
+                    listener: Listener {
+                        context: None,
+                        ..p.listener.clone()
+                    },
+                    ..p.clone()
+                })),
+                _ => line_of(ev),
+            })
+        };
+        let Some(line) = line.clone() else {
             return !self.tx.is_closed();
         };
         match self.tx.try_send(line) {
@@ -247,6 +265,34 @@ impl Client {
             Err(TrySendError::Closed(_)) => false,
         }
     }
+}
+
+impl Client {
+    /// Whether this client may see `l`'s owner context: root, or the
+    /// owner's own user (what /proc shows each of them anyway).
+    fn sees_context_of(&self, l: &Listener) -> bool {
+        self.uid == 0 || self.uid == l.uid
+    }
+
+    /// `l` as this client is shown it.
+    fn shown(&self, l: &Listener) -> Listener {
+        if self.sees_context_of(l) {
+            l.clone()
+        } else {
+            Listener {
+                context: None,
+                ..l.clone()
+            }
+        }
+    }
+}
+
+/// An event's lines, written once however many clients take them: whole,
+/// and without the owner's context.
+#[derive(Default)]
+struct Lines {
+    whole: Option<Option<String>>,
+    bare: Option<Option<String>>,
 }
 
 /// The line of an event a client is served, with its newline.
@@ -296,7 +342,12 @@ mod tests {
 
     fn client(hub: &mut Hub, filter: Filter, queue: usize) -> Receiver<String> {
         let (tx, rx) = mpsc::channel(queue);
-        hub.join(Join { filter, tx }, "ebpf", DateTime::UNIX_EPOCH, &mut tree);
+        hub.join(
+            Join { filter, tx, uid: 0 },
+            "ebpf",
+            DateTime::UNIX_EPOCH,
+            &mut tree,
+        );
         rx
     }
 
@@ -408,5 +459,52 @@ mod tests {
             &mut tree,
         );
         assert!(hub.is_empty());
+    }
+
+    /// A user's client gets the owner context of its own user's
+    /// listeners only, live and in its baseline; root's gets every one.
+    #[test]
+    fn owner_contexts_go_to_root_and_to_the_owners_own_user() {
+        let with_context = |port: u16, uid: u32| Listener {
+            uid,
+            context: Some(std::sync::Arc::new(crate::owner::OwnerContext {
+                cwd: Some("/home/secret".into()),
+                ..Default::default()
+            })),
+            ..listener(Proto::Tcp, port, 10)
+        };
+        let mut hub = Hub::new();
+        hub.publish(&port(Change::Opened, &with_context(80, 0)), &mut tree);
+        let join = |hub: &mut Hub, uid: u32| {
+            let (tx, rx) = mpsc::channel(16);
+            let filter = Filter::default();
+            hub.join(
+                Join { filter, tx, uid },
+                "ebpf",
+                DateTime::UNIX_EPOCH,
+                &mut tree,
+            );
+            rx
+        };
+        let (mut root, mut user) = (join(&mut hub, 0), join(&mut hub, 1000));
+        hub.publish(&port(Change::Opened, &with_context(81, 1000)), &mut tree);
+        let text = |rx: &mut Receiver<String>| {
+            let mut all = String::new();
+            while let Ok(chunk) = rx.try_recv() {
+                all.push_str(&chunk);
+            }
+            all
+        };
+        let (root, user) = (text(&mut root), text(&mut user));
+        let cwd_of = |all: &str, port: u16| {
+            all.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|v| v["port"] == port)
+                .map(|v| v["context"]["cwd"].clone())
+        };
+        assert_eq!(cwd_of(&root, 80), Some("/home/secret".into()));
+        assert_eq!(cwd_of(&root, 81), Some("/home/secret".into()));
+        assert_eq!(cwd_of(&user, 80), Some(serde_json::Value::Null), "{user}");
+        assert_eq!(cwd_of(&user, 81), Some("/home/secret".into()), "{user}");
     }
 }

@@ -360,7 +360,7 @@ async fn serve_client(
         }
     };
     let (tx, rx) = mpsc::channel::<String>(queue.max(1));
-    if joins.send(Join { filter, tx }).await.is_err() {
+    if joins.send(Join { filter, tx, uid }).await.is_err() {
         return;
     }
     match write_out(&read, &write, rx, stall_timeout).await {

@@ -435,6 +435,10 @@ impl Host for FakeHost {
         self.0.world().owners.get(&pid).map(|f| f.start_time)
     }
 
+    fn exe_id(&self, pid: u32) -> Option<(u64, u64)> {
+        self.0.world().owners.get(&pid).and_then(|f| f.exe_id)
+    }
+
     fn owner_facts(
         &mut self,
         pid: u32,

@@ -1,15 +1,20 @@
 //! The git work tree a process works in, and its branch, read from the
 //! repository's files (no `git` process): from the working directory's
 //! fd (`/proc/PID/cwd`) up through `..`, on one filesystem, as git itself
-//! looks. Only small regular files the process's own user owns are read,
-//! never through a symlink: a user can make portwatch read nothing of
-//! another user's, block on nothing (no FIFO, no FUSE or network
-//! filesystem) and feed it nothing large.
+//! looks. Only small regular files the process's own (real) user owns
+//! are read, never through a symlink, and a file is looked at before it
+//! is opened: a user can make portwatch read nothing of another user's,
+//! open no FIFO or device, and feed it nothing large. What could still
+//! block (a lookup on a filesystem a user serves) runs with a deadline
+//! (`slow_reads`).
 
-use std::os::{fd::OwnedFd, unix::fs::MetadataExt as _};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 
 use rustix::{
-    fs::{AtFlags, FileType, Mode, OFlags, fstat, fstatfs, open, openat, statat},
+    fs::{
+        AtFlags, FileType, Mode, OFlags, ResolveFlags, fstat, fstatfs, open, openat, openat2,
+        statat,
+    },
     io::Errno,
 };
 
@@ -26,8 +31,7 @@ const SLOW_FILESYSTEMS: [i64; 5] = [0x6573_5546, 0x6969, 0xFF53_4D42, 0xFE53_4D4
 
 /// The work tree around `pid`'s working directory, whose path (as
 /// /proc shows it) is `cwd`.
-pub(crate) fn checkout(pid: u32, cwd: &str) -> Option<GitCheckout> {
-    let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+pub(crate) fn checkout(pid: u32, cwd: &str, owner: u32) -> Option<GitCheckout> {
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut dir = open(format!("/proc/{pid}/cwd"), flags, Mode::empty()).ok()?;
     let fs_type = fstatfs(&dir).ok()?.f_type;
@@ -50,8 +54,7 @@ pub(crate) fn checkout(pid: u32, cwd: &str) -> Option<GitCheckout> {
                     FileType::RegularFile => {
                         let dotgit = read_small(&dir, ".git", owner)?;
                         let gitdir = gitdir_of_file(&dotgit)?;
-                        let git = openat(&dir, gitdir, flags, Mode::empty()).ok()?;
-                        read_small(&git, "HEAD", owner)?
+                        read_small(&open_gitdir(pid, &dir, gitdir)?, "HEAD", owner)?
                     }
                     _ => return None,
                 };
@@ -74,14 +77,36 @@ pub(crate) fn checkout(pid: u32, cwd: &str) -> Option<GitCheckout> {
     None
 }
 
+/// The directory a `gitdir:` line names: relative to the `.git` file's
+/// directory, or absolute in the process's own root; either way through
+/// no symlink and onto no other filesystem (no automount, no FUSE).
+fn open_gitdir(pid: u32, dir: &OwnedFd, gitdir: &str) -> Option<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
+    if let Some(inside) = gitdir.strip_prefix('/') {
+        let root = open(format!("/proc/{pid}/root"), flags, Mode::empty()).ok()?;
+        openat2(
+            &root,
+            inside,
+            flags,
+            Mode::empty(),
+            resolve | ResolveFlags::IN_ROOT,
+        )
+        .ok()
+    } else {
+        openat2(dir, gitdir, flags, Mode::empty(), resolve).ok()
+    }
+}
+
 /// File `name` in `dir`: a regular file of `owner`'s of at most
-/// [`MAX_FILE`] bytes, opened without following a link or waiting.
+/// [`MAX_FILE`] bytes. It is looked at before it is opened for reading
+/// (an `O_PATH` descriptor, then the file itself through it), so that no
+/// device a user bound at that name is ever opened, and no link followed.
 fn read_small(dir: &OwnedFd, name: &str, owner: u32) -> Option<Vec<u8>> {
     use std::io::Read as _;
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = openat(dir, name, flags, Mode::empty()).ok()?;
-    let st = fstat(&fd).ok()?;
+    let path = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let looked = openat(dir, name, path, Mode::empty()).ok()?;
+    let st = fstat(&looked).ok()?;
     let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
         || st.st_uid != owner
@@ -89,6 +114,13 @@ fn read_small(dir: &OwnedFd, name: &str, owner: u32) -> Option<Vec<u8>> {
     {
         return None;
     }
+    let read = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = open(
+        format!("/proc/self/fd/{}", looked.as_raw_fd()),
+        read,
+        Mode::empty(),
+    )
+    .ok()?;
     let mut bytes = Vec::new();
     std::fs::File::from(fd)
         .take(MAX_FILE)

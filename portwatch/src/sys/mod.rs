@@ -29,6 +29,7 @@ pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
 pub(crate) mod procinfo;
 pub(crate) mod prog_stats;
+pub(crate) mod slow_reads;
 pub(crate) mod sock_diag;
 pub(crate) mod socket_table;
 pub(crate) mod tracefs;
@@ -145,6 +146,8 @@ pub(crate) trait Host: Send {
     fn own_netns(&self) -> Option<u64>;
     /// A process's start time (clock ticks since boot); None when gone.
     fn start_time(&self, pid: u32) -> Option<u64>;
+    /// The (device, inode) of the executable a process runs.
+    fn exe_id(&self, pid: u32) -> Option<(u64, u64)>;
     /// What /proc says of a process for its owner context; ancestors
     /// already in `memo` (this batch's) are not read again.
     fn owner_facts(
@@ -202,6 +205,7 @@ pub(crate) struct SystemHost {
     usage: usage::UsageReader,
     users: users::Users,
     packages: packages::Packages,
+    slow: owner_facts::Slow,
 }
 
 impl SystemHost {
@@ -212,6 +216,7 @@ impl SystemHost {
             usage: usage::UsageReader::new(),
             users: users::Users::default(),
             packages: packages::Packages::new(),
+            slow: owner_facts::slow_reads(),
         }
     }
 }
@@ -304,12 +309,16 @@ impl Host for SystemHost {
         owner_facts::start_time(pid)
     }
 
+    fn exe_id(&self, pid: u32) -> Option<(u64, u64)> {
+        owner_facts::exe_id(pid)
+    }
+
     fn owner_facts(
         &mut self,
         pid: u32,
         memo: &mut crate::owner::AncestorMemo,
     ) -> Option<crate::owner::OwnerFacts> {
-        owner_facts::read(pid, &mut self.users, memo)
+        owner_facts::read(pid, &mut self.users, memo, &mut self.slow)
     }
 
     fn package_of(&mut self, exe: &str, running: (u64, u64)) -> Option<String> {

@@ -6,9 +6,9 @@
 
 use std::os::unix::fs::MetadataExt as _;
 
-use super::{git, procfs_scan, users::Users};
+use super::{git, procfs_scan, slow_reads::SlowReads, users::Users};
 use crate::{
-    owner::{Ancestor, AncestorMemo, Forebear, OwnerFacts, Remembered},
+    owner::{Ancestor, AncestorMemo, Forebear, OwnerFacts, Remembered, capped},
     safe_text::safe_text,
 };
 
@@ -23,9 +23,56 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     procfs_scan::read_full_stat(pid).map(|s| s.start_time)
 }
 
+/// The (device, inode) of the file `pid` runs: to tell it from another
+/// at the same path, and an `execve` since.
+pub(crate) fn exe_id(pid: u32) -> Option<(u64, u64)> {
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 /// Everything /proc says about `pid` for its story; None when it is
 /// gone.
-pub(crate) fn read(pid: u32, users: &mut Users, memo: &mut AncestorMemo) -> Option<OwnerFacts> {
+/// What the slow reads are asked: the process, its working directory
+/// and its real uid.
+pub(crate) struct SlowQuery {
+    pid: u32,
+    cwd: Option<String>,
+    uid: Option<u32>,
+}
+
+/// What they answer: the environment's hints, and the git work tree.
+pub(crate) struct SlowAnswer {
+    tmux_pane: Option<String>,
+    ssh_env: bool,
+    git: Option<crate::owner::GitCheckout>,
+}
+
+/// The reads another user can make block, on their own thread.
+pub(crate) type Slow = SlowReads<SlowQuery, SlowAnswer>;
+
+pub(crate) fn slow_reads() -> Slow {
+    SlowReads::new(|q: SlowQuery| {
+        let (tmux_pane, ssh_env) = environment(q.pid);
+        let git = q
+            .cwd
+            .as_deref()
+            .zip(q.uid)
+            .and_then(|(cwd, uid)| git::checkout(q.pid, cwd, uid));
+        SlowAnswer {
+            tmux_pane,
+            ssh_env,
+            git,
+        }
+    })
+}
+
+pub(crate) fn read(
+    pid: u32,
+    users: &mut Users,
+    memo: &mut AncestorMemo,
+    slow: &mut Slow,
+) -> Option<OwnerFacts> {
     let stat = stat_of(pid)?;
     let own_cgroup = cgroup(pid);
     // A process in portwatch's own pid namespace (the host's, as a rule)
@@ -80,24 +127,35 @@ pub(crate) fn read(pid: u32, users: &mut Users, memo: &mut AncestorMemo) -> Opti
         });
         parent = entry.ppid;
     }
-    let (tmux_pane, ssh_env) = environment(pid);
     let login_uid = read_number(pid, "loginuid").filter(|&u| u != u64::from(u32::MAX));
     let session = read_number(pid, "sessionid")
         .filter(|&s| s != u64::from(u32::MAX))
         .and_then(|s| u32::try_from(s).ok());
     let (exe, exe_deleted) = match link(pid, "exe") {
         Some(e) => match e.strip_suffix(" (deleted)") {
-            Some(path) => (Some(path.to_string()), true),
-            None => (Some(e), false),
+            Some(path) => (Some(capped(path.to_string())), true),
+            None => (Some(capped(e)), false),
         },
         None => (None, false),
     };
-    // The file it runs, to tell it from another at the same path.
-    let exe_id = std::fs::metadata(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()));
-    let cwd = link(pid, "cwd");
-    let git = cwd.as_deref().and_then(|c| git::checkout(pid, c));
+    let exe_id = exe_id(pid);
+    let cwd = link(pid, "cwd").map(capped);
+    // Not read (stuck, or another is): no hints, no work tree.
+    let SlowAnswer {
+        tmux_pane,
+        ssh_env,
+        git,
+    } = slow
+        .ask(SlowQuery {
+            pid,
+            cwd: cwd.clone(),
+            uid: uids(pid).map(|(real, _)| real),
+        })
+        .unwrap_or(SlowAnswer {
+            tmux_pane: None,
+            ssh_env: false,
+            git: None,
+        });
     Some(OwnerFacts {
         start_time: stat.start_time,
         ancestry,
@@ -160,17 +218,17 @@ fn cgroup(pid: u32) -> String {
 /// of its status; the owner of /proc/PID says nothing of a process that
 /// made itself undumpable).
 fn is_root(pid: u32) -> bool {
-    let Some(status) = small(pid, "status") else {
-        return false;
-    };
-    status
+    uids(pid) == Some((0, 0))
+}
+
+/// The real and effective uids of `pid` (its status's `Uid:` line).
+fn uids(pid: u32) -> Option<(u32, u32)> {
+    let status = small(pid, "status")?;
+    let ids = status
         .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"Uid:"))
-        .and_then(|ids| std::str::from_utf8(ids).ok())
-        .is_some_and(|ids| {
-            let mut it = ids.split_whitespace();
-            it.next() == Some("0") && it.next() == Some("0")
-        })
+        .find_map(|l| l.strip_prefix(b"Uid:"))?;
+    let mut it = std::str::from_utf8(ids).ok()?.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 fn pidns(pid: u32) -> Option<u64> {
@@ -208,7 +266,11 @@ fn environment(pid: u32) -> (Option<String>, bool) {
         if var.starts_with(b"TMUX=") {
             tmux = true;
         } else if let Some(p) = var.strip_prefix(b"TMUX_PANE=") {
-            pane = Some(safe_text(p));
+            // `%3`, as tmux names panes; anything else is no pane.
+            let digits = p.strip_prefix(b"%").unwrap_or_default();
+            if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+                pane = Some(safe_text(p));
+            }
         } else if var.starts_with(b"SSH_CONNECTION=") {
             ssh = true;
         }
@@ -248,7 +310,13 @@ mod tests {
     #[test]
     fn this_process_has_a_story() {
         let mut users = Users::default();
-        let f = read(std::process::id(), &mut users, &mut AncestorMemo::default()).unwrap();
+        let f = read(
+            std::process::id(),
+            &mut users,
+            &mut AncestorMemo::default(),
+            &mut slow_reads(),
+        )
+        .unwrap();
         assert_eq!(f.ancestry[0].ancestor.pid, std::process::id());
         // Tests run as root.
         assert!(f.ancestry[0].root);

@@ -37,6 +37,11 @@ pub(crate) enum Stop {
     Malformed(String),
 }
 
+/// The most sockets a daemon may say are open (in a baseline, or live):
+/// a peer that says more is no portwatch daemon, and is not believed
+/// further (each is memory here).
+pub(crate) const MAX_OPEN: usize = 1 << 18;
+
 pub(crate) struct Follower {
     view: View,
     /// The baseline read so far, until its ready line; None while live.
@@ -57,6 +62,7 @@ impl Follower {
     }
 
     /// Reads one line, adding what it means to `out`.
+    /// Reads one line of the daemon's.
     pub(crate) fn line(&mut self, text: &str, out: &mut Vec<Step>) -> Result<(), Stop> {
         let line = match Line::parse(text) {
             Ok(line) => line,
@@ -83,6 +89,13 @@ impl Follower {
                 let Some(MonitorEvent::Port(ev)) = line.into_monitor_event() else {
                     return Ok(());
                 };
+                // More sockets than a host holds: no daemon of ours.
+                let held = self.baseline.as_ref().map_or(self.view.keys(), Vec::len);
+                if ev.change == Change::Opened && held >= MAX_OPEN {
+                    return Err(Stop::Malformed(format!(
+                        "it says more than {MAX_OPEN} sockets are open"
+                    )));
+                }
                 match (&mut self.baseline, ev.change) {
                     (Some(baseline), Change::Opened) => baseline.push(ev.listener),
                     (Some(baseline), Change::Closed) => {

@@ -6,8 +6,10 @@ use std::io::{Error, ErrorKind};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
-/// The longest line accepted: an event is a few hundred bytes.
-pub(crate) const MAX_LINE: usize = 64 * 1024;
+/// The longest line accepted, as `watch --connect` accepts: an event is a
+/// few hundred bytes to a few KiB with its owner's context (whose texts
+/// are capped), and a line this long is still no memory to speak of.
+pub(crate) const MAX_LINE: usize = 1024 * 1024;
 
 /// Lines of a byte stream.
 pub(crate) struct Lines<R> {
@@ -108,7 +110,7 @@ mod tests {
         // Exactly the limit is a line.
         let mut exact = lines_of(b"0123456789\n", 10);
         assert_eq!(exact.next_line().await.unwrap().unwrap().len(), 10);
-        assert_eq!(MAX_LINE, 65536);
+        assert_eq!(MAX_LINE, 1 << 20);
     }
 
     #[tokio::test]

@@ -211,6 +211,22 @@ async fn connect(daemon: &Daemon) -> Result<(Lines<BufReader<UnixStream>>, std::
                 path: daemon.path.clone(),
                 source,
             })?;
+    // Whoever can bind the path could forge every line: only root's
+    // daemon, or one of the caller's own, is talked to.
+    let peer = stream
+        .peer_cred()
+        .map_err(|source| Error::DaemonUnreachable {
+            path: daemon.path.clone(),
+            source,
+        })?
+        .uid();
+    let me = rustix::process::geteuid().as_raw();
+    if peer != 0 && peer != me {
+        return Err(Error::DaemonConnection {
+            path: daemon.path.clone(),
+            why: format!("it is served by user {peer}, neither root nor this user: not trusted"),
+        });
+    }
     let sent = stream.write_all(daemon.request.as_bytes()).await;
     Ok((Lines::new(BufReader::new(stream)), sent))
 }

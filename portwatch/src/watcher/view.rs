@@ -60,6 +60,12 @@ impl View {
         self.open.values().map(|e| e.count).sum()
     }
 
+    /// Distinct sockets (address, port, owner) open: what it holds in
+    /// memory.
+    pub(crate) fn keys(&self) -> usize {
+        self.open.len()
+    }
+
     /// A live open: counted, and the change to report.
     pub(crate) fn opened(&mut self, listener: Listener) -> PortChange {
         let change = PortChange::of(Change::Opened, &listener);

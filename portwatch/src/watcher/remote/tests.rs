@@ -279,12 +279,12 @@ fn a_line_too_long_is_cut_off_and_the_watcher_reconnects() {
     let (mut w, changes, lost) = watcher(&fake);
     let mut conn = start(&mut w, &fake, vec![base(80), ready()]);
     assert_eq!(next(&changes), "opened tcp 80 pid 42");
-    // A megabyte without a newline: the watcher stops reading at 64 KiB.
-    let endless = vec![b'x'; 1 << 20];
+    // Two megabytes without a newline: the watcher stops reading at 1 MiB.
+    let endless = vec![b'x'; 2 << 20];
     let _ = conn.write_all(&endless);
     match next(&lost) {
         Lost::Disconnected { reason } => {
-            assert!(reason.contains("longer than 65536 bytes"), "{reason}");
+            assert!(reason.contains("longer than 1048576 bytes"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
