@@ -44,7 +44,7 @@ pub struct Unbacked {
 
 /// [`Listing`] of `proto` (both when `None`).
 pub fn list(proto: Option<Proto>) -> Result<Listing> {
-    let mut host = SystemHost::new();
+    let mut host = SystemHost::reading_packages();
     let mut listeners = listeners_on(&mut host, proto)?;
     OwnerCache::default().opened_all(listeners.iter_mut(), &mut host);
     Ok(judged(&mut host, listeners))

@@ -181,7 +181,9 @@ pub struct Forebear {
     /// first that is not).
     pub cgroup: String,
     /// It runs as root (real and effective uid 0): no other user can
-    /// have made it, whatever its name.
+    /// have made it, whatever its name. Read for the owner, and for an
+    /// ancestor whose name tells a story ([`names_a_story`]); false for
+    /// the others.
     pub root: bool,
 }
 
@@ -242,6 +244,13 @@ fn story(comm: &str) -> Option<(OriginKind, &'static str)> {
         "sshd" | "sshd-session" => Some((OriginKind::Ssh, "sshd")),
         _ => terminal(comm).map(|name| (OriginKind::Terminal, name)),
     }
+}
+
+/// Whether a process of this name tells its descendants' story (a
+/// supervisor, cron, sshd, a terminal): `sys` reads whether such an
+/// ancestor runs as root, and no other's.
+pub fn names_a_story(comm: &str) -> bool {
+    story(comm).is_some()
 }
 
 impl OwnerFacts {

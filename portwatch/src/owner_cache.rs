@@ -55,9 +55,41 @@ impl OwnerCache {
         host: &mut dyn Host,
     ) {
         let mut batch = Batch::default();
-        for l in listeners {
+        let mut listeners: Vec<&mut Listener> = listeners.collect();
+        // The processes to read: neither told yet nor still the same.
+        let mut to_read: Vec<u32> = Vec::new();
+        let mut containers = HashMap::new();
+        for l in listeners.iter().filter(|l| l.pid != 0) {
+            if batch.checked.contains(&l.pid) || containers.contains_key(&l.pid) {
+                continue;
+            }
+            if self.still_told(l.pid, host) {
+                batch.checked.insert(l.pid);
+            } else {
+                containers.insert(l.pid, l.container.clone());
+                to_read.push(l.pid);
+            }
+        }
+        let read = host.owner_facts_all(&to_read, &mut batch.ancestors);
+        for (pid, facts) in to_read.iter().zip(read) {
+            // Gone: its listeners have no story (and are not read again).
+            batch.checked.insert(*pid);
+            if let Some(facts) = facts {
+                let container = containers.remove(pid).flatten();
+                self.remember(*pid, facts, container.as_ref(), host);
+            }
+        }
+        for l in listeners.iter_mut() {
             self.tell(l, host, &mut batch);
         }
+    }
+
+    /// Whether the context kept for `pid` is still its process's (same
+    /// start, same executable).
+    fn still_told(&self, pid: u32, host: &dyn Host) -> bool {
+        self.by_pid.get(&pid).is_some_and(|told| {
+            host.start_time(pid) == Some(told.start_time) && host.exe_id(pid) == told.exe_id
+        })
     }
 
     fn tell(&mut self, l: &mut Listener, host: &mut dyn Host, batch: &mut Batch) {
@@ -106,24 +138,38 @@ impl OwnerCache {
         batch: &mut Batch,
     ) -> Option<Arc<OwnerContext>> {
         // Within one snapshot a process checked once is the same one.
-        if let Some(told) = self.by_pid.get(&l.pid)
-            && (batch.checked.contains(&l.pid)
-                || (host.start_time(l.pid) == Some(told.start_time)
-                    && host.exe_id(l.pid) == told.exe_id))
-        {
+        if batch.checked.contains(&l.pid) || self.still_told(l.pid, host) {
             batch.checked.insert(l.pid);
-            return Some(told.ctx.clone());
+            return self.by_pid.get(&l.pid).map(|t| t.ctx.clone());
         }
         let started = std::time::Instant::now();
         let facts = host.owner_facts(l.pid, &mut batch.ancestors)?;
         batch.checked.insert(l.pid);
+        let ctx = self.remember(l.pid, facts, l.container.as_ref(), host);
+        // The benchmark reads this line (`cargo xtask bench --only context`).
+        tracing::debug!(
+            "context: told pid {} in {} us",
+            l.pid,
+            started.elapsed().as_micros()
+        );
+        Some(ctx)
+    }
+
+    /// The context `facts` tell, kept for `pid`.
+    fn remember(
+        &mut self,
+        pid: u32,
+        facts: crate::owner::OwnerFacts,
+        container: Option<&crate::container::Container>,
+        host: &mut dyn Host,
+    ) -> Arc<OwnerContext> {
         let package = facts
             .exe
             .as_deref()
             .zip(facts.exe_id)
             .and_then(|(e, id)| host.package_of(e, id));
         let ctx = Arc::new(OwnerContext {
-            source: facts.origin(l.container.as_ref()),
+            source: facts.origin(container),
             ancestry: facts.ancestry.into_iter().map(|f| f.ancestor).collect(),
             cwd: facts.cwd,
             git: facts.git,
@@ -140,20 +186,14 @@ impl OwnerCache {
             }
         }
         self.by_pid.insert(
-            l.pid,
+            pid,
             Told {
                 start_time: facts.start_time,
                 exe_id: facts.exe_id,
                 ctx: ctx.clone(),
             },
         );
-        // The benchmark reads this line (`cargo xtask bench --only context`).
-        tracing::debug!(
-            "context: told pid {} in {} us",
-            l.pid,
-            started.elapsed().as_micros()
-        );
-        Some(ctx)
+        ctx
     }
 }
 

@@ -435,6 +435,14 @@ impl Host for FakeHost {
         self.0.world().owners.get(&pid).map(|f| f.start_time)
     }
 
+    fn owner_facts_all(
+        &mut self,
+        pids: &[u32],
+        memo: &mut crate::owner::AncestorMemo,
+    ) -> Vec<Option<crate::owner::OwnerFacts>> {
+        pids.iter().map(|&p| self.owner_facts(p, memo)).collect()
+    }
+
     fn exe_id(&self, pid: u32) -> Option<(u64, u64)> {
         self.0.world().owners.get(&pid).and_then(|f| f.exe_id)
     }

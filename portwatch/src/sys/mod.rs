@@ -155,6 +155,13 @@ pub(crate) trait Host: Send {
         pid: u32,
         memo: &mut crate::owner::AncestorMemo,
     ) -> Option<crate::owner::OwnerFacts>;
+    /// [`Self::owner_facts`] of each of `pids` (one snapshot's), read
+    /// together.
+    fn owner_facts_all(
+        &mut self,
+        pids: &[u32],
+        memo: &mut crate::owner::AncestorMemo,
+    ) -> Vec<Option<crate::owner::OwnerFacts>>;
     /// The Debian package that owns the file at `exe`, if that file is
     /// `running` (device, inode): the one a process runs, not another one
     /// a mount namespace shows at that path.
@@ -185,7 +192,7 @@ impl Os {
     /// The real one.
     pub(crate) fn system() -> Self {
         Os {
-            host: Box::new(SystemHost::new()),
+            host: Box::new(SystemHost::reading_packages()),
             attach: Box::new(|config| {
                 privilege::require_ebpf_privileges()?;
                 Ok(Box::new(bpf::KernelProbe::attach(config)?) as Box<dyn EventSource>)
@@ -218,6 +225,16 @@ impl SystemHost {
             packages: packages::Packages::new(),
             slow: owner_facts::slow_reads(),
         }
+    }
+}
+
+impl SystemHost {
+    /// A host whose dpkg database is read from now, on a thread of its
+    /// own, for owner contexts soon to be told.
+    pub(crate) fn reading_packages() -> Self {
+        let mut host = Self::new();
+        host.packages.read_ahead();
+        host
     }
 }
 
@@ -319,6 +336,14 @@ impl Host for SystemHost {
         memo: &mut crate::owner::AncestorMemo,
     ) -> Option<crate::owner::OwnerFacts> {
         owner_facts::read(pid, &mut self.users, memo, &mut self.slow)
+    }
+
+    fn owner_facts_all(
+        &mut self,
+        pids: &[u32],
+        memo: &mut crate::owner::AncestorMemo,
+    ) -> Vec<Option<crate::owner::OwnerFacts>> {
+        owner_facts::read_all(pids, &mut self.users, memo, &mut self.slow)
     }
 
     fn package_of(&mut self, exe: &str, running: (u64, u64)) -> Option<String> {

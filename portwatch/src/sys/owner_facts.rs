@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use super::{git, procfs_scan, slow_reads::SlowReads, users::Users};
 use crate::{
-    owner::{Ancestor, AncestorMemo, Forebear, OwnerFacts, Remembered, capped},
+    owner::{Ancestor, AncestorMemo, Forebear, OwnerFacts, Remembered, capped, names_a_story},
     safe_text::safe_text,
 };
 
@@ -73,8 +73,56 @@ pub(crate) fn read(
     memo: &mut AncestorMemo,
     slow: &mut Slow,
 ) -> Option<OwnerFacts> {
+    let (mut facts, query) = read_fast(pid, users, memo)?;
+    finish(&mut facts, slow.ask(query));
+    Some(facts)
+}
+
+/// [`read`] of several processes, their slow reads asked all at once
+/// (one wait for the thread, not one per process).
+pub(crate) fn read_all(
+    pids: &[u32],
+    users: &mut Users,
+    memo: &mut AncestorMemo,
+    slow: &mut Slow,
+) -> Vec<Option<OwnerFacts>> {
+    let mut read: Vec<Option<OwnerFacts>> = Vec::with_capacity(pids.len());
+    let mut queries = Vec::new();
+    for &pid in pids {
+        match read_fast(pid, users, memo) {
+            Some((facts, query)) => {
+                read.push(Some(facts));
+                queries.push(query);
+            }
+            None => read.push(None),
+        }
+    }
+    let mut answers = slow.ask_all(queries).into_iter();
+    for facts in read.iter_mut().flatten() {
+        finish(facts, answers.next().flatten());
+    }
+    read
+}
+
+/// The slow reads' answer in `facts`; none (stuck, or another is): no
+/// hints, no work tree.
+fn finish(facts: &mut OwnerFacts, answer: Option<SlowAnswer>) {
+    if let Some(a) = answer {
+        facts.tmux_pane = a.tmux_pane;
+        facts.ssh_env = a.ssh_env;
+        facts.git = a.git;
+    }
+}
+
+/// All but the slow reads, and what to ask them.
+fn read_fast(
+    pid: u32,
+    users: &mut Users,
+    memo: &mut AncestorMemo,
+) -> Option<(OwnerFacts, SlowQuery)> {
     let stat = stat_of(pid)?;
     let own_cgroup = cgroup(pid);
+    let owner_uids = uids(pid);
     // A process in portwatch's own pid namespace (the host's, as a rule)
     // has all its ancestors there: no namespace to stop at.
     let own_pidns = pidns(pid);
@@ -85,7 +133,7 @@ pub(crate) fn read(
             comm: stat.comm.clone(),
         },
         cgroup: own_cgroup.clone(),
-        root: is_root(pid),
+        root: owner_uids == Some((0, 0)),
     }];
     // Ancestors' cgroups are read while they are the owner's: only those
     // tell which ancestors share its unit (see `OwnerFacts::origin`).
@@ -103,10 +151,13 @@ pub(crate) fn read(
                 let Some(p) = stat_of(parent) else {
                     break;
                 };
+                // Only a name that tells a story needs root to be
+                // believed (see `OwnerFacts::origin`).
+                let root = names_a_story(&p.comm) && is_root(parent);
                 v.insert(Remembered {
                     comm: p.comm,
                     ppid: p.ppid,
-                    root: is_root(parent),
+                    root,
                     cgroup: None,
                 })
             }
@@ -140,23 +191,12 @@ pub(crate) fn read(
     };
     let exe_id = exe_id(pid);
     let cwd = link(pid, "cwd").map(capped);
-    // Not read (stuck, or another is): no hints, no work tree.
-    let SlowAnswer {
-        tmux_pane,
-        ssh_env,
-        git,
-    } = slow
-        .ask(SlowQuery {
-            pid,
-            cwd: cwd.clone(),
-            uid: uids(pid).map(|(real, _)| real),
-        })
-        .unwrap_or(SlowAnswer {
-            tmux_pane: None,
-            ssh_env: false,
-            git: None,
-        });
-    Some(OwnerFacts {
+    let query = SlowQuery {
+        pid,
+        cwd: cwd.clone(),
+        uid: owner_uids.map(|(real, _)| real),
+    };
+    let facts = OwnerFacts {
         start_time: stat.start_time,
         ancestry,
         tty: tty_name(stat.tty_nr),
@@ -164,14 +204,15 @@ pub(crate) fn read(
             .and_then(|u| u32::try_from(u).ok())
             .map(|u| users.name(u)),
         session,
-        tmux_pane,
-        ssh_env,
+        tmux_pane: None,
+        ssh_env: false,
         cwd,
-        git,
+        git: None,
         exe,
         exe_id,
         exe_deleted,
-    })
+    };
+    Some((facts, query))
 }
 
 /// Reads a small /proc file in one `read` (a stat line, a cgroup path):

@@ -1,6 +1,7 @@
 //! Which Debian package owns a file, from the dpkg database
 //! (`/var/lib/dpkg/info/*.list`, what `dpkg -S` reads), read once and
-//! indexed by a keyed hash of each path: a few MiB for a whole system.
+//! indexed by a keyed hash of each path: a few MiB for a whole system,
+//! first read on a thread of its own while the rest of portwatch starts.
 //! Read again when dpkg changed it and a lookup misses (at most every
 //! [`REREAD_FLOOR`]), so a package installed since is found.
 
@@ -19,27 +20,47 @@ const MAX_PATHS: usize = 4_000_000;
 /// The dpkg database, indexed.
 pub(crate) struct Packages {
     info: PathBuf,
+    index: Option<Index>,
+    /// The first reading, started when the host was made: it overlaps
+    /// the engine's start instead of delaying the first context.
+    pending: Option<std::thread::JoinHandle<Index>>,
+    last_read: Option<Instant>,
+}
+
+/// One reading of the database.
+struct Index {
     hasher: std::hash::RandomState,
     by_path: HashMap<u64, u32>,
     names: Vec<String>,
     /// The database directory's modification time when it was read.
     read_at_mtime: Option<SystemTime>,
-    last_read: Option<Instant>,
 }
 
 impl Packages {
-    /// The system's database (not read until the first lookup).
+    /// The system's database, read at the first lookup.
     pub(crate) fn new() -> Self {
         Self::at(Path::new("/var/lib/dpkg/info"))
     }
 
+    /// Starts reading it now, on a thread of its own (for a caller that
+    /// will look up soon: a monitor's start, `list`).
+    pub(crate) fn read_ahead(&mut self) {
+        if self.index.is_some() || self.pending.is_some() {
+            return;
+        }
+        let info = self.info.clone();
+        self.pending = std::thread::Builder::new()
+            .name("portwatch-dpkg".into())
+            .spawn(move || Index::read(&info))
+            .ok();
+    }
+
+    /// The database at `info`, read at the first lookup.
     pub(crate) fn at(info: &Path) -> Self {
         Self {
             info: info.to_path_buf(),
-            hasher: std::hash::RandomState::new(),
-            by_path: HashMap::new(),
-            names: Vec::new(),
-            read_at_mtime: None,
+            index: None,
+            pending: None,
             last_read: None,
         }
     }
@@ -48,21 +69,26 @@ impl Packages {
     /// looked up without it, and the other way round (a merged `/usr`
     /// runs `/usr/bin/x` that a package lists as `/bin/x`).
     pub(crate) fn owner(&mut self, path: &str) -> Option<String> {
-        if self.last_read.is_none() {
-            self.read();
+        if self.index.is_none() {
+            self.last_read = Some(Instant::now());
+            let first = self.pending.take().and_then(|t| t.join().ok());
+            self.index = Some(first.unwrap_or_else(|| Index::read(&self.info)));
         }
-        if let Some(found) = self.lookup(path) {
+        if let Some(found) = self.index.as_ref()?.lookup(path) {
             return Some(found);
         }
-        let changed = mtime(&self.info) != self.read_at_mtime;
+        let changed = mtime(&self.info) != self.index.as_ref()?.read_at_mtime;
         let may = self.last_read.is_none_or(|t| t.elapsed() >= REREAD_FLOOR);
         if changed && may {
-            self.read();
-            return self.lookup(path);
+            self.last_read = Some(Instant::now());
+            self.index = Some(Index::read(&self.info));
+            return self.index.as_ref()?.lookup(path);
         }
         None
     }
+}
 
+impl Index {
     fn lookup(&self, path: &str) -> Option<String> {
         let other = match path.strip_prefix("/usr") {
             Some(rest) if rest.starts_with('/') => rest.to_string(),
@@ -75,13 +101,15 @@ impl Packages {
     }
 
     /// Reads every `.list` file: each line a path the package installed.
-    fn read(&mut self) {
-        self.last_read = Some(Instant::now());
-        self.read_at_mtime = mtime(&self.info);
-        self.by_path.clear();
-        self.names.clear();
-        let Ok(dir) = std::fs::read_dir(&self.info) else {
-            return;
+    fn read(info: &Path) -> Index {
+        let mut index = Index {
+            hasher: std::hash::RandomState::new(),
+            by_path: HashMap::new(),
+            names: Vec::new(),
+            read_at_mtime: mtime(info),
+        };
+        let Ok(dir) = std::fs::read_dir(info) else {
+            return index;
         };
         for entry in dir.flatten() {
             let name = entry.file_name();
@@ -91,18 +119,19 @@ impl Packages {
             let Ok(list) = std::fs::read(entry.path()) else {
                 continue;
             };
-            let Ok(index) = u32::try_from(self.names.len()) else {
-                return;
+            let Ok(number) = u32::try_from(index.names.len()) else {
+                return index;
             };
             // `name:arch` for a multi-arch package: `dpkg -S` prints it so.
-            self.names.push(crate::safe_text::safe_str(package));
+            index.names.push(crate::safe_text::safe_str(package));
             for line in list.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                if self.by_path.len() >= MAX_PATHS {
-                    return;
+                if index.by_path.len() >= MAX_PATHS {
+                    return index;
                 }
-                self.by_path.insert(self.hasher.hash_one(line), index);
+                index.by_path.insert(index.hasher.hash_one(line), number);
             }
         }
+        index
     }
 }
 
@@ -138,7 +167,7 @@ mod tests {
         std::fs::write(dir.join("nginx.list"), "/usr/sbin/nginx\n").unwrap();
         // Within the floor, a miss does not read again; after it, it does.
         p.last_read = Some(Instant::now() - REREAD_FLOOR);
-        p.read_at_mtime = None;
+        p.index.as_mut().unwrap().read_at_mtime = None;
         assert_eq!(p.owner("/usr/sbin/nginx").as_deref(), Some("nginx"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

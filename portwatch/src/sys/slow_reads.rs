@@ -40,6 +40,62 @@ impl<Q: Send + 'static, A: Send + 'static> SlowReads<Q, A> {
     /// `work(request)`, or None when it did not answer within
     /// [`DEADLINE`], or an earlier request is still stuck.
     pub(crate) fn ask(&mut self, request: Q) -> Option<A> {
+        self.ask_all(vec![request]).pop().flatten()
+    }
+
+    /// [`Self::ask`] of each request, all sent at once: the thread works
+    /// through them while the caller waits for the answers in turn, each
+    /// within [`DEADLINE`] of the one before; once one is late, the rest
+    /// are None.
+    pub(crate) fn ask_all(&mut self, requests: Vec<Q>) -> Vec<Option<A>> {
+        let n = requests.len();
+        let mut answers: Vec<Option<A>> = (0..n).map(|_| None).collect();
+        if n == 0 || !self.ready() {
+            return answers;
+        }
+        let Some((to_thread, from_thread)) = self.thread.as_ref() else {
+            return answers;
+        };
+        let first = self.next;
+        for q in requests {
+            let id = self.next;
+            self.next += 1;
+            if to_thread.send((id, q)).is_err() {
+                self.thread = None;
+                return answers;
+            }
+        }
+        let last = self.next - 1;
+        loop {
+            match from_thread.recv_timeout(DEADLINE) {
+                Ok((id, a)) => {
+                    if let Some(slot) = id
+                        .checked_sub(first)
+                        .and_then(|i| usize::try_from(i).ok())
+                        .and_then(|i| answers.get_mut(i))
+                    {
+                        *slot = Some(a);
+                    }
+                    if id == last {
+                        return answers;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Stuck: nothing is tried until the last one sent is
+                    // answered (the thread works through them in order).
+                    self.late = Some(last);
+                    return answers;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.thread = None;
+                    return answers;
+                }
+            }
+        }
+    }
+
+    /// Whether the thread runs and is not stuck (started if need be).
+    fn ready(&mut self) -> bool {
         if self.thread.is_none() {
             let (to_thread, requests) = mpsc::channel::<(u64, Q)>();
             let (answer, answers) = mpsc::channel();
@@ -54,35 +110,30 @@ impl<Q: Send + 'static, A: Send + 'static> SlowReads<Q, A> {
                     }
                 });
             if spawned.is_err() {
-                return None;
+                return false;
             }
             self.thread = Some((to_thread, answers));
         }
-        let (to_thread, answers) = self.thread.as_ref()?;
-        if let Some(late) = self.late {
-            // Still stuck: this one is not tried.
-            match answers.try_recv() {
-                Ok((id, _)) if id == late => self.late = None,
-                Ok(_) | Err(TryRecvError::Empty) => return None,
+        let Some(late) = self.late else {
+            return true;
+        };
+        let Some((_, from_thread)) = self.thread.as_ref() else {
+            return false;
+        };
+        // Still stuck, unless the late answers came (dropped: too late).
+        loop {
+            match from_thread.try_recv() {
+                Ok((id, _)) if id == late => {
+                    self.late = None;
+                    return true;
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => return false,
                 Err(TryRecvError::Disconnected) => {
                     self.thread = None;
-                    return None;
+                    self.late = None;
+                    return false;
                 }
-            }
-        }
-        let id = self.next;
-        self.next += 1;
-        to_thread.send((id, request)).ok()?;
-        match answers.recv_timeout(DEADLINE) {
-            Ok((got, answer)) if got == id => Some(answer),
-            Ok(_) => None,
-            Err(RecvTimeoutError::Timeout) => {
-                self.late = Some(id);
-                None
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                self.thread = None;
-                None
             }
         }
     }
@@ -128,5 +179,37 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(again, Some(10));
+    }
+
+    #[test]
+    fn many_are_asked_at_once_and_a_stuck_one_ends_the_batch() {
+        let (release, rx): (SyncSender<()>, _) = mpsc::sync_channel(1);
+        let mut reads = SlowReads::new(work_too);
+        assert_eq!(reads.ask_all(vec![1, 2, 3]), [Some(2), Some(4), Some(6)]);
+        *RELEASE_TOO.lock().unwrap() = Some(rx);
+        assert_eq!(reads.ask_all(vec![1, 0, 2]), [Some(2), None, None]);
+        assert_eq!(reads.ask_all(vec![5]), [None], "still stuck");
+        release.send(()).unwrap();
+        let mut again = vec![None];
+        for _ in 0..100 {
+            again = reads.ask_all(vec![5]);
+            if again[0].is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(again, [Some(10)]);
+    }
+
+    static RELEASE_TOO: Mutex<Option<Receiver<()>>> = Mutex::new(None);
+
+    fn work_too(q: u32) -> u32 {
+        if q == 0 {
+            let rx = RELEASE_TOO.lock().unwrap().take();
+            if let Some(rx) = rx {
+                let _ = rx.recv();
+            }
+        }
+        q * 2
     }
 }
