@@ -2,8 +2,9 @@
 //! (`/var/lib/dpkg/info/*.list`, what `dpkg -S` reads), read once and
 //! indexed by a keyed hash of each path: a few MiB for a whole system,
 //! first read on a thread of its own while the rest of portwatch starts.
-//! Read again when dpkg changed it and a lookup misses (at most every
-//! [`REREAD_FLOOR`]), so a package installed since is found.
+//! Read again, on a thread, when dpkg changed it and a lookup misses (at
+//! most every [`REREAD_FLOOR`]), so a package installed since is found
+//! once that reading ended; no event waits for it.
 
 use std::{
     collections::HashMap,
@@ -45,7 +46,7 @@ impl Packages {
     /// Starts reading it now, on a thread of its own (for a caller that
     /// will look up soon: a monitor's start, `list`).
     pub(crate) fn read_ahead(&mut self) {
-        if self.index.is_some() || self.pending.is_some() {
+        if self.pending.is_some() {
             return;
         }
         let info = self.info.clone();
@@ -70,19 +71,26 @@ impl Packages {
     /// runs `/usr/bin/x` that a package lists as `/bin/x`).
     pub(crate) fn owner(&mut self, path: &str) -> Option<String> {
         if self.index.is_none() {
+            // The first reading is waited for (a monitor's start).
             self.last_read = Some(Instant::now());
             let first = self.pending.take().and_then(|t| t.join().ok());
             self.index = Some(first.unwrap_or_else(|| Index::read(&self.info)));
+        }
+        // A reading again that ended replaces the index; one that runs
+        // is never waited for: events do not wait for dpkg's database.
+        if self.pending.as_ref().is_some_and(|t| t.is_finished())
+            && let Some(index) = self.pending.take().and_then(|t| t.join().ok())
+        {
+            self.index = Some(index);
         }
         if let Some(found) = self.index.as_ref()?.lookup(path) {
             return Some(found);
         }
         let changed = mtime(&self.info) != self.index.as_ref()?.read_at_mtime;
         let may = self.last_read.is_none_or(|t| t.elapsed() >= REREAD_FLOOR);
-        if changed && may {
+        if changed && may && self.pending.is_none() {
             self.last_read = Some(Instant::now());
-            self.index = Some(Index::read(&self.info));
-            return self.index.as_ref()?.lookup(path);
+            self.read_ahead();
         }
         None
     }
@@ -165,9 +173,14 @@ mod tests {
         assert_eq!(p.owner("/tmp/x"), None);
         assert_eq!(p.owner("/usr/bin/nginx"), None);
         std::fs::write(dir.join("nginx.list"), "/usr/sbin/nginx\n").unwrap();
-        // Within the floor, a miss does not read again; after it, it does.
+        // Within the floor, a miss does not read again; after it, it
+        // starts reading on a thread, and a lookup after it ended finds it.
+        assert_eq!(p.owner("/usr/sbin/nginx"), None);
         p.last_read = Some(Instant::now() - REREAD_FLOOR);
         p.index.as_mut().unwrap().read_at_mtime = None;
+        assert_eq!(p.owner("/usr/sbin/nginx"), None, "not waited for");
+        let reading = p.pending.take().unwrap();
+        p.index = Some(reading.join().unwrap());
         assert_eq!(p.owner("/usr/sbin/nginx").as_deref(), Some("nginx"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
