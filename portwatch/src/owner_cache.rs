@@ -22,7 +22,16 @@ struct Told {
     start_time: u64,
     exe_id: Option<(u64, u64)>,
     ctx: Arc<OwnerContext>,
+    /// When that was last checked against /proc.
+    checked_at: std::time::Instant,
 }
+
+/// How long a check that a pid is still the process told holds for its
+/// next listeners of the same name: a process that opens listeners by
+/// the thousand is checked ten times a second, not per listener (two
+/// /proc reads each). No pid is reused that fast, and an `execve`
+/// within it that kept the name is told at the next check.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What one snapshot has read already.
 #[derive(Default)]
@@ -63,7 +72,7 @@ impl OwnerCache {
             if batch.checked.contains(&l.pid) || containers.contains_key(&l.pid) {
                 continue;
             }
-            if self.still_told(l.pid, host) {
+            if self.still_told(l.pid, None, host) {
                 batch.checked.insert(l.pid);
             } else {
                 containers.insert(l.pid, l.container.clone());
@@ -85,11 +94,25 @@ impl OwnerCache {
     }
 
     /// Whether the context kept for `pid` is still its process's (same
-    /// start, same executable).
-    fn still_told(&self, pid: u32, host: &dyn Host) -> bool {
-        self.by_pid.get(&pid).is_some_and(|told| {
-            host.start_time(pid) == Some(told.start_time) && host.exe_id(pid) == told.exe_id
-        })
+    /// start, same executable; a listener named `comm` was just opened by
+    /// it): checked against /proc unless it was a moment ago, with the
+    /// same name.
+    fn still_told(&mut self, pid: u32, comm: Option<&str>, host: &dyn Host) -> bool {
+        let Some(told) = self.by_pid.get_mut(&pid) else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        let same_name =
+            comm.is_some_and(|c| told.ctx.ancestry.first().is_some_and(|a| a.comm == c));
+        if same_name && now.duration_since(told.checked_at) < RECHECK {
+            return true;
+        }
+        let still =
+            host.start_time(pid) == Some(told.start_time) && host.exe_id(pid) == told.exe_id;
+        if still {
+            told.checked_at = now;
+        }
+        still
     }
 
     fn tell(&mut self, l: &mut Listener, host: &mut dyn Host, batch: &mut Batch) {
@@ -138,7 +161,7 @@ impl OwnerCache {
         batch: &mut Batch,
     ) -> Option<Arc<OwnerContext>> {
         // Within one snapshot a process checked once is the same one.
-        if batch.checked.contains(&l.pid) || self.still_told(l.pid, host) {
+        if batch.checked.contains(&l.pid) || self.still_told(l.pid, Some(&l.comm), host) {
             batch.checked.insert(l.pid);
             return self.by_pid.get(&l.pid).map(|t| t.ctx.clone());
         }
@@ -191,6 +214,7 @@ impl OwnerCache {
                 start_time: facts.start_time,
                 exe_id: facts.exe_id,
                 ctx: ctx.clone(),
+                checked_at: std::time::Instant::now(),
             },
         );
         ctx

@@ -229,11 +229,11 @@ impl SystemHost {
 }
 
 impl SystemHost {
-    /// A host whose dpkg database is read from now, on a thread of its
-    /// own, for owner contexts soon to be told.
+    /// A host whose dpkg database is read now, for owner contexts soon
+    /// to be told.
     pub(crate) fn reading_packages() -> Self {
         let mut host = Self::new();
-        host.packages.read_ahead();
+        host.packages.read_now();
         host
     }
 }

@@ -1,7 +1,7 @@
 //! Which Debian package owns a file, from the dpkg database
 //! (`/var/lib/dpkg/info/*.list`, what `dpkg -S` reads), read once and
 //! indexed by a keyed hash of each path: a few MiB for a whole system,
-//! first read on a thread of its own while the rest of portwatch starts.
+//! first read before the kernel programs are attached.
 //! Read again, on a thread, when dpkg changed it and a lookup misses (at
 //! most every [`REREAD_FLOOR`]), so a package installed since is found
 //! once that reading ended; no event waits for it.
@@ -22,8 +22,7 @@ const MAX_PATHS: usize = 4_000_000;
 pub(crate) struct Packages {
     info: PathBuf,
     index: Option<Index>,
-    /// The first reading, started when the host was made: it overlaps
-    /// the engine's start instead of delaying the first context.
+    /// A reading again, on a thread: never waited for.
     pending: Option<std::thread::JoinHandle<Index>>,
     last_read: Option<Instant>,
 }
@@ -43,9 +42,16 @@ impl Packages {
         Self::at(Path::new("/var/lib/dpkg/info"))
     }
 
-    /// Starts reading it now, on a thread of its own (for a caller that
-    /// will look up soon: a monitor's start, `list`).
-    pub(crate) fn read_ahead(&mut self) {
+    /// Reads it now (for a caller that will look up soon: a monitor
+    /// before its engine starts, `list`): before the kernel programs are
+    /// attached, its 30-odd ms of reading compete with no event.
+    pub(crate) fn read_now(&mut self) {
+        self.last_read = Some(Instant::now());
+        self.index = Some(Index::read(&self.info));
+    }
+
+    /// Starts reading it again, on a thread of its own.
+    fn read_ahead(&mut self) {
         if self.pending.is_some() {
             return;
         }
