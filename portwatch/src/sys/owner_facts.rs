@@ -120,9 +120,9 @@ fn read_fast(
     users: &mut Users,
     memo: &mut AncestorMemo,
 ) -> Option<(OwnerFacts, SlowQuery)> {
-    let stat = stat_of(pid)?;
-    let own_cgroup = cgroup(pid);
-    let owner_uids = uids(pid);
+    let stat = procfs_scan::read_full_stat(pid)?;
+    let own_cgroup = procfs_scan::cgroup_of(pid);
+    let owner_uids = procfs_scan::uids(pid);
     // A process in portwatch's own pid namespace (the host's, as a rule)
     // has all its ancestors there: no namespace to stop at.
     let own_pidns = pidns(pid);
@@ -148,7 +148,7 @@ fn read_fast(
         let entry = match memo.0.entry(parent) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let Some(p) = stat_of(parent) else {
+                let Some(p) = procfs_scan::read_full_stat(parent) else {
                     break;
                 };
                 // Only a name that tells a story needs root to be
@@ -163,7 +163,10 @@ fn read_fast(
             }
         };
         let cg = if same_cgroup {
-            entry.cgroup.get_or_insert_with(|| cgroup(parent)).clone()
+            entry
+                .cgroup
+                .get_or_insert_with(|| procfs_scan::cgroup_of(parent))
+                .clone()
         } else {
             String::new()
         };
@@ -182,7 +185,7 @@ fn read_fast(
     let session = read_number(pid, "sessionid")
         .filter(|&s| s != u64::from(u32::MAX))
         .and_then(|s| u32::try_from(s).ok());
-    let (exe, exe_deleted) = match link(pid, "exe") {
+    let (exe, exe_deleted) = match procfs_scan::link(pid, "exe") {
         Some(e) => match e.strip_suffix(" (deleted)") {
             Some(path) => (Some(capped(path.to_string())), true),
             None => (Some(capped(e)), false),
@@ -190,7 +193,7 @@ fn read_fast(
         None => (None, false),
     };
     let exe_id = exe_id(pid);
-    let cwd = link(pid, "cwd").map(capped);
+    let cwd = procfs_scan::link(pid, "cwd").map(capped);
     let query = SlowQuery {
         pid,
         cwd: cwd.clone(),
@@ -215,73 +218,17 @@ fn read_fast(
     Some((facts, query))
 }
 
-/// Reads a small /proc file in one `read` (a stat line, a cgroup path):
-/// none of `std::fs::read`'s size query, a third of the system calls.
-fn small(pid: u32, what: &str) -> Option<Vec<u8>> {
-    use std::io::Read as _;
-    let mut f = std::fs::File::open(format!("/proc/{pid}/{what}")).ok()?;
-    let mut buf = vec![0u8; 1024];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match f.read(buf.get_mut(len..)?) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-        // Cut short: these files are a line or a few.
-        if len >= 64 * 1024 {
-            break;
-        }
-    }
-    buf.truncate(len);
-    Some(buf)
-}
-
-fn stat_of(pid: u32) -> Option<procfs_scan::ProcStat> {
-    procfs_scan::parse_stat(&small(pid, "stat")?)
-}
-
-/// The cgroup v2 path (the `0::` line), made safe, or empty.
-fn cgroup(pid: u32) -> String {
-    small(pid, "cgroup")
-        .unwrap_or_default()
-        .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"0::"))
-        .map(safe_text)
-        .unwrap_or_default()
-}
-
 /// Whether `pid` runs as root: real and effective uid 0 (the `Uid:` line
 /// of its status; the owner of /proc/PID says nothing of a process that
 /// made itself undumpable).
 fn is_root(pid: u32) -> bool {
-    uids(pid) == Some((0, 0))
-}
-
-/// The real and effective uids of `pid` (its status's `Uid:` line).
-fn uids(pid: u32) -> Option<(u32, u32)> {
-    let status = small(pid, "status")?;
-    let ids = status
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"Uid:"))?;
-    let mut it = std::str::from_utf8(ids).ok()?.split_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    procfs_scan::uids(pid) == Some((0, 0))
 }
 
 fn pidns(pid: u32) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/pid"))
         .ok()
         .map(|m| m.ino())
-}
-
-fn link(pid: u32, what: &str) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/{what}"))
-        .ok()
-        .map(|p| safe_text(p.as_os_str().as_encoded_bytes()))
 }
 
 fn read_number(pid: u32, what: &str) -> Option<u64> {

@@ -77,12 +77,55 @@ pub(crate) fn read_full_stat(pid: u32) -> Option<ProcStat> {
 }
 
 fn read_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+    parse_stat(&read_small(pid, "stat")?)
+}
+
+/// Reads a small /proc file in one `read` (a stat line, a cgroup path):
+/// none of `std::fs::read`'s size query, a third of the system calls.
+pub(crate) fn read_small(pid: u32, what: &str) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/{what}")).ok()?;
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(buf.get_mut(len..)?) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        // Cut short: these files are a line or a few.
+        if len >= 64 * 1024 {
+            break;
+        }
+    }
+    buf.truncate(len);
+    Some(buf)
+}
+
+/// The real and effective uids of `pid` (its status's `Uid:` line).
+pub(crate) fn uids(pid: u32) -> Option<(u32, u32)> {
+    let status = read_small(pid, "status")?;
+    let ids = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Uid:"))?;
+    let mut it = std::str::from_utf8(ids).ok()?.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The target of link `what` of `pid` (`exe`, `cwd`), made safe.
+pub(crate) fn link(pid: u32, what: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/{what}"))
+        .ok()
+        .map(|p| safe_text(p.as_os_str().as_encoded_bytes()))
 }
 
 /// A process's cgroup v2 path (the `0::` line), made safe, or empty.
 pub(crate) fn cgroup_of(pid: u32) -> String {
-    let Ok(bytes) = std::fs::read(format!("/proc/{pid}/cgroup")) else {
+    let Some(bytes) = read_small(pid, "cgroup") else {
         return String::new();
     };
     bytes

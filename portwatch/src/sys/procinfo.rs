@@ -15,9 +15,7 @@ use crate::{
 };
 
 fn link(pid: u32, what: &str) -> String {
-    std::fs::read_link(format!("/proc/{pid}/{what}"))
-        .map(|p| safe_text(p.as_os_str().as_encoded_bytes()))
-        .unwrap_or_default()
+    procfs_scan::link(pid, what).unwrap_or_default()
 }
 
 fn nul_separated(pid: u32, what: &str) -> Vec<Vec<u8>> {
@@ -92,7 +90,7 @@ pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
         exe: link(pid, "exe"),
         cwd: link(pid, "cwd"),
         cmdline: cmdline(pid),
-        uid: real_uid(pid).unwrap_or(0),
+        uid: procfs_scan::uids(pid).map_or(0, |(real, _)| real),
         start_time,
         rss_bytes: stat.rss_pages.saturating_mul(procfs::page_size()),
         cpu_ticks: stat.cpu_ticks,
@@ -106,20 +104,6 @@ pub(crate) fn read(pid: u32) -> Option<ProcessInfo> {
         netns: netns::of_process(pid),
         exe_sha256: exe_hash::of(pid),
     })
-}
-
-/// The real uid, from the `Uid:` line of /proc/PID/status.
-fn real_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
-    let line = status
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"Uid:"))?;
-    std::str::from_utf8(line)
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// When the system booted (`btime` of /proc/stat).
