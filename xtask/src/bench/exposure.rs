@@ -8,8 +8,6 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     path::Path,
     process::{Command, Stdio},
-    sync::mpsc,
-    thread,
     time::{Duration, Instant},
 };
 
@@ -108,23 +106,7 @@ fn measure(root: &Path, listeners: usize, changes: usize) -> Result<Value> {
         "portwatch-exposure-bench-{}.log",
         std::process::id()
     ));
-    let mut child = Command::new(super::portwatch_bin(root))
-        .args(["watch", "--json"])
-        .env("RUST_LOG", "portwatch=debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let (tx, lines) = mpsc::channel::<Value>();
-    let stdout = child.stdout.take().context("watch stdout")?;
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && tx.send(v).is_err()
-            {
-                break;
-            }
-        }
-    });
+    let (mut child, lines) = super::util::watch_json_debug(&super::portwatch_bin(root), &log)?;
     let wait_for = |pred: &dyn Fn(&Value) -> bool, limit: Duration| -> Option<Instant> {
         let deadline = Instant::now() + limit;
         loop {

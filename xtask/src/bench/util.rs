@@ -257,3 +257,33 @@ pub fn programs_json(stats: &[ProgStats], per_key: &str, units: f64) -> Vec<serd
         })
         .collect()
 }
+
+/// `portwatch watch --json` with debug logging into `log` (the debug lines
+/// the benchmarks read), and its lines, parsed, as they come.
+pub fn watch_json_debug(
+    portwatch: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<(Child, std::sync::mpsc::Receiver<serde_json::Value>)> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(portwatch)
+        .args(["watch", "--json"])
+        .env("RUST_LOG", "portwatch=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()?;
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().context("watch stdout")?;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok((child, lines))
+}
