@@ -40,6 +40,7 @@ pub mod netns_facts;
 pub mod output;
 pub mod owner;
 mod owner_cache;
+pub mod policy;
 pub mod process;
 pub mod report;
 pub mod rules;

@@ -152,6 +152,67 @@ pub fn exposure_change_line(c: &crate::monitor::ExposureChange) -> String {
     )
 }
 
+/// A drift as one line: `TS unexpected tcp 0.0.0.0:4444 (nc, pid 7,
+/// /usr/bin/nc) [TAGS]`, `TS missing ssh (exe /usr/sbin/sshd, port 22)`.
+pub fn drift_line(d: &crate::policy::drift::Drift) -> String {
+    use crate::safe_text::safe_str;
+    let mut out = format!("{} {}", crate::wire::format_ts(&d.ts), d.kind.as_str());
+    if let Some(e) = &d.entry {
+        out.push(' ');
+        out.push_str(&safe_str(&entry_text(e)));
+    }
+    if let Some(l) = &d.listener {
+        let exe = l.context.as_ref().and_then(|c| c.exe.as_deref());
+        out.push_str(&format!(
+            " {} {} ({}, pid {}{})",
+            l.proto.as_str(),
+            l.socket(),
+            l.comm,
+            l.pid,
+            exe.map(|x| format!(", {x}")).unwrap_or_default()
+        ));
+    }
+    if !d.tags.is_empty() {
+        let tags: Vec<String> = d.tags.iter().map(|t| safe_str(t)).collect();
+        out.push_str(&format!(" [{}]", tags.join(", ")));
+    }
+    out
+}
+
+/// A policy entry in a few words: `ssh (exe /usr/sbin/sshd, tcp, port
+/// 22)`; not yet made safe.
+pub fn entry_text(e: &crate::policy::Entry) -> String {
+    let mut parts = Vec::new();
+    for (key, value) in [
+        ("exe", &e.exe),
+        ("unit", &e.unit),
+        ("container", &e.container),
+        ("user", &e.user),
+    ] {
+        if let Some(v) = value {
+            parts.push(format!("{key} {v}"));
+        }
+    }
+    if let Some(p) = e.proto {
+        parts.push(p.as_str().into());
+    }
+    match &e.port {
+        Some(crate::policy::PortSpec::One(p)) => parts.push(format!("port {p}")),
+        Some(crate::policy::PortSpec::Range(r)) => parts.push(format!("ports {r}")),
+        None => {}
+    }
+    if let Some(s) = e.scope {
+        parts.push(s.as_str().into());
+    }
+    if let Some(x) = e.exposure {
+        parts.push(x.as_str().into());
+    }
+    match &e.name {
+        Some(n) => format!("{n} ({})", parts.join(", ")),
+        None => format!("({})", parts.join(", ")),
+    }
+}
+
 /// An exposure in a few words: `reachable via eth0`, `unknown: why`.
 pub fn exposure_text(e: &crate::exposure::Exposure) -> String {
     e.describe()

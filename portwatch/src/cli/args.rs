@@ -34,6 +34,9 @@ pub enum Command {
     /// Manage the alert rules file (alerts.json)
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Expected listeners: learn a policy from this host, or check the host against one
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Watch and evaluate the alert rules, printing each alert; with --socket, serve events to local clients
     Daemon(DaemonArgs),
     /// Show a running daemon's alerts as desktop notifications, in your session (no root needed)
@@ -54,6 +57,30 @@ pub enum Command {
     Manpages {
         /// Where to write them (made if missing)
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Write the listeners open now (and those opened within --for) as a policy
+    Learn {
+        /// Also watch this long and add what opens meanwhile (e.g. 10m)
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Write the policy to FILE (replaced atomically) instead of stdout
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// A tag for every drift the policy reports, e.g. PCI-DSS-10.2.7 (repeatable)
+        #[arg(long, value_name = "TAG")]
+        tag: Vec<String>,
+    },
+    /// Compare the listeners open now with a policy: exit 0 when they match, 1 with each drift, 2 when the check cannot run
+    Check {
+        /// The policy file
+        file: PathBuf,
+        /// One JSON `drift` line per drift instead of text
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -202,6 +229,9 @@ pub struct DaemonArgs {
     /// What portwatch says on stderr: text lines, or one JSON object per line (for journald and log shippers)
     #[arg(long, value_enum, default_value_t = crate::log::LogFormat::Text)]
     pub log_format: crate::log::LogFormat,
+    /// Report drifts from this expected-listeners policy (reloaded when it changes)
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
@@ -302,13 +332,16 @@ pub struct TuiArgs {
     /// The rules file to evaluate and edit (default: the canonical path, or the legacy one)
     #[arg(long, value_name = "FILE")]
     pub alerts: Option<PathBuf>,
+    /// Mark the listeners this expected-listeners policy does not expect (filter `drift:yes`)
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Show a running `portwatch daemon --socket` (no root needed; default /run/portwatch/portwatch.sock). Only --pid, --proto, --scope and --netns apply
     #[arg(
         long,
         value_name = "PATH",
         num_args = 0..=1,
         default_missing_value = portwatch::serve::DEFAULT_SOCKET,
-        conflicts_with_all = ["alerts", "backend", "resync_interval", "interval", "ring_buffer", "hook", "listen_callback", "settle"],
+        conflicts_with_all = ["alerts", "policy", "backend", "resync_interval", "interval", "ring_buffer", "hook", "listen_callback", "settle"],
     )]
     pub connect: Option<PathBuf>,
     #[command(flatten)]
@@ -335,6 +368,9 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), e.g. 127.0.0.1:9187
     #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Report drifts from this expected-listeners policy (reloaded when it changes)
+    #[arg(long, value_name = "FILE", conflicts_with = "connect")]
+    pub policy: Option<PathBuf>,
     /// Append the lines to FILE instead of stdout; SIGHUP opens it again (after logrotate moved it)
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,

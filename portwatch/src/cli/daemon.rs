@@ -66,6 +66,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut watchdog_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + watchdog_every, watchdog_every);
     let n_rules = rules.as_ref().map_or(0, |r| r.file.rules.len());
+    let policy = crate::policy::source(args.policy.as_deref())?;
     let mut monitor = Monitor::start(MonitorConfig {
         engine,
         rules: rules.map(|rules| RulesSource {
@@ -74,6 +75,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }),
         sample_interval,
         settle: args.engine.settle(),
+        policy,
         ..MonitorConfig::default()
     })?;
     if let Some(reason) = monitor.fallback_reason() {
@@ -95,6 +97,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             () = &mut stop => break,
             Some(()) = crate::sink::hangup(&mut hangups) => {
                 monitor.reload_rules();
+                monitor.reload_policy();
                 if let Err(e) = sink.reopen() {
                     crate::log::warn(&format!("{e:#}"));
                 }
@@ -135,6 +138,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 if let Some(m) = &metrics {
                     m.stats(&monitor.stats());
                     m.set_clients(hub.len());
+                    if let Some(d) = monitor.drifts() {
+                        m.drifting(d.counts());
+                    }
                 }
             }
             _ = recover.tick(), if hub.has_lost() => {
@@ -172,6 +178,7 @@ fn deliver(deliveries: &mut Deliveries, ev: &MonitorEvent) {
     }
     match ev {
         MonitorEvent::Alert(a) => deliveries.send(Line::from(a)),
+        MonitorEvent::Drift(d) => deliveries.send(Line::from(d)),
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
             deliveries.send(Line::events_lost(s));
         }
@@ -201,6 +208,8 @@ fn print(
         )),
         MonitorEvent::Alert(a) if sink.is_json() => sink.line(&Line::from(&a).to_json())?,
         MonitorEvent::Alert(a) => sink.line(&output::alert_line(&a))?,
+        MonitorEvent::Drift(d) if sink.is_json() => sink.line(&Line::from(&d).to_json())?,
+        MonitorEvent::Drift(d) => sink.line(&output::drift_line(&d))?,
         MonitorEvent::Notice(n) if sink.is_json() && n.kind != NoticeKind::Warning => {
             sink.line(&Line::from(&n).to_json())?;
         }

@@ -13,6 +13,7 @@ mod log;
 mod manuals;
 mod metrics;
 mod notify;
+mod policy;
 mod shutdown;
 mod sink;
 mod tui;
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
         _ => log::LogFormat::Text,
     };
     log::init(format, matches!(command, Command::Tui(_)));
+    // `policy check`: 1 means drift; any other failure is 2.
+    let checking = matches!(command, Command::Policy(args::PolicyCommand::Check { .. }));
     raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch::run(args).await,
             Command::List(args) => list::run(args),
             Command::Alerts(cmd) => alerts::run(cmd),
+            Command::Policy(cmd) => policy::run(cmd).await,
             Command::Daemon(args) => daemon::run(args).await,
             Command::Notify(args) => notify::run(args).await,
             Command::Doctor { json } => doctor::run(json).await,
@@ -64,6 +68,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if sink::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<policy::Drifted>().is_some() => {
+            log::info(&e.to_string());
+            ExitCode::from(1)
+        }
         Err(e) => {
             // Library errors are whole sentences that already name their
             // cause; the flags that change it are the binary's to name.
@@ -74,6 +82,7 @@ fn main() -> ExitCode {
             // A pid or namespace that cannot be watched is a usage error,
             // like a bad flag.
             match e.downcast_ref::<portwatch::Error>() {
+                _ if checking => ExitCode::from(2),
                 Some(
                     portwatch::Error::NoSuchProcess(_)
                     | portwatch::Error::NotAProcess { .. }

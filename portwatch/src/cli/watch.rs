@@ -1,7 +1,9 @@
 //! `portwatch watch`: the baseline, a ready line, then every change live.
 
 use chrono::Utc;
-use portwatch::{Monitor, MonitorConfig, MonitorEvent, Proto, output, wire::Line};
+use portwatch::{
+    Monitor, MonitorConfig, MonitorEvent, Proto, monitor::NoticeKind, output, wire::Line,
+};
 
 use crate::{args::WatchArgs, metrics, shutdown::Shutdown, sink::Sink};
 
@@ -12,6 +14,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let config = MonitorConfig {
         engine: args.engine.config()?,
         settle: args.engine.settle(),
+        policy: crate::policy::source(args.policy.as_deref())?,
         ..MonitorConfig::default()
     };
     let mut shutdown = Shutdown::install()?;
@@ -48,11 +51,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 if let Err(e) = sink.reopen() {
                     crate::log::warn(&format!("{e:#}"));
                 }
+                monitor.reload_policy();
                 continue;
             }
             _ = tick.tick(), if metrics.is_some() => {
                 if let Some(m) = &metrics {
                     m.stats(&monitor.stats());
+                    if let Some(d) = monitor.drifts() {
+                        m.drifting(d.counts());
+                    }
                 }
                 continue;
             }
@@ -77,11 +84,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 sink.line(&Line::resync(&s).to_json())?;
             }
             MonitorEvent::Resync(s) => crate::log::info(&output::resync_text(&s)),
+            MonitorEvent::Notice(n)
+                if sink.is_json()
+                    && matches!(n.kind, NoticeKind::PolicyReloaded | NoticeKind::PolicyError) =>
+            {
+                sink.line(&Line::from(&n).to_json())?;
+            }
             MonitorEvent::Notice(n) => crate::log::notice(&n),
             MonitorEvent::ExposureChanged(c) if sink.is_json() => {
                 sink.line(&Line::from(&c).to_json())?;
             }
             MonitorEvent::ExposureChanged(c) => sink.line(&output::exposure_change_line(&c))?,
+            MonitorEvent::Drift(d) if sink.is_json() => sink.line(&Line::from(&d).to_json())?,
+            MonitorEvent::Drift(d) => sink.line(&output::drift_line(&d))?,
             // Alerts are the daemon's; what a newer library adds, too.
             _ => {}
         }

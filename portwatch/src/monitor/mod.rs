@@ -29,7 +29,10 @@ use crate::{
 };
 use exposure::Exposures;
 
-use crate::owner_cache::OwnerCache;
+use crate::{
+    owner_cache::OwnerCache,
+    policy::drift::{Drift, Drifts},
+};
 use sampler::Sampler;
 use settle::Settle;
 
@@ -39,6 +42,14 @@ use settle::Settle;
 pub struct RulesSource {
     pub path: PathBuf,
     pub rules: Rules,
+}
+
+/// An expected-listeners policy and its file: the monitor reloads it when
+/// the file changes.
+#[derive(Clone, Debug)]
+pub struct PolicySource {
+    pub path: PathBuf,
+    pub policy: crate::policy::Policy,
 }
 
 /// What a monitor runs.
@@ -60,6 +71,8 @@ pub struct MonitorConfig {
     /// Tell each listener's owner context ([`crate::owner`]): read once
     /// per process, when its first listener opens (on by default).
     pub context: bool,
+    /// Report [`MonitorEvent::Drift`]s from this policy; none by default.
+    pub policy: Option<PolicySource>,
 }
 
 impl Default for MonitorConfig {
@@ -71,6 +84,7 @@ impl Default for MonitorConfig {
             settle: None,
             exposure: true,
             context: true,
+            policy: None,
         }
     }
 }
@@ -94,6 +108,8 @@ pub enum MonitorEvent {
     Notice(Notice),
     /// Who can reach an open listener changed.
     ExposureChanged(ExposureChange),
+    /// The listeners differ from the policy, or no longer do.
+    Drift(Drift),
 }
 
 /// See [`MonitorEvent::ExposureChanged`].
@@ -135,6 +151,10 @@ pub enum NoticeKind {
     RulesError,
     /// A feature asked for cannot run here.
     Warning,
+    /// The policy file changed and its new entries are in force.
+    PolicyReloaded,
+    /// The policy file changed but cannot be used: the previous one stays.
+    PolicyError,
 }
 
 impl NoticeKind {
@@ -144,6 +164,8 @@ impl NoticeKind {
             NoticeKind::RulesReloaded => "rules_reloaded",
             NoticeKind::RulesError => "rules_error",
             NoticeKind::Warning => "warning",
+            NoticeKind::PolicyReloaded => "policy_reloaded",
+            NoticeKind::PolicyError => "policy_error",
         }
     }
 }
@@ -157,6 +179,13 @@ struct Alerting {
     tick: Interval,
 }
 
+/// The policy in force, its drift state and its file.
+struct Expecting {
+    drifts: Drifts,
+    path: PathBuf,
+    watch: FileWatch,
+}
+
 /// A running monitor. Dropping it stops everything and detaches the
 /// kernel programs.
 pub struct Monitor {
@@ -166,6 +195,7 @@ pub struct Monitor {
     settle: Option<Settle>,
     exposures: Option<Exposures>,
     owners: Option<OwnerCache>,
+    expecting: Option<Expecting>,
 }
 
 impl Monitor {
@@ -192,6 +222,13 @@ impl Monitor {
         let watch = match &config.rules {
             Some(r) => Some(FileWatch::new(&r.path).map_err(|source| Error::Io {
                 what: "cannot watch the rules file for changes",
+                source,
+            })?),
+            None => None,
+        };
+        let policy_watch = match &config.policy {
+            Some(p) => Some(FileWatch::new(&p.path).map_err(|source| Error::Io {
+                what: "cannot watch the policy file for changes",
                 source,
             })?),
             None => None,
@@ -305,11 +342,22 @@ impl Monitor {
             settle: config.settle.filter(|d| !d.is_zero()).map(Settle::new),
             exposures,
             owners,
+            expecting: config
+                .policy
+                .zip(policy_watch)
+                .map(|(source, watch)| Expecting {
+                    drifts: Drifts::new(source.policy),
+                    path: source.path,
+                    watch,
+                }),
         };
         // Start-up events that are no baseline are live news: rules see
         // them.
         for ev in baseline {
             if ev.source == Source::Baseline {
+                if let Some(x) = &mut monitor.expecting {
+                    x.drifts.opened(&ev.listener, ev.ts);
+                }
                 monitor.queue.push_back(MonitorEvent::Port(ev));
             } else {
                 monitor.report(Report::Port(ev));
@@ -321,6 +369,13 @@ impl Monitor {
             listeners,
             ts: now,
         }));
+        // The differences from the policy at start, after the baseline.
+        if let Some(x) = &mut monitor.expecting {
+            let drifts = x.drifts.ready(now);
+            monitor
+                .queue
+                .extend(drifts.into_iter().map(MonitorEvent::Drift));
+        }
         Ok(monitor)
     }
 
@@ -372,6 +427,7 @@ impl Monitor {
                 engine,
                 alerting,
                 exposures,
+                expecting,
                 ..
             } = self;
             let (tick, watch) = match alerting.as_mut() {
@@ -404,6 +460,12 @@ impl Monitor {
                         None => std::future::pending().await,
                     }
                 } => Woke::Facts(changed),
+                changed = async {
+                    match expecting.as_mut() {
+                        Some(x) => std::future::poll_fn(|cx| x.watch.poll_changed(cx)).await,
+                        None => std::future::pending().await,
+                    }
+                } => Woke::PolicyChanged(changed),
             }
         };
         match woke {
@@ -439,6 +501,13 @@ impl Monitor {
                     source,
                 })?;
                 self.reload();
+            }
+            Woke::PolicyChanged(changed) => {
+                changed.map_err(|source| Error::Io {
+                    what: "watching the policy file failed",
+                    source,
+                })?;
+                self.reload_policy();
             }
         }
         Ok(())
@@ -501,9 +570,16 @@ impl Monitor {
                         .on_exposure(&change.listener, &change.before, change.ts)
                 })
                 .unwrap_or_default();
+            let drifts = self
+                .expecting
+                .as_mut()
+                .map(|x| x.drifts.changed(&change.listener, change.ts))
+                .unwrap_or_default();
             self.queue.push_back(MonitorEvent::ExposureChanged(change));
             self.queue
                 .extend(alerts.into_iter().map(MonitorEvent::Alert));
+            self.queue
+                .extend(drifts.into_iter().map(MonitorEvent::Drift));
         }
     }
 
@@ -528,14 +604,23 @@ impl Monitor {
             }
             None => false,
         };
-        if let Some(a) = &mut self.alerting {
-            let alerts = a.evaluator.on_port(&ev);
-            self.queue.push_back(MonitorEvent::Port(ev));
-            self.queue
-                .extend(alerts.into_iter().map(MonitorEvent::Alert));
-        } else {
-            self.queue.push_back(MonitorEvent::Port(ev));
-        }
+        let alerts = self
+            .alerting
+            .as_mut()
+            .map(|a| a.evaluator.on_port(&ev))
+            .unwrap_or_default();
+        let drifts = match &mut self.expecting {
+            Some(x) => match ev.change {
+                crate::event::Change::Opened => x.drifts.opened(&ev.listener, ev.ts),
+                crate::event::Change::Closed => x.drifts.closed(&ev.listener, ev.ts),
+            },
+            None => Vec::new(),
+        };
+        self.queue.push_back(MonitorEvent::Port(ev));
+        self.queue
+            .extend(alerts.into_iter().map(MonitorEvent::Alert));
+        self.queue
+            .extend(drifts.into_iter().map(MonitorEvent::Drift));
         // A userland proxy came or went: what it reaches is published
         // anew.
         if proxy && let Some(e) = &mut self.exposures {
@@ -568,6 +653,37 @@ impl Monitor {
                     .push_back(notice(NoticeKind::RulesError, message, now));
             }
         }
+    }
+
+    /// Reads the policy file again: its drifts follow a notice, or an
+    /// error notice says why the previous policy stays.
+    pub fn reload_policy(&mut self) {
+        let Some(x) = &mut self.expecting else { return };
+        let now = self.engine.host().wall_now();
+        match crate::policy::load(&x.path) {
+            Ok(policy) => {
+                let message = format!(
+                    "reloaded {} expected listeners from {}",
+                    policy.entries().len(),
+                    x.path.display()
+                );
+                let drifts = x.drifts.replace(policy, now);
+                self.queue
+                    .push_back(notice(NoticeKind::PolicyReloaded, message, now));
+                self.queue
+                    .extend(drifts.into_iter().map(MonitorEvent::Drift));
+            }
+            Err(e) => {
+                let message = format!("{e}; the previous policy stays in force");
+                self.queue
+                    .push_back(notice(NoticeKind::PolicyError, message, now));
+            }
+        }
+    }
+
+    /// The policy's drift state, when a policy is in force.
+    pub fn drifts(&self) -> Option<&Drifts> {
+        self.expecting.as_ref().map(|x| &x.drifts)
     }
 
     /// Samples the owners of open listeners and evaluates the resource
@@ -670,6 +786,7 @@ enum Woke {
     Settled,
     /// A namespace's exposure facts were read (None: no more will be).
     Facts(Option<(u64, crate::sys::exposure_watch::FactsResult)>),
+    PolicyChanged(std::io::Result<()>),
 }
 
 fn notice(kind: NoticeKind, message: String, ts: DateTime<Utc>) -> MonitorEvent {

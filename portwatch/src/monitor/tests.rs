@@ -51,6 +51,7 @@ fn config(rules: Option<RulesSource>) -> MonitorConfig {
         settle: None,
         exposure: true,
         context: true,
+        policy: None,
     }
 }
 
@@ -329,6 +330,76 @@ async fn a_changed_rules_file_is_reloaded_and_a_broken_one_is_not() {
         other => panic!("{other:?}"),
     }
     assert_eq!(m.rules().map(|r| r.file.rules.len()), Some(2));
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn drifts_follow_the_baseline_live_events_and_a_new_policy() {
+    let os = FakeOs::new();
+    os.world().listeners = vec![
+        scanned(Proto::Tcp, "0.0.0.0", 22, 1),
+        scanned(Proto::Tcp, "0.0.0.0", 4444, 1),
+    ];
+    let dir = std::env::temp_dir().join(format!("portwatch-drift-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.json");
+    let text = r#"{"version":1,"tags":["T"],"expected":[{"port":22},{"port":80}]}"#;
+    fs::write(&path, text).unwrap();
+    let policy = crate::policy::Policy::parse(text.as_bytes()).unwrap();
+    let mut m = Monitor::start_with(
+        MonitorConfig {
+            policy: Some(PolicySource {
+                path: path.clone(),
+                policy,
+            }),
+            ..config(None)
+        },
+        os.os(),
+    )
+    .unwrap();
+    let mut drifts = |ev: MonitorEvent| match ev {
+        MonitorEvent::Drift(d) => Some(format!(
+            "{} {}",
+            d.kind.as_str(),
+            d.listener.map_or_else(
+                || format!("{:?}", d.entry.and_then(|e| e.port)),
+                |l| l.port.to_string()
+            )
+        )),
+        _ => None,
+    };
+    let mut got = Vec::new();
+    loop {
+        let ev = next(&mut m).await;
+        let ready = matches!(ev, MonitorEvent::Ready(_));
+        got.extend(drifts(ev));
+        if ready {
+            assert!(got.is_empty(), "drifts come after ready: {got:?}");
+        }
+        if got.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(got, ["unexpected 4444", "missing Some(One(80))"]);
+    let t = os.world().boot_ns;
+    os.emit([ev(Opened, t, 0x1, "0.0.0.0", 80, 5)]);
+    assert!(matches!(next(&mut m).await, MonitorEvent::Port(_)));
+    assert_eq!(drifts(next(&mut m).await).as_deref(), Some("expected 80"));
+    fs::write(&path, r#"{"version":1,"expected":[{"port":"1-65535"}]}"#).unwrap();
+    assert!(matches!(
+        next(&mut m).await,
+        MonitorEvent::Notice(Notice { kind: NoticeKind::PolicyReloaded, .. })
+    ));
+    assert_eq!(drifts(next(&mut m).await).as_deref(), Some("expected 4444"));
+    assert_eq!(m.drifts().map(|d| d.counts()), Some((0, 0)));
+    fs::write(&path, "{").unwrap();
+    match next(&mut m).await {
+        MonitorEvent::Notice(n) => {
+            assert_eq!(n.kind, NoticeKind::PolicyError);
+            assert!(n.message.ends_with("the previous policy stays in force"), "{}", n.message);
+        }
+        other => panic!("{other:?}"),
+    }
     fs::remove_dir_all(dir).unwrap();
 }
 

@@ -1,9 +1,7 @@
 //! Where alerts.json lives, and saving it without ever losing a file.
 
 use std::{
-    fs::OpenOptions,
-    io::{self, Read as _},
-    os::unix::fs::OpenOptionsExt as _,
+    io,
     path::{Path, PathBuf},
 };
 
@@ -99,53 +97,23 @@ pub fn load(path: &Path) -> Result<Rules, StoreError> {
     Ok(load_bytes(&bytes, path)?)
 }
 
-/// The bytes of a rules file, or None if there is none. Refuses, without
-/// blocking, what is no regular file (a FIFO would block the read until a
-/// writer comes, a device such as /dev/zero never ends) and files above
-/// [`MAX_FILE_BYTES`].
+/// The bytes of a rules file, or None if there is none (see
+/// [`crate::files::read_trusted`]).
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    // O_NONBLOCK: opening a FIFO for reading would wait for a writer.
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("read", path)(e)),
-    };
-    let meta = file.metadata().map_err(io_err("read", path))?;
-    if !meta.is_file() {
-        return Err(StoreError::NotAFile(path.to_path_buf()));
-    }
-    // Rules decide what a root monitor runs (--exec) and reports: a file
-    // another user owns (planted in a shared directory) is not used.
-    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
-    if owner != 0 && owner != rustix::process::geteuid().as_raw() {
-        return Err(StoreError::NotOwned {
+    use crate::files::Untrusted;
+    crate::files::read_trusted(path, MAX_FILE_BYTES).map_err(|e| match e {
+        Untrusted::Io(e) => io_err("read", path)(e),
+        Untrusted::NotAFile => StoreError::NotAFile(path.to_path_buf()),
+        Untrusted::TooLarge => StoreError::TooLarge {
             path: path.to_path_buf(),
-            owner: uzers::get_user_by_uid(owner).map_or_else(
-                || format!("uid {owner}"),
-                |u| format!("user {} (uid {owner})", u.name().to_string_lossy()),
-            ),
-        });
-    }
-    let too_large = || StoreError::TooLarge {
-        path: path.to_path_buf(),
-        max: MAX_FILE_BYTES,
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large());
-    }
-    // The file may grow while it is read: never read more than the limit.
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large());
-    }
-    Ok(Some(bytes))
+            max: MAX_FILE_BYTES,
+        },
+        // Rules decide what a root monitor runs (--exec) and reports.
+        Untrusted::NotOwned(owner) => StoreError::NotOwned {
+            path: path.to_path_buf(),
+            owner,
+        },
+    })
 }
 
 /// The backup kept next to `path`: `alerts.json.bak`.

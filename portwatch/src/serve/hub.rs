@@ -219,6 +219,12 @@ impl Client {
             MonitorEvent::Resync(_) | MonitorEvent::Notice(_) => true,
             // Of a listener this client was told of.
             MonitorEvent::ExposureChanged(c) => self.told.contains(&c.listener.key()),
+            // Of a listener this client was told of; a missing entry to
+            // the clients of the whole host.
+            MonitorEvent::Drift(d) => match &d.listener {
+                Some(l) => self.told.contains(&l.key()) || self.admits_open(l, in_tree),
+                None => self.filter.pid.is_none(),
+            },
             // Each client had its own when it joined; what a newer
             // library adds is not served.
             _ => false,
@@ -237,6 +243,7 @@ impl Client {
         }
         let whole = match ev {
             MonitorEvent::Port(p) => self.sees_context_of(&p.listener),
+            MonitorEvent::Drift(d) => d.listener.as_ref().is_none_or(|l| self.sees_context_of(l)),
             _ => true,
         };
         let line = if whole {
@@ -249,6 +256,13 @@ impl Client {
                         ..p.listener.clone()
                     },
                     ..p.clone()
+                })),
+                MonitorEvent::Drift(d) => line_of(&MonitorEvent::Drift(crate::policy::drift::Drift {
+                    listener: d.listener.as_ref().map(|l| Listener {
+                        context: None,
+                        ..l.clone()
+                    }),
+                    ..d.clone()
                 })),
                 _ => line_of(ev),
             })
@@ -303,6 +317,7 @@ fn line_of(ev: &MonitorEvent) -> Option<String> {
         MonitorEvent::Resync(s) => Line::resync(s),
         MonitorEvent::Notice(n) => Line::from(n),
         MonitorEvent::ExposureChanged(c) => Line::from(c),
+        MonitorEvent::Drift(d) => Line::from(d),
         _ => return None,
     };
     let mut text = line.to_json();

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Alert, EventsLost, ExposureChanged, Judged, Line, Lost, Message, Port, Ready, Refusal, Resync,
+    Alert, Drift, DriftListener, EventsLost, ExposureChanged, Judged, Line, Lost, Message, Port, Ready, Refusal, Resync,
     Stats,
 };
 use crate::{
@@ -88,6 +88,42 @@ impl From<&eval::Alert> for Line {
     }
 }
 
+impl From<&crate::policy::drift::Drift> for Line {
+    fn from(d: &crate::policy::drift::Drift) -> Line {
+        Line::Drift(Drift {
+            drift: d.kind,
+            listener: d.listener.as_ref().map(|l| DriftListener {
+                proto: l.proto,
+                address: l.address,
+                port: l.port,
+                pid: l.pid,
+                comm: l.comm.clone(),
+                uid: l.uid,
+                netns: l.netns,
+                container: l.container.clone(),
+                exe: l.context.as_ref().and_then(|c| c.exe.clone()),
+            }),
+            // From the policy file: escaped like rule names.
+            entry: d.entry.as_ref().map(safe_entry),
+            tags: d.tags.iter().map(|t| safe_str(t)).collect(),
+            ts: d.ts,
+        })
+    }
+}
+
+fn safe_entry(e: &crate::policy::Entry) -> crate::policy::Entry {
+    let safe = |t: &Option<String>| t.as_deref().map(safe_str);
+    crate::policy::Entry {
+        name: safe(&e.name),
+        exe: safe(&e.exe),
+        unit: safe(&e.unit),
+        container: safe(&e.container),
+        user: safe(&e.user),
+        tags: e.tags.iter().map(|t| safe_str(t)).collect(),
+        ..e.clone()
+    }
+}
+
 impl From<&Notice> for Line {
     fn from(n: &Notice) -> Line {
         let m = Message {
@@ -98,6 +134,8 @@ impl From<&Notice> for Line {
             NoticeKind::RulesReloaded => Line::RulesReloaded(m),
             NoticeKind::RulesError => Line::RulesError(m),
             NoticeKind::Warning => Line::Warning(m),
+            NoticeKind::PolicyReloaded => Line::PolicyReloaded(m),
+            NoticeKind::PolicyError => Line::PolicyError(m),
         }
     }
 }
@@ -213,6 +251,28 @@ impl Line {
             Line::RulesReloaded(m) => notice(NoticeKind::RulesReloaded, m),
             Line::RulesError(m) => notice(NoticeKind::RulesError, m),
             Line::Warning(m) => notice(NoticeKind::Warning, m),
+            Line::PolicyReloaded(m) => notice(NoticeKind::PolicyReloaded, m),
+            Line::PolicyError(m) => notice(NoticeKind::PolicyError, m),
+            Line::Drift(d) => MonitorEvent::Drift(crate::policy::drift::Drift {
+                kind: d.drift,
+                listener: d.listener.map(|l| Listener {
+                    pid: l.pid,
+                    comm: l.comm,
+                    uid: l.uid,
+                    netns: l.netns,
+                    container: l.container,
+                    context: l.exe.map(|exe| {
+                        std::sync::Arc::new(crate::owner::OwnerContext {
+                            exe: Some(exe),
+                            ..Default::default()
+                        })
+                    }),
+                    ..Listener::new(l.proto, l.address, l.port)
+                }),
+                entry: d.entry,
+                tags: d.tags,
+                ts: d.ts,
+            }),
             Line::EventsLost(_)
             | Line::DeliveryError(_)
             | Line::Stats(_)

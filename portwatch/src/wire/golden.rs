@@ -201,6 +201,45 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
                 }],
             }),
         ),
+        (
+            "drift unexpected",
+            Line::from(&crate::policy::drift::Drift {
+                kind: crate::policy::drift::DriftKind::Unexpected,
+                listener: Some(Listener {
+                    context: Some(std::sync::Arc::new(crate::owner::OwnerContext {
+                        exe: Some("/usr/bin/nc".into()),
+                        ..Default::default()
+                    })),
+                    ..listener()
+                }),
+                entry: None,
+                tags: vec!["PCI-DSS-10.2.7".into()],
+                ts: ts(),
+            })
+            .to_json(),
+        ),
+        (
+            "drift missing",
+            Line::from(&crate::policy::drift::Drift {
+                kind: crate::policy::drift::DriftKind::Missing,
+                listener: None,
+                entry: Some(crate::policy::Entry {
+                    name: Some("ssh\u{1b}".into()),
+                    exe: Some("/usr/sbin/sshd".into()),
+                    proto: Some(Proto::Tcp),
+                    port: Some(crate::policy::PortSpec::One(22)),
+                    tags: vec!["remote-access".into()],
+                    ..Default::default()
+                }),
+                tags: vec!["PCI-DSS-10.2.7".into(), "remote-access".into()],
+                ts: ts(),
+            })
+            .to_json(),
+        ),
+        (
+            "policy_reloaded",
+            Line::from(&notice(NoticeKind::PolicyReloaded)).to_json(),
+        ),
         ("lost", Line::lost(3, ts()).to_json()),
         (
             "error",

@@ -64,6 +64,13 @@ pub enum Line {
     RulesError(Message),
     /// A feature asked for cannot run here.
     Warning(Message),
+    /// The listeners differ from the expected-listeners policy (`drift`
+    /// `unexpected` or `missing`), or no longer do (`expected`).
+    Drift(Drift),
+    /// The policy file changed and its new entries are in force.
+    PolicyReloaded(Message),
+    /// The policy file changed but cannot be used: the previous one stays.
+    PolicyError(Message),
     /// An alert output (a command, a webhook) failed.
     DeliveryError(Message),
     /// The counters, printed by `watch --stats --json` on exit.
@@ -231,6 +238,43 @@ pub struct Alert {
     #[serde(with = "micros")]
     #[schemars(with = "DateTime<Utc>")]
     pub ts: DateTime<Utc>,
+}
+
+/// See [`Line::Drift`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Drift {
+    pub drift: crate::policy::drift::DriftKind,
+    /// The listener that drifted: the unexpected one, the last of an
+    /// entry's that closed, the one that came back. Absent for an entry
+    /// missing since the start, or no longer in the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<DriftListener>,
+    /// The policy entry missing, or matched again, as the file wrote it
+    /// (text made safe). Absent for an unexpected listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<crate::policy::Entry>,
+    /// The policy's tags, then the entry's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
+/// A listener, as a drift names it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftListener {
+    pub proto: Proto,
+    pub address: IpAddr,
+    pub port: u16,
+    pub pid: u32,
+    pub comm: String,
+    pub uid: u32,
+    pub netns: u64,
+    pub container: Option<Container>,
+    /// The owner's executable, where its context was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
 }
 
 /// A notice or a delivery error: one sentence.

@@ -57,6 +57,10 @@ pub fn published() -> Vec<(String, String)> {
             format!("alerts.v{ALERTS_VERSION}.json"),
             schema::<AlertsFile>(),
         ),
+        (
+            format!("policy.v{}.json", crate::policy::model::VERSION),
+            schema::<crate::policy::PolicyFile>(),
+        ),
     ]
 }
 

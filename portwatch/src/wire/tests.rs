@@ -20,7 +20,7 @@ fn every_golden_line_reads_back_and_writes_the_same_bytes() {
 #[test]
 fn an_unknown_event_is_kept_as_unknown_and_an_unknown_field_is_skipped() {
     assert_eq!(
-        Line::parse(r#"{"event":"drift","port":22,"ts":"2026-12-01T10:00:00Z"}"#).unwrap(),
+        Line::parse(r#"{"event":"teleported","port":22,"ts":"2026-12-01T10:00:00Z"}"#).unwrap(),
         Line::Unknown
     );
     let newer = r#"{"event":"ready","backend":"ebpf","listeners":3,"ts":"2026-12-01T10:00:00Z","exposure":"reachable"}"#;

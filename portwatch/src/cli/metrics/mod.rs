@@ -46,6 +46,8 @@ pub struct Metrics {
     exposure_changes: IntCounter,
     alerts: IntCounterVec,
     reloads: IntCounterVec,
+    drifts: IntCounterVec,
+    drifting: IntGaugeVec,
     clients: IntGauge,
     program_time: CounterVec,
     program_runs: IntCounterVec,
@@ -111,6 +113,20 @@ impl Metrics {
                 opts("rules_reloads_total", "Rules file reloads, by result"),
                 &["result"],
             )?,
+            drifts: IntCounterVec::new(
+                opts(
+                    "drifts_total",
+                    "Drifts from the expected-listeners policy, by kind (unexpected, missing, expected)",
+                ),
+                &["kind"],
+            )?,
+            drifting: IntGaugeVec::new(
+                opts(
+                    "drifting",
+                    "Listeners the policy does not expect (unexpected) and its entries no listener matches (missing), now",
+                ),
+                &["kind"],
+            )?,
             clients: IntGauge::with_opts(opts(
                 "socket_clients",
                 "Clients connected to the event socket",
@@ -148,6 +164,8 @@ impl Metrics {
         m.registry.register(Box::new(m.exposure_changes.clone()))?;
         m.registry.register(Box::new(m.alerts.clone()))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry.register(Box::new(m.drifts.clone()))?;
+        m.registry.register(Box::new(m.drifting.clone()))?;
         m.registry.register(Box::new(m.clients.clone()))?;
         m.registry.register(Box::new(m.program_time.clone()))?;
         m.registry.register(Box::new(m.program_runs.clone()))?;
@@ -222,9 +240,22 @@ impl Metrics {
                 };
                 self.reloads.with_label_values(&[result]).inc();
             }
+            MonitorEvent::Drift(d) => {
+                self.drifts.with_label_values(&[d.kind.as_str()]).inc();
+            }
             // What a newer library adds has no metric yet.
             _ => {}
         }
+    }
+
+    /// Drifting now: (unexpected listeners, missing entries).
+    pub fn drifting(&self, (unexpected, missing): (usize, usize)) {
+        self.drifting
+            .with_label_values(&["unexpected"])
+            .set(unexpected as i64);
+        self.drifting
+            .with_label_values(&["missing"])
+            .set(missing as i64);
     }
 
     /// The engine's counters (read about once a second).
