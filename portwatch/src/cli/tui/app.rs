@@ -154,6 +154,8 @@ struct Tracked {
     /// When a live open appeared here (highlighted until HIGHLIGHT after).
     seen_at: Option<DateTime<Utc>>,
     closed_at: Option<DateTime<Utc>>,
+    /// The policy expects no such listener.
+    unexpected: bool,
 }
 
 /// Everything the screen shows.
@@ -398,6 +400,7 @@ impl App {
                     fresh: t.closed_at.is_none()
                         && t.seen_at.is_some_and(|s| self.now - s < HIGHLIGHT),
                     closed: t.closed_at.is_some(),
+                    unexpected: t.unexpected,
                 })
                 .collect(),
         };
@@ -539,6 +542,19 @@ impl App {
                 self.alerts.truncate(ALERTS_CAP);
             }
             MonitorEvent::Notice(n) => self.status.message = n.message,
+            MonitorEvent::Drift(d) => {
+                if let Some(l) = &d.listener
+                    && let Some(t) = self.listeners.get_mut(&row_key(l))
+                {
+                    // Unexpected, or back to expected (closed or now
+                    // matched by a new policy).
+                    t.unexpected = d.kind == portwatch::policy::drift::DriftKind::Unexpected;
+                }
+                if d.kind != portwatch::policy::drift::DriftKind::Expected {
+                    self.status.message = portwatch::output::drift_line(&d);
+                }
+                self.stale = true;
+            }
             // What a newer library adds is not shown.
             _ => {}
         }
@@ -587,6 +603,7 @@ impl App {
                         user: name,
                         seen_at: live.then_some(self.now),
                         closed_at: None,
+                        unexpected: false,
                     },
                 );
             }
@@ -680,6 +697,7 @@ impl App {
                 opened_at: None,
                 fresh: false,
                 closed: false,
+                unexpected: false,
             })
             .collect();
         if self.kind == Kind::AllSockets {

@@ -71,6 +71,9 @@ fn cell_style(item: &Item, column: Column) -> Style {
         return Style::default();
     }
     match column {
+        Column::State if item.unexpected => Style::default()
+            .fg(Color::Red)
+            .add_modifier(Modifier::BOLD),
         Column::Proto if item.proto == portwatch::Proto::Udp => Style::default().fg(Color::Magenta),
         Column::Proto => Style::default().fg(Color::Cyan),
         Column::State => match item.state {
@@ -299,6 +302,9 @@ fn why_lines(i: &Item, w: usize) -> Vec<TextLine<'static>> {
     }
     if i.local.ip().is_unspecified() {
         warn(&mut out, "bound to every address", Color::Yellow);
+    }
+    if i.unexpected {
+        warn(&mut out, "the policy expects no such listener", Color::Red);
     }
     out
 }

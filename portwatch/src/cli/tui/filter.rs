@@ -2,7 +2,8 @@
 //! substrings of any column (and of the executable and command line);
 //! `key:value` terms match one field (`port:8000..9000`, `proto:udp`,
 //! `addr:127.0.0.0/8`, `proc:node`, `user:root`, `container:web`,
-//! `state:listen`, `pid:42`, `netns:4026531840`); `!` negates a term;
+//! `state:listen`, `pid:42`, `netns:4026531840`, `drift:yes` for what
+//! the policy does not expect); `!` negates a term;
 //! every term must hold. Pure.
 
 use std::net::IpAddr;
@@ -25,6 +26,8 @@ pub struct Fields<'a> {
     pub exposure: &'a str,
     pub exe: &'a str,
     pub cmdline: &'a str,
+    /// The policy expects no such listener.
+    pub drift: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +43,7 @@ enum Test {
     Pid(u32),
     Netns(u64),
     Exposure(String),
+    Drift(bool),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -55,7 +59,7 @@ pub struct Query {
 }
 
 /// The keys a term may have, for the error message.
-const KEYS: &str = "port, proto, addr, proc, user, container, state, pid, netns, exposure";
+const KEYS: &str = "port, proto, addr, proc, user, container, state, pid, netns, exposure, drift";
 
 impl Query {
     /// Parses `text`, or says in one sentence what is wrong with it.
@@ -104,6 +108,7 @@ fn is_key(key: &str) -> bool {
             | "pid"
             | "netns"
             | "exposure"
+            | "drift"
     )
 }
 
@@ -195,6 +200,11 @@ fn parse_keyed(key: &str, value: &str) -> Result<Test, String> {
                 ));
             }
         },
+        "drift" => match lower.as_str() {
+            "yes" => Test::Drift(true),
+            "no" => Test::Drift(false),
+            _ => return Err(format!("`{value}` is no drift (yes or no)")),
+        },
         _ => return Err(format!("unknown filter key `{key}` (keys: {KEYS})")),
     })
 }
@@ -234,6 +244,7 @@ impl Test {
             Test::Container(c) => has(f.container, c),
             Test::State(s) => has(f.state, s),
             Test::Exposure(e) => f.exposure == e,
+            Test::Drift(d) => f.drift == *d,
             Test::Pid(p) => f.pid == *p,
             Test::Netns(n) => f.netns == *n,
         }
@@ -258,6 +269,7 @@ mod tests {
             exposure: "reachable",
             exe: "/usr/bin/node",
             cmdline: "node server.js --port 8080",
+            drift: true,
         }
     }
 
@@ -316,7 +328,7 @@ mod tests {
         let err = |q: &str| Query::parse(q).unwrap_err();
         assert_eq!(
             err("prot:tcp"),
-            "unknown filter key `prot` (keys: port, proto, addr, proc, user, container, state, pid, netns, exposure)"
+            "unknown filter key `prot` (keys: port, proto, addr, proc, user, container, state, pid, netns, exposure, drift)"
         );
         assert_eq!(err("port:99999"), "`99999` is not a port (0-65535)");
         assert_eq!(err("port:90..80"), "the port range 90..80 is empty");

@@ -84,6 +84,7 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
                 rules,
                 sample_interval: refresh,
                 settle: args.engine.settle(),
+                policy: crate::policy::source(args.policy.as_deref())?,
                 ..MonitorConfig::default()
             })?;
             app.set_rules(editable);

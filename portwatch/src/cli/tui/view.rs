@@ -46,6 +46,8 @@ pub struct Item {
     pub fresh: bool,
     /// Closed a moment ago: dimmed, then gone.
     pub closed: bool,
+    /// The policy (`--policy`) expects no such listener.
+    pub unexpected: bool,
 }
 
 /// What a process adds to the filter and the tree view.
@@ -201,6 +203,8 @@ pub fn cell(item: &Item, column: Column, now: DateTime<Utc>) -> String {
         Column::Port => item.local.port().to_string(),
         Column::Remote => item.remote.map(|r| r.to_string()).unwrap_or_default(),
         Column::Proto => item.proto.as_str().into(),
+        // Marked in text too: colour alone is lost on some terminals.
+        Column::State if item.unexpected => format!("{}!", item.state),
         Column::State => item.state.into(),
         Column::Exposure => exposure_name(item).into(),
         Column::Process => item.process.clone(),
@@ -256,6 +260,7 @@ fn fields<'a>(item: &'a Item, proc: Option<&'a ProcSummary>) -> Fields<'a> {
         netns: item.netns,
         exe: proc.map_or("", |p| p.exe.as_str()),
         cmdline: proc.map_or("", |p| p.cmdline.as_str()),
+        drift: item.unexpected,
     }
 }
 
@@ -390,6 +395,7 @@ mod tests {
             opened_at: None,
             fresh: false,
             closed: false,
+            unexpected: false,
         }
     }
 

@@ -680,3 +680,35 @@ fn rule_names_from_the_file_are_shown_escaped() {
 
 mod exposure;
 mod truth;
+
+#[test]
+fn unexpected_listeners_are_marked_and_filtered_with_drift_yes() {
+    use portwatch::policy::drift::{Drift, DriftKind};
+    let mut a = app();
+    let drift = |kind, l: Listener| {
+        MonitorEvent::Drift(Drift {
+            kind,
+            listener: Some(l),
+            entry: None,
+            tags: vec!["PCI".into()],
+            ts: t0(),
+        })
+    };
+    a.on_monitor(drift(DriftKind::Unexpected, listener(22, 100, "sshd", 1)), &mut name);
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "drift:yes");
+    assert_eq!(ports(&mut a), [22]);
+    let shown = screen(&mut a);
+    assert!(shown.contains("LISTEN!"), "{shown}");
+    assert!(shown.contains("unexpected tcp 127.0.0.1:22"), "the message line: {shown}");
+    typed(&mut a, " !drift:yes");
+    assert_eq!(ports(&mut a), Vec::<u16>::new());
+    press(&mut a, KeyCode::Esc);
+    // Back to expected: no longer marked.
+    a.on_monitor(drift(DriftKind::Expected, listener(22, 100, "sshd", 1)), &mut name);
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "drift:yes");
+    assert_eq!(ports(&mut a), Vec::<u16>::new());
+    typed(&mut a, "x");
+    assert!(a.filter_error.as_deref().unwrap().contains("is no drift"));
+}
