@@ -28,6 +28,7 @@ mod namespaces;
 mod notify;
 mod ownership;
 mod package;
+mod policy;
 mod process_tree;
 mod remote_library;
 mod resync;

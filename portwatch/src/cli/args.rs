@@ -73,6 +73,9 @@ pub enum PolicyCommand {
         /// A tag for every drift the policy reports, e.g. PCI-DSS-10.2.7 (repeatable)
         #[arg(long, value_name = "TAG")]
         tag: Vec<String>,
+        /// Only the listeners of this network namespace (the inode number of /proc/PID/ns/net)
+        #[arg(long, value_name = "INODE")]
+        netns: Option<u64>,
     },
     /// Compare the listeners open now with a policy: exit 0 when they match, 1 with each drift, 2 when the check cannot run
     Check {
@@ -81,6 +84,9 @@ pub enum PolicyCommand {
         /// One JSON `drift` line per drift instead of text
         #[arg(long)]
         json: bool,
+        /// Only the listeners of this network namespace (the inode number of /proc/PID/ns/net)
+        #[arg(long, value_name = "INODE")]
+        netns: Option<u64>,
     },
 }
 

@@ -25,8 +25,9 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             duration,
             output,
             tag,
-        } => learn(duration, output.as_deref(), tag).await,
-        PolicyCommand::Check { file, json } => check(&file, json),
+            netns,
+        } => learn(duration, output.as_deref(), tag, netns).await,
+        PolicyCommand::Check { file, json, netns } => check(&file, json, netns),
     }
 }
 
@@ -50,11 +51,17 @@ fn need_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(file: &Path, json: bool) -> anyhow::Result<()> {
+/// The listeners open now, of one namespace or all.
+fn open_now(netns: Option<u64>) -> anyhow::Result<Vec<Listener>> {
+    let mut listeners = portwatch::list(None)?.listeners;
+    listeners.retain(|l| netns.is_none_or(|n| l.netns == n));
+    Ok(listeners)
+}
+
+fn check(file: &Path, json: bool, netns: Option<u64>) -> anyhow::Result<()> {
     let policy = policy::load(file)?;
     need_root("check")?;
-    let listing = portwatch::list(None)?;
-    let drifts = drift::check(&policy, &listing.listeners, chrono::Utc::now());
+    let drifts = drift::check(&policy, &open_now(netns)?, chrono::Utc::now());
     let mut sink = Sink::new(json);
     for d in &drifts {
         if json {
@@ -75,6 +82,7 @@ async fn learn(
     duration: Option<Duration>,
     output: Option<&Path>,
     tags: Vec<String>,
+    netns: Option<u64>,
 ) -> anyhow::Result<()> {
     need_root("learn")?;
     // Checked before the wait, not after it.
@@ -85,8 +93,8 @@ async fn learn(
         }
     }
     let seen = match duration.filter(|d| !d.is_zero()) {
-        None => portwatch::list(None)?.listeners,
-        Some(d) => watch_for(d).await?,
+        None => open_now(netns)?,
+        Some(d) => watch_for(d, netns).await?,
     };
     let file = policy::learn::learn(&seen, ephemeral_range(), &user_name, tags);
     // What it writes, it must read back the same.
@@ -115,9 +123,11 @@ async fn learn(
 
 /// Every listener open at the start or opened within `d` (Ctrl-C ends
 /// the wait early, keeping what was seen).
-async fn watch_for(d: Duration) -> anyhow::Result<Vec<Listener>> {
+async fn watch_for(d: Duration, netns: Option<u64>) -> anyhow::Result<Vec<Listener>> {
     let mut shutdown = Shutdown::install()?;
-    let mut monitor = Monitor::start(MonitorConfig::default())?;
+    let mut config = MonitorConfig::default();
+    config.engine.filter.netns = netns;
+    let mut monitor = Monitor::start(config)?;
     let mut seen: HashMap<(portwatch::event::ListenerKey, u32), Listener> = HashMap::new();
     let stop = shutdown.requested();
     tokio::pin!(stop);

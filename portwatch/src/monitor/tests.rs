@@ -388,7 +388,10 @@ async fn drifts_follow_the_baseline_live_events_and_a_new_policy() {
     fs::write(&path, r#"{"version":1,"expected":[{"port":"1-65535"}]}"#).unwrap();
     assert!(matches!(
         next(&mut m).await,
-        MonitorEvent::Notice(Notice { kind: NoticeKind::PolicyReloaded, .. })
+        MonitorEvent::Notice(Notice {
+            kind: NoticeKind::PolicyReloaded,
+            ..
+        })
     ));
     assert_eq!(drifts(next(&mut m).await).as_deref(), Some("expected 4444"));
     assert_eq!(m.drifts().map(|d| d.counts()), Some((0, 0)));
@@ -396,7 +399,11 @@ async fn drifts_follow_the_baseline_live_events_and_a_new_policy() {
     match next(&mut m).await {
         MonitorEvent::Notice(n) => {
             assert_eq!(n.kind, NoticeKind::PolicyError);
-            assert!(n.message.ends_with("the previous policy stays in force"), "{}", n.message);
+            assert!(
+                n.message.ends_with("the previous policy stays in force"),
+                "{}",
+                n.message
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -11,7 +11,15 @@ use super::{Entry, Policy};
 use crate::event::{Listener, ListenerKey};
 
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum DriftKind {
@@ -226,7 +234,11 @@ impl Drifts {
         let was_unexpected: HashSet<(ListenerKey, u32)> = self
             .open
             .iter()
-            .flat_map(|(k, held)| held.iter().filter(|h| h.entry.is_none()).map(|h| (*k, h.pid)))
+            .flat_map(|(k, held)| {
+                held.iter()
+                    .filter(|h| h.entry.is_none())
+                    .map(|h| (*k, h.pid))
+            })
             .collect();
         let was_missing: Vec<Entry> = self
             .missing
@@ -255,18 +267,12 @@ impl Drifts {
             for h in held {
                 let was = was_unexpected.contains(&(*k, h.pid));
                 match (was, h.entry.is_none()) {
-                    (false, true) => out.push(self.drift(
-                        DriftKind::Unexpected,
-                        Some(&h.listener),
-                        None,
-                        ts,
-                    )),
-                    (true, false) => out.push(self.drift(
-                        DriftKind::Expected,
-                        Some(&h.listener),
-                        h.entry,
-                        ts,
-                    )),
+                    (false, true) => {
+                        out.push(self.drift(DriftKind::Unexpected, Some(&h.listener), None, ts))
+                    }
+                    (true, false) => {
+                        out.push(self.drift(DriftKind::Expected, Some(&h.listener), h.entry, ts))
+                    }
                     _ => {}
                 }
             }

@@ -134,12 +134,17 @@ impl Policy {
     /// The first entry `listener` matches, by index.
     pub fn matching(&self, listener: &Listener) -> Option<usize> {
         let facts = Facts::of(listener);
-        self.entries.iter().position(|c| c.matches(listener, &facts))
+        self.entries
+            .iter()
+            .position(|c| c.matches(listener, &facts))
     }
 
     /// The tags of a drift: the policy's, then the entry's.
     pub fn tags(&self, entry: Option<usize>) -> Vec<String> {
-        merged_tags(&self.file.tags, entry.and_then(|i| self.file.expected.get(i)))
+        merged_tags(
+            &self.file.tags,
+            entry.and_then(|i| self.file.expected.get(i)),
+        )
     }
 }
 
@@ -175,7 +180,12 @@ fn compile_entry(e: &Entry) -> Result<Compiled, String> {
             Ok(uid) => uid,
             Err(_) => uzers::get_user_by_name(u)
                 .map(|user| user.uid())
-                .ok_or_else(|| format!("there is no user `{}` on this host", crate::safe_text::safe_str(u)))?,
+                .ok_or_else(|| {
+                    format!(
+                        "there is no user `{}` on this host",
+                        crate::safe_text::safe_str(u)
+                    )
+                })?,
         }),
     };
     Ok(Compiled {
@@ -240,12 +250,11 @@ impl Compiled {
             None => true,
             Some(g) => v.is_some_and(|v| g.is_match(v)),
         };
-        self.ports.is_none_or(|(lo, hi)| (lo..=hi).contains(&l.port))
+        self.ports
+            .is_none_or(|(lo, hi)| (lo..=hi).contains(&l.port))
             && self.proto.is_none_or(|p| p == l.proto)
             && self.scope.is_none_or(|s| s == f.scope)
-            && self
-                .exposure
-                .is_none_or(|e| f.exposure == Some(e.as_str()))
+            && self.exposure.is_none_or(|e| f.exposure == Some(e.as_str()))
             && self.uid.is_none_or(|u| u == l.uid)
             && glob_ok(&self.exe, f.exe)
             && glob_ok(&self.unit, f.unit)

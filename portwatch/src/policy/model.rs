@@ -82,7 +82,9 @@ impl PortSpec {
         match self {
             PortSpec::One(p) => Ok((*p, *p)),
             PortSpec::Range(text) => {
-                let bad = || format!("`{text}` is no port range (write it `LOW-HIGH`, e.g. `32768-60999`)");
+                let bad = || {
+                    format!("`{text}` is no port range (write it `LOW-HIGH`, e.g. `32768-60999`)")
+                };
                 let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
                 let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
                 let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
@@ -105,7 +107,9 @@ impl PortSpec {
 }
 
 /// Which addresses a listener is bound to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// 127.0.0.0/8 or ::1.

@@ -14,7 +14,9 @@ use crate::{
 };
 
 fn ts() -> chrono::DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000, 0).single().unwrap_or_default()
+    Utc.timestamp_opt(1_700_000_000, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn listener(exe: &str, port: u16, addr: &str, pid: u32) -> Listener {
@@ -42,13 +44,28 @@ const SSH: &str = r#"{"version":1,"tags":["PCI-DSS-10.2.7"],"expected":[
 #[test]
 fn entries_match_on_every_field_given() {
     let p = policy(SSH);
-    assert_eq!(p.matching(&listener("/usr/sbin/sshd", 22, "0.0.0.0", 1)), Some(0));
-    assert_eq!(p.matching(&listener("/usr/sbin/sshd", 23, "0.0.0.0", 1)), None);
+    assert_eq!(
+        p.matching(&listener("/usr/sbin/sshd", 22, "0.0.0.0", 1)),
+        Some(0)
+    );
+    assert_eq!(
+        p.matching(&listener("/usr/sbin/sshd", 23, "0.0.0.0", 1)),
+        None
+    );
     assert_eq!(p.matching(&listener("/tmp/sshd", 22, "0.0.0.0", 1)), None);
-    assert_eq!(p.matching(&listener("/usr/bin/node", 8080, "127.0.0.1", 1)), Some(1));
+    assert_eq!(
+        p.matching(&listener("/usr/bin/node", 8080, "127.0.0.1", 1)),
+        Some(1)
+    );
     // `*` stays within one directory; scope is checked.
-    assert_eq!(p.matching(&listener("/usr/bin/x/node", 8080, "127.0.0.1", 1)), None);
-    assert_eq!(p.matching(&listener("/usr/bin/node", 8080, "0.0.0.0", 1)), None);
+    assert_eq!(
+        p.matching(&listener("/usr/bin/x/node", 8080, "127.0.0.1", 1)),
+        None
+    );
+    assert_eq!(
+        p.matching(&listener("/usr/bin/node", 8080, "0.0.0.0", 1)),
+        None
+    );
     // No executable known: an exe entry cannot vouch for it.
     let mut unknown = listener("/usr/sbin/sshd", 22, "0.0.0.0", 1);
     unknown.context = None;
@@ -94,10 +111,14 @@ fn bad_policies_say_where_and_why() {
     assert!(err(r#"{"version":1,"expected":[{"port":"9-1"}]}"#).contains("ends before it starts"));
     assert!(err(r#"{"version":1,"expected":[{"port":"x"}]}"#).contains("no port range"));
     assert!(err(r#"{"version":1,"expected":[{"port":70000}]}"#).contains("expected[0]"));
-    assert!(err(r#"{"version":1,"expected":[{"port":1,"colour":"red"}]}"#).contains("unknown field"));
+    assert!(
+        err(r#"{"version":1,"expected":[{"port":1,"colour":"red"}]}"#).contains("unknown field")
+    );
     assert!(err(r#"{"version":1,"expected":[{"exe":"[a"}]}"#).contains("no glob"));
-    assert!(err(r#"{"version":1,"expected":[{"port":1,"user":"no-such-user-here"}]}"#)
-        .contains("no user"));
+    assert!(
+        err(r#"{"version":1,"expected":[{"port":1,"user":"no-such-user-here"}]}"#)
+            .contains("no user")
+    );
     assert!(err(r#"{"version":1,"expected":[{"port":1,"tags":["a\nb"]}]}"#).contains("tag"));
     assert!(err("[").contains("EOF"));
 }
@@ -118,8 +139,14 @@ fn drifts_follow_opens_and_closes() {
     let missing = d.closed(&sshd, ts());
     assert_eq!(missing.len(), 1);
     assert_eq!(missing[0].kind, DriftKind::Missing);
-    assert_eq!(missing[0].entry.as_ref().and_then(|e| e.name.as_deref()), Some("ssh"));
-    assert_eq!(missing[0].tags, vec!["PCI-DSS-10.2.7".to_string(), "remote-access".into()]);
+    assert_eq!(
+        missing[0].entry.as_ref().and_then(|e| e.name.as_deref()),
+        Some("ssh")
+    );
+    assert_eq!(
+        missing[0].tags,
+        vec!["PCI-DSS-10.2.7".to_string(), "remote-access".into()]
+    );
     assert_eq!(d.counts(), (1, 1));
     // Back to expected, both ways.
     let back = d.opened(&sshd, ts());
@@ -158,7 +185,10 @@ fn a_new_policy_reports_what_changed() {
         policy(r#"{"version":1,"expected":[{"exe":"/usr/bin/nc","port":4444},{"port":80}]}"#),
         ts(),
     );
-    let kinds: Vec<_> = now.iter().map(|d| (d.kind, d.entry.clone().and_then(|e| e.port))).collect();
+    let kinds: Vec<_> = now
+        .iter()
+        .map(|d| (d.kind, d.entry.clone().and_then(|e| e.port)))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -167,12 +197,17 @@ fn a_new_policy_reports_what_changed() {
             (DriftKind::Expected, Some(super::PortSpec::One(22))),
         ]
     );
-    assert!(d.replace(d.policy().clone(), ts()).is_empty(), "the same policy again");
+    assert!(
+        d.replace(d.policy().clone(), ts()).is_empty(),
+        "the same policy again"
+    );
 }
 
 #[test]
 fn exposure_changes_match_again() {
-    let mut d = Drifts::new(policy(r#"{"version":1,"expected":[{"port":80,"exposure":"loopback"}]}"#));
+    let mut d = Drifts::new(policy(
+        r#"{"version":1,"expected":[{"port":80,"exposure":"loopback"}]}"#,
+    ));
     let mut l = listener("/usr/bin/web", 80, "127.0.0.1", 5);
     l.exposure = Some(crate::event::Exposure::Loopback);
     d.opened(&l, ts());
@@ -209,7 +244,10 @@ fn learned_policies_expect_what_was_seen() {
     // One entry per owner and port; ephemeral ports folded, optional.
     assert_eq!(p.entries().len(), 4, "{text}");
     assert!(text.contains(r#""unit":"nginx.service""#), "{text}");
-    assert!(text.contains(r#""port":"32768-60999","scope":"loopback","optional":true"#), "{text}");
+    assert!(
+        text.contains(r#""port":"32768-60999","scope":"loopback","optional":true"#),
+        "{text}"
+    );
     let mut other = listener("/opt/app1/srv", 8080, "127.0.0.1", 2);
     assert!(p.matching(&other).is_none(), "the glob was escaped");
     other.port = 22;

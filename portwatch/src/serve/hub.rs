@@ -257,13 +257,15 @@ impl Client {
                     },
                     ..p.clone()
                 })),
-                MonitorEvent::Drift(d) => line_of(&MonitorEvent::Drift(crate::policy::drift::Drift {
-                    listener: d.listener.as_ref().map(|l| Listener {
-                        context: None,
-                        ..l.clone()
-                    }),
-                    ..d.clone()
-                })),
+                MonitorEvent::Drift(d) => {
+                    line_of(&MonitorEvent::Drift(crate::policy::drift::Drift {
+                        listener: d.listener.as_ref().map(|l| Listener {
+                            context: None,
+                            ..l.clone()
+                        }),
+                        ..d.clone()
+                    }))
+                }
                 _ => line_of(ev),
             })
         };

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Alert, Drift, DriftListener, EventsLost, ExposureChanged, Judged, Line, Lost, Message, Port, Ready, Refusal, Resync,
-    Stats,
+    Alert, Drift, DriftListener, EventsLost, ExposureChanged, Judged, Line, Lost, Message, Port,
+    Ready, Refusal, Resync, Stats,
 };
 use crate::{
     event::{Change, Listener, PortEvent, Source},

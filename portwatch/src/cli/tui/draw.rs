@@ -71,9 +71,9 @@ fn cell_style(item: &Item, column: Column) -> Style {
         return Style::default();
     }
     match column {
-        Column::State if item.unexpected => Style::default()
-            .fg(Color::Red)
-            .add_modifier(Modifier::BOLD),
+        Column::State if item.unexpected => {
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+        }
         Column::Proto if item.proto == portwatch::Proto::Udp => Style::default().fg(Color::Magenta),
         Column::Proto => Style::default().fg(Color::Cyan),
         Column::State => match item.state {

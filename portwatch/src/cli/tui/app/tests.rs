@@ -694,18 +694,27 @@ fn unexpected_listeners_are_marked_and_filtered_with_drift_yes() {
             ts: t0(),
         })
     };
-    a.on_monitor(drift(DriftKind::Unexpected, listener(22, 100, "sshd", 1)), &mut name);
+    a.on_monitor(
+        drift(DriftKind::Unexpected, listener(22, 100, "sshd", 1)),
+        &mut name,
+    );
     press(&mut a, KeyCode::Char('/'));
     typed(&mut a, "drift:yes");
     assert_eq!(ports(&mut a), [22]);
     let shown = screen(&mut a);
     assert!(shown.contains("LISTEN!"), "{shown}");
-    assert!(shown.contains("unexpected tcp 127.0.0.1:22"), "the message line: {shown}");
+    assert!(
+        shown.contains("unexpected tcp 127.0.0.1:22"),
+        "the message line: {shown}"
+    );
     typed(&mut a, " !drift:yes");
     assert_eq!(ports(&mut a), Vec::<u16>::new());
     press(&mut a, KeyCode::Esc);
     // Back to expected: no longer marked.
-    a.on_monitor(drift(DriftKind::Expected, listener(22, 100, "sshd", 1)), &mut name);
+    a.on_monitor(
+        drift(DriftKind::Expected, listener(22, 100, "sshd", 1)),
+        &mut name,
+    );
     press(&mut a, KeyCode::Char('/'));
     typed(&mut a, "drift:yes");
     assert_eq!(ports(&mut a), Vec::<u16>::new());
