@@ -34,6 +34,7 @@ pub mod facts;
 pub mod files;
 pub mod filter;
 pub mod host;
+pub mod journal;
 mod listing;
 pub mod monitor;
 pub mod netns_facts;

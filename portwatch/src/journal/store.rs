@@ -1,0 +1,224 @@
+//! The journal's SQLite file: its schema, and opening it to write (WAL,
+//! created safely) or to read (read-only, never through a link, never a
+//! file another user could have forged).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::JournalError;
+
+/// The schema's version (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The R*Tree keeps whole seconds from this instant (2020-01-01 UTC) in
+/// 32 bits: good until 2088.
+pub const EPOCH_S: i64 = 1_577_836_800;
+
+/// One row per listener held: when it opened and closed (microseconds
+/// since the Unix epoch) and its owner. `opened_before`: it was open when
+/// the watch started (opened at or before `opened`). `closed_unseen`: it
+/// closed while nobody watched (at or before `closed`). `holds_span`
+/// indexes each row's life in whole seconds, for "who held it at T".
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS contexts(
+    id INTEGER PRIMARY KEY,
+    digest INTEGER NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS contexts_digest ON contexts(digest);
+CREATE TABLE IF NOT EXISTS holds(
+    id INTEGER PRIMARY KEY,
+    opened INTEGER NOT NULL,
+    opened_before INTEGER NOT NULL,
+    closed INTEGER,
+    closed_unseen INTEGER NOT NULL DEFAULT 0,
+    proto TEXT NOT NULL,
+    address TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    netns INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    comm TEXT NOT NULL,
+    exe TEXT,
+    container TEXT,
+    exposure TEXT,
+    context INTEGER REFERENCES contexts(id)
+);
+CREATE INDEX IF NOT EXISTS holds_port ON holds(port, opened);
+CREATE INDEX IF NOT EXISTS holds_opened ON holds(opened);
+CREATE INDEX IF NOT EXISTS holds_closed ON holds(closed);
+CREATE VIRTUAL TABLE IF NOT EXISTS holds_span USING rtree_i32(id, lo, hi);
+";
+
+/// Seconds of the span index, from microseconds.
+pub fn span_s(us: i64) -> i64 {
+    (us.div_euclid(1_000_000) - EPOCH_S).clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+}
+
+fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
+    move |e| JournalError::Sqlite {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+/// Opens (creating it, mode 0640, group `portwatch` when that group
+/// exists) the journal at `path` for writing. Its directory must be one no
+/// other user can write, and the file must be no link and ours.
+pub fn open_write(path: &Path) -> Result<(Connection, PathBuf), JournalError> {
+    let (dir, name) = crate::files::CheckedDir::of_file(path, true)?;
+    // Created here, checked (a regular file of ours, one name): SQLite
+    // then opens what was checked, in a directory nobody else can change.
+    let file = dir.append(&name, 0o640)?;
+    if let Some(gid) = crate::sys::local_socket::group_id("portwatch") {
+        // Members of the group read the history; nobody else (it holds
+        // command lines and working directories).
+        let _ = std::os::unix::fs::fchown(&file, None, Some(gid));
+    }
+    drop(file);
+    let full = dir.path().join(&name);
+    let conn = Connection::open_with_flags(
+        &full,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(sql_error(&full))?;
+    let shown = full.clone();
+    let err = sql_error(&shown);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| not_a_journal(&full, &e))?;
+    if version > SCHEMA_VERSION {
+        return Err(JournalError::Newer {
+            path: full,
+            version,
+        });
+    }
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| not_a_journal(&full, &e))?;
+    if version == 0 && tables > 0 {
+        return Err(JournalError::NotAJournal {
+            path: full,
+            why: "it is an SQLite file of something else".into(),
+        });
+    }
+    // Before anything is written (WAL mode writes the header): freed pages
+    // can then be given back to the file system.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(&err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(&err)?;
+    // A commit is safe from a crash of portwatch (not of the machine)
+    // without an fsync each: the kernel holds what was written.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&err)?;
+    // The WAL is cut back to this after a checkpoint.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(&err)?;
+    conn.execute_batch(SCHEMA).map_err(&err)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(&err)?;
+    Ok((conn, full))
+}
+
+fn not_a_journal(path: &Path, e: &rusqlite::Error) -> JournalError {
+    JournalError::NotAJournal {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+/// Opens the journal at `path` to read. Refuses a file another user owns
+/// (a forged history), and one that is no journal.
+pub fn open_read(path: &Path) -> Result<Connection, JournalError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            JournalError::Missing(path.to_path_buf())
+        } else {
+            JournalError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            why: "it is not a regular file".into(),
+        });
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(JournalError::NotOwned {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+        });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(sql_error(path))?;
+    let version = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
+        Ok(v) => v,
+        // No writer left its WAL files, and a reader may not make them:
+        // with no writer, the file is as good as immutable.
+        Err(_) if wal_files_missing(path) => {
+            let uri = format!(
+                "file:{}?immutable=1",
+                uri_path(path).ok_or_else(|| JournalError::NotAJournal {
+                    path: path.to_path_buf(),
+                    why: "its path is no UTF-8".into(),
+                })?
+            );
+            let conn = Connection::open_with_flags(&uri, flags).map_err(sql_error(path))?;
+            let v = conn
+                .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| not_a_journal(path, &e))?;
+            return check_version(conn, path, v);
+        }
+        Err(e) => return Err(not_a_journal(path, &e)),
+    };
+    check_version(conn, path, version)
+}
+
+fn check_version(conn: Connection, path: &Path, version: i64) -> Result<Connection, JournalError> {
+    match version {
+        SCHEMA_VERSION => Ok(conn),
+        0 => Err(JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            why: "it holds no portwatch journal".into(),
+        }),
+        v => Err(JournalError::Newer {
+            path: path.to_path_buf(),
+            version: v,
+        }),
+    }
+}
+
+fn wal_files_missing(path: &Path) -> bool {
+    let with = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    !with("-wal").exists() || !with("-shm").exists()
+}
+
+/// `path` escaped for an SQLite URI.
+fn uri_path(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(out)
+}
