@@ -213,6 +213,87 @@ pub fn entry_text(e: &crate::policy::Entry) -> String {
     }
 }
 
+/// A hold from the journal, as `history --at` shows it: `tcp
+/// 0.0.0.0:4444 nc (pid 7, uid 0, /usr/bin/nc) from TS until TS`.
+pub fn hold_line(h: &crate::journal::history::Hold) -> String {
+    use crate::safe_text::safe_str;
+    let from = if h.opened_before {
+        format!("open before {}", crate::wire::format_ts(&h.opened))
+    } else {
+        format!("from {}", crate::wire::format_ts(&h.opened))
+    };
+    let until = match (h.closed, h.closed_unseen) {
+        (None, _) => "still open".to_string(),
+        (Some(c), false) => format!("until {}", crate::wire::format_ts(&c)),
+        (Some(c), true) => format!("closed unseen by {}", crate::wire::format_ts(&c)),
+    };
+    format!(
+        "{} {} {} (pid {}, uid {}{}{}) {from} {until}",
+        h.proto,
+        std::net::SocketAddr::new(h.address, h.port),
+        safe_str(&h.comm),
+        h.pid,
+        h.uid,
+        h.exe
+            .as_deref()
+            .map(|x| format!(", {}", safe_str(x)))
+            .unwrap_or_default(),
+        h.container
+            .as_deref()
+            .map(|c| format!(", {}", safe_str(c)))
+            .unwrap_or_default(),
+    )
+}
+
+/// An open or close from the journal: `TS opened tcp 0.0.0.0:80 nginx
+/// (pid 7, ...)`, `TS closed ... after 2 h 3 min`.
+pub fn history_line(c: &crate::journal::history::Change) -> String {
+    use crate::safe_text::safe_str;
+    let h = &c.hold;
+    let mut line = format!(
+        "{} {} {} {} {} (pid {}, uid {}{})",
+        crate::wire::format_ts(&c.ts),
+        if c.opened { "opened" } else { "closed" },
+        h.proto,
+        std::net::SocketAddr::new(h.address, h.port),
+        safe_str(&h.comm),
+        h.pid,
+        h.uid,
+        h.exe
+            .as_deref()
+            .map(|x| format!(", {}", safe_str(x)))
+            .unwrap_or_default(),
+    );
+    if c.opened && h.opened_before {
+        line.push_str(" (open before portwatch watched)");
+    }
+    if !c.opened {
+        let lived = (c.ts - h.opened).to_std().unwrap_or_default();
+        line.push_str(&format!(
+            " after {}{}",
+            if h.opened_before { "more than " } else { "" },
+            lifetime_text(lived)
+        ));
+        if h.closed_unseen {
+            line.push_str(" (closed while portwatch did not watch: at or before this)");
+        }
+    }
+    line
+}
+
+/// A lifetime in two units at most: `350 ms`, `4.2 s`, `3 min 20 s`,
+/// `5 h 2 min`, `3 d 4 h`.
+pub fn lifetime_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{} ms", d.as_millis()),
+        1..60 => format!("{:.1} s", d.as_secs_f64()),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// An exposure in a few words: `reachable via eth0`, `unknown: why`.
 pub fn exposure_text(e: &crate::exposure::Exposure) -> String {
     e.describe()

@@ -37,6 +37,8 @@ pub enum Command {
     /// Expected listeners: learn a policy from this host, or check the host against one
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Who held a port, from the journal: at an instant (--at), or every open and close in order
+    History(HistoryArgs),
     /// Watch and evaluate the alert rules, printing each alert; with --socket, serve events to local clients
     Daemon(DaemonArgs),
     /// Show a running daemon's alerts as desktop notifications, in your session (no root needed)
@@ -238,6 +240,14 @@ pub struct DaemonArgs {
     /// Report drifts from this expected-listeners policy (reloaded when it changes)
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Keep the journal of every listener opened and closed here (`portwatch history` reads it)
+    #[arg(long, value_name = "PATH", default_value = portwatch::journal::DEFAULT_PATH)]
+    pub journal: PathBuf,
+    /// Keep no journal
+    #[arg(long, conflicts_with = "journal")]
+    pub no_journal: bool,
+    #[command(flatten)]
+    pub journal_limits: JournalArgs,
     /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
@@ -324,6 +334,27 @@ impl DaemonArgs {
     }
 }
 
+/// Where the journal is kept and how much of it.
+#[derive(Args, Debug, Clone)]
+pub struct JournalArgs {
+    /// Drop closed listeners older than this from the journal (0: keep them)
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    pub journal_retention: Duration,
+    /// Drop the oldest closed listeners while the journal takes more than this (0: no limit)
+    #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub journal_max: u64,
+}
+
+impl JournalArgs {
+    pub fn config(&self, path: PathBuf) -> portwatch::journal::JournalConfig {
+        portwatch::journal::JournalConfig {
+            path,
+            retention: Some(self.journal_retention).filter(|d| !d.is_zero()),
+            max_bytes: Some(self.journal_max).filter(|&m| m > 0),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct TuiArgs {
     /// How often CPU and memory are sampled, in milliseconds (portwatch 0.1.8's refresh)
@@ -341,6 +372,9 @@ pub struct TuiArgs {
     /// Mark the listeners this expected-listeners policy does not expect (filter `drift:yes`)
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The journal whose last holders of a port the details show (when it can be read)
+    #[arg(long, value_name = "PATH", default_value = portwatch::journal::DEFAULT_PATH)]
+    pub journal: PathBuf,
     /// Show a running `portwatch daemon --socket` (no root needed; default /run/portwatch/portwatch.sock). Only --pid, --proto, --scope and --netns apply
     #[arg(
         long,
@@ -377,6 +411,11 @@ pub struct WatchArgs {
     /// Report drifts from this expected-listeners policy (reloaded when it changes)
     #[arg(long, value_name = "FILE", conflicts_with = "connect")]
     pub policy: Option<PathBuf>,
+    /// Keep a journal of every listener opened and closed at PATH (`portwatch history --journal PATH` reads it)
+    #[arg(long, value_name = "PATH", conflicts_with = "connect")]
+    pub journal: Option<PathBuf>,
+    #[command(flatten)]
+    pub journal_limits: JournalArgs,
     /// Append the lines to FILE instead of stdout; SIGHUP opens it again (after logrotate moved it)
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -385,6 +424,37 @@ pub struct WatchArgs {
     pub log_format: crate::log::LogFormat,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The journal to read
+    #[arg(long, value_name = "PATH", default_value = portwatch::journal::DEFAULT_PATH)]
+    pub journal: PathBuf,
+    /// Only this port
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Only this protocol
+    #[arg(long, value_enum, default_value_t = ProtoArg::All)]
+    pub proto: ProtoArg,
+    /// Only this owner
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only owners whose executable matches this glob (`*` also crosses `/`)
+    #[arg(long, value_name = "GLOB")]
+    pub exe: Option<String>,
+    /// From this time on (2026-12-04T03:12:00Z, 2026-12-04 03:12, 03:12, 2h ago)
+    #[arg(long, value_name = "TIME", conflicts_with = "at")]
+    pub since: Option<String>,
+    /// Up to this time
+    #[arg(long, value_name = "TIME", conflicts_with = "at")]
+    pub until: Option<String>,
+    /// Who held each matching port at this instant
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// One JSON object per line instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -414,13 +484,17 @@ pub struct ListArgs {
 /// Parses `60`, `60s`, `500ms`, `2m`; `0` means off.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let err = || format!("`{s}` is not a duration (e.g. 60, 30s, 500ms, 2m)");
+    let err = || format!("`{s}` is not a duration (e.g. 60, 30s, 500ms, 2m, 12h, 30d)");
     let (digits, unit_ms) = if let Some(d) = s.strip_suffix("ms") {
         (d, 1)
     } else if let Some(d) = s.strip_suffix('s') {
         (d, 1000)
     } else if let Some(d) = s.strip_suffix('m') {
         (d, 60_000)
+    } else if let Some(d) = s.strip_suffix('h') {
+        (d, 3_600_000)
+    } else if let Some(d) = s.strip_suffix('d') {
+        (d, 86_400_000)
     } else {
         (s, 1000)
     };
@@ -433,16 +507,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses `4096`, `256K`, `4M` (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let (digits, mult) = match s.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 1024),
-        Some((i, 'm' | 'M')) => (&s[..i], 1024 * 1024),
-        _ => (s, 1),
+    // `1GiB` and `1G` alike: binary multiples either way.
+    let bare = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
+    let (digits, mult) = match bare.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&bare[..i], 1024),
+        Some((i, 'm' | 'M')) => (&bare[..i], 1024 * 1024),
+        Some((i, 'g' | 'G')) => (&bare[..i], 1024 * 1024 * 1024),
+        _ => (bare, 1),
     };
     digits
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a size in bytes (e.g. 4096, 256K, 4M)"))
+        .ok_or_else(|| format!("`{s}` is not a size in bytes (e.g. 4096, 256K, 4M, 1GiB)"))
 }
 
 #[cfg(test)]
@@ -458,6 +538,9 @@ mod tests {
         assert!(parse_size("K").is_err());
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("99999999999999999999M").is_err());
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert!(parse_size("iB").is_err());
     }
 
     #[test]
@@ -467,6 +550,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3_600)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("fast").is_err());
     }

@@ -83,6 +83,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             "eBPF unavailable ({reason}); polling procfs instead"
         ));
     }
+    let mut journal = if args.no_journal {
+        None
+    } else {
+        // The default one is kept where it can be; a path asked for must be.
+        let asked = args.journal.as_os_str() != portwatch::journal::DEFAULT_PATH;
+        crate::journal::open(args.journal.clone(), &args.journal_limits, asked)?
+    };
     let mut server = socket.map(Server::start).transpose()?;
     let mut deliveries = Deliveries::start(&delivery)?;
     let mut hub = Hub::new();
@@ -113,6 +120,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 if let Some(m) = &metrics {
                     m.observe(&ev);
                 }
+                crate::journal::record(&mut journal, &ev);
                 hub.publish(&ev, &mut in_tree);
                 deliver(&mut deliveries, &ev);
                 print(&mut sink, ev, n_rules, &path)?;
@@ -140,6 +148,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     m.set_clients(hub.len());
                     if let Some(d) = monitor.drifts() {
                         m.drifting(d.counts());
+                    }
+                    if let Some(j) = &journal {
+                        m.journal(j.stats());
                     }
                 }
             }

@@ -8,6 +8,8 @@ mod deliver;
 #[cfg(test)]
 mod docs_check;
 mod doctor;
+mod history;
+mod journal;
 mod list;
 mod log;
 mod manuals;
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::List(args) => list::run(args),
             Command::Alerts(cmd) => alerts::run(cmd),
             Command::Policy(cmd) => policy::run(cmd).await,
+            Command::History(args) => history::run(args),
             Command::Daemon(args) => daemon::run(args).await,
             Command::Notify(args) => notify::run(args).await,
             Command::Doctor { json } => doctor::run(json).await,

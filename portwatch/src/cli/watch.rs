@@ -30,6 +30,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             config.engine.poll_interval
         ));
     }
+    let mut journal = match &args.journal {
+        Some(path) => crate::journal::open(path.clone(), &args.journal_limits, true)?,
+        None => None,
+    };
     let watched = match config.engine.filter.proto {
         Some(Proto::Tcp) => "TCP listeners",
         Some(Proto::Udp) => "bound UDP ports",
@@ -60,6 +64,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                     if let Some(d) = monitor.drifts() {
                         m.drifting(d.counts());
                     }
+                    if let Some(j) = &journal {
+                        m.journal(j.stats());
+                    }
                 }
                 continue;
             }
@@ -67,6 +74,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         if let Some(m) = &metrics {
             m.observe(&ev);
         }
+        crate::journal::record(&mut journal, &ev);
         // Messages on stderr come after the lines before them.
         if !matches!(ev, MonitorEvent::Port(_)) {
             sink.flush()?;

@@ -10,6 +10,7 @@ pub mod history;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod when;
 mod writer;
 
 use std::{
@@ -56,6 +57,8 @@ pub enum JournalError {
     NotOwned { path: PathBuf, uid: u32 },
     #[error("the journal {path}: {why}")]
     Sqlite { path: PathBuf, why: String },
+    #[error("{0} is in use by another portwatch")]
+    InUse(PathBuf),
     #[error("cannot start the journal's writer: {0}")]
     Thread(std::io::Error),
 }
@@ -98,6 +101,8 @@ pub struct Journal {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
+    /// The journal's lock; dropped after the writer's connection closed.
+    _lock: std::fs::File,
     /// What was said already: the failure, the first loss.
     said_failure: bool,
     said_loss: bool,
@@ -106,7 +111,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating) the journal and starts its writer.
     pub fn open(config: &JournalConfig) -> Result<Journal, JournalError> {
-        let (conn, path) = store::open_write(&config.path)?;
+        let (conn, path, lock) = store::open_write(&config.path)?;
         let shared = Arc::new(Shared::default());
         let writer = Writer::new(conn, shared.clone(), config.retention, config.max_bytes)
             .map_err(|e| JournalError::Sqlite {
@@ -123,6 +128,7 @@ impl Journal {
             shared,
             thread: Some(thread),
             path,
+            _lock: lock,
             said_failure: false,
             said_loss: false,
         })

@@ -66,7 +66,9 @@ fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
 /// Opens (creating it, mode 0640, group `portwatch` when that group
 /// exists) the journal at `path` for writing. Its directory must be one no
 /// other user can write, and the file must be no link and ours.
-pub fn open_write(path: &Path) -> Result<(Connection, PathBuf), JournalError> {
+/// The returned file holds an exclusive lock on the journal for as long
+/// as it is open: one writer at a time (close it after the connection).
+pub fn open_write(path: &Path) -> Result<(Connection, PathBuf, std::fs::File), JournalError> {
     let (dir, name) = crate::files::CheckedDir::of_file(path, true)?;
     // Created here, checked (a regular file of ours, one name): SQLite
     // then opens what was checked, in a directory nobody else can change.
@@ -76,8 +78,10 @@ pub fn open_write(path: &Path) -> Result<(Connection, PathBuf), JournalError> {
         // command lines and working directories).
         let _ = std::os::unix::fs::fchown(&file, None, Some(gid));
     }
-    drop(file);
     let full = dir.path().join(&name);
+    // flock, which SQLite's own (fcntl) locks do not see.
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| JournalError::InUse(full.clone()))?;
     let conn = Connection::open_with_flags(
         &full,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -121,7 +125,7 @@ pub fn open_write(path: &Path) -> Result<(Connection, PathBuf), JournalError> {
     conn.execute_batch(SCHEMA).map_err(&err)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(&err)?;
-    Ok((conn, full))
+    Ok((conn, full, file))
 }
 
 fn not_a_journal(path: &Path, e: &rusqlite::Error) -> JournalError {

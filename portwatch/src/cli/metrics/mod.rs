@@ -48,6 +48,9 @@ pub struct Metrics {
     reloads: IntCounterVec,
     drifts: IntCounterVec,
     drifting: IntGaugeVec,
+    journal_written: IntCounter,
+    journal_lost: IntCounter,
+    journal_failed: IntGauge,
     clients: IntGauge,
     program_time: CounterVec,
     program_runs: IntCounterVec,
@@ -127,6 +130,18 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            journal_written: IntCounter::with_opts(opts(
+                "journal_written_total",
+                "Events written to the journal",
+            ))?,
+            journal_lost: IntCounter::with_opts(opts(
+                "journal_lost_total",
+                "Events not written to the journal (its writer fell behind, or stopped)",
+            ))?,
+            journal_failed: IntGauge::with_opts(opts(
+                "journal_failed",
+                "1 when the journal stopped on an error (a full disk): events are no longer journaled",
+            ))?,
             clients: IntGauge::with_opts(opts(
                 "socket_clients",
                 "Clients connected to the event socket",
@@ -166,6 +181,9 @@ impl Metrics {
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry.register(Box::new(m.drifts.clone()))?;
         m.registry.register(Box::new(m.drifting.clone()))?;
+        m.registry.register(Box::new(m.journal_written.clone()))?;
+        m.registry.register(Box::new(m.journal_lost.clone()))?;
+        m.registry.register(Box::new(m.journal_failed.clone()))?;
         m.registry.register(Box::new(m.clients.clone()))?;
         m.registry.register(Box::new(m.program_time.clone()))?;
         m.registry.register(Box::new(m.program_runs.clone()))?;
@@ -256,6 +274,16 @@ impl Metrics {
         self.drifting
             .with_label_values(&["missing"])
             .set(missing as i64);
+    }
+
+    /// The journal's counters (read about once a second).
+    pub fn journal(&self, s: portwatch::journal::JournalStats) {
+        // Counters grow to the journal's own totals.
+        self.journal_written
+            .inc_by(s.written.saturating_sub(self.journal_written.get()));
+        self.journal_lost
+            .inc_by(s.lost.saturating_sub(self.journal_lost.get()));
+        self.journal_failed.set(i64::from(s.failed));
     }
 
     /// The engine's counters (read about once a second).

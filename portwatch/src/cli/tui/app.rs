@@ -99,6 +99,15 @@ pub enum Dialog {
     Editor(Editor),
 }
 
+/// The last holders of the selected row's port, from the journal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortHistory {
+    pub proto: portwatch::Proto,
+    pub port: u16,
+    /// Newest first; or why there is no history.
+    pub holds: Result<Vec<portwatch::journal::history::Hold>, String>,
+}
+
 /// The details pane.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Details {
@@ -184,6 +193,8 @@ pub struct App {
     frozen: Option<(Vec<Item>, Vec<Line>, u64)>,
     pub pane: Pane,
     pub details: Option<Details>,
+    /// The journal's last holders of the selected port (None: to read).
+    pub history: Option<PortHistory>,
     pub dialog: Option<Dialog>,
     pub status: Status,
     /// The rules file the editor edits, or why it cannot.
@@ -232,6 +243,7 @@ impl App {
             frozen: None,
             pane: Pane::None,
             details: None,
+            history: None,
             dialog: None,
             status: Status::default(),
             rules: Err("no alerts file has been read".into()),
@@ -588,6 +600,14 @@ impl App {
                 lived,
             });
             self.log.truncate(LOG_CAP);
+        }
+        // A new holder of the port shown: its history is read again.
+        if self
+            .history
+            .as_ref()
+            .is_some_and(|h| (h.proto, h.port) == (ev.listener.proto, ev.listener.port))
+        {
+            self.history = None;
         }
         let describe = (ev.listener.pid != 0 && !self.procs.contains_key(&ev.listener.pid))
             .then(|| Effect::Describe(vec![ev.listener.pid]));
@@ -1060,6 +1080,28 @@ impl App {
                 read: false,
             };
         }
+    }
+
+    /// The port whose last holders the details pane waits for.
+    pub fn pending_history(&self) -> Option<(portwatch::Proto, u16)> {
+        self.details.as_ref()?;
+        let item = self.selected_item()?;
+        let want = (item.proto, item.local.port());
+        match &self.history {
+            Some(h) if (h.proto, h.port) == want => None,
+            _ => Some(want),
+        }
+    }
+
+    /// The journal's answer for [`Self::pending_history`].
+    pub fn on_history(
+        &mut self,
+        proto: portwatch::Proto,
+        port: u16,
+        holds: Result<Vec<portwatch::journal::history::Hold>, String>,
+    ) {
+        self.history = Some(PortHistory { proto, port, holds });
+        self.dirty = true;
     }
 
     /// The process whose details the pane waits for (not read yet).

@@ -309,6 +309,41 @@ fn why_lines(i: &Item, w: usize) -> Vec<TextLine<'static>> {
     out
 }
 
+/// The port's last holders, from the journal: `nginx(42) 12-04
+/// 03:12:00 – 03:40:10`, newest first.
+fn history_lines(app: &App, i: &Item, w: usize) -> Vec<TextLine<'static>> {
+    let Some(h) = app
+        .history
+        .as_ref()
+        .filter(|h| (h.proto, h.port) == (i.proto, i.local.port()))
+    else {
+        return Vec::new();
+    };
+    let short = |t: &DateTime<Utc>| t.format("%m-%d %H:%M:%S").to_string();
+    match &h.holds {
+        Err(why) => kv_wrapped("history", why, w),
+        Ok(holds) if holds.is_empty() => kv_wrapped("history", "none in the journal", w),
+        Ok(holds) => {
+            let mut out = Vec::new();
+            for (n, hold) in holds.iter().enumerate() {
+                let until = match hold.closed {
+                    Some(c) => short(&c),
+                    None => "now".into(),
+                };
+                let text = format!(
+                    "{}({}) {}{} – {until}",
+                    portwatch::safe_text::safe_str(&hold.comm),
+                    hold.pid,
+                    if hold.opened_before { "≤" } else { "" },
+                    short(&hold.opened)
+                );
+                out.extend(kv_wrapped(if n == 0 { "history" } else { "" }, &text, w));
+            }
+            out
+        }
+    }
+}
+
 fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
     let mut out = Vec::new();
     let item = app.selected_item();
@@ -334,6 +369,7 @@ fn details_lines(app: &App, d: &Details, w: usize) -> Vec<TextLine<'static>> {
             );
             out.extend(kv_wrapped("published", &text, w));
         }
+        out.extend(history_lines(app, i, w));
     }
     let Some(p) = &d.info else {
         out.push(TextLine::from(if d.read {

@@ -96,6 +96,10 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
         }
     };
     let mut term = terminal::Terminal::enter().context("cannot set up the terminal")?;
+    let mut journal = Past {
+        path: args.journal.clone(),
+        history: None,
+    };
     let result = event_loop(
         &mut term,
         &mut app,
@@ -103,6 +107,7 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
         &mut shutdown,
         refresh,
         &path,
+        &mut journal,
     )
     .await;
     drop(term);
@@ -148,6 +153,35 @@ fn rules_at(
     }
 }
 
+/// The journal the details pane reads a port's last holders from: opened
+/// when first asked, and again after it could not be (a daemon may start
+/// keeping it later).
+struct Past {
+    path: std::path::PathBuf,
+    history: Option<portwatch::journal::history::History>,
+}
+
+/// Holders the details pane shows.
+const HISTORY_ROWS: usize = 10;
+
+impl Past {
+    fn recent(
+        &mut self,
+        proto: portwatch::Proto,
+        port: u16,
+    ) -> Result<Vec<portwatch::journal::history::Hold>, String> {
+        if self.history.is_none() {
+            self.history = Some(
+                portwatch::journal::history::History::open(&self.path)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let h = self.history.as_ref().ok_or("no journal")?;
+        h.recent(proto, port, HISTORY_ROWS)
+            .map_err(|e| e.to_string())
+    }
+}
+
 async fn event_loop(
     term: &mut terminal::Terminal,
     app: &mut App,
@@ -155,6 +189,7 @@ async fn event_loop(
     shutdown: &mut Shutdown,
     refresh: Duration,
     rules_path: &std::path::Path,
+    journal: &mut Past,
 ) -> anyhow::Result<()> {
     let mut input = EventStream::new();
     let mut second = interval(Duration::from_secs(1));
@@ -184,6 +219,10 @@ async fn event_loop(
             // went): read its process before drawing.
             if let Some(pid) = app.pending_inspect() {
                 app.on_inspected(host::inspect_process(pid));
+            }
+            // One indexed query, when the selected port changes.
+            if let Some((proto, port)) = app.pending_history() {
+                app.on_history(proto, port, journal.recent(proto, port));
             }
             app.lay_out(term.size()?);
             term.draw(|f| draw::draw(f, app))?;

@@ -721,3 +721,56 @@ fn unexpected_listeners_are_marked_and_filtered_with_drift_yes() {
     typed(&mut a, "x");
     assert!(a.filter_error.as_deref().unwrap().contains("is no drift"));
 }
+
+#[test]
+fn the_details_show_the_ports_last_holders_from_the_journal() {
+    use portwatch::journal::history::Hold;
+    let mut a = app();
+    assert_eq!(a.pending_history(), None, "no details pane, no query");
+    press(&mut a, KeyCode::Home);
+    press(&mut a, KeyCode::Enter);
+    a.on_inspected(Some(info(100)));
+    assert_eq!(a.pending_history(), Some((Proto::Tcp, 22)));
+    let hold = |pid: u32, comm: &str, from: i64, until: Option<i64>| Hold {
+        proto: Proto::Tcp,
+        address: "0.0.0.0".parse().unwrap(),
+        port: 22,
+        netns: 1,
+        pid,
+        uid: 0,
+        comm: comm.into(),
+        exe: None,
+        container: None,
+        opened: t0() + TimeDelta::seconds(from),
+        opened_before: false,
+        closed: until.map(|u| t0() + TimeDelta::seconds(u)),
+        closed_unseen: false,
+        context: None,
+        exposure: None,
+    };
+    a.on_history(
+        Proto::Tcp,
+        22,
+        Ok(vec![
+            hold(100, "sshd", 60, None),
+            hold(99, "evil\u{1b}[2J", 0, Some(30)),
+        ]),
+    );
+    assert_eq!(a.pending_history(), None);
+    let shown = screen_of(&mut a, 160, 40);
+    assert!(shown.contains("history   sshd(100)"), "{shown}");
+    assert!(shown.contains("evil\\x1b[2J(99)"), "escaped: {shown}");
+    // A new holder of the port: read again.
+    a.on_monitor(
+        event(
+            Change::Opened,
+            listener(22, 7, "new", 9),
+            Source::Ebpf,
+            t0(),
+        ),
+        &mut name,
+    );
+    assert_eq!(a.pending_history(), Some((Proto::Tcp, 22)));
+    a.on_history(Proto::Tcp, 22, Err("no journal at /x".into()));
+    assert!(screen_of(&mut a, 160, 40).contains("no journal at /x"));
+}
