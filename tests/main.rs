@@ -20,6 +20,7 @@ mod exposure;
 mod faults;
 mod files;
 mod hostile;
+mod journal;
 mod library;
 mod list;
 mod manuals;

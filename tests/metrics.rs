@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::support::{Helper, Killed, NetNs, Watcher, free_port};
 
 /// GET `path` from `port` on 127.0.0.1: (status line, body).
-fn get(port: u16, path: &str) -> (String, String) {
+pub(crate) fn get(port: u16, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut all = String::new();

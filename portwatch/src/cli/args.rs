@@ -343,15 +343,23 @@ pub struct JournalArgs {
     /// Drop the oldest closed listeners while the journal takes more than this (0: no limit)
     #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_size)]
     pub journal_max: u64,
+    /// The group whose members may read the journal (default: portwatch, when it exists; else root alone)
+    #[arg(long, value_name = "GROUP")]
+    pub journal_group: Option<String>,
 }
 
 impl JournalArgs {
-    pub fn config(&self, path: PathBuf) -> portwatch::journal::JournalConfig {
-        portwatch::journal::JournalConfig {
+    pub fn config(&self, path: PathBuf) -> anyhow::Result<portwatch::journal::JournalConfig> {
+        let group = match &self.journal_group {
+            Some(name) => Some(portwatch::serve::group_id(name)?),
+            None => portwatch::serve::group_id("portwatch").ok(),
+        };
+        Ok(portwatch::journal::JournalConfig {
             path,
             retention: Some(self.journal_retention).filter(|d| !d.is_zero()),
             max_bytes: Some(self.journal_max).filter(|&m| m > 0),
-        }
+            group,
+        })
     }
 }
 

@@ -178,6 +178,7 @@ fn every_command_shown_parses_with_todays_flags() {
 fn every_json_shown_reads_as_portwatch_reads_it() {
     let mut lines_read = 0;
     let mut files_read = 0;
+    let mut policies_read = 0;
     for page in pages() {
         for (lang, lines) in blocks(&read(&page)) {
             if !matches!(lang.as_str(), "json" | "console") {
@@ -204,6 +205,16 @@ fn every_json_shown_reads_as_portwatch_reads_it() {
                 let written = serde_json::to_value(&rows).unwrap_or_default();
                 assert_eq!(shown, written, "{}", page.display());
             }
+            // A policy file shown loads as `--policy` loads it.
+            if lang == "json"
+                && text.trim_start().starts_with('{')
+                && text.contains("\"version\"")
+                && text.contains("\"expected\"")
+            {
+                portwatch::policy::Policy::parse(text.as_bytes())
+                    .unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+                policies_read += 1;
+            }
             if lang == "json" && text.trim_start().starts_with('{') && text.contains("\"rules\"") {
                 portwatch::rules::validate::load_bytes(text.as_bytes(), &page)
                     .unwrap_or_else(|e| panic!("{}: {e}", page.display()));
@@ -212,8 +223,8 @@ fn every_json_shown_reads_as_portwatch_reads_it() {
         }
     }
     assert!(
-        lines_read >= 10 && files_read >= 1,
-        "{lines_read} lines, {files_read} files"
+        lines_read >= 10 && files_read >= 1 && policies_read >= 1,
+        "{lines_read} lines, {files_read} rules files, {policies_read} policies"
     );
 }
 

@@ -14,7 +14,7 @@ pub fn open(
     limits: &JournalArgs,
     asked: bool,
 ) -> anyhow::Result<Option<Journal>> {
-    match Journal::open(&limits.config(path)) {
+    match Journal::open(&limits.config(path)?) {
         Ok(j) => Ok(Some(j)),
         Err(e) if asked => Err(e.into()),
         Err(e) => {

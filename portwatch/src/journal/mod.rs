@@ -72,6 +72,8 @@ pub struct JournalConfig {
     /// The oldest closed listeners are dropped while the rows take more
     /// than this (None: no limit).
     pub max_bytes: Option<u64>,
+    /// The group that may read it (None: root alone).
+    pub group: Option<u32>,
 }
 
 /// What the writer and the monitor's side share.
@@ -111,7 +113,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating) the journal and starts its writer.
     pub fn open(config: &JournalConfig) -> Result<Journal, JournalError> {
-        let (conn, path, lock) = store::open_write(&config.path)?;
+        let (conn, path, lock) = store::open_write(&config.path, config.group)?;
         let shared = Arc::new(Shared::default());
         let writer = Writer::new(conn, shared.clone(), config.retention, config.max_bytes)
             .map_err(|e| JournalError::Sqlite {

@@ -63,21 +63,34 @@ fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
     }
 }
 
-/// Opens (creating it, mode 0640, group `portwatch` when that group
-/// exists) the journal at `path` for writing. Its directory must be one no
+/// Opens (creating it, mode 0640, in group `group`) the journal at `path`
+/// for writing. Its directory must be one no
 /// other user can write, and the file must be no link and ours.
 /// The returned file holds an exclusive lock on the journal for as long
 /// as it is open: one writer at a time (close it after the connection).
-pub fn open_write(path: &Path) -> Result<(Connection, PathBuf, std::fs::File), JournalError> {
+pub fn open_write(
+    path: &Path,
+    group: Option<u32>,
+) -> Result<(Connection, PathBuf, std::fs::File), JournalError> {
     let (dir, name) = crate::files::CheckedDir::of_file(path, true)?;
     // Created here, checked (a regular file of ours, one name): SQLite
     // then opens what was checked, in a directory nobody else can change.
     let file = dir.append(&name, 0o640)?;
-    if let Some(gid) = crate::sys::local_socket::group_id("portwatch") {
-        // Members of the group read the history; nobody else (it holds
-        // command lines and working directories).
-        let _ = std::os::unix::fs::fchown(&file, None, Some(gid));
+    // Members of the group read the history; nobody else (it holds
+    // working directories and executables' paths).
+    if let Some(gid) = group {
+        std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
+    // An older file keeps no wider mode than a new one.
+    rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o640)).map_err(|e| {
+        JournalError::Io {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    })?;
     let full = dir.path().join(&name);
     // flock, which SQLite's own (fcntl) locks do not see.
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)

@@ -23,6 +23,7 @@ fn config(d: &std::path::Path) -> JournalConfig {
         path: d.join("journal.db"),
         retention: None,
         max_bytes: None,
+        group: None,
     }
 }
 

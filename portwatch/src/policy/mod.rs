@@ -176,17 +176,12 @@ fn compile_entry(e: &Entry) -> Result<Compiled, String> {
     }
     let uid = match &e.user {
         None => None,
-        Some(u) => Some(match u.parse::<u32>() {
-            Ok(uid) => uid,
-            Err(_) => uzers::get_user_by_name(u)
-                .map(|user| user.uid())
-                .ok_or_else(|| {
-                    format!(
-                        "there is no user `{}` on this host",
-                        crate::safe_text::safe_str(u)
-                    )
-                })?,
-        }),
+        Some(u) => Some(crate::sys::users::uid_of(u).ok_or_else(|| {
+            format!(
+                "there is no user `{}` on this host",
+                crate::safe_text::safe_str(u)
+            )
+        })?),
     };
     Ok(Compiled {
         exe: e.exe.as_deref().map(glob).transpose()?,
