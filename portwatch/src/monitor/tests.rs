@@ -357,7 +357,7 @@ async fn drifts_follow_the_baseline_live_events_and_a_new_policy() {
         os.os(),
     )
     .unwrap();
-    let mut drifts = |ev: MonitorEvent| match ev {
+    let drifts = |ev: MonitorEvent| match ev {
         MonitorEvent::Drift(d) => Some(format!(
             "{} {}",
             d.kind.as_str(),

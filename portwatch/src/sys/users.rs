@@ -24,6 +24,13 @@ impl Users {
     }
 }
 
+/// The uid of the user named `name` (a number is taken as the uid).
+pub(crate) fn uid_of(name: &str) -> Option<u32> {
+    name.parse()
+        .ok()
+        .or_else(|| uzers::get_user_by_name(name).map(|u| u.uid()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,11 +41,4 @@ mod tests {
         assert_eq!(users.name(0), "root");
         assert_eq!(users.name(4_000_000_000), "4000000000");
     }
-}
-
-/// The uid of the user named `name` (a number is taken as the uid).
-pub(crate) fn uid_of(name: &str) -> Option<u32> {
-    name.parse()
-        .ok()
-        .or_else(|| uzers::get_user_by_name(name).map(|u| u.uid()))
 }

@@ -196,7 +196,8 @@ enum Command {
 enum Origin {
     /// A monitor of the watcher's own (root).
     Local {
-        config: MonitorConfig,
+        /// Boxed: far larger than the daemon's path and filter.
+        config: Box<MonitorConfig>,
         /// Trees added before [`PortWatcher::start`], besides the first.
         more_roots: Vec<u32>,
     },
@@ -271,10 +272,10 @@ impl PortWatcher {
     ) -> Self {
         Self::made(
             Origin::Local {
-                config: MonitorConfig {
+                config: Box::new(MonitorConfig {
                     engine: config,
                     ..MonitorConfig::default()
-                },
+                }),
                 more_roots: Vec::new(),
             },
             callback,
@@ -435,7 +436,7 @@ impl PortWatcher {
         let (commands, body): (_, Body) = match &self.origin {
             Origin::Local { config, more_roots } => {
                 let (tx, rx) = mpsc::unbounded_channel::<Command>();
-                let (config, more_roots) = (config.clone(), more_roots.clone());
+                let (config, more_roots) = ((**config).clone(), more_roots.clone());
                 let body = async move {
                     let Callbacks { change, lost } = callbacks;
                     local::run(config, more_roots, change, started_tx, rx)
