@@ -6,6 +6,7 @@ mod context;
 mod cost;
 mod exposure;
 mod flood;
+mod journal;
 mod latency;
 mod monitors;
 mod report;
@@ -100,6 +101,7 @@ pub enum Section {
     Udp,
     Exposure,
     Context,
+    Journal,
 }
 
 impl Options {
@@ -213,6 +215,13 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             "bench: owner contexts (1,000 processes with 10 listeners each at start, {new} new processes)"
         );
         results.insert("context".into(), context::context(root, 1000, 10, new)?);
+    }
+    if opts.wants(Section::Journal) {
+        let (events, rounds) = if opts.quick { (1_000_000, 1) } else { (10_000_000, 3) };
+        eprintln!(
+            "bench: journal (the storm with and without it, {rounds} rounds; {events} events written, then history --at)"
+        );
+        results.insert("journal".into(), journal::journal(root, events, rounds)?);
     }
     if opts.wants(Section::Cleanup) {
         eprintln!("bench: cleanup");

@@ -58,6 +58,9 @@ pub fn tables(r: &Value) -> String {
     if !r["context"].is_null() {
         context(&mut s, &r["context"]);
     }
+    if !r["journal"].is_null() {
+        journal(&mut s, &r["journal"]);
+    }
     if !r["scan"].is_null() {
         scan(&mut s, &r["scan"]);
     }
@@ -366,6 +369,46 @@ fn context(s: &mut String, v: &Value) {
         f(&v["new_p50_us"]),
         f(&v["new_p99_us"]),
         f(&v["new_max_us"]),
+    );
+}
+
+fn journal(s: &mut String, v: &Value) {
+    let _ = writeln!(
+        s,
+        "\nJournal under the storm (4 processes, 8000 listeners through a 4 KiB ring buffer), without and with `--journal`:\n\n\
+         | round | kernel drops without | with | opens reported | journaled | closes reported | journaled |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for (i, r) in rows(&v["storm"]).enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            r["drops_without"],
+            r["drops_with"],
+            r["reported_opened"],
+            r["journaled_opened"],
+            r["reported_closed"],
+            r["journaled_closed"],
+        );
+    }
+    let fill = &v["fill"];
+    let _ = writeln!(
+        s,
+        "\nJournal of {} events written through its writer, then `history --at` ({} instants; wall time of the command):\n\n\
+         | events/s written | lost | bytes per event | --at --port p50 (ms) | max (ms) | --at, whole host, p50 (ms) | max (ms) | holders at an instant p50 |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} | {} | {} | {} |",
+        fill["events"],
+        fill["queries"],
+        f(&fill["events_per_s"]),
+        fill["lost"],
+        f(&fill["bytes_per_event"]),
+        f(&fill["at_port_ms_p50"]),
+        f(&fill["at_port_ms_max"]),
+        f(&fill["at_host_ms_p50"]),
+        f(&fill["at_host_ms_max"]),
+        f(&fill["holders_at_host_p50"]),
     );
 }
 

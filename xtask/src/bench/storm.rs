@@ -25,14 +25,23 @@ fn listening_ports_of(pids: &[u32]) -> BTreeSet<u16> {
 }
 
 pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
-    let watch = Lines::spawn(Command::new(super::portwatch_bin(root)).args([
-        "watch",
-        "--json",
-        "--ring-buffer",
-        "4096",
-        "--resync-interval",
-        "0",
-    ]))?;
+    storm_with(root, workers, per_worker, &[])
+}
+
+/// [`storm`], with more flags for `portwatch watch` (`--journal PATH`).
+pub fn storm_with(root: &Path, workers: usize, per_worker: usize, extra: &[&str]) -> Result<Value> {
+    let watch = Lines::spawn(
+        Command::new(super::portwatch_bin(root))
+            .args([
+                "watch",
+                "--json",
+                "--ring-buffer",
+                "4096",
+                "--resync-interval",
+                "0",
+            ])
+            .args(extra),
+    )?;
     watch.wait_for("\"ready\"", Duration::from_secs(30))?;
     let mut helper = Command::new("python3")
         .arg(root.join("tests/helpers/storm.py"))
@@ -58,6 +67,7 @@ pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
 
     let mut state = BTreeSet::new();
     let (mut drops, mut resyncs) = (0u64, 0u64);
+    let (mut opened, mut closed) = (0u64, 0u64);
     let mut converged_ms = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     while converged_ms.is_none() && Instant::now() < deadline {
@@ -71,9 +81,11 @@ pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
         let port = v["port"].as_u64().unwrap_or(0) as u16;
         match v["event"].as_str() {
             Some("opened") if pids.contains(&pid) => {
+                opened += 1;
                 state.insert(port);
             }
             Some("closed") if pids.contains(&pid) => {
+                closed += 1;
                 state.remove(&port);
             }
             Some("resync") => {
@@ -101,6 +113,9 @@ pub fn storm(root: &Path, workers: usize, per_worker: usize) -> Result<Value> {
         "converged": converged_ms.is_some(),
         "converge_ms_after_storm": converged_ms,
         "after": after,
+        "pids": pids,
+        "opened_reported": opened,
+        "closed_reported": closed,
     }))
 }
 
