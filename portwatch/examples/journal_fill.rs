@@ -25,7 +25,8 @@ use portwatch::{
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(path), Some(Ok(events))) = (args.next(), args.next().map(|n| n.parse::<u64>())) else {
+    let (Some(path), Some(Ok(events))) = (args.next(), args.next().map(|n| n.parse::<u64>()))
+    else {
         eprintln!("usage: journal_fill PATH EVENTS");
         std::process::exit(2);
     };
@@ -72,7 +73,13 @@ fn main() {
             netns: 4026531840,
             context: Some(contexts[(pid % 50) as usize].clone()),
             exposure: Some(portwatch::exposure::Exposure::Loopback),
-            ..Listener::new(Proto::Tcp, "127.0.0.1".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()), 1024 + (i % 64_000) as u16)
+            ..Listener::new(
+                Proto::Tcp,
+                "127.0.0.1"
+                    .parse()
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                1024 + (i % 64_000) as u16,
+            )
         };
         for (change, ts) in [(Change::Opened, opened), (Change::Closed, opened + lived)] {
             journal.record(&MonitorEvent::Port(PortEvent {

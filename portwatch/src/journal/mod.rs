@@ -33,8 +33,10 @@ use writer::{Entry, Writer};
 /// The daemon's journal (`StateDirectory=portwatch` in its unit).
 pub const DEFAULT_PATH: &str = "/var/lib/portwatch/journal.db";
 
-/// Entries queued for the writer before new ones are counted as lost.
-pub const QUEUE: usize = 262_144;
+/// Entries queued for the writer before new ones are counted as lost:
+/// over half a second of its pace, four storms' worth (some 20 MiB at
+/// most).
+pub const QUEUE: usize = 65_536;
 
 /// Why the journal cannot be opened or read.
 #[derive(Debug, thiserror::Error)]

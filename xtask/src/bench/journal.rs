@@ -71,9 +71,14 @@ fn storm(root: &Path, rounds: usize) -> Result<Value> {
 /// writer, then times `history --at` on it.
 fn fill_and_query(root: &Path, events: u64, queries: usize) -> Result<Value> {
     crate::check(
-        Command::new("cargo")
-            .current_dir(root)
-            .args(["build", "--release", "-p", "portwatch", "--example", "journal_fill"]),
+        Command::new("cargo").current_dir(root).args([
+            "build",
+            "--release",
+            "-p",
+            "portwatch",
+            "--example",
+            "journal_fill",
+        ]),
         "cargo build --example journal_fill",
     )?;
     let dir = scratch()?;
@@ -101,7 +106,8 @@ fn fill_and_query(root: &Path, events: u64, queries: usize) -> Result<Value> {
         let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         for (port, into) in [(Some(port), &mut with_port), (None, &mut whole_host)] {
             let mut cmd = Command::new(super::portwatch_bin(root));
-            cmd.args(["history", "--json", "--at", &at, "--journal"]).arg(&journal);
+            cmd.args(["history", "--json", "--at", &at, "--journal"])
+                .arg(&journal);
             if let Some(p) = port {
                 cmd.args(["--port", &p.to_string()]);
             }

@@ -217,7 +217,11 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         results.insert("context".into(), context::context(root, 1000, 10, new)?);
     }
     if opts.wants(Section::Journal) {
-        let (events, rounds) = if opts.quick { (1_000_000, 1) } else { (10_000_000, 3) };
+        let (events, rounds) = if opts.quick {
+            (1_000_000, 1)
+        } else {
+            (10_000_000, 3)
+        };
         eprintln!(
             "bench: journal (the storm with and without it, {rounds} rounds; {events} events written, then history --at)"
         );

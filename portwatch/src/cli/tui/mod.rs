@@ -96,9 +96,8 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
         }
     };
     let mut term = terminal::Terminal::enter().context("cannot set up the terminal")?;
-    let mut journal = Past {
+    let journal = Past {
         path: args.journal.clone(),
-        history: None,
     };
     let result = event_loop(
         &mut term,
@@ -107,7 +106,7 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
         &mut shutdown,
         refresh,
         &path,
-        &mut journal,
+        &journal,
     )
     .await;
     drop(term);
@@ -153,12 +152,12 @@ fn rules_at(
     }
 }
 
-/// The journal the details pane reads a port's last holders from: opened
-/// when first asked, and again after it could not be (a daemon may start
-/// keeping it later).
+/// The journal the details pane reads a port's last holders from, opened
+/// for each query (when the selected port changes): a daemon may start or
+/// stop writing it meanwhile, and a file opened while no writer was there
+/// is read as one that does not change.
 struct Past {
     path: std::path::PathBuf,
-    history: Option<portwatch::journal::history::History>,
 }
 
 /// Holders the details pane shows.
@@ -166,18 +165,12 @@ const HISTORY_ROWS: usize = 10;
 
 impl Past {
     fn recent(
-        &mut self,
+        &self,
         proto: portwatch::Proto,
         port: u16,
     ) -> Result<Vec<portwatch::journal::history::Hold>, String> {
-        if self.history.is_none() {
-            self.history = Some(
-                portwatch::journal::history::History::open(&self.path)
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        let h = self.history.as_ref().ok_or("no journal")?;
-        h.recent(proto, port, HISTORY_ROWS)
+        portwatch::journal::history::History::open(&self.path)
+            .and_then(|h| h.recent(proto, port, HISTORY_ROWS))
             .map_err(|e| e.to_string())
     }
 }
@@ -189,7 +182,7 @@ async fn event_loop(
     shutdown: &mut Shutdown,
     refresh: Duration,
     rules_path: &std::path::Path,
-    journal: &mut Past,
+    journal: &Past,
 ) -> anyhow::Result<()> {
     let mut input = EventStream::new();
     let mut second = interval(Duration::from_secs(1));
