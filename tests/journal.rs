@@ -237,7 +237,7 @@ fn a_full_disk_stops_the_journal_and_never_the_watch() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, body) = crate::metrics::get(metrics, "/metrics");
-        if body.contains("portwatch_journal_failed 1") {
+        if body.lines().any(|l| l == "portwatch_journal_failed 1") {
             let lost = body
                 .lines()
                 .find_map(|l| l.strip_prefix("portwatch_journal_lost_total "))

@@ -83,6 +83,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             "eBPF unavailable ({reason}); polling procfs instead"
         ));
     }
+    let mut server = socket.map(Server::start).transpose()?;
+    let mut deliveries = Deliveries::start(&delivery)?;
+    // Last of what can fail: a start that fails says one thing.
     let mut journal = if args.no_journal {
         None
     } else {
@@ -90,8 +93,6 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let asked = args.journal.as_os_str() != portwatch::journal::DEFAULT_PATH;
         crate::journal::open(args.journal.clone(), &args.journal_limits, asked)?
     };
-    let mut server = socket.map(Server::start).transpose()?;
-    let mut deliveries = Deliveries::start(&delivery)?;
     let mut hub = Hub::new();
     let mut in_tree = |root: u32, pid: u32| serve::is_descendant(pid, root);
     let mut recover = tokio::time::interval(RECOVER_EVERY);

@@ -58,10 +58,19 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
         }
         sink.flush()?;
         if holds.is_empty() && !args.json {
-            crate::log::info(&format!(
-                "nobody held a matching port at {}",
-                portwatch::wire::format_ts(&at)
-            ));
+            // A time before the journal's first row is no answer.
+            let (_, oldest) = history.extent()?;
+            match oldest {
+                Some(first) if at < first => crate::log::info(&format!(
+                    "the journal starts at {}: it cannot say who held a port at {}",
+                    portwatch::wire::format_ts(&first),
+                    portwatch::wire::format_ts(&at)
+                )),
+                _ => crate::log::info(&format!(
+                    "nobody held a matching port at {}",
+                    portwatch::wire::format_ts(&at)
+                )),
+            }
         }
         return Ok(());
     }

@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     lost: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Another process held the journal's write lock for a while.
+    busy: AtomicBool,
 }
 
 /// The journal's counters.
@@ -107,9 +109,10 @@ pub struct Journal {
     path: PathBuf,
     /// The journal's lock; dropped after the writer's connection closed.
     _lock: std::fs::File,
-    /// What was said already: the failure, the first loss.
+    /// What was said already: the failure, the first loss, a lock held.
     said_failure: bool,
     said_loss: bool,
+    said_busy: bool,
 }
 
 impl Journal {
@@ -135,6 +138,7 @@ impl Journal {
             _lock: lock,
             said_failure: false,
             said_loss: false,
+            said_busy: false,
         })
     }
 
@@ -186,6 +190,13 @@ impl Journal {
                 .unwrap_or_default();
             return Some(format!(
                 "the journal {} stopped ({why}): events from here on are not journaled, and the watch goes on",
+                self.path.display()
+            ));
+        }
+        if self.shared.busy.load(Ordering::Relaxed) && !self.said_busy {
+            self.said_busy = true;
+            return Some(format!(
+                "another process holds the journal {}'s write lock: events wait for it (and past the queue are counted lost)",
                 self.path.display()
             ));
         }

@@ -53,7 +53,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS holds_span USING rtree_i32(id, lo, hi);
 
 /// Seconds of the span index, from microseconds.
 pub fn span_s(us: i64) -> i64 {
-    (us.div_euclid(1_000_000) - EPOCH_S).clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+    // Below i32::MAX: a close's span ends one second later.
+    (us.div_euclid(1_000_000) - EPOCH_S).clamp(i64::from(i32::MIN), i64::from(i32::MAX) - 1)
 }
 
 fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
@@ -63,38 +64,118 @@ fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
     }
 }
 
-/// Opens (creating it, mode 0640, in group `group`) the journal at `path`
-/// for writing. Its directory must be one no
-/// other user can write, and the file must be no link and ours.
-/// The returned file holds an exclusive lock on the journal for as long
-/// as it is open: one writer at a time (close it after the connection).
+/// The names SQLite opens beside a database, by path: each must be what
+/// a planted file cannot be (absent, or a regular file of root's or ours
+/// with one name).
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Refuses side files another user could have planted (a `-wal` of theirs
+/// would be read as the journal's rows; a hot `-journal` rolled back into
+/// it).
+fn check_side_files(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = rustix::process::geteuid().as_raw();
+    for suffix in SIDE_FILES {
+        let side = beside(path, suffix);
+        match std::fs::symlink_metadata(&side) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(JournalError::Io { path: side, source }),
+            Ok(m) if m.is_file() && (m.uid() == 0 || m.uid() == me) && m.nlink() == 1 => {}
+            Ok(_) => {
+                return Err(JournalError::NotAJournal {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "{} is no file of root's with one name: another user may have put it there",
+                        side.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the journal at `path` for writing, creating it (mode 0640, in
+/// group `group`) when missing. Its directory must be one only root (or
+/// we) can write, sticky or not: SQLite opens the files beside it by
+/// name. An existing file is used only when it is ours and a journal (or
+/// empty); its mode and group are left as they are.
+/// The returned file holds an exclusive lock (`NAME.lock`, mode 0600) for
+/// as long as it is open: one writer at a time (close it after the
+/// connection).
 pub fn open_write(
     path: &Path,
     group: Option<u32>,
 ) -> Result<(Connection, PathBuf, std::fs::File), JournalError> {
+    use std::os::unix::fs::MetadataExt as _;
     let (dir, name) = crate::files::CheckedDir::of_file(path, true)?;
-    // Created here, checked (a regular file of ours, one name): SQLite
-    // then opens what was checked, in a directory nobody else can change.
-    let file = dir.append(&name, 0o640)?;
-    // Members of the group read the history; nobody else (it holds
-    // working directories and executables' paths).
-    if let Some(gid) = group {
-        std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|source| JournalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
-    // An older file keeps no wider mode than a new one.
-    rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o640)).map_err(|e| {
-        JournalError::Io {
-            path: path.to_path_buf(),
-            source: e.into(),
-        }
-    })?;
     let full = dir.path().join(&name);
-    // flock, which SQLite's own (fcntl) locks do not see.
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+    let dir_meta = std::fs::metadata(dir.path()).map_err(|source| JournalError::Io {
+        path: dir.path().to_path_buf(),
+        source,
+    })?;
+    if dir_meta.mode() & 0o022 != 0 {
+        return Err(JournalError::NotAJournal {
+            path: full,
+            why: format!(
+                "its directory {} is writable by other users (mode {:04o}), who could plant the files SQLite keeps beside it: choose a directory only root can write",
+                dir.path().display(),
+                dir_meta.mode() & 0o7777
+            ),
+        });
+    }
+    let mut lock_name = name.as_os_str().to_owned();
+    lock_name.push(".lock");
+    // A lock nobody else can open: a reader of the journal cannot take it
+    // first and keep the daemon from journaling.
+    let lock = dir.append(Path::new(&lock_name), 0o600)?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| JournalError::InUse(full.clone()))?;
+    check_side_files(&full)?;
+    match dir.create_new(&name, 0o640) {
+        Ok(file) => {
+            // Made here: members of the group read the history, nobody
+            // else (it holds working directories and executables' paths).
+            if let Some(gid) = group {
+                std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|source| {
+                    JournalError::Io {
+                        path: full.clone(),
+                        source,
+                    }
+                })?;
+            }
+            rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o640)).map_err(|e| {
+                JournalError::Io {
+                    path: full.clone(),
+                    source: e.into(),
+                }
+            })?;
+        }
+        Err(crate::files::FileError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            // Checked (a regular file of ours, one name, no link), and
+            // left as it is unless it is a journal or empty.
+            drop(dir.append(&name, 0o640)?);
+            let head = read_head(&full).map_err(|source| JournalError::Io {
+                path: full.clone(),
+                source,
+            })?;
+            if !head.is_empty() && head != b"SQLite format 3\0" {
+                return Err(JournalError::NotAJournal {
+                    path: full,
+                    why: "it is no SQLite file, so it is left as it is".into(),
+                });
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
     let conn = Connection::open_with_flags(
         &full,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -138,7 +219,20 @@ pub fn open_write(
     conn.execute_batch(SCHEMA).map_err(&err)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(&err)?;
-    Ok((conn, full, file))
+    Ok((conn, full, lock))
+}
+
+/// The first 16 bytes of `path` (fewer when it is shorter), read through
+/// no link.
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    let mut head = Vec::with_capacity(16);
+    file.take(16).read_to_end(&mut head)?;
+    Ok(head)
 }
 
 fn not_a_journal(path: &Path, e: &rusqlite::Error) -> JournalError {
@@ -175,6 +269,7 @@ pub fn open_read(path: &Path) -> Result<Connection, JournalError> {
             uid: meta.uid(),
         });
     }
+    check_side_files(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW
@@ -218,12 +313,7 @@ fn check_version(conn: Connection, path: &Path, version: i64) -> Result<Connecti
 }
 
 fn wal_files_missing(path: &Path) -> bool {
-    let with = |suffix: &str| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
-    };
-    !with("-wal").exists() || !with("-shm").exists()
+    !beside(path, "-wal").exists() || !beside(path, "-shm").exists()
 }
 
 /// `path` escaped for an SQLite URI.

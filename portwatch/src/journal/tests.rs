@@ -248,3 +248,82 @@ fn what_is_no_journal_or_not_ours_is_refused() {
     assert!(!d.join("target.db").exists());
     std::fs::remove_dir_all(d).unwrap();
 }
+
+#[test]
+fn files_another_user_could_plant_beside_it_are_refused() {
+    let d = dir("side");
+    // A -wal of another user's beside the journal would be read as rows.
+    std::fs::write(d.join("journal.db-wal"), "forged").unwrap();
+    std::os::unix::fs::chown(d.join("journal.db-wal"), Some(65534), None).unwrap();
+    let e = Journal::open(&config(&d))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("another user may have put it there"), "{e}");
+    std::fs::remove_file(d.join("journal.db-wal")).unwrap();
+    // A sticky directory everyone writes is no place for it.
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let e = Journal::open(&JournalConfig {
+        path: tmp.join("j.db"),
+        ..config(&d)
+    })
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("writable by other users"), "{e}");
+    // A file of root's that is no journal (a typo) is left as it was.
+    let other = d.join("shadow");
+    std::fs::write(&other, "root:*:1:0:99999:7:::\n").unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let e = Journal::open(&JournalConfig {
+        path: other.clone(),
+        group: Some(1),
+        ..config(&d)
+    })
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("no SQLite file"), "{e}");
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(&other).unwrap();
+    assert_eq!((m.mode() & 0o777, m.gid()), (0o600, 0));
+    assert_eq!(
+        std::fs::read_to_string(&other).unwrap(),
+        "root:*:1:0:99999:7:::\n"
+    );
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn a_clock_stepped_back_and_a_reused_pid_keep_the_journal_right() {
+    let d = dir("clock");
+    let mut j = Journal::open(&config(&d)).unwrap();
+    j.record(&port(Change::Opened, l(80, 1, "web"), t(100), Source::Ebpf));
+    // Closed "before" it opened: the clock stepped back.
+    j.record(&port(Change::Closed, l(80, 1, "web"), t(50), Source::Ebpf));
+    j.record(&port(Change::Opened, l(81, 2, "old"), t(100), Source::Ebpf));
+    drop(j);
+    let mut j = Journal::open(&config(&d)).unwrap();
+    assert_eq!(j.stats().lost, 0);
+    // After a restart, pid 2 on port 81 is another program now.
+    j.record(&port(
+        Change::Opened,
+        l(81, 2, "new"),
+        t(200),
+        Source::Baseline,
+    ));
+    j.record(&ready(t(200)));
+    drop(j);
+    let h = History::open(&d.join("journal.db")).unwrap();
+    let rows = h.recent(Proto::Tcp, 81, 10).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0].comm.as_str(), rows[0].opened_before),
+        ("new", true)
+    );
+    assert!(rows[1].closed_unseen, "the old one closed unseen");
+    assert_eq!(h.recent(Proto::Tcp, 80, 1).unwrap()[0].closed, Some(t(50)));
+    std::fs::remove_dir_all(d).unwrap();
+}

@@ -34,7 +34,10 @@ pub fn parse<Tz: TimeZone>(text: &str, now: DateTime<Tz>) -> Result<DateTime<Utc
             _ => None,
         }
         .ok_or_else(bad)?;
-        return Ok(now.with_timezone(&Utc) - d);
+        return now
+            .with_timezone(&Utc)
+            .checked_sub_signed(d)
+            .ok_or_else(bad);
     }
     let tz = now.timezone();
     let local = |naive: NaiveDateTime| {
@@ -111,6 +114,7 @@ mod tests {
             "25:00",
             "2026-13-01",
             "5 parsecs ago",
+            "100000000d ago",
             "99999999999999999d ago",
             "\u{1b}[31m",
         ] {

@@ -45,15 +45,19 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement while the file is too large.
 const PRUNE_CHUNK: i64 = 20_000;
 
+/// A row an earlier run left open: (row, uid, name).
+type StaleRow = (i64, u32, String);
+
 pub(crate) struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     retention: Option<Duration>,
     max_bytes: Option<u64>,
-    /// Open rows by listener and owner.
-    open: HashMap<(ListenerKey, u32), Vec<i64>>,
+    /// Open rows (with their owner's uid) by listener and owner.
+    open: HashMap<(ListenerKey, u32), Vec<(i64, u32)>>,
     /// Rows an earlier run left open, until the baseline takes them up.
-    stale: HashMap<(ListenerKey, u32), Vec<i64>>,
+    /// (row, uid, name): a reused pid is not its owner.
+    stale: HashMap<(ListenerKey, u32), Vec<StaleRow>>,
     /// Contexts written, by the address of their shared copy.
     contexts: Written,
     last_prune: Instant,
@@ -70,10 +74,10 @@ impl Writer {
         retention: Option<Duration>,
         max_bytes: Option<u64>,
     ) -> rusqlite::Result<Writer> {
-        let mut stale: HashMap<(ListenerKey, u32), Vec<i64>> = HashMap::new();
+        let mut stale: HashMap<(ListenerKey, u32), Vec<StaleRow>> = HashMap::new();
         {
             let mut q = conn.prepare(
-                "SELECT id, proto, address, port, netns, pid FROM holds WHERE closed IS NULL",
+                "SELECT id, proto, address, port, netns, pid, uid, comm FROM holds WHERE closed IS NULL",
             )?;
             let rows = q.query_map([], |r| {
                 Ok((
@@ -83,10 +87,12 @@ impl Writer {
                     r.get::<_, u16>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, u32>(5)?,
+                    r.get::<_, u32>(6)?,
+                    r.get::<_, String>(7)?,
                 ))
             })?;
             for row in rows {
-                let (id, proto, address, port, netns, pid) = row?;
+                let (id, proto, address, port, netns, pid, uid, comm) = row?;
                 let (Some(proto), Ok(address)) = (parse_proto(&proto), address.parse()) else {
                     continue;
                 };
@@ -96,7 +102,7 @@ impl Writer {
                     address,
                     port,
                 };
-                stale.entry((key, pid)).or_default().push(id);
+                stale.entry((key, pid)).or_default().push((id, uid, comm));
             }
         }
         Ok(Writer {
@@ -134,7 +140,7 @@ impl Writer {
                 }
             }
             let n = batch.len() as u64;
-            if let Err(e) = self.write(batch) {
+            if let Err(e) = self.begin().and_then(|()| self.write(batch)) {
                 self.shared.lost.fetch_add(n, Ordering::Relaxed);
                 return self.fail(&e, &rx);
             }
@@ -155,7 +161,40 @@ impl Writer {
         }
     }
 
+    /// Takes the write lock before anything changes, waiting while
+    /// another process holds it (a reader in the group can take SQLite's
+    /// locks): events queue meanwhile, and past the queue are counted lost.
+    fn begin(&mut self) -> rusqlite::Result<()> {
+        loop {
+            match self.conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(()),
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) =>
+                {
+                    self.shared.busy.store(true, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes a batch in the transaction [`Self::begin`] opened: committed
+    /// whole, or rolled back and the error returned.
     fn write(&mut self, batch: Vec<Entry>) -> rusqlite::Result<()> {
+        match self.apply(batch) {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, batch: Vec<Entry>) -> rusqlite::Result<()> {
         let Writer {
             conn,
             open,
@@ -163,7 +202,7 @@ impl Writer {
             contexts,
             ..
         } = self;
-        let tx = conn.unchecked_transaction()?;
+        let tx: &Connection = conn;
         for e in batch {
             match e {
                 Entry::Opened {
@@ -175,15 +214,18 @@ impl Writer {
                     // The same listener, still open since an earlier run.
                     if before
                         && let Some(ids) = stale.get_mut(&key)
-                        && let Some(id) = ids.pop()
+                        && let Some(at) = ids.iter().position(|(_, uid, comm)| {
+                            *uid == listener.uid && *comm == listener.comm
+                        })
                     {
+                        let (id, _, _) = ids.swap_remove(at);
                         if ids.is_empty() {
                             stale.remove(&key);
                         }
-                        open.entry(key).or_default().push(id);
+                        open.entry(key).or_default().push((id, listener.uid));
                         continue;
                     }
-                    let context = context_id(&tx, contexts, &listener)?;
+                    let context = context_id(tx, contexts, &listener)?;
                     let exposure = listener
                         .exposure
                         .as_ref()
@@ -211,16 +253,21 @@ impl Writer {
                     let id = tx.last_insert_rowid();
                     tx.prepare_cached("INSERT INTO holds_span(id, lo, hi) VALUES (?1, ?2, ?3)")?
                         .execute(params![id, span_s(ts_us), i32::MAX])?;
-                    open.entry(key).or_default().push(id);
+                    open.entry(key).or_default().push((id, listener.uid));
                 }
                 Entry::Closed { listener, ts_us } => {
                     let key = key_of(&listener);
                     // Its owner's row, or (a close the kernel named the
-                    // closer of) any row of that listener.
+                    // closer of) a row of that listener of the same user:
+                    // never another user's.
                     let found = if open.contains_key(&key) {
                         Some(key)
                     } else {
-                        open.keys().find(|(k, _)| *k == key.0).copied()
+                        open.iter()
+                            .find(|((k, _), ids)| {
+                                *k == key.0 && ids.iter().any(|(_, uid)| *uid == listener.uid)
+                            })
+                            .map(|(k, _)| *k)
                     };
                     let id = found.and_then(|k| {
                         let ids = open.get_mut(&k)?;
@@ -230,28 +277,31 @@ impl Writer {
                         }
                         id
                     });
-                    if let Some(id) = id {
-                        close(&tx, id, ts_us, false)?;
+                    if let Some((id, _)) = id {
+                        close(tx, id, ts_us, false)?;
                     }
                 }
                 Entry::Ready { ts_us } => {
-                    for id in std::mem::take(stale).into_values().flatten() {
-                        close(&tx, id, ts_us, true)?;
+                    for (id, _, _) in std::mem::take(stale).into_values().flatten() {
+                        close(tx, id, ts_us, true)?;
                     }
                 }
             }
         }
-        tx.commit()
+        Ok(())
     }
 
     /// Deletes closed rows older than the retention, then the oldest
     /// closed rows while the file is larger than the maximum. Open rows
     /// (what is listening now) stay.
     fn prune(&mut self, now_us: i64) -> rusqlite::Result<()> {
+        let mut deleted = 0usize;
         if let Some(keep) = self.retention {
-            let cut = now_us - keep.as_micros() as i64;
+            let keep = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
+            let cut = now_us.saturating_sub(keep);
             loop {
                 let n = self.delete_closed("closed < ?1", cut)?;
+                deleted += n;
                 if n < PRUNE_CHUNK as usize {
                     break;
                 }
@@ -264,9 +314,10 @@ impl Writer {
             // Down to 90% of the maximum, so a full file is not pruned at
             // every check.
             let target = max / 10 * 9;
+            // Bytes per row, from once: counting rows is a full scan.
+            let per_row = (used_bytes(&self.conn)? / rows(&self.conn)?.max(1)).max(1);
             while used_bytes(&self.conn)? > target {
                 let over = used_bytes(&self.conn)?.saturating_sub(target);
-                let per_row = (used_bytes(&self.conn)? / rows(&self.conn)?.max(1)).max(1);
                 let chunk = ((over / per_row) as i64).clamp(1000, PRUNE_CHUNK);
                 let oldest: Option<i64> = self
                     .conn
@@ -276,16 +327,25 @@ impl Writer {
                         |r| r.get(0),
                     )
                     .optional()?;
-                let deleted = match oldest {
+                let n = match oldest {
                     Some(id) => self.delete_closed("id <= ?1", id)?,
                     // Fewer closed rows than a chunk: all of them.
                     None => self.delete_closed("id <= ?1", i64::MAX)?,
                 };
                 incremental_vacuum(&self.conn)?;
-                if deleted == 0 {
+                deleted += n;
+                if n == 0 {
                     break;
                 }
             }
+        }
+        // Contexts no row points to any more: once per pruning (a scan).
+        if deleted > 0 {
+            self.conn.execute(
+                "DELETE FROM contexts WHERE id NOT IN (SELECT context FROM holds WHERE context IS NOT NULL)",
+                [],
+            )?;
+            self.contexts.clear();
         }
         Ok(())
     }
@@ -307,14 +367,6 @@ impl Writer {
             tx.prepare_cached("DELETE FROM holds_span WHERE id = ?1")?
                 .execute([id])?;
         }
-        // Contexts no row points to any more.
-        if !ids.is_empty() {
-            tx.execute(
-                "DELETE FROM contexts WHERE id NOT IN (SELECT context FROM holds WHERE context IS NOT NULL)",
-                [],
-            )?;
-            self.contexts.clear();
-        }
         tx.commit()?;
         Ok(ids.len())
     }
@@ -325,7 +377,7 @@ type Written = HashMap<usize, (std::sync::Weak<crate::owner::OwnerContext>, i64)
 
 /// The id of the listener's context, written once per process.
 fn context_id(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     contexts: &mut Written,
     l: &Listener,
 ) -> rusqlite::Result<Option<i64>> {
@@ -360,15 +412,12 @@ fn context_id(
     Ok(Some(id))
 }
 
-fn close(
-    tx: &rusqlite::Transaction<'_>,
-    id: i64,
-    ts_us: i64,
-    unseen: bool,
-) -> rusqlite::Result<()> {
+fn close(tx: &Connection, id: i64, ts_us: i64, unseen: bool) -> rusqlite::Result<()> {
     tx.prepare_cached("UPDATE holds SET closed = ?2, closed_unseen = ?3 WHERE id = ?1")?
         .execute(params![id, ts_us, unseen])?;
-    tx.prepare_cached("UPDATE holds_span SET hi = ?2 WHERE id = ?1")?
+    // Never below its start: a clock stepped back must not stop the
+    // journal on the R*Tree's constraint.
+    tx.prepare_cached("UPDATE holds_span SET hi = max(lo, ?2) WHERE id = ?1")?
         .execute(params![id, span_s(ts_us) + 1])?;
     Ok(())
 }

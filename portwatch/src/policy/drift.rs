@@ -153,11 +153,12 @@ impl Drifts {
         let Some(held) = self.open.get_mut(&key) else {
             return Vec::new();
         };
-        // Its owner, or (a close the kernel named the closer of) another.
+        // Its owner, or (a close the kernel named the closer of) another
+        // holder of the same user: never another user's.
         let Some(at) = held
             .iter()
             .position(|h| h.pid == l.pid)
-            .or(if held.is_empty() { None } else { Some(0) })
+            .or_else(|| held.iter().position(|h| h.listener.uid == l.uid))
         else {
             return Vec::new();
         };

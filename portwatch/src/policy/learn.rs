@@ -53,7 +53,9 @@ pub fn learn<'a>(
         BTreeMap::new();
     for l in listeners {
         let owner = owner_of(l);
-        let who = (owner != Owner::Unknown).then(|| user(l.uid));
+        // The socket's user is always known: an entry never expects a port
+        // whoever holds it.
+        let who = Some(user(l.uid));
         let g = groups
             .entry((owner, who, l.proto, Scope::of(l.address)))
             .or_default();

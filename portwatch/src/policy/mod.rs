@@ -206,11 +206,19 @@ fn check_rest(e: &Entry) -> Result<(), String> {
     Ok(())
 }
 
+/// The names a listener in a user's own systemd tree has: its context's
+/// unit, its container's name and id, its cgroup's unit.
+type UserTree<'a> = (Option<&'a str>, [Option<&'a str>; 2], Option<&'a str>);
+
 /// What of a listener an entry looks at, found once per match.
 struct Facts<'a> {
     exe: Option<&'a str>,
     unit: Option<&'a str>,
     containers: [Option<&'a str>; 2],
+    /// In a user's own systemd tree: (its context's unit, its container's
+    /// name and id, its cgroup's unit), which only an entry that names the
+    /// user may match.
+    user_tree: Option<UserTree<'a>>,
     scope: Scope,
     exposure: Option<&'static str>,
 }
@@ -218,6 +226,33 @@ struct Facts<'a> {
 impl<'a> Facts<'a> {
     fn of(l: &'a Listener) -> Facts<'a> {
         let context = l.context.as_deref();
+        // A user's own systemd manager names its units and cgroups as it
+        // likes (`systemd-run --user --unit nginx.service`): what is in
+        // that tree is known by its user alone, never by a name.
+        if l.cgroup.split('/').any(|p| p.starts_with("user@")) {
+            return Facts {
+                exe: context.and_then(|c| c.exe.as_deref()),
+                unit: None,
+                containers: [None, None],
+                user_tree: Some((
+                    context
+                        .filter(|c| c.source.kind == OriginKind::Systemd)
+                        .map(|c| c.source.name.as_str()),
+                    match &l.container {
+                        Some(c) if c.runtime != Runtime::Service => {
+                            [c.name.as_deref(), Some(c.id.as_str())]
+                        }
+                        _ => [None, None],
+                    },
+                    match &l.container {
+                        Some(c) if c.runtime == Runtime::Service => Some(c.id.as_str()),
+                        _ => None,
+                    },
+                )),
+                scope: Scope::of(l.address),
+                exposure: l.exposure.as_ref().map(crate::event::Exposure::name),
+            };
+        }
         let (unit, containers) = match &l.container {
             Some(c) if c.runtime == Runtime::Service => (Some(c.id.as_str()), [None, None]),
             Some(c) => (None, [c.name.as_deref(), Some(c.id.as_str())]),
@@ -233,6 +268,7 @@ impl<'a> Facts<'a> {
             exe: context.and_then(|c| c.exe.as_deref()),
             unit,
             containers,
+            user_tree: None,
             scope: Scope::of(l.address),
             exposure: l.exposure.as_ref().map(crate::event::Exposure::name),
         }
@@ -241,6 +277,13 @@ impl<'a> Facts<'a> {
 
 impl Compiled {
     fn matches(&self, l: &Listener, f: &Facts) -> bool {
+        // Names from a user's own tree count for entries about that user.
+        let (unit, containers) = match (&f.user_tree, self.uid) {
+            (Some((context_unit, containers, cgroup_unit)), Some(_)) => {
+                (cgroup_unit.or(*context_unit), *containers)
+            }
+            _ => (f.unit, f.containers),
+        };
         let glob_ok = |g: &Option<GlobMatcher>, v: Option<&str>| match g {
             None => true,
             Some(g) => v.is_some_and(|v| g.is_match(v)),
@@ -252,9 +295,9 @@ impl Compiled {
             && self.exposure.is_none_or(|e| f.exposure == Some(e.as_str()))
             && self.uid.is_none_or(|u| u == l.uid)
             && glob_ok(&self.exe, f.exe)
-            && glob_ok(&self.unit, f.unit)
+            && glob_ok(&self.unit, unit)
             && (self.container.is_none()
-                || f.containers
+                || containers
                     .iter()
                     .any(|c| c.is_some() && glob_ok(&self.container, *c)))
     }

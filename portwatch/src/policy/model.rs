@@ -1,4 +1,4 @@
-//! The policy file's format (`docs/policy.md`, `schema/policy.schema.json`):
+//! The policy file's format (`docs/policy.md`, `schema/policy.v1.json`):
 //! plain serde types, checked by [`super::Policy::compile`].
 
 use schemars::JsonSchema;

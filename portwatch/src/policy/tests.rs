@@ -254,3 +254,63 @@ fn learned_policies_expect_what_was_seen() {
     assert_eq!(check(&p, &ls, ts()).len(), 0);
     assert_eq!(glob_literal("a*b"), "a\\*b");
 }
+
+#[test]
+fn names_from_a_users_own_tree_vouch_only_for_entries_about_that_user() {
+    let p = policy(
+        r#"{"version":1,"expected":[
+          {"unit":"nginx.service"},
+          {"container":"db-*","port":5432},
+          {"unit":"dev.service","user":"1000"}
+        ]}"#,
+    );
+    // `systemd-run --user --unit nginx.service`, and a cgroup of a user's
+    // own named like a container.
+    let mut spoof = listener("/home/u/nginx", 80, "0.0.0.0", 7);
+    spoof.uid = 1000;
+    spoof.cgroup = "/user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service".into();
+    spoof.container = Some(Container {
+        runtime: Runtime::Service,
+        id: "nginx.service".into(),
+        name: None,
+    });
+    assert_eq!(p.matching(&spoof), None);
+    spoof.port = 5432;
+    spoof.container = Some(Container {
+        runtime: Runtime::Lxc,
+        id: "db-1".into(),
+        name: Some("db-1".into()),
+    });
+    assert_eq!(p.matching(&spoof), None);
+    // An entry that names the user may use the user's own unit names.
+    spoof.container = Some(Container {
+        runtime: Runtime::Service,
+        id: "dev.service".into(),
+        name: None,
+    });
+    assert_eq!(p.matching(&spoof), Some(2));
+}
+
+#[test]
+fn a_close_by_another_pid_never_ends_another_users_listener() {
+    let mut d = Drifts::new(policy(
+        r#"{"version":1,"expected":[{"port":5353,"user":"108"}]}"#,
+    ));
+    let mut avahi = listener("/usr/sbin/avahi-daemon", 5353, "0.0.0.0", 10);
+    avahi.uid = 108;
+    d.opened(&avahi, ts());
+    d.ready(ts());
+    let mut intruder = listener("/tmp/x", 5353, "0.0.0.0", 11);
+    intruder.uid = 1000;
+    assert_eq!(d.opened(&intruder, ts())[0].kind, DriftKind::Unexpected);
+    // Its socket, closed by a child it passed it to.
+    intruder.pid = 12;
+    let after = d.closed(&intruder, ts());
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        after[0].kind,
+        DriftKind::Expected,
+        "the intruder's own ended"
+    );
+    assert_eq!(d.counts(), (0, 0), "avahi's entry still matched");
+}

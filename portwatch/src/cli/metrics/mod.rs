@@ -140,7 +140,7 @@ impl Metrics {
             ))?,
             journal_failed: IntGauge::with_opts(opts(
                 "journal_failed",
-                "1 when the journal stopped on an error (a full disk): events are no longer journaled",
+                "Whether the journal stopped on an error such as a full disk (then 1): events are no longer journaled",
             ))?,
             clients: IntGauge::with_opts(opts(
                 "socket_clients",

@@ -271,6 +271,7 @@ async fn event_loop(
             Some(()) = hangups.recv() => {
                 if let Feed::Local(monitor) = feed {
                     monitor.reload_rules();
+                    monitor.reload_policy();
                 }
                 Vec::new()
             }
