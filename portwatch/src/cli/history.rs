@@ -59,8 +59,7 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
         sink.flush()?;
         if holds.is_empty() && !args.json {
             // A time before the journal's first row is no answer.
-            let (_, oldest) = history.extent()?;
-            match oldest {
+            match history.first_opened()? {
                 Some(first) if at < first => crate::log::info(&format!(
                     "the journal starts at {}: it cannot say who held a port at {}",
                     portwatch::wire::format_ts(&first),

@@ -212,7 +212,18 @@ impl History {
         rows.collect::<rusqlite::Result<_>>().map_err(self.error())
     }
 
-    /// The rows in the journal, and its oldest open's time.
+    /// When the oldest listener in the journal opened (one step down an
+    /// index: no scan).
+    pub fn first_opened(&self) -> Result<Option<DateTime<Utc>>, JournalError> {
+        self.conn
+            .query_row("SELECT min(opened) FROM holds", [], |r| {
+                Ok(r.get::<_, Option<i64>>(0)?.map(time))
+            })
+            .map_err(self.error())
+    }
+
+    /// The rows in the journal (a scan of them all), and its oldest
+    /// open's time.
     pub fn extent(&self) -> Result<(u64, Option<DateTime<Utc>>), JournalError> {
         self.conn
             .query_row("SELECT count(*), min(opened) FROM holds", [], |r| {
