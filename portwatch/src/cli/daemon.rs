@@ -190,7 +190,7 @@ fn deliver(deliveries: &mut Deliveries, ev: &MonitorEvent) {
     }
     match ev {
         MonitorEvent::Alert(a) => deliveries.send(Line::from(a)),
-        MonitorEvent::Drift(d) => deliveries.send(Line::from(d)),
+        MonitorEvent::Drift(d) => deliveries.send_drift(Line::from(d)),
         MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => {
             deliveries.send(Line::events_lost(s));
         }

@@ -71,6 +71,9 @@ struct Output {
     /// ([`Deliveries::next_failure`]).
     dropped: u64,
     dropped_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The same for drifts, which may take half the queue only.
+    drifts_dropped: u64,
+    drifts_dropped_since: Option<chrono::DateTime<chrono::Utc>>,
     /// Its failure reports that found the queue of them full.
     unshown: Arc<AtomicU64>,
 }
@@ -179,6 +182,8 @@ impl Deliveries {
             tx,
             dropped: 0,
             dropped_since: None,
+            drifts_dropped: 0,
+            drifts_dropped_since: None,
             unshown: unshown.clone(),
         });
         let reporter = Reporter {
@@ -203,6 +208,24 @@ impl Deliveries {
             if o.tx.try_send(delivery.clone()).is_err() {
                 o.dropped += 1;
                 o.dropped_since.get_or_insert_with(chrono::Utc::now);
+            }
+        }
+    }
+
+    /// Queues a drift for every output whose queue is less than half
+    /// full: a user who opens listeners against the policy must not crowd
+    /// alerts out. Where it is not queued, it is counted.
+    pub fn send_drift(&mut self, line: Line) {
+        let delivery = Arc::new(Delivery {
+            json: line.to_json(),
+            line,
+        });
+        for o in &mut self.outputs {
+            if o.tx.capacity() <= o.tx.max_capacity() / 2
+                || o.tx.try_send(delivery.clone()).is_err()
+            {
+                o.drifts_dropped += 1;
+                o.drifts_dropped_since.get_or_insert_with(chrono::Utc::now);
             }
         }
     }
@@ -252,7 +275,17 @@ impl Deliveries {
             let Some(o) = self.outputs.get_mut(k) else {
                 continue;
             };
-            let message = if o.dropped > 0 {
+            let message = if o.drifts_dropped > 0 {
+                let count = std::mem::take(&mut o.drifts_dropped);
+                let since = o.drifts_dropped_since.take().map_or_else(String::new, |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                });
+                format!(
+                    "{count} {} not delivered to {} since {since} (drifts may take half its queue of {QUEUE}; the rest is kept for alerts)",
+                    if count == 1 { "drift" } else { "drifts" },
+                    o.name
+                )
+            } else if o.dropped > 0 {
                 let count = std::mem::take(&mut o.dropped);
                 let since = o.dropped_since.take().map_or_else(String::new, |t| {
                     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -312,6 +345,28 @@ mod tests {
                 .next(),
             Some("1 alert not delivered to exec a")
         );
+    }
+
+    #[tokio::test]
+    async fn drifts_take_half_the_queue_and_leave_the_rest_to_alerts() {
+        let mut d = empty();
+        let (_, _rx, _) = d.add("webhook w".into());
+        for _ in 0..QUEUE {
+            d.send_drift(Line::refusal("drift"));
+        }
+        let told = d.next_failure().await.unwrap_or_default();
+        assert!(
+            told.starts_with(&format!(
+                "{} drifts not delivered to webhook w since ",
+                QUEUE / 2
+            )),
+            "{told}"
+        );
+        // Every alert still finds room.
+        for _ in 0..QUEUE / 2 {
+            d.send(Line::refusal("alert"));
+        }
+        assert!(d.take_count().is_none());
     }
 
     #[tokio::test]
