@@ -17,6 +17,7 @@ use crate::{
     event::{Change, Listener, ListenerKey, PortEvent, Source},
     filter::Filter,
     monitor::MonitorEvent,
+    policy::drift::{Drift, DriftKind},
     wire::Line,
 };
 
@@ -49,6 +50,42 @@ struct Client {
 pub struct Hub {
     clients: Vec<Client>,
     open: HashMap<ListenerKey, Vec<Listener>>,
+    /// The policy's drifts in force, as published: a client that joins
+    /// later is told them after its baseline.
+    drifting: Drifting,
+}
+
+/// Drifts that have not ended: unexpected listeners, missing entries.
+#[derive(Default)]
+struct Drifting {
+    unexpected: HashMap<(ListenerKey, u32), Drift>,
+    missing: Vec<Drift>,
+}
+
+impl Drifting {
+    fn note(&mut self, d: &Drift) {
+        match (d.kind, &d.listener, &d.entry) {
+            (DriftKind::Unexpected, Some(l), _) => {
+                self.unexpected.insert((l.key(), l.pid), d.clone());
+            }
+            (DriftKind::Missing, _, Some(e))
+                if !self.missing.iter().any(|m| m.entry.as_ref() == Some(e)) =>
+            {
+                self.missing.push(d.clone());
+            }
+            (DriftKind::Expected, _, Some(e)) => {
+                self.missing.retain(|m| m.entry.as_ref() != Some(e))
+            }
+            (DriftKind::Expected, Some(l), None) => {
+                self.unexpected.remove(&(l.key(), l.pid));
+            }
+            _ => {}
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Drift> {
+        self.unexpected.values().chain(&self.missing)
+    }
 }
 
 impl Hub {
@@ -81,7 +118,13 @@ impl Hub {
             told: HashSet::new(),
             lost: 0,
         };
-        let chunk = client.baseline(self.open.values().flatten(), backend, now, in_tree);
+        let chunk = client.baseline(
+            self.open.values().flatten(),
+            self.drifting.all(),
+            backend,
+            now,
+            in_tree,
+        );
         // A new queue has room for one item.
         if client.tx.try_send(chunk).is_ok() {
             self.clients.push(client);
@@ -96,6 +139,9 @@ impl Hub {
                 l.exposure.clone_from(&c.listener.exposure);
                 l.published_as.clone_from(&c.listener.published_as);
             }
+        }
+        if let MonitorEvent::Drift(d) = ev {
+            self.drifting.note(d);
         }
         if let MonitorEvent::Port(p) = ev {
             let key = p.listener.key();
@@ -144,7 +190,7 @@ impl Hub {
     /// Gives each lost client that has read its queue empty a `lost` line,
     /// a fresh baseline and a ready line.
     pub fn recover(&mut self, backend: &str, now: DateTime<Utc>, in_tree: &mut InTree<'_>) {
-        let open = &self.open;
+        let (open, drifting) = (&self.open, &self.drifting);
         self.clients.retain_mut(|c| {
             if c.lost == 0 || c.tx.capacity() < c.tx.max_capacity() {
                 return !c.tx.is_closed();
@@ -152,7 +198,13 @@ impl Hub {
             let mut chunk = Line::lost(c.lost, now).to_json();
             chunk.push('\n');
             c.told.clear();
-            chunk.push_str(&c.baseline(open.values().flatten(), backend, now, in_tree));
+            chunk.push_str(&c.baseline(
+                open.values().flatten(),
+                drifting.all(),
+                backend,
+                now,
+                in_tree,
+            ));
             c.lost = 0;
             c.tx.try_send(chunk).is_ok()
         });
@@ -160,11 +212,12 @@ impl Hub {
 }
 
 impl Client {
-    /// The baseline lines and the ready line, as one item; `told` is
-    /// what it lists.
+    /// The baseline lines, the ready line, and the drifts in force that
+    /// are for this client, as one item; `told` is what it lists.
     fn baseline<'l>(
         &mut self,
         listeners: impl Iterator<Item = &'l Listener>,
+        drifts: impl Iterator<Item = &'l Drift>,
         backend: &str,
         now: DateTime<Utc>,
         in_tree: &mut InTree<'_>,
@@ -189,6 +242,20 @@ impl Client {
         }
         chunk.push_str(&Line::ready(backend, n, now).to_json());
         chunk.push('\n');
+        for d in drifts {
+            let shown = match &d.listener {
+                // Of a listener it was just told of.
+                Some(l) if self.told.contains(&l.key()) => Drift {
+                    listener: Some(self.shown(l)),
+                    ..d.clone()
+                },
+                Some(_) => continue,
+                None if self.filter.pid.is_none() => d.clone(),
+                None => continue,
+            };
+            chunk.push_str(&Line::from(&shown).to_json());
+            chunk.push('\n');
+        }
         chunk
     }
 
@@ -375,6 +442,17 @@ mod tests {
             for line in chunk.lines() {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
                 let event = v["event"].as_str().unwrap().to_string();
+                if event == "drift" {
+                    out.push(format!(
+                        "drift {} {}",
+                        v["drift"].as_str().unwrap(),
+                        v["listener"]["port"]
+                            .as_u64()
+                            .or(v["entry"]["port"].as_u64())
+                            .unwrap()
+                    ));
+                    continue;
+                }
                 out.push(match v["port"].as_u64() {
                     Some(p) => format!("{event} {p}"),
                     None => event,
@@ -382,6 +460,58 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_client_that_joins_later_is_told_the_drifts_in_force() {
+        let mut hub = Hub::new();
+        let nc = listener(Proto::Tcp, 4444, 20);
+        let sshd = listener(Proto::Tcp, 22, 10);
+        let drift = |kind, l: Option<&Listener>, port: Option<u16>| {
+            MonitorEvent::Drift(Drift {
+                kind,
+                listener: l.cloned(),
+                entry: port.map(|p| crate::policy::Entry {
+                    port: Some(crate::policy::PortSpec::One(p)),
+                    ..Default::default()
+                }),
+                tags: Vec::new(),
+                ts: DateTime::UNIX_EPOCH,
+            })
+        };
+        for ev in [
+            port(Change::Opened, &nc),
+            drift(DriftKind::Unexpected, Some(&nc), None),
+            port(Change::Opened, &sshd),
+            drift(DriftKind::Missing, None, Some(80)),
+            drift(DriftKind::Missing, None, Some(443)),
+            drift(DriftKind::Expected, None, Some(443)),
+        ] {
+            hub.publish(&ev, &mut tree);
+        }
+        let mut all = client(&mut hub, Filter::default(), 8);
+        let lines = drain(&mut all);
+        assert_eq!(
+            lines[lines.len() - 3..],
+            ["ready", "drift unexpected 4444", "drift missing 80"],
+            "{lines:?}"
+        );
+        // A client of one tree: no missing entries, no other tree's drift.
+        let mut tree10 = client(
+            &mut hub,
+            Filter {
+                pid: Some(10),
+                ..Filter::default()
+            },
+            8,
+        );
+        assert_eq!(drain(&mut tree10), ["opened 22", "ready"]);
+        // Ended drifts are not told.
+        hub.publish(&port(Change::Closed, &nc), &mut tree);
+        hub.publish(&drift(DriftKind::Expected, Some(&nc), None), &mut tree);
+        hub.publish(&drift(DriftKind::Expected, None, Some(80)), &mut tree);
+        let mut late = client(&mut hub, Filter::default(), 8);
+        assert_eq!(drain(&mut late), ["opened 22", "ready"]);
     }
 
     #[test]
