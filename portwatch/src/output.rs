@@ -213,10 +213,30 @@ pub fn entry_text(e: &crate::policy::Entry) -> String {
     }
 }
 
+/// Who held a listener, as the journal's lines show it: `tcp
+/// 0.0.0.0:4444 nc (pid 7, uid 0, /usr/bin/nc` and, with `container`, its
+/// container; the caller closes the parenthesis.
+fn holder_text(h: &crate::journal::history::Hold, container: bool) -> String {
+    use crate::safe_text::safe_str;
+    let mut text = format!(
+        "{} {} {} (pid {}, uid {}",
+        h.proto,
+        std::net::SocketAddr::new(h.address, h.port),
+        safe_str(&h.comm),
+        h.pid,
+        h.uid,
+    );
+    let container = h.container.as_deref().filter(|_| container);
+    for extra in [h.exe.as_deref(), container].into_iter().flatten() {
+        text.push_str(", ");
+        text.push_str(&safe_str(extra));
+    }
+    text
+}
+
 /// A hold from the journal, as `history --at` shows it: `tcp
 /// 0.0.0.0:4444 nc (pid 7, uid 0, /usr/bin/nc) from TS until TS`.
 pub fn hold_line(h: &crate::journal::history::Hold) -> String {
-    use crate::safe_text::safe_str;
     let from = if h.opened_before {
         format!("open before {}", crate::wire::format_ts(&h.opened))
     } else {
@@ -227,42 +247,18 @@ pub fn hold_line(h: &crate::journal::history::Hold) -> String {
         (Some(c), false) => format!("until {}", crate::wire::format_ts(&c)),
         (Some(c), true) => format!("closed unseen by {}", crate::wire::format_ts(&c)),
     };
-    format!(
-        "{} {} {} (pid {}, uid {}{}{}) {from} {until}",
-        h.proto,
-        std::net::SocketAddr::new(h.address, h.port),
-        safe_str(&h.comm),
-        h.pid,
-        h.uid,
-        h.exe
-            .as_deref()
-            .map(|x| format!(", {}", safe_str(x)))
-            .unwrap_or_default(),
-        h.container
-            .as_deref()
-            .map(|c| format!(", {}", safe_str(c)))
-            .unwrap_or_default(),
-    )
+    format!("{}) {from} {until}", holder_text(h, true))
 }
 
 /// An open or close from the journal: `TS opened tcp 0.0.0.0:80 nginx
 /// (pid 7, ...)`, `TS closed ... after 2 h 3 min`.
 pub fn history_line(c: &crate::journal::history::Change) -> String {
-    use crate::safe_text::safe_str;
     let h = &c.hold;
     let mut line = format!(
-        "{} {} {} {} {} (pid {}, uid {}{})",
+        "{} {} {})",
         crate::wire::format_ts(&c.ts),
         if c.opened { "opened" } else { "closed" },
-        h.proto,
-        std::net::SocketAddr::new(h.address, h.port),
-        safe_str(&h.comm),
-        h.pid,
-        h.uid,
-        h.exe
-            .as_deref()
-            .map(|x| format!(", {}", safe_str(x)))
-            .unwrap_or_default(),
+        holder_text(h, false)
     );
     if c.opened && h.opened_before {
         line.push_str(" (open before portwatch watched)");
@@ -394,5 +390,41 @@ mod tests {
         assert_eq!(v[0]["address"], "0.0.0.0");
         let table = listeners_table(&[l]);
         assert!(table.lines().nth(1).unwrap().contains("0.0.0.0:8080"));
+    }
+
+    #[test]
+    fn journal_lines_name_the_holder() {
+        use crate::journal::history::{Change, Hold};
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let h = Hold {
+            proto: Proto::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 4444,
+            netns: 1,
+            pid: 7,
+            uid: 0,
+            comm: "nc".into(),
+            exe: Some("/usr/bin/nc".into()),
+            container: Some("docker:web".into()),
+            opened: t(0),
+            opened_before: false,
+            closed: Some(t(90)),
+            closed_unseen: false,
+            context: None,
+            exposure: None,
+        };
+        assert_eq!(
+            hold_line(&h),
+            "tcp 0.0.0.0:4444 nc (pid 7, uid 0, /usr/bin/nc, docker:web) from 2027-01-15T08:00:00.000000Z until 2027-01-15T08:01:30.000000Z"
+        );
+        let closed = Change {
+            ts: t(90),
+            opened: false,
+            hold: Hold { exe: None, ..h },
+        };
+        assert_eq!(
+            history_line(&closed),
+            "2027-01-15T08:01:30.000000Z closed tcp 0.0.0.0:4444 nc (pid 7, uid 0) after 1 min 30 s"
+        );
     }
 }
