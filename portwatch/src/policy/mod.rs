@@ -206,19 +206,14 @@ fn check_rest(e: &Entry) -> Result<(), String> {
     Ok(())
 }
 
-/// The names a listener in a user's own systemd tree has: its context's
-/// unit, its container's name and id, its cgroup's unit.
-type UserTree<'a> = (Option<&'a str>, [Option<&'a str>; 2], Option<&'a str>);
-
 /// What of a listener an entry looks at, found once per match.
 struct Facts<'a> {
     exe: Option<&'a str>,
     unit: Option<&'a str>,
     containers: [Option<&'a str>; 2],
-    /// In a user's own systemd tree: (its context's unit, its container's
-    /// name and id, its cgroup's unit), which only an entry that names the
-    /// user may match.
-    user_tree: Option<UserTree<'a>>,
+    /// In a user's own systemd tree: its unit and container names vouch
+    /// only for entries that name the user.
+    in_user_tree: bool,
     scope: Scope,
     exposure: Option<&'static str>,
 }
@@ -226,33 +221,6 @@ struct Facts<'a> {
 impl<'a> Facts<'a> {
     fn of(l: &'a Listener) -> Facts<'a> {
         let context = l.context.as_deref();
-        // A user's own systemd manager names its units and cgroups as it
-        // likes (`systemd-run --user --unit nginx.service`): what is in
-        // that tree is known by its user alone, never by a name.
-        if l.cgroup.split('/').any(|p| p.starts_with("user@")) {
-            return Facts {
-                exe: context.and_then(|c| c.exe.as_deref()),
-                unit: None,
-                containers: [None, None],
-                user_tree: Some((
-                    context
-                        .filter(|c| c.source.kind == OriginKind::Systemd)
-                        .map(|c| c.source.name.as_str()),
-                    match &l.container {
-                        Some(c) if c.runtime != Runtime::Service => {
-                            [c.name.as_deref(), Some(c.id.as_str())]
-                        }
-                        _ => [None, None],
-                    },
-                    match &l.container {
-                        Some(c) if c.runtime == Runtime::Service => Some(c.id.as_str()),
-                        _ => None,
-                    },
-                )),
-                scope: Scope::of(l.address),
-                exposure: l.exposure.as_ref().map(crate::event::Exposure::name),
-            };
-        }
         let (unit, containers) = match &l.container {
             Some(c) if c.runtime == Runtime::Service => (Some(c.id.as_str()), [None, None]),
             Some(c) => (None, [c.name.as_deref(), Some(c.id.as_str())]),
@@ -268,7 +236,9 @@ impl<'a> Facts<'a> {
             exe: context.and_then(|c| c.exe.as_deref()),
             unit,
             containers,
-            user_tree: None,
+            // A user's own systemd manager names its units and cgroups as
+            // it likes (`systemd-run --user --unit nginx.service`).
+            in_user_tree: l.cgroup.split('/').any(|p| p.starts_with("user@")),
             scope: Scope::of(l.address),
             exposure: l.exposure.as_ref().map(crate::event::Exposure::name),
         }
@@ -277,12 +247,12 @@ impl<'a> Facts<'a> {
 
 impl Compiled {
     fn matches(&self, l: &Listener, f: &Facts) -> bool {
-        // Names from a user's own tree count for entries about that user.
-        let (unit, containers) = match (&f.user_tree, self.uid) {
-            (Some((context_unit, containers, cgroup_unit)), Some(_)) => {
-                (cgroup_unit.or(*context_unit), *containers)
-            }
-            _ => (f.unit, f.containers),
+        // Names from a user's own tree count only for entries about that
+        // user: that user chose them.
+        let (unit, containers) = if f.in_user_tree && self.uid.is_none() {
+            (None, [None, None])
+        } else {
+            (f.unit, f.containers)
         };
         let glob_ok = |g: &Option<GlobMatcher>, v: Option<&str>| match g {
             None => true,
