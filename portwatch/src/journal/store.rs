@@ -113,20 +113,14 @@ pub fn open_write(
     path: &Path,
     group: Option<u32>,
 ) -> Result<(Connection, PathBuf, std::fs::File), JournalError> {
-    use std::os::unix::fs::MetadataExt as _;
     let (dir, name) = crate::files::CheckedDir::of_file(path, true)?;
     let full = dir.path().join(&name);
-    let dir_meta = std::fs::metadata(dir.path()).map_err(|source| JournalError::Io {
-        path: dir.path().to_path_buf(),
-        source,
-    })?;
-    if dir_meta.mode() & 0o022 != 0 {
+    if let Some(mode) = dir.shared_mode()? {
         return Err(JournalError::NotAJournal {
             path: full,
             why: format!(
-                "its directory {} is writable by other users (mode {:04o}), who could plant the files SQLite keeps beside it: choose a directory only root can write",
+                "its directory {} is writable by other users (mode {mode:04o}), who could plant the files SQLite keeps beside it: choose a directory only root can write",
                 dir.path().display(),
-                dir_meta.mode() & 0o7777
             ),
         });
     }
@@ -163,11 +157,13 @@ pub fn open_write(
             // Checked (a regular file of ours, one name, no link), and
             // left as it is unless it is a journal or empty.
             drop(dir.append(&name, 0o640)?);
-            let head = read_head(&full).map_err(|source| JournalError::Io {
-                path: full.clone(),
-                source,
-            })?;
-            if !head.is_empty() && head != b"SQLite format 3\0" {
+            // SQLite's 16-byte header (`read` gives up to max + 1 bytes).
+            const HEADER: &[u8; 16] = b"SQLite format 3\0";
+            let head = dir
+                .read(&name, HEADER.len() as u64 - 1)?
+                .map(|(bytes, _)| bytes)
+                .unwrap_or_default();
+            if !head.is_empty() && head != HEADER {
                 return Err(JournalError::NotAJournal {
                     path: full,
                     why: "it is no SQLite file, so it is left as it is".into(),
@@ -220,19 +216,6 @@ pub fn open_write(
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(&err)?;
     Ok((conn, full, lock))
-}
-
-/// The first 16 bytes of `path` (fewer when it is shorter), read through
-/// no link.
-fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-        .open(path)?;
-    let mut head = Vec::with_capacity(16);
-    file.take(16).read_to_end(&mut head)?;
-    Ok(head)
 }
 
 fn not_a_journal(path: &Path, e: &rusqlite::Error) -> JournalError {

@@ -200,6 +200,16 @@ impl CheckedDir {
         })
     }
 
+    /// The directory's mode when users other than its owner may add
+    /// names to it, sticky or not (then a file's owner can still plant
+    /// the names beside it that a library opens by path); None when only
+    /// its owner can.
+    pub fn shared_mode(&self) -> Result<Option<u32>, FileError> {
+        let st = rustix::fs::fstat(&self.fd).map_err(io_error("look at", &self.path))?;
+        let mode = st.st_mode & 0o7777;
+        Ok((mode & 0o022 != 0).then_some(mode))
+    }
+
     /// Opens `name` for appending, created (mode `mode`) when missing.
     pub fn append(&self, name: &Path, mode: u32) -> Result<File, FileError> {
         let fd = self.open_at(
