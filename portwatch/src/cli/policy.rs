@@ -96,7 +96,8 @@ async fn learn(
         None => open_now(netns)?,
         Some(d) => watch_for(d, netns).await?,
     };
-    let file = policy::learn::learn(&seen, ephemeral_range(), &user_name, tags);
+    let mut users = portwatch::host::UserNames::new();
+    let file = policy::learn::learn(&seen, ephemeral_range(), &mut |uid| users.name(uid), tags);
     // What it writes, it must read back the same.
     policy::Policy::compile(file.clone()).map_err(|why| {
         anyhow::anyhow!("the learned policy would not load ({why}); this is a bug")
@@ -167,11 +168,4 @@ fn ephemeral_range() -> (u16, u16) {
         })
         .filter(|(lo, hi)| lo <= hi)
         .unwrap_or((32768, 60999))
-}
-
-fn user_name(uid: u32) -> String {
-    uzers::get_user_by_uid(uid).map_or_else(
-        || uid.to_string(),
-        |u| u.name().to_string_lossy().into_owned(),
-    )
 }

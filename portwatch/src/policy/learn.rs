@@ -43,7 +43,7 @@ fn owner_of(l: &Listener) -> Owner {
 pub fn learn<'a>(
     listeners: impl IntoIterator<Item = &'a Listener>,
     ephemeral: (u16, u16),
-    user: &dyn Fn(u32) -> String,
+    user: &mut dyn FnMut(u32) -> String,
     tags: Vec<String>,
 ) -> PolicyFile {
     // (owner, user, proto, scope) -> fixed ports, and whether any port was

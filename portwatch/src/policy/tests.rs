@@ -235,7 +235,12 @@ fn learned_policies_expect_what_was_seen() {
         name: None,
     });
     ls.push(unit);
-    let file = learn(&ls, (32768, 60999), &|_| "root".into(), vec!["t".into()]);
+    let file = learn(
+        &ls,
+        (32768, 60999),
+        &mut |_| "root".into(),
+        vec!["t".into()],
+    );
     let text = serde_json::to_string(&file).unwrap();
     let p = Policy::compile(file).unwrap();
     for l in &ls {
