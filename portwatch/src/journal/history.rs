@@ -32,7 +32,7 @@ pub struct Hold {
     pub exe: Option<String>,
     /// `runtime:name` of its container or unit.
     pub container: Option<String>,
-    #[serde(with = "ts")]
+    #[serde(serialize_with = "crate::wire::micros::serialize")]
     pub opened: DateTime<Utc>,
     /// Already open when the watch started: it opened at or before
     /// `opened`.
@@ -47,22 +47,13 @@ pub struct Hold {
     pub exposure: Option<serde_json::Value>,
 }
 
-mod ts {
-    pub(super) fn serialize<S: serde::Serializer>(
-        t: &chrono::DateTime<chrono::Utc>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::wire::format_ts(t))
-    }
-}
-
 mod ts_opt {
     pub(super) fn serialize<S: serde::Serializer>(
         t: &Option<chrono::DateTime<chrono::Utc>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&crate::wire::format_ts(t)),
+            Some(t) => crate::wire::micros::serialize(t, s),
             None => s.serialize_none(),
         }
     }

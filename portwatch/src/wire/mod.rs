@@ -100,11 +100,12 @@ pub(crate) fn to_json(value: &impl Serialize) -> String {
         .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"error\":\"{e}\"}}"))
 }
 
-mod micros {
+/// Times as every line writes them (see [`format_ts`]), for serde.
+pub(crate) mod micros {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
 
-    pub(super) fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_ts(ts))
     }
 
