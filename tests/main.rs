@@ -27,6 +27,8 @@ mod manuals;
 mod metrics;
 mod namespaces;
 mod notify;
+mod ocsf;
+mod otlp;
 mod ownership;
 mod package;
 mod policy;

@@ -28,6 +28,12 @@ pub struct OwnerContext {
     /// The executable was removed or replaced after the process started.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exe_deleted: bool,
+    /// Its arguments, joined by spaces, made safe and cut to
+    /// [`MAX_TEXT`] characters; absent when unreadable. They may hold a
+    /// secret: only root and the owner's own user are shown them, and the
+    /// journal does not keep them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
     /// The Debian package that owns the executable; `null` when no
     /// package does (or the host has no dpkg database).
     pub package: Option<String>,
@@ -158,6 +164,7 @@ pub struct OwnerFacts {
     /// is that one before naming its package.
     pub exe_id: Option<(u64, u64)>,
     pub exe_deleted: bool,
+    pub cmdline: Option<String>,
 }
 
 /// The longest text a context keeps of a path or name (in characters,

@@ -198,6 +198,7 @@ impl OwnerCache {
             git: facts.git,
             exe: facts.exe,
             exe_deleted: facts.exe_deleted,
+            cmdline: facts.cmdline,
             package,
             exe_sha256: None,
         });

@@ -135,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test { args } => {
             // The package test installs what this builds.
             package(&root)?;
+            setup::ensure_python_packages(&root)?;
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(&root)
                 .args(["test", "--release"])

@@ -49,6 +49,45 @@ pub fn ensure_cargo_deb(root: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The PyPI packages the tests' helpers import, pinned, installed for
+/// Debian's python3 under `.tools/python` (the tests put it on
+/// PYTHONPATH): the OTLP receiver decodes requests with the OpenTelemetry
+/// project's own protobuf messages.
+const PYTHON_PACKAGES: &[&str] = &["opentelemetry-proto==1.39.1", "protobuf==6.33.6"];
+
+pub fn ensure_python_packages(root: &Path) -> Result<()> {
+    let target = root.join(".tools/python");
+    let stamp = target.join(".installed");
+    let wanted = PYTHON_PACKAGES.join("\n");
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing {} into {}",
+        PYTHON_PACKAGES.join(", "),
+        target.display()
+    );
+    let _ = fs::remove_dir_all(&target);
+    check(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-warn-script-location",
+                "--root-user-action=ignore",
+                "--target",
+            ])
+            .arg(&target)
+            .args(PYTHON_PACKAGES),
+        "`pip install` of the tests' Python packages (Debian: apt install python3-pip)",
+    )?;
+    fs::write(&stamp, wanted).context("cannot write .tools/python/.installed")?;
+    Ok(())
+}
+
 pub fn ensure(root: &Path) -> Result<()> {
     let nightly = nightly_info()?;
     ensure_rust_src()?;

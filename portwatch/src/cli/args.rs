@@ -207,6 +207,9 @@ pub struct DaemonArgs {
     /// One JSON object per line instead of text
     #[arg(long)]
     pub json: bool,
+    /// How lines are written
+    #[arg(long, value_enum, conflicts_with = "json")]
+    pub format: Option<crate::sink::Format>,
     /// How often the CPU and memory of listening processes are sampled
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub sample_interval: Duration,
@@ -248,6 +251,8 @@ pub struct DaemonArgs {
     pub no_journal: bool,
     #[command(flatten)]
     pub journal_limits: JournalArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
     /// Serve events to local clients on this Unix socket (default /run/portwatch/portwatch.sock)
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = portwatch::serve::DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
@@ -334,6 +339,67 @@ impl DaemonArgs {
     }
 }
 
+/// `--otlp` and its settings (watch and daemon).
+#[derive(Args, Clone)]
+pub struct OtlpArgs {
+    /// Export every event and alert as an OpenTelemetry log record to this OTLP/HTTP logs endpoint, e.g. http://collector:4318/v1/logs
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
+    /// A header for each OTLP request, e.g. 'Authorization=Bearer TOKEN' (repeatable; never printed, but other users see a command line: prefer OTEL_EXPORTER_OTLP_HEADERS)
+    #[arg(long, value_name = "NAME=VALUE", requires = "otlp")]
+    pub otlp_header: Vec<String>,
+    /// Give up on one OTLP request after this long (it is then retried)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "otlp")]
+    pub otlp_timeout: Duration,
+    /// Log records kept for the collector while it is slow or down; more are dropped, and counted
+    #[arg(
+        long,
+        value_name = "RECORDS",
+        default_value_t = 16384,
+        requires = "otlp"
+    )]
+    pub otlp_queue: usize,
+}
+
+/// Without the headers, which hold secrets.
+impl std::fmt::Debug for OtlpArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpArgs")
+            .field(
+                "otlp",
+                &self.otlp.as_deref().map(crate::deliver::webhook::shown),
+            )
+            .field("otlp_header", &self.otlp_header.len())
+            .field("otlp_timeout", &self.otlp_timeout)
+            .field("otlp_queue", &self.otlp_queue)
+            .finish()
+    }
+}
+
+impl OtlpArgs {
+    /// The exporter's settings, when `--otlp` asks for one. Without
+    /// `--otlp-header`, the headers of `OTEL_EXPORTER_OTLP_LOGS_HEADERS`
+    /// or `OTEL_EXPORTER_OTLP_HEADERS` (`NAME=VALUE,NAME=VALUE`): an
+    /// environment only root reads.
+    pub fn config(&self) -> anyhow::Result<Option<crate::otlp::OtlpConfig>> {
+        let Some(url) = &self.otlp else {
+            return Ok(None);
+        };
+        let mut headers = self.otlp_header.clone();
+        if headers.is_empty() {
+            let env = std::env::var("OTEL_EXPORTER_OTLP_LOGS_HEADERS")
+                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_HEADERS"))
+                .unwrap_or_default();
+            headers = env
+                .split(',')
+                .filter(|h| !h.trim().is_empty())
+                .map(String::from)
+                .collect();
+        }
+        crate::otlp::OtlpConfig::new(url, &headers, self.otlp_timeout, self.otlp_queue).map(Some)
+    }
+}
+
 /// Where the journal is kept and how much of it.
 #[derive(Args, Debug, Clone)]
 pub struct JournalArgs {
@@ -401,6 +467,9 @@ pub struct WatchArgs {
     /// One JSON object per line instead of aligned text
     #[arg(long)]
     pub json: bool,
+    /// How lines are written
+    #[arg(long, value_enum, conflicts_with = "json")]
+    pub format: Option<crate::sink::Format>,
     /// Read the events of a running `portwatch daemon --socket` (no root needed; default /run/portwatch/portwatch.sock). Only --pid, --proto, --scope and --netns apply
     #[arg(
         long,
@@ -424,6 +493,8 @@ pub struct WatchArgs {
     pub journal: Option<PathBuf>,
     #[command(flatten)]
     pub journal_limits: JournalArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
     /// Append the lines to FILE instead of stdout; SIGHUP opens it again (after logrotate moved it)
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -683,5 +754,14 @@ mod tests {
         let defaults = engine_args(&[]).config().unwrap();
         assert_eq!(defaults.filter, Filter::default());
         assert_eq!(defaults.resync_interval, Some(Duration::from_secs(60)));
+    }
+}
+
+/// `--json`, or `--format`.
+pub fn format_of(json: bool, format: Option<crate::sink::Format>) -> crate::sink::Format {
+    match format {
+        Some(f) => f,
+        None if json => crate::sink::Format::Json,
+        None => crate::sink::Format::Text,
     }
 }

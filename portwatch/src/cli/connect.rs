@@ -153,9 +153,12 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
     let filter = args.engine.config()?.filter;
     let mut shutdown = Shutdown::install()?;
     let mut lines = open(path, &filter).await?;
-    let mut sink = Sink::chosen(args.json, args.output.as_deref())?;
+    let mut sink = Sink::formatted(
+        crate::args::format_of(args.json, args.format),
+        args.output.as_deref(),
+    )?;
     let mut hangups = sink.hangups()?;
-    if !sink.is_json() {
+    if sink.is_text() {
         sink.line(&output::event_header())?;
     }
     let stop = shutdown.requested();
@@ -184,6 +187,9 @@ pub async fn run(path: &Path, args: &WatchArgs) -> anyhow::Result<()> {
             // The line as the daemon wrote it: a newer daemon's too, when
             // it is a JSON object.
             _ if sink.is_json() && is_json_object(&text) => sink.line(&text)?,
+            // OCSF records made here, from the daemon's typed lines; what
+            // OCSF has no class for is said as text on stderr.
+            Ok(line) if sink.ocsf(&line)? => {}
             Ok(line) if !sink.is_json() => print_text(&mut sink, &line)?,
             Ok(_) => {}
             Err(why) => {

@@ -25,6 +25,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let (engine, sample_interval) = args.config()?;
     let socket = args.socket_config()?;
     let delivery = args.delivery_config()?;
+    let otlp = args.otlp.config()?;
     let path = match args.alerts {
         Some(p) => p,
         None => store::read_path()?,
@@ -52,7 +53,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         other => Some(other?),
     };
     let mut shutdown = Shutdown::install()?;
-    let mut sink = Sink::new(args.json);
+    let mut sink = Sink::formatted(crate::args::format_of(args.json, args.format), None)?;
     // SIGHUP reloads the rules (its default action would end the daemon,
     // and systemd does not restart a unit that died of it); from before
     // start-up, which takes a while.
@@ -85,6 +86,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let mut server = socket.map(Server::start).transpose()?;
     let mut deliveries = Deliveries::start(&delivery)?;
+    let mut otlp = otlp.map(crate::otlp::Otlp::start).transpose()?;
     // Last of what can fail: a start that fails says one thing.
     let mut journal = if args.no_journal {
         None
@@ -122,6 +124,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     m.observe(&ev);
                 }
                 crate::journal::record(&mut journal, &ev);
+                if let Some(o) = &mut otlp {
+                    o.send(&ev);
+                }
                 hub.publish(&ev, &mut in_tree);
                 deliver(&mut deliveries, &ev);
                 print(&mut sink, ev, n_rules, &path)?;
@@ -138,6 +143,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 hub.join(join, monitor.backend_name(), chrono::Utc::now(), &mut in_tree);
             }
             Some(failure) = deliveries.next_failure() => print_failure(&mut sink, &failure)?,
+            Some(failure) = crate::otlp::next_failure(&mut otlp) => print_failure(&mut sink, &failure)?,
             // From READY on: the loop that serves this tick is the one
             // that reads the kernel's events.
             _ = watchdog_tick.tick(), if watchdog.is_some() && ready => {
@@ -147,6 +153,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 if let Some(m) = &metrics {
                     m.stats(&monitor.stats());
                     m.set_clients(hub.len());
+                    if let Some(o) = &otlp {
+                        m.otlp(o.stats());
+                    }
                     if let Some(d) = monitor.drifts() {
                         m.drifting(d.counts());
                     }
@@ -164,6 +173,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // No loss is silent, at stop either.
     for failure in deliveries.remaining() {
         print_failure(&mut sink, &failure)?;
+    }
+    if let Some(o) = &mut otlp {
+        for failure in o.finish().await {
+            print_failure(&mut sink, &failure)?;
+        }
     }
     sink.flush()?;
     Ok(())
@@ -208,6 +222,10 @@ fn print(
     // Messages on stderr come after the lines before them.
     if !matches!(ev, MonitorEvent::Port(_)) {
         sink.flush()?;
+    }
+    // Ports are the socket's and the metrics' in every format.
+    if !matches!(ev, MonitorEvent::Port(_)) && sink.ocsf_event(&ev)? {
+        return Ok(());
     }
     match ev {
         MonitorEvent::Ready(r) if sink.is_json() => {

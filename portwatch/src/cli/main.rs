@@ -15,6 +15,7 @@ mod log;
 mod manuals;
 mod metrics;
 mod notify;
+mod otlp;
 mod policy;
 mod shutdown;
 mod sink;

@@ -14,11 +14,34 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use portwatch::{PortEvent, files::CheckedDir, output};
+use portwatch::{
+    MonitorEvent, PortEvent,
+    files::CheckedDir,
+    output,
+    wire::{
+        Line,
+        ocsf::{self, OcsfHost},
+    },
+};
 
-/// Where reports go: JSON lines or aligned text on stdout or in a file.
+/// How lines are written (`--format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned text
+    #[default]
+    Text,
+    /// One JSON object per line (as --json)
+    Json,
+    /// One OCSF record per line: Network Activity (4001) for ports, Detection Finding (2004) for alerts and drifts; the rest goes to stderr as text
+    Ocsf,
+}
+
+/// Where reports go: JSON lines, OCSF records or aligned text, on stdout
+/// or in a file.
 pub struct Sink {
     json: bool,
+    /// `--format ocsf`: the host its records name.
+    ocsf: Option<OcsfHost>,
     out: BufWriter<Box<dyn Write>>,
     /// The file, when it is one: its checked directory and name.
     file: Option<(CheckedDir, PathBuf)>,
@@ -36,6 +59,7 @@ impl Sink {
     pub fn new(json: bool) -> Self {
         Self {
             json,
+            ocsf: None,
             out: BufWriter::with_capacity(BUFFER, Box::new(io::stdout().lock())),
             file: None,
         }
@@ -50,6 +74,7 @@ impl Sink {
         let (dir, name, file) = opened.map_err(|e| anyhow::anyhow!("the --output file: {e}"))?;
         Ok(Self {
             json,
+            ocsf: None,
             out: BufWriter::with_capacity(BUFFER, Box::new(file)),
             file: Some((dir, name)),
         })
@@ -61,6 +86,15 @@ impl Sink {
             Some(path) => Self::to_file(json, path),
             None => Ok(Self::new(json)),
         }
+    }
+
+    /// Stdout, or `--output FILE`, in `format`.
+    pub fn formatted(format: Format, output: Option<&Path>) -> anyhow::Result<Self> {
+        let mut sink = Self::chosen(format == Format::Json, output)?;
+        if format == Format::Ocsf {
+            sink.ocsf = Some(this_host());
+        }
+        Ok(sink)
     }
 
     /// SIGHUP, handled in every mode (its default action would end the
@@ -94,7 +128,46 @@ impl Sink {
         self.json
     }
 
+    /// Aligned text: not JSON lines, not OCSF records.
+    pub fn is_text(&self) -> bool {
+        !self.json && self.ocsf.is_none()
+    }
+
+    /// In `--format ocsf`, writes the record of `line` and says true; says
+    /// false for a line OCSF has no class for, and in other formats.
+    pub fn ocsf(&mut self, line: &Line) -> io::Result<bool> {
+        let Some(host) = &self.ocsf else {
+            return Ok(false);
+        };
+        match ocsf::record(line, host) {
+            Some(record) => {
+                let text = record.to_string();
+                self.line(&text)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// [`Self::ocsf`] for a monitor's event.
+    pub fn ocsf_event(&mut self, ev: &MonitorEvent) -> io::Result<bool> {
+        if self.ocsf.is_none() {
+            return Ok(false);
+        }
+        let line = match ev {
+            MonitorEvent::Port(p) => Line::from(p),
+            MonitorEvent::Alert(a) => Line::from(a),
+            MonitorEvent::Drift(d) => Line::from(d),
+            MonitorEvent::ExposureChanged(c) => Line::from(c),
+            _ => return Ok(false),
+        };
+        self.ocsf(&line)
+    }
+
     pub fn event(&mut self, ev: &PortEvent) -> io::Result<()> {
+        if self.ocsf.is_some() {
+            return self.ocsf(&Line::from(ev)).map(|_| ());
+        }
         let line = if self.json {
             portwatch::wire::Line::from(ev).to_json()
         } else {
@@ -129,4 +202,15 @@ pub async fn hangup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<
         Some(h) => h.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// This host, as OCSF records name it: its name and machine id.
+fn this_host() -> OcsfHost {
+    let hostname =
+        portwatch::safe_text::safe_str(&rustix::system::uname().nodename().to_string_lossy());
+    let uid = std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    OcsfHost { hostname, uid }
 }

@@ -5,7 +5,7 @@ use portwatch::{
     Monitor, MonitorConfig, MonitorEvent, Proto, monitor::NoticeKind, output, wire::Line,
 };
 
-use crate::{args::WatchArgs, metrics, shutdown::Shutdown, sink::Sink};
+use crate::{args::WatchArgs, metrics, otlp::Otlp, shutdown::Shutdown, sink::Sink};
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.connect {
@@ -17,10 +17,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         policy: crate::policy::source(args.policy.as_deref())?,
         ..MonitorConfig::default()
     };
+    let otlp = args.otlp.config()?;
     let mut shutdown = Shutdown::install()?;
     // Before the programs load: a rotation's SIGHUP during start-up must
     // not end the watch.
-    let mut sink = Sink::chosen(args.json, args.output.as_deref())?;
+    let mut sink = Sink::formatted(
+        crate::args::format_of(args.json, args.format),
+        args.output.as_deref(),
+    )?;
     let mut hangups = sink.hangups()?;
     let metrics = metrics::start(args.metrics).await?;
     let mut monitor = Monitor::start(config.clone())?;
@@ -34,12 +38,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         Some(path) => crate::journal::open(path.clone(), &args.journal_limits, true)?,
         None => None,
     };
+    let mut otlp = otlp.map(Otlp::start).transpose()?;
     let watched = match config.engine.filter.proto {
         Some(Proto::Tcp) => "TCP listeners",
         Some(Proto::Udp) => "bound UDP ports",
         None => "TCP listeners and bound UDP ports",
     };
-    if !sink.is_json() {
+    if sink.is_text() {
         sink.line(&output::event_header())?;
     }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -58,8 +63,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 monitor.reload_policy();
                 continue;
             }
+            Some(failure) = crate::otlp::next_failure(&mut otlp) => {
+                print_failure(&mut sink, &failure)?;
+                continue;
+            }
             _ = tick.tick(), if metrics.is_some() => {
                 if let Some(m) = &metrics {
+                    if let Some(o) = &otlp {
+                        m.otlp(o.stats());
+                    }
                     m.stats(&monitor.stats());
                     if let Some(d) = monitor.drifts() {
                         m.drifting(d.counts());
@@ -75,9 +87,18 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             m.observe(&ev);
         }
         crate::journal::record(&mut journal, &ev);
+        if let Some(o) = &mut otlp {
+            o.send(&ev);
+        }
         // Messages on stderr come after the lines before them.
         if !matches!(ev, MonitorEvent::Port(_)) {
             sink.flush()?;
+        }
+        if sink.ocsf_event(&ev)? {
+            if !monitor.has_queued() {
+                sink.flush()?;
+            }
+            continue;
         }
         match ev {
             MonitorEvent::Port(ev) => sink.event(&ev)?,
@@ -112,6 +133,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             sink.flush()?;
         }
     }
+    if let Some(o) = &mut otlp {
+        for failure in o.finish().await {
+            print_failure(&mut sink, &failure)?;
+        }
+    }
     if args.stats {
         let stats = monitor.stats();
         if sink.is_json() {
@@ -124,5 +150,18 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     }
     sink.flush()?;
+    Ok(())
+}
+
+/// What the OTLP exporter has to say: a `delivery_error` line, or a
+/// warning.
+fn print_failure(sink: &mut Sink, failure: &str) -> anyhow::Result<()> {
+    sink.flush()?;
+    if sink.is_json() {
+        sink.line(&Line::delivery_error(failure, Utc::now()).to_json())?;
+        sink.flush()?;
+    } else {
+        crate::log::warn(&format!("delivery failed: {failure}"));
+    }
     Ok(())
 }

@@ -327,3 +327,22 @@ fn a_clock_stepped_back_and_a_reused_pid_keep_the_journal_right() {
     assert_eq!(h.recent(Proto::Tcp, 80, 1).unwrap()[0].closed, Some(t(50)));
     std::fs::remove_dir_all(d).unwrap();
 }
+
+#[test]
+fn the_journal_keeps_no_command_line() {
+    let d = dir("cmdline");
+    let mut j = Journal::open(&config(&d)).unwrap();
+    let mut with = l(80, 1, "web");
+    with.context = Some(std::sync::Arc::new(crate::owner::OwnerContext {
+        exe: Some("/usr/bin/web".into()),
+        cmdline: Some("web --token hunter2".into()),
+        ..Default::default()
+    }));
+    j.record(&port(Change::Opened, with, t(0), Source::Ebpf));
+    drop(j);
+    let bytes = std::fs::read(d.join("journal.db")).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("/usr/bin/web"), "the context was written");
+    assert!(!text.contains("hunter2"), "its arguments were not");
+    std::fs::remove_dir_all(d).unwrap();
+}

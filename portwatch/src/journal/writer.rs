@@ -390,7 +390,16 @@ fn context_id(
     {
         return Ok(Some(*id));
     }
-    let json = serde_json::to_string(&**ctx).unwrap_or_default();
+    // Without the arguments: the journal's readers (its group) may be
+    // other users, and arguments may hold a secret.
+    let json = if ctx.cmdline.is_some() {
+        let mut kept = (**ctx).clone();
+        kept.cmdline = None;
+        serde_json::to_string(&kept)
+    } else {
+        serde_json::to_string(&**ctx)
+    }
+    .unwrap_or_default();
     let digest = digest(&json);
     let id = match tx
         .prepare_cached("SELECT id FROM contexts WHERE digest = ?1 AND json = ?2")?

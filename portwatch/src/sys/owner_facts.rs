@@ -193,6 +193,7 @@ fn read_fast(
         None => (None, false),
     };
     let exe_id = exe_id(pid);
+    let cmdline = procfs_scan::cmdline(pid).map(capped);
     let cwd = procfs_scan::link(pid, "cwd").map(capped);
     let query = SlowQuery {
         pid,
@@ -214,6 +215,7 @@ fn read_fast(
         exe,
         exe_id,
         exe_deleted,
+        cmdline,
     };
     Some((facts, query))
 }

@@ -106,6 +106,18 @@ pub(crate) fn read_small(pid: u32, what: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// A process's arguments joined by spaces, each made safe; None when
+/// unreadable or empty (a kernel thread, a zombie). Read up to 64 KiB.
+pub(crate) fn cmdline(pid: u32) -> Option<String> {
+    let bytes = read_small(pid, "cmdline")?;
+    let args: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(safe_text)
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
+}
+
 /// The real and effective uids of `pid` (its status's `Uid:` line).
 pub(crate) fn uids(pid: u32) -> Option<(u32, u32)> {
     let status = read_small(pid, "status")?;

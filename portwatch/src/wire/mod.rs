@@ -13,6 +13,7 @@ mod convert;
 #[cfg(test)]
 mod golden;
 pub mod list;
+pub mod ocsf;
 pub mod request;
 pub mod schema;
 

@@ -103,7 +103,7 @@ async fn post(client: &reqwest::Client, url: &str, json: String) -> Result<(), S
 }
 
 /// reqwest's message and its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut cause = e.source();
     while let Some(c) = cause {

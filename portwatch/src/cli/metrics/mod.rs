@@ -51,6 +51,9 @@ pub struct Metrics {
     journal_written: IntCounter,
     journal_lost: IntCounter,
     journal_failed: IntGauge,
+    otlp_sent: IntCounter,
+    otlp_lost: IntCounter,
+    otlp_queued: IntGauge,
     clients: IntGauge,
     program_time: CounterVec,
     program_runs: IntCounterVec,
@@ -142,6 +145,18 @@ impl Metrics {
                 "journal_failed",
                 "Whether the journal stopped on an error such as a full disk (then 1): events are no longer journaled",
             ))?,
+            otlp_sent: IntCounter::with_opts(opts(
+                "otlp_records_sent_total",
+                "Log records the OTLP collector took (--otlp)",
+            ))?,
+            otlp_lost: IntCounter::with_opts(opts(
+                "otlp_records_lost_total",
+                "Log records not delivered to the OTLP collector: its queue was full, the collector refused them, or portwatch stopped first",
+            ))?,
+            otlp_queued: IntGauge::with_opts(opts(
+                "otlp_records_queued",
+                "Log records waiting for the OTLP collector, now",
+            ))?,
             clients: IntGauge::with_opts(opts(
                 "socket_clients",
                 "Clients connected to the event socket",
@@ -184,6 +199,9 @@ impl Metrics {
         m.registry.register(Box::new(m.journal_written.clone()))?;
         m.registry.register(Box::new(m.journal_lost.clone()))?;
         m.registry.register(Box::new(m.journal_failed.clone()))?;
+        m.registry.register(Box::new(m.otlp_sent.clone()))?;
+        m.registry.register(Box::new(m.otlp_lost.clone()))?;
+        m.registry.register(Box::new(m.otlp_queued.clone()))?;
         m.registry.register(Box::new(m.clients.clone()))?;
         m.registry.register(Box::new(m.program_time.clone()))?;
         m.registry.register(Box::new(m.program_runs.clone()))?;
@@ -284,6 +302,16 @@ impl Metrics {
         self.journal_lost
             .inc_by(s.lost.saturating_sub(self.journal_lost.get()));
         self.journal_failed.set(i64::from(s.failed));
+    }
+
+    /// The OTLP exporter's counters (read about once a second).
+    pub fn otlp(&self, s: crate::otlp::OtlpStats) {
+        self.otlp_sent
+            .inc_by(s.sent.saturating_sub(self.otlp_sent.get()));
+        self.otlp_lost
+            .inc_by(s.lost.saturating_sub(self.otlp_lost.get()));
+        self.otlp_queued
+            .set(i64::try_from(s.queued).unwrap_or(i64::MAX));
     }
 
     /// The engine's counters (read about once a second).

@@ -107,6 +107,7 @@ fn node_with_context() -> Listener {
             exe_deleted: true,
             package: None,
             exe_sha256: None,
+            cmdline: None,
         })),
         ..listener(8080, 400, "node", 4)
     }
