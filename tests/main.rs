@@ -21,6 +21,7 @@ mod faults;
 mod files;
 mod hostile;
 mod journal;
+mod kubernetes;
 mod library;
 mod list;
 mod manuals;

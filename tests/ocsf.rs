@@ -281,3 +281,78 @@ fn the_daemon_writes_an_alert_as_a_valid_detection_finding() {
     assert_eq!(r["evidences"][0]["dst_endpoint"]["port"], port);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_socket_client_that_asks_gets_records_and_the_sockets_own_lines() {
+    let dir = std::env::temp_dir().join(format!("portwatch-ocsf-socket-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("alerts.json");
+    std::fs::write(&rules, r#"{"rules":[]}"#).unwrap();
+    let socket = dir.join("portwatch.sock");
+    let _d = crate::support::Watcher::spawn(&[
+        "daemon",
+        "--json",
+        "--no-journal",
+        "--alerts",
+        rules.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+    ]);
+    let before = TcpListener::bind("127.0.0.1:0").unwrap();
+    let before_port = before.local_addr().unwrap().port();
+    let connect = |request: &str| {
+        use std::io::Write as _;
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        writeln!(s, "{request}").unwrap();
+        BufReader::new(s).lines()
+    };
+    // A format it does not know: one sentence, and the end.
+    let mut bad = connect(r#"{"format":"cef\u001b"}"#);
+    let refusal: Value = serde_json::from_str(&bad.next().unwrap().unwrap()).unwrap();
+    assert_eq!(refusal["event"], "error");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"format "cef\x1b" is neither json nor ocsf"#),
+        "{refusal}"
+    );
+    assert!(bad.next().is_none());
+    let mut lines = connect(r#"{"format":"ocsf","proto":"tcp"}"#);
+    let mut next_line =
+        || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    // The baseline as records, then the socket's own ready line.
+    let mut baseline = Vec::new();
+    let ready = loop {
+        let v = next_line();
+        if v["event"] == "ready" {
+            break v;
+        }
+        baseline.push(v);
+    };
+    assert_eq!(ready["listeners"].as_u64(), Some(baseline.len() as u64));
+    let mine = baseline
+        .iter()
+        .find(|v| at_port(v, 7, "tcp", before_port))
+        .unwrap_or_else(|| panic!("{before_port} not in {baseline:?}"));
+    assert_eq!(mine["unmapped"]["portwatch"]["source"], "baseline");
+    for r in &baseline {
+        let errors = validate(r);
+        assert!(errors.is_empty(), "{errors:#?}\n{r}");
+    }
+    let live = TcpListener::bind("127.0.0.1:0").unwrap();
+    let live_port = live.local_addr().unwrap().port();
+    let r = loop {
+        let v = next_line();
+        if at_port(&v, 7, "tcp", live_port) {
+            break v;
+        }
+    };
+    let errors = validate(&r);
+    assert!(errors.is_empty(), "{errors:#?}\n{r}");
+    assert_eq!(r["actor"]["process"]["pid"], std::process::id());
+    drop(before);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -27,6 +27,21 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+/// The capabilities portwatch needs, all of them: what a unit or a pod
+/// grants it (the packaging's test checks they name each).
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_NET_ADMIN",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_PTRACE",
+    "CAP_DAC_READ_SEARCH",
+];
+
+/// The host's paths the checks below look at: the kernel's BTF, tracefs,
+/// the cgroup v2 hierarchy.
+pub const HOST_PATHS: &[&str] = &["/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup"];
+
 const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_PTRACE: u32 = 19;

@@ -355,7 +355,7 @@ pub struct OtlpArgs {
     #[arg(
         long,
         value_name = "RECORDS",
-        default_value_t = 16384,
+        default_value_t = 65536,
         requires = "otlp"
     )]
     pub otlp_queue: usize,
@@ -604,6 +604,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size in bytes (e.g. 4096, 256K, 4M, 1GiB)"))
 }
 
+/// `--json`, or `--format`.
+pub fn format_of(json: bool, format: Option<crate::sink::Format>) -> crate::sink::Format {
+    match format {
+        Some(f) => f,
+        None if json => crate::sink::Format::Json,
+        None => crate::sink::Format::Text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,14 +763,5 @@ mod tests {
         let defaults = engine_args(&[]).config().unwrap();
         assert_eq!(defaults.filter, Filter::default());
         assert_eq!(defaults.resync_interval, Some(Duration::from_secs(60)));
-    }
-}
-
-/// `--json`, or `--format`.
-pub fn format_of(json: bool, format: Option<crate::sink::Format>) -> crate::sink::Format {
-    match format {
-        Some(f) => f,
-        None if json => crate::sink::Format::Json,
-        None => crate::sink::Format::Text,
     }
 }

@@ -96,6 +96,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         crate::journal::open(args.journal.clone(), &args.journal_limits, asked)?
     };
     let mut hub = Hub::new();
+    hub.set_ocsf_host(crate::sink::this_host());
     let mut in_tree = |root: u32, pid: u32| serve::is_descendant(pid, root);
     let mut recover = tokio::time::interval(RECOVER_EVERY);
     // Clients join once the baseline is in the monitor's table.

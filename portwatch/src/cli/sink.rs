@@ -205,7 +205,7 @@ pub async fn hangup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<
 }
 
 /// This host, as OCSF records name it: its name and machine id.
-fn this_host() -> OcsfHost {
+pub fn this_host() -> OcsfHost {
     let hostname =
         portwatch::safe_text::safe_str(&rustix::system::uname().nodename().to_string_lossy());
     let uid = std::fs::read_to_string("/etc/machine-id")

@@ -18,7 +18,7 @@ use crate::{
     filter::Filter,
     monitor::MonitorEvent,
     policy::drift::{Drift, DriftKind},
-    wire::Line,
+    wire::{Line, ocsf::OcsfHost},
 };
 
 /// Whether `pid` is `root` or one of its descendants.
@@ -32,11 +32,14 @@ pub struct Join {
     pub uid: u32,
     /// Where its lines go: each item is one or more whole lines.
     pub tx: Sender<String>,
+    /// It asked for OCSF records (`"format":"ocsf"`).
+    pub ocsf: bool,
 }
 
 struct Client {
     filter: Filter,
     uid: u32,
+    ocsf: bool,
     tx: Sender<String>,
     /// Listeners this client was told are open: a close goes to the
     /// clients that saw the open, and only to them.
@@ -53,6 +56,8 @@ pub struct Hub {
     /// The policy's drifts in force, as published: a client that joins
     /// later is told them after its baseline.
     drifting: Drifting,
+    /// The host OCSF records name ([`Hub::set_ocsf_host`]).
+    host: OcsfHost,
 }
 
 /// Drifts that have not ended: unexpected listeners, missing entries.
@@ -93,6 +98,11 @@ impl Hub {
         Self::default()
     }
 
+    /// The host the OCSF records of clients that ask for them name.
+    pub fn set_ocsf_host(&mut self, host: OcsfHost) {
+        self.host = host;
+    }
+
     /// Clients connected.
     pub fn len(&self) -> usize {
         self.clients.len()
@@ -114,6 +124,7 @@ impl Hub {
         let mut client = Client {
             filter: join.filter,
             uid: join.uid,
+            ocsf: join.ocsf,
             tx: join.tx,
             told: HashSet::new(),
             lost: 0,
@@ -124,6 +135,7 @@ impl Hub {
             backend,
             now,
             in_tree,
+            &self.host,
         );
         // A new queue has room for one item.
         if client.tx.try_send(chunk).is_ok() {
@@ -178,8 +190,9 @@ impl Hub {
         };
         // Written once, however many clients take it.
         let mut lines = Lines::default();
+        let host = &self.host;
         self.clients
-            .retain_mut(|c| c.offer(ev, &mut lines, &mut cached));
+            .retain_mut(|c| c.offer(ev, &mut lines, &mut cached, host));
     }
 
     /// Whether a client fell behind and waits for a fresh baseline.
@@ -190,7 +203,7 @@ impl Hub {
     /// Gives each lost client that has read its queue empty a `lost` line,
     /// a fresh baseline and a ready line.
     pub fn recover(&mut self, backend: &str, now: DateTime<Utc>, in_tree: &mut InTree<'_>) {
-        let (open, drifting) = (&self.open, &self.drifting);
+        let (open, drifting, host) = (&self.open, &self.drifting, &self.host);
         self.clients.retain_mut(|c| {
             if c.lost == 0 || c.tx.capacity() < c.tx.max_capacity() {
                 return !c.tx.is_closed();
@@ -204,6 +217,7 @@ impl Hub {
                 backend,
                 now,
                 in_tree,
+                host,
             ));
             c.lost = 0;
             c.tx.try_send(chunk).is_ok()
@@ -221,22 +235,21 @@ impl Client {
         backend: &str,
         now: DateTime<Utc>,
         in_tree: &mut InTree<'_>,
+        host: &OcsfHost,
     ) -> String {
+        let ocsf = self.ocsf.then_some(host);
         let mut chunk = String::new();
         let mut n = 0;
         for l in listeners {
             if self.admits_open(l, in_tree) {
                 self.told.insert(l.key());
-                chunk.push_str(
-                    &Line::from(&PortEvent {
-                        change: Change::Opened,
-                        listener: self.shown(l),
-                        ts: now,
-                        source: Source::Baseline,
-                    })
-                    .to_json(),
-                );
-                chunk.push('\n');
+                let line = Line::from(&PortEvent {
+                    change: Change::Opened,
+                    listener: self.shown(l),
+                    ts: now,
+                    source: Source::Baseline,
+                });
+                chunk.push_str(&text(&line, ocsf));
                 n += 1;
             }
         }
@@ -253,8 +266,7 @@ impl Client {
                 None if self.filter.pid.is_none() => d.clone(),
                 None => continue,
             };
-            chunk.push_str(&Line::from(&shown).to_json());
-            chunk.push('\n');
+            chunk.push_str(&text(&Line::from(&shown), ocsf));
         }
         chunk
     }
@@ -300,7 +312,13 @@ impl Client {
 
     /// Queues `ev` if it is for this client; false when the client is
     /// gone.
-    fn offer(&mut self, ev: &MonitorEvent, lines: &mut Lines, in_tree: &mut InTree<'_>) -> bool {
+    fn offer(
+        &mut self,
+        ev: &MonitorEvent,
+        lines: &mut Lines,
+        in_tree: &mut InTree<'_>,
+        host: &OcsfHost,
+    ) -> bool {
         if self.lost > 0 {
             self.lost += 1;
             return !self.tx.is_closed();
@@ -313,27 +331,34 @@ impl Client {
             MonitorEvent::Drift(d) => d.listener.as_ref().is_none_or(|l| self.sees_context_of(l)),
             _ => true,
         };
+        let ocsf = self.ocsf.then_some(host);
         let line = if whole {
-            lines.whole.get_or_insert_with(|| line_of(ev))
+            lines
+                .whole(self.ocsf)
+                .get_or_insert_with(|| line_of(ev, ocsf))
         } else {
-            lines.bare.get_or_insert_with(|| match ev {
-                MonitorEvent::Port(p) => line_of(&MonitorEvent::Port(PortEvent {
-                    listener: Listener {
-                        context: None,
-                        ..p.listener.clone()
-                    },
-                    ..p.clone()
-                })),
-                MonitorEvent::Drift(d) => {
-                    line_of(&MonitorEvent::Drift(crate::policy::drift::Drift {
+            lines.bare(self.ocsf).get_or_insert_with(|| match ev {
+                MonitorEvent::Port(p) => line_of(
+                    &MonitorEvent::Port(PortEvent {
+                        listener: Listener {
+                            context: None,
+                            ..p.listener.clone()
+                        },
+                        ..p.clone()
+                    }),
+                    ocsf,
+                ),
+                MonitorEvent::Drift(d) => line_of(
+                    &MonitorEvent::Drift(crate::policy::drift::Drift {
                         listener: d.listener.as_ref().map(|l| Listener {
                             context: None,
                             ..l.clone()
                         }),
                         ..d.clone()
-                    }))
-                }
-                _ => line_of(ev),
+                    }),
+                    ocsf,
+                ),
+                _ => line_of(ev, ocsf),
             })
         };
         let Some(line) = line.clone() else {
@@ -371,15 +396,45 @@ impl Client {
 }
 
 /// An event's lines, written once however many clients take them: whole,
-/// and without the owner's context.
+/// and without the owner's context; as portwatch's lines, and as OCSF.
 #[derive(Default)]
 struct Lines {
     whole: Option<Option<String>>,
     bare: Option<Option<String>>,
+    whole_ocsf: Option<Option<String>>,
+    bare_ocsf: Option<Option<String>>,
+}
+
+impl Lines {
+    fn whole(&mut self, ocsf: bool) -> &mut Option<Option<String>> {
+        if ocsf {
+            &mut self.whole_ocsf
+        } else {
+            &mut self.whole
+        }
+    }
+
+    fn bare(&mut self, ocsf: bool) -> &mut Option<Option<String>> {
+        if ocsf {
+            &mut self.bare_ocsf
+        } else {
+            &mut self.bare
+        }
+    }
+}
+
+/// `line` with its newline: its OCSF record for a client that asked for
+/// them, where OCSF has a class for it; portwatch's line otherwise.
+fn text(line: &Line, ocsf: Option<&OcsfHost>) -> String {
+    let mut text = ocsf
+        .and_then(|host| crate::wire::ocsf::record(line, host))
+        .map_or_else(|| line.to_json(), |r| r.to_string());
+    text.push('\n');
+    text
 }
 
 /// The line of an event a client is served, with its newline.
-fn line_of(ev: &MonitorEvent) -> Option<String> {
+fn line_of(ev: &MonitorEvent, ocsf: Option<&OcsfHost>) -> Option<String> {
     let line = match ev {
         MonitorEvent::Port(p) => Line::from(p),
         MonitorEvent::Alert(a) => Line::from(a),
@@ -389,9 +444,7 @@ fn line_of(ev: &MonitorEvent) -> Option<String> {
         MonitorEvent::Drift(d) => Line::from(d),
         _ => return None,
     };
-    let mut text = line.to_json();
-    text.push('\n');
-    Some(text)
+    Some(text(&line, ocsf))
 }
 
 #[cfg(test)]
@@ -427,7 +480,12 @@ mod tests {
     fn client(hub: &mut Hub, filter: Filter, queue: usize) -> Receiver<String> {
         let (tx, rx) = mpsc::channel(queue);
         hub.join(
-            Join { filter, tx, uid: 0 },
+            Join {
+                filter,
+                tx,
+                uid: 0,
+                ocsf: false,
+            },
             "ebpf",
             DateTime::UNIX_EPOCH,
             &mut tree,
@@ -626,7 +684,12 @@ mod tests {
             let (tx, rx) = mpsc::channel(16);
             let filter = Filter::default();
             hub.join(
-                Join { filter, tx, uid },
+                Join {
+                    filter,
+                    tx,
+                    uid,
+                    ocsf: false,
+                },
                 "ebpf",
                 DateTime::UNIX_EPOCH,
                 &mut tree,

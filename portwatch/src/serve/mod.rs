@@ -7,7 +7,9 @@
 mod hub;
 mod server;
 
-pub use crate::wire::request::{MAX_REQUEST_BYTES, Request, parse_request, request_line};
+pub use crate::wire::request::{
+    MAX_REQUEST_BYTES, Request, Subscription, parse_request, parse_subscription, request_line,
+};
 pub use hub::{Hub, InTree, Join};
 pub use server::{Server, SocketConfig, group_id};
 

@@ -30,7 +30,7 @@ use super::hub::Join;
 use crate::{
     error::{Error, Result},
     sys::local_socket::{self, BoundSocket},
-    wire::request::{MAX_REQUEST_BYTES, parse_request},
+    wire::request::{MAX_REQUEST_BYTES, Subscription, parse_subscription},
 };
 
 /// Where and how the event socket is served.
@@ -336,9 +336,9 @@ async fn serve_client(
     let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
     let filter = match read {
-        Ok(Ok(_)) if line.ends_with('\n') => parse_request(&line).and_then(|f| {
-            authorize(uid, f.pid)?;
-            Ok(f)
+        Ok(Ok(_)) if line.ends_with('\n') => parse_subscription(&line).and_then(|s| {
+            authorize(uid, s.filter.pid)?;
+            Ok(s)
         }),
         Ok(Ok(_)) => Err(format!(
             "send one request line (at most {MAX_REQUEST_BYTES} bytes, `{{}}` for everything) first"
@@ -350,8 +350,8 @@ async fn serve_client(
         )),
     };
     let read = reader.into_inner().into_inner();
-    let filter = match filter {
-        Ok(f) => f,
+    let subscription = match filter {
+        Ok(s) => s,
         Err(message) => {
             if let Ok(stream) = read.reunite(write) {
                 refuse(stream, &message).await;
@@ -360,7 +360,17 @@ async fn serve_client(
         }
     };
     let (tx, rx) = mpsc::channel::<String>(queue.max(1));
-    if joins.send(Join { filter, tx, uid }).await.is_err() {
+    let Subscription { filter, ocsf } = subscription;
+    if joins
+        .send(Join {
+            filter,
+            tx,
+            uid,
+            ocsf,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     match write_out(&read, &write, rx, stall_timeout).await {

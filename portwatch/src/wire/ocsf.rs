@@ -125,16 +125,29 @@ fn process(
     p
 }
 
-fn class(
+/// What says which record it is: class, activity, severity.
+struct Head<'a> {
     class_uid: u32,
-    class_name: &str,
+    class_name: &'a str,
     activity_id: u32,
-    activity_name: &str,
+    activity_name: &'a str,
     severity_id: u32,
+}
+
+/// The attributes every record has.
+fn class(
+    head: Head<'_>,
     ts: &chrono::DateTime<chrono::Utc>,
     message: String,
     has_container: bool,
 ) -> Map<String, Value> {
+    let Head {
+        class_uid,
+        class_name,
+        activity_id,
+        activity_name,
+        severity_id,
+    } = head;
     let (category_uid, category_name) = if class_uid == 4001 {
         (4, "Network Activity")
     } else {
@@ -185,11 +198,13 @@ fn port(p: &Port, activity_id: u32, activity: &str, host: &OcsfHost) -> Value {
         p.pid
     );
     let mut m = class(
-        4001,
-        "Network Activity",
-        activity_id,
-        activity,
-        1,
+        Head {
+            class_uid: 4001,
+            class_name: "Network Activity",
+            activity_id,
+            activity_name: activity,
+            severity_id: 1,
+        },
         &p.ts,
         message,
         c.is_some(),
@@ -233,11 +248,13 @@ fn exposure(x: &ExposureChanged, host: &OcsfHost) -> Value {
         x.before.exposure.describe()
     );
     let mut m = class(
-        4001,
-        "Network Activity",
-        99,
-        "Other",
-        1,
+        Head {
+            class_uid: 4001,
+            class_name: "Network Activity",
+            activity_id: 99,
+            activity_name: "Other",
+            severity_id: 1,
+        },
         &x.ts,
         message,
         c.is_some(),
@@ -282,11 +299,13 @@ fn alert(a: &Alert, host: &OcsfHost) -> Value {
         Severity::Critical => 5,
     };
     let mut m = class(
-        2004,
-        "Detection Finding",
-        1,
-        "Create",
-        severity_id,
+        Head {
+            class_uid: 2004,
+            class_name: "Detection Finding",
+            activity_id: 1,
+            activity_name: "Create",
+            severity_id,
+        },
         &a.ts,
         a.message.clone(),
         false,
@@ -330,11 +349,13 @@ fn drift(d: &Drift, host: &OcsfHost) -> Value {
     };
     let message = format!("drift {}: {what}", d.drift.as_str());
     let mut m = class(
-        2004,
-        "Detection Finding",
-        activity_id,
-        activity,
-        severity_id,
+        Head {
+            class_uid: 2004,
+            class_name: "Detection Finding",
+            activity_id,
+            activity_name: activity,
+            severity_id,
+        },
         &d.ts,
         message,
         false,

@@ -1,6 +1,7 @@
 //! What a client of the event socket asks for, in the one line it sends
 //! first: `{}` for everything, or any of
-//! `{"pid":1234,"proto":"tcp","scope":"local","netns":4026531840}`.
+//! `{"pid":1234,"proto":"tcp","scope":"local","netns":4026531840}`, and
+//! `"format":"ocsf"` for OCSF records instead of portwatch's lines.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,38 @@ pub struct Request {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["all", "local", null]))]
     pub scope: Option<String>,
+    /// `json` (portwatch's lines, the default) or `ocsf`: ports, exposure
+    /// changes, alerts and drifts as OCSF records; the socket's own lines
+    /// (`ready`, `lost`, `resync`, notices, `error`) stay portwatch's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["json", "ocsf", null]))]
+    pub format: Option<String>,
+}
+
+/// A client's request, parsed: what it wants, and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscription {
+    pub filter: Filter,
+    /// OCSF records instead of portwatch's lines.
+    pub ocsf: bool,
+}
+
+/// [`parse_request`], with the format asked for.
+pub fn parse_subscription(line: &str) -> Result<Subscription, String> {
+    let filter = parse_request(line)?;
+    // Parsed once more: the filter's parse took the same text.
+    let wire: Request = serde_json::from_str(line.trim()).map_err(|e| e.to_string())?;
+    let ocsf = match wire.format.as_deref() {
+        None | Some("json") => false,
+        Some("ocsf") => true,
+        Some(other) => {
+            return Err(format!(
+                "format \"{}\" is neither json nor ocsf",
+                crate::safe_text::safe_str(other)
+            ));
+        }
+    };
+    Ok(Subscription { filter, ocsf })
 }
 
 /// Parses a client's request into its filter, or one sentence saying what
@@ -85,6 +118,7 @@ pub fn request_line(filter: &Filter) -> String {
         pid: filter.pid,
         proto: filter.proto.map(|p| p.as_str().to_string()),
         scope: (filter.scope == Scope::Local).then(|| "local".to_string()),
+        format: None,
     })
 }
 
@@ -103,6 +137,9 @@ mod tests {
         assert_eq!(parse_request(&request_line(&f)).unwrap(), f);
         assert_eq!(parse_request("{}").unwrap(), Filter::default());
         assert_eq!(request_line(&Filter::default()), "{}");
+        let s = parse_subscription(r#"{"format":"ocsf","proto":"udp"}"#).unwrap();
+        assert!(s.ocsf && s.filter.proto == Some(Proto::Udp));
+        assert!(!parse_subscription("{}").unwrap().ocsf);
     }
 
     #[test]
@@ -119,8 +156,12 @@ mod tests {
             (r#"{"scope":"\u001b[2J"}"#, "scope \"\\x1b[2J\" is neither"),
             (r#"{"\u001b[2J":1}"#, "unknown field `\\x1b[2J`"),
             (r#"{"pid":0}"#, "pid 0 is no process"),
+            (
+                r#"{"format":"cef"}"#,
+                "format \"cef\" is neither json nor ocsf",
+            ),
         ] {
-            let e = parse_request(line).unwrap_err();
+            let e = parse_subscription(line).unwrap_err();
             assert!(e.contains(expected), "{line}: {e}");
             assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e}");
         }

@@ -9,6 +9,7 @@ mod flood;
 mod journal;
 mod latency;
 mod monitors;
+mod otlp;
 mod report;
 mod scan;
 mod storm;
@@ -102,6 +103,7 @@ pub enum Section {
     Exposure,
     Context,
     Journal,
+    Otlp,
 }
 
 impl Options {
@@ -226,6 +228,14 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             "bench: journal (the storm with and without it, {rounds} rounds; {events} events written, then history --at)"
         );
         results.insert("journal".into(), journal::journal(root, events, rounds)?);
+    }
+    if opts.wants(Section::Otlp) {
+        let (rounds, per) = if opts.quick { (1, 2500) } else { (3, 10_000) };
+        eprintln!(
+            "bench: OTLP export cost ({rounds} rounds of {} events with and without --otlp)",
+            4 * per * 2
+        );
+        results.insert("otlp".into(), otlp::otlp(root, 4, per, rounds)?);
     }
     if opts.wants(Section::Cleanup) {
         eprintln!("bench: cleanup");

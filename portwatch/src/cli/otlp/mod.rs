@@ -1,9 +1,10 @@
 //! `--otlp URL`: every event and alert as an OpenTelemetry log record,
 //! POSTed to a collector over OTLP/HTTP (protobuf, gzip).
 //!
-//! The event loop only clones an event into a bounded queue; a task of
-//! its own batches (up to [`MAX_BATCH`] records, or what came in
-//! [`LINGER`]), encodes off the loop's thread, and retries with backoff
+//! The event loop only clones an event into a bounded queue; a thread of
+//! its own (with a runtime of its own, so that a storm that keeps the
+//! event loop busy does not starve it) batches (up to [`MAX_BATCH`]
+//! records, or what came in [`LINGER`]), encodes, and retries with backoff
 //! while the collector is down or busy (429, 502, 503, 504, no answer).
 //! While it retries, records wait in the queue; when the queue is full,
 //! new ones are dropped. Every record is counted as sent or lost
@@ -124,7 +125,7 @@ struct Counts {
     pending: AtomicU64,
 }
 
-/// The exporter: its queue, its task, and what it has to say.
+/// The exporter: its queue, its thread, and what it has to say.
 pub struct Otlp {
     name: String,
     queue: usize,
@@ -135,11 +136,12 @@ pub struct Otlp {
     dropped_since: Option<chrono::DateTime<chrono::Utc>>,
     failures: mpsc::Receiver<String>,
     closing: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// Fires when the exporter's thread is done.
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Otlp {
-    /// Starts the exporter's task. Needs a tokio runtime.
+    /// Starts the exporter's thread.
     pub fn start(config: OtlpConfig) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -163,7 +165,18 @@ impl Otlp {
             unshown: 0,
             closing: closing_rx,
         };
-        let task = tokio::spawn(worker.run(rx));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the OTLP exporter's runtime")?;
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("otlp".into())
+            .spawn(move || {
+                runtime.block_on(worker.run(rx));
+                let _ = done_tx.send(());
+            })
+            .context("cannot start the OTLP exporter's thread")?;
         Ok(Self {
             name,
             queue: config.queue,
@@ -173,12 +186,12 @@ impl Otlp {
             dropped_since: None,
             failures,
             closing,
-            task: Some(task),
+            done: Some(done),
         })
     }
 
     /// Queues what `ev` exports, without waiting: a full queue drops it,
-    /// counted. Only a clone on the event loop; the rest is the task's.
+    /// counted. Only a clone on the event loop; the rest is the exporter thread's.
     ///
     /// What any user can cause (ports, drifts, exposure changes) may fill
     /// three quarters of the queue: the last quarter is kept for alerts
@@ -213,7 +226,7 @@ impl Otlp {
         }
     }
 
-    /// The next thing to say: drops since the last time, then the task's
+    /// The next thing to say: drops since the last time, then the exporter thread's
     /// reports. Cancel-safe.
     pub async fn next_failure(&mut self) -> Option<String> {
         if let Some(said) = self.take_dropped() {
@@ -244,11 +257,9 @@ impl Otlp {
     pub async fn finish(&mut self) -> Vec<String> {
         self.tx = None;
         let _ = self.closing.send(true);
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(GRACE, task).await.is_err() {
-                abort.abort();
-            }
+        if let Some(done) = self.done.take() {
+            // Past the grace, the thread is left to end with the process.
+            let _ = tokio::time::timeout(GRACE, done).await;
         }
         let mut out: Vec<String> = self.take_dropped().into_iter().collect();
         while let Ok(said) = self.failures.try_recv() {
@@ -413,8 +424,8 @@ impl Worker {
             let taken = batch.len() as u64;
             let resource = self.resource.clone();
             let events = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-            let encoded = tokio::task::spawn_blocking(move || encode(resource, events)).await;
-            let (body, n) = encoded.unwrap_or_default();
+            // On this thread: the event loop's is another.
+            let (body, n) = encode(resource, events);
             // Events that make no record (none today) are done with.
             self.counts
                 .pending

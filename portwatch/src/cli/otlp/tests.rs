@@ -75,3 +75,60 @@ fn a_batch_is_one_gzipped_request_with_the_resource() {
     );
     assert_eq!(rl.scope_logs[0].log_records.len(), 2);
 }
+
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn encode_cost() {
+    let port: Line = Line::parse(r#"{"event":"opened","proto":"tcp","address":"127.0.0.1","port":80,"pid":1,"comm":"x","uid":0,"netns":1,"cgroup":"/user.slice/user-0.slice/session-1.scope","container":null,"ts":"2026-12-01T10:00:00.123456Z","source":"ebpf"}"#).unwrap();
+    let Line::Opened(p) = port else {
+        unreachable!()
+    };
+    let mut l = portwatch::event::Listener::new(p.proto, p.address, p.port);
+    l.comm = "python3".into();
+    l.pid = 1234;
+    l.cgroup = "/user.slice/user-0.slice/session-1.scope".into();
+    l.context = Some(std::sync::Arc::new(portwatch::owner::OwnerContext {
+        exe: Some("/usr/bin/python3.11".into()),
+        cmdline: Some("python3 tests/helpers/storm.py 4 10000 1000000".into()),
+        ..Default::default()
+    }));
+    let ev = portwatch::PortEvent {
+        change: portwatch::event::Change::Opened,
+        listener: l,
+        ts: p.ts,
+        source: p.source,
+    };
+    let events: Vec<MonitorEvent> = (0..512).map(|_| MonitorEvent::Port(ev.clone())).collect();
+    let t = std::time::Instant::now();
+    let observed = SystemTime::now();
+    let lines: Vec<Line> = events.iter().filter_map(line_of).collect();
+    let t_lines = t.elapsed();
+    let recs: Vec<_> = lines
+        .iter()
+        .filter_map(|l| record::record(l, observed))
+        .collect();
+    let t_recs = t.elapsed();
+    let raw = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource()),
+            scope_logs: vec![ScopeLogs {
+                log_records: recs,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let t_enc = t.elapsed();
+    let (body, _) = encode(resource(), events.clone());
+    let t_all = t.elapsed();
+    eprintln!(
+        "lines {:?} records {:?} protobuf {:?} (raw {} bytes) whole encode {:?} (gz {} bytes)",
+        t_lines,
+        t_recs - t_lines,
+        t_enc - t_recs,
+        raw.len(),
+        t_all - t_enc,
+        body.len()
+    );
+}
