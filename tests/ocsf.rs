@@ -298,6 +298,8 @@ fn a_socket_client_that_asks_gets_records_and_the_sockets_own_lines() {
         rules.to_str().unwrap(),
         "--socket",
         socket.to_str().unwrap(),
+        "--socket-group",
+        "daemon",
     ]);
     let before = TcpListener::bind("127.0.0.1:0").unwrap();
     let before_port = before.local_addr().unwrap().port();
@@ -308,6 +310,15 @@ fn a_socket_client_that_asks_gets_records_and_the_sockets_own_lines() {
         writeln!(s, "{request}").unwrap();
         BufReader::new(s).lines()
     };
+    // A first client, told of `before` (in its baseline or live): the
+    // daemon has it in its table from then on.
+    let mut first = connect("{}");
+    loop {
+        let v: Value = serde_json::from_str(&first.next().unwrap().unwrap()).unwrap();
+        if v["event"] == "opened" && v["port"] == before_port {
+            break;
+        }
+    }
     // A format it does not know: one sentence, and the end.
     let mut bad = connect(r#"{"format":"cef\u001b"}"#);
     let refusal: Value = serde_json::from_str(&bad.next().unwrap().unwrap()).unwrap();
@@ -353,6 +364,83 @@ fn a_socket_client_that_asks_gets_records_and_the_sockets_own_lines() {
     let errors = validate(&r);
     assert!(errors.is_empty(), "{errors:#?}\n{r}");
     assert_eq!(r["actor"]["process"]["pid"], std::process::id());
+    // Root's client gets the owner's context (which another user's will
+    // not).
+    assert!(r["actor"]["process"]["file"]["path"].is_string(), "{r}");
+    assert!(r["actor"]["process"]["cmd_line"].is_string(), "{r}");
+    // `watch --connect --format ocsf` makes the same records from the
+    // daemon's lines.
+    let (_c, rx) = start(&[
+        "watch",
+        "--connect",
+        socket.to_str().unwrap(),
+        "--format",
+        "ocsf",
+    ]);
+    let third = TcpListener::bind("127.0.0.1:0").unwrap();
+    let third_port = third.local_addr().unwrap().port();
+    let r = next(&rx, "the record through --connect", |v| {
+        at_port(v, 7, "tcp", third_port)
+    });
+    let errors = validate(&r);
+    assert!(errors.is_empty(), "{errors:#?}\n{r}");
+    // Another user's client gets the records without root's owner
+    // context: no command line, no executable.
+    let script = format!(
+        "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ns.sendall(b'{{\"format\":\"ocsf\",\"proto\":\"tcp\"}}\\n')\nfor line in s.makefile():\n    print(line, end='', flush=True)",
+        socket.to_str().unwrap()
+    );
+    let mut nobody = crate::support::Helper::command(
+        Command::new("setpriv")
+            .args([
+                "--reuid", "nobody", "--regid", "nogroup", "--groups", "daemon", "--",
+            ])
+            .args(["/usr/bin/python3", "-u", "-c", &script]),
+    );
+    let seen = loop {
+        let v: Value = serde_json::from_str(&nobody.read_line()).unwrap();
+        if at_port(&v, 7, "tcp", before_port) {
+            break v;
+        }
+    };
+    let errors = validate(&seen);
+    assert!(errors.is_empty(), "{errors:#?}\n{seen}");
+    let process = &seen["actor"]["process"];
+    assert_eq!(process["pid"], std::process::id(), "{seen}");
+    assert!(
+        process["cmd_line"].is_null() && process["file"].is_null(),
+        "{seen}"
+    );
     drop(before);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every golden line with an OCSF class (opens and closes, exposure
+/// changes, alerts with and without a socket, each kind of drift) makes a
+/// record the schema accepts.
+#[test]
+fn every_kind_of_line_makes_a_valid_record() {
+    let host = portwatch::wire::ocsf::OcsfHost {
+        hostname: "web-1".into(),
+        uid: Some("3d1219c7c4c5404aaa1f6d2a48adfda4".into()),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for row in include_str!("../portwatch/src/wire/golden.txt").lines() {
+        let (name, json) = row.split_once('\t').unwrap();
+        let Ok(line) = portwatch::wire::Line::parse(json) else {
+            continue;
+        };
+        let Some(r) = portwatch::wire::ocsf::record(&line, &host) else {
+            continue;
+        };
+        let errors = validate(&r);
+        assert!(errors.is_empty(), "{name}: {errors:#?}\n{r}");
+        seen.insert((
+            r["class_uid"].as_u64().unwrap(),
+            r["activity_id"].as_u64().unwrap(),
+        ));
+    }
+    for kind in [(4001, 7), (4001, 2), (4001, 99), (2004, 1)] {
+        assert!(seen.contains(&kind), "{kind:?} not among {seen:?}");
+    }
 }

@@ -387,13 +387,23 @@ impl OtlpArgs {
         };
         let mut headers = self.otlp_header.clone();
         if headers.is_empty() {
-            let env = std::env::var("OTEL_EXPORTER_OTLP_LOGS_HEADERS")
-                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_HEADERS"))
-                .unwrap_or_default();
+            // As OpenTelemetry's SDKs read them: pairs joined by commas,
+            // values percent-encoded (`Authorization=Basic%20...`).
+            let env = [
+                "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok())
+            .find(|v| !v.trim().is_empty())
+            .unwrap_or_default();
             headers = env
                 .split(',')
                 .filter(|h| !h.trim().is_empty())
-                .map(String::from)
+                .map(|h| match h.split_once('=') {
+                    Some((name, value)) => format!("{name}={}", percent_decoded(value)),
+                    None => h.to_string(),
+                })
                 .collect();
         }
         crate::otlp::OtlpConfig::new(url, &headers, self.otlp_timeout, self.otlp_queue).map(Some)
@@ -604,6 +614,31 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size in bytes (e.g. 4096, 256K, 4M, 1GiB)"))
 }
 
+/// `%XX` sequences decoded; anything else, and a malformed sequence, as
+/// it is.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `--json`, or `--format`.
 pub fn format_of(json: bool, format: Option<crate::sink::Format>) -> crate::sink::Format {
     match format {
@@ -616,6 +651,13 @@ pub fn format_of(json: bool, format: Option<crate::sink::Format>) -> crate::sink
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_header_values_from_the_environment_are_percent_decoded() {
+        assert_eq!(super::percent_decoded("Basic%20YWxh%3D"), "Basic YWxh=");
+        assert_eq!(super::percent_decoded("100%"), "100%");
+        assert_eq!(super::percent_decoded("%zz%2"), "%zz%2");
+    }
 
     #[test]
     fn sizes() {

@@ -224,8 +224,9 @@ fn print(
     if !matches!(ev, MonitorEvent::Port(_)) {
         sink.flush()?;
     }
-    // Ports are the socket's and the metrics' in every format.
-    if !matches!(ev, MonitorEvent::Port(_)) && sink.ocsf_event(&ev)? {
+    // What the daemon prints in every format: alerts and drifts (ports
+    // are the socket's, the metrics' and the collector's).
+    if matches!(ev, MonitorEvent::Alert(_) | MonitorEvent::Drift(_)) && sink.ocsf_event(&ev)? {
         return Ok(());
     }
     match ev {

@@ -9,6 +9,11 @@ use crate::{args::WatchArgs, metrics, otlp::Otlp, shutdown::Shutdown, sink::Sink
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.connect {
+        if args.otlp.otlp.is_some() {
+            anyhow::bail!(
+                "--otlp exports what this watch's own monitor sees: it does not run with --connect (give the daemon --otlp)"
+            );
+        }
         return crate::connect::run(path, &args).await;
     }
     let config = MonitorConfig {

@@ -41,11 +41,13 @@ pub(crate) struct SlowQuery {
     uid: Option<u32>,
 }
 
-/// What they answer: the environment's hints, and the git work tree.
+/// What they answer: the environment's hints, the arguments, and the git
+/// work tree.
 pub(crate) struct SlowAnswer {
     tmux_pane: Option<String>,
     ssh_env: bool,
     git: Option<crate::owner::GitCheckout>,
+    cmdline: Option<String>,
 }
 
 /// The reads another user can make block, on their own thread.
@@ -54,6 +56,12 @@ pub(crate) type Slow = SlowReads<SlowQuery, SlowAnswer>;
 pub(crate) fn slow_reads() -> Slow {
     SlowReads::new(|q: SlowQuery| {
         let (tmux_pane, ssh_env) = environment(q.pid);
+        // A read of its memory too, as the environment. Never portwatch's
+        // own: its arguments hold its outputs' URLs, which may carry a
+        // secret, and it reports its own metrics listener.
+        let cmdline = (q.pid != std::process::id())
+            .then(|| procfs_scan::cmdline(q.pid).map(capped))
+            .flatten();
         let git = q
             .cwd
             .as_deref()
@@ -63,6 +71,7 @@ pub(crate) fn slow_reads() -> Slow {
             tmux_pane,
             ssh_env,
             git,
+            cmdline,
         }
     })
 }
@@ -111,6 +120,7 @@ fn finish(facts: &mut OwnerFacts, answer: Option<SlowAnswer>) {
         facts.tmux_pane = a.tmux_pane;
         facts.ssh_env = a.ssh_env;
         facts.git = a.git;
+        facts.cmdline = a.cmdline;
     }
 }
 
@@ -193,7 +203,6 @@ fn read_fast(
         None => (None, false),
     };
     let exe_id = exe_id(pid);
-    let cmdline = procfs_scan::cmdline(pid).map(capped);
     let cwd = procfs_scan::link(pid, "cwd").map(capped);
     let query = SlowQuery {
         pid,
@@ -215,7 +224,8 @@ fn read_fast(
         exe,
         exe_id,
         exe_deleted,
-        cmdline,
+        // The slow reads' (see [`slow_reads`]).
+        cmdline: None,
     };
     Some((facts, query))
 }

@@ -1,5 +1,5 @@
 //! Reads another user can make block for as long as they like: a
-//! process's environment (a read of its memory, which a mapping of a file
+//! process's environment and arguments (reads of its memory, which a mapping of a file
 //! on its own FUSE mount can hold up forever) and the search for its git
 //! work tree (lookups on filesystems a user may serve). They run on one
 //! thread of their own, each with a deadline; while one is stuck the next

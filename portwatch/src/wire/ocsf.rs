@@ -360,10 +360,28 @@ fn drift(d: &Drift, host: &OcsfHost) -> Value {
         message,
         false,
     );
-    // One finding per listener or entry: its drift ends with the same uid.
-    let subject = match (&d.listener, entry) {
-        (Some(l), _) => format!("{}:{}:{}:{}", l.proto.as_str(), l.netns, l.address, l.port),
-        (None, Some(name)) => format!("entry:{name}"),
+    // One finding per entry, or per unexpected listener and owner: its
+    // Create and its Close carry the same uid. An entry is named by its
+    // name, or else by a digest of what it says.
+    let subject = match (&d.entry, &d.listener) {
+        (Some(e), _) => match &e.name {
+            Some(name) => format!("entry:{name}"),
+            None => {
+                use sha2::Digest as _;
+                let text = serde_json::to_string(e).unwrap_or_default();
+                let digest = sha2::Sha256::digest(text.as_bytes());
+                let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!("entry:{hex}")
+            }
+        },
+        (None, Some(l)) => format!(
+            "{}:{}:{}:{}:{}",
+            l.proto.as_str(),
+            l.netns,
+            l.address,
+            l.port,
+            l.pid
+        ),
         (None, None) => "policy".into(),
     };
     let title = match d.drift {

@@ -2,7 +2,7 @@
 //! watched with and without `--otlp` (to a local receiver that answers
 //! 200 at once), and the CPU time portwatch spent on each. The difference
 //! per event is what the export costs: the queue on the event loop, the
-//! encoding and gzip on a thread of the pool, the POSTs.
+//! records, encoding, gzip and POSTs on the exporter's own thread.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},

@@ -50,6 +50,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// At stop: how long what is queued may take to go out.
 const GRACE: Duration = Duration::from_secs(3);
+/// What the queue may hold at most, by the events' own size: a count
+/// alone would let users whose events are large (a long cgroup path)
+/// make a slow collector cost the daemon hundreds of MB.
+const MAX_BYTES: u64 = 64 << 20;
 /// The OpenTelemetry semantic conventions the attributes follow.
 const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.38.0";
 
@@ -123,6 +127,94 @@ struct Counts {
     lost: AtomicU64,
     /// Taken into the queue and not yet sent or lost.
     pending: AtomicU64,
+    /// The queue's events' size ([`weight`]).
+    bytes: AtomicU64,
+    /// Held while the exporter's thread settles a batch, and while the
+    /// stop gives up on it: a record is counted sent or lost, once.
+    ledger: std::sync::Mutex<bool>,
+}
+
+impl Counts {
+    /// `sent` and `lost` records are done with; nothing once the stop gave
+    /// up on the thread (it counted them lost then).
+    fn settle(&self, sent: u64, lost: u64) {
+        self.settle_with(sent, lost, 0);
+    }
+
+    /// [`Self::settle`], and `other` events that made no record.
+    fn settle_with(&self, sent: u64, lost: u64, other: u64) {
+        let Ok(abandoned) = self.ledger.lock() else {
+            return;
+        };
+        if *abandoned {
+            return;
+        }
+        self.sent.fetch_add(sent, Ordering::Relaxed);
+        self.lost.fetch_add(lost, Ordering::Relaxed);
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(sent + lost + other))
+            });
+    }
+
+    /// At stop: what is still pending is lost; the thread counts nothing
+    /// more. Returns how many.
+    fn abandon(&self) -> u64 {
+        let Ok(mut abandoned) = self.ledger.lock() else {
+            return 0;
+        };
+        *abandoned = true;
+        let left = self.pending.swap(0, Ordering::Relaxed);
+        self.lost.fetch_add(left, Ordering::Relaxed);
+        left
+    }
+}
+
+/// An event's size in the queue, about: its own, and the text and lists
+/// it holds (an owner's context is shared, but counted each time).
+fn weight(ev: &MonitorEvent) -> u64 {
+    fn listener(l: &portwatch::event::Listener) -> usize {
+        let context = l.context.as_ref().map_or(0, |c| {
+            c.exe.as_ref().map_or(0, String::len)
+                + c.cmdline.as_ref().map_or(0, String::len)
+                + c.cwd.as_ref().map_or(0, String::len)
+                + c.ancestry.len() * 32
+                + 256
+        });
+        let exposure = match &l.exposure {
+            Some(portwatch::event::Exposure::Reachable { reachable_via }) => {
+                reachable_via.iter().map(|v| v.len() + 24).sum()
+            }
+            Some(portwatch::event::Exposure::Unknown { why }) => why.len(),
+            _ => 0,
+        };
+        l.cgroup.len()
+            + l.comm.len()
+            + l.container
+                .as_ref()
+                .map_or(0, |c| c.id.len() + c.name.as_ref().map_or(0, String::len))
+            + exposure
+            + l.published_as.len() * 96
+            + context
+    }
+    let own = std::mem::size_of::<MonitorEvent>();
+    let held = match ev {
+        MonitorEvent::Port(p) => listener(&p.listener),
+        MonitorEvent::ExposureChanged(c) => {
+            listener(&c.listener) + c.before_published.len() * 96 + 64
+        }
+        MonitorEvent::Drift(d) => {
+            d.listener.as_ref().map_or(0, listener)
+                + d.tags.iter().map(String::len).sum::<usize>()
+                + 512
+        }
+        MonitorEvent::Alert(a) => {
+            a.rule_id.len() + a.rule_name.len() + a.message.len() + a.comm.len() + 64
+        }
+        _ => 256,
+    };
+    (own + held) as u64
 }
 
 /// The exporter: its queue, its thread, and what it has to say.
@@ -198,20 +290,24 @@ impl Otlp {
     /// and losses, so that a user who opens ports by the thousand while
     /// the collector is slow cannot crowd an alert out.
     pub fn send(&mut self, ev: &MonitorEvent) {
-        let reserved = match ev {
+        let (reserved, max_bytes) = match ev {
             MonitorEvent::Port(_) | MonitorEvent::Drift(_) | MonitorEvent::ExposureChanged(_) => {
-                self.queue / 4
+                (self.queue / 4, MAX_BYTES / 4 * 3)
             }
-            MonitorEvent::Alert(_) => 0,
-            MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => 0,
+            MonitorEvent::Alert(_) => (0, MAX_BYTES),
+            MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => (0, MAX_BYTES),
             _ => return,
         };
         let Some(tx) = &self.tx else {
             return;
         };
+        let w = weight(ev);
+        let room = self.counts.bytes.load(Ordering::Relaxed) + w <= max_bytes;
         self.counts.pending.fetch_add(1, Ordering::Relaxed);
-        if tx.capacity() <= reserved || tx.try_send(ev.clone()).is_err() {
+        self.counts.bytes.fetch_add(w, Ordering::Relaxed);
+        if !room || tx.capacity() <= reserved || tx.try_send(ev.clone()).is_err() {
             self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+            self.counts.bytes.fetch_sub(w, Ordering::Relaxed);
             self.counts.lost.fetch_add(1, Ordering::Relaxed);
             self.dropped += 1;
             self.dropped_since.get_or_insert_with(chrono::Utc::now);
@@ -245,36 +341,58 @@ impl Otlp {
             .take()
             .map_or_else(String::new, |t| portwatch::wire::format_ts(&t));
         Some(safe_str(&format!(
-            "{count} {} not delivered to {} since {since} (its queue of {} was full; ports and drifts may take three quarters of it, the rest is kept for alerts)",
+            "{count} {} not delivered to {} since {since} (its queue of {} records or {} MiB was full; ports and drifts may take three quarters of it, the rest is kept for alerts)",
             records(count),
             self.name,
-            self.queue
+            self.queue,
+            MAX_BYTES >> 20
         )))
     }
 
     /// At stop: what is queued gets [`GRACE`] to go out (one try per
     /// batch); what does not is counted lost. Returns what is left to say.
     pub async fn finish(&mut self) -> Vec<String> {
+        let mut out: Vec<String> = self.take_dropped().into_iter().collect();
+        let lost_before = self.counts.lost.load(Ordering::Relaxed);
         self.tx = None;
         let _ = self.closing.send(true);
         if let Some(done) = self.done.take() {
-            // Past the grace, the thread is left to end with the process.
+            // Past the grace, the thread is left to end with the process;
+            // what it still holds is counted lost now, and by it never.
             let _ = tokio::time::timeout(GRACE, done).await;
         }
-        let mut out: Vec<String> = self.take_dropped().into_iter().collect();
+        self.counts.abandon();
         while let Ok(said) = self.failures.try_recv() {
             out.push(said);
         }
-        let left = self.counts.pending.swap(0, Ordering::Relaxed);
-        if left > 0 {
-            self.counts.lost.fetch_add(left, Ordering::Relaxed);
+        // One sentence for every record not delivered while stopping.
+        let lost = self.counts.lost.load(Ordering::Relaxed) - lost_before;
+        if lost > 0 {
             out.push(safe_str(&format!(
+                "{lost} {} still queued for {} when portwatch stopped: not delivered",
+                records(lost),
+                self.name
+            )));
+        }
+        out
+    }
+}
+
+/// An exit on an error (the output gone, say) does not call
+/// [`Otlp::finish`]: what is still queued is said lost here.
+impl Drop for Otlp {
+    fn drop(&mut self) {
+        if self.done.is_none() {
+            return;
+        }
+        let left = self.counts.abandon();
+        if left > 0 {
+            crate::log::warn(&safe_str(&format!(
                 "{left} {} still queued for {} when portwatch stopped: not delivered",
                 records(left),
                 self.name
             )));
         }
-        out
     }
 }
 
@@ -424,12 +542,18 @@ impl Worker {
             let taken = batch.len() as u64;
             let resource = self.resource.clone();
             let events = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+            let held: u64 = events.iter().map(weight).sum();
             // On this thread: the event loop's is another.
             let (body, n) = encode(resource, events);
+            // The events themselves are gone; only their records wait.
+            let _ = self
+                .counts
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(held))
+                });
             // Events that make no record (none today) are done with.
-            self.counts
-                .pending
-                .fetch_sub(taken - n.min(taken), Ordering::Relaxed);
+            self.counts.settle_with(0, 0, taken - n.min(taken));
             if n > 0 {
                 self.deliver(body, n).await;
             }
@@ -442,11 +566,7 @@ impl Worker {
         let mut failing_since: Option<std::time::Instant> = None;
         loop {
             let outcome = self.post(body.clone()).await;
-            let done = |w: &Self, sent: u64, lost: u64| {
-                w.counts.sent.fetch_add(sent, Ordering::Relaxed);
-                w.counts.lost.fetch_add(lost, Ordering::Relaxed);
-                w.counts.pending.fetch_sub(sent + lost, Ordering::Relaxed);
-            };
+            let done = |w: &Self, sent: u64, lost: u64| w.counts.settle(sent, lost);
             match outcome {
                 Outcome::Taken { rejected, message } => {
                     let rejected = rejected.min(n);
@@ -478,12 +598,8 @@ impl Worker {
                 }
                 Outcome::Retry { why, after } => {
                     if *self.closing.borrow() {
+                        // Said with the rest at stop ([`Otlp::finish`]).
                         done(self, 0, n);
-                        self.report(format!(
-                            "{}: {why}; {n} {} not delivered at stop",
-                            self.name,
-                            records(n)
-                        ));
                         return;
                     }
                     if failing_since.is_none() {
@@ -493,7 +609,9 @@ impl Worker {
                             self.name, self.config.queue
                         ));
                     }
-                    let wait = after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER));
+                    // A collector's `Retry-After: 0` does not undo the
+                    // backoff: it is a floor.
+                    let wait = after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER).max(backoff));
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         _ = self.closing.changed() => {}
@@ -532,8 +650,17 @@ impl Worker {
         };
         let status = response.status();
         if status.is_success() {
-            let bytes = response.bytes().await.unwrap_or_default();
-            let partial = ExportLogsServiceResponse::decode(bytes.as_ref())
+            // Its answer is small; a larger one is not read.
+            let mut response = response;
+            let mut bytes = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                if bytes.len() + chunk.len() > 64 << 10 {
+                    bytes.clear();
+                    break;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let partial = ExportLogsServiceResponse::decode(bytes.as_slice())
                 .ok()
                 .and_then(|r| r.partial_success);
             return match partial {

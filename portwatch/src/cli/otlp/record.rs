@@ -87,7 +87,7 @@ pub fn record(line: &Line, observed: SystemTime) -> Option<LogRecord> {
             if let Some(l) = &d.listener {
                 r.socket(l.proto.as_str(), l.address, l.port);
                 r.process(l.pid, &l.comm, l.exe.as_deref());
-                r.int("user.id", i64::from(l.uid));
+                r.int("process.user.id", i64::from(l.uid));
                 r.int("portwatch.netns", l.netns as i64);
                 r.container(l.container.as_ref(), "");
             }
@@ -109,7 +109,7 @@ pub fn record(line: &Line, observed: SystemTime) -> Option<LogRecord> {
         Line::ExposureChanged(c) => {
             r.socket(c.proto.as_str(), c.address, c.port);
             r.process(c.pid, &c.comm, None);
-            r.int("user.id", i64::from(c.uid));
+            r.int("process.user.id", i64::from(c.uid));
             r.int("portwatch.netns", c.netns as i64);
             r.container(c.container.as_ref(), &c.cgroup);
             r.exposure("portwatch.exposure", &c.exposure);
@@ -230,7 +230,7 @@ impl Attrs {
         let ctx = p.context.as_ref();
         self.process(p.pid, &p.comm, ctx.and_then(|c| c.exe.as_deref()));
         self.context(ctx);
-        self.int("user.id", i64::from(p.uid));
+        self.int("process.user.id", i64::from(p.uid));
         self.int("portwatch.netns", p.netns as i64);
         self.str("portwatch.source", p.source.as_str());
         self.container(p.container.as_ref(), &p.cgroup);
@@ -271,15 +271,17 @@ impl Attrs {
             return;
         }
         self.str("container.id", &c.id);
-        self.str("container.runtime", c.runtime.as_str());
-        match c.name.as_deref() {
-            Some(name) if cgroup.contains("kubepods") => {
-                if let Some((namespace, pod)) = name.split_once('/') {
-                    self.str("k8s.namespace.name", namespace);
-                    self.str("k8s.pod.name", pod);
-                }
+        self.str("container.runtime.name", c.runtime.as_str());
+        // The kubelet's names are `namespace/pod`: no runtime's own name
+        // holds a slash (a drift's listener carries no cgroup to tell).
+        let kubelet = matches!(c.runtime, Runtime::Containerd | Runtime::Crio)
+            && (cgroup.is_empty() || cgroup.contains("kubepods"));
+        match c.name.as_deref().map(|n| (n, n.split_once('/'))) {
+            Some((_, Some((namespace, pod)))) if kubelet => {
+                self.str("k8s.namespace.name", namespace);
+                self.str("k8s.pod.name", pod);
             }
-            Some(name) => self.str("container.name", name),
+            Some((name, _)) => self.str("container.name", name),
             None => {}
         }
     }

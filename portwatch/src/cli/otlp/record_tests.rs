@@ -42,9 +42,9 @@ fn an_open_carries_semconv_attributes_and_the_events_time() {
         ("process.command_line", s("node server.js --port 8080")),
         // Made safe once, by the line's writer: passed on as it is.
         ("portwatch.comm", s("node\\x1b")),
-        ("user.id", Value::IntValue(1000)),
+        ("process.user.id", Value::IntValue(1000)),
         ("container.id", s("ab")),
-        ("container.runtime", s("containerd")),
+        ("container.runtime.name", s("containerd")),
         ("k8s.namespace.name", s("shop")),
         ("k8s.pod.name", s("web-7f9")),
         ("portwatch.netns", Value::IntValue(4026531840)),
