@@ -172,16 +172,10 @@ impl Counts {
 }
 
 /// An event's size in the queue, about: its own, and the text and lists
-/// it holds (an owner's context is shared, but counted each time).
+/// it holds. Not its owner's context: one per process, shared by its
+/// events and the monitor's table, and capped in size.
 fn weight(ev: &MonitorEvent) -> u64 {
     fn listener(l: &portwatch::event::Listener) -> usize {
-        let context = l.context.as_ref().map_or(0, |c| {
-            c.exe.as_ref().map_or(0, String::len)
-                + c.cmdline.as_ref().map_or(0, String::len)
-                + c.cwd.as_ref().map_or(0, String::len)
-                + c.ancestry.len() * 32
-                + 256
-        });
         let exposure = match &l.exposure {
             Some(portwatch::event::Exposure::Reachable { reachable_via }) => {
                 reachable_via.iter().map(|v| v.len() + 24).sum()
@@ -196,7 +190,6 @@ fn weight(ev: &MonitorEvent) -> u64 {
                 .map_or(0, |c| c.id.len() + c.name.as_ref().map_or(0, String::len))
             + exposure
             + l.published_as.len() * 96
-            + context
     }
     let own = std::mem::size_of::<MonitorEvent>();
     let held = match ev {

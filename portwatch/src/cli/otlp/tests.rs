@@ -132,3 +132,26 @@ fn encode_cost() {
         body.len()
     );
 }
+
+#[test]
+fn an_events_weight_grows_with_what_a_user_controls() {
+    let mut l = portwatch::event::Listener::new(
+        portwatch::event::Proto::Tcp,
+        "127.0.0.1".parse().unwrap(),
+        80,
+    );
+    let ev = |l: &portwatch::event::Listener| {
+        MonitorEvent::Port(portwatch::PortEvent {
+            change: portwatch::event::Change::Opened,
+            listener: l.clone(),
+            ts: chrono::Utc::now(),
+            source: portwatch::event::Source::Ebpf,
+        })
+    };
+    let small = weight(&ev(&l));
+    l.cgroup = "/user.slice/".to_string() + &"x".repeat(16_000);
+    assert!(weight(&ev(&l)) >= small + 16_000);
+    // What the byte bound is for: 64 MiB hold the count bound's worth of
+    // ordinary events.
+    assert!(small * 65_536 <= MAX_BYTES, "{small}");
+}
