@@ -67,7 +67,7 @@ pub fn churn_main(seconds: f64) -> Result<()> {
 }
 
 fn run_churn(seconds: f64) -> Result<f64> {
-    let exe = std::env::current_exe()?;
+    let exe = super::worker_exe()?;
     let out = Command::new(exe)
         .args(["churn", &seconds.to_string()])
         .output()?;

@@ -80,6 +80,36 @@ pub struct Options {
 /// tree's release build.
 static PORTWATCH: OnceLock<PathBuf> = OnceLock::new();
 
+/// This program as the benchmark's worker processes run it (churn,
+/// holders): a copy of the running binary, taken at start. The build
+/// before the benchmark may have replaced `target/release/xtask` under
+/// the running one (`cargo xtask` and `cargo build` build it with other
+/// features), and `current_exe()` then names a deleted file; the copy is
+/// of the running program itself (`/proc/self/exe`).
+static WORKER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn worker_exe() -> Result<PathBuf> {
+    WORKER
+        .get()
+        .cloned()
+        .context("the benchmark's worker program was not set up")
+}
+
+/// Copies the running program to `target/bench/xtask-worker`.
+fn set_up_worker(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let worker = dir.join("xtask-worker");
+    // A new file each run: one still running from an aborted run is not
+    // written into.
+    let _ = std::fs::remove_file(&worker);
+    std::fs::copy("/proc/self/exe", &worker).context("cannot copy the running xtask")?;
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755))?;
+    let _ = WORKER.set(worker);
+    Ok(())
+}
+
 fn portwatch_bin(root: &Path) -> PathBuf {
     PORTWATCH
         .get()
@@ -119,6 +149,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         );
     }
     ensure_peers()?;
+    set_up_worker(root)?;
     util::raise_nofile();
     if let Some(p) = &opts.portwatch {
         let _ = PORTWATCH.set(p.clone());

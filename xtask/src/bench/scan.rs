@@ -45,7 +45,7 @@ fn time_ms(cmd: &mut Command, runs: usize) -> Result<f64> {
 
 /// `procs` processes holding `per` listeners each, once all are ready.
 pub fn spawn_holders(procs: usize, per: usize) -> Result<Vec<Child>> {
-    let exe = std::env::current_exe()?;
+    let exe = super::worker_exe()?;
     let mut children = Vec::new();
     for i in 0..procs {
         let mut child = Command::new(&exe)

@@ -39,7 +39,7 @@ pub fn udp_churn_main(seconds: f64, cpu: usize) -> Result<()> {
 
 /// Two churning processes at once, one per core: their summed rate.
 fn run_churn(seconds: f64) -> Result<f64> {
-    let exe = std::env::current_exe()?;
+    let exe = super::worker_exe()?;
     let children: Vec<_> = (0..2)
         .map(|cpu| {
             Command::new(&exe)
