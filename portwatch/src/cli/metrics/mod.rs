@@ -10,7 +10,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -60,6 +60,10 @@ pub struct Metrics {
     cpu: Counter,
     rss: IntGauge,
     ready: AtomicBool,
+    /// When the event loop last read the counters ([`Metrics::stats`],
+    /// once a second), in ms since `born`; 0 before the first time.
+    loop_seen_ms: AtomicU64,
+    born: std::time::Instant,
     last: Mutex<Last>,
 }
 
@@ -182,6 +186,8 @@ impl Metrics {
             ))?,
             registry,
             ready: AtomicBool::new(false),
+            loop_seen_ms: AtomicU64::new(0),
+            born: std::time::Instant::now(),
             last: Mutex::new(Last::default()),
         };
         m.registry.register(Box::new(m.events.clone()))?;
@@ -316,6 +322,9 @@ impl Metrics {
 
     /// The engine's counters (read about once a second).
     pub fn stats(&self, stats: &Stats) {
+        // The event loop is alive: /healthz says so from the last time.
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.loop_seen_ms.store(now.max(1), Ordering::Relaxed);
         let Ok(mut last) = self.last.lock() else {
             return;
         };
@@ -378,6 +387,31 @@ async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
+/// How long the event loop may go without reading the counters (it does
+/// once a second) before /healthz says it is stuck.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Seconds the event loop has not been seen, when that is longer than
+/// [`STALL`]; None while it is alive, or before it first ran.
+fn stalled(now_ms: u64, seen_ms: u64) -> Option<u64> {
+    let silent = now_ms.saturating_sub(seen_ms);
+    (seen_ms > 0 && u128::from(silent) > STALL.as_millis()).then_some(silent / 1000)
+}
+
+/// Served by the metrics' own thread: it answers for the event loop by
+/// when that last read the counters, so a stuck loop fails liveness
+/// probes (Kubernetes' livenessProbe restarts the pod).
+async fn healthz(State(m): State<Arc<Metrics>>) -> (StatusCode, String) {
+    let now = u64::try_from(m.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match stalled(now, m.loop_seen_ms.load(Ordering::Relaxed)) {
+        Some(s) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the event loop has not run for {s} s\n"),
+        ),
+        None => (StatusCode::OK, "ok\n".to_string()),
+    }
+}
+
 async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
     if m.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
@@ -412,7 +446,7 @@ pub fn serve(addr: SocketAddr, m: Arc<Metrics>) -> anyhow::Result<()> {
         .context("cannot start the metrics server's event loop")?;
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(m);
     std::thread::Builder::new()
@@ -441,6 +475,15 @@ mod tests {
     use portwatch::{Listener, PortEvent, Proto, Source};
 
     use super::*;
+
+    #[test]
+    fn healthz_fails_once_the_event_loop_was_not_seen_for_the_stall() {
+        // Before the loop first ran (start-up): alive.
+        assert_eq!(stalled(120_000, 0), None);
+        assert_eq!(stalled(31_000, 1_000), None);
+        assert_eq!(stalled(31_001, 1_000), Some(30));
+        assert_eq!(stalled(100_000, 5_000), Some(95));
+    }
 
     fn open(port: u16, pid: u32) -> MonitorEvent {
         MonitorEvent::Port(PortEvent {
