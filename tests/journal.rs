@@ -274,14 +274,8 @@ fn the_journal_is_read_by_its_group_and_nobody_else() {
     w.fence();
     w.stop();
     let run = |member: bool| {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid", "nobody", "--regid", "nogroup"]);
-        if member {
-            cmd.args(["--groups", "daemon"]);
-        } else {
-            cmd.arg("--clear-groups");
-        }
-        cmd.args([BIN, "history", "--journal", journal.to_str().unwrap()])
+        crate::support::nobody(member)
+            .args([BIN, "history", "--journal", journal.to_str().unwrap()])
             .output()
             .unwrap()
     };

@@ -390,13 +390,13 @@ fn a_socket_client_that_asks_gets_records_and_the_sockets_own_lines() {
         "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ns.sendall(b'{{\"format\":\"ocsf\",\"proto\":\"tcp\"}}\\n')\nfor line in s.makefile():\n    print(line, end='', flush=True)",
         socket.to_str().unwrap()
     );
-    let mut nobody = crate::support::Helper::command(
-        Command::new("setpriv")
-            .args([
-                "--reuid", "nobody", "--regid", "nogroup", "--groups", "daemon", "--",
-            ])
-            .args(["/usr/bin/python3", "-u", "-c", &script]),
-    );
+    let mut nobody = crate::support::Helper::command(crate::support::nobody(true).args([
+        "--",
+        "/usr/bin/python3",
+        "-u",
+        "-c",
+        &script,
+    ]));
     let seen = loop {
         let v: Value = serde_json::from_str(&nobody.read_line()).unwrap();
         if at_port(&v, 7, "tcp", before_port) {

@@ -111,6 +111,12 @@ for line in sys.stdin:
     h
 }
 
+/// The count a `delivery_error` line of dropped records begins with.
+fn count_said(v: &Value) -> u64 {
+    let message = v["message"].as_str().unwrap();
+    message.split(' ').next().unwrap().parse().unwrap()
+}
+
 /// Scrapes until every one of `lines` is in the metrics: they are read
 /// from the exporter once a second.
 fn metrics_until(port: u16, lines: &[&str]) {
@@ -439,15 +445,7 @@ fn a_receiver_that_never_answers_holds_up_nothing_and_its_losses_are_counted() {
         if v["event"] == "opened" {
             opened += 1;
         } else {
-            let n: u64 = v["message"]
-                .as_str()
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            dropped += n;
+            dropped += count_said(&v);
         }
     }
     assert_eq!((opened, dropped), (ports.len(), 8));
@@ -516,15 +514,7 @@ fn a_users_flood_of_ports_cannot_crowd_an_alert_out() {
                     .unwrap()
                     .contains("queue of 8 records")
         });
-        let n: u64 = v["message"]
-            .as_str()
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        dropped += n;
+        dropped += count_said(&v);
     }
     let _l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     d.expect("the alert line", EVENT_TIMEOUT, |v| v["event"] == "alert");

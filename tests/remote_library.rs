@@ -10,7 +10,7 @@ use std::{
     time::SystemTime,
 };
 
-use crate::support::{Helper, Watcher};
+use crate::support::{Helper, Watcher, nobody};
 
 /// A rules file with no rules and a socket path, in a fresh directory
 /// that user nobody can traverse.
@@ -101,19 +101,6 @@ fn build_example() -> PathBuf {
     }
     assert!(example.exists(), "{} is missing", example.display());
     example
-}
-
-/// `setpriv` as user nobody (group nogroup), in group daemon when
-/// `member`, else in no other group.
-fn nobody(member: bool) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid", "nobody", "--regid", "nogroup"]);
-    if member {
-        cmd.args(["--groups", "daemon"]);
-    } else {
-        cmd.arg("--clear-groups");
-    }
-    cmd
 }
 
 /// Listeners on 127.0.0.1: `open` opens one more and prints `port N`;

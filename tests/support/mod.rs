@@ -432,6 +432,19 @@ pub fn as_nobody(program: &str) -> Command {
     c
 }
 
+/// `setpriv` as user nobody (group nogroup), in group daemon when
+/// `member`, else in no other group; the program follows.
+pub fn nobody(member: bool) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", "nobody", "--regid", "nogroup"]);
+    if member {
+        cmd.args(["--groups", "daemon"]);
+    } else {
+        cmd.arg("--clear-groups");
+    }
+    cmd
+}
+
 /// Runs `sh -c script` as user nobody; panics unless it succeeds.
 pub fn nobody_sh(script: &str) {
     let out = as_nobody("sh")
