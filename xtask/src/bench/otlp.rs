@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
-use super::util::{Lines, cpu_seconds, median};
+use super::util::{Lines, cpu_seconds, median, status_field};
 
 /// A receiver that reads each request and answers 200: no decoding, so
 /// it keeps up with any batch.
@@ -93,18 +93,7 @@ fn one(root: &Path, workers: usize, per: usize, otlp: Option<&str>) -> Result<Ru
     };
     let cpu = cpu_seconds(pid) - before;
     // The most memory it held, the queue at its fullest included.
-    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0);
+    let peak_rss_kib = status_field(pid, "VmHWM");
     if let Some(mut stdin) = storm.stdin.take() {
         let _ = stdin.write_all(b"");
     }
