@@ -300,12 +300,7 @@ impl DaemonArgs {
         // A URL is quoted without its secrets (user and password, path,
         // query): an error message ends up in logs.
         for url in &self.webhook {
-            let shown = crate::deliver::webhook::shown(url);
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| anyhow::anyhow!("--webhook {shown} is no valid URL ({e})"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                bail!("--webhook {shown} is no http:// or https:// URL");
-            }
+            crate::deliver::webhook::check_url("webhook", url)?;
         }
         if self.exec.iter().any(|c| c.trim().is_empty()) {
             bail!("--exec needs a command");

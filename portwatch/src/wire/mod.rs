@@ -315,6 +315,37 @@ pub struct Refusal {
     pub message: String,
 }
 
+impl ExposureChanged {
+    /// In a sentence, as the OTLP and OCSF records say it: `tcp
+    /// 0.0.0.0:80 is now reachable via eth0 (was filtered)`.
+    pub fn sentence(&self) -> String {
+        format!(
+            "{} {}:{} is now {} (was {})",
+            self.proto.as_str(),
+            self.address,
+            self.port,
+            self.exposure.describe(),
+            self.before.exposure.describe()
+        )
+    }
+}
+
+impl Drift {
+    /// In a sentence, as the OTLP and OCSF records say it: `drift
+    /// unexpected: tcp 0.0.0.0:4444`, `drift missing: entry ssh`.
+    pub fn sentence(&self) -> String {
+        let what = match (&self.listener, &self.entry) {
+            (Some(l), _) => format!("{} {}:{}", l.proto.as_str(), l.address, l.port),
+            (None, Some(e)) => match &e.name {
+                Some(name) => format!("entry {name}"),
+                None => "an entry".into(),
+            },
+            (None, None) => "the policy".into(),
+        };
+        format!("drift {}: {what}", self.drift.as_str())
+    }
+}
+
 impl Line {
     /// The line's JSON, without the newline.
     pub fn to_json(&self) -> String {

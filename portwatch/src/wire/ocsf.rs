@@ -181,6 +181,41 @@ fn class(
     m
 }
 
+/// A Network Activity record of a listener: the class, the listener as
+/// `dst_endpoint` with its transport, its owner as `actor.process`, and
+/// the host as `device`.
+fn network_activity(
+    (activity_id, activity_name): (u32, &str),
+    ts: &chrono::DateTime<chrono::Utc>,
+    message: String,
+    (proto, address, port): (Proto, std::net::IpAddr, u16),
+    owner: Value,
+    has_container: bool,
+    host: &OcsfHost,
+) -> Map<String, Value> {
+    let mut m = class(
+        Head {
+            class_uid: 4001,
+            class_name: "Network Activity",
+            activity_id,
+            activity_name,
+            severity_id: 1,
+        },
+        ts,
+        message,
+        has_container,
+    );
+    m.insert("dst_endpoint".into(), dst_endpoint(address, port));
+    m.insert("connection_info".into(), connection_info(proto, address));
+    m.insert("actor".into(), json!({ "process": owner }));
+    m.insert("device".into(), device(host));
+    m
+}
+
+fn dst_endpoint(address: std::net::IpAddr, port: u16) -> Value {
+    json!({ "ip": address, "port": port })
+}
+
 fn port(p: &Port, activity_id: u32, activity: &str, host: &OcsfHost) -> Value {
     let c = container(p.container.as_ref());
     let ctx = p.context.as_ref();
@@ -197,38 +232,23 @@ fn port(p: &Port, activity_id: u32, activity: &str, host: &OcsfHost) -> Value {
         p.comm,
         p.pid
     );
-    let mut m = class(
-        Head {
-            class_uid: 4001,
-            class_name: "Network Activity",
-            activity_id,
-            activity_name: activity,
-            severity_id: 1,
-        },
+    let owner = process(
+        p.pid,
+        &p.comm,
+        Some(p.uid),
+        ctx.and_then(|c| c.exe.as_deref()),
+        ctx.and_then(|c| c.cmdline.as_deref()),
+        c.as_ref(),
+    );
+    let mut m = network_activity(
+        (activity_id, activity),
         &p.ts,
         message,
+        (p.proto, p.address, p.port),
+        owner,
         c.is_some(),
+        host,
     );
-    m.insert(
-        "dst_endpoint".into(),
-        json!({ "ip": p.address, "port": p.port }),
-    );
-    m.insert(
-        "connection_info".into(),
-        connection_info(p.proto, p.address),
-    );
-    m.insert(
-        "actor".into(),
-        json!({ "process": process(
-            p.pid,
-            &p.comm,
-            Some(p.uid),
-            ctx.and_then(|c| c.exe.as_deref()),
-            ctx.and_then(|c| c.cmdline.as_deref()),
-            c.as_ref(),
-        ) }),
-    );
-    m.insert("device".into(), device(host));
     let mut extra = json!({ "netns": p.netns, "source": p.source.as_str(), "cgroup": p.cgroup });
     if let Some(e) = &p.exposure {
         extra["exposure"] = json!(e.name());
@@ -239,39 +259,17 @@ fn port(p: &Port, activity_id: u32, activity: &str, host: &OcsfHost) -> Value {
 
 fn exposure(x: &ExposureChanged, host: &OcsfHost) -> Value {
     let c = container(x.container.as_ref());
-    let message = format!(
-        "{} {}:{} is now {} (was {})",
-        x.proto.as_str(),
-        x.address,
-        x.port,
-        x.exposure.describe(),
-        x.before.exposure.describe()
-    );
-    let mut m = class(
-        Head {
-            class_uid: 4001,
-            class_name: "Network Activity",
-            activity_id: 99,
-            activity_name: "Other",
-            severity_id: 1,
-        },
+    let message = x.sentence();
+    let owner = process(x.pid, &x.comm, Some(x.uid), None, None, c.as_ref());
+    let mut m = network_activity(
+        (99, "Other"),
         &x.ts,
         message,
+        (x.proto, x.address, x.port),
+        owner,
         c.is_some(),
+        host,
     );
-    m.insert(
-        "dst_endpoint".into(),
-        json!({ "ip": x.address, "port": x.port }),
-    );
-    m.insert(
-        "connection_info".into(),
-        connection_info(x.proto, x.address),
-    );
-    m.insert(
-        "actor".into(),
-        json!({ "process": process(x.pid, &x.comm, Some(x.uid), None, None, c.as_ref()) }),
-    );
-    m.insert("device".into(), device(host));
     m.insert(
         "unmapped".into(),
         json!({ "portwatch": {
@@ -286,7 +284,7 @@ fn exposure(x: &ExposureChanged, host: &OcsfHost) -> Value {
 /// What a finding was about: its listener, where it has one.
 fn evidence(proto: Proto, address: std::net::IpAddr, port: u16, process: Value) -> Value {
     json!([{
-        "dst_endpoint": { "ip": address, "port": port },
+        "dst_endpoint": dst_endpoint(address, port),
         "connection_info": connection_info(proto, address),
         "process": process,
     }])
@@ -341,13 +339,7 @@ fn drift(d: &Drift, host: &OcsfHost) -> Value {
         DriftKind::Unexpected | DriftKind::Missing => (1, "Create", 3, 1, "New"),
         DriftKind::Expected => (3, "Close", 1, 4, "Resolved"),
     };
-    let entry = d.entry.as_ref().and_then(|e| e.name.as_deref());
-    let what = match (&d.listener, entry) {
-        (Some(l), _) => format!("{} {}:{}", l.proto.as_str(), l.address, l.port),
-        (None, Some(name)) => format!("entry {name}"),
-        (None, None) => "an entry".into(),
-    };
-    let message = format!("drift {}: {what}", d.drift.as_str());
+    let message = d.sentence();
     let mut m = class(
         Head {
             class_uid: 2004,

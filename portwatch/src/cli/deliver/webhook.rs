@@ -43,6 +43,19 @@ pub fn shown(url: &str) -> String {
     }
 }
 
+/// Checks `--FLAG URL`: it parses, and is http:// or https://. The error
+/// quotes it without its secrets ([`shown`]).
+pub fn check_url(flag: &str, url: &str) -> anyhow::Result<()> {
+    let shown = shown(url);
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| anyhow::anyhow!("--{flag} {shown} is no valid URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("--{flag} {shown} is no http:// or https:// URL");
+    }
+    Ok(())
+}
+
+/// The HTTP client of the webhooks and the OTLP exporter.
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     // One process-wide TLS provider; a second install finds it in place.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -53,7 +66,7 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         // alert, and the answer to that GET would count as delivered.
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .context("cannot set up the webhook's HTTP client")
+        .context("cannot set up an HTTP client")
 }
 
 pub async fn worker(

@@ -77,12 +77,7 @@ impl OtlpConfig {
         timeout: Duration,
         queue: usize,
     ) -> anyhow::Result<Self> {
-        let shown = crate::deliver::webhook::shown(url);
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("--otlp {shown} is no valid URL ({e})"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            bail!("--otlp {shown} is no http:// or https:// URL");
-        }
+        crate::deliver::webhook::check_url("otlp", url)?;
         if timeout.is_zero() {
             bail!("--otlp-timeout must be longer than 0");
         }
@@ -228,13 +223,7 @@ pub struct Otlp {
 impl Otlp {
     /// Starts the exporter's thread.
     pub fn start(config: OtlpConfig) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("portwatch/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("cannot set up the OTLP exporter's HTTP client")?;
+        let client = crate::deliver::webhook::client(config.timeout)?;
         let name = format!("otlp {}", crate::deliver::webhook::shown(&config.url));
         let (tx, rx) = mpsc::channel(config.queue);
         let (failures_tx, failures) = mpsc::channel(64);
@@ -423,13 +412,11 @@ fn resource() -> Resource {
             },
         ),
     ];
-    let host = safe_str(&rustix::system::uname().nodename().to_string_lossy());
-    attributes.push(kv("host.name", host));
-    if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
-        let id = id.trim();
-        if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            attributes.push(kv("host.id", id.to_string()));
-        }
+    // The host as OCSF records name it too.
+    let host = crate::sink::this_host();
+    attributes.push(kv("host.name", host.hostname));
+    if let Some(id) = host.uid {
+        attributes.push(kv("host.id", id));
     }
     Resource {
         attributes,

@@ -95,15 +95,7 @@ pub fn record(line: &Line, observed: SystemTime) -> Option<LogRecord> {
                 DriftKind::Expected => (SeverityNumber::Info, "INFO"),
                 DriftKind::Unexpected | DriftKind::Missing => (SeverityNumber::Warn, "WARN"),
             };
-            let what = match (&d.listener, &d.entry) {
-                (Some(l), _) => format!("{} {}:{}", l.proto.as_str(), l.address, l.port),
-                (None, Some(e)) => match &e.name {
-                    Some(name) => format!("entry {name}"),
-                    None => "an entry".into(),
-                },
-                (None, None) => "the policy".into(),
-            };
-            let body = format!("drift {}: {what}", d.drift.as_str());
+            let body = d.sentence();
             (DRIFT, d.ts, severity, text, body)
         }
         Line::ExposureChanged(c) => {
@@ -118,14 +110,7 @@ pub fn record(line: &Line, observed: SystemTime) -> Option<LogRecord> {
                 Exposure::Reachable { .. } => (SeverityNumber::Warn, "WARN"),
                 _ => (SeverityNumber::Info, "INFO"),
             };
-            let body = format!(
-                "{} {}:{} is now {} (was {})",
-                c.proto.as_str(),
-                c.address,
-                c.port,
-                c.exposure.describe(),
-                c.before.exposure.describe()
-            );
+            let body = c.sentence();
             (EXPOSURE, c.ts, severity, text, body)
         }
         Line::EventsLost(l) => {
