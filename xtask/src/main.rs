@@ -136,7 +136,7 @@ fn run(cli: Cli) -> Result<()> {
             // The package test installs what this builds.
             package(&root)?;
             setup::ensure_python_packages(&root)?;
-            let mut cmd = Command::new(env!("CARGO"));
+            let mut cmd = cargo();
             cmd.current_dir(&root)
                 .args(["test", "--release"])
                 .args(args);
@@ -154,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
 fn write_generated(root: &Path, args: &[&str], env: &str) -> Result<()> {
     setup::ensure(root)?;
     check(
-        Command::new(env!("CARGO"))
+        cargo()
             .current_dir(root)
             .args(["test", "--release", "-p", "portwatch"])
             .args(args)
@@ -220,9 +220,31 @@ fn manuals(root: &Path) -> Result<()> {
 
 fn build(root: &Path) -> Result<()> {
     setup::ensure(root)?;
-    let mut cmd = Command::new(env!("CARGO"));
+    let mut cmd = cargo();
     cmd.current_dir(root).args(["build", "--release"]);
     check(&mut cmd, "cargo build")
+}
+
+/// A cargo command without what `cargo run` put in this program's
+/// environment: build scripts that watch `CARGO_MANIFEST_DIR` (ring's, through
+/// cc) would otherwise see it change between `cargo xtask build` and a
+/// plain `cargo build`, and every alternation rebuilt ring, rustls and
+/// portwatch (about a minute on 2 cores).
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
 }
 
 fn workspace_root() -> PathBuf {

@@ -33,7 +33,7 @@ pub fn ensure_cargo_deb(root: &Path) -> Result<PathBuf> {
         install_root.display()
     );
     check(
-        Command::new(env!("CARGO"))
+        crate::cargo()
             .args([
                 "install",
                 "cargo-deb",
@@ -190,7 +190,7 @@ fn ensure_bpf_linker(root: &Path, nightly: &Nightly) -> Result<()> {
         install_root.display()
     );
     check(
-        Command::new(env!("CARGO"))
+        crate::cargo()
             .args([
                 "install",
                 "bpf-linker",

@@ -71,7 +71,7 @@ fn storm(root: &Path, rounds: usize) -> Result<Value> {
 /// writer, then times `history --at` on it.
 fn fill_and_query(root: &Path, events: u64, queries: usize) -> Result<Value> {
     crate::check(
-        Command::new("cargo").current_dir(root).args([
+        crate::cargo().current_dir(root).args([
             "build",
             "--release",
             "-p",
