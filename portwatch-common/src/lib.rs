@@ -265,6 +265,19 @@ pub const SOCK_OFFSETS_GLOBAL: &str = "SOCK_OFFSETS";
 pub const TREE_OFFSETS_GLOBAL: &str = "TREE_OFFSETS";
 /// Load-time global: `u32`, 1 when only processes in `WATCHED` are reported.
 pub const FILTER_TREE_GLOBAL: &str = "FILTER_TREE";
+/// Load-time global: `u64`, bytes waiting in the ring buffer that make
+/// every UDP record wake the reader.
+pub const WAKE_BYTES_GLOBAL: &str = "WAKE_BYTES";
+/// Load-time global: `u32`, how much of their work the UDP programs do
+/// (`UDP_STAGE_*`). Only the benchmark's decomposition sets it.
+pub const UDP_STAGE_GLOBAL: &str = "UDP_STAGE";
+/// The UDP programs do all their work: the default.
+pub const UDP_STAGE_FULL: u32 = 0;
+/// They return at once: the cost of being attached.
+pub const UDP_STAGE_RETURN: u32 = 1;
+/// They keep the owner of a bound socket and forget it at release, and
+/// send nothing.
+pub const UDP_STAGE_OWNER: u32 = 2;
 
 /// The state-change program on the classic tracepoint.
 pub const SET_STATE_PROG: &str = "inet_sock_set_state";

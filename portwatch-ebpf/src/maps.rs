@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use portwatch_common::{
     COUNTER_SLOTS, OWNERS_CAPACITY, Owner, SetStateOffsets, SockOffsets, TreeOffsets,
-    WATCHED_CAPACITY,
+    UDP_STAGE_FULL, WATCHED_CAPACITY,
 };
 
 /// Listen events for userspace. The size here is a default that the loader
@@ -30,6 +30,11 @@ pub static LISTEN_CB: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static OWNERS: HashMap<u64, Owner> =
     HashMap::with_max_entries(OWNERS_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Per CPU, the boot time of the last UDP record that woke the ring's
+/// reader (see `udp::submit`).
+#[map]
+pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Process ids inside a watched process tree (filter on), each with the
 /// root pid it was seeded or forked under: userspace removes a root's
@@ -55,6 +60,16 @@ pub static TREE_OFFSETS: Global<TreeOffsets> = Global::new(TreeOffsets {
 /// 1 when only processes in `WATCHED` are reported.
 #[unsafe(no_mangle)]
 pub static FILTER_TREE: Global<u32> = Global::new(0);
+
+/// Bytes waiting in the ring that make a UDP record wake the reader
+/// whenever it comes: a quarter of the ring (the loader sets it).
+#[unsafe(no_mangle)]
+pub static WAKE_BYTES: Global<u64> = Global::new(256 * 1024);
+
+/// How much of their work the UDP programs do (`UDP_STAGE_*`): all of it
+/// unless the benchmark measures the stages one by one.
+#[unsafe(no_mangle)]
+pub static UDP_STAGE: Global<u32> = Global::new(UDP_STAGE_FULL);
 
 /// Adds one to a per-CPU counter.
 #[inline(always)]

@@ -5,23 +5,30 @@
 //! cookie (the release hook cannot read the port): the bind records its
 //! owner under the cookie, the release looks it up and forgets it.
 //!
+//! A UDP churn sends hundreds of thousands of records a second, and a
+//! reader that has caught up would be woken for each one: UDP records
+//! wake it only when the last wake-up on this CPU is `WAKE_AFTER_NS` old
+//! or the ring is filling; the reader looks again shortly after each
+//! batch for what came in between (`sys/bpf.rs`).
+//!
 //! These programs run for every bind() and every socket release on the
 //! host, and one that returned 0 would make the bind() or close fail:
 //! every path returns `ALLOW`, whatever happens to the map or the ring.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
     macros::cgroup_sock,
     programs::SockContext,
 };
 use portwatch_common::{
-    AF_INET, AF_INET6, COUNTER_OWNERS_FULL, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, IPPROTO_UDP,
-    SockEventKind,
+    AF_INET, AF_INET6, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE,
+    IPPROTO_UDP, SockEvent, SockEventKind, UDP_STAGE_OWNER, UDP_STAGE_RETURN,
 };
 
 use crate::{
-    listen::{current_task_owner, new_event, submit, watched_now},
-    maps::{FILTER_TREE, OWNERS, WATCHED, count},
+    listen::{current_task_owner, new_event, watched_now},
+    maps::{EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, UDP_STAGE, WAKE_BYTES, WATCHED, count},
 };
 
 /// What a cgroup sock program returns to let the operation go on.
@@ -30,11 +37,27 @@ const ALLOW: i32 = 1;
 /// `IPPROTO_UDPLITE`: UDP-Lite sockets bind the same way.
 const IPPROTO_UDPLITE: u32 = 136;
 
+/// A UDP record wakes the reader if the last one that did on this CPU is
+/// this old: an isolated bind is read at once, a churn wakes the reader
+/// about 1,000 times a second per CPU. Shorter intervals cost the churn
+/// dearly here (BENCHMARKS.md, "UDP"): each wake-up is a switch to the
+/// reader on a busy core.
+const WAKE_AFTER_NS: u64 = 1_000_000;
+
+/// Whether this is a UDP socket the programs work on: at the benchmark's
+/// first stage, none is.
 #[inline(always)]
 fn is_udp(ctx: &SockContext) -> bool {
     // SAFETY: a read of this program's own context.
     let protocol = unsafe { (*ctx.sock).protocol };
-    protocol == u32::from(IPPROTO_UDP) || protocol == IPPROTO_UDPLITE
+    (protocol == u32::from(IPPROTO_UDP) || protocol == IPPROTO_UDPLITE)
+        && UDP_STAGE.load() != UDP_STAGE_RETURN
+}
+
+/// Whether events are sent: not at the benchmark's owner-only stage.
+#[inline(always)]
+fn sends() -> bool {
+    UDP_STAGE.load() != UDP_STAGE_OWNER
 }
 
 /// Records the owner of a bound UDP socket and reports the open.
@@ -54,11 +77,44 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
     if OWNERS.insert(cookie, owner, 0).is_err() {
         count(COUNTER_OWNERS_FULL);
     }
-    if watched {
+    if watched && sends() {
         let mut ev = new_event(SockEventKind::Opened, cookie, &owner, family, port, addr);
         ev.proto = IPPROTO_UDP as u8;
         ev.flags = FLAG_OWNER_KNOWN | FLAG_SOCK_COOKIE;
         submit(&ev);
+    }
+}
+
+/// Sends a UDP record; wakes the reader only when it is due (see the
+/// module's notes), or counts the record lost when the ring is full.
+#[inline(always)]
+fn submit(ev: &SockEvent) {
+    let flags = if wake_due(ev.ts_ns) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<SockEvent>(ev, u64::from(flags)).is_err() {
+        count(COUNTER_RING_FULL);
+    }
+}
+
+#[inline(always)]
+fn wake_due(now: u64) -> bool {
+    let Some(last) = LAST_WAKE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: a per-CPU slot, touched only by programs on this CPU, from
+    // a successful lookup.
+    unsafe {
+        if now.wrapping_sub(*last) >= WAKE_AFTER_NS
+            || EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_BYTES.load()
+        {
+            *last = now;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -111,7 +167,7 @@ pub fn udp_sock_release(ctx: SockContext) -> i32 {
         return ALLOW;
     };
     let _ = OWNERS.remove(cookie);
-    if watched_now(&owner) {
+    if watched_now(&owner) && sends() {
         // The release cannot read the port: userspace knows it from the
         // open, by cookie.
         let mut ev = new_event(

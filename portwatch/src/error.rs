@@ -77,6 +77,11 @@ pub enum Error {
     #[error("invalid ring buffer size {0}: it must be a power of two of at least 4096 bytes")]
     RingBufferSize(u64),
 
+    #[error(
+        "invalid PORTWATCH_BENCH_UDP_STAGE {0:?}: it is one of return, owner, ring (a benchmark's setting)"
+    )]
+    BenchUdpStage(String),
+
     #[error("cannot read {what} from /proc: {source}")]
     Procfs {
         what: &'static str,

@@ -2,6 +2,7 @@
 
 use std::{
     fs,
+    pin::Pin,
     task::{Context, Poll},
 };
 
@@ -15,7 +16,8 @@ use portwatch_common::{
     FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CB_MAP, LISTEN_CB_PROG, OFFSETS_GLOBAL, OWNERS_MAP,
     Owner, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent,
     SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets, UDP_BIND4_PROG, UDP_BIND6_PROG,
-    UDP_RELEASE_PROG, WATCHED_MAP,
+    UDP_RELEASE_PROG, UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN,
+    WAKE_BYTES_GLOBAL, WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -89,6 +91,13 @@ pub(crate) struct KernelProbe {
     counters: PerCpuArray<MapData, u64>,
     watched: Option<BpfHashMap<MapData, u32, u32>>,
     malformed: u64,
+    /// Every record is read and dropped unread (a benchmark's stage).
+    discard: bool,
+    /// When to look at the ring again without a wake-up: armed after each
+    /// batch while UDP is watched, whose records wake the reader only
+    /// now and then (`udp.rs`); cleared once a look finds nothing, so an
+    /// idle monitor sleeps.
+    recheck: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Ring buffer size, and bytes read from it since the loss counters
     /// were last read: see [`EventSource::loss_possible`].
     ring_bytes: u64,
@@ -130,11 +139,16 @@ impl KernelProbe {
         let hook = choose_hook(config.hook, &sock_offsets)?;
         let (set_state_offsets, tree_offsets) = tracefs_offsets(config, hook)?;
         let filter_tree = u32::from(config.filter_tree);
+        let stage = BenchStage::from_env()?;
+        let udp_stage = stage.kernel();
+        let wake_bytes = u64::from(config.ring_buffer_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &set_state_offsets, true)
             .override_global(SOCK_OFFSETS_GLOBAL, &sock_offsets, true)
             .override_global(TREE_OFFSETS_GLOBAL, &tree_offsets, true)
             .override_global(FILTER_TREE_GLOBAL, &filter_tree, true)
+            .override_global(UDP_STAGE_GLOBAL, &udp_stage, true)
+            .override_global(WAKE_BYTES_GLOBAL, &wake_bytes, true)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
@@ -145,6 +159,8 @@ impl KernelProbe {
             counters: maps.counters,
             watched: maps.watched,
             malformed: 0,
+            discard: stage == BenchStage::Ring,
+            recheck: None,
             ring_bytes: u64::from(config.ring_buffer_bytes),
             drained: 0,
             netns_known: sock_offsets.valid != 0,
@@ -158,6 +174,50 @@ impl KernelProbe {
             conn_loaded,
             _ebpf: ebpf,
         })
+    }
+}
+
+/// How much of the UDP path runs: all of it, unless the benchmark's
+/// decomposition (`PORTWATCH_BENCH_UDP_STAGE`) measures it stage by stage.
+/// Every stage but the full one reports nothing of UDP, and says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BenchStage {
+    Full,
+    /// The programs return at once.
+    Return,
+    /// They keep and forget owners, and send nothing.
+    Owner,
+    /// They send their records, which userspace reads and drops.
+    Ring,
+}
+
+impl BenchStage {
+    const ENV: &str = "PORTWATCH_BENCH_UDP_STAGE";
+
+    fn from_env() -> Result<Self> {
+        let Some(value) = std::env::var_os(Self::ENV) else {
+            return Ok(Self::Full);
+        };
+        let stage = match value.to_str() {
+            Some("return") => Self::Return,
+            Some("owner") => Self::Owner,
+            Some("ring") => Self::Ring,
+            _ => return Err(Error::BenchUdpStage(value.to_string_lossy().into_owned())),
+        };
+        tracing::warn!(
+            "{}={value:?}: a benchmark's stage, and no UDP port is reported",
+            Self::ENV
+        );
+        Ok(stage)
+    }
+
+    /// The programs' `UDP_STAGE`.
+    fn kernel(self) -> u32 {
+        match self {
+            Self::Full | Self::Ring => UDP_STAGE_FULL,
+            Self::Return => UDP_STAGE_RETURN,
+            Self::Owner => UDP_STAGE_OWNER,
+        }
     }
 }
 
@@ -477,23 +537,60 @@ impl EventSource for KernelProbe {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, out: &mut Vec<KernelEvent>) -> Poll<Result<()>> {
-        let mut guard = match self.events.poll_read_ready_mut(cx) {
-            Poll::Ready(Ok(guard)) => guard,
+        let mut woken = false;
+        let bytes = match self.events.poll_read_ready_mut(cx) {
+            Poll::Ready(Ok(mut guard)) => {
+                woken = true;
+                let bytes = drain(
+                    guard.get_inner_mut(),
+                    out,
+                    &mut self.malformed,
+                    self.discard,
+                );
+                guard.clear_ready();
+                bytes
+            }
             Poll::Ready(Err(source)) => {
                 return Poll::Ready(Err(Error::Io {
                     what: "waiting for the ring buffer failed",
                     source,
                 }));
             }
-            Poll::Pending => return Poll::Pending,
+            // No wake-up: look anyway once the re-check is due.
+            Poll::Pending => {
+                let due = self
+                    .recheck
+                    .as_mut()
+                    .is_some_and(|due| due.as_mut().poll(cx).is_ready());
+                if !due {
+                    return Poll::Pending;
+                }
+                drain(
+                    self.events.get_mut(),
+                    out,
+                    &mut self.malformed,
+                    self.discard,
+                )
+            }
         };
-        self.drained += drain(guard.get_inner_mut(), out, &mut self.malformed);
-        guard.clear_ready();
+        self.drained += bytes;
+        self.recheck = (bytes > 0 && self.udp_missing.is_none() && self.config.udp)
+            .then(|| Box::pin(tokio::time::sleep(RECHECK)));
+        if bytes == 0 && self.recheck.is_none() && !woken {
+            // A re-check that found nothing: wait for a wake-up (the fd's
+            // waker was registered above).
+            return Poll::Pending;
+        }
         Poll::Ready(Ok(()))
     }
 
     fn read_now(&mut self, out: &mut Vec<KernelEvent>) {
-        self.drained += drain(self.events.get_mut(), out, &mut self.malformed);
+        self.drained += drain(
+            self.events.get_mut(),
+            out,
+            &mut self.malformed,
+            self.discard,
+        );
     }
 
     /// A record is dropped only when the buffer is full, and every byte
@@ -529,15 +626,29 @@ impl EventSource for KernelProbe {
     }
 }
 
+/// How long after a batch the reader looks at the ring again without a
+/// wake-up: the most a UDP record sent between two wake-ups waits (the
+/// timer's resolution is a millisecond).
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Bytes one event takes in the ring buffer: an 8-byte header, and the
 /// record rounded up to 8 bytes.
 const RECORD_BYTES: u64 = (8 + size_of::<SockEvent>() as u64).next_multiple_of(8);
 
-/// Reads every record; returns the ring buffer bytes they took.
-fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>, malformed: &mut u64) -> u64 {
+/// Reads every record (and drops it unread with `discard`, the
+/// benchmark's ring stage); returns the ring buffer bytes they took.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Vec<KernelEvent>,
+    malformed: &mut u64,
+    discard: bool,
+) -> u64 {
     let mut bytes = 0;
     while let Some(item) = ring.next() {
         bytes += (8 + item.len() as u64).next_multiple_of(8);
+        if discard {
+            continue;
+        }
         match KernelEvent::decode(&item) {
             Some(ev) => out.push(ev),
             None => *malformed += 1,

@@ -209,18 +209,31 @@ fn udp(s: &mut String, v: &Value) {
     );
     let _ = writeln!(
         s,
-        "\nportwatch's programs during the UDP churn (bpf_stats; {} kernel ns per socket in all):\n\n\
-         | program | runs per socket | ns per run |\n|---|---|---|",
-        f(&v["ns_per_socket"])
+        "\nEach stage once more with bpf_stats on (one run of {} s each; the counting adds some ns to every run): the programs' kernel time and the reader's wake-ups (its threads' voluntary context switches):\n\n\
+         | stage | sockets/s | kernel ns per socket | reader wake-ups/s | program | runs per socket | ns per run |\n|---|---|---|---|---|---|---|",
+        v["seconds_per_run"]
     );
-    for p in rows(&v["programs"]) {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} |",
-            program_name(p),
-            f(&p["runs_per_socket"]),
-            f(&p["ns_per_run"])
-        );
+    for st in rows(&v["stages"]) {
+        for (i, p) in rows(&st["programs"]).enumerate() {
+            let head = if i == 0 {
+                format!(
+                    "{} | {} | {} | {}",
+                    text(&st["mode"]),
+                    f(&st["sockets_per_s"]),
+                    f(&st["ns_per_socket"]),
+                    f(&st["wakeups_per_s"])
+                )
+            } else {
+                " |  |  | ".to_string()
+            };
+            let _ = writeln!(
+                s,
+                "| {head} | {} | {} | {} |",
+                program_name(p),
+                f(&p["runs_per_socket"]),
+                f(&p["ns_per_run"])
+            );
+        }
     }
     let _ = writeln!(
         s,

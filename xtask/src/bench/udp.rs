@@ -1,7 +1,9 @@
 //! UDP: a churn of socket(), bind() to port 0 and close() from two
 //! processes with no monitor, with portwatch and with a 1 s `ss -lun`
-//! poller; the kernel's run time of portwatch's programs meanwhile; bind()
-//! to event line latency; completeness of sockets living microseconds.
+//! poller; portwatch's cost decomposed by stage (programs that return at
+//! once, plus the owner map, plus ring records read and dropped, the whole
+//! monitor), each stage's kernel run time and reader wake-ups; bind() to
+//! event line latency; completeness of sockets living microseconds.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -59,7 +61,37 @@ fn run_churn(seconds: f64) -> Result<f64> {
     Ok(total)
 }
 
-const TOOLS: [Option<Tool>; 3] = [None, Some(Tool::Portwatch), Some(Tool::Poller)];
+/// What watches a churn round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Nothing,
+    /// portwatch with its UDP path cut at a stage
+    /// (`PORTWATCH_BENCH_UDP_STAGE`), or whole (`None`).
+    Portwatch(Option<&'static str>),
+    Poller,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Nothing => "no monitor",
+            Self::Portwatch(Some("return")) => "programs attached, returning at once",
+            Self::Portwatch(Some("owner")) => "+ the owner map (bind inserts, release deletes)",
+            Self::Portwatch(Some(_)) => "+ ring records, read and dropped unread",
+            Self::Portwatch(None) => "portwatch (the whole monitor)",
+            Self::Poller => Tool::Poller.name(),
+        }
+    }
+}
+
+const MODES: [Mode; 6] = [
+    Mode::Nothing,
+    Mode::Portwatch(Some("return")),
+    Mode::Portwatch(Some("owner")),
+    Mode::Portwatch(Some("ring")),
+    Mode::Portwatch(None),
+    Mode::Poller,
+];
 
 /// portwatch as in the churn rounds: every line goes to /dev/null, so the
 /// rounds measure the monitor and not a reader parsing 100,000s of lines a
@@ -74,8 +106,12 @@ struct Quiet {
 type Delivered = (u64, u64);
 
 impl Quiet {
-    fn start(root: &Path) -> Result<Self> {
-        let mut child = Command::new(super::portwatch_bin(root))
+    fn start(root: &Path, stage: Option<&str>) -> Result<Self> {
+        let mut cmd = Command::new(super::portwatch_bin(root));
+        if let Some(stage) = stage {
+            cmd.env("PORTWATCH_BENCH_UDP_STAGE", stage);
+        }
+        let mut child = cmd
             .args([
                 "watch",
                 "--proto",
@@ -116,18 +152,19 @@ impl Quiet {
     }
 }
 
-/// One churn run with `tool` watching: sockets per second, and what a
+/// One churn run in `mode`: sockets per second, and what a whole
 /// portwatch run delivered.
-fn churn_with(tool: Option<Tool>, root: &Path, seconds: f64) -> Result<(f64, Option<Delivered>)> {
-    match tool {
-        None => Ok((run_churn(seconds)?, None)),
-        Some(Tool::Portwatch) => {
-            let pw = Quiet::start(root)?;
+fn churn_with(mode: Mode, root: &Path, seconds: f64) -> Result<(f64, Option<Delivered>)> {
+    match mode {
+        Mode::Nothing => Ok((run_churn(seconds)?, None)),
+        Mode::Portwatch(stage) => {
+            let pw = Quiet::start(root, stage)?;
             let rate = run_churn(seconds)?;
-            Ok((rate, Some(pw.stop()?)))
+            let delivered = pw.stop()?;
+            Ok((rate, stage.is_none().then_some(delivered)))
         }
-        Some(t) => {
-            let mon = monitors::start_for(t, root, Proto::Udp)?;
+        Mode::Poller => {
+            let mon = monitors::start_for(Tool::Poller, root, Proto::Udp)?;
             let rate = run_churn(seconds)?;
             mon.stop();
             Ok((rate, None))
@@ -135,17 +172,58 @@ fn churn_with(tool: Option<Tool>, root: &Path, seconds: f64) -> Result<(f64, Opt
     }
 }
 
+/// Context switches of every thread of `pid` so far: how often it slept
+/// and was woken.
+fn switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+        .map(|tid| {
+            super::util::status_field_of(
+                &format!("/proc/{pid}/task/{tid}/status"),
+                "voluntary_ctxt_switches",
+            )
+        })
+        .sum()
+}
+
+/// One churn run with portwatch cut at `stage` and bpf_stats on: its
+/// programs' run time per socket, and the reader's wake-ups per second.
+fn stage_cost(root: &Path, stage: Option<&'static str>, seconds: f64) -> Result<Value> {
+    let pw = Quiet::start(root, stage)?;
+    let pid = pw.child.id();
+    set_bpf_stats(true);
+    let before = switches(pid);
+    let rate = run_churn(seconds)?;
+    let woken = switches(pid).saturating_sub(before);
+    let stats = prog_stats(pid);
+    set_bpf_stats(false);
+    pw.stop()?;
+    let sockets = (rate * seconds).max(1.0);
+    let total_ns: u64 = stats.iter().map(|p| p.run_time_ns).sum();
+    Ok(json!({
+        "mode": Mode::Portwatch(stage).name(),
+        "sockets_per_s": rate,
+        "ns_per_socket": total_ns as f64 / sockets,
+        "wakeups_per_s": woken as f64 / seconds,
+        "programs": programs_json(&stats, "runs_per_socket", sockets),
+    }))
+}
+
 /// The churn for every mode in `rounds` rotated rounds of `seconds`, one
 /// more portwatch run with bpf_stats, then latency and completeness.
 pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize) -> Result<Value> {
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); TOOLS.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     // Events portwatch received and dropped per socket churned, each round.
     let (mut received, mut dropped) = (Vec::new(), Vec::new());
     set_bpf_stats(false);
     for round in 0..rounds {
-        for k in 0..TOOLS.len() {
-            let i = (k + round) % TOOLS.len();
-            let (rate, delivered) = churn_with(TOOLS[i], root, seconds)?;
+        for k in 0..MODES.len() {
+            let i = (k + round) % MODES.len();
+            let (rate, delivered) = churn_with(MODES[i], root, seconds)?;
             rates[i].push(rate);
             if let Some((w, d)) = delivered {
                 let sockets = (rate * seconds).max(1.0);
@@ -154,10 +232,10 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
             }
         }
     }
-    let throughput: Vec<Value> = TOOLS
+    let throughput: Vec<Value> = MODES
         .iter()
         .enumerate()
-        .map(|(i, tool)| {
+        .map(|(i, mode)| {
             let mut ratios: Vec<f64> = rates[i]
                 .iter()
                 .zip(&rates[0])
@@ -165,7 +243,7 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
                 .collect();
             ratios.sort_by(f64::total_cmp);
             json!({
-                "mode": tool.map_or("no monitor", Tool::name),
+                "mode": mode.name(),
                 "sockets_per_s": median(&rates[i]),
                 "ratio": median(&ratios),
                 "ratio_min": ratios.first(),
@@ -174,15 +252,15 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
         })
         .collect();
 
-    let pw = Quiet::start(root)?;
-    set_bpf_stats(true);
-    let rate = run_churn(seconds)?;
-    let stats = prog_stats(pw.child.id());
-    set_bpf_stats(false);
-    pw.stop()?;
-    let sockets = (rate * seconds).max(1.0);
-    let programs = programs_json(&stats, "runs_per_socket", sockets);
-    let total_ns: u64 = stats.iter().map(|p| p.run_time_ns).sum();
+    // Each stage once more with bpf_stats on (which adds to every run).
+    let stages: Vec<Value> = MODES
+        .iter()
+        .filter_map(|m| match m {
+            Mode::Portwatch(stage) => Some(*stage),
+            _ => None,
+        })
+        .map(|stage| stage_cost(root, stage, seconds))
+        .collect::<Result<_>>()?;
 
     let tools = [Tool::Portwatch, Tool::Poller];
     let latency = latency::latency_rounds(&tools, root, Proto::Udp, lat_n, 1)?;
@@ -196,8 +274,7 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
         "throughput": throughput,
         "events_received_per_socket": median(&received),
         "events_dropped_per_socket": median(&dropped),
-        "programs": programs,
-        "ns_per_socket": total_ns as f64 / sockets,
+        "stages": stages,
         "latency": latency,
         "completeness": completeness,
     }))

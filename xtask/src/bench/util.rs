@@ -136,7 +136,12 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// A field of /proc/PID/status, as a number (kB for memory fields).
 pub fn status_field(pid: u32, name: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_field_of(&format!("/proc/{pid}/status"), name)
+}
+
+/// A number from a `status` file (a process's or one of its threads').
+pub fn status_field_of(path: &str, name: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     status
         .lines()
         .find_map(|l| {
