@@ -221,9 +221,13 @@ async fn event_loop(
             term.draw(|f| draw::draw(f, app))?;
             // What preparing the frame changed is in this frame.
             app.take_dirty();
+            // Rows: every open one the frame went through (the filter
+            // included); shown: the lines it left.
+            let live = app.live();
             tracing::debug!(
-                "frame: {} us, {} rows",
+                "frame: {} us, {} rows, {} shown",
                 last_frame.elapsed().as_micros(),
+                live.tcp + live.udp,
                 app.counts().lines
             );
             continue;
