@@ -44,9 +44,14 @@ impl Filter {
     /// The protocol, address and namespace part of the filter (the process
     /// tree is decided by the kernel or by the scan).
     pub fn admits(&self, listener: &Listener) -> bool {
-        self.proto.is_none_or(|p| p == listener.proto)
-            && scope_admits(self.scope, listener.address)
-            && self.netns.is_none_or(|ns| ns == listener.netns)
+        self.admits_socket(listener.proto, listener.address, listener.netns)
+    }
+
+    /// [`Filter::admits`] from the fields it reads.
+    pub fn admits_socket(&self, proto: Proto, address: IpAddr, netns: u64) -> bool {
+        self.proto.is_none_or(|p| p == proto)
+            && scope_admits(self.scope, address)
+            && self.netns.is_none_or(|ns| ns == netns)
     }
 
     /// Whether listeners of `proto` can pass at all.

@@ -43,6 +43,8 @@ pub struct Sink {
     /// `--format ocsf`: the host its records name.
     ocsf: Option<OcsfHost>,
     out: BufWriter<Box<dyn Write>>,
+    /// Text lines, their buffers kept from one to the next.
+    text: output::EventLines,
     /// The file, when it is one: its checked directory and name.
     file: Option<(CheckedDir, PathBuf)>,
 }
@@ -61,6 +63,7 @@ impl Sink {
             json,
             ocsf: None,
             out: BufWriter::with_capacity(BUFFER, Box::new(io::stdout().lock())),
+            text: output::EventLines::default(),
             file: None,
         }
     }
@@ -76,6 +79,7 @@ impl Sink {
             json,
             ocsf: None,
             out: BufWriter::with_capacity(BUFFER, Box::new(file)),
+            text: output::EventLines::default(),
             file: Some((dir, name)),
         })
     }
@@ -168,12 +172,13 @@ impl Sink {
         if self.ocsf.is_some() {
             return self.ocsf(&Line::from(ev)).map(|_| ());
         }
-        let line = if self.json {
-            portwatch::wire::Line::from(ev).to_json()
-        } else {
-            output::event_line(ev)
-        };
-        self.line(&line)
+        if self.json {
+            let line = portwatch::wire::Line::from(ev).to_json();
+            return self.line(&line);
+        }
+        let line = self.text.line(ev);
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")
     }
 
     /// Queues one line.

@@ -279,7 +279,7 @@ impl EbpfWatch {
                 None => read.await?,
             }
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.pending.len());
         self.apply_pending(&mut out, None);
         let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
         reports.extend(self.connections.drain(..).map(Report::Connection));
@@ -306,7 +306,10 @@ impl EbpfWatch {
         // a manual correction) shows in the next events' times.
         self.clock = BootClock::new(self.host.boot_now_ns(), self.host.wall_now());
         self.events += self.pending.len() as u64;
-        for ev in std::mem::take(&mut self.pending) {
+        // Drained in place: the buffer keeps its capacity for the next
+        // batch instead of growing again from nothing.
+        let mut pending = std::mem::take(&mut self.pending);
+        for ev in pending.drain(..) {
             if since.is_some_and(|t| ev.ts_ns >= t) {
                 touched.add(&ev);
             }
@@ -315,11 +318,12 @@ impl EbpfWatch {
                 self.connection(&ev, ts);
                 continue;
             }
-            if !self.filter.admits(&ev.listener()) {
+            if !self.filter.admits_socket(ev.proto, ev.address, ev.netns) {
                 continue;
             }
             self.table.apply(&ev, ts, self.policy, out);
         }
+        self.pending = pending;
         self.resolve_unbound(out);
         touched
     }
