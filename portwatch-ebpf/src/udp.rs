@@ -9,7 +9,7 @@
 //! reader that has caught up would be woken for each one: UDP records
 //! wake it only when the last wake-up on this CPU is `WAKE_AFTER_NS` old
 //! or the ring is filling; the reader looks again shortly after each
-//! batch for what came in between (`sys/bpf.rs`).
+//! read for what came in between (`portwatch/src/sys/ring_recheck.rs`).
 //!
 //! These programs run for every bind() and every socket release on the
 //! host, and one that returned 0 would make the bind() or close fail:

@@ -21,7 +21,7 @@ use portwatch_common::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::{EventSource, btf, cgroup, tracefs};
+use super::{EventSource, btf, cgroup, ring_recheck::Rechecks, tracefs};
 use crate::{
     error::{Error, Result},
     event::KernelEvent,
@@ -93,11 +93,11 @@ pub(crate) struct KernelProbe {
     malformed: u64,
     /// Every record is read and dropped unread (a benchmark's stage).
     discard: bool,
-    /// When to look at the ring again without a wake-up: armed after each
-    /// batch while UDP is watched, whose records wake the reader only
-    /// now and then (`udp.rs`); cleared once a look finds nothing, so an
-    /// idle monitor sleeps.
+    /// When to look at the ring again without a wake-up, while UDP is
+    /// watched (its records wake the reader only now and then): see
+    /// `ring_recheck`, which decides.
     recheck: Option<Pin<Box<tokio::time::Sleep>>>,
+    rechecks: Rechecks,
     /// Ring buffer size, and bytes read from it since the loss counters
     /// were last read: see [`EventSource::loss_possible`].
     ring_bytes: u64,
@@ -161,6 +161,7 @@ impl KernelProbe {
             malformed: 0,
             discard: stage == BenchStage::Ring,
             recheck: None,
+            rechecks: Rechecks::default(),
             ring_bytes: u64::from(config.ring_buffer_bytes),
             drained: 0,
             netns_known: sock_offsets.valid != 0,
@@ -574,11 +575,16 @@ impl EventSource for KernelProbe {
             }
         };
         self.drained += bytes;
-        self.recheck = (bytes > 0 && self.udp_missing.is_none() && self.config.udp)
+        let udp = self.udp_missing.is_none() && self.config.udp;
+        self.recheck = (udp && self.rechecks.after_read(woken, bytes))
             .then(|| Box::pin(tokio::time::sleep(RECHECK)));
-        if bytes == 0 && self.recheck.is_none() && !woken {
-            // A re-check that found nothing: wait for a wake-up (the fd's
-            // waker was registered above).
+        if bytes == 0 && !woken {
+            // A look that found nothing: wait for a wake-up (the fd's
+            // waker was registered above) or the next look, whose timer
+            // learns of this task by being polled once.
+            if let Some(due) = &mut self.recheck {
+                let _ = due.as_mut().poll(cx);
+            }
             return Poll::Pending;
         }
         Poll::Ready(Ok(()))
@@ -626,9 +632,9 @@ impl EventSource for KernelProbe {
     }
 }
 
-/// How long after a batch the reader looks at the ring again without a
-/// wake-up: the most a UDP record sent between two wake-ups waits (the
-/// timer's resolution is a millisecond).
+/// How long after a read the reader looks at the ring again without a
+/// wake-up (`ring_recheck`): a UDP record sent between two wake-ups waits
+/// at most about this long (the timer's resolution is a millisecond).
 const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Bytes one event takes in the ring buffer: an 8-byte header, and the

@@ -29,6 +29,7 @@ pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
 pub(crate) mod procinfo;
 pub(crate) mod prog_stats;
+pub(crate) mod ring_recheck;
 pub(crate) mod slow_reads;
 pub(crate) mod sock_diag;
 pub(crate) mod socket_table;
