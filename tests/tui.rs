@@ -335,7 +335,9 @@ fn q_quits_and_leaves_a_usable_shell() {
     tui.send(&["Enter"]);
     tui.wait_for("watching with", READY);
     tui.send(&["q"]);
-    // Typed at the prompt, echoed, run: the terminal is back to normal.
+    // Once the UI is gone (keys typed before would be the UI's), typed at
+    // the prompt, echoed, run: the terminal is back to normal.
+    tui.wait_until("the UI gone", READY, |s| !s.contains("ADDRESS"));
     tui.send(&["-l", "echo usable-$((40 + 2))"]);
     tui.send(&["Enter"]);
     let screen = tui.wait_for("usable-42", Duration::from_secs(10));
