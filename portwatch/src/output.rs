@@ -36,19 +36,10 @@ pub fn alert_line(a: &Alert) -> String {
     )
 }
 
-/// One event as an aligned, readable line.
+/// One event as an aligned, readable line (a stream of them:
+/// [`EventLines`]).
 pub fn event_line(ev: &PortEvent) -> String {
-    let l = &ev.listener;
-    event_line_of(&EventColumns {
-        ts: &format_ts(&ev.ts),
-        change: ev.change.as_str(),
-        proto: l.proto.as_str(),
-        socket: &l.socket().to_string(),
-        pid: l.pid,
-        comm: &l.comm,
-        uid: l.uid,
-        source: ev.source.as_str(),
-    })
+    EventLines::default().line(ev).to_owned()
 }
 
 /// The columns of [`event_line`], for an event that arrives as JSON (from

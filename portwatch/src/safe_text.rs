@@ -15,9 +15,19 @@ use std::fmt::Write as _;
 pub fn safe_text(bytes: &[u8]) -> String {
     // Most names are printable ASCII: kept as they are, without a
     // character-by-character copy (a UDP churn decodes 500,000 a second).
-    if let Some(plain) = plain_ascii(bytes) {
-        return plain.to_owned();
+    match plain_ascii(bytes) {
+        Some(plain) => plain.to_owned(),
+        None => escaped(bytes),
     }
+}
+
+/// Like [`safe_text`] for a string that is already valid UTF-8.
+pub fn safe_str(s: &str) -> String {
+    safe_text(s.as_bytes())
+}
+
+/// [`safe_text`] character by character, without its shortcut.
+fn escaped(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -27,18 +37,6 @@ pub fn safe_text(bytes: &[u8]) -> String {
             // Writing to a String cannot fail.
             let _ = write!(out, "\\x{b:02x}");
         }
-    }
-    out
-}
-
-/// Like [`safe_text`] for a string that is already valid UTF-8.
-pub fn safe_str(s: &str) -> String {
-    if let Some(plain) = plain_ascii(s.as_bytes()) {
-        return plain.to_owned();
-    }
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        push_char(&mut out, c);
     }
     out
 }
@@ -105,20 +103,6 @@ pub fn comm_text(comm: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What the character-by-character path makes of `bytes`.
-    fn escaped(bytes: &[u8]) -> String {
-        let mut out = String::new();
-        for chunk in bytes.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                push_char(&mut out, c);
-            }
-            for b in chunk.invalid() {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-        out
-    }
 
     #[test]
     fn the_plain_ascii_shortcut_changes_nothing() {
