@@ -278,10 +278,17 @@ pub fn new_event(
     }
 }
 
-/// Copies an event into the ring buffer, or counts it lost when full.
+/// Copies an event into the ring buffer with the kernel's default
+/// wake-up, or counts it lost when full.
 #[inline(always)]
 pub fn submit(ev: &SockEvent) {
-    if EVENTS.output::<SockEvent>(ev, 0).is_err() {
+    submit_with(ev, 0);
+}
+
+/// [`submit`] with the ring buffer's `BPF_RB_*` wake-up flags.
+#[inline(always)]
+pub fn submit_with(ev: &SockEvent, flags: u64) {
+    if EVENTS.output::<SockEvent>(ev, flags).is_err() {
         count(COUNTER_RING_FULL);
     }
 }

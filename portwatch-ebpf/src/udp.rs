@@ -22,12 +22,12 @@ use aya_ebpf::{
     programs::SockContext,
 };
 use portwatch_common::{
-    AF_INET, AF_INET6, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE,
-    IPPROTO_UDP, SockEvent, SockEventKind, UDP_STAGE_OWNER, UDP_STAGE_RETURN,
+    AF_INET, AF_INET6, COUNTER_OWNERS_FULL, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, IPPROTO_UDP,
+    SockEvent, SockEventKind, UDP_STAGE_OWNER, UDP_STAGE_RETURN,
 };
 
 use crate::{
-    listen::{current_task_owner, new_event, watched_now},
+    listen::{current_task_owner, new_event, submit_with, watched_now},
     maps::{EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, UDP_STAGE, WAKE_BYTES, WATCHED, count},
 };
 
@@ -94,9 +94,7 @@ fn submit(ev: &SockEvent) {
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<SockEvent>(ev, u64::from(flags)).is_err() {
-        count(COUNTER_RING_FULL);
-    }
+    submit_with(ev, u64::from(flags));
 }
 
 #[inline(always)]
