@@ -55,19 +55,9 @@ fn one(root: &Path, workers: usize, per: usize, otlp: Option<&str>) -> Result<Ru
     watch.wait_for("\"ready\"", Duration::from_secs(30))?;
     let pid = watch.child.id();
     let before = cpu_seconds(pid);
-    let mut storm = Command::new("python3")
-        .arg(root.join("tests/helpers/storm.py"))
-        .args([workers.to_string(), per.to_string(), "1000000".into()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("python3 runs the storm")?;
-    let mut out = BufReader::new(storm.stdout.take().context("stdout")?);
+    let mut storm = super::storm::Storm::start(root, workers, per, 1_000_000)?;
     let start = Instant::now();
-    for _ in 0..workers {
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-    }
+    storm.wait_done(workers)?;
     let storm_s = start.elapsed().as_secs_f64();
     // Every event out (and, with --otlp, sent): the last close's line,
     // then the exporter's count.
@@ -94,10 +84,7 @@ fn one(root: &Path, workers: usize, per: usize, otlp: Option<&str>) -> Result<Ru
     let cpu = cpu_seconds(pid) - before;
     // The most memory it held, the queue at its fullest included.
     let peak_rss_kib = status_field(pid, "VmHWM");
-    if let Some(mut stdin) = storm.stdin.take() {
-        let _ = stdin.write_all(b"");
-    }
-    let _ = storm.wait();
+    storm.end();
     watch.stop();
     Ok(Run {
         cpu,

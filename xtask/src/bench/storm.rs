@@ -7,7 +7,7 @@ use std::{
     io::{BufRead as _, BufReader},
     net::TcpListener,
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -16,6 +16,50 @@ use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
 use super::util::{Lines, mono_ns};
+
+/// `tests/helpers/storm.py`: `workers` processes that open and close
+/// `per` listeners each as fast as they can, keeping every `keep`-th open
+/// until [`Storm::end`].
+pub struct Storm {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Storm {
+    pub fn start(root: &Path, workers: usize, per: usize, keep: usize) -> Result<Self> {
+        let mut child = Command::new("python3")
+            .arg(root.join("tests/helpers/storm.py"))
+            .args([workers.to_string(), per.to_string(), keep.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("python3 runs the storm")?;
+        let out = BufReader::new(child.stdout.take().context("stdout")?);
+        Ok(Self { child, out })
+    }
+
+    /// Waits until each of the `workers` says its storm is over; their pids.
+    pub fn wait_done(&mut self, workers: usize) -> Result<Vec<u32>> {
+        let mut pids = Vec::new();
+        for _ in 0..workers {
+            let mut line = String::new();
+            self.out.read_line(&mut line)?;
+            pids.push(
+                line.split_whitespace()
+                    .nth(1)
+                    .context("a done line")?
+                    .parse::<u32>()?,
+            );
+        }
+        Ok(pids)
+    }
+
+    /// Lets the workers close what they kept and exit, and waits for them.
+    pub fn end(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
 
 /// Ports (local) that processes `pids` listen on, from `ss -Hltnp`.
 fn listening_ports_of(pids: &[u32]) -> BTreeSet<u16> {
@@ -43,25 +87,8 @@ pub fn storm_with(root: &Path, workers: usize, per_worker: usize, extra: &[&str]
             .args(extra),
     )?;
     watch.wait_for("\"ready\"", Duration::from_secs(30))?;
-    let mut helper = Command::new("python3")
-        .arg(root.join("tests/helpers/storm.py"))
-        .args([workers.to_string(), per_worker.to_string(), "7".into()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("python3 runs the storm")?;
-    let mut out = BufReader::new(helper.stdout.take().context("stdout")?);
-    let mut pids = Vec::new();
-    for _ in 0..workers {
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        pids.push(
-            line.split_whitespace()
-                .nth(1)
-                .context("a done line")?
-                .parse::<u32>()?,
-        );
-    }
+    let mut helper = Storm::start(root, workers, per_worker, 7)?;
+    let pids = helper.wait_done(workers)?;
     let storm_end = mono_ns();
     let truth = listening_ports_of(&pids);
 
@@ -99,8 +126,7 @@ pub fn storm_with(root: &Path, workers: usize, per_worker: usize, extra: &[&str]
         }
     }
     let after = after_convergence(&watch, 200)?;
-    drop(helper.stdin.take());
-    let _ = helper.wait();
+    helper.end();
     watch.stop();
     Ok(json!({
         "workers": workers,
