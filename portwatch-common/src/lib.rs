@@ -243,8 +243,11 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const COUNTER_RING_FULL: u32 = 0;
 /// Listeners the owner map had no room for (their close names the closer).
 pub const COUNTER_OWNERS_FULL: u32 = 1;
+/// UDP binds the aggregate mode's tally had no room for (a process
+/// neither in it nor addable: the tally is full).
+pub const COUNTER_BINDS_FULL: u32 = 2;
 /// Number of counters.
-pub const COUNTER_SLOTS: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 3;
 /// Name of the socket -> owner map.
 pub const OWNERS_MAP: &str = "OWNERS";
 /// Name of the one-slot array that holds 1 while the listen callback is
@@ -279,6 +282,52 @@ pub const UDP_STAGE_RETURN: u32 = 1;
 /// send nothing.
 pub const UDP_STAGE_OWNER: u32 = 2;
 
+/// Load-time global: [`UdpAggregate`].
+pub const UDP_AGGREGATE_GLOBAL: &str = "UDP_AGGREGATE";
+/// Name of the per-CPU tally of UDP binds by process and port class
+/// (aggregate mode): [`UdpBindKey`] -> [`UdpBindTally`].
+pub const UDP_BINDS_MAP: &str = "UDP_BINDS";
+/// Capacity of that tally: processes that bound a UDP port since
+/// userspace last forgot the exited ones.
+pub const UDP_BINDS_CAPACITY: u32 = 8192;
+/// Port classes of [`UdpBindKey::class`]: below 1024, in the ephemeral
+/// range, anything else.
+pub const UDP_CLASS_SYSTEM: u32 = 0;
+pub const UDP_CLASS_EPHEMERAL: u32 = 1;
+pub const UDP_CLASS_OTHER: u32 = 2;
+
+/// The UDP aggregate mode, as the loader sets it: when `on`, a bind is
+/// counted in `UDP_BINDS` instead of recorded and sent, and userspace
+/// finds the sockets that live on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpAggregate {
+    pub on: u32,
+    /// The ephemeral port range, inclusive, as the loader read it.
+    pub ephemeral_lo: u16,
+    pub ephemeral_hi: u16,
+}
+
+/// Key of the UDP bind tally.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UdpBindKey {
+    pub tgid: u32,
+    /// `UDP_CLASS_*`.
+    pub class: u32,
+}
+
+/// Value of the UDP bind tally, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpBindTally {
+    /// Binds on this CPU since the entry was made.
+    pub binds: u64,
+    /// The process's `comm` when the entry was made: it may have exited
+    /// by the time userspace reads the tally.
+    pub comm: [u8; COMM_LEN],
+}
+
 /// The state-change program on the classic tracepoint.
 pub const SET_STATE_PROG: &str = "inet_sock_set_state";
 /// The same program on the BTF tracepoint (tp_btf).
@@ -312,11 +361,20 @@ mod user {
     unsafe impl aya::Pod for super::TreeOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Owner {}
+    // SAFETY: as above; none of the three has padding (sizes asserted below).
+    unsafe impl aya::Pod for super::UdpAggregate {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UdpBindKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UdpBindTally {}
 }
 
 // The kernel program and userspace must agree on these sizes byte for byte.
 const _: () = assert!(core::mem::size_of::<SockEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<Owner>() == 72);
+const _: () = assert!(core::mem::size_of::<UdpAggregate>() == 8);
+const _: () = assert!(core::mem::size_of::<UdpBindKey>() == 8);
+const _: () = assert!(core::mem::size_of::<UdpBindTally>() == 24);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 68);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

@@ -4,11 +4,11 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use portwatch_common::{
     COUNTER_SLOTS, OWNERS_CAPACITY, Owner, SetStateOffsets, SockOffsets, TreeOffsets,
-    UDP_STAGE_FULL, WATCHED_CAPACITY,
+    UDP_BINDS_CAPACITY, UDP_STAGE_FULL, UdpAggregate, UdpBindKey, UdpBindTally, WATCHED_CAPACITY,
 };
 
 /// Listen events for userspace. The size here is a default that the loader
@@ -70,6 +70,22 @@ pub static WAKE_BYTES: Global<u64> = Global::new(256 * 1024);
 /// unless the benchmark measures the stages one by one.
 #[unsafe(no_mangle)]
 pub static UDP_STAGE: Global<u32> = Global::new(UDP_STAGE_FULL);
+
+/// The UDP aggregate mode's tally of binds by process and port class,
+/// per CPU: a bind adds one to its CPU's count without a lock. Not
+/// preallocated: an entry is made once per process.
+#[map]
+pub static UDP_BINDS: PerCpuHashMap<UdpBindKey, UdpBindTally> =
+    PerCpuHashMap::with_max_entries(UDP_BINDS_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Whether UDP binds are tallied instead of sent (`--udp-aggregate`), and
+/// the ephemeral range that classes their ports.
+#[unsafe(no_mangle)]
+pub static UDP_AGGREGATE: Global<UdpAggregate> = Global::new(UdpAggregate {
+    on: 0,
+    ephemeral_lo: 32768,
+    ephemeral_hi: 60999,
+});
 
 /// Adds one to a per-CPU counter.
 #[inline(always)]

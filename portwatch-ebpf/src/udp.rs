@@ -11,24 +11,35 @@
 //! or the ring is filling; the reader looks again shortly after each
 //! read for what came in between (`portwatch/src/sys/ring_recheck.rs`).
 //!
+//! In the aggregate mode (`--udp-aggregate`) a bind is only counted, per
+//! process and port class and per CPU, in `UDP_BINDS`: userspace reads
+//! the tally now and then and finds the sockets that lived on. The
+//! release then reports only the sockets userspace seeded the owner map
+//! with.
+//!
 //! These programs run for every bind() and every socket release on the
 //! host, and one that returned 0 would make the bind() or close fail:
 //! every path returns `ALLOW`, whatever happens to the map or the ring.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
     macros::cgroup_sock,
     programs::SockContext,
 };
 use portwatch_common::{
-    AF_INET, AF_INET6, COUNTER_OWNERS_FULL, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, IPPROTO_UDP,
-    SockEvent, SockEventKind, UDP_STAGE_OWNER, UDP_STAGE_RETURN,
+    AF_INET, AF_INET6, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE,
+    IPPROTO_UDP, SockEvent, SockEventKind, UDP_CLASS_EPHEMERAL, UDP_CLASS_OTHER, UDP_CLASS_SYSTEM,
+    UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey, UdpBindTally,
 };
 
 use crate::{
     listen::{current_task_owner, new_event, submit_with, watched_now},
-    maps::{EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, UDP_STAGE, WAKE_BYTES, WATCHED, count},
+    maps::{
+        EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, UDP_AGGREGATE, UDP_BINDS, UDP_STAGE, WAKE_BYTES,
+        WATCHED, count,
+    },
 };
 
 /// What a cgroup sock program returns to let the operation go on.
@@ -65,6 +76,11 @@ fn sends() -> bool {
 fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
     // SAFETY: a read of this program's own context (host order).
     let port = unsafe { (*ctx.sock).src_port } as u16;
+    let aggregate = UDP_AGGREGATE.load();
+    if aggregate.on != 0 {
+        tally(port, &aggregate);
+        return;
+    }
     // SAFETY: the context is this program's own socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
     let mut owner = current_task_owner();
@@ -82,6 +98,55 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
         ev.proto = IPPROTO_UDP as u8;
         ev.flags = FLAG_OWNER_KNOWN | FLAG_SOCK_COOKIE;
         submit(&ev);
+    }
+}
+
+/// Counts a bind in the aggregate mode's tally: one lookup and an add on
+/// this CPU's count, an entry made once per process and class.
+#[inline(always)]
+fn tally(port: u16, aggregate: &UdpAggregate) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is only tested for presence.
+    if FILTER_TREE.load() != 0 && unsafe { WATCHED.get(tgid) }.is_none() {
+        return;
+    }
+    let class = if port < 1024 {
+        UDP_CLASS_SYSTEM
+    } else if (aggregate.ephemeral_lo..=aggregate.ephemeral_hi).contains(&port) {
+        UDP_CLASS_EPHEMERAL
+    } else {
+        UDP_CLASS_OTHER
+    };
+    let key = UdpBindKey { tgid, class };
+    if add_one(&key) {
+        return;
+    }
+    let tally = UdpBindTally {
+        binds: 1,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    // BPF_NOEXIST: another CPU may have made the entry meanwhile, and
+    // then this bind adds to it.
+    if UDP_BINDS
+        .insert(key, tally, u64::from(BPF_NOEXIST))
+        .is_err()
+        && !add_one(&key)
+    {
+        count(COUNTER_BINDS_FULL);
+    }
+}
+
+/// Adds one to this CPU's count of `key`, if the entry exists.
+#[inline(always)]
+fn add_one(key: &UdpBindKey) -> bool {
+    match UDP_BINDS.get_ptr_mut(key) {
+        Some(tally) => {
+            // SAFETY: this CPU's slot, touched only by programs on this
+            // CPU, from a successful lookup.
+            unsafe { (*tally).binds += 1 };
+            true
+        }
+        None => false,
     }
 }
 
