@@ -10,7 +10,8 @@ use std::{collections::HashSet, fs, path::PathBuf, process::Command, time::Durat
 use serde_json::Value;
 
 use crate::support::{
-    EVENT_TIMEOUT, Helper, NetNs, Watcher, cgroup2_root, helper_path, is_event, rule_with_cooldown,
+    EVENT_TIMEOUT, Helper, NetNs, Watcher, as_nobody, cgroup2_root, helper_path, is_event,
+    rule_with_cooldown,
 };
 
 /// tests/helpers/udp.py: holds sockets on command.
@@ -362,6 +363,29 @@ fn dns_lookups_make_no_events_and_no_resync_corrections() {
     );
 }
 
+/// [`AGGREGATE_STORM`]'s workers' name.
+const AGGREGATE_STORM: &str = r#"
+import ctypes, os, socket, sys
+ctypes.CDLL(None).prctl(15, b"agg\x1bstorm", 0, 0, 0)
+count = int(sys.argv[1])
+pids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        for i in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind(("127.0.0.1", 0))
+            except OSError as e:
+                print("failed", e, flush=True)
+                os._exit(1)
+            s.close()
+        os._exit(0)
+    pids.append(pid)
+failed = sum(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) != 0 for p in pids)
+print("storm", 2 * count, "failed", failed)
+"#;
+
 /// Two processes binding and closing as fast as they can, UDP and TCP;
 /// any failed bind() is printed and ends the worker with status 1.
 const STORM: &str = r#"
@@ -397,6 +421,93 @@ fn bind_never_fails_under_a_storm_with_a_4_kib_ring() {
     let mut h = Sockets::new();
     let (id, port) = h.bind("4", "127.0.0.1", 0);
     expect_udp(&w, "opened", "127.0.0.1", port);
+    h.close(id);
+    expect_udp(&w, "closed", "127.0.0.1", port);
+}
+
+/// Sums the `udp_summary` lines of `pid` until they count `binds`;
+/// returns every line read meanwhile.
+fn summed_binds(w: &Watcher, pid: u32, binds: u64) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut sum = 0;
+    w.expect(
+        &format!("udp_summary lines of {binds} binds"),
+        EVENT_TIMEOUT,
+        |v| {
+            seen.push(v.clone());
+            if v["event"] == "udp_summary" && v["pid"] == pid {
+                assert_eq!(v["class"], "ephemeral", "{v}");
+                sum += v["binds"].as_u64().unwrap();
+                assert!(sum <= binds, "more binds counted than made: {seen:?}");
+            }
+            sum == binds
+        },
+    );
+    seen
+}
+
+#[test]
+fn the_aggregate_mode_counts_every_bind_and_reports_the_sockets_that_live_on() {
+    let mut h = Sockets::new();
+    let pid = h.pid();
+    let w = Watcher::start(&["--pid", &pid.to_string(), "--udp-aggregate", "100ms"]);
+    assert_eq!(h.ask("churn 500"), ["500"]);
+    let (id, port) = h.bind("4", "127.0.0.1", 0);
+    let mut lines = summed_binds(&w, pid, 501);
+    let opened = match lines
+        .iter()
+        .find(|v| is_udp(v, "opened", "127.0.0.1", port))
+    {
+        Some(v) => v.clone(),
+        None => expect_udp(&w, "opened", "127.0.0.1", port),
+    };
+    assert_eq!(opened["pid"], pid, "{opened}");
+    assert_eq!(opened["source"], "aggregate", "{opened}");
+    // Its release is the kernel's event.
+    h.close(id);
+    lines.extend(w.until_closed("127.0.0.1", port));
+    let closed = lines
+        .iter()
+        .find(|v| is_udp(v, "closed", "127.0.0.1", port))
+        .unwrap();
+    assert_eq!(closed["source"], "ebpf", "{closed}");
+    // None of the 500 that closed at once was reported one by one.
+    let ports: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["event"] == "opened" && v["proto"] == "udp")
+        .collect();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+}
+
+#[test]
+fn an_unprivileged_churn_in_the_aggregate_mode_neither_fails_binds_nor_hides_others() {
+    let w = Watcher::start(&["--udp-aggregate", "100ms"]);
+    // Another user binds and closes as fast as it can, under a name of
+    // its own (and a terminal escape in it).
+    let out = as_nobody("/usr/bin/python3")
+        .args(["-c", AGGREGATE_STORM, "20000"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "storm 40000 failed 0"
+    );
+    // Every bind of it is counted, by its two workers, which exited.
+    let mut sum = 0;
+    let mut workers = HashSet::new();
+    w.expect("the storm's binds counted", EVENT_TIMEOUT, |v| {
+        if v["event"] == "udp_summary" && v["comm"] == "agg\\x1bstorm" {
+            sum += v["binds"].as_u64().unwrap();
+            workers.insert(v["pid"].as_u64().unwrap());
+        }
+        sum >= 40000
+    });
+    assert_eq!((sum, workers.len()), (40000, 2));
+    // And a bound port of root's is still told.
+    let mut h = Sockets::new();
+    let (id, port) = h.bind("4", "127.0.0.1", 0);
+    let opened = expect_udp(&w, "opened", "127.0.0.1", port);
+    assert_eq!(opened["pid"], h.pid(), "{opened}");
     h.close(id);
     expect_udp(&w, "closed", "127.0.0.1", port);
 }

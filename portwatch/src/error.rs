@@ -48,6 +48,11 @@ pub enum Error {
     )]
     UdpNeedsCgroup2,
 
+    #[error(
+        "--udp-aggregate needs events that name sockets by cookie: kernel BTF (/sys/kernel/btf/vmlinux) and the tp_btf hook, not --hook tracepoint"
+    )]
+    UdpAggregateNeedsBtf,
+
     #[error("connection events need the eBPF backend")]
     ConnectionsNeedEbpf,
 

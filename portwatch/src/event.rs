@@ -89,6 +89,9 @@ pub enum Source {
     Resync,
     /// The polling fallback backend.
     Procfs,
+    /// The UDP aggregate mode: a socket a process that bound one still
+    /// held at the end of a settle interval.
+    Aggregate,
 }
 
 impl Source {
@@ -98,6 +101,7 @@ impl Source {
             Source::Ebpf => "ebpf",
             Source::Resync => "resync",
             Source::Procfs => "procfs",
+            Source::Aggregate => "aggregate",
         }
     }
 }

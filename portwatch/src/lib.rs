@@ -50,6 +50,7 @@ pub mod serve;
 pub mod socket;
 pub(crate) mod sys;
 pub(crate) mod table;
+pub(crate) mod udp_tally;
 pub mod watcher;
 pub mod wire;
 

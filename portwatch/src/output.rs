@@ -24,6 +24,13 @@ pub fn resync_text(s: &ResyncSummary) -> String {
     )
 }
 
+/// A UDP aggregate summary as a readable line (the name was made safe
+/// when it was read).
+pub fn udp_summary_line(s: &crate::report::UdpSummary) -> String {
+    let line = crate::wire::UdpSummary::from(s);
+    format!("{} {}", crate::wire::format_ts(&s.ts), line.sentence())
+}
+
 /// One alert as a readable line. Rule names come from the rules file, so
 /// they are escaped like process names.
 pub fn alert_line(a: &Alert) -> String {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
+use portwatch_common::{UDP_CLASS_EPHEMERAL, UDP_CLASS_OTHER, UDP_CLASS_SYSTEM};
 
 /// Counters a caller can read at any time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct Stats {
     /// Listeners opened without `bind()` whose port was not found in
     /// /proc (only without the listen callback); a resync reported them.
     pub unresolved: u64,
+    /// UDP binds the aggregate mode's kernel tally had no room for.
+    pub binds_full: u64,
 }
 
 /// Why a resynchronisation ran.
@@ -60,6 +63,107 @@ pub struct ResyncSummary {
     pub opened: usize,
     pub closed: usize,
     pub drops: u64,
+    pub ts: DateTime<Utc>,
+}
+
+// The UDP aggregate mode's tally, as the kernel keeps it (counted by
+// interval in `udp_tally`).
+
+/// Which ports a bind took.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PortClass {
+    /// Below 1024.
+    System,
+    /// In the ephemeral range (`net.ipv4.ip_local_port_range` when
+    /// portwatch started): what bind() to port 0 hands out.
+    Ephemeral,
+    /// Any other port.
+    Other,
+}
+
+impl PortClass {
+    /// The class of the kernel's `UDP_CLASS_*` number.
+    pub(crate) fn from_kernel(class: u32) -> Option<Self> {
+        match class {
+            UDP_CLASS_SYSTEM => Some(Self::System),
+            UDP_CLASS_EPHEMERAL => Some(Self::Ephemeral),
+            UDP_CLASS_OTHER => Some(Self::Other),
+            _ => None,
+        }
+    }
+
+    /// The kernel's `UDP_CLASS_*` number.
+    pub(crate) fn kernel(self) -> u32 {
+        match self {
+            Self::System => UDP_CLASS_SYSTEM,
+            Self::Ephemeral => UDP_CLASS_EPHEMERAL,
+            Self::Other => UDP_CLASS_OTHER,
+        }
+    }
+
+    /// The class of `port`, as the kernel judges it.
+    pub(crate) fn of(port: u16, ephemeral: &std::ops::RangeInclusive<u16>) -> Self {
+        if port < 1024 {
+            Self::System
+        } else if ephemeral.contains(&port) {
+            Self::Ephemeral
+        } else {
+            Self::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Ephemeral => "ephemeral",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// One entry of the kernel's tally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct BindKey {
+    pub pid: u32,
+    pub class: PortClass,
+}
+
+/// An entry's total: binds since the kernel made it, and the process's
+/// name then (raw, not yet made safe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BindCount {
+    pub key: BindKey,
+    pub binds: u64,
+    pub comm: Vec<u8>,
+}
+
+/// UDP binds of one process and port class in one settle interval of the
+/// aggregate mode (`--udp-aggregate`). Every explicit bind counts, those
+/// of sockets reported one by one too: `reported` of them were still
+/// open at the interval's end, and were reported as ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpSummary {
+    pub pid: u32,
+    /// The process's name when it first bound (made safe).
+    pub comm: String,
+    pub class: PortClass,
+    pub binds: u64,
+    pub reported: u64,
+    /// The interval's length.
+    pub interval_ms: u64,
     pub ts: DateTime<Utc>,
 }
 

@@ -113,6 +113,24 @@ impl ListenerTable {
         }
     }
 
+    /// Adds a listener found by a look at a process's sockets (the UDP
+    /// aggregate mode), which no event reported: it closes by identity.
+    /// None when it has no identity events can name, or the table holds
+    /// it already.
+    pub(crate) fn found(
+        &mut self,
+        l: Listener,
+        ts: DateTime<Utc>,
+        source: Source,
+    ) -> Option<PortEvent> {
+        let id = self.scan_id(&l)?;
+        if self.by_id.contains_key(&id) {
+            return None;
+        }
+        self.by_id.insert(id, l.clone());
+        Some(port_event(Change::Opened, l, ts, source))
+    }
+
     /// Matches the kernel's open `ev` with the scanned listener it
     /// describes, which from now on closes by identity, and names its
     /// owner when the scan did not see one. Returns false when the scan

@@ -9,6 +9,8 @@
 #   send ID UNIX_PATH                   -> "sent ID"  (SCM_RIGHTS, then close ours)
 #   receive UNIX_PATH                   -> "listening", then "received ID"
 #   fence                               -> "fence PORT"  (a TCP listener opened and closed)
+#   churn N                             -> "churned N"  (N UDP sockets bound to
+#                                          127.0.0.1:0 and closed, one at a time)
 #   disconnect ID ADDR PORT             -> "moved ID PORT"  (connect, disconnect: the
 #                                          kernel releases a port-0 bind; sendto()
 #                                          then binds another port)
@@ -92,6 +94,12 @@ for line in sys.stdin:
         conn.close()
         u.close()
         answer("received", keep(socket.socket(fileno=fds[0])))
+    elif cmd == "churn":
+        for _ in range(int(a[0])):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.close()
+        answer("churned", a[0])
     elif cmd == "fence":
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

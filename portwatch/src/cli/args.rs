@@ -145,6 +145,9 @@ pub struct EngineArgs {
     /// Report a listener only once it has lived this long; one that closes sooner is not reported (e.g. 50ms; 0: off)
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub settle: Duration,
+    /// Count UDP binds per process and port class instead of reporting each: a udp_summary every DURATION (default 1s), and the sockets still open then reported one by one
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1s", value_parser = parse_duration)]
+    pub udp_aggregate: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -164,6 +167,9 @@ impl EngineArgs {
         if self.interval.is_zero() {
             bail!("--interval must be longer than 0");
         }
+        if self.udp_aggregate.is_some_and(|d| d.is_zero()) {
+            bail!("--udp-aggregate must be longer than 0");
+        }
         Ok(EngineConfig {
             backend: self.backend,
             ring_buffer_bytes: ring_buffer_bytes(self.ring_buffer)?,
@@ -178,6 +184,7 @@ impl EngineArgs {
             resync_interval: (!self.resync_interval.is_zero()).then_some(self.resync_interval),
             poll_interval: self.interval,
             connections: false,
+            udp_aggregate: self.udp_aggregate,
         })
     }
 }

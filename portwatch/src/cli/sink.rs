@@ -128,6 +128,10 @@ impl Sink {
         Ok(())
     }
 
+    pub fn is_ocsf(&self) -> bool {
+        self.ocsf.is_some()
+    }
+
     pub fn is_json(&self) -> bool {
         self.json
     }

@@ -131,6 +131,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             MonitorEvent::ExposureChanged(c) => sink.line(&output::exposure_change_line(&c))?,
             MonitorEvent::Drift(d) if sink.is_json() => sink.line(&Line::from(&d).to_json())?,
             MonitorEvent::Drift(d) => sink.line(&output::drift_line(&d))?,
+            MonitorEvent::UdpSummary(s) if sink.is_json() => {
+                sink.line(&Line::from(&s).to_json())?;
+            }
+            // OCSF records only on stdout: a summary is no finding.
+            MonitorEvent::UdpSummary(_) if sink.is_ocsf() => {}
+            MonitorEvent::UdpSummary(s) => sink.line(&output::udp_summary_line(&s))?,
             // Alerts are the daemon's; what a newer library adds, too.
             _ => {}
         }

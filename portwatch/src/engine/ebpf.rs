@@ -10,9 +10,12 @@ use chrono::DateTime;
 use portwatch_common::SockEventKind;
 use tokio::time::Instant;
 
-use super::{EngineConfig, Report, baseline_events, resync::ResyncSchedule, scan_queries};
+use super::{
+    EngineConfig, Report, baseline_events, resync::ResyncSchedule, scan_queries,
+    udp_aggregate::UdpAggregate,
+};
 use crate::{
-    error::Result,
+    error::{Error, Result},
     event::{Change, KernelEvent, Listener, PortEvent, Scan, Source},
     filter::{Filter, descendants},
     report::{Connection, ResyncReason, ResyncSummary, Stats},
@@ -44,6 +47,15 @@ pub(super) struct EbpfWatch {
     schedule: ResyncSchedule,
     /// The roots of the watched process trees (tree filter on).
     roots: Vec<u32>,
+    /// The UDP aggregate mode's state, when on.
+    aggregate: Option<UdpAggregate>,
+}
+
+/// What ends a wait for kernel events besides the events.
+#[derive(Clone, Copy)]
+enum Due {
+    Resync(ResyncReason),
+    UdpTally,
 }
 
 impl EbpfWatch {
@@ -78,6 +90,7 @@ impl EbpfWatch {
             unresolved: 0,
             schedule: ResyncSchedule::new(config.resync_interval, Instant::now()),
             roots: config.filter.pid.into_iter().collect(),
+            aggregate: None,
         };
         // The tree first, then the listener programs: a listener is judged
         // in or out of the tree when it opens.
@@ -85,6 +98,17 @@ impl EbpfWatch {
             w.seed_tree(root)?;
         }
         w.source.start()?;
+        if let Some(every) = config.udp_aggregate
+            && config.filter.wants(crate::event::Proto::Udp)
+            && w.source.udp_missing().is_none()
+        {
+            // Sockets found by a look are told apart from those the table
+            // holds by cookie.
+            if !w.source.cookies() {
+                return Err(Error::UdpAggregateNeedsBtf);
+            }
+            w.aggregate = Some(UdpAggregate::new(every, Instant::now()));
+        }
         // Attached first, scanned second: whatever changes meanwhile waits
         // in the ring buffer and is reconciled here; the opens among it
         // also name owners the scan could not see.
@@ -262,18 +286,19 @@ impl EbpfWatch {
         if self.source.loss_possible() {
             self.check_drops()?;
         }
-        if let Some((due, reason)) = self.schedule.due()
-            && due <= Instant::now()
+        let due = self.due();
+        if let Some((at, what)) = due
+            && at <= Instant::now()
         {
-            return self.resync(reason);
+            return self.run_due(what);
         }
         if self.pending.is_empty() {
             let read = std::future::poll_fn(|cx| self.source.poll_read(cx, &mut self.pending));
-            match self.schedule.due() {
-                Some((due, reason)) => {
+            match due {
+                Some((at, what)) => {
                     tokio::select! {
                         r = read => r?,
-                        _ = tokio::time::sleep_until(due) => return self.resync(reason),
+                        _ = tokio::time::sleep_until(at) => return self.run_due(what),
                     }
                 }
                 None => read.await?,
@@ -283,6 +308,52 @@ impl EbpfWatch {
         self.apply_pending(&mut out, None);
         let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();
         reports.extend(self.connections.drain(..).map(Report::Connection));
+        Ok(reports)
+    }
+
+    /// The next timed work: a resync, or the UDP tally's reading,
+    /// whichever comes first.
+    fn due(&self) -> Option<(Instant, Due)> {
+        let resync = self
+            .schedule
+            .due()
+            .map(|(at, reason)| (at, Due::Resync(reason)));
+        let tally = self.aggregate.as_ref().map(|a| (a.next(), Due::UdpTally));
+        match (resync, tally) {
+            (Some(r), Some(t)) => Some(if t.0 < r.0 { t } else { r }),
+            (r, t) => r.or(t),
+        }
+    }
+
+    fn run_due(&mut self, what: Due) -> Result<Vec<Report>> {
+        match what {
+            Due::Resync(reason) => self.resync(reason),
+            Due::UdpTally => self.udp_tally(),
+        }
+    }
+
+    /// The aggregate mode's reading, every settle interval: the binds of
+    /// the interval by process and port class, and, one by one, the
+    /// sockets those processes still hold that the table does not.
+    fn udp_tally(&mut self) -> Result<Vec<Report>> {
+        let Some(mut aggregate) = self.aggregate.take() else {
+            return Ok(Vec::new());
+        };
+        let result = aggregate.read(
+            Instant::now(),
+            self.source.as_mut(),
+            self.host.as_mut(),
+            &self.table,
+            &self.filter,
+            self.netns_known,
+        );
+        self.aggregate = Some(aggregate);
+        let (found, summaries) = result?;
+        let mut reports = Vec::with_capacity(found.len() + summaries.len());
+        for (l, ts) in found {
+            reports.extend(self.table.found(l, ts, Source::Aggregate).map(Report::Port));
+        }
+        reports.extend(summaries.into_iter().map(Report::UdpSummary));
         Ok(reports)
     }
 
@@ -468,6 +539,7 @@ impl EbpfWatch {
             events: self.events,
             drops: counters.ring_full,
             owners_full: counters.owners_full,
+            binds_full: counters.binds_full,
             resyncs: self.resyncs,
             malformed: self.source.malformed(),
             unresolved: self.unresolved,

@@ -4,13 +4,17 @@
 //!
 //! - [`ebpf`]: kernel events reconciled with procfs scans;
 //! - [`poll`]: the fallback that compares procfs scans;
-//! - [`resync`]: when to rescan (pure).
+//! - [`resync`]: when to rescan (pure);
+//! - [`udp_aggregate`]: the UDP aggregate mode's interval readings.
 
+#[cfg(test)]
+mod aggregate_tests;
 mod ebpf;
 mod poll;
 mod resync;
 #[cfg(test)]
 mod tests;
+mod udp_aggregate;
 
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use crate::{
     error::{Error, Result},
     event::{Change, Listener, PortEvent, Proto, Source},
     filter::Filter,
-    report::{Connection, ResyncSummary, Stats},
+    report::{Connection, ResyncSummary, Stats, UdpSummary},
     sys::{Host, Os, ProbeConfig, ProcessKind, SocketQuery, bpf},
 };
 use ebpf::EbpfWatch;
@@ -59,6 +63,12 @@ pub struct EngineConfig {
     /// Report TCP connections too (for ExternalConnection rules). Costs a
     /// second program on the connection path while on.
     pub connections: bool,
+    /// The UDP aggregate mode (`--udp-aggregate`), with its settle
+    /// interval: the kernel only counts UDP binds, per process and port
+    /// class; every interval the engine reports the counts
+    /// ([`Report::UdpSummary`]) and, one by one, the sockets that are
+    /// still open. `None`: every bind is reported as it happens.
+    pub udp_aggregate: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +82,7 @@ impl Default for EngineConfig {
             resync_interval: Some(Duration::from_secs(60)),
             poll_interval: Duration::from_secs(1),
             connections: false,
+            udp_aggregate: None,
         }
     }
 }
@@ -87,6 +98,9 @@ impl EngineConfig {
         if self.resync_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::ZeroInterval("the resync interval"));
         }
+        if self.udp_aggregate.is_some_and(|d| d.is_zero()) {
+            return Err(Error::ZeroInterval("the UDP settle interval"));
+        }
         Ok(())
     }
 
@@ -99,6 +113,7 @@ impl EngineConfig {
             connections: self.connections,
             tcp: self.filter.wants(Proto::Tcp),
             udp: self.filter.wants(Proto::Udp),
+            udp_aggregate: self.udp_aggregate.is_some() && self.filter.wants(Proto::Udp),
         }
     }
 }
@@ -116,6 +131,9 @@ pub enum Report {
     Resync(ResyncSummary),
     /// A connection made or accepted (only with `connections` on).
     Connection(Connection),
+    /// UDP binds of one process and port class in a settle interval (the
+    /// aggregate mode only).
+    UdpSummary(UdpSummary),
 }
 
 /// A running watcher.

@@ -19,7 +19,7 @@ use crate::{
     error::{Error, Result},
     event::{Listener, PortEvent, Source},
     exposure::Exposure,
-    report::{ResyncSummary, Stats},
+    report::{ResyncSummary, Stats, UdpSummary},
     rules::{
         eval::{Alert, Evaluator},
         store,
@@ -110,6 +110,9 @@ pub enum MonitorEvent {
     ExposureChanged(ExposureChange),
     /// The listeners differ from the policy, or no longer do.
     Drift(Drift),
+    /// UDP binds of one process and port class in a settle interval
+    /// (`--udp-aggregate` only).
+    UdpSummary(UdpSummary),
 }
 
 /// See [`MonitorEvent::ExposureChanged`].
@@ -532,6 +535,7 @@ impl Monitor {
                 }
             }
             Report::Resync(summary) => self.queue.push_back(MonitorEvent::Resync(summary)),
+            Report::UdpSummary(s) => self.queue.push_back(MonitorEvent::UdpSummary(s)),
         }
     }
 

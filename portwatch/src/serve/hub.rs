@@ -296,6 +296,10 @@ impl Client {
                     && a.proto.is_none_or(|p| self.filter.wants(p))
             }
             MonitorEvent::Resync(_) | MonitorEvent::Notice(_) => true,
+            MonitorEvent::UdpSummary(u) => {
+                self.filter.wants(crate::event::Proto::Udp)
+                    && self.filter.pid.is_none_or(|root| in_tree(root, u.pid))
+            }
             // Of a listener this client was told of.
             MonitorEvent::ExposureChanged(c) => self.told.contains(&c.listener.key()),
             // Of a listener this client was told of; a missing entry to
@@ -442,6 +446,7 @@ fn line_of(ev: &MonitorEvent, ocsf: Option<&OcsfHost>) -> Option<String> {
         MonitorEvent::Notice(n) => Line::from(n),
         MonitorEvent::ExposureChanged(c) => Line::from(c),
         MonitorEvent::Drift(d) => Line::from(d),
+        MonitorEvent::UdpSummary(u) => Line::from(u),
         _ => return None,
     };
     Some(text(&line, ocsf))

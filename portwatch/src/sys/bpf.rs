@@ -8,16 +8,17 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, SockOps, TracePoint},
 };
 use portwatch_common::{
-    CONN_PROG, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP, EVENTS_MAP, EXIT_PROG,
-    FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CB_MAP, LISTEN_CB_PROG, OFFSETS_GLOBAL, OWNERS_MAP,
-    Owner, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent,
-    SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets, UDP_BIND4_PROG, UDP_BIND6_PROG,
-    UDP_RELEASE_PROG, UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN,
-    WAKE_BYTES_GLOBAL, WATCHED_MAP,
+    CONN_PROG, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP,
+    EVENTS_MAP, EXIT_PROG, FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CB_MAP, LISTEN_CB_PROG,
+    OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL,
+    SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
+    UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_BINDS_MAP, UDP_RELEASE_PROG,
+    UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey,
+    UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -25,6 +26,7 @@ use super::{EventSource, btf, cgroup, ring_recheck::Rechecks, tracefs};
 use crate::{
     error::{Error, Result},
     event::KernelEvent,
+    report::{BindCount, BindKey, PortClass},
 };
 
 /// The eBPF object built from `portwatch-ebpf`, embedded at compile time.
@@ -73,6 +75,9 @@ pub(crate) struct ProbeConfig {
     /// Watch TCP listeners, UDP bound ports.
     pub tcp: bool,
     pub udp: bool,
+    /// Count UDP binds per process and port class instead of sending
+    /// each (`--udp-aggregate`).
+    pub udp_aggregate: bool,
 }
 
 /// Counters kept by the kernel programs.
@@ -82,6 +87,8 @@ pub(crate) struct KernelCounters {
     pub ring_full: u64,
     /// Listeners whose owner could not be remembered (owner map full).
     pub owners_full: u64,
+    /// UDP binds the aggregate mode's tally had no room for.
+    pub binds_full: u64,
 }
 
 /// The attached kernel programs. Dropping it detaches every program and
@@ -113,6 +120,8 @@ pub(crate) struct KernelProbe {
     /// Socket cookie -> owner, shared with the programs: userspace seeds it
     /// with the baseline's UDP sockets so that their release is reported.
     owners: BpfHashMap<MapData, u64, Owner>,
+    /// The aggregate mode's tally of UDP binds, when on.
+    udp_binds: Option<PerCpuHashMap<MapData, UdpBindKey, UdpBindTally>>,
     /// Whether events carry socket cookies (the BTF tracepoint).
     cookies: bool,
     /// The connection program's link while attached.
@@ -142,6 +151,12 @@ impl KernelProbe {
         let stage = BenchStage::from_env()?;
         let udp_stage = stage.kernel();
         let wake_bytes = u64::from(config.ring_buffer_bytes / 4);
+        let ephemeral = super::procfs_scan::ephemeral_ports();
+        let aggregate = UdpAggregate {
+            on: u32::from(config.udp_aggregate),
+            ephemeral_lo: *ephemeral.start(),
+            ephemeral_hi: *ephemeral.end(),
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &set_state_offsets, true)
             .override_global(SOCK_OFFSETS_GLOBAL, &sock_offsets, true)
@@ -149,6 +164,7 @@ impl KernelProbe {
             .override_global(FILTER_TREE_GLOBAL, &filter_tree, true)
             .override_global(UDP_STAGE_GLOBAL, &udp_stage, true)
             .override_global(WAKE_BYTES_GLOBAL, &wake_bytes, true)
+            .override_global(UDP_AGGREGATE_GLOBAL, &aggregate, true)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
@@ -170,6 +186,7 @@ impl KernelProbe {
             listen_cb_missing: None,
             udp_missing: None,
             owners: maps.owners,
+            udp_binds: maps.udp_binds,
             cookies: hook == Hook::TpBtf,
             conn_link: None,
             conn_loaded,
@@ -334,6 +351,7 @@ struct Maps {
     counters: PerCpuArray<MapData, u64>,
     owners: BpfHashMap<MapData, u64, Owner>,
     watched: Option<BpfHashMap<MapData, u32, u32>>,
+    udp_binds: Option<PerCpuHashMap<MapData, UdpBindKey, UdpBindTally>>,
 }
 
 impl Maps {
@@ -371,11 +389,20 @@ impl Maps {
         } else {
             None
         };
+        let udp_binds = if config.udp_aggregate {
+            let map = ebpf
+                .take_map(UDP_BINDS_MAP)
+                .ok_or(Error::MissingObject("the UDP_BINDS map"))?;
+            Some(PerCpuHashMap::try_from(map).map_err(map_err(UDP_BINDS_MAP))?)
+        } else {
+            None
+        };
         Ok(Maps {
             events,
             counters,
             owners,
             watched,
+            udp_binds,
         })
     }
 }
@@ -483,6 +510,77 @@ impl EventSource for KernelProbe {
                 Err(e) => {
                     return Err(Error::Map {
                         name: OWNERS_MAP,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unseed_owner(&mut self, cookie: u64) -> Result<bool> {
+        match self.owners.remove(&cookie) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::Map {
+                name: OWNERS_MAP,
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    fn udp_binds(&self) -> Result<Vec<BindCount>> {
+        let Some(map) = self.udp_binds.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (key, per_cpu) = entry.map_err(|e| Error::Map {
+                name: UDP_BINDS_MAP,
+                source: Box::new(e),
+            })?;
+            let Some(class) = PortClass::from_kernel(key.class) else {
+                continue;
+            };
+            // The name is in the slot of the CPU that made the entry.
+            let comm = per_cpu
+                .iter()
+                .map(|t| t.comm)
+                .find(|c| c[0] != 0)
+                .unwrap_or_default();
+            let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+            out.push(BindCount {
+                key: BindKey {
+                    pid: key.tgid,
+                    class,
+                },
+                binds: per_cpu.iter().map(|t| t.binds).sum(),
+                comm: comm[..len].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn forget_udp_binds(&mut self, keys: &[BindKey]) -> Result<()> {
+        let Some(map) = self.udp_binds.as_mut() else {
+            return Ok(());
+        };
+        for key in keys {
+            let k = UdpBindKey {
+                tgid: key.pid,
+                class: key.class.kernel(),
+            };
+            match map.remove(&k) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    return Err(Error::Map {
+                        name: UDP_BINDS_MAP,
                         source: Box::new(e),
                     });
                 }
@@ -624,6 +722,7 @@ impl EventSource for KernelProbe {
         Ok(KernelCounters {
             ring_full: sum(COUNTER_RING_FULL)?,
             owners_full: sum(COUNTER_OWNERS_FULL)?,
+            binds_full: sum(COUNTER_BINDS_FULL)?,
         })
     }
 

@@ -13,12 +13,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use portwatch_common::SockEventKind;
 
 use super::{
-    EventSource, HeldSocket, Host, KernelCounters, Os, ProbeConfig, ProcessKind, ProcessUsage,
-    SocketQuery, exposure_watch::FactsSource,
+    EventSource, HeldSocket, HeldUdp, Host, KernelCounters, Os, ProbeConfig, ProcessKind,
+    ProcessUsage, SocketQuery, exposure_watch::FactsSource,
 };
 use crate::{
     error::{Error, Result},
     event::{KernelEvent, Listener, Proto, Scan},
+    report::{BindCount, BindKey},
 };
 
 /// A change made while a scan runs (after it started, before it reads).
@@ -69,6 +70,15 @@ pub(crate) struct World {
     pub watched_at_start: usize,
     /// Cookies of the UDP owners userspace told the kernel.
     pub seeded: Vec<u64>,
+    /// The aggregate mode's tally of UDP binds, as the kernel keeps it.
+    pub udp_binds: Vec<BindCount>,
+    /// Tally entries userspace removed.
+    pub forgotten: Vec<BindKey>,
+    /// What `held_udp` answers, one answer per call (the last stays).
+    pub held_udp: VecDeque<Vec<HeldUdp>>,
+    /// Cookies whose release the kernel reported before their seed: a
+    /// take-back finds them gone.
+    pub released_before_seed: HashSet<u64>,
     waker: Option<Waker>,
     /// Each namespace's exposure facts (none: an empty namespace).
     pub netns_facts: HashMap<u64, crate::netns_facts::NetnsFacts>,
@@ -241,6 +251,7 @@ impl EventSource for FakeSource {
         Ok(KernelCounters {
             ring_full: w.drops,
             owners_full: w.owners_full,
+            binds_full: 0,
         })
     }
 
@@ -269,6 +280,24 @@ impl EventSource for FakeSource {
             .world()
             .seeded
             .extend(listeners.iter().filter_map(|l| l.cookie));
+        Ok(())
+    }
+
+    fn unseed_owner(&mut self, cookie: u64) -> Result<bool> {
+        let mut w = self.0.world();
+        let before = w.seeded.len();
+        w.seeded.retain(|c| *c != cookie);
+        Ok(w.seeded.len() < before && !w.released_before_seed.contains(&cookie))
+    }
+
+    fn udp_binds(&self) -> Result<Vec<BindCount>> {
+        Ok(self.0.world().udp_binds.clone())
+    }
+
+    fn forget_udp_binds(&mut self, keys: &[BindKey]) -> Result<()> {
+        let mut w = self.0.world();
+        w.udp_binds.retain(|c| !keys.contains(&c.key));
+        w.forgotten.extend_from_slice(keys);
         Ok(())
     }
 
@@ -355,6 +384,19 @@ impl Host for FakeHost {
             .iter()
             .filter(|h| pids.contains(&h.pid))
             .copied()
+            .collect()
+    }
+
+    fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {
+        let mut w = self.0.world();
+        let answer = if w.held_udp.len() > 1 {
+            w.held_udp.pop_front().unwrap_or_default()
+        } else {
+            w.held_udp.front().cloned().unwrap_or_default()
+        };
+        answer
+            .into_iter()
+            .filter(|h| pids.contains(&h.listener.pid))
             .collect()
     }
 

@@ -43,7 +43,7 @@ use chrono::{DateTime, Utc};
 
 pub(crate) use self::{
     bpf::{KernelCounters, ProbeConfig},
-    procfs_scan::{HeldSocket, ProcessKind},
+    procfs_scan::{HeldSocket, HeldUdp, ProcessKind},
     socket_table::SocketQuery,
     usage::ProcessUsage,
 };
@@ -51,6 +51,7 @@ use crate::{
     container::Container,
     error::Result,
     event::{KernelEvent, Scan},
+    report::{BindCount, BindKey},
 };
 
 /// The kernel side: the attached programs and their ring buffer.
@@ -83,6 +84,15 @@ pub(crate) trait EventSource: Send {
     /// Tells the kernel the owners of UDP sockets a scan found, so that
     /// their release is reported like that of a socket bound since.
     fn seed_owners(&mut self, listeners: &[crate::event::Listener]) -> Result<()>;
+    /// Takes back a seeded owner: true when it was still there, so that
+    /// the kernel has not reported the socket's release (it came before
+    /// the seed, or has not come yet).
+    fn unseed_owner(&mut self, cookie: u64) -> Result<bool>;
+    /// The UDP aggregate mode's tally: binds by process and port class
+    /// since each entry was made (empty when the mode is off).
+    fn udp_binds(&self) -> Result<Vec<BindCount>>;
+    /// Removes entries from the tally (processes that exited).
+    fn forget_udp_binds(&mut self, keys: &[BindKey]) -> Result<()>;
     /// Whether a process is in the kernel's watched set (always true
     /// without a process-tree filter).
     fn is_watched(&self, pid: u32) -> bool;
@@ -112,6 +122,9 @@ pub(crate) trait Host: Send {
     /// The listening TCP sockets processes `pids` hold (one table read per
     /// namespace).
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket>;
+    /// The UDP sockets processes `pids` hold, any state (one table read
+    /// per namespace).
+    fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp>;
     /// (pid, parent pid) of every process.
     fn parent_links(&mut self) -> Result<Vec<(u32, u32)>>;
     fn process_kind(&self, pid: u32) -> ProcessKind;
@@ -254,6 +267,9 @@ impl Host for SystemHost {
 
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
         procfs_scan::held_listeners(pids)
+    }
+    fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {
+        procfs_scan::held_udp(pids)
     }
 
     fn parent_links(&mut self) -> Result<Vec<(u32, u32)>> {

@@ -559,6 +559,64 @@ pub(crate) struct HeldSocket {
 /// The listening TCP sockets the processes `pids` hold: one table read
 /// per namespace, one descriptor walk per process.
 pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
+    held_sockets(pids, SocketQuery::TCP_LISTEN)
+        .into_iter()
+        .map(|(pid, r)| HeldSocket {
+            pid,
+            local: r.local,
+            cookie: r.cookie,
+        })
+        .collect()
+}
+
+/// A UDP socket a process holds, as the listener it would be with that
+/// process its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HeldUdp {
+    pub listener: Listener,
+    /// Whether it has a remote address (a client's, most often).
+    pub connected: bool,
+}
+
+/// The UDP sockets the processes `pids` hold (see [`held_sockets`]).
+pub(crate) fn held_udp(pids: &[u32]) -> Vec<HeldUdp> {
+    let mut stats = HashMap::new();
+    let mut cgroups: HashMap<u32, String> = HashMap::new();
+    held_sockets(pids, SocketQuery::every_state(crate::event::Proto::Udp))
+        .into_iter()
+        .filter_map(|(pid, e)| {
+            let owner = holder(&mut stats, pid)?;
+            let cgroup = cgroups.entry(pid).or_insert_with(|| cgroup_of(pid)).clone();
+            let listener = Listener {
+                proto: e.proto,
+                address: e.local.ip(),
+                port: e.local.port(),
+                pid,
+                comm: owner.comm,
+                uid: e.uid,
+                cookie: e.cookie,
+                inode: Some(e.inode),
+                netns: e.netns,
+                cgroup,
+                container: None,
+                opened_at: None,
+                exposure: None,
+                published_as: Vec::new(),
+                context: None,
+            };
+            let connected = !e.remote.ip().is_unspecified() || e.remote.port() != 0;
+            Some(HeldUdp {
+                listener,
+                connected,
+            })
+        })
+        .collect()
+}
+
+/// The sockets `query` asks for that the processes `pids` hold, in the
+/// namespace each process is in: one table read per namespace, one
+/// descriptor walk per process.
+fn held_sockets(pids: &[u32], query: SocketQuery) -> Vec<(u32, SocketEntry)> {
     let mut by_ns: HashMap<u64, Vec<u32>> = HashMap::new();
     for &pid in pids {
         if let Some(ns) = netns::of_process(pid) {
@@ -572,18 +630,14 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
     let spaces = Namespaces::from_processes(&processes);
     let mut out = Vec::new();
     for (ns, pids) in by_ns {
-        let Some((_, rows)) = table_rows(&spaces, ns, &[SocketQuery::TCP_LISTEN]) else {
+        let Some((_, rows)) = table_rows(&spaces, ns, &[query]) else {
             continue;
         };
         let by_inode: HashMap<u64, &SocketEntry> = rows.iter().map(|r| (r.inode, r)).collect();
         for pid in pids {
             for (_, inode) in socket_fds(pid) {
                 if let Some(r) = by_inode.get(&inode) {
-                    out.push(HeldSocket {
-                        pid,
-                        local: r.local,
-                        cookie: r.cookie,
-                    });
+                    out.push((pid, **r));
                 }
             }
         }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Alert, Drift, DriftListener, EventsLost, ExposureChanged, Judged, Line, Lost, Message, Port,
-    Ready, Refusal, Resync, Stats,
+    Ready, Refusal, Resync, Stats, UdpSummary,
 };
 use crate::{
     event::{Change, Listener, PortEvent, Source},
@@ -85,6 +85,26 @@ impl From<&eval::Alert> for Line {
             proto: a.proto,
             ts: a.ts,
         })
+    }
+}
+
+impl From<&report::UdpSummary> for UdpSummary {
+    fn from(s: &report::UdpSummary) -> UdpSummary {
+        UdpSummary {
+            pid: s.pid,
+            comm: s.comm.clone(),
+            class: s.class,
+            binds: s.binds,
+            reported: s.reported,
+            interval_ms: s.interval_ms,
+            ts: s.ts,
+        }
+    }
+}
+
+impl From<&report::UdpSummary> for Line {
+    fn from(s: &report::UdpSummary) -> Line {
+        Line::UdpSummary(s.into())
     }
 }
 
@@ -253,6 +273,15 @@ impl Line {
             Line::Warning(m) => notice(NoticeKind::Warning, m),
             Line::PolicyReloaded(m) => notice(NoticeKind::PolicyReloaded, m),
             Line::PolicyError(m) => notice(NoticeKind::PolicyError, m),
+            Line::UdpSummary(s) => MonitorEvent::UdpSummary(report::UdpSummary {
+                pid: s.pid,
+                comm: safe_str(&s.comm),
+                class: s.class,
+                binds: s.binds,
+                reported: s.reported,
+                interval_ms: s.interval_ms,
+                ts: s.ts,
+            }),
             Line::Drift(d) => MonitorEvent::Drift(crate::policy::drift::Drift {
                 kind: d.drift,
                 listener: d.listener.map(|l| Listener {

@@ -148,6 +148,19 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
             Line::delivery_error("exec #1 (sh) failed: exit status 3", ts()).to_json(),
         ),
         (
+            "udp_summary",
+            Line::from(&crate::report::UdpSummary {
+                pid: 42,
+                comm: "churn".into(),
+                class: crate::report::PortClass::Ephemeral,
+                binds: 1200,
+                reported: 1,
+                interval_ms: 1000,
+                ts: ts(),
+            })
+            .to_json(),
+        ),
+        (
             "stats",
             Line::stats(
                 &Stats {
@@ -157,6 +170,7 @@ pub(crate) fn lines() -> Vec<(&'static str, String)> {
                     resyncs: 3,
                     malformed: 4,
                     unresolved: 5,
+                    binds_full: 6,
                 },
                 ts(),
             )

@@ -74,6 +74,9 @@ pub enum Line {
     PolicyError(Message),
     /// An alert output (a command, a webhook) failed.
     DeliveryError(Message),
+    /// UDP binds of one process and port class in a settle interval
+    /// (`--udp-aggregate`).
+    UdpSummary(UdpSummary),
     /// The counters, printed by `watch --stats --json` on exit.
     Stats(Stats),
     /// The event socket: this client fell behind and missed `events`; a
@@ -300,6 +303,26 @@ pub struct Stats {
     pub ts: DateTime<Utc>,
 }
 
+/// See [`Line::UdpSummary`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UdpSummary {
+    pub pid: u32,
+    /// The process's name when it first bound.
+    pub comm: String,
+    pub class: crate::report::PortClass,
+    /// Explicit binds in the interval, those of sockets reported one by
+    /// one included.
+    pub binds: u64,
+    /// Of them, sockets still open at the interval's end, each reported
+    /// as an `opened` line with `source: aggregate`.
+    pub reported: u64,
+    /// The interval's length.
+    pub interval_ms: u64,
+    #[serde(with = "micros")]
+    #[schemars(with = "DateTime<Utc>")]
+    pub ts: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Lost {
     /// Events this client did not get.
@@ -313,6 +336,23 @@ pub struct Lost {
 pub struct Refusal {
     /// Why, in one sentence.
     pub message: String,
+}
+
+impl UdpSummary {
+    /// In a sentence, as the text output and the OTLP records say it:
+    /// `churn (pid 42) bound 1200 UDP ports (ephemeral) in 1000 ms, 1
+    /// still open`.
+    pub fn sentence(&self) -> String {
+        format!(
+            "{} (pid {}) bound {} UDP ports ({}) in {} ms, {} still open",
+            self.comm,
+            self.pid,
+            self.binds,
+            self.class.as_str(),
+            self.interval_ms,
+            self.reported
+        )
+    }
 }
 
 impl ExposureChanged {

@@ -30,6 +30,7 @@ use prometheus::{
 struct Last {
     drops: u64,
     owners_full: u64,
+    binds_full: u64,
     cpu_seconds: f64,
     programs: Vec<(String, u64, u64)>,
 }
@@ -41,6 +42,8 @@ pub struct Metrics {
     resyncs: IntCounterVec,
     corrections: IntCounterVec,
     owners_full: IntCounter,
+    udp_binds: IntCounterVec,
+    binds_full: IntCounter,
     listeners: IntGaugeVec,
     exposed: IntGaugeVec,
     exposure_changes: IntCounter,
@@ -99,6 +102,17 @@ impl Metrics {
             owners_full: IntCounter::with_opts(opts(
                 "owners_untracked_total",
                 "Listeners whose owner the kernel map had no room for",
+            ))?,
+            udp_binds: IntCounterVec::new(
+                opts(
+                    "udp_aggregated_binds_total",
+                    "UDP binds the aggregate mode counted (--udp-aggregate), by port class",
+                ),
+                &["class"],
+            )?,
+            binds_full: IntCounter::with_opts(opts(
+                "udp_binds_untallied_total",
+                "UDP binds the aggregate mode's kernel tally had no room for",
             ))?,
             listeners: IntGaugeVec::new(
                 opts("listeners", "Listeners open now (TCP listening, UDP bound)"),
@@ -195,6 +209,8 @@ impl Metrics {
         m.registry.register(Box::new(m.resyncs.clone()))?;
         m.registry.register(Box::new(m.corrections.clone()))?;
         m.registry.register(Box::new(m.owners_full.clone()))?;
+        m.registry.register(Box::new(m.udp_binds.clone()))?;
+        m.registry.register(Box::new(m.binds_full.clone()))?;
         m.registry.register(Box::new(m.listeners.clone()))?;
         m.registry.register(Box::new(m.exposed.clone()))?;
         m.registry.register(Box::new(m.exposure_changes.clone()))?;
@@ -285,6 +301,11 @@ impl Metrics {
             MonitorEvent::Drift(d) => {
                 self.drifts.with_label_values(&[d.kind.as_str()]).inc();
             }
+            MonitorEvent::UdpSummary(u) => {
+                self.udp_binds
+                    .with_label_values(&[u.class.as_str()])
+                    .inc_by(u.binds);
+            }
             // What a newer library adds has no metric yet.
             _ => {}
         }
@@ -333,6 +354,9 @@ impl Metrics {
             .inc_by(stats.owners_full.saturating_sub(last.owners_full));
         last.drops = last.drops.max(stats.drops);
         last.owners_full = last.owners_full.max(stats.owners_full);
+        self.binds_full
+            .inc_by(stats.binds_full.saturating_sub(last.binds_full));
+        last.binds_full = last.binds_full.max(stats.binds_full);
     }
 
     pub fn set_clients(&self, n: usize) {

@@ -273,9 +273,10 @@ impl Otlp {
     /// the collector is slow cannot crowd an alert out.
     pub fn send(&mut self, ev: &MonitorEvent) {
         let (reserved, max_bytes) = match ev {
-            MonitorEvent::Port(_) | MonitorEvent::Drift(_) | MonitorEvent::ExposureChanged(_) => {
-                (self.queue / 4, MAX_BYTES / 4 * 3)
-            }
+            MonitorEvent::Port(_)
+            | MonitorEvent::Drift(_)
+            | MonitorEvent::ExposureChanged(_)
+            | MonitorEvent::UdpSummary(_) => (self.queue / 4, MAX_BYTES / 4 * 3),
             MonitorEvent::Alert(_) => (0, MAX_BYTES),
             MonitorEvent::Resync(s) if s.reason == ResyncReason::Drops => (0, MAX_BYTES),
             _ => return,
@@ -469,6 +470,7 @@ fn line_of(ev: &MonitorEvent) -> Option<Line> {
         MonitorEvent::Drift(d) => Line::from(d),
         MonitorEvent::ExposureChanged(c) => Line::from(c),
         MonitorEvent::Resync(s) => Line::events_lost(s),
+        MonitorEvent::UdpSummary(u) => Line::from(u),
         _ => return None,
     })
 }

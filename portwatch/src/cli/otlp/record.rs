@@ -27,6 +27,7 @@ pub const ALERT: &str = "portwatch.alert";
 pub const DRIFT: &str = "portwatch.drift";
 pub const EXPOSURE: &str = "portwatch.exposure.change";
 pub const EVENTS_LOST: &str = "portwatch.events.lost";
+pub const UDP_SUMMARY: &str = "portwatch.udp.summary";
 
 /// The record for `line`, observed at `observed`; None for a line that is
 /// not exported (a notice, a client's own lines).
@@ -122,6 +123,25 @@ pub fn record(line: &Line, observed: SystemTime) -> Option<LogRecord> {
                 l.dropped, l.opened, l.closed
             );
             (EVENTS_LOST, l.ts, SeverityNumber::Warn, "WARN", body)
+        }
+        Line::UdpSummary(u) => {
+            r.process(u.pid, &u.comm, None);
+            r.str("network.transport", "udp");
+            r.str("portwatch.port.class", u.class.as_str());
+            r.int(
+                "portwatch.udp.binds",
+                i64::try_from(u.binds).unwrap_or(i64::MAX),
+            );
+            r.int(
+                "portwatch.udp.reported",
+                i64::try_from(u.reported).unwrap_or(i64::MAX),
+            );
+            r.int(
+                "portwatch.interval_ms",
+                i64::try_from(u.interval_ms).unwrap_or(i64::MAX),
+            );
+            let body = u.sentence();
+            (UDP_SUMMARY, u.ts, SeverityNumber::Info, "INFO", body)
         }
         _ => return None,
     };
