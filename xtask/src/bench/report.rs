@@ -209,6 +209,11 @@ fn udp(s: &mut String, v: &Value) {
     );
     let _ = writeln!(
         s,
+        "\nportwatch --udp-aggregate counted {} of the binds made in its `udp_summary` lines (the lowest round).",
+        f(&v["aggregate_binds_counted"])
+    );
+    let _ = writeln!(
+        s,
         "\nEach stage once more with bpf_stats on (one run of {} s each; the counting adds some ns to every run): the programs' kernel time and the reader's wake-ups (its threads' voluntary context switches):\n\n\
          | stage | sockets/s | kernel ns per socket | reader wake-ups/s | program | runs per socket | ns per run |\n|---|---|---|---|---|---|---|",
         v["seconds_per_run"]

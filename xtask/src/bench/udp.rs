@@ -2,14 +2,20 @@
 //! processes with no monitor, with portwatch and with a 1 s `ss -lun`
 //! poller; portwatch's cost decomposed by stage (programs that return at
 //! once, plus the owner map, plus ring records read and dropped, the whole
-//! monitor), each stage's kernel run time and reader wake-ups; bind() to
-//! event line latency; completeness of sockets living microseconds.
+//! monitor), each stage's kernel run time and reader wake-ups; portwatch
+//! in its aggregate mode (`--udp-aggregate`), with the binds its
+//! summaries counted; bind() to event line latency; completeness of
+//! sockets living microseconds.
 
 use std::{
     io::{BufRead as _, BufReader},
     net::UdpSocket,
     path::Path,
     process::{Child, ChildStderr, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,7 +31,7 @@ use super::{
 
 /// One churning process (`xtask udp-churn SECONDS CPU`): socket, bind to
 /// 127.0.0.1 port 0, close, as fast as it can, on core CPU. Prints the
-/// sockets per second.
+/// sockets per second and how many it bound.
 pub fn udp_churn_main(seconds: f64, cpu: usize) -> Result<()> {
     pin_to_cpu(cpu);
     let end = Instant::now() + Duration::from_secs_f64(seconds);
@@ -35,12 +41,17 @@ pub fn udp_churn_main(seconds: f64, cpu: usize) -> Result<()> {
         drop(UdpSocket::bind("127.0.0.1:0")?);
         n += 1;
     }
-    println!("{:.0}", n as f64 / start.elapsed().as_secs_f64());
+    println!("{:.0} {n}", n as f64 / start.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// Two churning processes at once, one per core: their summed rate.
 fn run_churn(seconds: f64) -> Result<f64> {
+    Ok(run_churn_counted(seconds)?.0)
+}
+
+/// [`run_churn`], and the sockets bound.
+fn run_churn_counted(seconds: f64) -> Result<(f64, u64)> {
     let exe = super::worker_exe()?;
     let children: Vec<_> = (0..2)
         .map(|cpu| {
@@ -50,15 +61,18 @@ fn run_churn(seconds: f64) -> Result<f64> {
                 .spawn()
         })
         .collect::<std::io::Result<_>>()?;
-    let mut total = 0.0;
+    let (mut total, mut sockets) = (0.0, 0);
     for child in children {
         let out = child.wait_with_output()?;
-        total += String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<f64>()
-            .context("udp-churn printed no rate")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        let (Some(rate), Some(n)) = (words.next(), words.next()) else {
+            bail!("udp-churn printed no rate and count: {text:?}");
+        };
+        total += rate.parse::<f64>()?;
+        sockets += n.parse::<u64>()?;
     }
-    Ok(total)
+    Ok((total, sockets))
 }
 
 /// What watches a churn round.
@@ -68,6 +82,8 @@ enum Mode {
     /// portwatch with its UDP path cut at a stage
     /// (`PORTWATCH_BENCH_UDP_STAGE`), or whole (`None`).
     Portwatch(Option<&'static str>),
+    /// portwatch with `--udp-aggregate` (1 s).
+    Aggregate,
     Poller,
 }
 
@@ -79,17 +95,19 @@ impl Mode {
             Self::Portwatch(Some("owner")) => "+ the owner map (bind inserts, release deletes)",
             Self::Portwatch(Some(_)) => "+ ring records, read and dropped unread",
             Self::Portwatch(None) => "portwatch (the whole monitor)",
+            Self::Aggregate => "portwatch --udp-aggregate",
             Self::Poller => Tool::Poller.name(),
         }
     }
 }
 
-const MODES: [Mode; 6] = [
+const MODES: [Mode; 7] = [
     Mode::Nothing,
     Mode::Portwatch(Some("return")),
     Mode::Portwatch(Some("owner")),
     Mode::Portwatch(Some("ring")),
     Mode::Portwatch(None),
+    Mode::Aggregate,
     Mode::Poller,
 ];
 
@@ -100,6 +118,9 @@ const MODES: [Mode; 6] = [
 struct Quiet {
     child: Child,
     stderr: BufReader<ChildStderr>,
+    /// In the aggregate mode: the binds its `udp_summary` lines counted so
+    /// far (its lines are read, not thrown away).
+    counted: Option<Arc<AtomicU64>>,
 }
 
 /// (events received, events dropped) by a quiet portwatch run.
@@ -107,23 +128,52 @@ type Delivered = (u64, u64);
 
 impl Quiet {
     fn start(root: &Path, stage: Option<&str>) -> Result<Self> {
+        Self::start_with(root, stage, false)
+    }
+
+    fn start_with(root: &Path, stage: Option<&str>, aggregate: bool) -> Result<Self> {
         let mut cmd = Command::new(super::portwatch_bin(root));
         if let Some(stage) = stage {
             cmd.env("PORTWATCH_BENCH_UDP_STAGE", stage);
         }
+        cmd.args([
+            "watch",
+            "--proto",
+            "udp",
+            "--stats",
+            "--resync-interval",
+            "0",
+        ]);
+        if aggregate {
+            cmd.arg("--udp-aggregate");
+        }
         let mut child = cmd
-            .args([
-                "watch",
-                "--proto",
-                "udp",
-                "--stats",
-                "--resync-interval",
-                "0",
-            ])
-            .stdout(Stdio::null())
+            .stdout(if aggregate {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot start portwatch")?;
+        let counted = match child.stdout.take() {
+            Some(out) => {
+                let counted = Arc::new(AtomicU64::new(0));
+                let sum = counted.clone();
+                std::thread::spawn(move || {
+                    // Text lines (the ready line is then on stderr, as
+                    // `start` waits for it): `... bound N UDP ports ...`.
+                    for line in BufReader::new(out).lines().map_while(Result::ok) {
+                        let mut words = line.split(' ').skip_while(|w| *w != "bound").skip(1);
+                        if let (Some(n), Some("UDP")) = (words.next(), words.next()) {
+                            sum.fetch_add(n.parse().unwrap_or(0), Ordering::Relaxed);
+                        }
+                    }
+                });
+                Some(counted)
+            }
+            None => None,
+        };
         let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
         let mut line = String::new();
         // Its ready line; the pipe closing first means it failed.
@@ -133,7 +183,24 @@ impl Quiet {
                 bail!("portwatch exited before it was ready");
             }
         }
-        Ok(Self { child, stderr })
+        Ok(Self {
+            child,
+            stderr,
+            counted,
+        })
+    }
+
+    /// Waits (up to 5 s: a few settle intervals) until the summaries
+    /// counted `binds`; the binds they counted.
+    fn counted_up_to(&self, binds: u64) -> u64 {
+        let Some(counted) = &self.counted else {
+            return 0;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counted.load(Ordering::Relaxed) < binds && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        counted.load(Ordering::Relaxed)
     }
 
     /// Stops it and reads its `--stats` line.
@@ -152,22 +219,33 @@ impl Quiet {
     }
 }
 
-/// One churn run in `mode`: sockets per second, and what a whole
-/// portwatch run delivered.
-fn churn_with(mode: Mode, root: &Path, seconds: f64) -> Result<(f64, Option<Delivered>)> {
+/// One churn run in `mode`: sockets per second, what a whole portwatch
+/// run delivered, and the fraction of binds the aggregate mode counted.
+fn churn_with(
+    mode: Mode,
+    root: &Path,
+    seconds: f64,
+) -> Result<(f64, Option<Delivered>, Option<f64>)> {
     match mode {
-        Mode::Nothing => Ok((run_churn(seconds)?, None)),
+        Mode::Nothing => Ok((run_churn(seconds)?, None, None)),
+        Mode::Aggregate => {
+            let pw = Quiet::start_with(root, None, true)?;
+            let (rate, sockets) = run_churn_counted(seconds)?;
+            let counted = pw.counted_up_to(sockets);
+            pw.stop()?;
+            Ok((rate, None, Some(counted as f64 / sockets.max(1) as f64)))
+        }
         Mode::Portwatch(stage) => {
             let pw = Quiet::start(root, stage)?;
             let rate = run_churn(seconds)?;
             let delivered = pw.stop()?;
-            Ok((rate, stage.is_none().then_some(delivered)))
+            Ok((rate, stage.is_none().then_some(delivered), None))
         }
         Mode::Poller => {
             let mon = monitors::start_for(Tool::Poller, root, Proto::Udp)?;
             let rate = run_churn(seconds)?;
             mon.stop();
-            Ok((rate, None))
+            Ok((rate, None, None))
         }
     }
 }
@@ -192,8 +270,13 @@ fn switches(pid: u32) -> u64 {
 
 /// One churn run with portwatch cut at `stage` and bpf_stats on: its
 /// programs' run time per socket, and the reader's wake-ups per second.
-fn stage_cost(root: &Path, stage: Option<&'static str>, seconds: f64) -> Result<Value> {
-    let pw = Quiet::start(root, stage)?;
+fn stage_cost(
+    root: &Path,
+    stage: Option<&'static str>,
+    seconds: f64,
+    aggregate: bool,
+) -> Result<Value> {
+    let pw = Quiet::start_with(root, stage, aggregate)?;
     let pid = pw.child.id();
     set_bpf_stats(true);
     let before = switches(pid);
@@ -204,8 +287,13 @@ fn stage_cost(root: &Path, stage: Option<&'static str>, seconds: f64) -> Result<
     pw.stop()?;
     let sockets = (rate * seconds).max(1.0);
     let total_ns: u64 = stats.iter().map(|p| p.run_time_ns).sum();
+    let mode = if aggregate {
+        Mode::Aggregate
+    } else {
+        Mode::Portwatch(stage)
+    };
     Ok(json!({
-        "mode": Mode::Portwatch(stage).name(),
+        "mode": mode.name(),
         "sockets_per_s": rate,
         "ns_per_socket": total_ns as f64 / sockets,
         "wakeups_per_s": woken as f64 / seconds,
@@ -219,12 +307,15 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     // Events portwatch received and dropped per socket churned, each round.
     let (mut received, mut dropped) = (Vec::new(), Vec::new());
+    // Binds the aggregate mode's summaries counted per bind made, each round.
+    let mut counted = Vec::new();
     set_bpf_stats(false);
     for round in 0..rounds {
         for k in 0..MODES.len() {
             let i = (k + round) % MODES.len();
-            let (rate, delivered) = churn_with(MODES[i], root, seconds)?;
+            let (rate, delivered, fraction) = churn_with(MODES[i], root, seconds)?;
             rates[i].push(rate);
+            counted.extend(fraction);
             if let Some((w, d)) = delivered {
                 let sockets = (rate * seconds).max(1.0);
                 received.push(w as f64 / sockets);
@@ -259,7 +350,8 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
             Mode::Portwatch(stage) => Some(*stage),
             _ => None,
         })
-        .map(|stage| stage_cost(root, stage, seconds))
+        .map(|stage| stage_cost(root, stage, seconds, false))
+        .chain(std::iter::once(stage_cost(root, None, seconds, true)))
         .collect::<Result<_>>()?;
 
     let tools = [Tool::Portwatch, Tool::Poller];
@@ -274,6 +366,7 @@ pub fn udp(root: &Path, rounds: usize, seconds: f64, lat_n: usize, comp_n: usize
         "throughput": throughput,
         "events_received_per_socket": median(&received),
         "events_dropped_per_socket": median(&dropped),
+        "aggregate_binds_counted": counted.iter().copied().fold(f64::INFINITY, f64::min),
         "stages": stages,
         "latency": latency,
         "completeness": completeness,
