@@ -480,6 +480,30 @@ fn the_aggregate_mode_counts_every_bind_and_reports_the_sockets_that_live_on() {
 }
 
 #[test]
+fn in_the_aggregate_mode_a_port_passed_on_before_the_look_is_found_by_a_resync() {
+    let path = std::env::temp_dir().join(format!("pwtest-agg-fd-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&path);
+    let mut binder = Sockets::new();
+    let mut holder = Sockets::new();
+    let w = Watcher::start(&["--udp-aggregate", "100ms"]);
+    assert_eq!(
+        holder.ask(&format!("receive {}", path.display())),
+        Vec::<String>::new()
+    );
+    // A port off the ephemeral range, bound and handed over at once: the
+    // binder holds nothing when the interval ends.
+    let port = binder.free_port();
+    let (id, port) = binder.bind("4", "127.0.0.1", port);
+    binder.ask(&format!("send {id} {}", path.display()));
+    let received: u32 = holder.0.read_value("received").parse().unwrap();
+    let opened = expect_udp(&w, "opened", "127.0.0.1", port);
+    assert_eq!(opened["source"], "resync", "{opened}");
+    assert_eq!(opened["pid"], holder.pid(), "{opened}");
+    holder.close(received);
+    let _ = fs::remove_file(&path);
+}
+
+#[test]
 fn an_unprivileged_churn_in_the_aggregate_mode_neither_fails_binds_nor_hides_others() {
     let w = Watcher::start(&["--udp-aggregate", "100ms"]);
     // Another user binds and closes as fast as it can, under a name of

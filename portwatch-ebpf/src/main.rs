@@ -13,6 +13,10 @@
 //!   only when a filter is set.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target has no compare-and-swap, so core's atomic
+// types lack `fetch_add`, but the kernel's atomic add is there.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod conn;
 mod listen;

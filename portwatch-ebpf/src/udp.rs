@@ -21,6 +21,8 @@
 //! host, and one that returned 0 would make the bind() or close fail:
 //! every path returns `ALLOW`, whatever happens to the map or the ring.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -77,8 +79,9 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
     // SAFETY: a read of this program's own context (host order).
     let port = unsafe { (*ctx.sock).src_port } as u16;
     let aggregate = UDP_AGGREGATE.load();
-    if aggregate.on != 0 {
-        tally(port, &aggregate);
+    // A bind the tally has no room for (another user can fill it with
+    // processes) is reported one by one, as without the mode.
+    if aggregate.on != 0 && tally(port, &aggregate) {
         return;
     }
     // SAFETY: the context is this program's own socket.
@@ -102,13 +105,14 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
 }
 
 /// Counts a bind in the aggregate mode's tally: one lookup and an add on
-/// this CPU's count, an entry made once per process and class.
+/// this CPU's count, an entry made once per process and class. False
+/// when the tally is full: the bind is then the caller's to report.
 #[inline(always)]
-fn tally(port: u16, aggregate: &UdpAggregate) {
+fn tally(port: u16, aggregate: &UdpAggregate) -> bool {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is only tested for presence.
     if FILTER_TREE.load() != 0 && unsafe { WATCHED.get(tgid) }.is_none() {
-        return;
+        return true;
     }
     let class = if port < 1024 {
         UDP_CLASS_SYSTEM
@@ -119,7 +123,7 @@ fn tally(port: u16, aggregate: &UdpAggregate) {
     };
     let key = UdpBindKey { tgid, class };
     if add_one(&key) {
-        return;
+        return true;
     }
     let tally = UdpBindTally {
         binds: 1,
@@ -127,13 +131,11 @@ fn tally(port: u16, aggregate: &UdpAggregate) {
     };
     // BPF_NOEXIST: another CPU may have made the entry meanwhile, and
     // then this bind adds to it.
-    if UDP_BINDS
-        .insert(key, tally, u64::from(BPF_NOEXIST))
-        .is_err()
-        && !add_one(&key)
-    {
-        count(COUNTER_BINDS_FULL);
+    if UDP_BINDS.insert(key, tally, u64::from(BPF_NOEXIST)).is_ok() || add_one(&key) {
+        return true;
     }
+    count(COUNTER_BINDS_FULL);
+    false
 }
 
 /// Adds one to this CPU's count of `key`, if the entry exists.
@@ -141,9 +143,12 @@ fn tally(port: u16, aggregate: &UdpAggregate) {
 fn add_one(key: &UdpBindKey) -> bool {
     match UDP_BINDS.get_ptr_mut(key) {
         Some(tally) => {
-            // SAFETY: this CPU's slot, touched only by programs on this
-            // CPU, from a successful lookup.
-            unsafe { (*tally).binds += 1 };
+            // SAFETY: this CPU's slot, from a successful lookup. Atomic:
+            // a program preempted on this CPU by another bind's must not
+            // lose a count.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*tally).binds, 1)
+            };
             true
         }
         None => false,

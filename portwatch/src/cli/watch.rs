@@ -155,8 +155,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             sink.line(&Line::stats(&stats, Utc::now()).to_json())?;
         } else {
             crate::log::info(&format!(
-                "{} events, {} dropped, {} resyncs, {} owners not tracked, {} ports not found",
-                stats.events, stats.drops, stats.resyncs, stats.owners_full, stats.unresolved
+                "{} events, {} dropped, {} resyncs, {} owners not tracked, {} ports not found, {} UDP binds not tallied",
+                stats.events,
+                stats.drops,
+                stats.resyncs,
+                stats.owners_full,
+                stats.unresolved,
+                stats.binds_full
             ));
         }
     }

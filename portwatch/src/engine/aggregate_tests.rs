@@ -191,6 +191,22 @@ async fn a_socket_whose_release_came_after_its_seed_is_reported_then_closed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fixed_port_no_binder_holds_is_looked_for_by_a_resync() {
+    let os = aggregate_os();
+    let (mut engine, _) = Engine::start_with(&config(), os.os()).unwrap();
+    // A daemon bound port 5353 and exited; its child holds the socket.
+    os.world().udp_binds = vec![count(9, PortClass::Other, 1)];
+    os.world().listeners = vec![Listener {
+        cookie: Some(0x5353),
+        ..scanned(Proto::Udp, "0.0.0.0", 5353, 10)
+    }];
+    let reports = next(&mut engine).await;
+    assert_eq!(summaries(&reports)[0].reported, 0);
+    let reports = next(&mut engine).await;
+    assert_eq!(opened(&reports), [(5353, 10, Source::Resync)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_exited_binder_is_counted_once_then_forgotten() {
     let os = aggregate_os();
     let (mut engine, _) = Engine::start_with(&config(), os.os()).unwrap();
@@ -232,9 +248,26 @@ fn more_sockets_than_binds_are_not_all_reported() {
         // Known already.
         held(40003, 7, 4, false),
     ];
-    let out = still_open(&reading, held, &(32768..=60999), |c| c == 4);
+    let out = still_open(
+        &reading,
+        held.clone(),
+        &(32768..=60999),
+        |c| c == 4,
+        |_| true,
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].port, 40000);
+    // A socket the filter leaves out does not spend the budget of one it
+    // admits.
+    let out = still_open(
+        &reading,
+        held,
+        &(32768..=60999),
+        |c| c == 4,
+        |l| l.port != 40000,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, 40001);
 }
 
 #[test]

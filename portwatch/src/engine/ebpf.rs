@@ -348,12 +348,15 @@ impl EbpfWatch {
             self.netns_known,
         );
         self.aggregate = Some(aggregate);
-        let (found, summaries) = result?;
-        let mut reports = Vec::with_capacity(found.len() + summaries.len());
-        for (l, ts) in found {
+        let found = result?;
+        if found.unaccounted {
+            self.request_resync();
+        }
+        let mut reports = Vec::with_capacity(found.opened.len() + found.summaries.len());
+        for (l, ts) in found.opened {
             reports.extend(self.table.found(l, ts, Source::Aggregate).map(Report::Port));
         }
-        reports.extend(summaries.into_iter().map(Report::UdpSummary));
+        reports.extend(found.summaries.into_iter().map(Report::UdpSummary));
         Ok(reports)
     }
 

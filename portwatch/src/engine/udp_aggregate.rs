@@ -34,9 +34,19 @@ pub(super) struct UdpAggregate {
     tally: Tally,
 }
 
-/// Sockets to report as opened, with the time they were found, and the
-/// interval's summaries.
-pub(super) type Found = (Vec<(Listener, DateTime<Utc>)>, Vec<UdpSummary>);
+/// What one reading found.
+#[derive(Debug, Default)]
+pub(super) struct Found {
+    /// Sockets to report as opened, with the time they were found.
+    pub opened: Vec<(Listener, DateTime<Utc>)>,
+    pub summaries: Vec<UdpSummary>,
+    /// Binds off the ephemeral range that no binder holds a socket for:
+    /// closed already, or held by another process now (a daemon that
+    /// forked and exited, a descriptor passed on). A resync's scan of
+    /// every process finds the second kind; on the ephemeral range a scan
+    /// cannot tell a bound port from a client's, so none is asked for.
+    pub unaccounted: bool,
+}
 
 impl UdpAggregate {
     pub(super) fn new(every: Duration, now: Instant) -> Self {
@@ -73,14 +83,19 @@ impl UdpAggregate {
         });
         source.forget_udp_binds(&reading.forget)?;
         if reading.binds.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Found::default());
         }
         let ephemeral = host.ephemeral_ports();
         let mut pids: Vec<u32> = reading.binds.iter().map(|b| b.key.pid).collect();
         pids.dedup();
         let held = host.held_udp(&pids);
-        let mut fresh = still_open(&reading, held, &ephemeral, |c| table.has_id(c));
-        fresh.retain(|l| filter.admits(l));
+        let mut fresh = still_open(
+            &reading,
+            held,
+            &ephemeral,
+            |c| table.has_id(c),
+            |l| filter.admits(l),
+        );
         for l in &mut fresh {
             if !netns_known {
                 l.netns = 0;
@@ -117,7 +132,7 @@ impl UdpAggregate {
             *reported.entry(key).or_default() += 1;
         }
         let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        let summaries = reading
+        let summaries: Vec<UdpSummary> = reading
             .binds
             .iter()
             .map(|b| UdpSummary {
@@ -130,21 +145,30 @@ impl UdpAggregate {
                 ts,
             })
             .collect();
-        Ok((fresh.into_iter().map(|l| (l, ts)).collect(), summaries))
+        let unaccounted = summaries
+            .iter()
+            .any(|s| s.class != PortClass::Ephemeral && s.reported < s.binds);
+        Ok(Found {
+            opened: fresh.into_iter().map(|l| (l, ts)).collect(),
+            summaries,
+            unaccounted,
+        })
     }
 }
 
 /// Pure: the sockets among `held` to report as bound ports. Each is one
-/// the table does not hold (`known`), with a cookie, of a process and
-/// port class that bound in the interval, and no more of a process and
-/// class than it bound. On an ephemeral port a look cannot tell an
-/// explicit bind from the kernel's binding of a client at its first send:
-/// a connected one (a client's, most often) is left out there.
+/// the table does not hold (`known`), with a cookie, that the filter
+/// `admits`, of a process and port class that bound in the interval, and
+/// no more of a process and class than it bound. On an ephemeral port a
+/// look cannot tell an explicit bind from the kernel's binding of a
+/// client at its first send: a connected one (a client's, most often) is
+/// left out there.
 pub(super) fn still_open(
     reading: &Reading,
     held: Vec<HeldUdp>,
     ephemeral: &std::ops::RangeInclusive<u16>,
     known: impl Fn(u64) -> bool,
+    admits: impl Fn(&Listener) -> bool,
 ) -> Vec<Listener> {
     let mut budget: HashMap<BindKey, u64> =
         reading.binds.iter().map(|b| (b.key, b.binds)).collect();
@@ -153,7 +177,7 @@ pub(super) fn still_open(
     for h in held {
         let l = h.listener;
         let Some(cookie) = l.cookie else { continue };
-        if known(cookie) || !seen.insert(cookie) {
+        if known(cookie) || !seen.insert(cookie) || !admits(&l) {
             continue;
         }
         let class = PortClass::of(l.port, ephemeral);
