@@ -32,7 +32,7 @@ pub use udp::udp_churn_main;
 
 use monitors::Tool;
 
-/// Debian packages the peers come from.
+/// Debian packages the peers (and the sections' workloads) come from.
 fn ensure_peers() -> Result<()> {
     let need: Vec<&str> = [
         ("bpftrace", "bpftrace"),
@@ -40,6 +40,8 @@ fn ensure_peers() -> Result<()> {
         ("ss", "iproute2"),
         ("lsof", "lsof"),
         ("tmux", "tmux"),
+        // The exposure section writes its rulesets with nft.
+        ("nft", "nftables"),
     ]
     .into_iter()
     .filter(|(cmd, _)| {
@@ -64,6 +66,21 @@ fn ensure_peers() -> Result<()> {
             .args(&need)
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get install",
+    )
+}
+
+/// bpftrace attaches to the classic tracepoints, which need tracefs; a
+/// freshly booted host does not mount it (portwatch itself uses BTF
+/// tracepoints and mounts it only when told to use the classic ones).
+fn ensure_tracefs() -> Result<()> {
+    const TRACING: &str = "/sys/kernel/tracing";
+    if Path::new(TRACING).join("events").is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask: mounting tracefs on {TRACING} for bpftrace");
+    crate::check(
+        Command::new("mount").args(["-t", "tracefs", "nodev", TRACING]),
+        "mount -t tracefs",
     )
 }
 
@@ -149,6 +166,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         );
     }
     ensure_peers()?;
+    ensure_tracefs()?;
     set_up_worker(root)?;
     util::raise_nofile();
     if let Some(p) = &opts.portwatch {
