@@ -108,6 +108,7 @@ fn build_example() -> PathBuf {
 const LISTENERS: &str = r#"
 import socket, sys
 held = []
+print("ready")
 for line in sys.stdin:
     if line.strip() == "open":
         s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
@@ -140,6 +141,9 @@ fn a_user_follows_a_tree_of_their_own_through_the_daemon_and_across_its_restart(
     // Debian's python3: root's own (pyenv) is out of nobody's reach.
     let mut server =
         Helper::command(nobody(false).args(["/usr/bin/python3", "-u", "-c", LISTENERS]));
+    // Its pid is setpriv's until setpriv has become nobody and run python:
+    // asked for before that, the daemon rightly finds root's process.
+    assert_eq!(server.read_line(), "ready");
     let pid = server.pid().to_string();
     let mut fwd = Helper::command(
         nobody(true)
