@@ -182,22 +182,9 @@ pub(crate) fn scan_listeners(
     let (owned, namespaces) = scan_owned(queries, owner_ok)?;
     let listeners = owned
         .into_iter()
-        .map(|(e, owner, cgroup)| Listener {
-            proto: e.proto,
-            address: e.local.ip(),
-            port: e.local.port(),
-            pid: owner.as_ref().map_or(0, |h| h.pid),
-            comm: owner.map(|h| h.comm).unwrap_or_default(),
-            uid: e.uid,
-            cookie: e.cookie,
-            inode: Some(e.inode),
-            netns: e.netns,
-            cgroup,
-            container: None,
-            opened_at: None,
-            exposure: None,
-            published_as: Vec::new(),
-            context: None,
+        .map(|(e, owner, cgroup)| {
+            let pid = owner.as_ref().map_or(0, |h| h.pid);
+            entry_listener(&e, pid, owner.map(|h| h.comm).unwrap_or_default(), cgroup)
         })
         .collect();
     Ok(Scan {
@@ -578,6 +565,28 @@ pub(crate) struct HeldUdp {
     pub connected: bool,
 }
 
+/// A socket table's entry as a listener held by `pid` (0: no holder
+/// found) named `comm`, in `cgroup`; nothing judged or enriched yet.
+fn entry_listener(e: &SocketEntry, pid: u32, comm: String, cgroup: String) -> Listener {
+    Listener {
+        proto: e.proto,
+        address: e.local.ip(),
+        port: e.local.port(),
+        pid,
+        comm,
+        uid: e.uid,
+        cookie: e.cookie,
+        inode: Some(e.inode),
+        netns: e.netns,
+        cgroup,
+        container: None,
+        opened_at: None,
+        exposure: None,
+        published_as: Vec::new(),
+        context: None,
+    }
+}
+
 /// The UDP sockets the processes `pids` hold (see [`held_sockets`]).
 pub(crate) fn held_udp(pids: &[u32]) -> Vec<HeldUdp> {
     let mut stats = HashMap::new();
@@ -587,23 +596,7 @@ pub(crate) fn held_udp(pids: &[u32]) -> Vec<HeldUdp> {
         .filter_map(|(pid, e)| {
             let owner = holder(&mut stats, pid)?;
             let cgroup = cgroups.entry(pid).or_insert_with(|| cgroup_of(pid)).clone();
-            let listener = Listener {
-                proto: e.proto,
-                address: e.local.ip(),
-                port: e.local.port(),
-                pid,
-                comm: owner.comm,
-                uid: e.uid,
-                cookie: e.cookie,
-                inode: Some(e.inode),
-                netns: e.netns,
-                cgroup,
-                container: None,
-                opened_at: None,
-                exposure: None,
-                published_as: Vec::new(),
-                context: None,
-            };
+            let listener = entry_listener(&e, pid, owner.comm, cgroup);
             let connected = !e.remote.ip().is_unspecified() || e.remote.port() != 0;
             Some(HeldUdp {
                 listener,
