@@ -363,41 +363,23 @@ fn dns_lookups_make_no_events_and_no_resync_corrections() {
     );
 }
 
-/// [`AGGREGATE_STORM`]'s workers' name.
-const AGGREGATE_STORM: &str = r#"
-import ctypes, os, socket, sys
-ctypes.CDLL(None).prctl(15, b"agg\x1bstorm", 0, 0, 0)
-count = int(sys.argv[1])
-pids = []
-for _ in range(2):
-    pid = os.fork()
-    if pid == 0:
-        for i in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                s.bind(("127.0.0.1", 0))
-            except OSError as e:
-                print("failed", e, flush=True)
-                os._exit(1)
-            s.close()
-        os._exit(0)
-    pids.append(pid)
-failed = sum(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) != 0 for p in pids)
-print("storm", 2 * count, "failed", failed)
-"#;
-
-/// Two processes binding and closing as fast as they can, UDP and TCP;
+/// Two processes binding and closing as fast as they can: UDP and TCP
+/// (`mixed`) or UDP alone (`udp`), under their own name when one is given;
 /// any failed bind() is printed and ends the worker with status 1.
+/// Arguments: COUNT KIND [NAME].
 const STORM: &str = r#"
-import os, socket, sys
+import ctypes, os, socket, sys
 count = int(sys.argv[1])
+udp_only = sys.argv[2] == "udp"
+if len(sys.argv) > 3:
+    ctypes.CDLL(None).prctl(15, os.fsencode(sys.argv[3]), 0, 0, 0)
 pids = []
 for _ in range(2):
     pid = os.fork()
     if pid == 0:
         for i in range(count):
-            kind = socket.SOCK_DGRAM if i % 4 else socket.SOCK_STREAM
-            s = socket.socket(socket.AF_INET, kind)
+            udp = udp_only or i % 4
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
             try:
                 s.bind(("127.0.0.1", 0))
             except OSError as e:
@@ -413,7 +395,7 @@ print("storm", 2 * count, "failed", failed)
 #[test]
 fn bind_never_fails_under_a_storm_with_a_4_kib_ring() {
     let w = Watcher::start(&["--ring-buffer", "4K"]);
-    let mut storm = Helper::script_inline(STORM, &["20000"]);
+    let mut storm = Helper::script_inline(STORM, &["20000", "mixed"]);
     let result = storm.read_line();
     assert_eq!(result, "storm 40000 failed 0");
     assert!(storm.child.wait().unwrap().success());
@@ -509,7 +491,7 @@ fn an_unprivileged_churn_in_the_aggregate_mode_neither_fails_binds_nor_hides_oth
     // Another user binds and closes as fast as it can, under a name of
     // its own (and a terminal escape in it).
     let out = as_nobody("/usr/bin/python3")
-        .args(["-c", AGGREGATE_STORM, "20000"])
+        .args(["-c", STORM, "20000", "udp", "agg\u{1b}storm"])
         .output()
         .unwrap();
     assert_eq!(
