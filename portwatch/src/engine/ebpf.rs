@@ -107,7 +107,10 @@ impl EbpfWatch {
             if !w.source.cookies() {
                 return Err(Error::UdpAggregateNeedsBtf);
             }
-            w.aggregate = Some(UdpAggregate::new(every, Instant::now()));
+            // The range as the kernel programs got it at load, read once: a
+            // reading must class ports as the kernel did.
+            let ephemeral = w.host.ephemeral_ports();
+            w.aggregate = Some(UdpAggregate::new(every, ephemeral, Instant::now()));
         }
         // Attached first, scanned second: whatever changes meanwhile waits
         // in the ring buffer and is reconciled here; the opens among it

@@ -11,6 +11,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    ops::RangeInclusive,
     time::Duration,
 };
 
@@ -30,6 +31,8 @@ use crate::{
 
 pub(super) struct UdpAggregate {
     every: Duration,
+    /// The ephemeral range the kernel classes binds by.
+    ephemeral: RangeInclusive<u16>,
     last: Instant,
     tally: Tally,
 }
@@ -49,9 +52,10 @@ pub(super) struct Found {
 }
 
 impl UdpAggregate {
-    pub(super) fn new(every: Duration, now: Instant) -> Self {
+    pub(super) fn new(every: Duration, ephemeral: RangeInclusive<u16>, now: Instant) -> Self {
         Self {
             every,
+            ephemeral,
             last: now,
             tally: Tally::default(),
         }
@@ -85,14 +89,14 @@ impl UdpAggregate {
         if reading.binds.is_empty() {
             return Ok(Found::default());
         }
-        let ephemeral = host.ephemeral_ports();
+        let ephemeral = &self.ephemeral;
         let mut pids: Vec<u32> = reading.binds.iter().map(|b| b.key.pid).collect();
         pids.dedup();
         let held = host.held_udp(&pids);
         let mut fresh = still_open(
             &reading,
             held,
-            &ephemeral,
+            ephemeral,
             |c| table.has_id(c),
             |l| filter.admits(l),
         );
@@ -127,7 +131,7 @@ impl UdpAggregate {
         for l in &fresh {
             let key = BindKey {
                 pid: l.pid,
-                class: PortClass::of(l.port, &ephemeral),
+                class: PortClass::of(l.port, ephemeral),
             };
             *reported.entry(key).or_default() += 1;
         }
@@ -166,7 +170,7 @@ impl UdpAggregate {
 pub(super) fn still_open(
     reading: &Reading,
     held: Vec<HeldUdp>,
-    ephemeral: &std::ops::RangeInclusive<u16>,
+    ephemeral: &RangeInclusive<u16>,
     known: impl Fn(u64) -> bool,
     admits: impl Fn(&Listener) -> bool,
 ) -> Vec<Listener> {
