@@ -339,19 +339,17 @@ impl EbpfWatch {
     /// the interval by process and port class, and, one by one, the
     /// sockets those processes still hold that the table does not.
     fn udp_tally(&mut self) -> Result<Vec<Report>> {
-        let Some(mut aggregate) = self.aggregate.take() else {
+        let Some(aggregate) = self.aggregate.as_mut() else {
             return Ok(Vec::new());
         };
-        let result = aggregate.read(
+        let found = aggregate.read(
             Instant::now(),
             self.source.as_mut(),
             self.host.as_mut(),
             &self.table,
             &self.filter,
             self.netns_known,
-        );
-        self.aggregate = Some(aggregate);
-        let found = result?;
+        )?;
         if found.unaccounted {
             self.request_resync();
         }
