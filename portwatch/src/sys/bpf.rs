@@ -531,18 +531,7 @@ impl EventSource for KernelProbe {
     }
 
     fn unseed_owner(&mut self, cookie: u64) -> Result<bool> {
-        match self.owners.remove(&cookie) {
-            Ok(()) => Ok(true),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(Error::Map {
-                name: OWNERS_MAP,
-                source: Box::new(e),
-            }),
-        }
+        removed(self.owners.remove(&cookie), OWNERS_MAP)
     }
 
     fn udp_binds(&self) -> Result<Vec<BindCount>> {
@@ -586,17 +575,7 @@ impl EventSource for KernelProbe {
                 tgid: key.pid,
                 class: key.class.kernel(),
             };
-            match map.remove(&k) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => {
-                    return Err(Error::Map {
-                        name: UDP_BINDS_MAP,
-                        source: Box::new(e),
-                    });
-                }
-            }
+            removed(map.remove(&k), UDP_BINDS_MAP)?;
         }
         Ok(())
     }
@@ -740,6 +719,23 @@ impl EventSource for KernelProbe {
 
     fn malformed(&self) -> u64 {
         self.malformed
+    }
+}
+
+/// A map entry's removal: whether the entry was there (a missing one is
+/// no error).
+fn removed(result: Result<(), aya::maps::MapError>, name: &'static str) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(Error::Map {
+            name,
+            source: Box::new(e),
+        }),
     }
 }
 
