@@ -59,15 +59,21 @@ fn no_program_survives_sigterm_or_sigkill() {
         let watcher = Watcher::start(&["--pid", &std::process::id().to_string()]);
         let ids = prog_ids_of(watcher.pid());
         // inet_sock_set_state (+ the connection program, loaded but not
-        // attached), the listen callback, the fork/exit pair and the three
-        // UDP programs (held through their cgroup links).
+        // attached), the listen confirmation, the fork/exit pair and the
+        // three UDP programs (held through their cgroup links).
         let names: HashSet<String> = aya::programs::loaded_programs()
             .flatten()
             .filter(|p| ids.contains(&p.id()))
             .filter_map(|p| p.name_as_str().map(String::from))
             .collect();
-        for udp in ["udp_post_bind4", "udp_post_bind6", "udp_sock_releas"] {
-            assert!(names.contains(udp), "{udp} not attached: {names:?}");
+        for prog in [
+            "udp_post_bind4",
+            "udp_post_bind6",
+            "udp_sock_releas",
+            "listen_exit",
+            "listen_uring",
+        ] {
+            assert!(names.contains(prog), "{prog} not attached: {names:?}");
         }
         assert!(ids.is_subset(&loaded_program_ids()));
         crate::support::signal(watcher.pid(), signal);

@@ -43,6 +43,7 @@ mod startup_errors;
 mod tui;
 mod tui_truth;
 mod udp;
+mod uring;
 mod watch;
 mod why;
 mod wire;

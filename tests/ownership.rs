@@ -75,6 +75,35 @@ fn listen_without_bind_reports_the_real_port() {
     });
 }
 
+/// Eight threads call listen() without bind() at the same moment.
+const UNBOUND_AT_ONCE: &str = r#"
+import json, socket, sys, threading
+socks = [socket.socket() for _ in range(8)]
+start = threading.Barrier(8)
+def listen(s):
+    start.wait(); s.listen()
+threads = [threading.Thread(target=listen, args=(s,)) for s in socks]
+for t in threads: t.start()
+for t in threads: t.join()
+print("ports", json.dumps([s.getsockname()[1] for s in socks]))
+sys.stdin.readline()
+"#;
+
+#[test]
+fn listens_without_bind_at_the_same_moment_each_get_their_port() {
+    let watcher = Watcher::start(&[]);
+    let mut helper = Helper::spawn(UNBOUND_AT_ONCE);
+    let ports: Vec<u16> = serde_json::from_str(&helper.read_value("ports")).unwrap();
+    let mut opened = std::collections::BTreeSet::new();
+    watcher.expect("eight opens", EVENT_TIMEOUT, |v| {
+        if v["event"] == "opened" && v["pid"] == helper.pid() {
+            opened.insert(v["port"].as_u64().unwrap() as u16);
+        }
+        opened.len() == 8
+    });
+    assert_eq!(opened, ports.iter().copied().collect());
+}
+
 /// In a namespace whose only ephemeral port is taken, listen() without
 /// bind() fails after the socket briefly entered LISTEN.
 const FAILED_LISTEN: &str = r#"

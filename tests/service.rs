@@ -40,7 +40,7 @@ fn with_log_format_json_every_stderr_line_is_a_json_object() {
         "{lines:?}"
     );
 
-    // A running daemon: a warning (no listen callback on the classic
+    // A running daemon: a warning (no listen confirmation on the classic
     // tracepoint) as an object with its level.
     let rules = dir.join("alerts.json");
     std::fs::write(&rules, r#"{"rules":[]}"#).unwrap();
@@ -61,7 +61,7 @@ fn with_log_format_json_every_stderr_line_is_a_json_object() {
             && l["fields"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("listen callback")),
+                .contains("listen confirmation")),
         "{lines:?}"
     );
     let _ = std::fs::remove_dir_all(dir);

@@ -92,7 +92,7 @@ pub struct SockEvent {
     pub flags: u8,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
-    /// Local port in host byte order. Final when the listen callback
+    /// Local port in host byte order. Final when the listen confirmation
     /// reports the open; from the state change alone it is 0 when
     /// `listen()` ran without `bind()` (the kernel picks the port after).
     pub port: u16,
@@ -123,13 +123,12 @@ pub struct Owner {
     pub netns: u32,
     /// 1 when the owner passed the process-tree filter (or no filter is set).
     pub watched: u32,
-    /// 1 once the listen callback saw `listen()` succeed. With the callback
-    /// attached, a listener closed while still 0 never listened: its
-    /// `listen()` failed (EADDRINUSE), and nothing is reported.
+    /// Whether the open was reported (`LISTEN_*`): with the listen
+    /// confirmation attached, an open waits for `listen()` to return.
     pub listening: u32,
     pub comm: [u8; COMM_LEN],
     /// The socket's family and local address, which `listen()` does not
-    /// change: the listen callback reads only the final port.
+    /// change: the confirmation reads only the final port.
     pub family: u16,
     pub _pad: [u8; 6],
     pub addr: [u8; 16],
@@ -165,6 +164,11 @@ pub struct SockOffsets {
     /// network namespace, for programs without a socket address.
     pub task_nsproxy: u32,
     pub nsproxy_net_ns: u32,
+    /// `sock.sk_flags` (`skc_flags`), and the bit of `SOCK_RCU_FREE` in it: the kernel
+    /// sets it when it hashes a listener, so only after `listen()` got
+    /// its port.
+    pub sk_flags: u32,
+    pub sock_rcu_free: u32,
     /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
     /// and the tp_btf hook cannot be used).
     pub valid: u32,
@@ -188,6 +192,8 @@ impl SockOffsets {
         task_comm: 0,
         task_nsproxy: 0,
         nsproxy_net_ns: 0,
+        sk_flags: 0,
+        sock_rcu_free: 0,
         valid: 0,
     };
 }
@@ -250,13 +256,23 @@ pub const COUNTER_BINDS_FULL: u32 = 2;
 pub const COUNTER_SLOTS: u32 = 3;
 /// Name of the socket -> owner map.
 pub const OWNERS_MAP: &str = "OWNERS";
-/// Name of the one-slot array that holds 1 while the listen callback is
-/// attached: the state-change program then leaves opens to it.
-pub const LISTEN_CB_MAP: &str = "LISTEN_CB";
+/// Name of the one-slot array that holds 1 while the listen confirmation
+/// is attached: the state-change program then leaves opens to it.
+pub const LISTEN_CONFIRM_MAP: &str = "LISTEN_CONFIRM";
+/// [`Owner::listening`]: the open is reported (or a UDP socket's bind).
+pub const LISTEN_CONFIRMED: u32 = 1;
+/// The open waits for `listen()` to return, on a socket that never
+/// listened before.
+pub const LISTEN_PENDING: u32 = 0;
+/// The same, on a socket that listened before (shut down, then listened
+/// again): its `SOCK_RCU_FREE` says nothing of this `listen()`.
+pub const LISTEN_PENDING_AGAIN: u32 = 2;
 /// Name of the set of watched process ids (process-tree filter).
 pub const WATCHED_MAP: &str = "WATCHED";
 /// Capacity of the owner map: listening sockets tracked at once.
 pub const OWNERS_CAPACITY: u32 = 65536;
+/// Capacity of the map of `listen()` calls in progress, by thread.
+pub const PENDING_CAPACITY: u32 = 4096;
 /// Capacity of the watched-process set.
 pub const WATCHED_CAPACITY: u32 = 65536;
 
@@ -335,9 +351,11 @@ pub const SET_STATE_BTF_PROG: &str = "inet_sock_set_state_btf";
 /// The connection-event program (tp_btf), attached only while a rule
 /// needs connection events.
 pub const CONN_PROG: &str = "inet_sock_set_state_conn";
-/// The sock_ops program whose listen callback runs only after a
-/// successful `listen()`, with the final port.
-pub const LISTEN_CB_PROG: &str = "sock_ops_listen";
+/// The listen confirmation: `listen()`'s return (a syscall tracepoint)
+/// and io_uring's completions (tp_btf) report an open once its outcome
+/// is known, with the final port.
+pub const LISTEN_EXIT_PROG: &str = "listen_exit";
+pub const LISTEN_URING_PROG: &str = "listen_uring";
 /// The UDP programs (cgroup sock, at the cgroup v2 root): an explicit
 /// bind() reported with its port, and the release of a socket reported.
 pub const UDP_BIND4_PROG: &str = "udp_post_bind4";
@@ -376,5 +394,5 @@ const _: () = assert!(core::mem::size_of::<UdpAggregate>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindKey>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindTally>() == 24);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 68);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 76);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

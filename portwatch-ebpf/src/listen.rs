@@ -1,9 +1,9 @@
 //! The listen transitions: remember the owner at LISTEN, name it at CLOSE.
 //!
-//! With the listen callback attached (`listen_cb.rs`), the open is reported
-//! from there, once `listen()` has succeeded and the port is final; the
-//! state change only records the owner. Without it, the state change
-//! reports the open itself.
+//! With the listen confirmation attached (`listen_confirm.rs`), the open is
+//! reported from there, once `listen()` has returned and the port is
+//! final; the state change records the owner and leaves the call pending.
+//! Without it, the state change reports the open itself.
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
@@ -14,10 +14,17 @@ use aya_ebpf::helpers::{
 };
 use portwatch_common::{
     AF_INET, COMM_LEN, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP,
-    Owner, SockEvent, SockEventKind, SockOffsets, tcp_state,
+    LISTEN_CONFIRMED, LISTEN_PENDING, LISTEN_PENDING_AGAIN, Owner, SockEvent, SockEventKind,
+    SockOffsets, tcp_state,
 };
 
-use crate::maps::{EVENTS, FILTER_TREE, LISTEN_CB, OWNERS, SOCK_OFFSETS, WATCHED, count};
+use crate::{
+    listen_confirm::confirm,
+    maps::{
+        EVENTS, FILTER_TREE, LISTEN_CONFIRM, OWNERS, PENDING, Pending, SOCK_OFFSETS, WATCHED,
+        count, pending_added,
+    },
+};
 
 /// The fields of one state change, however the hook reads them.
 pub trait Transition {
@@ -30,6 +37,11 @@ pub trait Transition {
     fn port(&self) -> u16;
     /// Local address: 4 bytes for AF_INET, 16 for AF_INET6.
     fn addr(&self, family: u16) -> [u8; 16];
+    /// Whether the kernel hashed the socket as a listener at some time
+    /// (`SOCK_RCU_FREE`); false where the hook cannot tell.
+    fn was_hashed(&self) -> bool {
+        false
+    }
 }
 
 /// An address as the event carries it: the 4 bytes of an AF_INET address
@@ -62,10 +74,10 @@ pub fn listen_kind(old: i32, new: i32) -> Option<SockEventKind> {
     }
 }
 
-/// Whether the listen callback is attached and reports opens.
+/// Whether the listen confirmation is attached and reports opens.
 #[inline(always)]
-fn listen_cb_attached() -> bool {
-    LISTEN_CB.get(0).is_some_and(|on| *on != 0)
+fn confirm_attached() -> bool {
+    LISTEN_CONFIRM.get(0).is_some_and(|on| *on != 0)
 }
 
 #[inline(always)]
@@ -77,36 +89,80 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
     let skaddr = t.skaddr();
     match kind {
         SockEventKind::Opened => {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let confirming = confirm_attached();
+            if confirming {
+                // An earlier call of this thread whose return was not
+                // seen (an io_uring completion posted by another task):
+                // its outcome is known by now.
+                confirm(tid);
+            }
+            // Leave the open to the confirmation when the call can be
+            // left pending; else report it now rather than lose it.
+            let pending = confirming
+                && PENDING
+                    .insert(
+                        &tid,
+                        &Pending {
+                            sk: skaddr,
+                            cookie: id,
+                        },
+                        0,
+                    )
+                    .is_ok();
+            if pending {
+                pending_added(1);
+            }
             let mut owner = current_owner(skaddr);
             owner.family = t.family();
             owner.addr = t.addr(owner.family);
+            owner.listening = if !pending {
+                LISTEN_CONFIRMED
+            } else if t.was_hashed() {
+                LISTEN_PENDING_AGAIN
+            } else {
+                LISTEN_PENDING
+            };
             let tgid = owner.tgid;
             // SAFETY: the value is only tested for presence.
             let watched = FILTER_TREE.load() == 0 || unsafe { WATCHED.get(tgid) }.is_some();
             owner.watched = watched as u32;
+            // Without a remembered owner the confirmation finds nothing
+            // (and takes the call for a failed one): report now.
             let remembered = OWNERS.insert(id, owner, 0).is_ok();
             if !remembered {
                 count(COUNTER_OWNERS_FULL);
             }
-            // Without a remembered owner the callback has nothing to
-            // confirm: report the open now rather than lose it.
-            if watched && (!remembered || !listen_cb_attached()) {
+            if watched && (!pending || !remembered) {
                 emit(t, kind, &owner, 0, FLAG_OWNER_KNOWN | id_flag);
             }
         }
         SockEventKind::Closed => {
-            let closer = (bpf_get_current_pid_tgid() >> 32) as u32;
+            let pid_tgid = bpf_get_current_pid_tgid();
+            let closer = (pid_tgid >> 32) as u32;
             // SAFETY: the entry is copied out before it is removed.
             match unsafe { OWNERS.get(id) }.copied() {
                 Some(owner) => {
                     // Always forget the key: socket addresses are reused.
                     let _ = OWNERS.remove(id);
-                    // Never confirmed by the callback: this close ends a
-                    // listen() that failed, and no port was ever open.
-                    let failed_listen = owner.listening == 0 && listen_cb_attached();
-                    if watched_now(&owner) && !failed_listen {
-                        emit(t, kind, &owner, closer, FLAG_OWNER_KNOWN | id_flag);
+                    if !watched_now(&owner) {
+                        return;
                     }
+                    match owner.listening {
+                        LISTEN_CONFIRMED => {}
+                        // Closed before the confirmation ran: a listen()
+                        // that failed, or a listener closed at once (by
+                        // another thread, or in the same io_uring batch).
+                        _ if !listened(t, &owner, pid_tgid as u32) => return,
+                        _ => emit(
+                            t,
+                            SockEventKind::Opened,
+                            &owner,
+                            0,
+                            FLAG_OWNER_KNOWN | id_flag,
+                        ),
+                    }
+                    emit(t, kind, &owner, closer, FLAG_OWNER_KNOWN | id_flag);
                 }
                 // Opened before portwatch started (or the map was full):
                 // userspace matches it against its baseline.
@@ -115,6 +171,19 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
         }
         // Connection kinds come from the connection program only.
         SockEventKind::Connect | SockEventKind::Accept => {}
+    }
+}
+
+/// Whether a socket closed while its open was pending had listened: the
+/// kernel hashes a listener, setting `SOCK_RCU_FREE`, only once
+/// `listen()` got its port, and a failed `listen()` closes it before. On
+/// a socket that listened before, that says nothing: there, a close in
+/// the calling thread itself is the failure's.
+#[inline(always)]
+fn listened(t: &impl Transition, owner: &Owner, tid: u32) -> bool {
+    match owner.listening {
+        LISTEN_PENDING_AGAIN => tid != owner.tid,
+        _ => t.was_hashed(),
     }
 }
 

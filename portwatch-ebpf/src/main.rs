@@ -5,8 +5,8 @@
 //!   attaches one of them. It runs on every TCP state change on the host, so
 //!   its common path is two reads and a return.
 //! - `listen`: what happens on the rare listen transitions.
-//! - `listen_cb`: the sock_ops listen callback, which reports an open
-//!   only once `listen()` succeeded, with the final port.
+//! - `listen_confirm`: reports an open once `listen()` returned, with the
+//!   final port (at its syscall's exit, or at io_uring's completion).
 //! - `udp`: UDP binds and releases (cgroup sock programs), attached when
 //!   UDP is watched.
 //! - `tree`: fork/exit bookkeeping for the process-tree filter, attached
@@ -20,7 +20,7 @@
 
 mod conn;
 mod listen;
-mod listen_cb;
+mod listen_confirm;
 mod maps;
 mod set_state;
 mod set_state_btf;

@@ -1,14 +1,17 @@
 //! Maps and load-time globals shared by the programs.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use portwatch_common::{
-    COUNTER_SLOTS, OWNERS_CAPACITY, Owner, SetStateOffsets, SockOffsets, TreeOffsets,
-    UDP_BINDS_CAPACITY, UDP_STAGE_FULL, UdpAggregate, UdpBindKey, UdpBindTally, WATCHED_CAPACITY,
+    COUNTER_SLOTS, OWNERS_CAPACITY, Owner, PENDING_CAPACITY, SetStateOffsets, SockOffsets,
+    TreeOffsets, UDP_BINDS_CAPACITY, UDP_STAGE_FULL, UdpAggregate, UdpBindKey, UdpBindTally,
+    WATCHED_CAPACITY,
 };
 
 /// Listen events for userspace. The size here is a default that the loader
@@ -20,10 +23,31 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Slot 0 is 1 while the listen callback is attached (userspace sets it):
-/// the state-change program then leaves opens to the callback.
+/// Slot 0 is 1 while the listen confirmation is attached (userspace sets
+/// it): the state-change program then leaves opens to it.
 #[map]
-pub static LISTEN_CB: Array<u32> = Array::with_max_entries(1, 0);
+pub static LISTEN_CONFIRM: Array<u32> = Array::with_max_entries(1, 0);
+
+/// A `listen()` in progress: the socket whose open waits for the call to
+/// return, under the calling thread's id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    pub sk: u64,
+    pub cookie: u64,
+}
+
+/// Thread id -> its `listen()` in progress. An entry lives from the
+/// LISTEN transition to the call's return; LRU, so that entries whose
+/// return was never seen (see `listen_confirm.rs`) cannot fill it.
+#[map]
+pub static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(PENDING_CAPACITY, 0);
+
+/// Slot 0: entries put in `PENDING` and not yet removed, so that a hook
+/// on every io_uring completion returns at once while it is 0. A hint:
+/// an entry the LRU evicts leaves it high, which costs only speed.
+#[map]
+pub static PENDING_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Socket identity -> the process that called `listen()` on it.
 /// Not preallocated: a host has far fewer listeners than the capacity.
@@ -86,6 +110,16 @@ pub static UDP_AGGREGATE: Global<UdpAggregate> = Global::new(UdpAggregate {
     ephemeral_lo: 32768,
     ephemeral_hi: 60999,
 });
+
+/// Adds `delta` (wrapping: `u64::MAX` takes one away) to the count of
+/// pending listens, atomically: several CPUs change it.
+#[inline(always)]
+pub fn pending_added(delta: u64) {
+    if let Some(count) = PENDING_COUNT.get_ptr_mut(0) {
+        // SAFETY: a pointer from a successful lookup of a one-slot array.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
+    }
+}
 
 /// Adds one to a per-CPU counter.
 #[inline(always)]

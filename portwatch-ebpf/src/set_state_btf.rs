@@ -56,6 +56,10 @@ impl Transition for Sock {
             || self.read(self.off.skc_v6_rcv_saddr),
         )
     }
+    fn was_hashed(&self) -> bool {
+        let flags: u64 = self.read(self.off.sk_flags);
+        flags & (1u64 << (self.off.sock_rcu_free & 63)) != 0
+    }
 }
 
 #[btf_tracepoint(function = "inet_sock_set_state")]

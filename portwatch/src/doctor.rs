@@ -112,7 +112,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         None => check(
             "cgroup2",
             Warn,
-            "no cgroup v2 root mounted: no listen callback, and UDP is not watched".into(),
+            "no cgroup v2 root mounted: UDP is not watched".into(),
             Some("mount -t cgroup2 none /sys/fs/cgroup/unified"),
         ),
     });
@@ -149,7 +149,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             "capabilities",
             Warn,
             format!(
-                "missing {}: no listen callback or UDP without CAP_NET_ADMIN, no other namespaces without CAP_SYS_ADMIN, other users' sockets without owners without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH",
+                "missing {}: no UDP without CAP_NET_ADMIN, no other namespaces without CAP_SYS_ADMIN, other users' sockets without owners without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH",
                 missing.join(", ")
             ),
             Some("grant the capabilities listed"),

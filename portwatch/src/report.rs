@@ -22,7 +22,7 @@ pub struct Stats {
     /// does not match this binary sends them).
     pub malformed: u64,
     /// Listeners opened without `bind()` whose port was not found in
-    /// /proc (only without the listen callback); a resync reported them.
+    /// /proc (only without the listen confirmation); a resync reported them.
     pub unresolved: u64,
     /// UDP binds the aggregate mode's kernel tally had no room for.
     pub binds_full: u64,

@@ -2,7 +2,7 @@
 //! reconciles the events with procfs scans. Pure logic, no OS access.
 //!
 //! A socket's identity is its cookie where the kernel gives one (the BTF
-//! tracepoint and the listen callback; sock_diag scans carry the same
+//! tracepoint and the listen confirmation; sock_diag scans carry the same
 //! cookie), so events and scans pair exactly. Events of the classic
 //! tracepoint carry the socket's kernel address instead, which no scan
 //! shows, and /proc/net text shows no cookie: those are paired on their
@@ -28,7 +28,7 @@ pub(crate) struct ListenerTable {
     /// is matched on their key.
     anonymous: Vec<Listener>,
     /// Opened by `listen()` without `bind()` and reported by the state
-    /// change alone (no listen callback): the port is not known yet.
+    /// change alone (no listen confirmation): the port is not known yet.
     unbound: HashMap<u64, Unbound>,
 }
 
@@ -306,7 +306,7 @@ impl ListenerTable {
                 listener.opened_at = Some(ts);
                 // Known already, as it is: adopted by the baseline (with
                 // cookies, also an open stamped a moment after the scan
-                // saw the socket: the listen callback runs once the
+                // saw the socket: the listen confirmation runs once the
                 // socket is in the tables).
                 if listener.port != 0
                     && (during_startup || self.cookies)

@@ -21,7 +21,7 @@ fn programs() -> Check {
         Ok((engine, _)) => {
             let mut missing = Vec::new();
             if let Some(why) = engine.listen_callback_missing() {
-                missing.push(format!("listen callback: {why}"));
+                missing.push(format!("listen confirmation: {why}"));
             }
             if let Some(why) = engine.udp_missing() {
                 missing.push(format!("UDP: {why}"));

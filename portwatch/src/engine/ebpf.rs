@@ -430,7 +430,7 @@ impl EbpfWatch {
     }
 
     /// Finds the ports of listeners opened without `bind()` and reported
-    /// by the state change alone (no listen callback): by now the kernel
+    /// by the state change alone (no listen confirmation): by now the kernel
     /// has assigned them, and the socket tables show them. One table read
     /// per namespace and one descriptor walk per owner, for the whole
     /// batch; a listener still not found at its last look is left to a

@@ -50,9 +50,11 @@ pub struct EngineConfig {
     /// Ring buffer size in bytes: a power of two, at least 4096.
     pub ring_buffer_bytes: u32,
     pub hook: Hook,
-    /// Report opens from the listen callback (a sock_ops program at the
-    /// cgroup v2 root) when it can attach: only listens that succeeded,
-    /// with their final port. Costs a few program runs per TCP connection.
+    /// Report opens from the listen confirmation (programs at `listen()`'s
+    /// return and at io_uring's completions) when it can attach: only
+    /// listens that succeeded, with their final port. Costs nothing per
+    /// TCP connection; the syscall tracepoint costs every syscall of the
+    /// host a few ns.
     pub listen_callback: bool,
     pub filter: Filter,
     /// Periodic procfs resynchronisation; `None` disables it (a resync
@@ -219,7 +221,7 @@ impl Engine {
         self.fallback_reason.as_deref()
     }
 
-    /// Why the listen callback is not in use though it was asked for (see
+    /// Why the listen confirmation is not in use though it was asked for (see
     /// [`EngineConfig::listen_callback`]).
     pub fn listen_callback_missing(&self) -> Option<&str> {
         match &self.inner {

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// An event that names its socket by cookie, as the BTF tracepoint and
-/// the listen callback do.
+/// the listen confirmation do.
 fn cev(
     kind: portwatch_common::SockEventKind,
     ts: u64,

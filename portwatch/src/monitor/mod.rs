@@ -302,7 +302,7 @@ impl Monitor {
         };
         if let Some(reason) = engine.listen_callback_missing() {
             let message = format!(
-                "warning: the listen callback is not attached ({reason}): a listen() that fails may be reported as a listener opened and closed, and the port of a listen() without bind() is looked up in /proc"
+                "warning: the listen confirmation is not attached ({reason}): a listen() that fails may be reported as a listener opened and closed, and the port of a listen() without bind() is looked up in /proc"
             );
             queue.push_back(notice(NoticeKind::Warning, message, now));
         }

@@ -9,13 +9,13 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, SockOps, TracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint},
 };
 use portwatch_common::{
     CONN_PROG, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP,
-    EVENTS_MAP, EXIT_PROG, FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CB_MAP, LISTEN_CB_PROG,
-    OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL,
-    SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
+    EVENTS_MAP, EXIT_PROG, FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CONFIRM_MAP, LISTEN_EXIT_PROG,
+    LISTEN_URING_PROG, OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG, SET_STATE_PROG,
+    SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
     UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_BINDS_MAP, UDP_RELEASE_PROG,
     UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey,
     UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
@@ -65,7 +65,7 @@ pub enum Hook {
 pub(crate) struct ProbeConfig {
     pub ring_buffer_bytes: u32,
     pub hook: Hook,
-    /// Attach the listen callback when possible.
+    /// Attach the listen confirmation when possible.
     pub listen_callback: bool,
     /// Report only processes in the watched set, kept up to date across
     /// forks and exits by the kernel.
@@ -116,7 +116,7 @@ pub(crate) struct KernelProbe {
     netns_known: bool,
     hook: Hook,
     config: ProbeConfig,
-    /// Why the listen callback is not attached, if it was wanted and is
+    /// Why the listen confirmation is not attached, if it was wanted and is
     /// not: opens then come from the state change alone.
     listen_cb_missing: Option<String>,
     /// Why UDP is not watched, if it was wanted and is not.
@@ -131,6 +131,9 @@ pub(crate) struct KernelProbe {
     /// The connection program's link while attached.
     conn_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
     conn_loaded: bool,
+    /// Why io_uring's listens are not confirmed, if its program did not
+    /// load: they are then reported at their close or by a resync.
+    uring_missing: Option<String>,
     // Owns the programs and their links: keep it last so it drops last.
     _ebpf: Ebpf,
 }
@@ -172,7 +175,7 @@ impl KernelProbe {
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
-        let conn_loaded = load_programs(&mut ebpf, config, hook, &sock_offsets)?;
+        let loaded = load_programs(&mut ebpf, config, hook, &sock_offsets)?;
         let maps = Maps::take(&mut ebpf, config)?;
         Ok(Self {
             events: maps.events,
@@ -194,7 +197,8 @@ impl KernelProbe {
             udp_binds: maps.udp_binds,
             cookies: hook == Hook::TpBtf,
             conn_link: None,
-            conn_loaded,
+            conn_loaded: loaded.conn,
+            uring_missing: loaded.uring_missing,
             _ebpf: ebpf,
         })
     }
@@ -301,15 +305,21 @@ fn tracefs_offsets(config: &ProbeConfig, hook: Hook) -> Result<(SetStateOffsets,
     Ok((set_state_offsets, tree_offsets))
 }
 
+/// What [`load_programs`] loaded of the programs that may be missing.
+struct Loaded {
+    conn: bool,
+    uring_missing: Option<String>,
+}
+
 /// Attaches the process tree's bookkeeping programs, and loads the
-/// state-change program and (with BTF) the connection one, which `start`
-/// and `set_connections` attach; whether the connection program loaded.
+/// state-change program and (with BTF) the connection one and io_uring's
+/// listen confirmation, which `start` and `set_connections` attach.
 fn load_programs(
     ebpf: &mut Ebpf,
     config: &ProbeConfig,
     hook: Hook,
     sock_offsets: &SockOffsets,
-) -> Result<bool> {
+) -> Result<Loaded> {
     // Bookkeeping programs first: by the time listen events flow, the
     // watched set can already follow forks.
     if config.filter_tree {
@@ -345,9 +355,24 @@ fn load_programs(
     } else {
         false
     };
+    let uring_missing = match &kernel_btf {
+        Some(btf) if config.tcp && config.listen_callback && hook == Hook::TpBtf => {
+            btf_program(ebpf, LISTEN_URING_PROG)?
+                .load("io_uring_complete", btf)
+                .err()
+                .map(|e| {
+                    tracing::debug!("loading {LISTEN_URING_PROG} failed: {e:?}");
+                    "the kernel has no io_uring_complete tracepoint to load it on".to_string()
+                })
+        }
+        _ => None,
+    };
     drop(kernel_btf);
     release_freed_heap();
-    Ok(conn_loaded)
+    Ok(Loaded {
+        conn: conn_loaded,
+        uring_missing,
+    })
 }
 
 /// The maps userspace keeps, taken from the loaded object.
@@ -413,8 +438,8 @@ impl Maps {
 }
 
 impl EventSource for KernelProbe {
-    /// The listen callback before the state change: once the state change
-    /// runs, every open it leaves to the callback is reported.
+    /// The listen confirmation before the state change: once the state
+    /// change runs, every open it leaves to the confirmation is reported.
     fn start(&mut self) -> Result<()> {
         if self.config.udp {
             self.udp_missing = attach_udp(&mut self._ebpf).err();
@@ -424,7 +449,9 @@ impl EventSource for KernelProbe {
         }
         self.listen_cb_missing = match (self.config.listen_callback, self.hook) {
             (false, _) => None,
-            (true, Hook::TpBtf) => attach_listen_cb(&mut self._ebpf).err(),
+            (true, Hook::TpBtf) => {
+                attach_listen_confirm(&mut self._ebpf, self.uring_missing.as_deref()).err()
+            }
             (true, _) => Some("it needs the tp_btf hook".to_string()),
         };
         match self.hook {
@@ -793,38 +820,46 @@ fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         task_comm: b.member_offset("task_struct", &["comm"])?,
         task_nsproxy: b.member_offset("task_struct", &["nsproxy"])?,
         nsproxy_net_ns: b.member_offset("nsproxy", &["net_ns"])?,
+        // `sk_flags` is `__sk_common.skc_flags`, in an anonymous union.
+        sk_flags: common + sc("skc_flags")?,
+        sock_rcu_free: b.enum_value("sock_flags", "SOCK_RCU_FREE")?,
         valid: 1,
     })
 }
 
-/// Attaches the listen callback (sock_ops) at the root of the cgroup v2
-/// hierarchy, where it sees every socket of the host, and tells the
-/// state-change program so. Only at the true root: below it (portwatch in
-/// a cgroup namespace) sockets of other cgroups would never be confirmed.
-/// Without it the state change reports opens itself, as on kernels
-/// without cgroup v2; the error says why, in a few words.
-fn attach_listen_cb(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
-    let root = cgroup::root_dir().ok_or("no cgroup v2 hierarchy root is mounted")?;
-    let cgroup =
-        fs::File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
-    let program: &mut SockOps = ebpf
-        .program_mut(LISTEN_CB_PROG)
-        .ok_or("the eBPF object has no listen callback")?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
+/// Attaches the listen confirmation: the program at `listen()`'s return
+/// (a syscall tracepoint, so tracefs is mounted when missing) and, when it
+/// loaded, the one at io_uring's completions; then tells the state-change
+/// program so. Without it the state change reports opens itself; the
+/// error says why, in a few words.
+fn attach_listen_confirm(
+    ebpf: &mut Ebpf,
+    uring_missing: Option<&str>,
+) -> std::result::Result<(), String> {
+    tracefs::ensure_mounted().map_err(|e| format!("{e}"))?;
+    let program = tracepoint_program(ebpf, LISTEN_EXIT_PROG).map_err(|e| format!("{e}"))?;
     program.load().map_err(|e| {
         // The verifier's log is long: for RUST_LOG=debug only.
-        tracing::debug!("loading the listen callback failed: {e:?}");
+        tracing::debug!("loading {LISTEN_EXIT_PROG} failed: {e:?}");
         "the kernel refused to load it".to_string()
     })?;
-    // Single: aya's multi flags are refused by bpf_link_create, and cgroup
-    // links share the hook with other programs anyway.
     program
-        .attach(&cgroup, CgroupAttachMode::Single)
-        .map_err(|e| format!("cannot attach it to {}: {e}", root.display()))?;
+        .attach("syscalls", "sys_exit_listen")
+        .map_err(|e| format!("cannot attach it to syscalls/sys_exit_listen: {e}"))?;
+    match uring_missing {
+        Some(why) => tracing::warn!(
+            "io_uring's listens are reported at their close or by a resync, not at once: {why}"
+        ),
+        None => {
+            btf_program(ebpf, LISTEN_URING_PROG)
+                .map_err(|e| format!("{e}"))?
+                .attach()
+                .map_err(|e| format!("cannot attach it to tp_btf/io_uring_complete: {e}"))?;
+        }
+    }
     let mut flag: Array<&mut MapData, u32> = Array::try_from(
-        ebpf.map_mut(LISTEN_CB_MAP)
-            .ok_or("the eBPF object has no LISTEN_CB map")?,
+        ebpf.map_mut(LISTEN_CONFIRM_MAP)
+            .ok_or("the eBPF object has no LISTEN_CONFIRM map")?,
     )
     .map_err(|e| format!("{e}"))?;
     flag.set(0, 1, 0).map_err(|e| format!("{e}"))

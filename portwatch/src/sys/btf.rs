@@ -1,5 +1,6 @@
-//! A minimal reader of BTF (the kernel's type information) that answers one
-//! question: at which byte offset does a struct member live?
+//! A minimal reader of BTF (the kernel's type information) that answers two
+//! questions: at which byte offset does a struct member live, and what is
+//! an enum constant's value?
 //!
 //! The kernel programs read `struct sock` and `struct net` fields, whose
 //! layout varies between kernels; these offsets are looked up in
@@ -210,6 +211,18 @@ impl<'a> Btf<'a> {
         }
         (bits % 8 == 0).then_some(bits / 8)
     }
+
+    /// The value of constant `value` of `enum name`.
+    pub(crate) fn enum_value(&self, name: &str, value: &str) -> Option<u32> {
+        let t = (1..=self.starts.len() as u32)
+            .filter_map(|id| self.header(id))
+            .find(|t| t.kind == KIND_ENUM && t.name_off != 0 && self.name(t.name_off) == name)?;
+        (0..t.vlen).find_map(|i| {
+            let at = t.data + i * 8;
+            let n = u32_at(self.types, at).ok()?;
+            (self.name(n) == value).then(|| u32_at(self.types, at + 4).ok())?
+        })
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +262,15 @@ pub(crate) mod tests {
         pub(crate) fn int(&mut self, name: &str, size: u32) {
             let n = self.str(name);
             self.push(&[n, KIND_INT << 24, size, size * 8]);
+        }
+
+        pub(crate) fn enumeration(&mut self, name: &str, values: &[(&str, u32)]) {
+            let n = self.str(name);
+            self.push(&[n, (KIND_ENUM << 24) | values.len() as u32, 4]);
+            for (vname, v) in values {
+                let vn = self.str(vname);
+                self.push(&[vn, *v]);
+            }
         }
 
         pub(crate) fn typedef(&mut self, name: &str, target: u32) {
@@ -343,6 +365,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn reads_enum_constants() {
+        let mut b = Builder::new();
+        b.int("int", 4);
+        b.enumeration("sock_flags", &[("SOCK_DEAD", 0), ("SOCK_RCU_FREE", 23)]);
+        let blob = b.build();
+        let btf = Btf::parse(&blob).unwrap();
+        assert_eq!(btf.enum_value("sock_flags", "SOCK_RCU_FREE"), Some(23));
+        assert_eq!(btf.enum_value("sock_flags", "SOCK_NOPE"), None);
+        assert_eq!(btf.enum_value("nope", "SOCK_DEAD"), None);
+    }
+
+    #[test]
     fn missing_names_are_none() {
         let blob = sample();
         let btf = Btf::parse(&blob).unwrap();
@@ -371,5 +405,6 @@ pub(crate) mod tests {
         assert_eq!(btf.member_offset("sock_common", &["skc_num"]), Some(14));
         assert!(btf.member_offset("net", &["ns", "inum"]).is_some());
         assert!(btf.member_offset("sock_common", &["skc_net"]).is_some());
+        assert!(btf.enum_value("sock_flags", "SOCK_RCU_FREE").is_some());
     }
 }

@@ -74,7 +74,7 @@ pub(crate) trait EventSource: Send {
     fn malformed(&self) -> u64;
     /// Whether events carry the socket's network namespace.
     fn netns_known(&self) -> bool;
-    /// Why opens do not come from the listen callback (only after
+    /// Why opens do not come from the listen confirmation (only after
     /// `listen()` succeeded, with the final port) though it was asked for.
     fn listen_cb_missing(&self) -> Option<&str>;
     /// Whether events name sockets by cookie (else by kernel address).
