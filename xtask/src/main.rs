@@ -47,6 +47,9 @@ enum Task {
     /// Loopback connection churn for the benchmarks (internal)
     #[command(hide = true)]
     Churn { seconds: f64 },
+    /// A loop of the cheapest syscall, for the benchmarks (internal)
+    #[command(hide = true)]
+    Syscalls { seconds: f64 },
     /// UDP socket/bind/close churn for the benchmarks (internal)
     #[command(hide = true)]
     UdpChurn { seconds: f64, cpu: usize },
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Task::Churn { seconds } => bench::churn_main(seconds),
+        Task::Syscalls { seconds } => bench::syscalls_main(seconds),
         Task::UdpChurn { seconds, cpu } => bench::udp_churn_main(seconds, cpu),
         Task::Modgraph { src } => modgraph::print(&src.unwrap_or(root.join("portwatch/src"))),
         Task::HoldChild { count, index } => bench::hold_child_main(count, index),

@@ -66,6 +66,36 @@ pub fn churn_main(seconds: f64) -> Result<()> {
     Ok(())
 }
 
+/// The syscall loop (`xtask syscalls SECONDS`): getppid() as fast as one
+/// core allows. Prints the ns per call. A monitor on a syscall tracepoint
+/// makes every syscall of the host take the kernel's traced exit path,
+/// which no program's run time shows.
+pub fn syscalls_main(seconds: f64) -> Result<()> {
+    pin_to_cpu(1);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut n: u64 = 0;
+    while Instant::now() < end {
+        for _ in 0..1024 {
+            std::hint::black_box(rustix::process::getppid());
+        }
+        n += 1024;
+    }
+    println!("{:.2}", start.elapsed().as_nanos() as f64 / n as f64);
+    Ok(())
+}
+
+fn run_worker(task: &str, seconds: f64) -> Result<f64> {
+    let exe = super::worker_exe()?;
+    let out = Command::new(exe)
+        .args([task, &seconds.to_string()])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("{task} printed no figure"))
+}
+
 fn run_churn(seconds: f64) -> Result<f64> {
     let exe = super::worker_exe()?;
     let out = Command::new(exe)
@@ -80,12 +110,12 @@ fn run_churn(seconds: f64) -> Result<f64> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     None,
-    /// The default: tp_btf, the listen callback and the UDP programs.
+    /// The default: tp_btf, the listen confirmation and the UDP programs.
     TpBtf,
     /// The default without the UDP programs (`--proto tcp`): what their
     /// release hook, which runs for every socket, costs TCP.
     TpBtfTcpOnly,
-    /// tp_btf alone: what the listen callback costs.
+    /// tp_btf alone: what the listen confirmation costs.
     TpBtfNoCallback,
     Tracepoint,
     Bpftrace,
@@ -95,7 +125,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::None => "no monitor",
-            Mode::TpBtf => "portwatch (tp_btf + listen callback + UDP)",
+            Mode::TpBtf => "portwatch (tp_btf + listen confirmation + UDP)",
             Mode::TpBtfTcpOnly => "portwatch --proto tcp (no UDP programs)",
             Mode::TpBtfNoCallback => "portwatch (tp_btf alone)",
             Mode::Tracepoint => "portwatch (tracepoint)",
@@ -155,12 +185,14 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
         Mode::Bpftrace,
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut syscall_ns: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     set_bpf_stats(false);
     for round in 0..rounds {
         for k in 0..modes.len() {
             let i = (k + round) % modes.len();
             let mon = start(modes[i], root)?;
             rates[i].push(run_churn(seconds)?);
+            syscall_ns[i].push(run_worker("syscalls", seconds.min(1.0))?);
             if let Some(m) = mon {
                 m.stop();
             }
@@ -181,6 +213,8 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
             "ratio_min": ratios.first(),
             "ratio_max": ratios.last(),
             "runs": rates[i],
+            "syscall_ns": median(&syscall_ns[i]),
+            "syscall_ns_runs": syscall_ns[i],
         }));
     }
 

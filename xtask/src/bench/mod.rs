@@ -26,7 +26,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-pub use churn::churn_main;
+pub use churn::{churn_main, syscalls_main};
 pub use scan::hold_child_main;
 pub use udp::udp_churn_main;
 

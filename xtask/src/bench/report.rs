@@ -126,19 +126,22 @@ fn hot_path(s: &mut String, v: &Value) {
     let _ = writeln!(
         s,
         "\nHot path, loopback connection churn ({} rounds of {} s, order rotated each round; \
-         ratio: median over rounds of the mode's rate over the same round's no-monitor rate):\n\n\
-         | mode | connections/s (median) | ratio to no monitor | lowest, highest round ratio |\n|---|---|---|---|",
+         ratio: median over rounds of the mode's rate over the same round's no-monitor rate; \
+         ns per getppid(): a loop of the cheapest syscall on one core, in the same rounds, \
+         for what a syscall tracepoint costs every syscall of the host):\n\n\
+         | mode | connections/s (median) | ratio to no monitor | lowest, highest round ratio | ns per getppid() (median) |\n|---|---|---|---|---|",
         v["rounds"], v["seconds_per_run"]
     );
     for x in rows(&v["throughput"]) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}, {} |",
+            "| {} | {} | {} | {}, {} | {} |",
             text(&x["mode"]),
             f(&x["conn_per_s"]),
             f(&x["ratio"]),
             f(&x["ratio_min"]),
-            f(&x["ratio_max"])
+            f(&x["ratio_max"]),
+            f(&x["syscall_ns"])
         );
     }
     let _ = writeln!(
