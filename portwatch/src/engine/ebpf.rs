@@ -155,8 +155,8 @@ impl EbpfWatch {
         self.host.as_mut()
     }
 
-    pub(super) fn listen_cb_missing(&self) -> Option<&str> {
-        self.source.listen_cb_missing()
+    pub(super) fn listen_confirm_missing(&self) -> Option<&str> {
+        self.source.listen_confirm_missing()
     }
 
     pub(super) fn udp_missing(&self) -> Option<&str> {

@@ -225,7 +225,7 @@ impl Engine {
     /// [`EngineConfig::listen_callback`]).
     pub fn listen_callback_missing(&self) -> Option<&str> {
         match &self.inner {
-            Inner::Ebpf(w) => w.listen_cb_missing(),
+            Inner::Ebpf(w) => w.listen_confirm_missing(),
             Inner::Poll(_) => None,
         }
     }

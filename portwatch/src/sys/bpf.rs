@@ -118,7 +118,7 @@ pub(crate) struct KernelProbe {
     config: ProbeConfig,
     /// Why the listen confirmation is not attached, if it was wanted and is
     /// not: opens then come from the state change alone.
-    listen_cb_missing: Option<String>,
+    listen_confirm_missing: Option<String>,
     /// Why UDP is not watched, if it was wanted and is not.
     udp_missing: Option<String>,
     /// Socket cookie -> owner, shared with the programs: userspace seeds it
@@ -191,7 +191,7 @@ impl KernelProbe {
             netns_known: sock_offsets.valid != 0,
             hook,
             config: config.clone(),
-            listen_cb_missing: None,
+            listen_confirm_missing: None,
             udp_missing: None,
             owners: maps.owners,
             udp_binds: maps.udp_binds,
@@ -447,7 +447,7 @@ impl EventSource for KernelProbe {
         if !self.config.tcp {
             return Ok(());
         }
-        self.listen_cb_missing = match (self.config.listen_callback, self.hook) {
+        self.listen_confirm_missing = match (self.config.listen_callback, self.hook) {
             (false, _) => None,
             (true, Hook::TpBtf) => {
                 attach_listen_confirm(&mut self._ebpf, self.uring_missing.as_deref()).err()
@@ -498,8 +498,8 @@ impl EventSource for KernelProbe {
         self.netns_known
     }
 
-    fn listen_cb_missing(&self) -> Option<&str> {
-        self.listen_cb_missing.as_deref()
+    fn listen_confirm_missing(&self) -> Option<&str> {
+        self.listen_confirm_missing.as_deref()
     }
 
     fn udp_missing(&self) -> Option<&str> {

@@ -263,7 +263,7 @@ impl EventSource for FakeSource {
         self.0.world().netns_known
     }
 
-    fn listen_cb_missing(&self) -> Option<&str> {
+    fn listen_confirm_missing(&self) -> Option<&str> {
         None
     }
 

@@ -76,7 +76,7 @@ pub(crate) trait EventSource: Send {
     fn netns_known(&self) -> bool;
     /// Why opens do not come from the listen confirmation (only after
     /// `listen()` succeeded, with the final port) though it was asked for.
-    fn listen_cb_missing(&self) -> Option<&str>;
+    fn listen_confirm_missing(&self) -> Option<&str>;
     /// Whether events name sockets by cookie (else by kernel address).
     fn cookies(&self) -> bool;
     /// Why UDP is not watched though it was asked for.
