@@ -24,6 +24,8 @@
 // What is `pub` is the library's API; the rest says `pub(crate)`.
 #![warn(unreachable_pub)]
 
+#[doc(hidden)]
+pub mod bench_stages;
 pub mod container;
 pub mod doctor;
 pub mod engine;

@@ -2,7 +2,8 @@
 
 use chrono::Utc;
 use portwatch::{
-    Monitor, MonitorConfig, MonitorEvent, Proto, monitor::NoticeKind, output, wire::Line,
+    Monitor, MonitorConfig, MonitorEvent, Proto, bench_stages, monitor::NoticeKind, output,
+    wire::Line,
 };
 
 use crate::{args::WatchArgs, metrics, otlp::Otlp, shutdown::Shutdown, sink::Sink};
@@ -88,6 +89,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
+        let stages = bench_stages::enabled().then(|| stage_start(&ev)).flatten();
         if let Some(m) = &metrics {
             m.observe(&ev);
         }
@@ -143,6 +145,16 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         if !monitor.has_queued() {
             sink.flush()?;
         }
+        if let Some((kernel, drained, handed_out)) = stages {
+            sink.flush()?;
+            let written = bench_stages::now_ns();
+            eprintln!(
+                "bench-stages {} {} {}",
+                drained.saturating_sub(kernel),
+                handed_out.saturating_sub(drained),
+                written.saturating_sub(handed_out)
+            );
+        }
     }
     if let Some(o) = &mut otlp {
         for failure in o.finish().await {
@@ -167,6 +179,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     sink.flush()?;
     Ok(())
+}
+
+/// For an open: its kernel time, the ring's last drain and now, in
+/// wall-clock ns (see `portwatch::bench_stages`).
+fn stage_start(ev: &MonitorEvent) -> Option<(u64, u64, u64)> {
+    let MonitorEvent::Port(p) = ev else {
+        return None;
+    };
+    if p.change != portwatch::event::Change::Opened {
+        return None;
+    }
+    let kernel = u64::try_from(p.ts.timestamp_nanos_opt()?).ok()?;
+    Some((kernel, bench_stages::drained_ns(), bench_stages::now_ns()))
 }
 
 /// What the OTLP exporter has to say: a `delivery_error` line, or a

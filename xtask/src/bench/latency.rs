@@ -43,18 +43,23 @@ pub fn latency_rounds(
     rounds: usize,
 ) -> Result<Vec<Value>> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let mut stages: Vec<Vec<[f64; 3]>> = vec![Vec::new(); tools.len()];
     for round in 0..rounds {
         for k in 0..tools.len() {
             let i = (k + round) % tools.len();
-            samples[i].extend(latency(tools[i], root, proto, per_round)?);
+            let (lat, st) = latency(tools[i], root, proto, per_round)?;
+            samples[i].extend(lat);
+            stages[i].extend(st);
         }
     }
     Ok(tools
         .iter()
         .zip(samples)
-        .map(|(tool, mut lat_us)| {
+        .zip(stages)
+        .map(|((tool, mut lat_us), stages)| {
             lat_us.sort_by(f64::total_cmp);
             json!({
+                "stages": stage_quantiles(&stages),
                 "tool": tool.name(),
                 "listeners": per_round * rounds,
                 "rounds": rounds,
@@ -67,10 +72,54 @@ pub fn latency_rounds(
         .collect())
 }
 
+/// p50 and p99 in microseconds of each of portwatch's stages (see
+/// `portwatch::bench_stages`); null for the other tools.
+fn stage_quantiles(stages: &[[f64; 3]]) -> Value {
+    if stages.is_empty() {
+        return Value::Null;
+    }
+    let names = [
+        "kernel_to_drained",
+        "drained_to_handed_out",
+        "handed_out_to_written",
+    ];
+    let mut out = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut v: Vec<f64> = stages.iter().map(|s| s[i]).collect();
+        v.sort_by(f64::total_cmp);
+        out.insert(
+            (*name).into(),
+            json!({ "p50_us": quantile(&v, 0.5), "p99_us": quantile(&v, 0.99) }),
+        );
+    }
+    out.into()
+}
+
+/// portwatch's `bench-stages` lines: three nanosecond figures each.
+fn parse_stages(lines: &[String]) -> Vec<[f64; 3]> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse::<f64>().ok())
+                .map(|ns| ns / 1000.0)
+                .collect();
+            <[f64; 3]>::try_from(v).ok()
+        })
+        .collect()
+}
+
 /// Opens `count` ports 2 ms apart, keeps them until each is reported (or
-/// 3 s after the last), and returns the latencies in microseconds.
-fn latency(tool: Tool, root: &Path, proto: Proto, count: usize) -> Result<Vec<f64>> {
-    let mon = monitors::start_for(tool, root, proto)?;
+/// 3 s after the last), and returns the latencies in microseconds, with
+/// portwatch's stages.
+fn latency(
+    tool: Tool,
+    root: &Path,
+    proto: Proto,
+    count: usize,
+) -> Result<(Vec<f64>, Vec<[f64; 3]>)> {
+    let mon = monitors::start_with_stages(tool, root, proto)?;
     let mut opened_at: HashMap<u16, u64> = HashMap::new();
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
@@ -92,8 +141,9 @@ fn latency(tool: Tool, root: &Path, proto: Proto, count: usize) -> Result<Vec<f6
         }
     }
     drop(held);
+    let stages = parse_stages(&mon.stages.lock().map(|v| v.clone()).unwrap_or_default());
     mon.stop();
-    Ok(lat_us)
+    Ok((lat_us, stages))
 }
 
 /// Opens and closes `count` ports back to back (each lives a few

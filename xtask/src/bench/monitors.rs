@@ -7,7 +7,7 @@ use std::{
     path::Path,
     process::{Child, Command},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
         mpsc::{self, Receiver},
     },
@@ -61,6 +61,8 @@ pub type Seen = (u64, bool, u16);
 
 pub struct Running {
     pub events: Receiver<Seen>,
+    /// portwatch's stage lines, when asked for (see [`start_with_stages`]).
+    pub stages: Arc<Mutex<Vec<String>>>,
     child: Option<Child>,
     polling: Option<Arc<AtomicBool>>,
     /// A daemon the tool reads from.
@@ -86,6 +88,16 @@ pub const BPFTRACE_LISTEN: &str = r#"tracepoint:sock:inet_sock_set_state /args->
 /// `tool` reporting ports of `proto`. portwatch runs as by default
 /// (watching both protocols); its lines of the other are skipped.
 pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
+    start(tool, root, proto, false)
+}
+
+/// [`start_for`], with portwatch (watching alone) saying on stderr where
+/// each event's userspace time goes (`PORTWATCH_BENCH_STAGES`).
+pub fn start_with_stages(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
+    start(tool, root, proto, true)
+}
+
+fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running> {
     let (tx, events) = mpsc::channel();
     match tool {
         Tool::Bpftrace if proto == Proto::Udp => {
@@ -94,12 +106,12 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
         Tool::Portwatch | Tool::PortwatchSocket => {
             let bin = super::portwatch_bin(root);
             let (lines, daemon) = if tool == Tool::Portwatch {
-                let lines = Lines::spawn(Command::new(&bin).args([
-                    "watch",
-                    "--json",
-                    "--resync-interval",
-                    "0",
-                ]))?;
+                let mut cmd = Command::new(&bin);
+                cmd.args(["watch", "--json", "--resync-interval", "0"]);
+                if stages {
+                    cmd.env("PORTWATCH_BENCH_STAGES", "1");
+                }
+                let lines = Lines::spawn(&mut cmd)?;
                 (lines, None)
             } else {
                 let dir =
@@ -127,7 +139,7 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
                 (client, Some(daemon.child))
             };
             lines.wait_for("\"ready\"", Duration::from_secs(30))?;
-            let Lines { child, rx } = lines;
+            let Lines { child, rx, stages } = lines;
             thread::spawn(move || {
                 for (t, line) in rx {
                     let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -147,6 +159,7 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
             });
             Ok(Running {
                 events,
+                stages,
                 child: Some(child),
                 polling: None,
                 daemon,
@@ -156,7 +169,9 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
             let lines =
                 Lines::spawn(Command::new("bpftrace").args(["-B", "line", "-e", BPFTRACE_LISTEN]))?;
             lines.wait_for("Attaching", Duration::from_secs(60))?;
-            let Lines { child, rx } = lines;
+            let Lines {
+                child, rx, stages, ..
+            } = lines;
             thread::spawn(move || {
                 for (t, line) in rx {
                     let mut f = line.split_whitespace();
@@ -173,6 +188,7 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
             });
             Ok(Running {
                 events,
+                stages,
                 child: Some(child),
                 polling: None,
                 daemon: None,
@@ -208,6 +224,7 @@ pub fn start_for(tool: Tool, root: &Path, proto: Proto) -> Result<Running> {
             let _ = ready_rx.recv();
             Ok(Running {
                 events,
+                stages: Arc::default(),
                 child: None,
                 polling: Some(running),
                 daemon: None,

@@ -3,7 +3,10 @@
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
-    sync::mpsc::{self, Receiver},
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, Receiver},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -62,6 +65,8 @@ pub fn is_root() -> bool {
 pub struct Lines {
     pub child: Child,
     pub rx: Receiver<(u64, String)>,
+    /// portwatch's `bench-stages` lines from stderr (`PORTWATCH_BENCH_STAGES`).
+    pub stages: Arc<Mutex<Vec<String>>>,
 }
 
 impl Lines {
@@ -81,10 +86,21 @@ impl Lines {
                 }
             }
         });
-        // Drain stderr so the child never blocks on it.
+        // Drain stderr so the child never blocks on it, keeping what
+        // portwatch says of its stages.
         let stderr = child.stderr.take().context("stderr")?;
-        thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-        Ok(Lines { child, rx })
+        let stages = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&stages);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("bench-stages ")
+                    && let Ok(mut v) = kept.lock()
+                {
+                    v.push(rest.to_string());
+                }
+            }
+        });
+        Ok(Lines { child, rx, stages })
     }
 
     /// Waits for a stdout line containing `needle`.
