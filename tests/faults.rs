@@ -71,7 +71,6 @@ fn no_program_survives_sigterm_or_sigkill() {
             "udp_post_bind6",
             "udp_sock_releas",
             "listen_exit",
-            "listen_uring",
         ] {
             assert!(names.contains(prog), "{prog} not attached: {names:?}");
         }

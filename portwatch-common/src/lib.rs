@@ -62,6 +62,10 @@ pub const FLAG_OWNER_KNOWN: u8 = 1;
 /// `SockEvent::flags`: `sock` is the socket's cookie (as sock_diag and
 /// `ss -e` report it), not its kernel address.
 pub const FLAG_SOCK_COOKIE: u8 = 2;
+/// An open from a `listen()` whose return no hook sees (io_uring, a 32-bit
+/// syscall, a full pending map): the call may yet fail, so userspace
+/// reports it only once the socket tables show it listening.
+pub const FLAG_UNCONFIRMED: u8 = 4;
 
 /// One socket event (a listener opened or closed, or a connection),
 /// written by a kernel program into the ring buffer.
@@ -169,6 +173,11 @@ pub struct SockOffsets {
     /// its port.
     pub sk_flags: u32,
     pub sock_rcu_free: u32,
+    /// `pt_regs.orig_ax` (the syscall number; `u32::MAX` when the kernel
+    /// has none) and the native `listen()` number: only that syscall's
+    /// exit is seen by the confirmation.
+    pub pt_regs_syscall_nr: u32,
+    pub listen_nr: u32,
     /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
     /// and the tp_btf hook cannot be used).
     pub valid: u32,
@@ -194,6 +203,8 @@ impl SockOffsets {
         nsproxy_net_ns: 0,
         sk_flags: 0,
         sock_rcu_free: 0,
+        pt_regs_syscall_nr: u32::MAX,
+        listen_nr: u32::MAX,
         valid: 0,
     };
 }
@@ -351,11 +362,10 @@ pub const SET_STATE_BTF_PROG: &str = "inet_sock_set_state_btf";
 /// The connection-event program (tp_btf), attached only while a rule
 /// needs connection events.
 pub const CONN_PROG: &str = "inet_sock_set_state_conn";
-/// The listen confirmation: `listen()`'s return (a syscall tracepoint)
-/// and io_uring's completions (tp_btf) report an open once its outcome
-/// is known, with the final port.
+/// The listen confirmation: at `listen()`'s return (a syscall
+/// tracepoint), reports an open once its outcome is known, with the final
+/// port.
 pub const LISTEN_EXIT_PROG: &str = "listen_exit";
-pub const LISTEN_URING_PROG: &str = "listen_uring";
 /// The UDP programs (cgroup sock, at the cgroup v2 root): an explicit
 /// bind() reported with its port, and the release of a socket reported.
 pub const UDP_BIND4_PROG: &str = "udp_post_bind4";
@@ -394,5 +404,5 @@ const _: () = assert!(core::mem::size_of::<UdpAggregate>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindKey>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindTally>() == 24);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 76);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 84);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

@@ -2,28 +2,25 @@
 //!
 //! With the listen confirmation attached (`listen_confirm.rs`), the open is
 //! reported from there, once `listen()` has returned and the port is
-//! final; the state change records the owner and leaves the call pending.
+//! final; the state change records the owner and leaves the call pending
+//! (or, for a call whose return no hook sees, sends the open unconfirmed).
 //! Without it, the state change reports the open itself.
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
     generated::{
         bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
-        bpf_ktime_get_boot_ns,
+        bpf_ktime_get_boot_ns, bpf_task_pt_regs,
     },
 };
 use portwatch_common::{
-    AF_INET, COMM_LEN, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, IPPROTO_TCP,
-    LISTEN_CONFIRMED, LISTEN_PENDING, LISTEN_PENDING_AGAIN, Owner, SockEvent, SockEventKind,
-    SockOffsets, tcp_state,
+    AF_INET, COMM_LEN, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, FLAG_UNCONFIRMED,
+    IPPROTO_TCP, LISTEN_CONFIRMED, LISTEN_PENDING, LISTEN_PENDING_AGAIN, Owner, SockEvent,
+    SockEventKind, SockOffsets, tcp_state,
 };
 
-use crate::{
-    listen_confirm::confirm,
-    maps::{
-        EVENTS, FILTER_TREE, LISTEN_CONFIRM, OWNERS, PENDING, Pending, SOCK_OFFSETS, WATCHED,
-        count, pending_added,
-    },
+use crate::maps::{
+    EVENTS, FILTER_TREE, LISTEN_CONFIRM, OWNERS, PENDING, Pending, SOCK_OFFSETS, WATCHED, count,
 };
 
 /// The fields of one state change, however the hook reads them.
@@ -91,15 +88,12 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
         SockEventKind::Opened => {
             let tid = bpf_get_current_pid_tgid() as u32;
             let confirming = confirm_attached();
-            if confirming {
-                // An earlier call of this thread whose return was not
-                // seen (an io_uring completion posted by another task):
-                // its outcome is known by now.
-                confirm(tid);
-            }
-            // Leave the open to the confirmation when the call can be
-            // left pending; else report it now rather than lose it.
+            // Only the native listen() syscall's return is seen: leave
+            // the open pending for it. Any other call (io_uring, a 32-bit
+            // syscall) is sent unconfirmed, as is one the pending map has
+            // no room for: userspace checks the socket tables.
             let pending = confirming
+                && in_listen_syscall()
                 && PENDING
                     .insert(
                         &tid,
@@ -110,13 +104,10 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
                         0,
                     )
                     .is_ok();
-            if pending {
-                pending_added(1);
-            }
             let mut owner = current_owner(skaddr);
             owner.family = t.family();
             owner.addr = t.addr(owner.family);
-            owner.listening = if !pending {
+            owner.listening = if !confirming {
                 LISTEN_CONFIRMED
             } else if t.was_hashed() {
                 LISTEN_PENDING_AGAIN
@@ -128,13 +119,14 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
             let watched = FILTER_TREE.load() == 0 || unsafe { WATCHED.get(tgid) }.is_some();
             owner.watched = watched as u32;
             // Without a remembered owner the confirmation finds nothing
-            // (and takes the call for a failed one): report now.
+            // (and takes the call for a failed one): send it now.
             let remembered = OWNERS.insert(id, owner, 0).is_ok();
             if !remembered {
                 count(COUNTER_OWNERS_FULL);
             }
             if watched && (!pending || !remembered) {
-                emit(t, kind, &owner, 0, FLAG_OWNER_KNOWN | id_flag);
+                let unconfirmed = if confirming { FLAG_UNCONFIRMED } else { 0 };
+                emit(t, kind, &owner, 0, FLAG_OWNER_KNOWN | id_flag | unconfirmed);
             }
         }
         SockEventKind::Closed => {
@@ -171,6 +163,25 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
         }
         // Connection kinds come from the connection program only.
         SockEventKind::Connect | SockEventKind::Accept => {}
+    }
+}
+
+/// Whether the calling task is in the native `listen()` syscall, whose
+/// exit the confirmation sees: its saved syscall number, read from the
+/// task's registers (false where the kernel's BTF has none).
+#[inline(always)]
+fn in_listen_syscall() -> bool {
+    let off = SOCK_OFFSETS.load();
+    if off.pt_regs_syscall_nr == u32::MAX {
+        return false;
+    }
+    // SAFETY: the helper returns the current task's saved user registers;
+    // the field is read by a probe read at a BTF-derived offset, and a
+    // failed read counts as "not in listen()" (the safe side).
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf().cast()) as u64;
+        bpf_probe_read_kernel((regs + off.pt_regs_syscall_nr as u64) as *const u64)
+            .is_ok_and(|nr| nr == u64::from(off.listen_nr))
     }
 }
 

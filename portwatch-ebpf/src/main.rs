@@ -6,7 +6,7 @@
 //!   its common path is two reads and a return.
 //! - `listen`: what happens on the rare listen transitions.
 //! - `listen_confirm`: reports an open once `listen()` returned, with the
-//!   final port (at its syscall's exit, or at io_uring's completion).
+//!   final port (at its syscall's exit).
 //! - `udp`: UDP binds and releases (cgroup sock programs), attached when
 //!   UDP is watched.
 //! - `tree`: fork/exit bookkeeping for the process-tree filter, attached

@@ -1,7 +1,5 @@
 //! Maps and load-time globals shared by the programs.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-
 use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
@@ -37,17 +35,11 @@ pub struct Pending {
     pub cookie: u64,
 }
 
-/// Thread id -> its `listen()` in progress. An entry lives from the
-/// LISTEN transition to the call's return; LRU, so that entries whose
-/// return was never seen (see `listen_confirm.rs`) cannot fill it.
+/// Thread id -> its `listen()` syscall in progress. An entry lives from
+/// the LISTEN transition to the call's return; LRU, so that no entry can
+/// stay for good.
 #[map]
 pub static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(PENDING_CAPACITY, 0);
-
-/// Slot 0: entries put in `PENDING` and not yet removed, so that a hook
-/// on every io_uring completion returns at once while it is 0. A hint:
-/// an entry the LRU evicts leaves it high, which costs only speed.
-#[map]
-pub static PENDING_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Socket identity -> the process that called `listen()` on it.
 /// Not preallocated: a host has far fewer listeners than the capacity.
@@ -110,16 +102,6 @@ pub static UDP_AGGREGATE: Global<UdpAggregate> = Global::new(UdpAggregate {
     ephemeral_lo: 32768,
     ephemeral_hi: 60999,
 });
-
-/// Adds `delta` (wrapping: `u64::MAX` takes one away) to the count of
-/// pending listens, atomically: several CPUs change it.
-#[inline(always)]
-pub fn pending_added(delta: u64) {
-    if let Some(count) = PENDING_COUNT.get_ptr_mut(0) {
-        // SAFETY: a pointer from a successful lookup of a one-slot array.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
-    }
-}
 
 /// Adds one to a per-CPU counter.
 #[inline(always)]

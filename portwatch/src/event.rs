@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 use portwatch_common::{
-    AF_INET, AF_INET6, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, IPPROTO_TCP, IPPROTO_UDP, SockEvent,
-    SockEventKind,
+    AF_INET, AF_INET6, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, FLAG_UNCONFIRMED, IPPROTO_TCP,
+    IPPROTO_UDP, SockEvent, SockEventKind,
 };
 
 use crate::{container::Container, safe_text::comm_text};
@@ -233,6 +233,9 @@ pub struct KernelEvent {
     pub closer_tgid: u32,
     /// Whether the owner fields name the process that called `listen()`.
     pub owner_known: bool,
+    /// An open whose `listen()` may yet fail (the kernel saw no return):
+    /// reported only once the socket tables show it listening.
+    pub unconfirmed: bool,
     pub netns: u64,
     pub address: IpAddr,
     pub port: u16,
@@ -313,6 +316,7 @@ impl KernelEvent {
             uid: raw.uid,
             closer_tgid: raw.closer_tgid,
             owner_known: raw.flags & FLAG_OWNER_KNOWN != 0,
+            unconfirmed: raw.flags & FLAG_UNCONFIRMED != 0,
             netns: u64::from(raw.netns),
             address,
             port: raw.port,

@@ -39,6 +39,9 @@ pub(crate) struct Unbound {
     pub opened_at: DateTime<Utc>,
     /// Lookups that did not find it so far.
     pub misses: u32,
+    /// Its `listen()` may have failed (the kernel saw no return): not
+    /// found at the first look, it is left to a resync at once.
+    pub unconfirmed: bool,
 }
 
 /// How [`ListenerTable::apply`] pairs what it cannot match by identity.
@@ -309,6 +312,7 @@ impl ListenerTable {
                 // saw the socket: the listen confirmation runs once the
                 // socket is in the tables).
                 if listener.port != 0
+                    && !ev.unconfirmed
                     && (during_startup || self.cookies)
                     && let Some(known) = self.by_id.get_mut(&ev.sock)
                     && known.key() == listener.key()
@@ -325,14 +329,17 @@ impl ListenerTable {
                 if let Some(stale) = self.by_id.remove(&ev.sock) {
                     out.push(port_event(Change::Closed, stale, ts, Source::Ebpf));
                 }
-                if listener.port == 0 {
-                    // The kernel assigns the port right after this event.
+                if listener.port == 0 || ev.unconfirmed {
+                    // The kernel assigns the port right after this event;
+                    // an unconfirmed listen() may fail: found listening in
+                    // the socket tables, it is reported with their port.
                     self.unbound.insert(
                         ev.sock,
                         Unbound {
                             listener,
                             opened_at: ts,
                             misses: 0,
+                            unconfirmed: ev.unconfirmed,
                         },
                     );
                     return;
@@ -605,6 +612,7 @@ mod tests {
             uid: 0,
             closer_tgid: pid,
             owner_known: true,
+            unconfirmed: false,
             netns: NS,
             address: addr.parse().unwrap(),
             port,

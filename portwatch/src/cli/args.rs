@@ -139,7 +139,7 @@ pub struct EngineArgs {
     /// Tracepoint flavour of the kernel program: auto (tp-btf when the kernel has BTF), tracepoint, tp-btf
     #[arg(long, value_enum, default_value_t = Hook::Auto)]
     pub hook: Hook,
-    /// Report each listen() once it returned, with its final port (kernel programs at listen()'s return and io_uring's completions): auto (when tp-btf and tracefs allow), off
+    /// Report each listen() once it returned, with its final port (a kernel program at listen()'s return; io_uring's once the socket tables show it): auto (when tp-btf and tracefs allow), off
     #[arg(long, value_enum, default_value_t = Toggle::Auto)]
     pub listen_callback: Toggle,
     /// Report a listener only once it has lived this long; one that closes sooner is not reported (e.g. 50ms; 0: off)

@@ -430,22 +430,24 @@ impl EbpfWatch {
     }
 
     /// Finds the ports of listeners opened without `bind()` and reported
-    /// by the state change alone (no listen confirmation): by now the kernel
-    /// has assigned them, and the socket tables show them. One table read
+    /// by the state change alone (no listen confirmation), and whether
+    /// unconfirmed opens (a `listen()` the kernel saw no return of) are
+    /// listening: by now the kernel has assigned their ports, and the
+    /// socket tables show them. One table read
     /// per namespace and one descriptor walk per owner, for the whole
     /// batch; a listener still not found at its last look is left to a
     /// resync (and counted), so that no backlog of them builds up and
     /// delays other events.
     fn resolve_unbound(&mut self, out: &mut Vec<PortEvent>) {
-        let pending: Vec<(u64, Listener)> = self
+        let pending: Vec<(u64, Listener, bool)> = self
             .table
             .unbound()
-            .map(|(id, u)| (id, u.listener.clone()))
+            .map(|(id, u)| (id, u.listener.clone(), u.unconfirmed))
             .collect();
         if pending.is_empty() {
             return;
         }
-        let mut pids: Vec<u32> = pending.iter().map(|(_, l)| l.pid).collect();
+        let mut pids: Vec<u32> = pending.iter().map(|(_, l, _)| l.pid).collect();
         pids.sort_unstable();
         pids.dedup();
         let held = self.host.held_listeners(&pids);
@@ -457,7 +459,7 @@ impl EbpfWatch {
         }
         let known = self.table.ports_by_owner();
         let mut taken = HashSet::new();
-        for (id, l) in pending {
+        for (id, l, unconfirmed) in pending {
             // By cookie where events carry one; else the first socket of
             // the owner at that address that the table does not hold yet.
             let found = match l.cookie {
@@ -479,7 +481,9 @@ impl EbpfWatch {
                     taken.insert((h.pid, h.local));
                     out.extend(self.table.bind_unbound(id, h.local.port()));
                 }
-                None if self.table.unbound_missed(id) >= UNBOUND_LOOKS => {
+                // An unconfirmed listen() not listening by now most likely
+                // failed; if not, a resync (spaced) reports it.
+                None if unconfirmed || self.table.unbound_missed(id) >= UNBOUND_LOOKS => {
                     self.table.give_up_unbound(id);
                     self.unresolved += 1;
                     self.schedule.unresolved(Instant::now());

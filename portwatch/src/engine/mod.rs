@@ -50,9 +50,9 @@ pub struct EngineConfig {
     /// Ring buffer size in bytes: a power of two, at least 4096.
     pub ring_buffer_bytes: u32,
     pub hook: Hook,
-    /// Report opens from the listen confirmation (programs at `listen()`'s
-    /// return and at io_uring's completions) when it can attach: only
-    /// listens that succeeded, with their final port. Costs nothing per
+    /// Report opens from the listen confirmation (a program at `listen()`'s
+    /// return; other calls once the socket tables show them) when it can
+    /// attach: only listens that succeeded, with their final port. Costs nothing per
     /// TCP connection; the syscall tracepoint costs every syscall of the
     /// host a few ns.
     pub listen_callback: bool,

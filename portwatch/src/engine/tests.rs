@@ -771,6 +771,58 @@ async fn an_unbound_port_never_found_is_counted_and_left_to_a_resync() {
     );
 }
 
+/// An open from a listen() whose return the kernel did not see.
+fn unconfirmed(ts: u64, cookie: u64, addr: &str, port: u16, pid: u32) -> KernelEvent {
+    KernelEvent {
+        unconfirmed: true,
+        ..cev(Opened, ts, cookie, addr, port, pid)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_open_is_reported_once_the_tables_show_it_listening() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.world().held.push(HeldSocket {
+        pid: 4,
+        local: "127.0.0.1:41500".parse().unwrap(),
+        cookie: Some(0x60),
+    });
+    os.emit([unconfirmed(t, 0x60, "127.0.0.1", 41500, 4)]);
+    assert_eq!(
+        summary(&engine.next_reports().await.unwrap()),
+        [(Change::Opened, 41500, 4, Source::Ebpf)]
+    );
+    // The close path's own open (the kernel's, once the socket closes)
+    // repeats nothing.
+    os.emit([
+        cev(Opened, t + 1, 0x60, "127.0.0.1", 41500, 4),
+        cev(Closed, t + 2, 0x60, "127.0.0.1", 41500, 4),
+    ]);
+    assert_eq!(
+        summary(&engine.next_reports().await.unwrap()),
+        [(Change::Closed, 41500, 4, Source::Ebpf)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_open_not_listening_is_never_reported_and_a_resync_settles_it() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    // Its listen() failed (EADDRINUSE): the tables never show it, and the
+    // kernel sends no close for it.
+    os.emit([unconfirmed(t, 0x61, "127.0.0.1", 41501, 4)]);
+    assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
+    assert_eq!(engine.stats().unresolved, 1, "given up at the first look");
+    let reports = within(&mut engine, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(resyncs(&reports)[0].reason, ResyncReason::Unresolved);
+    assert!(summary(&reports).is_empty(), "{reports:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn event_times_follow_a_step_of_the_wall_clock() {
     let os = FakeOs::new();

@@ -14,8 +14,8 @@ use aya::{
 use portwatch_common::{
     CONN_PROG, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP,
     EVENTS_MAP, EXIT_PROG, FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CONFIRM_MAP, LISTEN_EXIT_PROG,
-    LISTEN_URING_PROG, OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG, SET_STATE_PROG,
-    SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
+    OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL,
+    SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
     UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_BINDS_MAP, UDP_RELEASE_PROG,
     UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey,
     UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
@@ -131,9 +131,8 @@ pub(crate) struct KernelProbe {
     /// The connection program's link while attached.
     conn_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
     conn_loaded: bool,
-    /// Why io_uring's listens are not confirmed, if its program did not
-    /// load: they are then reported at their close or by a resync.
-    uring_missing: Option<String>,
+    /// What the listen confirmation reads needs the kernel's BTF.
+    sock_offsets: SockOffsets,
     // Owns the programs and their links: keep it last so it drops last.
     _ebpf: Ebpf,
 }
@@ -175,7 +174,7 @@ impl KernelProbe {
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
-        let loaded = load_programs(&mut ebpf, config, hook, &sock_offsets)?;
+        let conn_loaded = load_programs(&mut ebpf, config, hook, &sock_offsets)?;
         let maps = Maps::take(&mut ebpf, config)?;
         Ok(Self {
             events: maps.events,
@@ -197,8 +196,8 @@ impl KernelProbe {
             udp_binds: maps.udp_binds,
             cookies: hook == Hook::TpBtf,
             conn_link: None,
-            conn_loaded: loaded.conn,
-            uring_missing: loaded.uring_missing,
+            conn_loaded,
+            sock_offsets,
             _ebpf: ebpf,
         })
     }
@@ -305,21 +304,15 @@ fn tracefs_offsets(config: &ProbeConfig, hook: Hook) -> Result<(SetStateOffsets,
     Ok((set_state_offsets, tree_offsets))
 }
 
-/// What [`load_programs`] loaded of the programs that may be missing.
-struct Loaded {
-    conn: bool,
-    uring_missing: Option<String>,
-}
-
 /// Attaches the process tree's bookkeeping programs, and loads the
-/// state-change program and (with BTF) the connection one and io_uring's
-/// listen confirmation, which `start` and `set_connections` attach.
+/// state-change program and (with BTF) the connection one, which `start`
+/// and `set_connections` attach; whether the connection program loaded.
 fn load_programs(
     ebpf: &mut Ebpf,
     config: &ProbeConfig,
     hook: Hook,
     sock_offsets: &SockOffsets,
-) -> Result<Loaded> {
+) -> Result<bool> {
     // Bookkeeping programs first: by the time listen events flow, the
     // watched set can already follow forks.
     if config.filter_tree {
@@ -355,24 +348,9 @@ fn load_programs(
     } else {
         false
     };
-    let uring_missing = match &kernel_btf {
-        Some(btf) if config.tcp && config.listen_callback && hook == Hook::TpBtf => {
-            btf_program(ebpf, LISTEN_URING_PROG)?
-                .load("io_uring_complete", btf)
-                .err()
-                .map(|e| {
-                    tracing::debug!("loading {LISTEN_URING_PROG} failed: {e:?}");
-                    "the kernel has no io_uring_complete tracepoint to load it on".to_string()
-                })
-        }
-        _ => None,
-    };
     drop(kernel_btf);
     release_freed_heap();
-    Ok(Loaded {
-        conn: conn_loaded,
-        uring_missing,
-    })
+    Ok(conn_loaded)
 }
 
 /// The maps userspace keeps, taken from the loaded object.
@@ -449,9 +427,7 @@ impl EventSource for KernelProbe {
         }
         self.listen_confirm_missing = match (self.config.listen_callback, self.hook) {
             (false, _) => None,
-            (true, Hook::TpBtf) => {
-                attach_listen_confirm(&mut self._ebpf, self.uring_missing.as_deref()).err()
-            }
+            (true, Hook::TpBtf) => attach_listen_confirm(&mut self._ebpf, &self.sock_offsets).err(),
             (true, _) => Some("it needs the tp_btf hook".to_string()),
         };
         match self.hook {
@@ -823,22 +799,28 @@ fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         task_comm: b.member_offset("task_struct", &["comm"])?,
         task_nsproxy: b.member_offset("task_struct", &["nsproxy"])?,
         nsproxy_net_ns: b.member_offset("nsproxy", &["net_ns"])?,
-        // `sk_flags` is `__sk_common.skc_flags`, in an anonymous union.
-        sk_flags: common + sc("skc_flags")?,
-        sock_rcu_free: b.enum_value("sock_flags", "SOCK_RCU_FREE")?,
+        // The listen confirmation's, which is left off without them
+        // (see `confirm_offsets`). `sk_flags` is `__sk_common.skc_flags`,
+        // in an anonymous union.
+        sk_flags: sc("skc_flags").map_or(0, |o| common + o),
+        sock_rcu_free: b.enum_value("sock_flags", "SOCK_RCU_FREE").unwrap_or(0),
+        pt_regs_syscall_nr: b.member_offset("pt_regs", &["orig_ax"]).unwrap_or(u32::MAX),
+        listen_nr: u32::try_from(libc::SYS_listen).unwrap_or(u32::MAX),
         valid: 1,
     })
 }
 
-/// Attaches the listen confirmation: the program at `listen()`'s return
-/// (a syscall tracepoint, so tracefs is mounted when missing) and, when it
-/// loaded, the one at io_uring's completions; then tells the state-change
-/// program so. Without it the state change reports opens itself; the
-/// error says why, in a few words.
+/// Attaches the listen confirmation, the program at `listen()`'s return
+/// (a syscall tracepoint, so tracefs is mounted when missing), then tells
+/// the state-change program so. Without it the state change reports opens
+/// itself; the error says why, in a few words.
 fn attach_listen_confirm(
     ebpf: &mut Ebpf,
-    uring_missing: Option<&str>,
+    offsets: &SockOffsets,
 ) -> std::result::Result<(), String> {
+    if offsets.sk_flags == 0 || offsets.sock_rcu_free == 0 {
+        return Err("the kernel BTF lacks sock.skc_flags or SOCK_RCU_FREE".into());
+    }
     tracefs::ensure_mounted().map_err(|e| format!("{e}"))?;
     let program = tracepoint_program(ebpf, LISTEN_EXIT_PROG).map_err(|e| format!("{e}"))?;
     program.load().map_err(|e| {
@@ -849,17 +831,6 @@ fn attach_listen_confirm(
     program
         .attach("syscalls", "sys_exit_listen")
         .map_err(|e| format!("cannot attach it to syscalls/sys_exit_listen: {e}"))?;
-    match uring_missing {
-        Some(why) => tracing::warn!(
-            "io_uring's listens are reported at their close or by a resync, not at once: {why}"
-        ),
-        None => {
-            btf_program(ebpf, LISTEN_URING_PROG)
-                .map_err(|e| format!("{e}"))?
-                .attach()
-                .map_err(|e| format!("cannot attach it to tp_btf/io_uring_complete: {e}"))?;
-        }
-    }
     let mut flag: Array<&mut MapData, u32> = Array::try_from(
         ebpf.map_mut(LISTEN_CONFIRM_MAP)
             .ok_or("the eBPF object has no LISTEN_CONFIRM map")?,

@@ -525,6 +525,7 @@ pub(crate) fn kernel_event(
         uid: 0,
         closer_tgid: pid,
         owner_known: true,
+        unconfirmed: false,
         netns: NETNS,
         address: addr
             .parse()
