@@ -66,6 +66,10 @@ pub const FLAG_SOCK_COOKIE: u8 = 2;
 /// syscall, a full pending map): the call may yet fail, so userspace
 /// reports it only once the socket tables show it listening.
 pub const FLAG_UNCONFIRMED: u8 = 4;
+/// A close of a socket the kernel never hashed as a listener: its
+/// `listen()` failed, no port was ever open (set only with the listen
+/// confirmation attached).
+pub const FLAG_NEVER_LISTENED: u8 = 8;
 
 /// One socket event (a listener opened or closed, or a connection),
 /// written by a kernel program into the ring buffer.
@@ -173,11 +177,6 @@ pub struct SockOffsets {
     /// its port.
     pub sk_flags: u32,
     pub sock_rcu_free: u32,
-    /// `pt_regs.orig_ax` (the syscall number; `u32::MAX` when the kernel
-    /// has none) and the native `listen()` number: only that syscall's
-    /// exit is seen by the confirmation.
-    pub pt_regs_syscall_nr: u32,
-    pub listen_nr: u32,
     /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
     /// and the tp_btf hook cannot be used).
     pub valid: u32,
@@ -203,8 +202,6 @@ impl SockOffsets {
         nsproxy_net_ns: 0,
         sk_flags: 0,
         sock_rcu_free: 0,
-        pt_regs_syscall_nr: u32::MAX,
-        listen_nr: u32::MAX,
         valid: 0,
     };
 }
@@ -278,6 +275,23 @@ pub const LISTEN_PENDING: u32 = 0;
 /// The same, on a socket that listened before (shut down, then listened
 /// again): its `SOCK_RCU_FREE` says nothing of this `listen()`.
 pub const LISTEN_PENDING_AGAIN: u32 = 2;
+/// The open was sent unconfirmed (a `listen()` whose return no hook
+/// sees): its close is always sent, saying whether it ever listened.
+pub const LISTEN_UNCONFIRMED: u32 = 3;
+
+/// Load-time global: [`ListenSyscall`].
+pub const LISTEN_SYSCALL_GLOBAL: &str = "LISTEN_SYSCALL";
+
+/// Where the native `listen()` syscall's handler (`__x64_sys_listen`)
+/// lies in kernel text, from /proc/kallsyms: a LISTEN transition with a
+/// return address in it on its kernel stack is inside that syscall, whose
+/// exit the confirmation sees. Zero: unknown, every open unconfirmed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenSyscall {
+    pub start: u64,
+    pub end: u64,
+}
 /// Name of the set of watched process ids (process-tree filter).
 pub const WATCHED_MAP: &str = "WATCHED";
 /// Capacity of the owner map: listening sockets tracked at once.
@@ -386,6 +400,8 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockOffsets {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListenSyscall {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::TreeOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Owner {}
@@ -404,5 +420,5 @@ const _: () = assert!(core::mem::size_of::<UdpAggregate>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindKey>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindTally>() == 24);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 84);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 76);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

@@ -1,7 +1,7 @@
 //! Connection events for ExternalConnection rules. Attached only while
 //! such a rule is enabled, so the connection path pays nothing otherwise.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::btf_tracepoint, programs::BtfTracePointContext};
 use portwatch_common::{IPPROTO_TCP, SockEventKind, tcp_state};
 
 use crate::{
@@ -27,6 +27,7 @@ pub fn inet_sock_set_state_conn(ctx: BtfTracePointContext) -> u32 {
     let sock = Sock {
         sk: ctx.arg(0),
         off: SOCK_OFFSETS.load(),
+        ctx: ctx.as_ptr(),
     };
     if sock.protocol() != IPPROTO_TCP {
         return 0;

@@ -9,18 +9,20 @@
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
     generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
-        bpf_ktime_get_boot_ns, bpf_task_pt_regs,
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf, bpf_get_stack,
+        bpf_ktime_get_boot_ns,
     },
 };
 use portwatch_common::{
-    AF_INET, COMM_LEN, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_OWNER_KNOWN, FLAG_UNCONFIRMED,
-    IPPROTO_TCP, LISTEN_CONFIRMED, LISTEN_PENDING, LISTEN_PENDING_AGAIN, Owner, SockEvent,
-    SockEventKind, SockOffsets, tcp_state,
+    AF_INET, COMM_LEN, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, FLAG_NEVER_LISTENED,
+    FLAG_OWNER_KNOWN, FLAG_UNCONFIRMED, IPPROTO_TCP, LISTEN_CONFIRMED, LISTEN_PENDING,
+    LISTEN_PENDING_AGAIN, LISTEN_UNCONFIRMED, Owner, SockEvent, SockEventKind, SockOffsets,
+    tcp_state,
 };
 
 use crate::maps::{
-    EVENTS, FILTER_TREE, LISTEN_CONFIRM, OWNERS, PENDING, Pending, SOCK_OFFSETS, WATCHED, count,
+    EVENTS, FILTER_TREE, LISTEN_CONFIRM, LISTEN_SYSCALL, OWNERS, PENDING, Pending, SOCK_OFFSETS,
+    STACK, STACK_DEPTH, WATCHED, count,
 };
 
 /// The fields of one state change, however the hook reads them.
@@ -37,6 +39,11 @@ pub trait Transition {
     /// Whether the kernel hashed the socket as a listener at some time
     /// (`SOCK_RCU_FREE`); false where the hook cannot tell.
     fn was_hashed(&self) -> bool {
+        false
+    }
+    /// Whether this transition runs inside the native `listen()` syscall;
+    /// false where the hook cannot tell.
+    fn in_listen_syscall(&self) -> bool {
         false
     }
 }
@@ -93,7 +100,7 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
             // syscall) is sent unconfirmed, as is one the pending map has
             // no room for: userspace checks the socket tables.
             let pending = confirming
-                && in_listen_syscall()
+                && t.in_listen_syscall()
                 && PENDING
                     .insert(
                         &tid,
@@ -109,6 +116,8 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
             owner.addr = t.addr(owner.family);
             owner.listening = if !confirming {
                 LISTEN_CONFIRMED
+            } else if !pending {
+                LISTEN_UNCONFIRMED
             } else if t.was_hashed() {
                 LISTEN_PENDING_AGAIN
             } else {
@@ -132,6 +141,14 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
         SockEventKind::Closed => {
             let pid_tgid = bpf_get_current_pid_tgid();
             let closer = (pid_tgid >> 32) as u32;
+            // With the confirmation on, a close says when the socket never
+            // listened (its listen() failed): userspace then reports
+            // nothing, even of an open it was sent unconfirmed.
+            let never = if confirm_attached() && !t.was_hashed() {
+                FLAG_NEVER_LISTENED
+            } else {
+                0
+            };
             // SAFETY: the entry is copied out before it is removed.
             match unsafe { OWNERS.get(id) }.copied() {
                 Some(owner) => {
@@ -142,9 +159,12 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
                     }
                     match owner.listening {
                         LISTEN_CONFIRMED => {}
+                        // Sent unconfirmed: userspace holds the open until
+                        // the tables show it, or this close settles it.
+                        LISTEN_UNCONFIRMED => {}
                         // Closed before the confirmation ran: a listen()
-                        // that failed, or a listener closed at once (by
-                        // another thread, or in the same io_uring batch).
+                        // that failed, or a listener closed at once by
+                        // another thread.
                         _ if !listened(t, &owner, pid_tgid as u32) => return,
                         _ => emit(
                             t,
@@ -154,11 +174,11 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
                             FLAG_OWNER_KNOWN | id_flag,
                         ),
                     }
-                    emit(t, kind, &owner, closer, FLAG_OWNER_KNOWN | id_flag);
+                    emit(t, kind, &owner, closer, FLAG_OWNER_KNOWN | id_flag | never);
                 }
                 // Opened before portwatch started (or the map was full):
                 // userspace matches it against its baseline.
-                None => emit(t, kind, &current_owner(skaddr), closer, id_flag),
+                None => emit(t, kind, &current_owner(skaddr), closer, id_flag | never),
             }
         }
         // Connection kinds come from the connection program only.
@@ -166,23 +186,43 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
     }
 }
 
-/// Whether the calling task is in the native `listen()` syscall, whose
-/// exit the confirmation sees: its saved syscall number, read from the
-/// task's registers (false where the kernel's BTF has none).
+/// Whether the program with context `ctx` runs inside the native
+/// `listen()` syscall, whose exit the confirmation sees: a return address
+/// in its handler on the kernel stack. Nothing a process controls can put
+/// one there: an io_uring listen, a 32-bit syscall, an io-wq worker or
+/// task work run at some syscall's exit have other frames (false: the
+/// safe side, the open is sent unconfirmed).
 #[inline(always)]
-fn in_listen_syscall() -> bool {
-    let off = SOCK_OFFSETS.load();
-    if off.pt_regs_syscall_nr == u32::MAX {
+pub fn stack_in_listen_syscall(ctx: *mut core::ffi::c_void) -> bool {
+    let range = LISTEN_SYSCALL.load();
+    if range.start == 0 {
         return false;
     }
-    // SAFETY: the helper returns the current task's saved user registers;
-    // the field is read by a probe read at a BTF-derived offset, and a
-    // failed read counts as "not in listen()" (the safe side).
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf().cast()) as u64;
-        bpf_probe_read_kernel((regs + off.pt_regs_syscall_nr as u64) as *const u64)
-            .is_ok_and(|nr| nr == u64::from(off.listen_nr))
+    let Some(stack) = STACK.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the helper writes at most the buffer's size into this CPU's
+    // slot of the scratch map, from a successful lookup; the context is
+    // this program's own.
+    let bytes = unsafe {
+        bpf_get_stack(
+            ctx,
+            stack.cast(),
+            core::mem::size_of::<[u64; STACK_DEPTH]>() as u32,
+            0,
+        )
+    };
+    let frames = if bytes > 0 { bytes as usize / 8 } else { 0 };
+    // SAFETY: reads of the scratch slot the helper just filled.
+    let stack = unsafe { &*stack };
+    let mut i = 0;
+    while i < STACK_DEPTH {
+        if i < frames && (range.start..range.end).contains(&stack[i]) {
+            return true;
+        }
+        i += 1;
     }
+    false
 }
 
 /// Whether a socket closed while its open was pending had listened: the

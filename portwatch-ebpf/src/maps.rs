@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use portwatch_common::{
-    COUNTER_SLOTS, OWNERS_CAPACITY, Owner, PENDING_CAPACITY, SetStateOffsets, SockOffsets,
-    TreeOffsets, UDP_BINDS_CAPACITY, UDP_STAGE_FULL, UdpAggregate, UdpBindKey, UdpBindTally,
-    WATCHED_CAPACITY,
+    COUNTER_SLOTS, ListenSyscall, OWNERS_CAPACITY, Owner, PENDING_CAPACITY, SetStateOffsets,
+    SockOffsets, TreeOffsets, UDP_BINDS_CAPACITY, UDP_STAGE_FULL, UdpAggregate, UdpBindKey,
+    UdpBindTally, WATCHED_CAPACITY,
 };
 
 /// Listen events for userspace. The size here is a default that the loader
@@ -40,6 +40,16 @@ pub struct Pending {
 /// stay for good.
 #[map]
 pub static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(PENDING_CAPACITY, 0);
+
+/// Per CPU, room for a LISTEN transition's kernel stack (see
+/// `listen::in_listen_syscall`): more than the BPF stack can spare.
+#[map]
+pub static STACK: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Return addresses read of a LISTEN transition's kernel stack: the
+/// syscall handler sits about ten frames down (bpf, tracepoint,
+/// inet_csk_listen_start, inet_listen, __sys_listen, __x64_sys_listen).
+pub const STACK_DEPTH: usize = 16;
 
 /// Socket identity -> the process that called `listen()` on it.
 /// Not preallocated: a host has far fewer listeners than the capacity.
@@ -76,6 +86,10 @@ pub static TREE_OFFSETS: Global<TreeOffsets> = Global::new(TreeOffsets {
 /// 1 when only processes in `WATCHED` are reported.
 #[unsafe(no_mangle)]
 pub static FILTER_TREE: Global<u32> = Global::new(0);
+
+/// Where the native `listen()` syscall's handler lies in kernel text.
+#[unsafe(no_mangle)]
+pub static LISTEN_SYSCALL: Global<ListenSyscall> = Global::new(ListenSyscall { start: 0, end: 0 });
 
 /// Bytes waiting in the ring that make a UDP record wake the reader
 /// whenever it comes: a quarter of the ring (the loader sets it).

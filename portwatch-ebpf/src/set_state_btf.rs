@@ -3,6 +3,7 @@
 //! read from `struct sock` at offsets from the kernel's BTF.
 
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{bpf_probe_read_kernel, generated::bpf_get_socket_cookie},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -17,6 +18,8 @@ use crate::{
 pub struct Sock {
     pub sk: u64,
     pub off: SockOffsets,
+    /// The program's context, for the kernel stack.
+    pub ctx: *mut core::ffi::c_void,
 }
 
 impl Sock {
@@ -56,6 +59,9 @@ impl Transition for Sock {
             || self.read(self.off.skc_v6_rcv_saddr),
         )
     }
+    fn in_listen_syscall(&self) -> bool {
+        crate::listen::stack_in_listen_syscall(self.ctx)
+    }
     fn was_hashed(&self) -> bool {
         let flags: u64 = self.read(self.off.sk_flags);
         flags & (1u64 << (self.off.sock_rcu_free & 63)) != 0
@@ -75,6 +81,7 @@ pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> u32 {
         &Sock {
             sk,
             off: SOCK_OFFSETS.load(),
+            ctx: ctx.as_ptr(),
         },
         kind,
     );

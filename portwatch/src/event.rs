@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 use portwatch_common::{
-    AF_INET, AF_INET6, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, FLAG_UNCONFIRMED, IPPROTO_TCP,
-    IPPROTO_UDP, SockEvent, SockEventKind,
+    AF_INET, AF_INET6, FLAG_NEVER_LISTENED, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, FLAG_UNCONFIRMED,
+    IPPROTO_TCP, IPPROTO_UDP, SockEvent, SockEventKind,
 };
 
 use crate::{container::Container, safe_text::comm_text};
@@ -236,6 +236,9 @@ pub struct KernelEvent {
     /// An open whose `listen()` may yet fail (the kernel saw no return):
     /// reported only once the socket tables show it listening.
     pub unconfirmed: bool,
+    /// A close of a socket the kernel never hashed as a listener: its
+    /// `listen()` failed, and nothing is reported.
+    pub never_listened: bool,
     pub netns: u64,
     pub address: IpAddr,
     pub port: u16,
@@ -317,6 +320,7 @@ impl KernelEvent {
             closer_tgid: raw.closer_tgid,
             owner_known: raw.flags & FLAG_OWNER_KNOWN != 0,
             unconfirmed: raw.flags & FLAG_UNCONFIRMED != 0,
+            never_listened: raw.flags & FLAG_NEVER_LISTENED != 0,
             netns: u64::from(raw.netns),
             address,
             port: raw.port,

@@ -39,8 +39,9 @@ pub(crate) struct Unbound {
     pub opened_at: DateTime<Utc>,
     /// Lookups that did not find it so far.
     pub misses: u32,
-    /// Its `listen()` may have failed (the kernel saw no return): not
-    /// found at the first look, it is left to a resync at once.
+    /// Its `listen()` may have failed (the kernel saw no return): looked
+    /// for again, more and more slowly, until the tables show it or its
+    /// close says it never listened.
     pub unconfirmed: bool,
 }
 
@@ -312,7 +313,6 @@ impl ListenerTable {
                 // saw the socket: the listen confirmation runs once the
                 // socket is in the tables).
                 if listener.port != 0
-                    && !ev.unconfirmed
                     && (during_startup || self.cookies)
                     && let Some(known) = self.by_id.get_mut(&ev.sock)
                     && known.key() == listener.key()
@@ -351,6 +351,14 @@ impl ListenerTable {
                 }
                 self.by_id.insert(ev.sock, listener.clone());
                 out.push(port_event(Change::Opened, listener, ts, Source::Ebpf));
+            }
+            SockEventKind::Closed if ev.never_listened => {
+                // Its listen() failed: an open held unconfirmed goes
+                // unreported; one reported is closed.
+                self.unbound.remove(&ev.sock);
+                if let Some(known) = self.by_id.remove(&ev.sock) {
+                    out.push(port_event(Change::Closed, known, ts, Source::Ebpf));
+                }
             }
             SockEventKind::Closed => {
                 if let Some(pending) = self.unbound.remove(&ev.sock) {
@@ -613,6 +621,7 @@ mod tests {
             closer_tgid: pid,
             owner_known: true,
             unconfirmed: false,
+            never_listened: false,
             netns: NS,
             address: addr.parse().unwrap(),
             port,

@@ -4,6 +4,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
+    time::Duration,
 };
 
 use chrono::DateTime;
@@ -28,6 +29,14 @@ use crate::{
 /// left to find it.
 const UNBOUND_LOOKS: u32 = 2;
 
+/// Looks for an unconfirmed open (a `listen()` the kernel saw no return
+/// of) before a resync is left to find it: 1, 4, 16, 64 and 256 ms after
+/// the first, so that a call still running (another user's thread can be
+/// slowed down) is found when it is done. A failed call ends the looks
+/// with its close.
+const UNCONFIRMED_LOOKS: u32 = 6;
+const UNCONFIRMED_BACKOFF: Duration = Duration::from_millis(1);
+
 pub(super) struct EbpfWatch {
     source: Box<dyn EventSource>,
     host: Box<dyn Host>,
@@ -49,6 +58,8 @@ pub(super) struct EbpfWatch {
     roots: Vec<u32>,
     /// The UDP aggregate mode's state, when on.
     aggregate: Option<UdpAggregate>,
+    /// When to look again for unconfirmed opens.
+    next_look: Option<Instant>,
 }
 
 /// What ends a wait for kernel events besides the events.
@@ -56,6 +67,7 @@ pub(super) struct EbpfWatch {
 enum Due {
     Resync(ResyncReason),
     UdpTally,
+    Look,
 }
 
 impl EbpfWatch {
@@ -91,6 +103,7 @@ impl EbpfWatch {
             schedule: ResyncSchedule::new(config.resync_interval, Instant::now()),
             roots: config.filter.pid.into_iter().collect(),
             aggregate: None,
+            next_look: None,
         };
         // The tree first, then the listener programs: a listener is judged
         // in or out of the tree when it opens.
@@ -314,24 +327,31 @@ impl EbpfWatch {
         Ok(reports)
     }
 
-    /// The next timed work: a resync, or the UDP tally's reading,
-    /// whichever comes first.
+    /// The next timed work: a resync, the UDP tally's reading or a look
+    /// for unconfirmed opens, whichever comes first.
     fn due(&self) -> Option<(Instant, Due)> {
         let resync = self
             .schedule
             .due()
             .map(|(at, reason)| (at, Due::Resync(reason)));
         let tally = self.aggregate.as_ref().map(|a| (a.next(), Due::UdpTally));
-        match (resync, tally) {
-            (Some(r), Some(t)) => Some(if t.0 < r.0 { t } else { r }),
-            (r, t) => r.or(t),
-        }
+        let look = self.next_look.map(|at| (at, Due::Look));
+        [resync, tally, look]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 
     fn run_due(&mut self, what: Due) -> Result<Vec<Report>> {
         match what {
             Due::Resync(reason) => self.resync(reason),
             Due::UdpTally => self.udp_tally(),
+            Due::Look => {
+                self.next_look = None;
+                let mut out = Vec::new();
+                self.resolve_unbound(&mut out);
+                Ok(out.into_iter().map(Report::Port).collect())
+            }
         }
     }
 
@@ -450,9 +470,22 @@ impl EbpfWatch {
         let mut pids: Vec<u32> = pending.iter().map(|(_, l, _)| l.pid).collect();
         pids.sort_unstable();
         pids.dedup();
-        let held = self.host.held_listeners(&pids);
-        let by_cookie: HashMap<u64, &HeldSocket> =
-            held.iter().filter_map(|h| Some((h.cookie?, h))).collect();
+        // By cookie: the namespaces' tables, whoever holds the socket.
+        // Without: the owners' descriptors.
+        let listening = if pending.iter().any(|(_, l, _)| l.cookie.is_some()) {
+            self.host.listening_sockets(&pids)
+        } else {
+            Vec::new()
+        };
+        let held = if pending.iter().any(|(_, l, _)| l.cookie.is_none()) {
+            self.host.held_listeners(&pids)
+        } else {
+            Vec::new()
+        };
+        let by_cookie: HashMap<u64, &HeldSocket> = listening
+            .iter()
+            .filter_map(|h| Some((h.cookie?, h)))
+            .collect();
         let mut by_owner: HashMap<(u32, IpAddr), Vec<&HeldSocket>> = HashMap::new();
         for h in &held {
             by_owner.entry((h.pid, h.local.ip())).or_default().push(h);
@@ -481,9 +514,19 @@ impl EbpfWatch {
                     taken.insert((h.pid, h.local));
                     out.extend(self.table.bind_unbound(id, h.local.port()));
                 }
-                // An unconfirmed listen() not listening by now most likely
-                // failed; if not, a resync (spaced) reports it.
-                None if unconfirmed || self.table.unbound_missed(id) >= UNBOUND_LOOKS => {
+                None if unconfirmed => {
+                    let misses = self.table.unbound_missed(id);
+                    let now = Instant::now();
+                    if misses >= UNCONFIRMED_LOOKS {
+                        self.table.give_up_unbound(id);
+                        self.unresolved += 1;
+                        self.schedule.unresolved(now);
+                    } else {
+                        let at = now + UNCONFIRMED_BACKOFF * 4u32.pow(misses - 1);
+                        self.next_look = Some(self.next_look.map_or(at, |n| n.min(at)));
+                    }
+                }
+                None if self.table.unbound_missed(id) >= UNBOUND_LOOKS => {
                     self.table.give_up_unbound(id);
                     self.unresolved += 1;
                     self.schedule.unresolved(Instant::now());

@@ -808,19 +808,64 @@ async fn an_unconfirmed_open_is_reported_once_the_tables_show_it_listening() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unconfirmed_open_not_listening_is_never_reported_and_a_resync_settles_it() {
+async fn an_unconfirmed_open_whose_close_says_it_never_listened_is_never_reported() {
     let os = FakeOs::new();
     os.world().cookies = true;
     let (mut engine, _) = start(&os, config());
     let t = os.world().boot_ns;
-    // Its listen() failed (EADDRINUSE): the tables never show it, and the
-    // kernel sends no close for it.
+    // Its listen() failed (EADDRINUSE): the tables never show it, and its
+    // close says it never listened.
     os.emit([unconfirmed(t, 0x61, "127.0.0.1", 41501, 4)]);
     assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
-    assert_eq!(engine.stats().unresolved, 1, "given up at the first look");
-    let reports = within(&mut engine, Duration::from_secs(1)).await.unwrap();
+    os.emit([KernelEvent {
+        never_listened: true,
+        ..cev(Closed, t + 1, 0x61, "127.0.0.1", 41501, 4)
+    }]);
+    assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
+    // No report, no resync for a second (at most the look already due,
+    // which finds nothing to look for).
+    while let Some(reports) = within(&mut engine, Duration::from_secs(1)).await {
+        assert!(reports.is_empty(), "{reports:?}");
+    }
+    assert_eq!(engine.stats().unresolved, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_open_still_in_its_listen_is_looked_for_again() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    // Not in the tables yet at the first look (the call still runs).
+    os.emit([unconfirmed(t, 0x62, "0.0.0.0", 0, 4)]);
+    assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
+    os.world().held.push(HeldSocket {
+        pid: 9,
+        local: "0.0.0.0:41502".parse().unwrap(),
+        cookie: Some(0x62),
+    });
+    // The engine looks again on its own, and names the caller.
+    let reports = within(&mut engine, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(
+        summary(&reports),
+        [(Change::Opened, 41502, 4, Source::Ebpf)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_open_never_seen_listening_nor_closed_is_left_to_a_resync() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.emit([unconfirmed(t, 0x63, "127.0.0.1", 41503, 4)]);
+    let mut reports = engine.next_reports().await.unwrap();
+    while resyncs(&reports).is_empty() {
+        reports = within(&mut engine, Duration::from_secs(2)).await.unwrap();
+    }
     assert_eq!(resyncs(&reports)[0].reason, ResyncReason::Unresolved);
-    assert!(summary(&reports).is_empty(), "{reports:?}");
+    assert_eq!(engine.stats().unresolved, 1);
+    assert_eq!(os.world().held_lookups, 6, "six looks, then a resync");
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,11 +14,11 @@ use aya::{
 use portwatch_common::{
     CONN_PROG, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP,
     EVENTS_MAP, EXIT_PROG, FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CONFIRM_MAP, LISTEN_EXIT_PROG,
-    OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL,
-    SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
-    UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_BINDS_MAP, UDP_RELEASE_PROG,
-    UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey,
-    UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
+    LISTEN_SYSCALL_GLOBAL, ListenSyscall, OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG,
+    SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent, SockOffsets,
+    TREE_OFFSETS_GLOBAL, TreeOffsets, UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG,
+    UDP_BINDS_MAP, UDP_RELEASE_PROG, UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER,
+    UDP_STAGE_RETURN, UdpAggregate, UdpBindKey, UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -163,6 +163,11 @@ impl KernelProbe {
             ephemeral_lo: *ephemeral.start(),
             ephemeral_hi: *ephemeral.end(),
         };
+        let listen_syscall = if config.listen_callback && hook == Hook::TpBtf {
+            super::kallsyms::listen_syscall()
+        } else {
+            ListenSyscall::default()
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &set_state_offsets, true)
             .override_global(SOCK_OFFSETS_GLOBAL, &sock_offsets, true)
@@ -171,6 +176,7 @@ impl KernelProbe {
             .override_global(UDP_STAGE_GLOBAL, &udp_stage, true)
             .override_global(WAKE_BYTES_GLOBAL, &wake_bytes, true)
             .override_global(UDP_AGGREGATE_GLOBAL, &aggregate, true)
+            .override_global(LISTEN_SYSCALL_GLOBAL, &listen_syscall, true)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
@@ -804,8 +810,6 @@ fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         // in an anonymous union.
         sk_flags: sc("skc_flags").map_or(0, |o| common + o),
         sock_rcu_free: b.enum_value("sock_flags", "SOCK_RCU_FREE").unwrap_or(0),
-        pt_regs_syscall_nr: b.member_offset("pt_regs", &["orig_ax"]).unwrap_or(u32::MAX),
-        listen_nr: u32::try_from(libc::SYS_listen).unwrap_or(u32::MAX),
         valid: 1,
     })
 }

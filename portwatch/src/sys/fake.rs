@@ -377,6 +377,13 @@ impl Host for FakeHost {
         })
     }
 
+    /// The fake's held sockets, whoever holds them: a namespace's table.
+    fn listening_sockets(&mut self, _pids: &[u32]) -> Vec<HeldSocket> {
+        let mut w = self.0.world();
+        w.held_lookups += 1;
+        w.held.clone()
+    }
+
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
         let mut w = self.0.world();
         w.held_lookups += 1;
@@ -526,6 +533,7 @@ pub(crate) fn kernel_event(
         closer_tgid: pid,
         owner_known: true,
         unconfirmed: false,
+        never_listened: false,
         netns: NETNS,
         address: addr
             .parse()

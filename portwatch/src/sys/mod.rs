@@ -17,6 +17,7 @@ pub(crate) mod facts;
 pub(crate) mod fake;
 pub(crate) mod file_watch;
 pub(crate) mod git;
+pub(crate) mod kallsyms;
 pub(crate) mod links;
 pub(crate) mod local_socket;
 pub(crate) mod netlink_dump;
@@ -122,6 +123,11 @@ pub(crate) trait Host: Send {
     /// The listening TCP sockets processes `pids` hold (one table read per
     /// namespace).
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket>;
+    /// Every listening TCP socket in the network namespaces of processes
+    /// `pids`, named with the pid it was seen through: one table read per
+    /// namespace, no descriptor walk, so a socket held by another process
+    /// or as an io_uring fixed file is found too (by cookie).
+    fn listening_sockets(&mut self, pids: &[u32]) -> Vec<HeldSocket>;
     /// The UDP sockets processes `pids` hold, any state (one table read
     /// per namespace).
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp>;
@@ -267,6 +273,9 @@ impl Host for SystemHost {
 
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
         procfs_scan::held_listeners(pids)
+    }
+    fn listening_sockets(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
+        procfs_scan::listening_sockets(pids)
     }
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {
         procfs_scan::held_udp(pids)

@@ -556,6 +556,31 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
         .collect()
 }
 
+/// Every listening TCP socket in the namespaces of processes `pids` (see
+/// `Host::listening_sockets`).
+pub(crate) fn listening_sockets(pids: &[u32]) -> Vec<HeldSocket> {
+    let mut by_ns: HashMap<u64, u32> = HashMap::new();
+    for &pid in pids {
+        if let Some(ns) = netns::of_process(pid) {
+            by_ns.entry(ns).or_insert(pid);
+        }
+    }
+    let processes: Vec<(u32, Option<u64>)> = by_ns.iter().map(|(ns, p)| (*p, Some(*ns))).collect();
+    let spaces = Namespaces::from_processes(&processes);
+    let mut out = Vec::new();
+    for (ns, pid) in by_ns {
+        let Some((_, rows)) = table_rows(&spaces, ns, &[SocketQuery::TCP_LISTEN]) else {
+            continue;
+        };
+        out.extend(rows.iter().map(|r| HeldSocket {
+            pid,
+            local: r.local,
+            cookie: r.cookie,
+        }));
+    }
+    out
+}
+
 /// A UDP socket a process holds, as the listener it would be with that
 /// process its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
