@@ -291,6 +291,12 @@ pub const LISTEN_SYSCALL_GLOBAL: &str = "LISTEN_SYSCALL";
 pub struct ListenSyscall {
     pub start: u64,
     pub end: u64,
+    /// The syscall number the handler must have been called by, and
+    /// where `struct pt_regs` keeps it (`orig_ax`; `u32::MAX`: unknown,
+    /// not checked): x32's `listen()` runs the same handler, but no
+    /// syscall tracepoint sees its exit.
+    pub nr: u32,
+    pub regs_nr: u32,
 }
 /// Name of the set of watched process ids (process-tree filter).
 pub const WATCHED_MAP: &str = "WATCHED";

@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
     generated::{
         bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf, bpf_get_stack,
-        bpf_ktime_get_boot_ns,
+        bpf_ktime_get_boot_ns, bpf_task_pt_regs,
     },
 };
 use portwatch_common::{
@@ -216,13 +216,30 @@ pub fn stack_in_listen_syscall(ctx: *mut core::ffi::c_void) -> bool {
     // SAFETY: reads of the scratch slot the helper just filled.
     let stack = unsafe { &*stack };
     let mut i = 0;
+    let mut in_handler = false;
     while i < STACK_DEPTH {
         if i < frames && (range.start..range.end).contains(&stack[i]) {
-            return true;
+            in_handler = true;
         }
         i += 1;
     }
-    false
+    // Inside the handler, the saved syscall number is this call's: x32's
+    // listen() (the number with bit 30 set) runs the same handler, but no
+    // syscall tracepoint sees it return.
+    in_handler && (range.regs_nr == u32::MAX || called_as(range.nr, range.regs_nr))
+}
+
+/// Whether the current task's saved syscall number is `nr`.
+#[inline(always)]
+fn called_as(nr: u32, regs_nr: u32) -> bool {
+    // SAFETY: the helper returns the current task's saved user registers;
+    // the field is read by a probe read at a BTF-derived offset, and a
+    // failed read counts as "not" (the safe side).
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf().cast()) as u64;
+        bpf_probe_read_kernel((regs + u64::from(regs_nr)) as *const u64)
+            .is_ok_and(|saved| saved == u64::from(nr))
+    }
 }
 
 /// Whether a socket closed while its open was pending had listened: the

@@ -14,7 +14,7 @@
 //! userspace reports it once the socket tables show it listening.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_ktime_get_boot_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -39,14 +39,20 @@ pub fn confirm(tid: u32) {
     let Some(pending) = (unsafe { PENDING.get(&tid) }).copied() else {
         return;
     };
+    // The open's time, taken before the owner is read: should the
+    // socket's close on another CPU report it in the same instant and
+    // reach the ring first, userspace sees this open as older than that
+    // close and drops it.
+    // SAFETY: a helper without arguments, valid in tracing programs.
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
     let _ = PENDING.remove(&tid);
     let Some(owner) = OWNERS.get_ptr_mut(pending.cookie) else {
         // The listen() failed: its LISTEN->CLOSE removed the owner.
         return;
     };
     // SAFETY: a pointer from a successful lookup, valid for this run. A
-    // close on another CPU in the same instant may report the open too;
-    // userspace takes an open it already holds once.
+    // close on another CPU in the same instant may report the open too:
+    // see `ts` above.
     let owner = unsafe {
         // Another thread's call (the socket listened again since): not
         // this one's to confirm.
@@ -74,6 +80,7 @@ pub fn confirm(tid: u32) {
         u16::from_be(sport),
         owner.addr,
     );
+    ev.ts_ns = ts;
     ev.flags = FLAG_OWNER_KNOWN | FLAG_SOCK_COOKIE;
     submit(&ev);
 }

@@ -89,7 +89,12 @@ pub static FILTER_TREE: Global<u32> = Global::new(0);
 
 /// Where the native `listen()` syscall's handler lies in kernel text.
 #[unsafe(no_mangle)]
-pub static LISTEN_SYSCALL: Global<ListenSyscall> = Global::new(ListenSyscall { start: 0, end: 0 });
+pub static LISTEN_SYSCALL: Global<ListenSyscall> = Global::new(ListenSyscall {
+    start: 0,
+    end: 0,
+    nr: 0,
+    regs_nr: u32::MAX,
+});
 
 /// Bytes waiting in the ring that make a UDP record wake the reader
 /// whenever it comes: a quarter of the ring (the loader sets it).

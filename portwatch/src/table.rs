@@ -28,8 +28,13 @@ pub(crate) struct ListenerTable {
     /// is matched on their key.
     anonymous: Vec<Listener>,
     /// Opened by `listen()` without `bind()` and reported by the state
-    /// change alone (no listen confirmation): the port is not known yet.
+    /// change alone (no listen confirmation), or sent unconfirmed: the
+    /// port, or whether it listens at all, is not known yet.
     unbound: HashMap<u64, Unbound>,
+    /// Cookie -> kernel time of its last close, for a while: an open
+    /// older than its socket's close (the confirmation racing a close on
+    /// another CPU) is dropped, a socket listening again is not.
+    closed_at: HashMap<u64, u64>,
 }
 
 /// A listener whose port is still to be found.
@@ -295,6 +300,35 @@ impl ListenerTable {
         ))
     }
 
+    /// Closes remembered per cookie: enough for the instant a race lasts.
+    const CLOSES_KEPT: usize = 4096;
+
+    /// Remembers when a socket (by cookie) closed.
+    fn note_close(&mut self, ev: &KernelEvent) {
+        if !ev.sock_is_cookie {
+            return;
+        }
+        if self.closed_at.len() >= Self::CLOSES_KEPT {
+            // The oldest half goes: a race spans microseconds.
+            let mut times: Vec<u64> = self.closed_at.values().copied().collect();
+            let (_, median, _) = times.select_nth_unstable(Self::CLOSES_KEPT / 2);
+            let median = *median;
+            self.closed_at.retain(|_, t| *t > median);
+        }
+        self.closed_at.insert(ev.sock, ev.ts_ns);
+    }
+
+    /// Whether an open is older than its socket's last close: the kernel
+    /// confirmed it on one CPU while another closed the socket, and the
+    /// close reached the ring first.
+    fn closed_since(&self, ev: &KernelEvent) -> bool {
+        ev.sock_is_cookie
+            && self
+                .closed_at
+                .get(&ev.sock)
+                .is_some_and(|&closed| ev.ts_ns < closed)
+    }
+
     /// Applies one kernel event and appends what to report.
     pub(crate) fn apply(
         &mut self,
@@ -305,6 +339,7 @@ impl ListenerTable {
     ) {
         let during_startup = ev.ts_ns <= policy.scan_end_ns;
         match ev.kind {
+            SockEventKind::Opened if self.closed_since(ev) => {}
             SockEventKind::Opened => {
                 let mut listener = ev.listener();
                 listener.opened_at = Some(ts);
@@ -353,6 +388,7 @@ impl ListenerTable {
                 out.push(port_event(Change::Opened, listener, ts, Source::Ebpf));
             }
             SockEventKind::Closed if ev.never_listened => {
+                self.note_close(ev);
                 // Its listen() failed: an open held unconfirmed goes
                 // unreported; one reported is closed.
                 self.unbound.remove(&ev.sock);
@@ -361,6 +397,7 @@ impl ListenerTable {
                 }
             }
             SockEventKind::Closed => {
+                self.note_close(ev);
                 if let Some(pending) = self.unbound.remove(&ev.sock) {
                     // Port 0 at close: the listen() failed, no port ever
                     // existed. Otherwise the close tells the port.
@@ -891,6 +928,63 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(Change::Opened, 40002), (Change::Closed, 40002)]
         );
+    }
+
+    /// A cookie-named event.
+    fn cookie_ev(kind: SockEventKind, ts_ns: u64, cookie: u64, port: u16) -> KernelEvent {
+        KernelEvent {
+            sock_is_cookie: true,
+            ..kev(kind, ts_ns, cookie, "127.0.0.1", port, 4)
+        }
+    }
+
+    #[test]
+    fn an_open_older_than_its_sockets_close_is_dropped_a_new_listen_is_not() {
+        let mut t = ListenerTable::new(true);
+        // The close path reported open and close; the confirmation's open,
+        // stamped before that close, arrives after it.
+        let out = [
+            cookie_ev(SockEventKind::Opened, 10, 0x20, 41000),
+            cookie_ev(SockEventKind::Closed, 12, 0x20, 41000),
+            cookie_ev(SockEventKind::Opened, 11, 0x20, 41000),
+        ]
+        .into_iter()
+        .flat_map(|e| apply(&mut t, e, startup(0)))
+        .map(|e| e.change)
+        .collect::<Vec<_>>();
+        assert_eq!(out, [Change::Opened, Change::Closed]);
+        assert!(t.is_empty());
+        // The same socket listening again after its close is reported.
+        let again = apply(
+            &mut t,
+            cookie_ev(SockEventKind::Opened, 13, 0x20, 41001),
+            startup(0),
+        );
+        assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn a_close_that_never_listened_reports_nothing() {
+        let mut t = ListenerTable::new(true);
+        let held = apply(
+            &mut t,
+            KernelEvent {
+                unconfirmed: true,
+                ..cookie_ev(SockEventKind::Opened, 10, 0x21, 41002)
+            },
+            startup(0),
+        );
+        assert!(held.is_empty(), "held until the tables show it: {held:?}");
+        let closed = apply(
+            &mut t,
+            KernelEvent {
+                never_listened: true,
+                ..cookie_ev(SockEventKind::Closed, 11, 0x21, 41002)
+            },
+            startup(0),
+        );
+        assert!(closed.is_empty(), "{closed:?}");
+        assert!(t.is_empty() && t.unbound().count() == 0);
     }
 
     #[test]

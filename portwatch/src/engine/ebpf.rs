@@ -29,13 +29,15 @@ use crate::{
 /// left to find it.
 const UNBOUND_LOOKS: u32 = 2;
 
-/// Looks for an unconfirmed open (a `listen()` the kernel saw no return
-/// of) before a resync is left to find it: 1, 4, 16, 64 and 256 ms after
-/// the first, so that a call still running (another user's thread can be
-/// slowed down) is found when it is done. A failed call ends the looks
-/// with its close.
-const UNCONFIRMED_LOOKS: u32 = 6;
+/// Timed looks for an unconfirmed open (a `listen()` the kernel saw no
+/// return of) before a resync is left to find it: 1, 4, 16, 64, 256 ms
+/// after the first, then every second, about half a minute in all, so that
+/// a call still running (another user's thread can be slowed down) is
+/// found within a second of its end. Its close ends the looks: the kernel
+/// always sends it, saying whether the socket ever listened.
+pub(super) const UNCONFIRMED_LOOKS: u32 = 30;
 const UNCONFIRMED_BACKOFF: Duration = Duration::from_millis(1);
+const UNCONFIRMED_LOOK_CAP: Duration = Duration::from_secs(1);
 
 pub(super) struct EbpfWatch {
     source: Box<dyn EventSource>,
@@ -349,7 +351,7 @@ impl EbpfWatch {
             Due::Look => {
                 self.next_look = None;
                 let mut out = Vec::new();
-                self.resolve_unbound(&mut out);
+                self.resolve_unbound(&mut out, true);
                 Ok(out.into_iter().map(Report::Port).collect())
             }
         }
@@ -419,7 +421,7 @@ impl EbpfWatch {
             self.table.apply(&ev, ts, self.policy, out);
         }
         self.pending = pending;
-        self.resolve_unbound(out);
+        self.resolve_unbound(out, false);
         touched
     }
 
@@ -458,10 +460,15 @@ impl EbpfWatch {
     /// batch; a listener still not found at its last look is left to a
     /// resync (and counted), so that no backlog of them builds up and
     /// delays other events.
-    fn resolve_unbound(&mut self, out: &mut Vec<PortEvent>) {
+    ///
+    /// After a batch (`timed` false) an unconfirmed open gets only its
+    /// first look: events another user makes must not use up its looks
+    /// (nor cost a table read each); the rest come on their schedule.
+    fn resolve_unbound(&mut self, out: &mut Vec<PortEvent>, timed: bool) {
         let pending: Vec<(u64, Listener, bool)> = self
             .table
             .unbound()
+            .filter(|(_, u)| timed || !u.unconfirmed || u.misses == 0)
             .map(|(id, u)| (id, u.listener.clone(), u.unconfirmed))
             .collect();
         if pending.is_empty() {
@@ -522,7 +529,10 @@ impl EbpfWatch {
                         self.unresolved += 1;
                         self.schedule.unresolved(now);
                     } else {
-                        let at = now + UNCONFIRMED_BACKOFF * 4u32.pow(misses - 1);
+                        let step = UNCONFIRMED_BACKOFF
+                            .saturating_mul(4u32.saturating_pow(misses - 1))
+                            .min(UNCONFIRMED_LOOK_CAP);
+                        let at = now + step;
                         self.next_look = Some(self.next_look.map_or(at, |n| n.min(at)));
                     }
                 }

@@ -845,11 +845,37 @@ async fn an_unconfirmed_open_still_in_its_listen_is_looked_for_again() {
         cookie: Some(0x62),
     });
     // The engine looks again on its own, and names the caller.
-    let reports = within(&mut engine, Duration::from_millis(10)).await.unwrap();
+    let reports = within(&mut engine, Duration::from_millis(10))
+        .await
+        .unwrap();
     assert_eq!(
         summary(&reports),
         [(Change::Opened, 41502, 4, Source::Ebpf)]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_users_events_do_not_use_up_an_unconfirmed_opens_looks() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.emit([unconfirmed(t, 0x64, "127.0.0.1", 41504, 4)]);
+    engine.next_reports().await.unwrap();
+    // A hundred batches of someone else's listeners: no look for it.
+    for i in 0..100u16 {
+        os.emit([ev(
+            Opened,
+            t + 1,
+            0x1000 + u64::from(i),
+            "127.0.0.1",
+            2000 + i,
+            7,
+        )]);
+        engine.next_reports().await.unwrap();
+    }
+    assert_eq!(os.world().held_lookups, 1, "only its first look");
+    assert_eq!(engine.stats().unresolved, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -865,7 +891,11 @@ async fn an_unconfirmed_open_never_seen_listening_nor_closed_is_left_to_a_resync
     }
     assert_eq!(resyncs(&reports)[0].reason, ResyncReason::Unresolved);
     assert_eq!(engine.stats().unresolved, 1);
-    assert_eq!(os.world().held_lookups, 6, "six looks, then a resync");
+    assert_eq!(
+        os.world().held_lookups,
+        super::ebpf::UNCONFIRMED_LOOKS as usize,
+        "its looks, then a resync"
+    );
 }
 
 #[tokio::test(start_paused = true)]

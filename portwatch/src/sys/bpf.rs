@@ -150,7 +150,7 @@ impl KernelProbe {
             return Err(Error::UdpNeedsCgroup2);
         }
         raise_memlock_limit();
-        let sock_offsets = read_sock_offsets();
+        let (sock_offsets, regs_nr) = read_kernel_btf();
         let hook = choose_hook(config.hook, &sock_offsets)?;
         let (set_state_offsets, tree_offsets) = tracefs_offsets(config, hook)?;
         let filter_tree = u32::from(config.filter_tree);
@@ -164,7 +164,7 @@ impl KernelProbe {
             ephemeral_hi: *ephemeral.end(),
         };
         let listen_syscall = if config.listen_callback && hook == Hook::TpBtf {
-            super::kallsyms::listen_syscall()
+            super::kallsyms::listen_syscall(regs_nr)
         } else {
             ListenSyscall::default()
         };
@@ -253,25 +253,33 @@ impl BenchStage {
     }
 }
 
-/// Where `struct sock` keeps what the programs read, from the kernel's BTF;
-/// unknown (namespaces reported as 0) without it, said once.
-fn read_sock_offsets() -> SockOffsets {
+/// What the programs need of the kernel's BTF: where `struct sock` keeps
+/// what they read (unknown, namespaces reported as 0, without it, said
+/// once), and where `struct pt_regs` keeps the syscall number.
+fn read_kernel_btf() -> (SockOffsets, Option<u32>) {
     // The raw BTF is as large as aya's own parse of it: a block, so it is
     // freed before the loader parses the file again (peak RSS).
     match fs::read(VMLINUX_BTF) {
         Ok(raw) => match btf::Btf::parse(&raw) {
-            Ok(b) => sock_offsets(&b).unwrap_or_else(|| {
-                tracing::warn!("the kernel BTF lacks a struct sock or struct net field portwatch reads: network namespaces will be reported as 0");
-                SockOffsets::UNKNOWN
-            }),
+            Ok(b) => {
+                let offsets = sock_offsets(&b).unwrap_or_else(|| {
+                    tracing::warn!("the kernel BTF lacks a struct sock or struct net field portwatch reads: network namespaces will be reported as 0");
+                    SockOffsets::UNKNOWN
+                });
+                (offsets, b.member_offset("pt_regs", &["orig_ax"]))
+            }
             Err(e) => {
-                tracing::warn!("cannot parse the kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
-                SockOffsets::UNKNOWN
+                tracing::warn!(
+                    "cannot parse the kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0"
+                );
+                (SockOffsets::UNKNOWN, None)
             }
         },
         Err(e) => {
-            tracing::warn!("no kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0");
-            SockOffsets::UNKNOWN
+            tracing::warn!(
+                "no kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0"
+            );
+            (SockOffsets::UNKNOWN, None)
         }
     }
 }

@@ -15,13 +15,20 @@ const LISTEN_HANDLER: &str = "__arm64_sys_listen";
 const LISTEN_HANDLER: &str = "";
 
 /// The handler's range, or zero (every open then goes unconfirmed, which
-/// is safe) when /proc/kallsyms hides addresses or lacks it.
-pub(crate) fn listen_syscall() -> ListenSyscall {
+/// is safe) when /proc/kallsyms hides addresses or lacks it; with the
+/// native `listen()` number and where `pt_regs` keeps the caller's
+/// (`regs_nr`, from the kernel's BTF, `u32::MAX` when unknown).
+pub(crate) fn listen_syscall(regs_nr: Option<u32>) -> ListenSyscall {
     let found = std::fs::File::open("/proc/kallsyms")
         .ok()
         .and_then(|f| symbol_range(std::io::BufReader::new(f), LISTEN_HANDLER));
     match found {
-        Some((start, end)) => ListenSyscall { start, end },
+        Some((start, end)) => ListenSyscall {
+            start,
+            end,
+            nr: u32::try_from(libc::SYS_listen).unwrap_or(u32::MAX),
+            regs_nr: regs_nr.unwrap_or(u32::MAX),
+        },
         None => {
             tracing::warn!(
                 "/proc/kallsyms does not show {LISTEN_HANDLER}: every listen() is reported once the socket tables show it, a moment later"
