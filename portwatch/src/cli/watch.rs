@@ -142,18 +142,16 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             // Alerts are the daemon's; what a newer library adds, too.
             _ => {}
         }
+        // Encoded into the sink's buffer by now: the write comes at the
+        // flush.
+        let encoded = stages.map(|_| bench_stages::now_ns());
         if !monitor.has_queued() {
             sink.flush()?;
         }
-        if let Some((kernel, drained, handed_out)) = stages {
+        if let (Some((kernel, drained, handed_out)), Some(encoded)) = (stages, encoded) {
             sink.flush()?;
             let written = bench_stages::now_ns();
-            eprintln!(
-                "bench-stages {} {} {}",
-                drained.saturating_sub(kernel),
-                handed_out.saturating_sub(drained),
-                written.saturating_sub(handed_out)
-            );
+            bench_stages::record([kernel, drained, handed_out, encoded, written]);
         }
     }
     if let Some(o) = &mut otlp {
@@ -178,6 +176,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     }
     sink.flush()?;
+    bench_stages::print();
     Ok(())
 }
 

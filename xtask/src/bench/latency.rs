@@ -43,7 +43,7 @@ pub fn latency_rounds(
     rounds: usize,
 ) -> Result<Vec<Value>> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
-    let mut stages: Vec<Vec<[f64; 3]>> = vec![Vec::new(); tools.len()];
+    let mut stages: Vec<Vec<[f64; 4]>> = vec![Vec::new(); tools.len()];
     for round in 0..rounds {
         for k in 0..tools.len() {
             let i = (k + round) % tools.len();
@@ -74,7 +74,7 @@ pub fn latency_rounds(
 
 /// p50 and p99 in microseconds of each of portwatch's stages (see
 /// `portwatch::bench_stages`); null for the other tools.
-fn stage_quantiles(stages: &[[f64; 3]]) -> Value {
+fn stage_quantiles(stages: &[[f64; 4]]) -> Value {
     if stages.is_empty() {
         return Value::Null;
     }
@@ -95,8 +95,8 @@ fn stage_quantiles(stages: &[[f64; 3]]) -> Value {
     out.into()
 }
 
-/// portwatch's `bench-stages` lines: three nanosecond figures each.
-fn parse_stages(lines: &[String]) -> Vec<[f64; 3]> {
+/// portwatch's `bench-stages` lines: four nanosecond figures each.
+fn parse_stages(lines: &[String]) -> Vec<[f64; 4]> {
     lines
         .iter()
         .filter_map(|l| {
@@ -105,7 +105,7 @@ fn parse_stages(lines: &[String]) -> Vec<[f64; 3]> {
                 .filter_map(|x| x.parse::<f64>().ok())
                 .map(|ns| ns / 1000.0)
                 .collect();
-            <[f64; 3]>::try_from(v).ok()
+            <[f64; 4]>::try_from(v).ok()
         })
         .collect()
 }
@@ -118,7 +118,7 @@ fn latency(
     root: &Path,
     proto: Proto,
     count: usize,
-) -> Result<(Vec<f64>, Vec<[f64; 3]>)> {
+) -> Result<(Vec<f64>, Vec<[f64; 4]>)> {
     let mon = monitors::start_with_stages(tool, root, proto)?;
     let mut opened_at: HashMap<u16, u64> = HashMap::new();
     let mut held = Vec::with_capacity(count);
@@ -141,8 +141,7 @@ fn latency(
         }
     }
     drop(held);
-    let stages = parse_stages(&mon.stages.lock().map(|v| v.clone()).unwrap_or_default());
-    mon.stop();
+    let stages = parse_stages(&mon.stop());
     Ok((lat_us, stages))
 }
 

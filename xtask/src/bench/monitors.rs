@@ -61,8 +61,10 @@ pub type Seen = (u64, bool, u16);
 
 pub struct Running {
     pub events: Receiver<Seen>,
-    /// portwatch's stage lines, when asked for (see [`start_with_stages`]).
+    /// portwatch's stage lines, when asked for (see [`start_with_stages`]):
+    /// complete after [`Running::stop`], which waits for its stderr.
     pub stages: Arc<Mutex<Vec<String>>>,
+    stderr_reader: Option<thread::JoinHandle<()>>,
     child: Option<Child>,
     polling: Option<Arc<AtomicBool>>,
     /// A daemon the tool reads from.
@@ -70,9 +72,14 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn stop(mut self) {
+    /// Stops the tool; returns its stage lines (portwatch prints them as
+    /// it exits).
+    pub fn stop(mut self) -> Vec<String> {
         if let Some(mut child) = self.child.take() {
             super::util::stop_child(&mut child);
+        }
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
         }
         if let Some(mut daemon) = self.daemon.take() {
             super::util::stop_child(&mut daemon);
@@ -80,6 +87,7 @@ impl Running {
         if let Some(flag) = self.polling.take() {
             flag.store(false, Ordering::Relaxed);
         }
+        self.stages.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 
@@ -139,7 +147,12 @@ fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running>
                 (client, Some(daemon.child))
             };
             lines.wait_for("\"ready\"", Duration::from_secs(30))?;
-            let Lines { child, rx, stages } = lines;
+            let Lines {
+                child,
+                rx,
+                stages,
+                stderr_reader,
+            } = lines;
             thread::spawn(move || {
                 for (t, line) in rx {
                     let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -160,6 +173,7 @@ fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running>
             Ok(Running {
                 events,
                 stages,
+                stderr_reader: Some(stderr_reader),
                 child: Some(child),
                 polling: None,
                 daemon,
@@ -170,7 +184,10 @@ fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running>
                 Lines::spawn(Command::new("bpftrace").args(["-B", "line", "-e", BPFTRACE_LISTEN]))?;
             lines.wait_for("Attaching", Duration::from_secs(60))?;
             let Lines {
-                child, rx, stages, ..
+                child,
+                rx,
+                stages,
+                stderr_reader,
             } = lines;
             thread::spawn(move || {
                 for (t, line) in rx {
@@ -189,6 +206,7 @@ fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running>
             Ok(Running {
                 events,
                 stages,
+                stderr_reader: Some(stderr_reader),
                 child: Some(child),
                 polling: None,
                 daemon: None,
@@ -225,6 +243,7 @@ fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running>
             Ok(Running {
                 events,
                 stages: Arc::default(),
+                stderr_reader: None,
                 child: None,
                 polling: Some(running),
                 daemon: None,

@@ -109,18 +109,19 @@ fn latency(s: &mut String, v: &Value) {
         s,
         "\nWhere portwatch's userspace time goes, per open (its own clock readings, \
          `PORTWATCH_BENCH_STAGES`; the rest of the latency is the reader's wake-up on the line):\n\n\
-         | tool | kernel event -> ring drained p50 / p99 us | drained -> handed out (decode, table, owner) | handed out -> line written (JSON, write) |\n|---|---|---|---|"
+         | tool | kernel event -> ring drained p50 / p99 us | drained -> handed out (decode, table, owner) | handed out -> line encoded (JSON) | encoded -> written (the write; the line's reader, when it preempts the writer) |\n|---|---|---|---|---|"
     );
     for x in staged {
         let st = &x["stages"];
         let pair = |k: &str| format!("{} / {}", f(&st[k]["p50_us"]), f(&st[k]["p99_us"]));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             text(&x["tool"]),
             pair("kernel_to_drained"),
             pair("drained_to_handed_out"),
-            pair("handed_out_to_written")
+            pair("handed_out_to_encoded"),
+            pair("encoded_to_written")
         );
     }
 }

@@ -65,8 +65,10 @@ pub fn is_root() -> bool {
 pub struct Lines {
     pub child: Child,
     pub rx: Receiver<(u64, String)>,
-    /// portwatch's `bench-stages` lines from stderr (`PORTWATCH_BENCH_STAGES`).
+    /// portwatch's `bench-stages` lines from stderr (`PORTWATCH_BENCH_STAGES`),
+    /// complete once the stderr reader below has ended.
     pub stages: Arc<Mutex<Vec<String>>>,
+    pub stderr_reader: thread::JoinHandle<()>,
 }
 
 impl Lines {
@@ -91,7 +93,7 @@ impl Lines {
         let stderr = child.stderr.take().context("stderr")?;
         let stages = Arc::new(Mutex::new(Vec::new()));
         let kept = Arc::clone(&stages);
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("bench-stages ")
                     && let Ok(mut v) = kept.lock()
@@ -100,7 +102,12 @@ impl Lines {
                 }
             }
         });
-        Ok(Lines { child, rx, stages })
+        Ok(Lines {
+            child,
+            rx,
+            stages,
+            stderr_reader,
+        })
     }
 
     /// Waits for a stdout line containing `needle`.
