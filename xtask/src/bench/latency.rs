@@ -81,7 +81,8 @@ fn stage_quantiles(stages: &[[f64; 4]]) -> Value {
     let names = [
         "kernel_to_drained",
         "drained_to_handed_out",
-        "handed_out_to_written",
+        "handed_out_to_encoded",
+        "encoded_to_written",
     ];
     let mut out = serde_json::Map::new();
     for (i, name) in names.iter().enumerate() {
