@@ -1,6 +1,6 @@
 //! Where an event's userspace microseconds go, for the benchmark only
 //! (`PORTWATCH_BENCH_STAGES=1`, which `cargo xtask bench` sets in its
-//! latency runs): the ring's reader marks when it last drained the ring,
+//! latency runs): the engine marks when it has drained the ring,
 //! and `watch` keeps, for each open it writes, four spans in
 //! nanoseconds: the kernel's event to the drain (the reader's wake-up and
 //! the read), the drain to the event handed out by the monitor (decode,
@@ -38,14 +38,14 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// The reader drained the ring now.
+/// The engine drained the ring now.
 pub(crate) fn mark_drained() {
     if enabled() {
         DRAINED_NS.store(now_ns(), Ordering::Relaxed);
     }
 }
 
-/// When the reader last drained the ring (wall-clock ns).
+/// When the engine last drained the ring (wall-clock ns).
 pub fn drained_ns() -> u64 {
     DRAINED_NS.load(Ordering::Relaxed)
 }

@@ -322,6 +322,7 @@ impl EbpfWatch {
                 None => read.await?,
             }
         }
+        crate::bench_stages::mark_drained();
         let mut out = Vec::with_capacity(self.pending.len());
         self.apply_pending(&mut out, None);
         let mut reports: Vec<Report> = out.into_iter().map(Report::Port).collect();

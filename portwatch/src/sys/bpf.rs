@@ -784,9 +784,6 @@ fn drain(
             None => *malformed += 1,
         }
     }
-    if bytes > 0 {
-        crate::bench_stages::mark_drained();
-    }
     bytes
 }
 
