@@ -355,6 +355,20 @@ impl ListenerTable {
                     learn_owner(known, &listener);
                     return;
                 }
+                // The same for an open without its port yet (no bind(),
+                // or unconfirmed) of a socket the tables already show
+                // listening: a cookie names one socket, and it cannot
+                // listen again without a close in between.
+                if listener.port == 0
+                    && self.cookies
+                    && ev.sock_is_cookie
+                    && let Some(known) = self.by_id.get_mut(&ev.sock)
+                {
+                    let port = known.port;
+                    listener.port = port;
+                    learn_owner(known, &listener);
+                    return;
+                }
                 // One identity holds one live listener: whatever the table
                 // still has under it closed, and its close was lost (a full
                 // ring buffer; kernel addresses are reused at once, and a
@@ -961,6 +975,34 @@ mod tests {
             startup(0),
         );
         assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn an_open_without_its_port_of_a_socket_already_listening_changes_nothing() {
+        let mut t = ListenerTable::new(true);
+        // The scan saw the socket listening; its open, without the port
+        // yet (unbound, or unconfirmed), is applied after.
+        apply(
+            &mut t,
+            cookie_ev(SockEventKind::Opened, 10, 0x22, 41003),
+            startup(0),
+        );
+        let again = apply(
+            &mut t,
+            KernelEvent {
+                unconfirmed: true,
+                ..cookie_ev(SockEventKind::Opened, 11, 0x22, 0)
+            },
+            startup(0),
+        );
+        assert!(again.is_empty(), "no close and reopen: {again:?}");
+        assert_eq!(t.unbound().count(), 0);
+        let closed = apply(
+            &mut t,
+            cookie_ev(SockEventKind::Closed, 12, 0x22, 41003),
+            startup(0),
+        );
+        assert_eq!(closed.len(), 1);
     }
 
     #[test]
