@@ -216,17 +216,16 @@ pub fn stack_in_listen_syscall(ctx: *mut core::ffi::c_void) -> bool {
     // SAFETY: reads of the scratch slot the helper just filled.
     let stack = unsafe { &*stack };
     let mut i = 0;
-    let mut in_handler = false;
     while i < STACK_DEPTH {
         if i < frames && (range.start..range.end).contains(&stack[i]) {
-            in_handler = true;
+            // Inside the handler, the saved syscall number is this call's:
+            // x32's listen() (the number with bit 30 set) runs the same
+            // handler, but no syscall tracepoint sees it return.
+            return range.regs_nr == u32::MAX || called_as(range.nr, range.regs_nr);
         }
         i += 1;
     }
-    // Inside the handler, the saved syscall number is this call's: x32's
-    // listen() (the number with bit 30 set) runs the same handler, but no
-    // syscall tracepoint sees it return.
-    in_handler && (range.regs_nr == u32::MAX || called_as(range.nr, range.regs_nr))
+    false
 }
 
 /// Whether the current task's saved syscall number is `nr`.

@@ -14,15 +14,16 @@
 //! userspace reports it once the socket tables show it listening.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use portwatch_common::{FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, LISTEN_CONFIRMED, SockEventKind};
 
 use crate::{
-    listen::{new_event, submit, watched_now},
+    listen::{Transition as _, new_event, submit, watched_now},
     maps::{OWNERS, PENDING, SOCK_OFFSETS},
+    set_state_btf::Sock,
 };
 
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
@@ -65,19 +66,20 @@ pub fn confirm(tid: u32) {
     if !watched_now(&owner) {
         return;
     }
-    let off = SOCK_OFFSETS.load();
-    // SAFETY: a probe read of the socket at a BTF-derived offset; listeners
-    // are freed only after an RCU grace period, which a program spans, and
-    // a failed read yields port 0, which userspace resolves by a scan.
-    let sport =
-        unsafe { bpf_probe_read_kernel((pending.sk + off.inet_sport as u64) as *const u16) }
-            .unwrap_or(0);
+    // The final port, read as the state change reads it (listeners are
+    // freed only after an RCU grace period, which a program spans; a
+    // failed read yields port 0, which userspace resolves by a scan).
+    let sock = Sock {
+        sk: pending.sk,
+        off: SOCK_OFFSETS.load(),
+        ctx: core::ptr::null_mut(),
+    };
     let mut ev = new_event(
         SockEventKind::Opened,
         pending.cookie,
         &owner,
         owner.family,
-        u16::from_be(sport),
+        sock.port(),
         owner.addr,
     );
     ev.ts_ns = ts;

@@ -42,7 +42,7 @@ pub struct Pending {
 pub static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(PENDING_CAPACITY, 0);
 
 /// Per CPU, room for a LISTEN transition's kernel stack (see
-/// `listen::in_listen_syscall`): more than the BPF stack can spare.
+/// `listen::stack_in_listen_syscall`): more than the BPF stack can spare.
 #[map]
 pub static STACK: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
 

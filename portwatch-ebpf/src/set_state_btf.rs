@@ -18,7 +18,8 @@ use crate::{
 pub struct Sock {
     pub sk: u64,
     pub off: SockOffsets,
-    /// The program's context, for the kernel stack.
+    /// The program's context, for the kernel stack (null where none is
+    /// read).
     pub ctx: *mut core::ffi::c_void,
 }
 
