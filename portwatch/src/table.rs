@@ -364,8 +364,6 @@ impl ListenerTable {
                     && ev.sock_is_cookie
                     && let Some(known) = self.by_id.get_mut(&ev.sock)
                 {
-                    let port = known.port;
-                    listener.port = port;
                     learn_owner(known, &listener);
                     return;
                 }

@@ -811,8 +811,8 @@ fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         task_nsproxy: b.member_offset("task_struct", &["nsproxy"])?,
         nsproxy_net_ns: b.member_offset("nsproxy", &["net_ns"])?,
         // The listen confirmation's, which is left off without them
-        // (see `confirm_offsets`). `sk_flags` is `__sk_common.skc_flags`,
-        // in an anonymous union.
+        // (see `attach_listen_confirm`). `sk_flags` is
+        // `__sk_common.skc_flags`, in an anonymous union.
         sk_flags: sc("skc_flags").map_or(0, |o| common + o),
         sock_rcu_free: b.enum_value("sock_flags", "SOCK_RCU_FREE").unwrap_or(0),
         valid: 1,

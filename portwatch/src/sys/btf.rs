@@ -190,17 +190,18 @@ impl<'a> Btf<'a> {
         None
     }
 
-    /// The first `struct name` (duplicates in vmlinux are identical).
-    fn find_struct(&self, name: &str) -> Option<TypeHeader> {
+    /// The first type of `kind` named `name` (duplicates in vmlinux are
+    /// identical).
+    fn find_named(&self, kind: u32, name: &str) -> Option<TypeHeader> {
         (1..=self.starts.len() as u32)
             .filter_map(|id| self.header(id))
-            .find(|t| t.kind == KIND_STRUCT && t.name_off != 0 && self.name(t.name_off) == name)
+            .find(|t| t.kind == kind && t.name_off != 0 && self.name(t.name_off) == name)
     }
 
     /// Byte offset of `path` (e.g. `["ns", "inum"]`) inside `struct name`.
     /// `None` when a name is missing or the member is a bitfield.
     pub(crate) fn member_offset(&self, name: &str, path: &[&str]) -> Option<u32> {
-        let mut t = self.find_struct(name)?;
+        let mut t = self.find_named(KIND_STRUCT, name)?;
         let mut bits = 0;
         for (i, field) in path.iter().enumerate() {
             let (off, ty) = self.find_member(t, field, 0)?;
@@ -214,9 +215,7 @@ impl<'a> Btf<'a> {
 
     /// The value of constant `value` of `enum name`.
     pub(crate) fn enum_value(&self, name: &str, value: &str) -> Option<u32> {
-        let t = (1..=self.starts.len() as u32)
-            .filter_map(|id| self.header(id))
-            .find(|t| t.kind == KIND_ENUM && t.name_off != 0 && self.name(t.name_off) == name)?;
+        let t = self.find_named(KIND_ENUM, name)?;
         (0..t.vlen).find_map(|i| {
             let at = t.data + i * 8;
             let n = u32_at(self.types, at).ok()?;

@@ -559,26 +559,17 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
 /// Every listening TCP socket in the namespaces of processes `pids` (see
 /// `Host::listening_sockets`).
 pub(crate) fn listening_sockets(pids: &[u32]) -> Vec<HeldSocket> {
-    let mut by_ns: HashMap<u64, u32> = HashMap::new();
-    for &pid in pids {
-        if let Some(ns) = netns::of_process(pid) {
-            by_ns.entry(ns).or_insert(pid);
-        }
-    }
-    let processes: Vec<(u32, Option<u64>)> = by_ns.iter().map(|(ns, p)| (*p, Some(*ns))).collect();
-    let spaces = Namespaces::from_processes(&processes);
-    let mut out = Vec::new();
-    for (ns, pid) in by_ns {
-        let Some((_, rows)) = table_rows(&spaces, ns, &[SocketQuery::TCP_LISTEN]) else {
-            continue;
-        };
-        out.extend(rows.iter().map(|r| HeldSocket {
-            pid,
-            local: r.local,
-            cookie: r.cookie,
-        }));
-    }
-    out
+    namespace_rows(pids, SocketQuery::TCP_LISTEN)
+        .into_iter()
+        .flat_map(|(pids, rows)| {
+            // A namespace is listed for the pids in it: never none.
+            rows.into_iter().map(move |r| HeldSocket {
+                pid: pids[0],
+                local: r.local,
+                cookie: r.cookie,
+            })
+        })
+        .collect()
 }
 
 /// A UDP socket a process holds, as the listener it would be with that
@@ -635,6 +626,24 @@ pub(crate) fn held_udp(pids: &[u32]) -> Vec<HeldUdp> {
 /// namespace each process is in: one table read per namespace, one
 /// descriptor walk per process.
 fn held_sockets(pids: &[u32], query: SocketQuery) -> Vec<(u32, SocketEntry)> {
+    let mut out = Vec::new();
+    for (pids, rows) in namespace_rows(pids, query) {
+        let by_inode: HashMap<u64, &SocketEntry> = rows.iter().map(|r| (r.inode, r)).collect();
+        for pid in pids {
+            for (_, inode) in socket_fds(pid) {
+                if let Some(r) = by_inode.get(&inode) {
+                    out.push((pid, **r));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The rows of `query` in the socket tables of the network namespaces of
+/// processes `pids`, each with the pids in that namespace: one table read
+/// per namespace.
+fn namespace_rows(pids: &[u32], query: SocketQuery) -> Vec<(Vec<u32>, Vec<SocketEntry>)> {
     let mut by_ns: HashMap<u64, Vec<u32>> = HashMap::new();
     for &pid in pids {
         if let Some(ns) = netns::of_process(pid) {
@@ -646,21 +655,10 @@ fn held_sockets(pids: &[u32], query: SocketQuery) -> Vec<(u32, SocketEntry)> {
         .flat_map(|(ns, pids)| pids.iter().map(|p| (*p, Some(*ns))))
         .collect();
     let spaces = Namespaces::from_processes(&processes);
-    let mut out = Vec::new();
-    for (ns, pids) in by_ns {
-        let Some((_, rows)) = table_rows(&spaces, ns, &[query]) else {
-            continue;
-        };
-        let by_inode: HashMap<u64, &SocketEntry> = rows.iter().map(|r| (r.inode, r)).collect();
-        for pid in pids {
-            for (_, inode) in socket_fds(pid) {
-                if let Some(r) = by_inode.get(&inode) {
-                    out.push((pid, **r));
-                }
-            }
-        }
-    }
-    out
+    by_ns
+        .into_iter()
+        .filter_map(|(ns, pids)| Some((pids, table_rows(&spaces, ns, &[query])?.1)))
+        .collect()
 }
 
 /// Whether a process holds a socket, and the holder a scan names (pid,
