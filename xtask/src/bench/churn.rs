@@ -85,6 +85,7 @@ pub fn syscalls_main(seconds: f64) -> Result<()> {
     Ok(())
 }
 
+/// Runs the worker's `task` for `seconds`; the figure it printed.
 fn run_worker(task: &str, seconds: f64) -> Result<f64> {
     let exe = super::worker_exe()?;
     let out = Command::new(exe)
@@ -94,17 +95,6 @@ fn run_worker(task: &str, seconds: f64) -> Result<f64> {
         .trim()
         .parse()
         .with_context(|| format!("{task} printed no figure"))
-}
-
-fn run_churn(seconds: f64) -> Result<f64> {
-    let exe = super::worker_exe()?;
-    let out = Command::new(exe)
-        .args(["churn", &seconds.to_string()])
-        .output()?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .context("churn printed no rate")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +181,7 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
         for k in 0..modes.len() {
             let i = (k + round) % modes.len();
             let mon = start(modes[i], root)?;
-            rates[i].push(run_churn(seconds)?);
+            rates[i].push(run_worker("churn", seconds)?);
             syscall_ns[i].push(run_worker("syscalls", seconds.min(1.0))?);
             if let Some(m) = mon {
                 m.stop();
@@ -222,7 +212,7 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
     for mode in &modes[1..] {
         let mon = start(*mode, root)?.context("a monitor")?;
         set_bpf_stats(true);
-        let rate = run_churn(seconds)?;
+        let rate = run_worker("churn", seconds)?;
         let stats = prog_stats(mon.child.id());
         set_bpf_stats(false);
         mon.stop();

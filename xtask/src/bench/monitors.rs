@@ -105,8 +105,40 @@ pub fn start_with_stages(tool: Tool, root: &Path, proto: Proto) -> Result<Runnin
     start(tool, root, proto, true)
 }
 
-fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running> {
+/// A tool whose stdout lines `parse` turns into (opened, port), read in a
+/// thread of its own, stamped as they arrived.
+fn reading(
+    lines: Lines,
+    daemon: Option<Child>,
+    parse: impl Fn(&str) -> Option<(bool, u16)> + Send + 'static,
+) -> Running {
     let (tx, events) = mpsc::channel();
+    let Lines {
+        child,
+        rx,
+        stages,
+        stderr_reader,
+    } = lines;
+    thread::spawn(move || {
+        for (t, line) in rx {
+            if let Some((opened, port)) = parse(&line)
+                && tx.send((t, opened, port)).is_err()
+            {
+                break;
+            }
+        }
+    });
+    Running {
+        events,
+        stages,
+        stderr_reader: Some(stderr_reader),
+        child: Some(child),
+        polling: None,
+        daemon,
+    }
+}
+
+fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running> {
     match tool {
         Tool::Bpftrace if proto == Proto::Udp => {
             bail!("bpftrace has no UDP bind hook on this kernel (no kprobes)")
@@ -147,72 +179,28 @@ fn start(tool: Tool, root: &Path, proto: Proto, stages: bool) -> Result<Running>
                 (client, Some(daemon.child))
             };
             lines.wait_for("\"ready\"", Duration::from_secs(30))?;
-            let Lines {
-                child,
-                rx,
-                stages,
-                stderr_reader,
-            } = lines;
-            thread::spawn(move || {
-                for (t, line) in rx {
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                        continue;
-                    };
-                    let opened = v["event"] == "opened";
-                    if (opened || v["event"] == "closed")
-                        && v["source"] == "ebpf"
-                        && v["proto"] == proto.as_str()
-                    {
-                        let port = v["port"].as_u64().unwrap_or(0) as u16;
-                        if tx.send((t, opened, port)).is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-            Ok(Running {
-                events,
-                stages,
-                stderr_reader: Some(stderr_reader),
-                child: Some(child),
-                polling: None,
-                daemon,
-            })
+            Ok(reading(lines, daemon, move |line| {
+                let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+                let opened = v["event"] == "opened";
+                ((opened || v["event"] == "closed")
+                    && v["source"] == "ebpf"
+                    && v["proto"] == proto.as_str())
+                .then(|| (opened, v["port"].as_u64().unwrap_or(0) as u16))
+            }))
         }
         Tool::Bpftrace => {
             let lines =
                 Lines::spawn(Command::new("bpftrace").args(["-B", "line", "-e", BPFTRACE_LISTEN]))?;
             lines.wait_for("Attaching", Duration::from_secs(60))?;
-            let Lines {
-                child,
-                rx,
-                stages,
-                stderr_reader,
-            } = lines;
-            thread::spawn(move || {
-                for (t, line) in rx {
-                    let mut f = line.split_whitespace();
-                    let (Some(state), Some(port)) = (f.next(), f.next()) else {
-                        continue;
-                    };
-                    let (Ok(state), Ok(port)) = (state.parse::<i32>(), port.parse::<u16>()) else {
-                        continue;
-                    };
-                    if tx.send((t, state == 10, port)).is_err() {
-                        break;
-                    }
-                }
-            });
-            Ok(Running {
-                events,
-                stages,
-                stderr_reader: Some(stderr_reader),
-                child: Some(child),
-                polling: None,
-                daemon: None,
-            })
+            Ok(reading(lines, None, |line| {
+                let mut f = line.split_whitespace();
+                let state = f.next()?.parse::<i32>().ok()?;
+                let port = f.next()?.parse::<u16>().ok()?;
+                Some((state == 10, port))
+            }))
         }
         Tool::Poller => {
+            let (tx, events) = mpsc::channel();
             let running = Arc::new(AtomicBool::new(true));
             let flag = running.clone();
             let (ready_tx, ready_rx) = mpsc::channel();
