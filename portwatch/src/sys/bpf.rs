@@ -7,7 +7,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint},
 };
@@ -22,7 +22,7 @@ use portwatch_common::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::{EventSource, btf, cgroup, ring_recheck::Rechecks, tracefs};
+use super::{EventSource, btf, cgroup, lean_loader, ring_recheck::Rechecks, tracefs};
 use crate::{
     error::{Error, Result},
     event::KernelEvent,
@@ -150,7 +150,8 @@ impl KernelProbe {
             return Err(Error::UdpNeedsCgroup2);
         }
         raise_memlock_limit();
-        let (sock_offsets, regs_nr) = read_kernel_btf();
+        let kernel_btf = read_kernel_btf();
+        let (sock_offsets, regs_nr) = (kernel_btf.sock_offsets, kernel_btf.regs_nr);
         let hook = choose_hook(config.hook, &sock_offsets)?;
         let (set_state_offsets, tree_offsets) = tracefs_offsets(config, hook)?;
         let filter_tree = u32::from(config.filter_tree);
@@ -168,7 +169,7 @@ impl KernelProbe {
         } else {
             ListenSyscall::default()
         };
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = lean_loader::loader()
             .override_global(OFFSETS_GLOBAL, &set_state_offsets, true)
             .override_global(SOCK_OFFSETS_GLOBAL, &sock_offsets, true)
             .override_global(TREE_OFFSETS_GLOBAL, &tree_offsets, true)
@@ -180,7 +181,7 @@ impl KernelProbe {
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)).or_not_permitted())?;
-        let conn_loaded = load_programs(&mut ebpf, config, hook, &sock_offsets)?;
+        let conn_loaded = load_programs(&mut ebpf, config, hook, &kernel_btf)?;
         let maps = Maps::take(&mut ebpf, config)?;
         Ok(Self {
             events: maps.events,
@@ -253,33 +254,50 @@ impl BenchStage {
     }
 }
 
-/// What the programs need of the kernel's BTF: where `struct sock` keeps
-/// what they read (unknown, namespaces reported as 0, without it, said
-/// once), and where `struct pt_regs` keeps the syscall number.
-fn read_kernel_btf() -> (SockOffsets, Option<u32>) {
-    // The raw BTF is as large as aya's own parse of it: a block, so it is
-    // freed before the loader parses the file again (peak RSS).
+/// The BTF tracepoint both BTF-typed programs attach to.
+const BTF_TRACEPOINT: &str = "inet_sock_set_state";
+
+/// What the programs need of the kernel's BTF.
+struct KernelBtf {
+    /// Where `struct sock` keeps what they read (unknown, namespaces
+    /// reported as 0, without it, said once).
+    sock_offsets: SockOffsets,
+    /// Where `struct pt_regs` keeps the syscall number.
+    regs_nr: Option<u32>,
+    /// The id of the tracepoint's `btf_trace_*` typedef, which loading a
+    /// BTF tracepoint program names.
+    trace_typedef: Option<u32>,
+}
+
+fn read_kernel_btf() -> KernelBtf {
+    let unknown = KernelBtf {
+        sock_offsets: SockOffsets::UNKNOWN,
+        regs_nr: None,
+        trace_typedef: None,
+    };
+    // The raw BTF is a block of several MB: freed before the programs load.
     match fs::read(VMLINUX_BTF) {
         Ok(raw) => match btf::Btf::parse(&raw) {
-            Ok(b) => {
-                let offsets = sock_offsets(&b).unwrap_or_else(|| {
+            Ok(b) => KernelBtf {
+                sock_offsets: sock_offsets(&b).unwrap_or_else(|| {
                     tracing::warn!("the kernel BTF lacks a struct sock or struct net field portwatch reads: network namespaces will be reported as 0");
                     SockOffsets::UNKNOWN
-                });
-                (offsets, b.member_offset("pt_regs", &["orig_ax"]))
-            }
+                }),
+                regs_nr: b.member_offset("pt_regs", &["orig_ax"]),
+                trace_typedef: b.typedef_id(&format!("btf_trace_{BTF_TRACEPOINT}")),
+            },
             Err(e) => {
                 tracing::warn!(
                     "cannot parse the kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0"
                 );
-                (SockOffsets::UNKNOWN, None)
+                unknown
             }
         },
         Err(e) => {
             tracing::warn!(
                 "no kernel BTF at {VMLINUX_BTF} ({e}): network namespaces will be reported as 0"
             );
-            (SockOffsets::UNKNOWN, None)
+            unknown
         }
     }
 }
@@ -325,7 +343,7 @@ fn load_programs(
     ebpf: &mut Ebpf,
     config: &ProbeConfig,
     hook: Hook,
-    sock_offsets: &SockOffsets,
+    kernel_btf: &KernelBtf,
 ) -> Result<bool> {
     // Bookkeeping programs first: by the time listen events flow, the
     // watched set can already follow forks.
@@ -333,21 +351,24 @@ fn load_programs(
         attach_tracepoint(ebpf, FORK_PROG, "sched", "sched_process_fork")?;
         attach_tracepoint(ebpf, EXIT_PROG, "sched", "sched_process_exit")?;
     }
-    // aya's parse of the kernel BTF is large and slow: one serves both
-    // BTF-typed programs.
-    let kernel_btf = if sock_offsets.valid != 0 {
-        Some(Btf::from_sys_fs().map_err(|e| {
-            tracing::warn!("aya cannot parse the kernel BTF: {e}");
-            Error::NoBtf
-        })?)
-    } else {
-        None
+    // Both BTF-typed programs name one typedef of the kernel's BTF: a
+    // stand-in holding it at its id spares aya's parse of the whole.
+    let kernel_btf = match kernel_btf.trace_typedef {
+        Some(id) if kernel_btf.sock_offsets.valid != 0 => {
+            let name = format!("btf_trace_{BTF_TRACEPOINT}");
+            let blob = btf::typedef_stand_in(id, &name);
+            Some(Btf::parse(&blob, aya::Endianness::default()).map_err(|e| {
+                tracing::warn!("aya cannot parse the kernel BTF's stand-in: {e}");
+                Error::NoBtf
+            })?)
+        }
+        _ => None,
     };
     match hook {
         Hook::TpBtf => {
             let btf = kernel_btf.as_ref().ok_or(Error::NoBtf)?;
             btf_program(ebpf, SET_STATE_BTF_PROG)?
-                .load("inet_sock_set_state", btf)
+                .load(BTF_TRACEPOINT, btf)
                 .map_err(|e| program_err("load the tp_btf program", e))?;
         }
         _ => tracepoint_program(ebpf, SET_STATE_PROG)?
@@ -356,7 +377,7 @@ fn load_programs(
     }
     let conn_loaded = if let Some(btf) = &kernel_btf {
         btf_program(ebpf, CONN_PROG)?
-            .load("inet_sock_set_state", btf)
+            .load(BTF_TRACEPOINT, btf)
             .map_err(|e| program_err("load the connection program", e))?;
         true
     } else {

@@ -18,6 +18,7 @@ pub(crate) mod fake;
 pub(crate) mod file_watch;
 pub(crate) mod git;
 pub(crate) mod kallsyms;
+pub(crate) mod lean_loader;
 pub(crate) mod links;
 pub(crate) mod local_socket;
 pub(crate) mod netlink_dump;
