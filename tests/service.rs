@@ -246,6 +246,8 @@ fn the_units_syscall_filter_keeps_what_portwatch_calls() {
         "setns",
         "open_by_handle_at",
         "pidfd_getfd",
+        "landlock_create_ruleset",
+        "landlock_restrict_self",
         "socket",
         "sendmsg",
     ] {

@@ -357,7 +357,7 @@ fn load_programs(
         Some(id) if kernel_btf.sock_offsets.valid != 0 => {
             let name = format!("btf_trace_{BTF_TRACEPOINT}");
             let blob = btf::typedef_stand_in(id, &name);
-            Some(Btf::parse(&blob, aya::Endianness::default()).map_err(|e| {
+            Some(Btf::parse(&blob, aya::Endianness::Little).map_err(|e| {
                 tracing::warn!("aya cannot parse the kernel BTF's stand-in: {e}");
                 Error::NoBtf
             })?)
@@ -951,4 +951,16 @@ fn raise_memlock_limit() {
         maximum: None,
     };
     let _ = rustix::process::setrlimit(rustix::process::Resource::Memlock, unlimited);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The programs load without the kernel's BTF (`lean_loader.rs`): aya
+    /// would skip a CO-RE relocation without a word, and the program would
+    /// read what the compiler's offsets point at.
+    #[test]
+    fn the_programs_need_no_co_re_relocation() {
+        let object = aya_obj::Object::parse(super::OBJECT).expect("the embedded eBPF object");
+        assert!(!object.has_btf_relocations());
+    }
 }
