@@ -24,6 +24,8 @@ struct Told {
     ctx: Arc<OwnerContext>,
     /// When that was last checked against /proc.
     checked_at: std::time::Instant,
+    /// When a listener was last told from it.
+    used_at: std::time::Instant,
 }
 
 /// How long a check that a pid is still the process told holds for its
@@ -32,6 +34,15 @@ struct Told {
 /// /proc reads each). No pid is reused that fast, and an `execve`
 /// within it that kept the name is told at the next check.
 const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A process told from within the last [`RECHECK`] whose check is this
+/// old is checked again by [`OwnerCache::refresh`], between events: on
+/// a path gone cold its two /proc reads cost tens of microseconds, which
+/// its next listener would otherwise wait for.
+const REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Processes one [`OwnerCache::refresh`] checks at most.
+const REFRESH_CHECKS: usize = 16;
 
 /// What one snapshot has read already.
 #[derive(Default)]
@@ -48,12 +59,22 @@ pub(crate) struct OwnerCache {
     /// The context of each open listener (by key and owner), with the
     /// number of sockets open under that key.
     open: HashMap<(ListenerKey, u32), (Arc<OwnerContext>, usize)>,
+    /// Processes told from within the last [`RECHECK`]: those
+    /// [`Self::refresh`] looks at.
+    recent: std::collections::HashSet<u32>,
 }
 
 impl OwnerCache {
     /// Gives an opened listener its owner's context.
     pub(crate) fn opened(&mut self, l: &mut Listener, host: &mut dyn Host) {
         self.tell(l, host, &mut Batch::default());
+        // One that opens listeners now may well open more soon: its check
+        // is kept fresh between events (`refresh`). Not the baseline's
+        // thousands of processes.
+        if let Some(told) = self.by_pid.get_mut(&l.pid) {
+            told.used_at = std::time::Instant::now();
+            self.recent.insert(l.pid);
+        }
     }
 
     /// Gives listeners of one snapshot (a baseline) their owners'
@@ -113,6 +134,42 @@ impl OwnerCache {
             told.checked_at = now;
         }
         still
+    }
+
+    /// Checks again, now, the processes told from within the last
+    /// [`RECHECK`] whose check is older than [`REFRESH`], so that their
+    /// next listeners find it fresh; one that is no longer the process
+    /// told is forgotten (its next listener is told anew). For the time
+    /// between events: each process costs two /proc reads at most every
+    /// [`REFRESH`].
+    pub(crate) fn refresh(&mut self, host: &dyn Host) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let by_pid = &mut self.by_pid;
+        // A bound on one call's reads: beyond it, a process is checked at
+        // a later call, or on its next listener's path as before.
+        let mut checks = REFRESH_CHECKS;
+        self.recent.retain(|pid| {
+            let Some(told) = by_pid.get_mut(pid) else {
+                return false;
+            };
+            if now.duration_since(told.used_at) >= RECHECK {
+                return false;
+            }
+            if now.duration_since(told.checked_at) < REFRESH || checks == 0 {
+                return true;
+            }
+            checks -= 1;
+            if host.start_time(*pid) == Some(told.start_time) && host.exe_id(*pid) == told.exe_id {
+                told.checked_at = now;
+                true
+            } else {
+                by_pid.remove(pid);
+                false
+            }
+        });
     }
 
     fn tell(&mut self, l: &mut Listener, host: &mut dyn Host, batch: &mut Batch) {
@@ -216,6 +273,7 @@ impl OwnerCache {
                 exe_id: facts.exe_id,
                 ctx: ctx.clone(),
                 checked_at: std::time::Instant::now(),
+                used_at: std::time::Instant::now(),
             },
         );
         ctx
@@ -314,6 +372,76 @@ mod tests {
         cache.opened(&mut c, host.as_mut());
         assert_eq!(fake.world().owner_reads, 3);
         assert_eq!(c.context.unwrap().source.kind, OriginKind::Ssh);
+    }
+
+    /// Moves pid's last check and use `by` into the past, as time passing
+    /// would.
+    fn age_check(cache: &mut OwnerCache, pid: u32, by: std::time::Duration) {
+        let told = cache.by_pid.get_mut(&pid).unwrap();
+        told.checked_at -= by;
+        told.used_at -= by;
+    }
+
+    #[test]
+    fn checks_are_freshened_between_events_not_on_their_path() {
+        let fake = FakeOs::new();
+        let mut host = fake.os().host;
+        fake.world().owners.insert(10, facts(10, 100, "sshd"));
+        let mut cache = OwnerCache::default();
+        let mut a = listener(10, 80);
+        a.comm = "server".into();
+        cache.opened(&mut a, host.as_mut());
+        // Checked a moment ago: nothing to do between events.
+        cache.refresh(host.as_ref());
+        assert_eq!(fake.world().start_time_reads, 0);
+        // 60 ms on, older than REFRESH: checked between events...
+        let step = REFRESH + std::time::Duration::from_millis(10);
+        age_check(&mut cache, 10, step);
+        cache.refresh(host.as_ref());
+        assert_eq!(fake.world().start_time_reads, 1);
+        // ... so that a listener 120 ms after the first check finds it
+        // fresh: without the refresh, it would read /proc on its path.
+        age_check(&mut cache, 10, step);
+        let mut b = listener(10, 81);
+        b.comm = "server".into();
+        cache.opened(&mut b, host.as_mut());
+        assert_eq!(fake.world().start_time_reads, 1);
+        assert_eq!(fake.world().owner_reads, 1);
+        // A process that exec'd meanwhile is forgotten at the refresh: its
+        // next listener is told anew.
+        let mut exec = facts(10, 100, "cron");
+        exec.exe_id = Some((1, 3));
+        fake.world().owners.insert(10, exec);
+        age_check(&mut cache, 10, step);
+        cache.refresh(host.as_ref());
+        let mut c = listener(10, 82);
+        c.comm = "server".into();
+        cache.opened(&mut c, host.as_mut());
+        assert_eq!(fake.world().owner_reads, 2);
+        assert_eq!(c.context.unwrap().source.kind, OriginKind::Cron);
+    }
+
+    #[test]
+    fn the_baseline_and_idle_processes_are_not_freshened() {
+        let fake = FakeOs::new();
+        let mut host = fake.os().host;
+        fake.world().owners.insert(10, facts(10, 100, "sshd"));
+        fake.world().owners.insert(11, facts(11, 100, "sshd"));
+        let mut cache = OwnerCache::default();
+        let mut baseline = [listener(10, 80)];
+        cache.opened_all(baseline.iter_mut(), host.as_mut());
+        let mut live = listener(11, 81);
+        cache.opened(&mut live, host.as_mut());
+        age_check(&mut cache, 10, REFRESH);
+        age_check(&mut cache, 11, REFRESH);
+        // Only the process that opened a listener while watched.
+        cache.refresh(host.as_ref());
+        assert_eq!(fake.world().start_time_reads, 1);
+        // Idle for RECHECK: no longer looked at.
+        age_check(&mut cache, 11, RECHECK);
+        cache.refresh(host.as_ref());
+        assert_eq!(fake.world().start_time_reads, 1);
+        assert!(cache.recent.is_empty());
     }
 
     #[test]

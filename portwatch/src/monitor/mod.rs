@@ -388,6 +388,11 @@ impl Monitor {
             if let Some(ev) = self.queue.pop_front() {
                 return Ok(ev);
             }
+            // Everything queued has been handed out (and written): the
+            // time to freshen owner checks, off the next event's path.
+            if let Some(o) = &mut self.owners {
+                o.refresh(self.engine.host());
+            }
             self.fill().await?;
         }
     }

@@ -90,6 +90,8 @@ pub(crate) struct World {
     pub owners: HashMap<u32, crate::owner::OwnerFacts>,
     /// Owner facts read so far.
     pub owner_reads: usize,
+    /// Start-time reads: how often an owner was checked against /proc.
+    pub start_time_reads: usize,
     /// Executables' packages.
     pub packages: HashMap<String, String>,
     /// Changed facts not yet read by the monitor.
@@ -481,7 +483,9 @@ impl Host for FakeHost {
     }
 
     fn start_time(&self, pid: u32) -> Option<u64> {
-        self.0.world().owners.get(&pid).map(|f| f.start_time)
+        let mut w = self.0.world();
+        w.start_time_reads += 1;
+        w.owners.get(&pid).map(|f| f.start_time)
     }
 
     fn owner_facts_all(
