@@ -44,6 +44,11 @@ const REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Processes one [`OwnerCache::refresh`] checks at most.
 const REFRESH_CHECKS: usize = 16;
 
+/// Processes kept fresh at most: each call walks them all, and another
+/// user can start processes by the thousand. Beyond it, a process is
+/// checked on its next listener's path, as without the refresh.
+const RECENT_MAX: usize = 64;
+
 /// What one snapshot has read already.
 #[derive(Default)]
 struct Batch {
@@ -73,7 +78,9 @@ impl OwnerCache {
         // thousands of processes.
         if let Some(told) = self.by_pid.get_mut(&l.pid) {
             told.used_at = std::time::Instant::now();
-            self.recent.insert(l.pid);
+            if self.recent.len() < RECENT_MAX {
+                self.recent.insert(l.pid);
+            }
         }
     }
 
@@ -442,6 +449,24 @@ mod tests {
         cache.refresh(host.as_ref());
         assert_eq!(fake.world().start_time_reads, 1);
         assert!(cache.recent.is_empty());
+    }
+
+    #[test]
+    fn the_processes_kept_fresh_are_bounded() {
+        let fake = FakeOs::new();
+        let mut host = fake.os().host;
+        let mut cache = OwnerCache::default();
+        for pid in 10..10 + 2 * RECENT_MAX as u32 {
+            fake.world().owners.insert(pid, facts(pid, 100, "sshd"));
+            cache.opened(&mut listener(pid, 80), host.as_mut());
+        }
+        assert_eq!(cache.recent.len(), RECENT_MAX);
+        for pid in 10..10 + 2 * RECENT_MAX as u32 {
+            age_check(&mut cache, pid, REFRESH);
+        }
+        // One call checks at most REFRESH_CHECKS of them.
+        cache.refresh(host.as_ref());
+        assert_eq!(fake.world().start_time_reads, REFRESH_CHECKS);
     }
 
     #[test]
