@@ -3,7 +3,7 @@
 //! has a listener open, so that a close, and a listener of a process that
 //! exited or re-parented since, still tell the story as it was.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use crate::{
     event::{Listener, ListenerKey},
@@ -23,9 +23,9 @@ struct Told {
     exe_id: Option<(u64, u64)>,
     ctx: Arc<OwnerContext>,
     /// When that was last checked against /proc.
-    checked_at: std::time::Instant,
+    checked_at: Instant,
     /// When a listener was last told from it.
-    used_at: std::time::Instant,
+    used_at: Instant,
 }
 
 /// How long a check that a pid is still the process told holds for its
@@ -41,6 +41,9 @@ const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// its next listener would otherwise wait for.
 const REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How often the monitor looks for a moment to refresh, at most.
+const REFRESH_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Processes one [`OwnerCache::refresh`] checks at most.
 const REFRESH_CHECKS: usize = 16;
 
@@ -49,12 +52,22 @@ const REFRESH_CHECKS: usize = 16;
 /// checked on its next listener's path, as without the refresh.
 const RECENT_MAX: usize = 64;
 
-/// What one snapshot has read already.
-#[derive(Default)]
+/// What one snapshot has read already, and when it was taken.
 struct Batch {
     /// Processes whose start time was checked (or read) in it.
     checked: std::collections::HashSet<u32>,
     ancestors: AncestorMemo,
+    now: Instant,
+}
+
+impl Batch {
+    fn at(now: Instant) -> Self {
+        Self {
+            checked: Default::default(),
+            ancestors: AncestorMemo::default(),
+            now,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -64,20 +77,27 @@ pub(crate) struct OwnerCache {
     /// The context of each open listener (by key and owner), with the
     /// number of sockets open under that key.
     open: HashMap<(ListenerKey, u32), (Arc<OwnerContext>, usize)>,
-    /// Processes told from within the last [`RECHECK`]: those
-    /// [`Self::refresh`] looks at.
+    /// Processes that opened a listener while watched, within the last
+    /// [`RECHECK`] (a baseline's are not): those [`Self::refresh`] looks
+    /// at, and prunes. At most [`RECENT_MAX`].
     recent: std::collections::HashSet<u32>,
+    /// When [`Self::refresh_wanted`] may say yes again.
+    wanted_after: Option<Instant>,
 }
 
 impl OwnerCache {
     /// Gives an opened listener its owner's context.
     pub(crate) fn opened(&mut self, l: &mut Listener, host: &mut dyn Host) {
-        self.tell(l, host, &mut Batch::default());
+        self.opened_at(l, host, Instant::now());
+    }
+
+    fn opened_at(&mut self, l: &mut Listener, host: &mut dyn Host, now: Instant) {
+        self.tell(l, host, &mut Batch::at(now));
         // One that opens listeners now may well open more soon: its check
         // is kept fresh between events (`refresh`). Not the baseline's
         // thousands of processes.
         if let Some(told) = self.by_pid.get_mut(&l.pid) {
-            told.used_at = std::time::Instant::now();
+            told.used_at = now;
             if self.recent.len() < RECENT_MAX {
                 self.recent.insert(l.pid);
             }
@@ -91,7 +111,7 @@ impl OwnerCache {
         listeners: impl Iterator<Item = &'l mut Listener>,
         host: &mut dyn Host,
     ) {
-        let mut batch = Batch::default();
+        let mut batch = Batch::at(Instant::now());
         let mut listeners: Vec<&mut Listener> = listeners.collect();
         // The processes to read: neither told yet nor still the same.
         let mut to_read: Vec<u32> = Vec::new();
@@ -100,7 +120,7 @@ impl OwnerCache {
             if batch.checked.contains(&l.pid) || containers.contains_key(&l.pid) {
                 continue;
             }
-            if self.still_told(l.pid, None, host) {
+            if self.still_told(l.pid, None, host, batch.now) {
                 batch.checked.insert(l.pid);
             } else {
                 containers.insert(l.pid, l.container.clone());
@@ -113,7 +133,7 @@ impl OwnerCache {
             batch.checked.insert(*pid);
             if let Some(facts) = facts {
                 let container = containers.remove(pid).flatten();
-                self.remember(*pid, facts, container.as_ref(), host);
+                self.remember(*pid, facts, container.as_ref(), host, batch.now);
             }
         }
         for l in listeners.iter_mut() {
@@ -125,11 +145,10 @@ impl OwnerCache {
     /// start, same executable; a listener named `comm` was just opened by
     /// it): checked against /proc unless it was a moment ago, with the
     /// same name.
-    fn still_told(&mut self, pid: u32, comm: Option<&str>, host: &dyn Host) -> bool {
+    fn still_told(&mut self, pid: u32, comm: Option<&str>, host: &dyn Host, now: Instant) -> bool {
         let Some(told) = self.by_pid.get_mut(&pid) else {
             return false;
         };
-        let now = std::time::Instant::now();
         let same_name =
             comm.is_some_and(|c| told.ctx.ancestry.first().is_some_and(|a| a.comm == c));
         if same_name && now.duration_since(told.checked_at) < RECHECK {
@@ -147,13 +166,25 @@ impl OwnerCache {
     /// [`RECHECK`] whose check is older than [`REFRESH`], so that their
     /// next listeners find it fresh; one that is no longer the process
     /// told is forgotten (its next listener is told anew). For the time
-    /// between events: each process costs two /proc reads at most every
-    /// [`REFRESH`].
+    /// between events, when nothing waits to be read: each process costs
+    /// two /proc reads at most every [`REFRESH`].
     pub(crate) fn refresh(&mut self, host: &dyn Host) {
-        if self.recent.is_empty() {
-            return;
+        self.refresh_at(host, Instant::now());
+    }
+
+    /// Whether [`Self::refresh`] has something to look at, at most once
+    /// every [`REFRESH_POLL`]: the monitor first polls its engine once
+    /// to know that nothing waits, and while events keep coming that poll
+    /// must not take every turn from its other sources.
+    pub(crate) fn refresh_wanted(&mut self, now: Instant) -> bool {
+        if self.recent.is_empty() || self.wanted_after.is_some_and(|t| now < t) {
+            return false;
         }
-        let now = std::time::Instant::now();
+        self.wanted_after = Some(now + REFRESH_POLL);
+        true
+    }
+
+    fn refresh_at(&mut self, host: &dyn Host, now: Instant) {
         let by_pid = &mut self.by_pid;
         // A bound on one call's reads: beyond it, a process is checked at
         // a later call, or on its next listener's path as before.
@@ -225,14 +256,15 @@ impl OwnerCache {
         batch: &mut Batch,
     ) -> Option<Arc<OwnerContext>> {
         // Within one snapshot a process checked once is the same one.
-        if batch.checked.contains(&l.pid) || self.still_told(l.pid, Some(&l.comm), host) {
+        if batch.checked.contains(&l.pid) || self.still_told(l.pid, Some(&l.comm), host, batch.now)
+        {
             batch.checked.insert(l.pid);
             return self.by_pid.get(&l.pid).map(|t| t.ctx.clone());
         }
         let started = std::time::Instant::now();
         let facts = host.owner_facts(l.pid, &mut batch.ancestors)?;
         batch.checked.insert(l.pid);
-        let ctx = self.remember(l.pid, facts, l.container.as_ref(), host);
+        let ctx = self.remember(l.pid, facts, l.container.as_ref(), host, batch.now);
         // The benchmark reads this line (`cargo xtask bench --only context`).
         tracing::debug!(
             "context: told pid {} in {} us",
@@ -249,6 +281,7 @@ impl OwnerCache {
         facts: crate::owner::OwnerFacts,
         container: Option<&crate::container::Container>,
         host: &mut dyn Host,
+        now: Instant,
     ) -> Arc<OwnerContext> {
         let package = facts
             .exe
@@ -279,8 +312,8 @@ impl OwnerCache {
                 start_time: facts.start_time,
                 exe_id: facts.exe_id,
                 ctx: ctx.clone(),
-                checked_at: std::time::Instant::now(),
-                used_at: std::time::Instant::now(),
+                checked_at: now,
+                used_at: now,
             },
         );
         ctx
@@ -381,12 +414,11 @@ mod tests {
         assert_eq!(c.context.unwrap().source.kind, OriginKind::Ssh);
     }
 
-    /// Moves pid's last check and use `by` into the past, as time passing
-    /// would.
-    fn age_check(cache: &mut OwnerCache, pid: u32, by: std::time::Duration) {
-        let told = cache.by_pid.get_mut(&pid).unwrap();
-        told.checked_at -= by;
-        told.used_at -= by;
+    fn named(pid: u32, port: u16) -> Listener {
+        Listener {
+            comm: "server".into(),
+            ..listener(pid, port)
+        }
     }
 
     #[test]
@@ -395,35 +427,31 @@ mod tests {
         let mut host = fake.os().host;
         fake.world().owners.insert(10, facts(10, 100, "sshd"));
         let mut cache = OwnerCache::default();
-        let mut a = listener(10, 80);
-        a.comm = "server".into();
-        cache.opened(&mut a, host.as_mut());
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        cache.opened_at(&mut named(10, 80), host.as_mut(), t0);
         // Checked a moment ago: nothing to do between events.
-        cache.refresh(host.as_ref());
+        cache.refresh_at(host.as_ref(), t0 + ms(10));
         assert_eq!(fake.world().start_time_reads, 0);
         // 60 ms on, older than REFRESH: checked between events...
-        let step = REFRESH + std::time::Duration::from_millis(10);
-        age_check(&mut cache, 10, step);
-        cache.refresh(host.as_ref());
+        cache.refresh_at(host.as_ref(), t0 + ms(60));
         assert_eq!(fake.world().start_time_reads, 1);
         // ... so that a listener 120 ms after the first check finds it
         // fresh: without the refresh, it would read /proc on its path.
-        age_check(&mut cache, 10, step);
-        let mut b = listener(10, 81);
-        b.comm = "server".into();
-        cache.opened(&mut b, host.as_mut());
+        cache.opened_at(&mut named(10, 81), host.as_mut(), t0 + ms(120));
         assert_eq!(fake.world().start_time_reads, 1);
         assert_eq!(fake.world().owner_reads, 1);
-        // A process that exec'd meanwhile is forgotten at the refresh: its
-        // next listener is told anew.
+        // A process that exec'd meanwhile is forgotten at the refresh...
         let mut exec = facts(10, 100, "cron");
         exec.exe_id = Some((1, 3));
         fake.world().owners.insert(10, exec);
-        age_check(&mut cache, 10, step);
-        cache.refresh(host.as_ref());
-        let mut c = listener(10, 82);
-        c.comm = "server".into();
-        cache.opened(&mut c, host.as_mut());
+        cache.refresh_at(host.as_ref(), t0 + ms(180));
+        assert_eq!(fake.world().start_time_reads, 2);
+        assert!(!cache.by_pid.contains_key(&10));
+        // ... and its next listener is told anew, within RECHECK of the
+        // last check and under the same name.
+        let mut c = named(10, 82);
+        cache.opened_at(&mut c, host.as_mut(), t0 + ms(190));
         assert_eq!(fake.world().owner_reads, 2);
         assert_eq!(c.context.unwrap().source.kind, OriginKind::Cron);
     }
@@ -437,18 +465,30 @@ mod tests {
         let mut cache = OwnerCache::default();
         let mut baseline = [listener(10, 80)];
         cache.opened_all(baseline.iter_mut(), host.as_mut());
-        let mut live = listener(11, 81);
-        cache.opened(&mut live, host.as_mut());
-        age_check(&mut cache, 10, REFRESH);
-        age_check(&mut cache, 11, REFRESH);
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        cache.opened_at(&mut listener(11, 81), host.as_mut(), t0);
         // Only the process that opened a listener while watched.
-        cache.refresh(host.as_ref());
+        cache.refresh_at(host.as_ref(), t0 + ms(60));
         assert_eq!(fake.world().start_time_reads, 1);
         // Idle for RECHECK: no longer looked at.
-        age_check(&mut cache, 11, RECHECK);
-        cache.refresh(host.as_ref());
+        cache.refresh_at(host.as_ref(), t0 + RECHECK + ms(60));
         assert_eq!(fake.world().start_time_reads, 1);
-        assert!(cache.recent.is_empty());
+        assert!(!cache.refresh_wanted(t0 + RECHECK + ms(60)));
+    }
+
+    #[test]
+    fn a_refresh_is_wanted_at_most_every_refresh_poll() {
+        let fake = FakeOs::new();
+        let mut host = fake.os().host;
+        fake.world().owners.insert(10, facts(10, 100, "sshd"));
+        let mut cache = OwnerCache::default();
+        let t0 = Instant::now();
+        assert!(!cache.refresh_wanted(t0));
+        cache.opened_at(&mut listener(10, 80), host.as_mut(), t0);
+        assert!(cache.refresh_wanted(t0));
+        assert!(!cache.refresh_wanted(t0 + REFRESH_POLL / 2));
+        assert!(cache.refresh_wanted(t0 + REFRESH_POLL));
     }
 
     #[test]
@@ -456,16 +496,14 @@ mod tests {
         let fake = FakeOs::new();
         let mut host = fake.os().host;
         let mut cache = OwnerCache::default();
+        let t0 = Instant::now();
         for pid in 10..10 + 2 * RECENT_MAX as u32 {
             fake.world().owners.insert(pid, facts(pid, 100, "sshd"));
-            cache.opened(&mut listener(pid, 80), host.as_mut());
+            cache.opened_at(&mut listener(pid, 80), host.as_mut(), t0);
         }
         assert_eq!(cache.recent.len(), RECENT_MAX);
-        for pid in 10..10 + 2 * RECENT_MAX as u32 {
-            age_check(&mut cache, pid, REFRESH);
-        }
         // One call checks at most REFRESH_CHECKS of them.
-        cache.refresh(host.as_ref());
+        cache.refresh_at(host.as_ref(), t0 + REFRESH);
         assert_eq!(fake.world().start_time_reads, REFRESH_CHECKS);
     }
 

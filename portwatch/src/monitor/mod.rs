@@ -388,11 +388,6 @@ impl Monitor {
             if let Some(ev) = self.queue.pop_front() {
                 return Ok(ev);
             }
-            // Everything queued has been handed out (and written): the
-            // time to freshen owner checks, off the next event's path.
-            if let Some(o) = &mut self.owners {
-                o.refresh(self.engine.host());
-            }
             self.fill().await?;
         }
     }
@@ -430,6 +425,31 @@ impl Monitor {
             .as_ref()
             .is_some_and(|a| a.evaluator.wants_samples());
         let settle_due = self.settle.as_ref().and_then(Settle::next_due);
+        // Owner checks are freshened between events (`OwnerCache::refresh`),
+        // once everything handed out was written and the engine has nothing
+        // waiting: one poll of it first (cancel-safe, as in the select).
+        let now = std::time::Instant::now();
+        if self.owners.as_mut().is_some_and(|o| o.refresh_wanted(now)) {
+            let engine = &mut self.engine;
+            let polled = std::future::poll_fn(|cx| {
+                let next = std::pin::pin!(engine.next_reports());
+                std::task::Poll::Ready(next.poll(cx))
+            })
+            .await;
+            match polled {
+                std::task::Poll::Ready(reports) => {
+                    for r in reports? {
+                        self.report(r);
+                    }
+                    return Ok(());
+                }
+                std::task::Poll::Pending => {
+                    if let Some(o) = &mut self.owners {
+                        o.refresh(self.engine.host());
+                    }
+                }
+            }
+        }
         let woke = {
             let Self {
                 engine,

@@ -26,9 +26,19 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 /// The (device, inode) of the file `pid` runs: to tell it from another
 /// at the same path, and an `execve` since.
 pub(crate) fn exe_id(pid: u32) -> Option<(u64, u64)> {
-    std::fs::metadata(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
+    use rustix::fs::{AtFlags, CWD, StatxFlags, makedev, statx};
+    // The attributes the kernel holds, not asked again of the file's
+    // filesystem: a FUSE or network server (another user's) could hold a
+    // fresh getattr for as long as it likes, and this runs on the event
+    // loop.
+    let st = statx(
+        CWD,
+        format!("/proc/{pid}/exe"),
+        AtFlags::STATX_DONT_SYNC,
+        StatxFlags::INO,
+    )
+    .ok()?;
+    Some((makedev(st.stx_dev_major, st.stx_dev_minor), st.stx_ino))
 }
 
 /// Everything /proc says about `pid` for its story; None when it is
