@@ -242,25 +242,33 @@ impl<'a> Btf<'a> {
 /// everything this reader reads.
 pub(crate) fn typedef_stand_in(id: u32, name: &str) -> Vec<u8> {
     let fillers = id.saturating_sub(1) as usize;
-    let type_len = (fillers + 1) * 12;
-    let mut out = Vec::with_capacity(24 + type_len + name.len() + 2);
+    let mut types = Vec::with_capacity((fillers + 1) * 12);
+    for _ in 0..fillers {
+        push_words(&mut types, &[0, KIND_PTR << 24, 0]);
+    }
+    push_words(&mut types, &[1, KIND_TYPEDEF << 24, 0]);
+    let mut strings = Vec::with_capacity(name.len() + 2);
+    strings.push(0);
+    strings.extend_from_slice(name.as_bytes());
+    strings.push(0);
+    blob(&types, &strings)
+}
+
+fn push_words(out: &mut Vec<u8>, words: &[u32]) {
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// A little-endian BTF blob: its header, then `types`, then `strings`.
+fn blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + types.len() + strings.len());
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&[1, 0]);
-    let str_len = name.len() + 2;
-    for v in [24u32, 0, type_len as u32, type_len as u32, str_len as u32] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    for _ in 0..fillers {
-        for v in [0u32, KIND_PTR << 24, 0] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    for v in [1u32, KIND_TYPEDEF << 24, 0] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out.push(0);
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
+    let (type_len, str_len) = (types.len() as u32, strings.len() as u32);
+    push_words(&mut out, &[24, 0, type_len, type_len, str_len]);
+    out.extend_from_slice(types);
+    out.extend_from_slice(strings);
     out
 }
 
@@ -293,9 +301,7 @@ pub(crate) mod tests {
         }
 
         fn push(&mut self, vals: &[u32]) {
-            for v in vals {
-                self.types.extend_from_slice(&v.to_le_bytes());
-            }
+            push_words(&mut self.types, vals);
         }
 
         pub(crate) fn int(&mut self, name: &str, size: u32) {
@@ -334,21 +340,7 @@ pub(crate) mod tests {
         }
 
         pub(crate) fn build(&self) -> Vec<u8> {
-            let mut out = Vec::new();
-            out.extend_from_slice(&MAGIC.to_le_bytes());
-            out.extend_from_slice(&[1, 0]);
-            for v in [
-                24u32,
-                0,
-                self.types.len() as u32,
-                self.types.len() as u32,
-                self.strings.len() as u32,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&self.types);
-            out.extend_from_slice(&self.strings);
-            out
+            blob(&self.types, &self.strings)
         }
     }
 
