@@ -28,6 +28,14 @@ struct Told {
     used_at: Instant,
 }
 
+impl Told {
+    /// Whether `pid` is still the process told: same start, same
+    /// executable (two /proc reads).
+    fn still_is(&self, pid: u32, host: &dyn Host) -> bool {
+        host.start_time(pid) == Some(self.start_time) && host.exe_id(pid) == self.exe_id
+    }
+}
+
 /// How long a check that a pid is still the process told holds for its
 /// next listeners of the same name: a process that opens listeners by
 /// the thousand is checked ten times a second, not per listener (two
@@ -154,8 +162,7 @@ impl OwnerCache {
         if same_name && now.duration_since(told.checked_at) < RECHECK {
             return true;
         }
-        let still =
-            host.start_time(pid) == Some(told.start_time) && host.exe_id(pid) == told.exe_id;
+        let still = told.still_is(pid, host);
         if still {
             told.checked_at = now;
         }
@@ -200,7 +207,7 @@ impl OwnerCache {
                 return true;
             }
             checks -= 1;
-            if host.start_time(*pid) == Some(told.start_time) && host.exe_id(*pid) == told.exe_id {
+            if told.still_is(*pid, host) {
                 told.checked_at = now;
                 true
             } else {

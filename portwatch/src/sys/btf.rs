@@ -193,9 +193,15 @@ impl<'a> Btf<'a> {
     /// The first type of `kind` named `name` (duplicates in vmlinux are
     /// identical).
     fn find_named(&self, kind: u32, name: &str) -> Option<TypeHeader> {
-        (1..=self.starts.len() as u32)
-            .filter_map(|id| self.header(id))
-            .find(|t| t.kind == kind && t.name_off != 0 && self.name(t.name_off) == name)
+        self.header(self.named_id(kind, name)?)
+    }
+
+    /// The id of the first type of `kind` named `name`.
+    fn named_id(&self, kind: u32, name: &str) -> Option<u32> {
+        (1..=self.starts.len() as u32).find(|&id| {
+            self.header(id)
+                .is_some_and(|t| t.kind == kind && t.name_off != 0 && self.name(t.name_off) == name)
+        })
     }
 
     /// Byte offset of `path` (e.g. `["ns", "inum"]`) inside `struct name`.
@@ -215,11 +221,7 @@ impl<'a> Btf<'a> {
 
     /// The type id of `typedef name`.
     pub(crate) fn typedef_id(&self, name: &str) -> Option<u32> {
-        (1..=self.starts.len() as u32).find(|&id| {
-            self.header(id).is_some_and(|t| {
-                t.kind == KIND_TYPEDEF && t.name_off != 0 && self.name(t.name_off) == name
-            })
-        })
+        self.named_id(KIND_TYPEDEF, name)
     }
 
     /// The value of constant `value` of `enum name`.
