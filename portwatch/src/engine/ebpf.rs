@@ -524,27 +524,27 @@ impl EbpfWatch {
                 }
                 None if unconfirmed => {
                     let misses = self.table.unbound_missed(id);
-                    let now = Instant::now();
                     if misses >= UNCONFIRMED_LOOKS {
-                        self.table.give_up_unbound(id);
-                        self.unresolved += 1;
-                        self.schedule.unresolved(now);
+                        self.give_up_unbound(id);
                     } else {
                         let step = UNCONFIRMED_BACKOFF
                             .saturating_mul(4u32.saturating_pow(misses - 1))
                             .min(UNCONFIRMED_LOOK_CAP);
-                        let at = now + step;
+                        let at = Instant::now() + step;
                         self.next_look = Some(self.next_look.map_or(at, |n| n.min(at)));
                     }
                 }
-                None if self.table.unbound_missed(id) >= UNBOUND_LOOKS => {
-                    self.table.give_up_unbound(id);
-                    self.unresolved += 1;
-                    self.schedule.unresolved(Instant::now());
-                }
+                None if self.table.unbound_missed(id) >= UNBOUND_LOOKS => self.give_up_unbound(id),
                 None => {}
             }
         }
+    }
+
+    /// Leaves an open whose port was not found to a resync, and counts it.
+    fn give_up_unbound(&mut self, id: u64) {
+        self.table.give_up_unbound(id);
+        self.unresolved += 1;
+        self.schedule.unresolved(Instant::now());
     }
 
     fn check_drops(&mut self) -> Result<()> {

@@ -256,6 +256,9 @@ impl BenchStage {
 
 /// The BTF tracepoint both BTF-typed programs attach to.
 const BTF_TRACEPOINT: &str = "inet_sock_set_state";
+/// Its typedef in the kernel's BTF, which aya looks up by this name when
+/// it loads a program for it.
+const BTF_TRACE_TYPEDEF: &str = "btf_trace_inet_sock_set_state";
 
 /// What the programs need of the kernel's BTF.
 struct KernelBtf {
@@ -284,7 +287,7 @@ fn read_kernel_btf() -> KernelBtf {
                     SockOffsets::UNKNOWN
                 }),
                 regs_nr: b.member_offset("pt_regs", &["orig_ax"]),
-                trace_typedef: b.typedef_id(&format!("btf_trace_{BTF_TRACEPOINT}")),
+                trace_typedef: b.typedef_id(BTF_TRACE_TYPEDEF),
             },
             Err(e) => {
                 tracing::warn!(
@@ -355,8 +358,7 @@ fn load_programs(
     // stand-in holding it at its id spares aya's parse of the whole.
     let kernel_btf = match kernel_btf.trace_typedef {
         Some(id) if kernel_btf.sock_offsets.valid != 0 => {
-            let name = format!("btf_trace_{BTF_TRACEPOINT}");
-            let blob = btf::typedef_stand_in(id, &name);
+            let blob = btf::typedef_stand_in(id, BTF_TRACE_TYPEDEF);
             Some(Btf::parse(&blob, aya::Endianness::Little).map_err(|e| {
                 tracing::warn!("aya cannot parse the kernel BTF's stand-in: {e}");
                 Error::NoBtf

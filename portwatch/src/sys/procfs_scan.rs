@@ -562,11 +562,14 @@ pub(crate) fn listening_sockets(pids: &[u32]) -> Vec<HeldSocket> {
     namespace_rows(pids, SocketQuery::TCP_LISTEN)
         .into_iter()
         .flat_map(|(pids, rows)| {
-            // A namespace is listed for the pids in it: never none.
-            rows.into_iter().map(move |r| HeldSocket {
-                pid: pids[0],
-                local: r.local,
-                cookie: r.cookie,
+            // A namespace is listed for the pids in it, so there is a first.
+            let pid = pids.first().copied();
+            rows.into_iter().filter_map(move |r| {
+                Some(HeldSocket {
+                    pid: pid?,
+                    local: r.local,
+                    cookie: r.cookie,
+                })
             })
         })
         .collect()
