@@ -216,6 +216,34 @@ fn a_binder_in_another_network_namespace_is_seen_in_it() {
     assert_eq!(closed["netns"].to_string(), inode);
 }
 
+/// An unprivileged binder makes its sockets here, moves to a network
+/// namespace of its own (with a user namespace, unshare(2) needs no
+/// privilege), then binds and listens: the ports are this namespace's,
+/// reachable as this namespace's are, and are reported in it, never in
+/// the binder's new one, whose exposure would be judged instead.
+#[test]
+fn a_port_bound_after_its_binder_left_the_sockets_namespace_is_reported_in_the_sockets() {
+    let here = fs::metadata("/proc/self/ns/net").unwrap();
+    let here = std::os::unix::fs::MetadataExt::ino(&here);
+    let w = Watcher::start(&[]);
+    let mut cmd = as_nobody("/usr/bin/python3");
+    cmd.args(["-u", &helper_path("udp.py")]);
+    let mut h = Sockets(Helper::command(&mut cmd));
+    let a = h.ask("bind-after-leaving 0.0.0.0");
+    let (udp_id, udp_port): (u32, u16) = (a[0].parse().unwrap(), a[1].parse().unwrap());
+    let (tcp_id, tcp_port): (u32, u16) = (a[2].parse().unwrap(), a[3].parse().unwrap());
+    let udp = expect_udp(&w, "opened", "0.0.0.0", udp_port);
+    assert_eq!(udp["netns"], here, "{udp}");
+    let tcp = w.expect("the TCP open", EVENT_TIMEOUT, |v| {
+        is_event(v, "opened", "0.0.0.0", tcp_port) && v["proto"] == "tcp"
+    });
+    assert_eq!(tcp["netns"], here, "{tcp}");
+    h.close(udp_id);
+    let closed = expect_udp(&w, "closed", "0.0.0.0", udp_port);
+    assert_eq!(closed["netns"], here, "{closed}");
+    h.close(tcp_id);
+}
+
 #[test]
 fn a_socket_passed_to_another_process_stays_its_binders() {
     let path = std::env::temp_dir().join(format!("pwtest-udp-fd-{}.sock", std::process::id()));

@@ -263,14 +263,18 @@ pub fn watched_now(owner: &Owner) -> bool {
     owner.watched != 0 || unsafe { WATCHED.get(owner.tgid) }.is_some()
 }
 
-/// The calling process as an owner, from the task alone (a cgroup sock
-/// program has no `struct sock` address to read): with BTF offsets, the
-/// process's name (its thread group leader's) and its network namespace,
-/// read through the task's BTF pointer: plain loads the verifier checks
-/// against the kernel's types (the offsets are load-time constants), about
-/// 120 ns cheaper per bind than five `bpf_probe_read_kernel` calls.
+/// The calling process as the owner of a socket whose `struct net` is at
+/// `sock_net` (0: unknown), for cgroup sock programs, which have no typed
+/// socket: with BTF offsets, the process's name (its thread group
+/// leader's) read through the task's BTF pointer, plain loads the verifier
+/// checks against the kernel's types (the offsets are load-time
+/// constants), about 120 ns cheaper per bind than five
+/// `bpf_probe_read_kernel` calls. The namespace is the socket's: the
+/// task's inode when the task is still in it, else one more probe read
+/// (the binder left it since socket(), which unshare(2) allows anyone
+/// inside a user namespace).
 #[inline(always)]
-pub fn current_task_owner() -> Owner {
+pub fn current_task_owner(sock_net: u64) -> Owner {
     let mut owner = task_owner();
     let off = SOCK_OFFSETS.load();
     if off.valid != 0 {
@@ -282,9 +286,14 @@ pub fn current_task_owner() -> Owner {
             let nsproxy = *(task.add(off.task_nsproxy as usize) as *const *const u8);
             if !nsproxy.is_null() {
                 let net = *(nsproxy.add(off.nsproxy_net_ns as usize) as *const *const u8);
-                if !net.is_null() {
+                if !net.is_null() && net as u64 == sock_net {
                     owner.netns = *(net.add(off.net_ns_inum as usize) as *const u32);
                 }
+            }
+            if owner.netns == 0 && sock_net != 0 {
+                owner.netns =
+                    bpf_probe_read_kernel((sock_net + off.net_ns_inum as u64) as *const u32)
+                        .unwrap_or(0);
             }
             let leader = *(task.add(off.task_group_leader as usize) as *const *const u8);
             if !leader.is_null() {

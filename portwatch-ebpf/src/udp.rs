@@ -26,7 +26,10 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::bpf_get_socket_cookie,
+    },
     macros::cgroup_sock,
     programs::SockContext,
 };
@@ -39,8 +42,8 @@ use portwatch_common::{
 use crate::{
     listen::{current_task_owner, new_event, submit_with, watched_now},
     maps::{
-        EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, UDP_AGGREGATE, UDP_BINDS, UDP_STAGE, WAKE_BYTES,
-        WATCHED, count,
+        EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, SOCK_OFFSETS, UDP_AGGREGATE, UDP_BINDS, UDP_STAGE,
+        WAKE_BYTES, WATCHED, count,
     },
 };
 
@@ -86,7 +89,7 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
     }
     // SAFETY: the context is this program's own socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-    let mut owner = current_task_owner();
+    let mut owner = current_task_owner(socket_net(ctx));
     owner.family = family;
     owner.addr = addr;
     owner.listening = 1;
@@ -102,6 +105,23 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
         ev.flags = FLAG_OWNER_KNOWN | FLAG_SOCK_COOKIE;
         submit(&ev);
     }
+}
+
+/// The address of the `struct net` the socket lives in, which its port is
+/// bound in: its creator's at socket(), not necessarily the binder's. 0
+/// when unknown.
+#[inline(always)]
+fn socket_net(ctx: &SockContext) -> u64 {
+    let off = SOCK_OFFSETS.load();
+    if off.valid == 0 {
+        return 0;
+    }
+    // SAFETY: a probe read inside the socket at a BTF-derived offset: the
+    // context is the socket's `struct sock` (cgroup sock programs run on
+    // it), and a root loader may hand its address to a probe read. A
+    // failed read is 0, unknown.
+    unsafe { bpf_probe_read_kernel((ctx.sock as u64 + u64::from(off.skc_net)) as *const u64) }
+        .unwrap_or(0)
 }
 
 /// Counts a bind in the aggregate mode's tally: one lookup and an add on

@@ -9,6 +9,12 @@
 #   send ID UNIX_PATH                   -> "sent ID"  (SCM_RIGHTS, then close ours)
 #   receive UNIX_PATH                   -> "listening", then "received ID"
 #   fence                               -> "fence PORT"  (a TCP listener opened and closed)
+#   bind-after-leaving ADDR             -> "bound UDP_ID UDP_PORT TCP_ID TCP_PORT"  (a UDP
+#                                          and a TCP socket made here, then this process
+#                                          moves to a new user and network namespace,
+#                                          then binds both to ADDR:0 and listens on the
+#                                          TCP one: their ports are in the namespace
+#                                          they were made in; no privilege needed)
 #   churn N                             -> "churned N"  (N UDP sockets bound to
 #                                          127.0.0.1:0 and closed, one at a time)
 #   disconnect ID ADDR PORT             -> "moved ID PORT"  (connect, disconnect: the
@@ -100,6 +106,15 @@ for line in sys.stdin:
             s.bind(("127.0.0.1", 0))
             s.close()
         answer("churned", a[0])
+    elif cmd == "bind-after-leaving":
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        t = socket.socket()
+        CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+        assert ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0
+        u.bind((a[0], 0))
+        t.bind((a[0], 0))
+        t.listen()
+        answer("bound", keep(u), u.getsockname()[1], keep(t), t.getsockname()[1])
     elif cmd == "fence":
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
