@@ -177,8 +177,8 @@ impl Sink {
             return self.ocsf(&Line::from(ev)).map(|_| ());
         }
         if self.json {
-            let line = portwatch::wire::Line::from(ev).to_json();
-            return self.line(&line);
+            portwatch::wire::Line::from(ev).write_json(&mut self.out)?;
+            return self.out.write_all(b"\n");
         }
         let line = self.text.line(ev);
         self.out.write_all(line.as_bytes())?;

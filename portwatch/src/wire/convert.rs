@@ -32,7 +32,7 @@ impl From<&PortEvent> for Line {
             container: l.container.clone(),
             exposure: l.exposure.clone(),
             published_as: l.published_as.clone(),
-            context: l.context.as_deref().cloned(),
+            context: l.context.clone(),
             ts: ev.ts,
             source: ev.source,
         };
@@ -340,7 +340,7 @@ fn port_event(p: Port, change: Change) -> PortEvent {
             opened_at: (change == Change::Opened && p.source != Source::Baseline).then_some(p.ts),
             exposure: p.exposure,
             published_as: p.published_as,
-            context: p.context.map(std::sync::Arc::new),
+            context: p.context,
         },
         ts: p.ts,
         source: p.source,

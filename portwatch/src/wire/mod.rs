@@ -147,8 +147,10 @@ pub struct Port {
     pub published_as: Vec<Published>,
     /// Why its owner is there: ancestry, source, cwd, git, exe, package
     /// (see `docs/why.md`). Absent where it was not told.
+    // Shared with the event it was made from: a line is encoded without
+    // copying it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<OwnerContext>,
+    pub context: Option<std::sync::Arc<OwnerContext>>,
     #[serde(with = "micros")]
     #[schemars(with = "DateTime<Utc>")]
     pub ts: DateTime<Utc>,
@@ -390,6 +392,13 @@ impl Line {
     /// The line's JSON, without the newline.
     pub fn to_json(&self) -> String {
         to_json(self)
+    }
+
+    /// The line's JSON, without the newline, written straight into `out`
+    /// (a buffer, most often): the same bytes as [`Self::to_json`]
+    /// without a string made and copied per line.
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(out, self).map_err(std::io::Error::from)
     }
 
     /// Reads one line; Err is one sentence, quoting nothing raw.

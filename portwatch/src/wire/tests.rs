@@ -13,6 +13,9 @@ fn every_golden_line_reads_back_and_writes_the_same_bytes() {
         let line = Line::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_ne!(line, Line::Unknown, "{name}");
         assert_eq!(line.to_json(), text, "{name}");
+        let mut written = Vec::new();
+        line.write_json(&mut written).unwrap();
+        assert_eq!(written, text.as_bytes(), "{name}: written into a buffer");
     }
     assert!(lines().len() >= 15);
 }

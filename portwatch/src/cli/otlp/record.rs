@@ -232,7 +232,7 @@ impl Attrs {
 
     fn port(&mut self, p: &wire::Port) {
         self.socket(p.proto.as_str(), p.address, p.port);
-        let ctx = p.context.as_ref();
+        let ctx = p.context.as_deref();
         self.process(p.pid, &p.comm, ctx.and_then(|c| c.exe.as_deref()));
         self.context(ctx);
         self.int("process.user.id", i64::from(p.uid));
