@@ -106,7 +106,10 @@ pub(crate) struct KernelProbe {
     discard: bool,
     /// When to look at the ring again without a wake-up, while UDP is
     /// watched (its records wake the reader only now and then): see
-    /// `ring_recheck`, which decides.
+    /// `ring_recheck`, which decides. Only the time is kept at a read:
+    /// the timer is set once the reader would otherwise wait, after the
+    /// read's events are handed out, and kept while the looks go on.
+    recheck_at: Option<tokio::time::Instant>,
     recheck: Option<Pin<Box<tokio::time::Sleep>>>,
     rechecks: Rechecks,
     /// Ring buffer size, and bytes read from it since the loss counters
@@ -190,6 +193,7 @@ impl KernelProbe {
             malformed: 0,
             seeds_full: 0,
             discard: stage == BenchStage::Ring,
+            recheck_at: None,
             recheck: None,
             rechecks: Rechecks::default(),
             ring_bytes: u64::from(config.ring_buffer_bytes),
@@ -452,6 +456,23 @@ impl Maps {
     }
 }
 
+impl KernelProbe {
+    /// The re-check's timer, set to its time (see `recheck_at`): made at
+    /// the first look of a burst, moved for the next ones.
+    fn recheck_timer(&mut self) -> Option<Pin<&mut tokio::time::Sleep>> {
+        let at = self.recheck_at?;
+        match &mut self.recheck {
+            Some(timer) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
+            None => self.recheck = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.recheck.as_mut().map(Pin::as_mut)
+    }
+}
+
 impl EventSource for KernelProbe {
     /// The listen confirmation before the state change: once the state
     /// change runs, every open it leaves to the confirmation is reported.
@@ -688,10 +709,7 @@ impl EventSource for KernelProbe {
             }
             // No wake-up: look anyway once the re-check is due.
             Poll::Pending => {
-                let due = self
-                    .recheck
-                    .as_mut()
-                    .is_some_and(|due| due.as_mut().poll(cx).is_ready());
+                let due = self.recheck_timer().is_some_and(|due| due.poll(cx).is_ready());
                 if !due {
                     return Poll::Pending;
                 }
@@ -705,14 +723,18 @@ impl EventSource for KernelProbe {
         };
         self.drained += bytes;
         let udp = self.udp_missing.is_none() && self.config.udp;
-        self.recheck = (udp && self.rechecks.after_read(woken, bytes))
-            .then(|| Box::pin(tokio::time::sleep(RECHECK)));
+        self.recheck_at = (udp && self.rechecks.after_read(woken, bytes))
+            .then(|| tokio::time::Instant::now() + RECHECK);
+        if self.recheck_at.is_none() {
+            // The looks are over: a timer left set would wake the reader.
+            self.recheck = None;
+        }
         if bytes == 0 && !woken {
             // A look that found nothing: wait for a wake-up (the fd's
             // waker was registered above) or the next look, whose timer
             // learns of this task by being polled once.
-            if let Some(due) = &mut self.recheck {
-                let _ = due.as_mut().poll(cx);
+            if let Some(due) = self.recheck_timer() {
+                let _ = due.poll(cx);
             }
             return Poll::Pending;
         }
