@@ -286,7 +286,9 @@ pub fn current_task_owner(sock_net: u64) -> Owner {
             let nsproxy = *(task.add(off.task_nsproxy as usize) as *const *const u8);
             if !nsproxy.is_null() {
                 let net = *(nsproxy.add(off.nsproxy_net_ns as usize) as *const *const u8);
-                if !net.is_null() && net as u64 == sock_net {
+                // An unreadable socket (0) keeps the task's namespace,
+                // right but for a binder that moved.
+                if !net.is_null() && (sock_net == 0 || net as u64 == sock_net) {
                     owner.netns = *(net.add(off.net_ns_inum as usize) as *const u32);
                 }
             }
