@@ -223,12 +223,9 @@ fn a_binder_in_another_network_namespace_is_seen_in_it() {
 /// the binder's new one, whose exposure would be judged instead.
 #[test]
 fn a_port_bound_after_its_binder_left_the_sockets_namespace_is_reported_in_the_sockets() {
-    let here = fs::metadata("/proc/self/ns/net").unwrap();
-    let here = std::os::unix::fs::MetadataExt::ino(&here);
+    let here = own_netns();
     let w = Watcher::start(&[]);
-    let mut cmd = as_nobody("/usr/bin/python3");
-    cmd.args(["-u", &helper_path("udp.py")]);
-    let mut h = Sockets(Helper::command(&mut cmd));
+    let mut h = unprivileged_sockets();
     let a = h.ask("bind-after-leaving 0.0.0.0");
     let (udp_id, udp_port): (u32, u16) = (a[0].parse().unwrap(), a[1].parse().unwrap());
     let (tcp_id, tcp_port): (u32, u16) = (a[2].parse().unwrap(), a[3].parse().unwrap());
@@ -242,6 +239,37 @@ fn a_port_bound_after_its_binder_left_the_sockets_namespace_is_reported_in_the_s
     let closed = expect_udp(&w, "closed", "0.0.0.0", udp_port);
     assert_eq!(closed["netns"], here, "{closed}");
     h.close(tcp_id);
+}
+
+fn own_netns() -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&fs::metadata("/proc/self/ns/net").unwrap())
+}
+
+/// tests/helpers/udp.py run as user nobody.
+fn unprivileged_sockets() -> Sockets {
+    let mut cmd = as_nobody("/usr/bin/python3");
+    cmd.args(["-u", &helper_path("udp.py")]);
+    Sockets(Helper::command(&mut cmd))
+}
+
+/// The aggregate mode finds the ports that live on by a look at its
+/// binders' sockets: that look finds a socket whose binder left its
+/// namespace before binding it, in the socket's namespace (an ephemeral
+/// port, which no resync would report).
+#[test]
+fn in_the_aggregate_mode_a_port_bound_after_its_binder_left_the_sockets_namespace_is_found() {
+    let here = own_netns();
+    let w = Watcher::start(&["--udp-aggregate", "100ms"]);
+    let mut h = unprivileged_sockets();
+    let a = h.ask("bind-after-leaving 0.0.0.0");
+    let (udp_id, udp_port): (u32, u16) = (a[0].parse().unwrap(), a[1].parse().unwrap());
+    let opened = expect_udp(&w, "opened", "0.0.0.0", udp_port);
+    assert_eq!(opened["netns"], here, "{opened}");
+    assert_eq!(opened["source"], "aggregate", "{opened}");
+    assert_eq!(opened["pid"], h.pid(), "{opened}");
+    h.close(udp_id);
+    let closed = expect_udp(&w, "closed", "0.0.0.0", udp_port);
+    assert_eq!(closed["netns"], here, "{closed}");
 }
 
 #[test]

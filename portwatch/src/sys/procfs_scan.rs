@@ -625,19 +625,46 @@ pub(crate) fn held_udp(pids: &[u32]) -> Vec<HeldUdp> {
         .collect()
 }
 
-/// The sockets `query` asks for that the processes `pids` hold, in the
-/// namespace each process is in: one table read per namespace, one
-/// descriptor walk per process.
+/// The sockets `query` asks for that the processes `pids` hold: one
+/// table read per namespace, one descriptor walk per process. A socket is
+/// looked for in its holder's namespace first; one not there of the
+/// query's protocol, when the query takes every state, lives in another
+/// (made there, then its holder moved, which anyone may do inside a user
+/// namespace) and is asked for its own namespace (SIOCGSKNS), whose table
+/// is read in turn. (A query of some states only would ask this of every
+/// socket in the others, a server's connections for listeners.)
 fn held_sockets(pids: &[u32], query: SocketQuery) -> Vec<(u32, SocketEntry)> {
+    let (mut spaces, by_ns) = namespaces_of(pids);
     let mut out = Vec::new();
-    for (pids, rows) in namespace_rows(pids, query) {
+    let mut elsewhere: Vec<(u32, u32, u64)> = Vec::new();
+    for (ns, pids) in by_ns {
+        let rows = table_rows(&spaces, ns, &[query]).map_or_else(Vec::new, |(_, rows)| rows);
         let by_inode: HashMap<u64, &SocketEntry> = rows.iter().map(|r| (r.inode, r)).collect();
         for pid in pids {
-            for (_, inode) in socket_fds(pid) {
-                if let Some(r) = by_inode.get(&inode) {
-                    out.push((pid, **r));
+            for (fd, inode) in socket_fds(pid) {
+                match by_inode.get(&inode) {
+                    Some(r) => out.push((pid, **r)),
+                    None if query.states == States::ALL => elsewhere.push((pid, fd, inode)),
+                    None => {}
                 }
             }
+        }
+    }
+    let mut tables: HashMap<u64, HashMap<u64, SocketEntry>> = HashMap::new();
+    for (pid, fd, inode) in elsewhere {
+        if netns::socket_proto(pid, fd) != Some(query.proto) {
+            continue;
+        }
+        let Some((ns, ns_fd)) = netns::of_socket(pid, fd) else {
+            continue;
+        };
+        let table = tables.entry(ns).or_insert_with(|| {
+            spaces.add_fd(ns, ns_fd);
+            let rows = table_rows(&spaces, ns, &[query]).map_or_else(Vec::new, |(_, rows)| rows);
+            rows.into_iter().map(|r| (r.inode, r)).collect()
+        });
+        if let Some(r) = table.get(&inode) {
+            out.push((pid, *r));
         }
     }
     out
@@ -647,6 +674,16 @@ fn held_sockets(pids: &[u32], query: SocketQuery) -> Vec<(u32, SocketEntry)> {
 /// processes `pids`, each with the pids in that namespace: one table read
 /// per namespace.
 fn namespace_rows(pids: &[u32], query: SocketQuery) -> Vec<(Vec<u32>, Vec<SocketEntry>)> {
+    let (spaces, by_ns) = namespaces_of(pids);
+    by_ns
+        .into_iter()
+        .filter_map(|(ns, pids)| Some((pids, table_rows(&spaces, ns, &[query])?.1)))
+        .collect()
+}
+
+/// The network namespaces of processes `pids`, each with its pids, and
+/// the handles to enter them.
+fn namespaces_of(pids: &[u32]) -> (Namespaces, HashMap<u64, Vec<u32>>) {
     let mut by_ns: HashMap<u64, Vec<u32>> = HashMap::new();
     for &pid in pids {
         if let Some(ns) = netns::of_process(pid) {
@@ -657,11 +694,7 @@ fn namespace_rows(pids: &[u32], query: SocketQuery) -> Vec<(Vec<u32>, Vec<Socket
         .iter()
         .flat_map(|(ns, pids)| pids.iter().map(|p| (*p, Some(*ns))))
         .collect();
-    let spaces = Namespaces::from_processes(&processes);
-    by_ns
-        .into_iter()
-        .filter_map(|(ns, pids)| Some((pids, table_rows(&spaces, ns, &[query])?.1)))
-        .collect()
+    (Namespaces::from_processes(&processes), by_ns)
 }
 
 /// Whether a process holds a socket, and the holder a scan names (pid,
