@@ -709,7 +709,9 @@ impl EventSource for KernelProbe {
             }
             // No wake-up: look anyway once the re-check is due.
             Poll::Pending => {
-                let due = self.recheck_timer().is_some_and(|due| due.poll(cx).is_ready());
+                let due = self
+                    .recheck_timer()
+                    .is_some_and(|due| due.poll(cx).is_ready());
                 if !due {
                     return Poll::Pending;
                 }
