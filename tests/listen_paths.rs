@@ -4,19 +4,27 @@
 //! reported at once with its real port, bound or not, under the caller's
 //! pid; one that fails reports nothing.
 
-use crate::support::{EVENT_TIMEOUT, Helper, Watcher, is_event};
+use std::process::Command;
+
+use crate::support::{EVENT_TIMEOUT, Helper, Watcher, as_nobody, helper_path, is_event};
 
 /// Runs tests/helpers/listen_paths.py VIA MODE; expects the listener it
 /// opens reported before it closes it (not at the close, not by a
 /// resync), under the helper's pid, and its close after.
 fn reported_at_once(via: &str, mode: &str) {
-    let address = if mode == "bound" {
+    let mut cmd = Command::new("python3");
+    reported_at_once_by(&mut cmd, via, mode);
+}
+
+/// The same, run by `cmd` (python3 or a wrapper of it).
+fn reported_at_once_by(cmd: &mut Command, via: &str, mode: &str) {
+    let address = if mode.starts_with("bound") {
         "127.0.0.1"
     } else {
         "0.0.0.0"
     };
     let watcher = Watcher::start(&[]);
-    let mut helper = Helper::script("listen_paths.py", &[via, mode]);
+    let mut helper = Helper::command(cmd.args(["-u", &helper_path("listen_paths.py"), via, mode]));
     let port: u16 = helper.read_value("port").parse().unwrap();
     let opened = watcher.expect(&format!("the {via} {mode} listen"), EVENT_TIMEOUT, |v| {
         is_event(v, "opened", address, port)
@@ -94,4 +102,17 @@ fn a_32_bit_listen_without_bind_reports_the_real_port() {
 #[test]
 fn a_32_bit_listen_that_fails_reports_nothing() {
     failed_reports_nothing("compat");
+}
+
+/// An unprivileged user makes a socket, moves to a network namespace of
+/// its own, then binds it and listens through io_uring: the listener is in
+/// the namespace the socket was made in, where it is looked for, and is
+/// reported at once, not by a resync.
+#[test]
+fn an_io_uring_listen_after_its_caller_left_the_sockets_namespace_is_reported_at_once() {
+    reported_at_once_by(
+        &mut as_nobody("/usr/bin/python3"),
+        "uring",
+        "bound-after-leaving",
+    );
 }

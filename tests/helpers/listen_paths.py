@@ -10,7 +10,10 @@ usage: listen_paths.py VIA MODE
         posted), compat (int 0x80)
   MODE: bound (127.0.0.1:0), unbound (no bind(): the kernel picks), failed
         (two SO_REUSEADDR sockets on one port, the second's listen fails
-        with EADDRINUSE)
+        with EADDRINUSE), bound-after-leaving (the socket made here, then
+        this process moves to a new user and network namespace, which
+        needs no privilege, then binds it to 127.0.0.1:0 and listens: the
+        listener is in the namespace it was made in)
 Prints "port N" (or "failed ERRNO port N"), waits for a line on stdin,
 closes, prints "closed", waits for another line.
 """
@@ -105,7 +108,10 @@ if mode == "failed":
     keep = [a, b]
 else:
     s = socket.socket()
-    if mode == "bound":
+    if mode == "bound-after-leaving":
+        CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+        assert libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0
+    if mode in ("bound", "bound-after-leaving"):
         s.bind(("127.0.0.1", 0))
     res = listen(s)
     if res != 0:

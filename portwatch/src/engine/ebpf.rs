@@ -481,7 +481,11 @@ impl EbpfWatch {
         // By cookie: the namespaces' tables, whoever holds the socket.
         // Without: the owners' descriptors.
         let listening = if pending.iter().any(|(_, l, _)| l.cookie.is_some()) {
-            self.host.listening_sockets(&pids)
+            let mut owners: Vec<(u32, u64)> =
+                pending.iter().map(|(_, l, _)| (l.pid, l.netns)).collect();
+            owners.sort_unstable();
+            owners.dedup();
+            self.host.listening_sockets(&owners)
         } else {
             Vec::new()
         };

@@ -380,7 +380,7 @@ impl Host for FakeHost {
     }
 
     /// The fake's held sockets, whoever holds them: a namespace's table.
-    fn listening_sockets(&mut self, _pids: &[u32]) -> Vec<HeldSocket> {
+    fn listening_sockets(&mut self, _owners: &[(u32, u64)]) -> Vec<HeldSocket> {
         let mut w = self.0.world();
         w.held_lookups += 1;
         w.held.clone()

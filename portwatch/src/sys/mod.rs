@@ -124,11 +124,14 @@ pub(crate) trait Host: Send {
     /// The listening TCP sockets processes `pids` hold (one table read per
     /// namespace).
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket>;
-    /// Every listening TCP socket in the network namespaces of processes
-    /// `pids`, named with the pid it was seen through: one table read per
-    /// namespace, no descriptor walk, so a socket held by another process
-    /// or as an io_uring fixed file is found too (by cookie).
-    fn listening_sockets(&mut self, pids: &[u32]) -> Vec<HeldSocket>;
+    /// Every listening TCP socket in the network namespaces of `owners`
+    /// (a pid, and the namespace the kernel saw its socket in; 0 when
+    /// unknown), named with the pid it was seen through: one table read
+    /// per namespace, no descriptor walk, so a socket held by another
+    /// process or as an io_uring fixed file is found too (by cookie). A
+    /// namespace the owner is not in (it moved since it made the socket)
+    /// is reached through one of its sockets that leads there.
+    fn listening_sockets(&mut self, owners: &[(u32, u64)]) -> Vec<HeldSocket>;
     /// The UDP sockets processes `pids` hold, any state (one table read
     /// per namespace).
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp>;
@@ -275,8 +278,8 @@ impl Host for SystemHost {
     fn held_listeners(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
         procfs_scan::held_listeners(pids)
     }
-    fn listening_sockets(&mut self, pids: &[u32]) -> Vec<HeldSocket> {
-        procfs_scan::listening_sockets(pids)
+    fn listening_sockets(&mut self, owners: &[(u32, u64)]) -> Vec<HeldSocket> {
+        procfs_scan::listening_sockets(owners)
     }
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {
         procfs_scan::held_udp(pids)

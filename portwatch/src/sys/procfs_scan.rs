@@ -556,23 +556,56 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
         .collect()
 }
 
-/// Every listening TCP socket in the namespaces of processes `pids` (see
+/// Sockets of an owner asked for their namespace when it is not in its
+/// socket's (each ask is four syscalls).
+const MOVED_OWNER_ASKS: usize = 1_024;
+
+/// Every listening TCP socket in the namespaces of `owners` (see
 /// `Host::listening_sockets`).
-pub(crate) fn listening_sockets(pids: &[u32]) -> Vec<HeldSocket> {
-    namespace_rows(pids, SocketQuery::TCP_LISTEN)
-        .into_iter()
-        .flat_map(|(pids, rows)| {
-            // A namespace is listed for the pids in it, so there is a first.
-            let pid = pids.first().copied();
-            rows.into_iter().filter_map(move |r| {
-                Some(HeldSocket {
-                    pid: pid?,
-                    local: r.local,
-                    cookie: r.cookie,
-                })
-            })
+pub(crate) fn listening_sockets(owners: &[(u32, u64)]) -> Vec<HeldSocket> {
+    let mut pids: Vec<u32> = owners.iter().map(|o| o.0).collect();
+    pids.dedup();
+    let (mut spaces, by_ns) = namespaces_of(&pids);
+    let held = |pid: u32, rows: Vec<SocketEntry>| {
+        rows.into_iter().map(move |r| HeldSocket {
+            pid,
+            local: r.local,
+            cookie: r.cookie,
         })
-        .collect()
+    };
+    let mut out = Vec::new();
+    for (ns, pids) in &by_ns {
+        // A namespace is listed for the pids in it, so there is a first.
+        if let (Some(&pid), Some((_, rows))) = (
+            pids.first(),
+            table_rows(&spaces, *ns, &[SocketQuery::TCP_LISTEN]),
+        ) {
+            out.extend(held(pid, rows));
+        }
+    }
+    // Owners whose socket is in a namespace they are not in: their own
+    // sockets are asked which namespace they are in, the first
+    // `MOVED_OWNER_ASKS` of them (past that, a resync finds the
+    // listener).
+    let mut reached = HashSet::new();
+    for &(pid, ns) in owners {
+        if ns == 0 || by_ns.contains_key(&ns) || !reached.insert(ns) {
+            continue;
+        }
+        let Some(fd) = socket_fds(pid)
+            .into_iter()
+            .take(MOVED_OWNER_ASKS)
+            .find_map(|(fd, _)| netns::of_socket(pid, fd).filter(|(ino, _)| *ino == ns))
+            .map(|(_, fd)| fd)
+        else {
+            continue;
+        };
+        spaces.add_fd(ns, fd);
+        if let Some((_, rows)) = table_rows(&spaces, ns, &[SocketQuery::TCP_LISTEN]) {
+            out.extend(held(pid, rows));
+        }
+    }
+    out
 }
 
 /// A UDP socket a process holds, as the listener it would be with that
@@ -668,17 +701,6 @@ fn held_sockets(pids: &[u32], query: SocketQuery) -> Vec<(u32, SocketEntry)> {
         }
     }
     out
-}
-
-/// The rows of `query` in the socket tables of the network namespaces of
-/// processes `pids`, each with the pids in that namespace: one table read
-/// per namespace.
-fn namespace_rows(pids: &[u32], query: SocketQuery) -> Vec<(Vec<u32>, Vec<SocketEntry>)> {
-    let (spaces, by_ns) = namespaces_of(pids);
-    by_ns
-        .into_iter()
-        .filter_map(|(ns, pids)| Some((pids, table_rows(&spaces, ns, &[query])?.1)))
-        .collect()
 }
 
 /// The network namespaces of processes `pids`, each with its pids, and
