@@ -9,6 +9,8 @@
 #   send ID UNIX_PATH                   -> "sent ID"  (SCM_RIGHTS, then close ours)
 #   receive UNIX_PATH                   -> "listening", then "received ID"
 #   fence                               -> "fence PORT"  (a TCP listener opened and closed)
+#   unix-pairs N                        -> "pairs N"  (N Unix socket pairs held: descriptors
+#                                          a look at this process's sockets must get past)
 #   bind-after-leaving ADDR             -> "bound UDP_ID UDP_PORT TCP_ID TCP_PORT"  (a UDP
 #                                          and a TCP socket made here, then this process
 #                                          moves to a new user and network namespace,
@@ -106,6 +108,13 @@ for line in sys.stdin:
             s.bind(("127.0.0.1", 0))
             s.close()
         answer("churned", a[0])
+    elif cmd == "unix-pairs":
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        for _ in range(int(a[0])):
+            keep(socket.socketpair())
+        answer("pairs", a[0])
     elif cmd == "bind-after-leaving":
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         t = socket.socket()

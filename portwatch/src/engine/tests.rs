@@ -807,6 +807,27 @@ async fn an_unconfirmed_open_is_reported_once_the_tables_show_it_listening() {
     );
 }
 
+/// Its socket's namespace, which the kernel saw, is where it is looked
+/// for: its owner may have moved to another since it made the socket.
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_open_is_looked_for_in_its_sockets_namespace() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.world().held.push(HeldSocket {
+        pid: 4,
+        local: "127.0.0.1:41501".parse().unwrap(),
+        cookie: Some(0x61),
+    });
+    os.emit([KernelEvent {
+        netns: 4_026_531_840,
+        ..unconfirmed(t, 0x61, "127.0.0.1", 41501, 4)
+    }]);
+    engine.next_reports().await.unwrap();
+    assert_eq!(os.world().listening_asked, [(4, 4_026_531_840)]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unconfirmed_open_whose_close_says_it_never_listened_is_never_reported() {
     let os = FakeOs::new();

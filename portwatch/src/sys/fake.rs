@@ -47,6 +47,8 @@ pub(crate) struct World {
     pub held: Vec<HeldSocket>,
     /// How many times `held_listeners` was asked.
     pub held_lookups: usize,
+    /// The owners `listening_sockets` was last asked for.
+    pub listening_asked: Vec<(u32, u64)>,
     pub links: Vec<(u32, u32)>,
     pub processes: HashSet<u32>,
     /// Threads: tid -> their process.
@@ -380,9 +382,10 @@ impl Host for FakeHost {
     }
 
     /// The fake's held sockets, whoever holds them: a namespace's table.
-    fn listening_sockets(&mut self, _owners: &[(u32, u64)]) -> Vec<HeldSocket> {
+    fn listening_sockets(&mut self, owners: &[(u32, u64)]) -> Vec<HeldSocket> {
         let mut w = self.0.world();
         w.held_lookups += 1;
+        w.listening_asked = owners.to_vec();
         w.held.clone()
     }
 

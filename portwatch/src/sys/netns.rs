@@ -201,16 +201,21 @@ pub(crate) fn socket_proto(pid: u32, fd: u32) -> Option<Proto> {
     }
 }
 
-/// The network namespace of socket `fd` of process `pid`: its inode and
-/// an fd to enter it. Needs Linux 5.6 (pidfd_getfd) and the right to
-/// ptrace `pid` (root has it).
-pub(crate) fn of_socket(pid: u32, fd: u32) -> Option<(u64, OwnedFd)> {
+/// The network namespace of socket `fd` of process `pid`, which a walk
+/// of its descriptors saw as socket `inode`: its inode and an fd to enter
+/// it. None when that descriptor no longer is that socket (closed and
+/// reused, or the pid another process's by now). Needs Linux 5.6
+/// (pidfd_getfd) and the right to ptrace `pid` (root has it).
+pub(crate) fn of_socket(pid: u32, fd: u32, inode: u64) -> Option<(u64, OwnedFd)> {
     let pidfd = pidfd_open(
         Pid::from_raw(i32::try_from(pid).ok()?)?,
         PidfdFlags::empty(),
     )
     .ok()?;
     let sock = pidfd_getfd(&pidfd, i32::try_from(fd).ok()?, PidfdGetfdFlags::empty()).ok()?;
+    if rustix::fs::fstat(&sock).ok()?.st_ino != inode {
+        return None;
+    }
     // SAFETY: SIOCGSKNS takes no argument and returns a new namespace fd,
     // which `GetNetns::output_from_ptr` takes ownership of.
     let ns = unsafe { rustix::ioctl::ioctl(&sock, GetNetns {}) }.ok()?;

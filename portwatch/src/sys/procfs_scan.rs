@@ -6,6 +6,7 @@ use std::{
     fs::File,
     mem::MaybeUninit,
     net::SocketAddr,
+    os::fd::OwnedFd,
 };
 
 use procfs::process::{FDTarget, Process};
@@ -340,8 +341,8 @@ fn namespaces_of_sockets(
             .and_then(|ns| table_rows(spaces, ns, &every_state))
             .map(|(_, rows)| rows.iter().map(|r| r.inode).collect())
             .unwrap_or_default();
-        for (_, pid, fd) in candidates.into_iter().filter(|c| !known.contains(&c.0)) {
-            if let Some((ino, fd)) = netns::of_socket(pid, fd)
+        for (inode, pid, fd) in candidates.into_iter().filter(|c| !known.contains(&c.0)) {
+            if let Some((ino, fd)) = netns::of_socket(pid, fd, inode)
                 && spaces.add_fd(ino, fd)
             {
                 found.push(ino);
@@ -556,14 +557,11 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
         .collect()
 }
 
-/// Sockets of an owner asked for their namespace when it is not in its
-/// socket's (each ask is four syscalls).
-const MOVED_OWNER_ASKS: usize = 1_024;
-
 /// Every listening TCP socket in the namespaces of `owners` (see
 /// `Host::listening_sockets`).
 pub(crate) fn listening_sockets(owners: &[(u32, u64)]) -> Vec<HeldSocket> {
     let mut pids: Vec<u32> = owners.iter().map(|o| o.0).collect();
+    pids.sort_unstable();
     pids.dedup();
     let (mut spaces, by_ns) = namespaces_of(&pids);
     let held = |pid: u32, rows: Vec<SocketEntry>| {
@@ -583,29 +581,64 @@ pub(crate) fn listening_sockets(owners: &[(u32, u64)]) -> Vec<HeldSocket> {
             out.extend(held(pid, rows));
         }
     }
-    // Owners whose socket is in a namespace they are not in: their own
-    // sockets are asked which namespace they are in, the first
-    // `MOVED_OWNER_ASKS` of them (past that, a resync finds the
-    // listener).
-    let mut reached = HashSet::new();
+    // Owners whose socket is in a namespace they are not in (they moved
+    // since they made it): most often portwatch's own, read at once;
+    // another is reached through one of the owner's sockets, each walked
+    // once and asked within the look's budget (past it, a resync finds
+    // the listener).
+    let mut asks = ElsewhereAsks::default();
+    let mut fds: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+    let mut reached: HashSet<u64> = by_ns.keys().copied().collect();
     for &(pid, ns) in owners {
-        if ns == 0 || by_ns.contains_key(&ns) || !reached.insert(ns) {
+        if ns == 0 || reached.contains(&ns) {
             continue;
         }
-        let Some(fd) = socket_fds(pid)
-            .into_iter()
-            .take(MOVED_OWNER_ASKS)
-            .find_map(|(fd, _)| netns::of_socket(pid, fd).filter(|(ino, _)| *ino == ns))
-            .map(|(_, fd)| fd)
-        else {
-            continue;
-        };
-        spaces.add_fd(ns, fd);
+        if !spaces.contains(ns) {
+            let walked = fds.entry(pid).or_insert_with(|| socket_fds(pid));
+            let Some(fd) = walked
+                .iter()
+                .find_map(|&(fd, inode)| asks.namespace(pid, fd, inode).filter(|(i, _)| *i == ns))
+                .map(|(_, fd)| fd)
+            else {
+                continue;
+            };
+            spaces.add_fd(ns, fd);
+        }
+        reached.insert(ns);
         if let Some((_, rows)) = table_rows(&spaces, ns, &[SocketQuery::TCP_LISTEN]) {
             out.extend(held(pid, rows));
         }
     }
     out
+}
+
+/// Sockets asked for their namespace in one look, past the tables: each
+/// ask is seven syscalls, and what another user holds must not make a
+/// look long.
+const ELSEWHERE_ASKS: u32 = 64;
+
+/// The asks of one look (see [`ELSEWHERE_ASKS`]).
+#[derive(Default)]
+struct ElsewhereAsks(u32);
+
+impl ElsewhereAsks {
+    /// Socket `fd` (`inode`) of `pid`'s namespace, while the budget lasts.
+    fn namespace(&mut self, pid: u32, fd: u32, inode: u64) -> Option<(u64, OwnedFd)> {
+        if self.0 >= ELSEWHERE_ASKS {
+            return None;
+        }
+        self.0 += 1;
+        netns::of_socket(pid, fd, inode)
+    }
+
+    /// Whether socket `fd` of `pid` is of `proto`, while the budget lasts.
+    fn is(&mut self, pid: u32, fd: u32, proto: Proto) -> bool {
+        if self.0 >= ELSEWHERE_ASKS {
+            return false;
+        }
+        self.0 += 1;
+        netns::socket_proto(pid, fd) == Some(proto)
+    }
 }
 
 /// A UDP socket a process holds, as the listener it would be with that
@@ -660,47 +693,73 @@ pub(crate) fn held_udp(pids: &[u32]) -> Vec<HeldUdp> {
 
 /// The sockets `query` asks for that the processes `pids` hold: one
 /// table read per namespace, one descriptor walk per process. A socket is
-/// looked for in its holder's namespace first; one not there of the
-/// query's protocol, when the query takes every state, lives in another
-/// (made there, then its holder moved, which anyone may do inside a user
-/// namespace) and is asked for its own namespace (SIOCGSKNS), whose table
-/// is read in turn. (A query of some states only would ask this of every
-/// socket in the others, a server's connections for listeners.)
+/// looked for in its holder's namespace first. When the query takes every
+/// state, one not there lives in another namespace (made there, then its
+/// holder moved, which anyone may do inside a user namespace): most often
+/// portwatch's own, whose table is read once; else it is asked for its
+/// namespace (SIOCGSKNS), within the look's budget. (A query of some
+/// states only would ask this of every socket in the others, a server's
+/// connections for listeners.)
 fn held_sockets(pids: &[u32], query: SocketQuery) -> Vec<(u32, SocketEntry)> {
     let (mut spaces, by_ns) = namespaces_of(pids);
+    let mut tables: HashMap<u64, HashMap<u64, SocketEntry>> = HashMap::new();
     let mut out = Vec::new();
     let mut elsewhere: Vec<(u32, u32, u64)> = Vec::new();
-    for (ns, pids) in by_ns {
-        let rows = table_rows(&spaces, ns, &[query]).map_or_else(Vec::new, |(_, rows)| rows);
-        let by_inode: HashMap<u64, &SocketEntry> = rows.iter().map(|r| (r.inode, r)).collect();
-        for pid in pids {
+    for (ns, pids) in &by_ns {
+        let table = tables
+            .entry(*ns)
+            .or_insert_with(|| by_inode(&spaces, *ns, query));
+        for &pid in pids {
             for (fd, inode) in socket_fds(pid) {
-                match by_inode.get(&inode) {
-                    Some(r) => out.push((pid, **r)),
+                match table.get(&inode) {
+                    Some(r) => out.push((pid, *r)),
                     None if query.states == States::ALL => elsewhere.push((pid, fd, inode)),
                     None => {}
                 }
             }
         }
     }
-    let mut tables: HashMap<u64, HashMap<u64, SocketEntry>> = HashMap::new();
+    if elsewhere.is_empty() {
+        return out;
+    }
+    if let Some(own) = netns::of_process(std::process::id()) {
+        let table = tables
+            .entry(own)
+            .or_insert_with(|| by_inode(&spaces, own, query));
+        elsewhere.retain(|&(pid, _, inode)| match table.get(&inode) {
+            Some(r) => {
+                out.push((pid, *r));
+                false
+            }
+            None => true,
+        });
+    }
+    // One holder of a socket is enough to ask.
+    let mut asked = HashSet::new();
+    let mut asks = ElsewhereAsks::default();
     for (pid, fd, inode) in elsewhere {
-        if netns::socket_proto(pid, fd) != Some(query.proto) {
+        if !asked.insert(inode) || !asks.is(pid, fd, query.proto) {
             continue;
         }
-        let Some((ns, ns_fd)) = netns::of_socket(pid, fd) else {
+        let Some((ns, ns_fd)) = asks.namespace(pid, fd, inode) else {
             continue;
         };
         let table = tables.entry(ns).or_insert_with(|| {
             spaces.add_fd(ns, ns_fd);
-            let rows = table_rows(&spaces, ns, &[query]).map_or_else(Vec::new, |(_, rows)| rows);
-            rows.into_iter().map(|r| (r.inode, r)).collect()
+            by_inode(&spaces, ns, query)
         });
         if let Some(r) = table.get(&inode) {
             out.push((pid, *r));
         }
     }
     out
+}
+
+/// The rows of `query` in namespace `ns`'s table, by socket inode.
+fn by_inode(spaces: &Namespaces, ns: u64, query: SocketQuery) -> HashMap<u64, SocketEntry> {
+    table_rows(spaces, ns, &[query])
+        .map(|(_, rows)| rows.into_iter().map(|r| (r.inode, r)).collect())
+        .unwrap_or_default()
 }
 
 /// The network namespaces of processes `pids`, each with its pids, and
