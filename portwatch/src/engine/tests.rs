@@ -795,6 +795,9 @@ async fn an_unconfirmed_open_is_reported_once_the_tables_show_it_listening() {
         summary(&engine.next_reports().await.unwrap()),
         [(Change::Opened, 41500, 4, Source::Ebpf)]
     );
+    // Looked for in its socket's namespace, which the kernel saw: its
+    // owner may have moved to another since it made the socket.
+    assert_eq!(os.world().listening_asked, [(4, NETNS)]);
     // The close path's own open (the kernel's, once the socket closes)
     // repeats nothing.
     os.emit([
@@ -805,27 +808,6 @@ async fn an_unconfirmed_open_is_reported_once_the_tables_show_it_listening() {
         summary(&engine.next_reports().await.unwrap()),
         [(Change::Closed, 41500, 4, Source::Ebpf)]
     );
-}
-
-/// Its socket's namespace, which the kernel saw, is where it is looked
-/// for: its owner may have moved to another since it made the socket.
-#[tokio::test(start_paused = true)]
-async fn an_unconfirmed_open_is_looked_for_in_its_sockets_namespace() {
-    let os = FakeOs::new();
-    os.world().cookies = true;
-    let (mut engine, _) = start(&os, config());
-    let t = os.world().boot_ns;
-    os.world().held.push(HeldSocket {
-        pid: 4,
-        local: "127.0.0.1:41501".parse().unwrap(),
-        cookie: Some(0x61),
-    });
-    os.emit([KernelEvent {
-        netns: 4_026_531_840,
-        ..unconfirmed(t, 0x61, "127.0.0.1", 41501, 4)
-    }]);
-    engine.next_reports().await.unwrap();
-    assert_eq!(os.world().listening_asked, [(4, 4_026_531_840)]);
 }
 
 #[tokio::test(start_paused = true)]
