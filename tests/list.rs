@@ -17,9 +17,7 @@ fn from_portwatch(proto: &str) -> (Set, serde_json::Value) {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON array");
     // ss and /proc/net show this namespace; list shows every namespace.
-    let own = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap();
+    let own = crate::support::own_netns();
     let set = v
         .as_array()
         .expect("an array")

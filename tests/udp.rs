@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support::{
     EVENT_TIMEOUT, Helper, NetNs, Watcher, as_nobody, cgroup2_root, helper_path, is_event,
-    rule_with_cooldown,
+    own_netns, rule_with_cooldown,
 };
 
 /// tests/helpers/udp.py: holds sockets on command.
@@ -239,10 +239,6 @@ fn a_port_bound_after_its_binder_left_the_sockets_namespace_is_reported_in_the_s
     let closed = expect_udp(&w, "closed", "0.0.0.0", udp_port);
     assert_eq!(closed["netns"], here, "{closed}");
     h.close(tcp_id);
-}
-
-fn own_netns() -> u64 {
-    std::os::unix::fs::MetadataExt::ino(&fs::metadata("/proc/self/ns/net").unwrap())
 }
 
 /// tests/helpers/udp.py run as user nobody.

@@ -380,6 +380,11 @@ pub fn listening_of(pid: u32) -> std::collections::BTreeSet<(String, u16)> {
         .collect()
 }
 
+/// The inode of the test process's network namespace.
+pub fn own_netns() -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap())
+}
+
 /// The cgroup v2 mount (hybrid hosts keep it under `unified`).
 pub fn cgroup2_root() -> std::path::PathBuf {
     let unified = std::path::PathBuf::from("/sys/fs/cgroup/unified");
