@@ -70,6 +70,12 @@ pub const FLAG_UNCONFIRMED: u8 = 4;
 /// `listen()` failed, no port was ever open (set only with the listen
 /// confirmation attached).
 pub const FLAG_NEVER_LISTENED: u8 = 8;
+/// A UDP bind in a cgroup no release program watches yet (see
+/// [`RELEASE_CGROUPS_MAP`]): the kernel did not record its owner, so its
+/// close would go unseen; userspace attaches the release program to the
+/// socket's cgroup ([`SockEvent::sock_cgroup`]), then records the owner
+/// itself and looks again whether the socket is still there.
+pub const FLAG_RELEASE_UNSEEN: u8 = 16;
 
 /// One socket event (a listener opened or closed, or a connection),
 /// written by a kernel program into the ring buffer.
@@ -116,6 +122,10 @@ pub struct SockEvent {
     /// Remote port, host order (connection events only).
     pub rport: u16,
     pub _pad2: [u8; 6],
+    /// For a UDP bind: the cgroup v2 id of the socket, its creator's at
+    /// socket(), whose release program array runs at its release (the
+    /// binder's may differ); 0 when unknown or not a UDP bind.
+    pub sock_cgroup: u64,
 }
 
 /// What the kernel remembers about a listening socket, keyed by its
@@ -177,6 +187,12 @@ pub struct SockOffsets {
     /// its port.
     pub sk_flags: u32,
     pub sock_rcu_free: u32,
+    /// `sock.sk_cgrp_data` (its `cgroup` pointer comes first),
+    /// `cgroup.kn` and `kernfs_node.id`: the socket's cgroup id, which
+    /// cgroup sock programs have no helper for. 0 when unknown.
+    pub sk_cgrp_data: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
     /// 1 when the offsets above come from BTF; 0 means unknown (no netns,
     /// and the tp_btf hook cannot be used).
     pub valid: u32,
@@ -202,6 +218,9 @@ impl SockOffsets {
         nsproxy_net_ns: 0,
         sk_flags: 0,
         sock_rcu_free: 0,
+        sk_cgrp_data: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
         valid: 0,
     };
 }
@@ -267,6 +286,15 @@ pub const OWNERS_MAP: &str = "OWNERS";
 /// Name of the one-slot array that holds 1 while the listen confirmation
 /// is attached: the state-change program then leaves opens to it.
 pub const LISTEN_CONFIRM_MAP: &str = "LISTEN_CONFIRM";
+/// Name of the map of cgroup ids (-> 1) that the UDP release program is
+/// attached to; a bind in one of them records its owner in the kernel.
+pub const RELEASE_CGROUPS_MAP: &str = "RELEASE_CGROUPS";
+/// How many cgroups the release program is attached to, at most, before
+/// it is attached at the root instead.
+pub const RELEASE_CGROUPS_CAPACITY: u32 = 64;
+/// Name of the one-slot array that holds 1 while the release program is
+/// attached at the cgroup root: every bind records its owner.
+pub const RELEASE_EVERYWHERE_MAP: &str = "RELEASE_EVERYWHERE";
 /// [`Owner::listening`]: the open is reported (or a UDP socket's bind).
 pub const LISTEN_CONFIRMED: u32 = 1;
 /// The open waits for `listen()` to return, on a socket that never
@@ -420,11 +448,11 @@ mod user {
 }
 
 // The kernel program and userspace must agree on these sizes byte for byte.
-const _: () = assert!(core::mem::size_of::<SockEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 120);
 const _: () = assert!(core::mem::size_of::<Owner>() == 72);
 const _: () = assert!(core::mem::size_of::<UdpAggregate>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindKey>() == 8);
 const _: () = assert!(core::mem::size_of::<UdpBindTally>() == 24);
 const _: () = assert!(core::mem::size_of::<SetStateOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 76);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 88);
 const _: () = assert!(core::mem::size_of::<TreeOffsets>() == 8);

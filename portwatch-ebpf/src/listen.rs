@@ -422,6 +422,7 @@ pub fn new_event(
         raddr: [0; 16],
         rport: 0,
         _pad2: [0; 6],
+        sock_cgroup: 0,
     }
 }
 

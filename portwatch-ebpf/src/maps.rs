@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use portwatch_common::{
-    COUNTER_SLOTS, ListenSyscall, OWNERS_CAPACITY, Owner, PENDING_CAPACITY, SetStateOffsets,
-    SockOffsets, TreeOffsets, UDP_BINDS_CAPACITY, UDP_STAGE_FULL, UdpAggregate, UdpBindKey,
-    UdpBindTally, WATCHED_CAPACITY,
+    COUNTER_SLOTS, ListenSyscall, OWNERS_CAPACITY, Owner, PENDING_CAPACITY,
+    RELEASE_CGROUPS_CAPACITY, SetStateOffsets, SockOffsets, TreeOffsets, UDP_BINDS_CAPACITY,
+    UDP_STAGE_FULL, UdpAggregate, UdpBindKey, UdpBindTally, WATCHED_CAPACITY,
 };
 
 /// Listen events for userspace. The size here is a default that the loader
@@ -25,6 +25,16 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// it): the state-change program then leaves opens to it.
 #[map]
 pub static LISTEN_CONFIRM: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The cgroups (by id) the UDP release program is attached to, which
+/// userspace fills; slot 0 of `RELEASE_EVERYWHERE` is 1 while it is
+/// attached at the root. A bind elsewhere records no owner (its release
+/// would never remove it) and says so to userspace.
+#[map]
+pub static RELEASE_CGROUPS: HashMap<u64, u32> =
+    HashMap::with_max_entries(RELEASE_CGROUPS_CAPACITY, 0);
+#[map]
+pub static RELEASE_EVERYWHERE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// A `listen()` in progress: the socket whose open waits for the call to
 /// return, under the calling thread's id.

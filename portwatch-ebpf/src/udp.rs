@@ -34,16 +34,17 @@ use aya_ebpf::{
     programs::SockContext,
 };
 use portwatch_common::{
-    AF_INET, AF_INET6, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE,
-    IPPROTO_UDP, SockEvent, SockEventKind, UDP_CLASS_EPHEMERAL, UDP_CLASS_OTHER, UDP_CLASS_SYSTEM,
-    UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey, UdpBindTally,
+    AF_INET, AF_INET6, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, FLAG_OWNER_KNOWN,
+    FLAG_RELEASE_UNSEEN, FLAG_SOCK_COOKIE, IPPROTO_UDP, SockEvent, SockEventKind,
+    UDP_CLASS_EPHEMERAL, UDP_CLASS_OTHER, UDP_CLASS_SYSTEM, UDP_STAGE_OWNER, UDP_STAGE_RETURN,
+    UdpAggregate, UdpBindKey, UdpBindTally,
 };
 
 use crate::{
     listen::{current_task_owner, new_event, submit_with, watched_now},
     maps::{
-        EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, SOCK_OFFSETS, UDP_AGGREGATE, UDP_BINDS, UDP_STAGE,
-        WAKE_BYTES, WATCHED, count,
+        EVENTS, FILTER_TREE, LAST_WAKE, OWNERS, RELEASE_CGROUPS, RELEASE_EVERYWHERE, SOCK_OFFSETS,
+        UDP_AGGREGATE, UDP_BINDS, UDP_STAGE, WAKE_BYTES, WATCHED, count,
     },
 };
 
@@ -96,15 +97,58 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
     // SAFETY: the value is only tested for presence.
     let watched = FILTER_TREE.load() == 0 || unsafe { WATCHED.get(owner.tgid) }.is_some();
     owner.watched = watched as u32;
-    if OWNERS.insert(cookie, owner, 0).is_err() {
+    let cgroup = socket_cgroup(ctx);
+    // Where no release program runs, an owner recorded here would never
+    // be removed: userspace records it once the program is attached.
+    let seen = release_seen(cgroup);
+    if seen && OWNERS.insert(cookie, owner, 0).is_err() {
         count(COUNTER_OWNERS_FULL);
     }
     if watched && sends() {
         let mut ev = new_event(SockEventKind::Opened, cookie, &owner, family, port, addr);
         ev.proto = IPPROTO_UDP as u8;
         ev.flags = FLAG_OWNER_KNOWN | FLAG_SOCK_COOKIE;
+        if !seen {
+            ev.flags |= FLAG_RELEASE_UNSEEN;
+        }
+        ev.sock_cgroup = cgroup;
         submit(&ev);
     }
+}
+
+/// The socket's cgroup v2 id: its creator's at socket(), whose programs
+/// run at its release (`sk->sk_cgrp_data.cgroup->kn->id`; cgroup sock
+/// programs have no helper for it). 0 when unknown.
+#[inline(always)]
+fn socket_cgroup(ctx: &SockContext) -> u64 {
+    let off = SOCK_OFFSETS.load();
+    if off.valid == 0 || off.sk_cgrp_data == 0 {
+        return 0;
+    }
+    // SAFETY: probe reads at BTF-derived offsets, from the socket (the
+    // context, as in `socket_net`) through its cgroup to the cgroup's
+    // kernfs node; a failed read is 0, unknown.
+    unsafe {
+        let sk = ctx.sock as u64;
+        let Ok(cgroup) = bpf_probe_read_kernel((sk + u64::from(off.sk_cgrp_data)) as *const u64)
+        else {
+            return 0;
+        };
+        let Ok(kn) = bpf_probe_read_kernel((cgroup + u64::from(off.cgroup_kn)) as *const u64)
+        else {
+            return 0;
+        };
+        bpf_probe_read_kernel((kn + u64::from(off.kernfs_node_id)) as *const u64).unwrap_or(0)
+    }
+}
+
+/// Whether a release program runs for sockets of `cgroup`: attached at
+/// the root, or at that cgroup.
+#[inline(always)]
+fn release_seen(cgroup: u64) -> bool {
+    // SAFETY: the value is only tested for presence.
+    RELEASE_EVERYWHERE.get(0).is_some_and(|on| *on != 0)
+        || (cgroup != 0 && unsafe { RELEASE_CGROUPS.get(&cgroup) }.is_some())
 }
 
 /// The address of the `struct net` the socket lives in, which its port is

@@ -359,6 +359,7 @@ mod tests {
             raddr: [0; 16],
             rport: 0,
             _pad2: [0; 6],
+            sock_cgroup: 0,
         }
     }
 

@@ -14,11 +14,12 @@ use aya::{
 use portwatch_common::{
     CONN_PROG, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP,
     EVENTS_MAP, EXIT_PROG, FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CONFIRM_MAP, LISTEN_EXIT_PROG,
-    LISTEN_SYSCALL_GLOBAL, ListenSyscall, OFFSETS_GLOBAL, OWNERS_MAP, Owner, SET_STATE_BTF_PROG,
-    SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent, SockOffsets,
-    TREE_OFFSETS_GLOBAL, TreeOffsets, UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG,
-    UDP_BINDS_MAP, UDP_RELEASE_PROG, UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER,
-    UDP_STAGE_RETURN, UdpAggregate, UdpBindKey, UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
+    LISTEN_SYSCALL_GLOBAL, ListenSyscall, OFFSETS_GLOBAL, OWNERS_MAP, Owner,
+    RELEASE_EVERYWHERE_MAP, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL,
+    SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
+    UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_BINDS_MAP, UDP_RELEASE_PROG,
+    UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey,
+    UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -863,6 +864,19 @@ fn sock_offsets(b: &btf::Btf) -> Option<SockOffsets> {
         sk_flags: sc("skc_flags").map_or(0, |o| common + o),
         sock_rcu_free: b.enum_value("sock_flags", "SOCK_RCU_FREE").unwrap_or(0),
         valid: 1,
+        // The socket's cgroup; all three or none.
+        ..cgroup_offsets(b).unwrap_or(SockOffsets::UNKNOWN)
+    })
+}
+
+/// The offsets of the path from a socket to its cgroup's id (see
+/// `SockOffsets::sk_cgrp_data`), the others unknown.
+fn cgroup_offsets(b: &btf::Btf) -> Option<SockOffsets> {
+    Some(SockOffsets {
+        sk_cgrp_data: b.member_offset("sock", &["sk_cgrp_data", "cgroup"])?,
+        cgroup_kn: b.member_offset("cgroup", &["kn"])?,
+        kernfs_node_id: b.member_offset("kernfs_node", &["id"])?,
+        ..SockOffsets::UNKNOWN
     })
 }
 
@@ -897,13 +911,23 @@ fn attach_listen_confirm(
 
 /// Attaches the UDP programs (bind and release, cgroup sock) at the root
 /// of the cgroup v2 hierarchy. Each returns "allow" on every path, so a
-/// bind() or close() never fails because of them.
+/// bind() or close() never fails because of them. The release program
+/// comes first, and the bind programs are told it runs everywhere before
+/// they run: every bind then records its owner.
 fn attach_udp(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
     let root = cgroup::root_dir()
         .ok_or("no cgroup v2 hierarchy root is mounted (it carries the UDP programs)")?;
     let cgroup =
         fs::File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
-    for name in [UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_RELEASE_PROG] {
+    for name in [UDP_RELEASE_PROG, UDP_BIND4_PROG, UDP_BIND6_PROG] {
+        if name == UDP_BIND4_PROG {
+            let mut everywhere: Array<&mut MapData, u32> = Array::try_from(
+                ebpf.map_mut(RELEASE_EVERYWHERE_MAP)
+                    .ok_or("the eBPF object has no RELEASE_EVERYWHERE map")?,
+            )
+            .map_err(|e| format!("{e}"))?;
+            everywhere.set(0, 1, 0).map_err(|e| format!("{e}"))?;
+        }
         let program: &mut CgroupSock = ebpf
             .program_mut(name)
             .ok_or("the eBPF object has no UDP program")?

@@ -438,6 +438,11 @@ pub(crate) mod tests {
         assert_eq!(btf.member_offset("sock_common", &["skc_num"]), Some(14));
         assert!(btf.member_offset("net", &["ns", "inum"]).is_some());
         assert!(btf.member_offset("sock_common", &["skc_net"]).is_some());
+        // The path from a socket to its cgroup's id (UDP release programs
+        // per cgroup).
+        assert!(btf.member_offset("sock", &["sk_cgrp_data", "cgroup"]).is_some());
+        assert!(btf.member_offset("cgroup", &["kn"]).is_some());
+        assert!(btf.member_offset("kernfs_node", &["id"]).is_some());
         assert!(btf.enum_value("sock_flags", "SOCK_RCU_FREE").is_some());
         // The stand-in names the tracepoint's typedef by the id aya's own
         // parse of the kernel's BTF finds.
