@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 use portwatch_common::{
-    AF_INET, AF_INET6, FLAG_NEVER_LISTENED, FLAG_OWNER_KNOWN, FLAG_SOCK_COOKIE, FLAG_UNCONFIRMED,
-    IPPROTO_TCP, IPPROTO_UDP, SockEvent, SockEventKind,
+    AF_INET, AF_INET6, FLAG_NEVER_LISTENED, FLAG_OWNER_KNOWN, FLAG_RELEASE_UNSEEN,
+    FLAG_SOCK_COOKIE, FLAG_UNCONFIRMED, IPPROTO_TCP, IPPROTO_UDP, SockEvent, SockEventKind,
 };
 
 use crate::{container::Container, safe_text::comm_text};
@@ -239,6 +239,11 @@ pub struct KernelEvent {
     /// A close of a socket the kernel never hashed as a listener: its
     /// `listen()` failed, and nothing is reported.
     pub never_listened: bool,
+    /// A UDP bind in a cgroup no release program watches yet: `Some` of
+    /// the socket's cgroup id (0 when unknown). The kernel recorded no
+    /// owner; the engine has the program attached there, records it, and
+    /// looks again whether the socket closed meanwhile.
+    pub release_unseen: Option<u64>,
     pub netns: u64,
     pub address: IpAddr,
     pub port: u16,
@@ -320,6 +325,7 @@ impl KernelEvent {
             closer_tgid: raw.closer_tgid,
             owner_known: raw.flags & FLAG_OWNER_KNOWN != 0,
             unconfirmed: raw.flags & FLAG_UNCONFIRMED != 0,
+            release_unseen: (raw.flags & FLAG_RELEASE_UNSEEN != 0).then_some(raw.sock_cgroup),
             never_listened: raw.flags & FLAG_NEVER_LISTENED != 0,
             netns: u64::from(raw.netns),
             address,

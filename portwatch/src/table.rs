@@ -671,6 +671,7 @@ mod tests {
             owner_known: true,
             unconfirmed: false,
             never_listened: false,
+            release_unseen: None,
             netns: NS,
             address: addr.parse().unwrap(),
             port,

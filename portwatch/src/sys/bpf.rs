@@ -1,6 +1,7 @@
 //! Loads and attaches the kernel programs and reads their ring buffer.
 
 use std::{
+    collections::HashMap,
     fs,
     pin::Pin,
     task::{Context, Poll},
@@ -9,21 +10,24 @@ use std::{
 use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint, cgroup_sock::CgroupSockLinkId,
+    },
 };
 use portwatch_common::{
     CONN_PROG, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP,
     EVENTS_MAP, EXIT_PROG, FILTER_TREE_GLOBAL, FORK_PROG, LISTEN_CONFIRM_MAP, LISTEN_EXIT_PROG,
     LISTEN_SYSCALL_GLOBAL, ListenSyscall, OFFSETS_GLOBAL, OWNERS_MAP, Owner,
-    RELEASE_EVERYWHERE_MAP, SET_STATE_BTF_PROG, SET_STATE_PROG, SOCK_OFFSETS_GLOBAL,
-    SetStateOffsets, SockEvent, SockOffsets, TREE_OFFSETS_GLOBAL, TreeOffsets,
-    UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG, UDP_BINDS_MAP, UDP_RELEASE_PROG,
-    UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER, UDP_STAGE_RETURN, UdpAggregate, UdpBindKey,
-    UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
+    RELEASE_CGROUPS_CAPACITY, RELEASE_CGROUPS_MAP, RELEASE_EVERYWHERE_MAP, SET_STATE_BTF_PROG,
+    SET_STATE_PROG, SOCK_OFFSETS_GLOBAL, SetStateOffsets, SockEvent, SockOffsets,
+    TREE_OFFSETS_GLOBAL, TreeOffsets, UDP_AGGREGATE_GLOBAL, UDP_BIND4_PROG, UDP_BIND6_PROG,
+    UDP_BINDS_MAP, UDP_RELEASE_PROG, UDP_STAGE_FULL, UDP_STAGE_GLOBAL, UDP_STAGE_OWNER,
+    UDP_STAGE_RETURN, UdpAggregate, UdpBindKey, UdpBindTally, WAKE_BYTES_GLOBAL, WATCHED_MAP,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{EventSource, btf, cgroup, lean_loader, ring_recheck::Rechecks, tracefs};
+use crate::release_cover::{Cover, ReleaseCover};
 use crate::{
     error::{Error, Result},
     event::KernelEvent,
@@ -137,6 +141,9 @@ pub(crate) struct KernelProbe {
     conn_loaded: bool,
     /// What the listen confirmation reads needs the kernel's BTF.
     sock_offsets: SockOffsets,
+    /// Where the UDP release program runs, and its links per cgroup.
+    release_cover: ReleaseCover,
+    release_links: HashMap<u64, CgroupSockLinkId>,
     // Owns the programs and their links: keep it last so it drops last.
     _ebpf: Ebpf,
 }
@@ -210,6 +217,8 @@ impl KernelProbe {
             conn_link: None,
             conn_loaded,
             sock_offsets,
+            release_cover: ReleaseCover::default(),
+            release_links: HashMap::new(),
             _ebpf: ebpf,
         })
     }
@@ -480,6 +489,9 @@ impl EventSource for KernelProbe {
     fn start(&mut self) -> Result<()> {
         if self.config.udp {
             self.udp_missing = attach_udp(&mut self._ebpf).err();
+            // Still attached at the root (the engine does not cover
+            // cgroups one by one yet).
+            self.release_cover.done(&Cover::Everywhere(Vec::new()));
         }
         if !self.config.tcp {
             return Ok(());
@@ -589,6 +601,48 @@ impl EventSource for KernelProbe {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn cover_release(&mut self, cgroup: u64) -> Result<()> {
+        let plan = self
+            .release_cover
+            .plan(cgroup, RELEASE_CGROUPS_CAPACITY as usize);
+        let plan = match plan {
+            Cover::Nothing => return Ok(()),
+            Cover::Attach(id) => match cgroup::open_dir(id) {
+                Some(dir) => {
+                    let link = release_program(&mut self._ebpf)?
+                        .attach(&dir, CgroupAttachMode::AllowMultiple)
+                        .map_err(|e| {
+                            program_err("attach the UDP release program to a cgroup", e)
+                        })?;
+                    self.release_links.insert(id, link);
+                    let mut map: BpfHashMap<&mut MapData, u64, u32> = BpfHashMap::try_from(
+                        self._ebpf
+                            .map_mut(RELEASE_CGROUPS_MAP)
+                            .ok_or(Error::MissingObject("the RELEASE_CGROUPS map"))?,
+                    )
+                    .map_err(map_error(RELEASE_CGROUPS_MAP))?;
+                    map.insert(id, 1, 0)
+                        .map_err(map_error(RELEASE_CGROUPS_MAP))?;
+                    Cover::Attach(id)
+                }
+                // Gone, or no right to open it by id: the root covers it.
+                None => Cover::Everywhere(self.release_links.keys().copied().collect()),
+            },
+            everywhere @ Cover::Everywhere(_) => everywhere,
+        };
+        if let Cover::Everywhere(_) = plan {
+            release_everywhere(&mut self._ebpf)?;
+            // The root's program runs for them now: the others would run
+            // a second time.
+            let program = release_program(&mut self._ebpf)?;
+            for (_, link) in self.release_links.drain() {
+                let _ = program.detach(link);
+            }
+        }
+        self.release_cover.done(&plan);
         Ok(())
     }
 
@@ -942,6 +996,43 @@ fn attach_udp(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
             .map_err(|e| format!("cannot attach {name} to {}: {e}", root.display()))?;
     }
     Ok(())
+}
+
+/// A map's error, named.
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |e| Error::Map {
+        name,
+        source: Box::new(e),
+    }
+}
+
+/// The UDP release program, loaded.
+fn release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock> {
+    ebpf.program_mut(UDP_RELEASE_PROG)
+        .ok_or(Error::MissingObject("the UDP release program"))?
+        .try_into()
+        .map_err(|e| program_err("use the UDP release program", e))
+}
+
+/// Attaches the release program at the cgroup root, then tells the bind
+/// programs that every socket's release is seen.
+fn release_everywhere(ebpf: &mut Ebpf) -> Result<()> {
+    let root = cgroup::root_dir().ok_or(Error::MissingObject("the cgroup v2 root"))?;
+    let dir = fs::File::open(&root).map_err(|source| Error::Io {
+        what: "opening the cgroup v2 root failed",
+        source,
+    })?;
+    release_program(ebpf)?
+        .attach(&dir, CgroupAttachMode::AllowMultiple)
+        .map_err(|e| program_err("attach the UDP release program at the cgroup root", e))?;
+    let mut everywhere: Array<&mut MapData, u32> = Array::try_from(
+        ebpf.map_mut(RELEASE_EVERYWHERE_MAP)
+            .ok_or(Error::MissingObject("the RELEASE_EVERYWHERE map"))?,
+    )
+    .map_err(map_error(RELEASE_EVERYWHERE_MAP))?;
+    everywhere
+        .set(0, 1, 0)
+        .map_err(map_error(RELEASE_EVERYWHERE_MAP))
 }
 
 fn attach_tracepoint(

@@ -440,7 +440,10 @@ pub(crate) mod tests {
         assert!(btf.member_offset("sock_common", &["skc_net"]).is_some());
         // The path from a socket to its cgroup's id (UDP release programs
         // per cgroup).
-        assert!(btf.member_offset("sock", &["sk_cgrp_data", "cgroup"]).is_some());
+        assert!(
+            btf.member_offset("sock", &["sk_cgrp_data", "cgroup"])
+                .is_some()
+        );
         assert!(btf.member_offset("cgroup", &["kn"]).is_some());
         assert!(btf.member_offset("kernfs_node", &["id"]).is_some());
         assert!(btf.enum_value("sock_flags", "SOCK_RCU_FREE").is_some());

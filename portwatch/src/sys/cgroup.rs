@@ -76,9 +76,9 @@ struct KernfsHandle {
 /// `FILEID_KERNFS`: the handle type of cgroup2 directories.
 const FILEID_KERNFS: i32 = 0xfe;
 
-/// The path of cgroup `id`, from the kernel: the directory it opens for
-/// the handle, read back through /proc/self/fd.
-fn path_by_handle(mount: &fs::File, root: &Path, id: u64) -> Option<String> {
+/// The directory of cgroup `id`, opened by the kernel from its handle
+/// (as root: `CAP_DAC_READ_SEARCH`); `mount` is the cgroup2 mount's.
+fn open_by_id(mount: &fs::File, id: u64) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     let mut handle = KernfsHandle {
         handle_bytes: 8,
@@ -99,13 +99,27 @@ fn path_by_handle(mount: &fs::File, root: &Path, id: u64) -> Option<String> {
         return None;
     }
     // SAFETY: a descriptor the call above opened and nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The path of cgroup `id`, from the kernel: the directory it opens for
+/// the handle, read back through /proc/self/fd.
+fn path_by_handle(mount: &fs::File, root: &Path, id: u64) -> Option<String> {
+    use std::os::fd::AsRawFd as _;
+    let fd = open_by_id(mount, id)?;
     let target = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
     let rel = target.strip_prefix(root).ok()?;
     Some(format!(
         "/{}",
         safe_text(rel.as_os_str().as_encoded_bytes())
     ))
+}
+
+/// The directory of cgroup `id` in the host's hierarchy, to attach a
+/// program to; None when it cannot be opened (gone, or no privilege).
+pub(crate) fn open_dir(id: u64) -> Option<fs::File> {
+    let mount = fs::File::open(root_dir()?).ok()?;
+    open_by_id(&mount, id).map(fs::File::from)
 }
 
 impl Default for CgroupNames {

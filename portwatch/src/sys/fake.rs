@@ -49,6 +49,8 @@ pub(crate) struct World {
     pub held_lookups: usize,
     /// The owners `listening_sockets` was last asked for.
     pub listening_asked: Vec<(u32, u64)>,
+    /// The cgroups `cover_release` was asked to cover, in order.
+    pub covered: Vec<u64>,
     pub links: Vec<(u32, u32)>,
     pub processes: HashSet<u32>,
     /// Threads: tid -> their process.
@@ -284,6 +286,11 @@ impl EventSource for FakeSource {
             .world()
             .seeded
             .extend(listeners.iter().filter_map(|l| l.cookie));
+        Ok(())
+    }
+
+    fn cover_release(&mut self, cgroup: u64) -> Result<()> {
+        self.0.world().covered.push(cgroup);
         Ok(())
     }
 
@@ -541,6 +548,7 @@ pub(crate) fn kernel_event(
         owner_known: true,
         unconfirmed: false,
         never_listened: false,
+        release_unseen: None,
         netns: NETNS,
         address: addr
             .parse()

@@ -86,6 +86,11 @@ pub(crate) trait EventSource: Send {
     /// Tells the kernel the owners of UDP sockets a scan found, so that
     /// their release is reported like that of a socket bound since.
     fn seed_owners(&mut self, listeners: &[crate::event::Listener]) -> Result<()>;
+    /// Has the UDP release program run for sockets of cgroup `cgroup` (0:
+    /// unknown): attached there, or at the root past a bound or where
+    /// the cgroup cannot be opened. Binds there record their owners from
+    /// then on.
+    fn cover_release(&mut self, cgroup: u64) -> Result<()>;
     /// Takes back a seeded owner: true when it was still there, so that
     /// the kernel has not reported the socket's release (it came before
     /// the seed, or has not come yet).

@@ -1,0 +1,97 @@
+//! Where the UDP release program runs (pure). A cgroup sock program runs
+//! for every socket released in the cgroups it is attached under, TCP
+//! connections included, so it is attached only to the cgroups of the
+//! UDP sockets portwatch reports: a socket released anywhere else runs no
+//! program. Another user with delegated cgroups could ask for thousands,
+//! so past a bound the program goes to the root instead, which covers
+//! every cgroup, and the others are let go.
+
+use std::collections::HashSet;
+
+/// What to do so that sockets of one cgroup are covered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cover {
+    /// Covered already (there, or at the root).
+    Nothing,
+    /// Attach the program to this cgroup.
+    Attach(u64),
+    /// Attach it at the root, then detach it from these cgroups.
+    Everywhere(Vec<u64>),
+}
+
+/// The cgroups the release program is attached to.
+#[derive(Debug, Default)]
+pub(crate) struct ReleaseCover {
+    attached: HashSet<u64>,
+    everywhere: bool,
+}
+
+impl ReleaseCover {
+    /// What covers sockets of `cgroup` (0: unknown, which only the root
+    /// covers), with at most `bound` cgroups attached one by one.
+    pub(crate) fn plan(&self, cgroup: u64, bound: usize) -> Cover {
+        if self.everywhere || self.attached.contains(&cgroup) {
+            Cover::Nothing
+        } else if cgroup == 0 || self.attached.len() >= bound {
+            let mut all: Vec<u64> = self.attached.iter().copied().collect();
+            all.sort_unstable();
+            Cover::Everywhere(all)
+        } else {
+            Cover::Attach(cgroup)
+        }
+    }
+
+    /// The plan was carried out.
+    pub(crate) fn done(&mut self, cover: &Cover) {
+        match cover {
+            Cover::Nothing => {}
+            Cover::Attach(cgroup) => {
+                self.attached.insert(*cgroup);
+            }
+            Cover::Everywhere(_) => {
+                self.everywhere = true;
+                self.attached.clear();
+            }
+        }
+    }
+
+    pub(crate) fn everywhere(&self) -> bool {
+        self.everywhere
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_is_attached_once() {
+        let mut c = ReleaseCover::default();
+        let plan = c.plan(7, 4);
+        assert_eq!(plan, Cover::Attach(7));
+        c.done(&plan);
+        assert_eq!(c.plan(7, 4), Cover::Nothing);
+        assert_eq!(c.plan(8, 4), Cover::Attach(8));
+    }
+
+    #[test]
+    fn past_the_bound_the_root_covers_all_and_the_others_go() {
+        let mut c = ReleaseCover::default();
+        for id in [3, 1, 2] {
+            let plan = c.plan(id, 3);
+            c.done(&plan);
+        }
+        let plan = c.plan(4, 3);
+        assert_eq!(plan, Cover::Everywhere(vec![1, 2, 3]));
+        c.done(&plan);
+        assert!(c.everywhere());
+        assert_eq!(c.plan(4, 3), Cover::Nothing);
+        assert_eq!(c.plan(99, 3), Cover::Nothing);
+    }
+
+    #[test]
+    fn an_unknown_cgroup_is_covered_only_from_the_root() {
+        let c = ReleaseCover::default();
+        assert_eq!(c.plan(0, 64), Cover::Everywhere(Vec::new()));
+    }
+}
