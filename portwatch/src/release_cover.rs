@@ -54,10 +54,6 @@ impl ReleaseCover {
             }
         }
     }
-
-    pub(crate) fn everywhere(&self) -> bool {
-        self.everywhere
-    }
 }
 
 #[cfg(test)]
@@ -84,7 +80,6 @@ mod tests {
         let plan = c.plan(4, 3);
         assert_eq!(plan, Cover::Everywhere(vec![1, 2, 3]));
         c.done(&plan);
-        assert!(c.everywhere());
         assert_eq!(c.plan(4, 3), Cover::Nothing);
         assert_eq!(c.plan(99, 3), Cover::Nothing);
     }

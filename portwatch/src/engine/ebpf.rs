@@ -62,7 +62,25 @@ pub(super) struct EbpfWatch {
     aggregate: Option<UdpAggregate>,
     /// When to look again for unconfirmed opens.
     next_look: Option<Instant>,
+    /// UDP sockets bound where no release program ran yet, whose owners
+    /// userspace recorded once it ran: looked for again, in case one was
+    /// released before (see `check_unseen`).
+    unseen: Vec<Unseen>,
+    next_unseen: Option<Instant>,
 }
+
+/// A UDP socket bound before the release program covered its cgroup.
+struct Unseen {
+    /// Its open, as the kernel reported it.
+    open: KernelEvent,
+    /// Looks that found it there.
+    looks: u32,
+}
+
+/// When an unseen socket is looked for again: soon (a release that began
+/// before the attach is over), then once more later (one preempted in
+/// between), then it is left to the release program, which sees it.
+const UNSEEN_LOOKS: [Duration; 2] = [Duration::from_millis(10), Duration::from_secs(1)];
 
 /// What ends a wait for kernel events besides the events.
 #[derive(Clone, Copy)]
@@ -70,6 +88,7 @@ enum Due {
     Resync(ResyncReason),
     UdpTally,
     Look,
+    Unseen,
 }
 
 impl EbpfWatch {
@@ -106,6 +125,8 @@ impl EbpfWatch {
             roots: config.filter.pid.into_iter().collect(),
             aggregate: None,
             next_look: None,
+            unseen: Vec::new(),
+            next_unseen: None,
         };
         // The tree first, then the listener programs: a listener is judged
         // in or out of the tree when it opens.
@@ -189,7 +210,68 @@ impl EbpfWatch {
         if udp.is_empty() {
             return Ok(());
         }
+        // Their cgroups are not known here yet: the root covers them.
+        self.source.cover_release(0)?;
         self.source.seed_owners(&udp)
+    }
+
+    /// A UDP bind where no release program ran: the program is attached
+    /// to the socket's cgroup, its owner recorded, and the socket looked
+    /// for again shortly (it may have been released before the attach).
+    fn cover_unseen(&mut self, ev: &KernelEvent, cgroup: u64) -> Result<()> {
+        self.source.cover_release(cgroup)?;
+        self.source.seed_owners(&[ev.listener()])?;
+        self.unseen.push(Unseen {
+            open: ev.clone(),
+            looks: 0,
+        });
+        let at = Instant::now() + UNSEEN_LOOKS[0];
+        self.next_unseen = Some(self.next_unseen.map_or(at, |n| n.min(at)));
+        Ok(())
+    }
+
+    /// Looks for the unseen sockets in their namespaces' tables. One gone,
+    /// whose owner is still recorded (so the release program did not see
+    /// its release), is reported closed now; one there is looked for once
+    /// more later, then left to the program. One whose namespace cannot be
+    /// read is left to a resync.
+    fn check_unseen(&mut self, out: &mut Vec<PortEvent>) -> Result<()> {
+        self.next_unseen = None;
+        let now = Instant::now();
+        let owners: Vec<(u32, u64)> = self
+            .unseen
+            .iter()
+            .map(|u| (u.open.tgid, u.open.netns))
+            .collect();
+        let (alive, read) = self.host.udp_sockets(&owners);
+        let mut kept = Vec::new();
+        for mut u in std::mem::take(&mut self.unseen) {
+            if !read.contains(&u.open.netns) {
+                continue;
+            }
+            if !alive.contains(&u.open.sock) {
+                if self.source.unseed_owner(u.open.sock)? {
+                    let close = KernelEvent {
+                        kind: SockEventKind::Closed,
+                        ts_ns: self.host.boot_now_ns(),
+                        closer_tgid: 0,
+                        release_unseen: None,
+                        ..u.open.clone()
+                    };
+                    let ts = self.clock.to_wall(close.ts_ns);
+                    self.table.apply(&close, ts, self.policy, out);
+                }
+                continue;
+            }
+            u.looks += 1;
+            if let Some(after) = UNSEEN_LOOKS.get(u.looks as usize) {
+                let at = now + *after;
+                self.next_unseen = Some(self.next_unseen.map_or(at, |n| n.min(at)));
+                kept.push(u);
+            }
+        }
+        self.unseen = kept;
+        Ok(())
     }
 
     pub(super) fn set_connections(&mut self, on: bool) -> Result<()> {
@@ -339,7 +421,8 @@ impl EbpfWatch {
             .map(|(at, reason)| (at, Due::Resync(reason)));
         let tally = self.aggregate.as_ref().map(|a| (a.next(), Due::UdpTally));
         let look = self.next_look.map(|at| (at, Due::Look));
-        [resync, tally, look]
+        let unseen = self.next_unseen.map(|at| (at, Due::Unseen));
+        [resync, tally, look, unseen]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
@@ -353,6 +436,11 @@ impl EbpfWatch {
                 self.next_look = None;
                 let mut out = Vec::new();
                 self.resolve_unbound(&mut out, true);
+                Ok(out.into_iter().map(Report::Port).collect())
+            }
+            Due::Unseen => {
+                let mut out = Vec::new();
+                self.check_unseen(&mut out)?;
                 Ok(out.into_iter().map(Report::Port).collect())
             }
         }
@@ -420,6 +508,12 @@ impl EbpfWatch {
                 continue;
             }
             self.table.apply(&ev, ts, self.policy, out);
+            if let (SockEventKind::Opened, Some(cgroup)) = (ev.kind, ev.release_unseen)
+                && let Err(e) = self.cover_unseen(&ev, cgroup)
+            {
+                // Its close is left to a resync, as a full owner map's.
+                tracing::warn!("a UDP socket's release cannot be watched: {e}");
+            }
         }
         self.pending = pending;
         self.resolve_unbound(out, false);

@@ -106,6 +106,10 @@ impl UdpAggregate {
             }
             l.container = host.container(&l.cgroup);
         }
+        if !fresh.is_empty() {
+            // Their cgroups are not known here yet: the root covers them.
+            source.cover_release(0)?;
+        }
         source.seed_owners(&fresh)?;
         if !fresh.is_empty() {
             let mut owners: Vec<u32> = fresh.iter().map(|l| l.pid).collect();

@@ -144,6 +144,10 @@ pub(crate) struct KernelProbe {
     /// Where the UDP release program runs, and its links per cgroup.
     release_cover: ReleaseCover,
     release_links: HashMap<u64, CgroupSockLinkId>,
+    /// The release program goes to the root at start: the benchmark's
+    /// stages measure it there, and without the socket's cgroup (no BTF
+    /// offsets) no bind could say where it is needed.
+    release_at_root: bool,
     // Owns the programs and their links: keep it last so it drops last.
     _ebpf: Ebpf,
 }
@@ -219,6 +223,7 @@ impl KernelProbe {
             sock_offsets,
             release_cover: ReleaseCover::default(),
             release_links: HashMap::new(),
+            release_at_root: stage != BenchStage::Full || sock_offsets.sk_cgrp_data == 0,
             _ebpf: ebpf,
         })
     }
@@ -488,10 +493,10 @@ impl EventSource for KernelProbe {
     /// change runs, every open it leaves to the confirmation is reported.
     fn start(&mut self) -> Result<()> {
         if self.config.udp {
-            self.udp_missing = attach_udp(&mut self._ebpf).err();
-            // Still attached at the root (the engine does not cover
-            // cgroups one by one yet).
-            self.release_cover.done(&Cover::Everywhere(Vec::new()));
+            self.udp_missing = attach_udp(&mut self._ebpf, self.release_at_root).err();
+            if self.release_at_root {
+                self.release_cover.done(&Cover::Everywhere(Vec::new()));
+            }
         }
         if !self.config.tcp {
             return Ok(());
@@ -613,7 +618,7 @@ impl EventSource for KernelProbe {
             Cover::Attach(id) => match cgroup::open_dir(id) {
                 Some(dir) => {
                     let link = release_program(&mut self._ebpf)?
-                        .attach(&dir, CgroupAttachMode::AllowMultiple)
+                        .attach(&dir, CgroupAttachMode::Single)
                         .map_err(|e| {
                             program_err("attach the UDP release program to a cgroup", e)
                         })?;
@@ -968,13 +973,13 @@ fn attach_listen_confirm(
 /// bind() or close() never fails because of them. The release program
 /// comes first, and the bind programs are told it runs everywhere before
 /// they run: every bind then records its owner.
-fn attach_udp(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
+fn attach_udp(ebpf: &mut Ebpf, release_at_root: bool) -> std::result::Result<(), String> {
     let root = cgroup::root_dir()
         .ok_or("no cgroup v2 hierarchy root is mounted (it carries the UDP programs)")?;
     let cgroup =
         fs::File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
     for name in [UDP_RELEASE_PROG, UDP_BIND4_PROG, UDP_BIND6_PROG] {
-        if name == UDP_BIND4_PROG {
+        if name == UDP_BIND4_PROG && release_at_root {
             let mut everywhere: Array<&mut MapData, u32> = Array::try_from(
                 ebpf.map_mut(RELEASE_EVERYWHERE_MAP)
                     .ok_or("the eBPF object has no RELEASE_EVERYWHERE map")?,
@@ -991,6 +996,11 @@ fn attach_udp(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
             tracing::debug!("loading {name} failed: {e:?}");
             format!("the kernel refused to load {name}")
         })?;
+        // Else the release program waits to be attached where a bind
+        // asks for it (`cover_release`).
+        if name == UDP_RELEASE_PROG && !release_at_root {
+            continue;
+        }
         program
             .attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|e| format!("cannot attach {name} to {}: {e}", root.display()))?;
@@ -1005,6 +1015,12 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
         source: Box::new(e),
     }
 }
+
+// `CgroupAttachMode::Single` below: aya attaches through a bpf_link
+// (Linux 5.7 and later), which the kernel always makes a multi-program
+// attach, and which refuses any flag (EINVAL): so the program can be
+// attached to a cgroup and its ancestors at once, and the release program
+// to many cgroups.
 
 /// The UDP release program, loaded.
 fn release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock> {
@@ -1023,7 +1039,7 @@ fn release_everywhere(ebpf: &mut Ebpf) -> Result<()> {
         source,
     })?;
     release_program(ebpf)?
-        .attach(&dir, CgroupAttachMode::AllowMultiple)
+        .attach(&dir, CgroupAttachMode::Single)
         .map_err(|e| program_err("attach the UDP release program at the cgroup root", e))?;
     let mut everywhere: Array<&mut MapData, u32> = Array::try_from(
         ebpf.map_mut(RELEASE_EVERYWHERE_MAP)

@@ -51,6 +51,9 @@ pub(crate) struct World {
     pub listening_asked: Vec<(u32, u64)>,
     /// The cgroups `cover_release` was asked to cover, in order.
     pub covered: Vec<u64>,
+    /// The UDP sockets (cookies) `udp_sockets` finds; every namespace
+    /// asked for is read.
+    pub udp_alive: HashSet<u64>,
     pub links: Vec<(u32, u32)>,
     pub processes: HashSet<u32>,
     /// Threads: tid -> their process.
@@ -404,6 +407,11 @@ impl Host for FakeHost {
             .filter(|h| pids.contains(&h.pid))
             .copied()
             .collect()
+    }
+
+    fn udp_sockets(&mut self, owners: &[(u32, u64)]) -> (HashSet<u64>, HashSet<u64>) {
+        let w = self.0.world();
+        (w.udp_alive.clone(), owners.iter().map(|o| o.1).collect())
     }
 
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {

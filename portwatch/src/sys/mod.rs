@@ -137,6 +137,17 @@ pub(crate) trait Host: Send {
     /// namespace the owner is not in (it moved since it made the socket)
     /// is reached through one of its sockets that leads there.
     fn listening_sockets(&mut self, owners: &[(u32, u64)]) -> Vec<HeldSocket>;
+    /// The cookies of every UDP socket in the network namespaces of
+    /// `owners` (reached as [`Self::listening_sockets`] reaches them), and
+    /// the namespaces whose tables were read: a cookie missing from a
+    /// namespace read is a socket gone.
+    fn udp_sockets(
+        &mut self,
+        owners: &[(u32, u64)],
+    ) -> (
+        std::collections::HashSet<u64>,
+        std::collections::HashSet<u64>,
+    );
     /// The UDP sockets processes `pids` hold, any state (one table read
     /// per namespace).
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp>;
@@ -285,6 +296,15 @@ impl Host for SystemHost {
     }
     fn listening_sockets(&mut self, owners: &[(u32, u64)]) -> Vec<HeldSocket> {
         procfs_scan::listening_sockets(owners)
+    }
+    fn udp_sockets(
+        &mut self,
+        owners: &[(u32, u64)],
+    ) -> (
+        std::collections::HashSet<u64>,
+        std::collections::HashSet<u64>,
+    ) {
+        procfs_scan::udp_sockets(owners)
     }
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {
         procfs_scan::held_udp(pids)

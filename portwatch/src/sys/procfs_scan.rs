@@ -560,6 +560,21 @@ pub(crate) fn held_listeners(pids: &[u32]) -> Vec<HeldSocket> {
 /// Every listening TCP socket in the namespaces of `owners` (see
 /// `Host::listening_sockets`).
 pub(crate) fn listening_sockets(owners: &[(u32, u64)]) -> Vec<HeldSocket> {
+    owners_sockets(owners, SocketQuery::TCP_LISTEN).0
+}
+
+/// The cookies of every UDP socket in the namespaces of `owners`, and the
+/// namespaces read (see `Host::udp_sockets`).
+pub(crate) fn udp_sockets(owners: &[(u32, u64)]) -> (HashSet<u64>, HashSet<u64>) {
+    let (held, read) = owners_sockets(owners, SocketQuery::every_state(Proto::Udp));
+    (held.into_iter().filter_map(|h| h.cookie).collect(), read)
+}
+
+/// The sockets `query` asks for in the namespaces of `owners` (a pid, and
+/// the namespace the kernel saw its socket in; 0 when unknown), named with
+/// the pid they were seen through, and the namespaces whose tables were
+/// read.
+fn owners_sockets(owners: &[(u32, u64)], query: SocketQuery) -> (Vec<HeldSocket>, HashSet<u64>) {
     let mut pids: Vec<u32> = owners.iter().map(|o| o.0).collect();
     pids.sort_unstable();
     pids.dedup();
@@ -572,20 +587,19 @@ pub(crate) fn listening_sockets(owners: &[(u32, u64)]) -> Vec<HeldSocket> {
         })
     };
     let mut out = Vec::new();
+    let mut read = HashSet::new();
     for (ns, pids) in &by_ns {
         // A namespace is listed for the pids in it, so there is a first.
-        if let (Some(&pid), Some((_, rows))) = (
-            pids.first(),
-            table_rows(&spaces, *ns, &[SocketQuery::TCP_LISTEN]),
-        ) {
+        if let (Some(&pid), Some((_, rows))) = (pids.first(), table_rows(&spaces, *ns, &[query])) {
             out.extend(held(pid, rows));
+            read.insert(*ns);
         }
     }
     // Owners whose socket is in a namespace they are not in (they moved
     // since they made it): most often portwatch's own, read at once;
     // another is reached through one of the owner's sockets, each walked
     // once and asked within the look's budget (past it, a resync finds
-    // the listener).
+    // the socket).
     let mut asks = ElsewhereAsks::default();
     let mut fds: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
     let mut reached: HashSet<u64> = by_ns.keys().copied().collect();
@@ -605,11 +619,12 @@ pub(crate) fn listening_sockets(owners: &[(u32, u64)]) -> Vec<HeldSocket> {
             spaces.add_fd(ns, fd);
         }
         reached.insert(ns);
-        if let Some((_, rows)) = table_rows(&spaces, ns, &[SocketQuery::TCP_LISTEN]) {
+        if let Some((_, rows)) = table_rows(&spaces, ns, &[query]) {
             out.extend(held(pid, rows));
+            read.insert(ns);
         }
     }
-    out
+    (out, read)
 }
 
 /// Sockets asked for their namespace in one look, past the tables: each
