@@ -978,3 +978,60 @@ async fn a_thread_or_an_unknown_namespace_is_refused() {
         Some("no network namespace with inode 42 exists on this host".into())
     );
 }
+
+/// A UDP bind where no release program ran yet: the program is attached
+/// to the socket's cgroup and the owner recorded; the socket, gone by the
+/// next look while its owner is still recorded (the program never saw its
+/// release), is reported closed then.
+#[tokio::test(start_paused = true)]
+async fn an_unseen_bind_released_before_the_program_ran_is_reported_closed() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.emit([KernelEvent {
+        release_unseen: Some(77),
+        ..uev(Opened, t, 0x20, 41100, 7)
+    }]);
+    assert_eq!(
+        summary(&engine.next_reports().await.unwrap()),
+        [(Change::Opened, 41100, 7, Source::Ebpf)]
+    );
+    assert_eq!(os.world().covered, [77]);
+    assert_eq!(os.world().seeded, [0x20]);
+    let closed = within(&mut engine, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(summary(&closed), [(Change::Closed, 41100, 7, Source::Ebpf)]);
+    assert!(os.world().seeded.is_empty());
+}
+
+/// One still there at both looks is left to the release program (its
+/// recorded owner stays), and one whose release the program saw (its
+/// owner taken already) is not reported twice.
+#[tokio::test(start_paused = true)]
+async fn an_unseen_bind_still_there_or_seen_released_is_left_to_the_program() {
+    let os = FakeOs::new();
+    os.world().cookies = true;
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.world().udp_alive = [0x21].into();
+    os.world().released_before_seed.insert(0x22);
+    os.emit([
+        KernelEvent {
+            release_unseen: Some(78),
+            ..uev(Opened, t, 0x21, 41101, 7)
+        },
+        KernelEvent {
+            release_unseen: Some(78),
+            ..uev(Opened, t, 0x22, 41102, 7)
+        },
+    ]);
+    assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 2);
+    assert_eq!(os.world().covered, [78, 78]);
+    // Both looks (10 ms, 1 s) report nothing.
+    let mut later = Vec::new();
+    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
+        later.extend(summary(&reports));
+    }
+    assert!(later.is_empty(), "{later:?}");
+    assert_eq!(os.world().seeded, [0x21]);
+}
