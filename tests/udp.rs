@@ -201,6 +201,80 @@ fn a_binder_in_a_child_cgroup_is_seen_with_its_cgroup() {
     }
 }
 
+/// The cgroups portwatch's UDP release program is attached to: its
+/// cgroup links (`/proc/PID/fdinfo`) of attach type 34,
+/// `BPF_CGROUP_INET_SOCK_RELEASE`.
+fn release_cgroups(pid: u32) -> Vec<u64> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(text) = fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        if field("link_type:").as_deref() == Some("cgroup")
+            && field("attach_type:").as_deref() == Some("34")
+            && let Some(id) = field("cgroup_id:").and_then(|v| v.parse().ok())
+        {
+            out.push(id);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The release program runs where a reported UDP port was bound and
+/// nowhere else: none at the start, then the binder's cgroup (not the
+/// root), so that a socket released in any other cgroup (a TCP
+/// connection's) runs no program. The port's close is the program's.
+#[test]
+fn the_release_program_is_attached_only_where_a_udp_port_was_bound() {
+    let base = format!("pwtest-release-{}", std::process::id());
+    let cgroup = Cgroup(cgroup2_root().join(&base));
+    fs::create_dir(&cgroup.0).unwrap();
+    // Declared after the cgroup: dropped (killed) before it is removed.
+    let mut h = Sockets::new();
+    // Only the helper's binds are reported, so other tests' binds attach
+    // nothing to this watcher's program.
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    assert_eq!(release_cgroups(w.pid()), Vec::<u64>::new());
+    h.ask(&format!("join {}", cgroup.0.display()));
+    let (id, port) = h.bind("4", "127.0.0.1", 0);
+    expect_udp(&w, "opened", "127.0.0.1", port);
+    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&cgroup.0).unwrap());
+    assert_eq!(release_cgroups(w.pid()), [inode]);
+    h.close(id);
+    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["source"], "ebpf", "{closed}");
+    assert_eq!(closed["pid"], h.pid(), "{closed}");
+}
+
+/// A socket bound in a cgroup the release program does not cover yet and
+/// closed at once is released before the program is attached there: the
+/// look that follows the attach finds it gone, and reports it closed.
+#[test]
+fn a_udp_port_closed_before_its_cgroup_was_covered_is_reported_closed() {
+    let base = format!("pwtest-release-race-{}", std::process::id());
+    let cgroup = Cgroup(cgroup2_root().join(&base));
+    fs::create_dir(&cgroup.0).unwrap();
+    let mut h = Sockets::new();
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    h.ask(&format!("join {}", cgroup.0.display()));
+    assert_eq!(h.ask("churn 1"), ["1"]);
+    let opened = w.expect("the socket's open", EVENT_TIMEOUT, |v| {
+        v["event"] == "opened" && v["proto"] == "udp" && v["pid"] == h.pid()
+    });
+    let port = u16::try_from(opened["port"].as_u64().unwrap()).unwrap();
+    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["pid"], h.pid(), "{closed}");
+}
+
 #[test]
 fn a_binder_in_another_network_namespace_is_seen_in_it() {
     let ns = NetNs::new("udp");
