@@ -97,21 +97,21 @@ fn bound(ctx: &SockContext, family: u16, addr: [u8; 16]) {
     // SAFETY: the value is only tested for presence.
     let watched = FILTER_TREE.load() == 0 || unsafe { WATCHED.get(owner.tgid) }.is_some();
     owner.watched = watched as u32;
-    let cgroup = socket_cgroup(ctx);
     // Where no release program runs, an owner recorded here would never
-    // be removed: userspace records it once the program is attached.
-    let seen = release_seen(cgroup);
-    if seen && OWNERS.insert(cookie, owner, 0).is_err() {
+    // be removed: userspace records it once the program is attached. The
+    // socket's cgroup is read only then.
+    let unseen = unseen_cgroup(ctx);
+    if unseen.is_none() && OWNERS.insert(cookie, owner, 0).is_err() {
         count(COUNTER_OWNERS_FULL);
     }
     if watched && sends() {
         let mut ev = new_event(SockEventKind::Opened, cookie, &owner, family, port, addr);
         ev.proto = IPPROTO_UDP as u8;
         ev.flags = FLAG_OWNER_KNOWN | FLAG_SOCK_COOKIE;
-        if !seen {
+        if let Some(cgroup) = unseen {
             ev.flags |= FLAG_RELEASE_UNSEEN;
+            ev.sock_cgroup = cgroup;
         }
-        ev.sock_cgroup = cgroup;
         submit(&ev);
     }
 }
@@ -142,13 +142,26 @@ fn socket_cgroup(ctx: &SockContext) -> u64 {
     }
 }
 
-/// Whether a release program runs for sockets of `cgroup`: attached at
-/// the root, or at that cgroup.
+/// None when a release program runs for this socket (attached at the
+/// root, or at its cgroup); else the cgroup to attach it to, 0 when
+/// unknown (which only the root covers). UDP-Lite sockets are always 0:
+/// userspace cannot look for them in its UDP tables.
 #[inline(always)]
-fn release_seen(cgroup: u64) -> bool {
+fn unseen_cgroup(ctx: &SockContext) -> Option<u64> {
+    if RELEASE_EVERYWHERE.get(0).is_some_and(|on| *on != 0) {
+        return None;
+    }
+    // SAFETY: a read of this program's own context.
+    if unsafe { (*ctx.sock).protocol } == IPPROTO_UDPLITE {
+        return Some(0);
+    }
+    let cgroup = socket_cgroup(ctx);
     // SAFETY: the value is only tested for presence.
-    RELEASE_EVERYWHERE.get(0).is_some_and(|on| *on != 0)
-        || (cgroup != 0 && unsafe { RELEASE_CGROUPS.get(&cgroup) }.is_some())
+    if cgroup != 0 && unsafe { RELEASE_CGROUPS.get(&cgroup) }.is_some() {
+        None
+    } else {
+        Some(cgroup)
+    }
 }
 
 /// The address of the `struct net` the socket lives in, which its port is
