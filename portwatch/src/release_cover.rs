@@ -8,6 +8,10 @@
 
 use std::collections::HashSet;
 
+/// The cgroup2 root's id (its kernfs node's): attached there, the
+/// program covers every cgroup.
+const ROOT_CGROUP: u64 = 1;
+
 /// What to do so that sockets of one cgroup are covered.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Cover {
@@ -28,11 +32,14 @@ pub(crate) struct ReleaseCover {
 
 impl ReleaseCover {
     /// What covers sockets of `cgroup` (0: unknown, which only the root
-    /// covers), with at most `bound` cgroups attached one by one.
+    /// covers), with at most `bound` cgroups attached one by one. Nested
+    /// cgroups are attached each (a cgroup's program also runs in its
+    /// descendants, so a socket there runs it twice; the second finds no
+    /// owner to report).
     pub(crate) fn plan(&self, cgroup: u64, bound: usize) -> Cover {
         if self.everywhere || self.attached.contains(&cgroup) {
             Cover::Nothing
-        } else if cgroup == 0 || self.attached.len() >= bound {
+        } else if cgroup == 0 || cgroup == ROOT_CGROUP || self.attached.len() >= bound {
             let mut all: Vec<u64> = self.attached.iter().copied().collect();
             all.sort_unstable();
             Cover::Everywhere(all)
@@ -73,20 +80,21 @@ mod tests {
     #[test]
     fn past_the_bound_the_root_covers_all_and_the_others_go() {
         let mut c = ReleaseCover::default();
-        for id in [3, 1, 2] {
+        for id in [4, 2, 3] {
             let plan = c.plan(id, 3);
             c.done(&plan);
         }
-        let plan = c.plan(4, 3);
-        assert_eq!(plan, Cover::Everywhere(vec![1, 2, 3]));
+        let plan = c.plan(5, 3);
+        assert_eq!(plan, Cover::Everywhere(vec![2, 3, 4]));
         c.done(&plan);
-        assert_eq!(c.plan(4, 3), Cover::Nothing);
+        assert_eq!(c.plan(5, 3), Cover::Nothing);
         assert_eq!(c.plan(99, 3), Cover::Nothing);
     }
 
     #[test]
-    fn an_unknown_cgroup_is_covered_only_from_the_root() {
+    fn an_unknown_cgroup_or_the_root_is_covered_from_the_root() {
         let c = ReleaseCover::default();
         assert_eq!(c.plan(0, 64), Cover::Everywhere(Vec::new()));
+        assert_eq!(c.plan(ROOT_CGROUP, 64), Cover::Everywhere(Vec::new()));
     }
 }

@@ -144,6 +144,8 @@ pub(crate) struct KernelProbe {
     /// Where the UDP release program runs, and its links per cgroup.
     release_cover: ReleaseCover,
     release_links: HashMap<u64, CgroupSockLinkId>,
+    /// The cgroup2 mount, opened at the first attach to a cgroup.
+    cgroup_mount: Option<fs::File>,
     /// The release program goes to the root at start: the benchmark's
     /// stages measure it there, and without the socket's cgroup (no BTF
     /// offsets) no bind could say where it is needed.
@@ -223,6 +225,7 @@ impl KernelProbe {
             sock_offsets,
             release_cover: ReleaseCover::default(),
             release_links: HashMap::new(),
+            cgroup_mount: None,
             release_at_root: stage != BenchStage::Full || sock_offsets.sk_cgrp_data == 0,
             _ebpf: ebpf,
         })
@@ -488,6 +491,45 @@ impl KernelProbe {
     }
 }
 
+impl KernelProbe {
+    /// The directory of cgroup `id`, through the cgroup2 mount opened
+    /// once.
+    fn open_cgroup(&mut self, id: u64) -> Option<fs::File> {
+        if self.cgroup_mount.is_none() {
+            self.cgroup_mount = cgroup::open_root();
+        }
+        cgroup::open_dir(self.cgroup_mount.as_ref()?, id)
+    }
+
+    /// Attaches the release program to cgroup `id`, then tells the bind
+    /// programs: a bind there records its owner from then on.
+    fn attach_release(&mut self, id: u64, dir: &fs::File) -> Result<()> {
+        let link = release_program(&mut self._ebpf)?
+            .attach(dir, CgroupAttachMode::Single)
+            .map_err(|e| program_err("attach the UDP release program to a cgroup", e))?;
+        let told = self
+            ._ebpf
+            .map_mut(RELEASE_CGROUPS_MAP)
+            .ok_or(Error::MissingObject("the RELEASE_CGROUPS map"))
+            .and_then(|m| {
+                let mut map: BpfHashMap<&mut MapData, u64, u32> =
+                    BpfHashMap::try_from(m).map_err(map_error(RELEASE_CGROUPS_MAP))?;
+                map.insert(id, 1, 0).map_err(map_error(RELEASE_CGROUPS_MAP))
+            });
+        match told {
+            Ok(()) => {
+                self.release_links.insert(id, link);
+                Ok(())
+            }
+            Err(e) => {
+                // Not left attached where no bind records an owner.
+                let _ = release_program(&mut self._ebpf)?.detach(link);
+                Err(e)
+            }
+        }
+    }
+}
+
 impl EventSource for KernelProbe {
     /// The listen confirmation before the state change: once the state
     /// change runs, every open it leaves to the confirmation is reported.
@@ -610,27 +652,17 @@ impl EventSource for KernelProbe {
     }
 
     fn cover_release(&mut self, cgroup: u64) -> Result<()> {
+        if !self.config.udp || self.udp_missing.is_some() {
+            return Err(Error::MissingObject("the UDP programs"));
+        }
         let plan = self
             .release_cover
             .plan(cgroup, RELEASE_CGROUPS_CAPACITY as usize);
         let plan = match plan {
             Cover::Nothing => return Ok(()),
-            Cover::Attach(id) => match cgroup::open_dir(id) {
+            Cover::Attach(id) => match self.open_cgroup(id) {
                 Some(dir) => {
-                    let link = release_program(&mut self._ebpf)?
-                        .attach(&dir, CgroupAttachMode::Single)
-                        .map_err(|e| {
-                            program_err("attach the UDP release program to a cgroup", e)
-                        })?;
-                    self.release_links.insert(id, link);
-                    let mut map: BpfHashMap<&mut MapData, u64, u32> = BpfHashMap::try_from(
-                        self._ebpf
-                            .map_mut(RELEASE_CGROUPS_MAP)
-                            .ok_or(Error::MissingObject("the RELEASE_CGROUPS map"))?,
-                    )
-                    .map_err(map_error(RELEASE_CGROUPS_MAP))?;
-                    map.insert(id, 1, 0)
-                        .map_err(map_error(RELEASE_CGROUPS_MAP))?;
+                    self.attach_release(id, &dir)?;
                     Cover::Attach(id)
                 }
                 // Gone, or no right to open it by id: the root covers it.

@@ -115,11 +115,16 @@ fn path_by_handle(mount: &fs::File, root: &Path, id: u64) -> Option<String> {
     ))
 }
 
-/// The directory of cgroup `id` in the host's hierarchy, to attach a
-/// program to; None when it cannot be opened (gone, or no privilege).
-pub(crate) fn open_dir(id: u64) -> Option<fs::File> {
-    let mount = fs::File::open(root_dir()?).ok()?;
-    open_by_id(&mount, id).map(fs::File::from)
+/// The host's cgroup2 hierarchy root, opened (see [`root_dir`]).
+pub(crate) fn open_root() -> Option<fs::File> {
+    fs::File::open(root_dir()?).ok()
+}
+
+/// The directory of cgroup `id` in the hierarchy `root` opens (from
+/// [`open_root`]), to attach a program to; None when it cannot be opened
+/// (gone, or no privilege).
+pub(crate) fn open_dir(root: &fs::File, id: u64) -> Option<fs::File> {
+    open_by_id(root, id).map(fs::File::from)
 }
 
 impl Default for CgroupNames {
