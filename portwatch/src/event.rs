@@ -127,6 +127,10 @@ pub struct Listener {
     /// Owner's cgroup v2 path (e.g. `/system.slice/nginx.service`); empty
     /// when unknown.
     pub cgroup: String,
+    /// The cgroup v2 id of the socket itself: its creator's at socket(),
+    /// which may differ from its owner's now (sock_diag shows it, as does
+    /// a UDP bind's event); 0 when unknown.
+    pub socket_cgroup: u64,
     /// The container or service unit the owner runs in, from its cgroup.
     pub container: Option<Container>,
     /// When the listener opened, if it opened while portwatch watched
@@ -160,6 +164,7 @@ impl Listener {
             inode: None,
             netns: 0,
             cgroup: String::new(),
+            socket_cgroup: 0,
             container: None,
             opened_at: None,
             exposure: None,
@@ -270,6 +275,7 @@ impl KernelEvent {
             inode: None,
             netns: self.netns,
             cgroup: self.cgroup.clone(),
+            socket_cgroup: self.release_unseen.unwrap_or(0),
             container: self.container.clone(),
             opened_at: None,
             exposure: None,

@@ -41,7 +41,10 @@ pub enum ResyncReason {
     Interval,
     /// Someone asked for one ([`crate::Engine::request_resync`]).
     Requested,
-    /// Listeners opened without `bind()` whose port could not be found.
+    /// Opens the engine could not settle by itself: listeners opened
+    /// without `bind()` whose port could not be found, or UDP sockets
+    /// bound before their release was watched whose namespace could not
+    /// be read.
     Unresolved,
 }
 

@@ -12,8 +12,11 @@ use portwatch_common::SockEventKind;
 use tokio::time::Instant;
 
 use super::{
-    EngineConfig, Report, baseline_events, resync::ResyncSchedule, scan_queries,
+    EngineConfig, Report, baseline_events,
+    resync::ResyncSchedule,
+    scan_queries,
     udp_aggregate::UdpAggregate,
+    unseen::{self, Found, UnseenBinds},
 };
 use crate::{
     error::{Error, Result},
@@ -63,24 +66,35 @@ pub(super) struct EbpfWatch {
     /// When to look again for unconfirmed opens.
     next_look: Option<Instant>,
     /// UDP sockets bound where no release program ran yet, whose owners
-    /// userspace recorded once it ran: looked for again, in case one was
-    /// released before (see `check_unseen`).
-    unseen: Vec<Unseen>,
-    next_unseen: Option<Instant>,
+    /// userspace recorded once it ran (see `check_unseen`).
+    unseen: UnseenBinds,
 }
 
-/// A UDP socket bound before the release program covered its cgroup.
-struct Unseen {
-    /// Its open, as the kernel reported it.
-    open: KernelEvent,
-    /// Looks that found it there.
-    looks: u32,
+/// The UDP sockets of `listeners` whose release the release program
+/// watches, attached to their cgroups first: only those may have their
+/// owners recorded (one recorded elsewhere would never be taken). Without
+/// the UDP programs there are none; a cgroup that cannot be covered is
+/// warned of, its sockets' closes left to a resync.
+pub(super) fn covered(source: &mut dyn EventSource, listeners: &[Listener]) -> Vec<Listener> {
+    if listeners.is_empty() || source.udp_missing().is_some() {
+        return Vec::new();
+    }
+    let mut cgroups: Vec<u64> = listeners.iter().map(|l| l.socket_cgroup).collect();
+    cgroups.sort_unstable();
+    cgroups.dedup();
+    let mut failed = HashSet::new();
+    for cgroup in cgroups {
+        if let Err(e) = source.cover_release(cgroup) {
+            tracing::warn!("the release of UDP sockets in cgroup {cgroup} cannot be watched: {e}");
+            failed.insert(cgroup);
+        }
+    }
+    listeners
+        .iter()
+        .filter(|l| !failed.contains(&l.socket_cgroup))
+        .cloned()
+        .collect()
 }
-
-/// When an unseen socket is looked for again: soon (a release that began
-/// before the attach is over), then once more later (one preempted in
-/// between), then it is left to the release program, which sees it.
-const UNSEEN_LOOKS: [Duration; 2] = [Duration::from_millis(10), Duration::from_secs(1)];
 
 /// What ends a wait for kernel events besides the events.
 #[derive(Clone, Copy)]
@@ -125,8 +139,7 @@ impl EbpfWatch {
             roots: config.filter.pid.into_iter().collect(),
             aggregate: None,
             next_look: None,
-            unseen: Vec::new(),
-            next_unseen: None,
+            unseen: UnseenBinds::default(),
         };
         // The tree first, then the listener programs: a listener is judged
         // in or out of the tree when it opens.
@@ -200,18 +213,20 @@ impl EbpfWatch {
     }
 
     /// UDP sockets a scan found: the kernel learns their owners, so that
-    /// their release is reported (no event told it of their bind).
+    /// their release is reported (no event told it of their bind). The
+    /// release program is attached to their cgroups first; a socket whose
+    /// cgroup cannot be covered keeps no owner (a recorded one would never
+    /// be taken), and its close is left to a resync.
     fn seed_udp_owners(&mut self, listeners: &[Listener]) -> Result<()> {
         let udp: Vec<Listener> = listeners
             .iter()
             .filter(|l| l.proto == crate::event::Proto::Udp)
             .cloned()
             .collect();
+        let udp = covered(self.source.as_mut(), &udp);
         if udp.is_empty() {
             return Ok(());
         }
-        // Their cgroups are not known here yet: the root covers them.
-        self.source.cover_release(0)?;
         self.source.seed_owners(&udp)
     }
 
@@ -221,57 +236,78 @@ impl EbpfWatch {
     fn cover_unseen(&mut self, ev: &KernelEvent, cgroup: u64) -> Result<()> {
         self.source.cover_release(cgroup)?;
         self.source.seed_owners(&[ev.listener()])?;
-        self.unseen.push(Unseen {
-            open: ev.clone(),
-            looks: 0,
-        });
-        let at = Instant::now() + UNSEEN_LOOKS[0];
-        self.next_unseen = Some(self.next_unseen.map_or(at, |n| n.min(at)));
+        if !self.unseen.add(ev.clone(), Instant::now()) {
+            self.doubt(ev.sock);
+        }
         Ok(())
     }
 
-    /// Looks for the unseen sockets in their namespaces' tables. One gone,
-    /// whose owner is still recorded (so the release program did not see
-    /// its release), is reported closed now; one there is looked for once
-    /// more later, then left to the program. One whose namespace cannot be
-    /// read is left to a resync.
-    fn check_unseen(&mut self, out: &mut Vec<PortEvent>) -> Result<()> {
-        self.next_unseen = None;
+    /// Leaves an unseen socket, whose owner is recorded, to a resync
+    /// brought forward: it keeps the owner if it finds the socket. Past
+    /// the bound, the owner is taken now and the close left to the
+    /// interval resync.
+    fn doubt(&mut self, cookie: u64) {
+        if self.unseen.doubt(cookie) {
+            self.schedule.unresolved(Instant::now());
+        } else if let Err(e) = self.source.unseed_owner(cookie) {
+            tracing::warn!("cannot take back a UDP socket's owner: {e}");
+        }
+    }
+
+    /// Looks for the unseen sockets due in their namespaces' tables (a
+    /// miss read twice). One gone, whose owner is still recorded (so the
+    /// release program did not see its release), is reported closed now;
+    /// one there is looked for again, then left to the program; one whose
+    /// namespace cannot be read is looked for again, then doubted.
+    fn check_unseen(&mut self, out: &mut Vec<PortEvent>) {
         let now = Instant::now();
-        let owners: Vec<(u32, u64)> = self
-            .unseen
-            .iter()
-            .map(|u| (u.open.tgid, u.open.netns))
-            .collect();
-        let (alive, read) = self.host.udp_sockets(&owners);
-        let mut kept = Vec::new();
-        for mut u in std::mem::take(&mut self.unseen) {
-            if !read.contains(&u.open.netns) {
-                continue;
-            }
-            if !alive.contains(&u.open.sock) {
-                if self.source.unseed_owner(u.open.sock)? {
-                    let close = KernelEvent {
-                        kind: SockEventKind::Closed,
-                        ts_ns: self.host.boot_now_ns(),
-                        closer_tgid: 0,
-                        release_unseen: None,
-                        ..u.open.clone()
-                    };
-                    let ts = self.clock.to_wall(close.ts_ns);
-                    self.table.apply(&close, ts, self.policy, out);
+        let due = self.unseen.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let first = self.read_udp(&UnseenBinds::owners(&due));
+        let missed = UnseenBinds::missed(&due, &first);
+        let second = if missed.is_empty() {
+            unseen::Read::default()
+        } else {
+            self.read_udp(&missed)
+        };
+        for u in due {
+            match UnseenBinds::judge(&u, &first, &second) {
+                Found::Gone => match self.source.unseed_owner(u.open.sock) {
+                    Ok(true) => {
+                        let close = KernelEvent {
+                            kind: SockEventKind::Closed,
+                            ts_ns: self.host.boot_now_ns(),
+                            closer_tgid: 0,
+                            release_unseen: None,
+                            ..u.open
+                        };
+                        let ts = self.clock.to_wall(close.ts_ns);
+                        self.table.apply(&close, ts, self.policy, out);
+                    }
+                    // The program saw its release.
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!("cannot take back a UDP socket's owner: {e}");
+                        self.doubt(u.open.sock);
+                    }
+                },
+                Found::There => {
+                    let _left_to_the_program = self.unseen.again(u, now);
                 }
-                continue;
-            }
-            u.looks += 1;
-            if let Some(after) = UNSEEN_LOOKS.get(u.looks as usize) {
-                let at = now + *after;
-                self.next_unseen = Some(self.next_unseen.map_or(at, |n| n.min(at)));
-                kept.push(u);
+                Found::Unknown => {
+                    if let Some(u) = self.unseen.again(u, now) {
+                        self.doubt(u.open.sock);
+                    }
+                }
             }
         }
-        self.unseen = kept;
-        Ok(())
+    }
+
+    fn read_udp(&mut self, owners: &[(u32, u64)]) -> unseen::Read {
+        let (alive, namespaces) = self.host.udp_sockets(owners);
+        unseen::Read { alive, namespaces }
     }
 
     pub(super) fn set_connections(&mut self, on: bool) -> Result<()> {
@@ -421,7 +457,7 @@ impl EbpfWatch {
             .map(|(at, reason)| (at, Due::Resync(reason)));
         let tally = self.aggregate.as_ref().map(|a| (a.next(), Due::UdpTally));
         let look = self.next_look.map(|at| (at, Due::Look));
-        let unseen = self.next_unseen.map(|at| (at, Due::Unseen));
+        let unseen = self.unseen.next().map(|at| (at, Due::Unseen));
         [resync, tally, look, unseen]
             .into_iter()
             .flatten()
@@ -440,7 +476,7 @@ impl EbpfWatch {
             }
             Due::Unseen => {
                 let mut out = Vec::new();
-                self.check_unseen(&mut out)?;
+                self.check_unseen(&mut out);
                 Ok(out.into_iter().map(Report::Port).collect())
             }
         }
@@ -651,6 +687,21 @@ impl EbpfWatch {
         Ok(())
     }
 
+    /// Doubted UDP sockets (see `doubt`) that the scan did not find are
+    /// gone: their recorded owners are taken (the table's reconcile
+    /// reports the close). Those found keep theirs.
+    fn settle_doubts(&mut self, scan: &Scan) {
+        if !self.unseen.has_doubts() {
+            return;
+        }
+        let found: HashSet<u64> = scan.listeners.iter().filter_map(|l| l.cookie).collect();
+        for cookie in self.unseen.settle(&found) {
+            if let Err(e) = self.source.unseed_owner(cookie) {
+                tracing::warn!("cannot take back a UDP socket's owner: {e}");
+            }
+        }
+    }
+
     fn resync(&mut self, reason: ResyncReason) -> Result<Vec<Report>> {
         self.schedule.start(Instant::now());
         let started = self.host.boot_now_ns();
@@ -665,6 +716,7 @@ impl EbpfWatch {
         // hide a lost close or open: one more scan settles it.
         let disagreements = self.table.unsettled_disagreements(&scan, &unsettled);
         self.schedule.finish(reason, disagreements, Instant::now());
+        self.settle_doubts(&scan);
         let now = self.host.wall_now();
         let fixes = self.table.reconcile(scan, &unsettled, now);
         let summary = ResyncSummary {

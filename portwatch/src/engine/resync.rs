@@ -63,8 +63,9 @@ impl ResyncSchedule {
         self.bring_forward(earliest, ResyncReason::Drops);
     }
 
-    /// Listeners were opened whose port could not be found: a resync
-    /// reports them, spaced like those after drops.
+    /// Opens could not be settled (a listener's port not found, a UDP
+    /// socket not looked for): a resync settles them, spaced like those
+    /// after drops.
     pub(super) fn unresolved(&mut self, now: Instant) {
         let earliest = self
             .last_start

@@ -106,11 +106,8 @@ impl UdpAggregate {
             }
             l.container = host.container(&l.cgroup);
         }
-        if !fresh.is_empty() {
-            // Their cgroups are not known here yet: the root covers them.
-            source.cover_release(0)?;
-        }
-        source.seed_owners(&fresh)?;
+        let seeds = super::ebpf::covered(source, &fresh);
+        source.seed_owners(&seeds)?;
         if !fresh.is_empty() {
             let mut owners: Vec<u32> = fresh.iter().map(|l| l.pid).collect();
             owners.sort_unstable();

@@ -52,8 +52,14 @@ pub(crate) struct World {
     /// The cgroups `cover_release` was asked to cover, in order.
     pub covered: Vec<u64>,
     /// The UDP sockets (cookies) `udp_sockets` finds; every namespace
-    /// asked for is read.
+    /// asked for is read but those in `udp_unreadable`.
     pub udp_alive: HashSet<u64>,
+    pub udp_unreadable: HashSet<u64>,
+    /// Live sockets the next `udp_sockets` read skips, as a dump does when
+    /// others close meanwhile.
+    pub udp_skipped_once: HashSet<u64>,
+    /// Cgroups `cover_release` fails for.
+    pub cover_fails: HashSet<u64>,
     pub links: Vec<(u32, u32)>,
     pub processes: HashSet<u32>,
     /// Threads: tid -> their process.
@@ -293,7 +299,11 @@ impl EventSource for FakeSource {
     }
 
     fn cover_release(&mut self, cgroup: u64) -> Result<()> {
-        self.0.world().covered.push(cgroup);
+        let mut w = self.0.world();
+        w.covered.push(cgroup);
+        if w.cover_fails.contains(&cgroup) {
+            return Err(Error::MissingObject("a cgroup to attach to"));
+        }
         Ok(())
     }
 
@@ -410,8 +420,15 @@ impl Host for FakeHost {
     }
 
     fn udp_sockets(&mut self, owners: &[(u32, u64)]) -> (HashSet<u64>, HashSet<u64>) {
-        let w = self.0.world();
-        (w.udp_alive.clone(), owners.iter().map(|o| o.1).collect())
+        let mut w = self.0.world();
+        let skipped = std::mem::take(&mut w.udp_skipped_once);
+        let alive = w.udp_alive.difference(&skipped).copied().collect();
+        let read = owners
+            .iter()
+            .map(|o| o.1)
+            .filter(|ns| !w.udp_unreadable.contains(ns))
+            .collect();
+        (alive, read)
     }
 
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {

@@ -139,8 +139,8 @@ pub(crate) trait Host: Send {
     fn listening_sockets(&mut self, owners: &[(u32, u64)]) -> Vec<HeldSocket>;
     /// The cookies of every UDP socket in the network namespaces of
     /// `owners` (reached as [`Self::listening_sockets`] reaches them), and
-    /// the namespaces whose tables were read: a cookie missing from a
-    /// namespace read is a socket gone.
+    /// the namespaces whose tables were read with cookies: a cookie
+    /// missing from one of those was not in the table when it was read.
     fn udp_sockets(
         &mut self,
         owners: &[(u32, u64)],

@@ -468,6 +468,7 @@ fn proc_net_rows(pid: u32, ino: u64, queries: &[SocketQuery]) -> Option<Vec<Sock
             inode,
             cookie: None,
             netns: ino,
+            cgroup: 0,
         };
         // A kernel without IPv6 has no tcp6 or udp6 table: that is no error.
         match q.proto {
@@ -573,7 +574,7 @@ pub(crate) fn udp_sockets(owners: &[(u32, u64)]) -> (HashSet<u64>, HashSet<u64>)
 /// The sockets `query` asks for in the namespaces of `owners` (a pid, and
 /// the namespace the kernel saw its socket in; 0 when unknown), named with
 /// the pid they were seen through, and the namespaces whose tables were
-/// read.
+/// read with cookies.
 fn owners_sockets(owners: &[(u32, u64)], query: SocketQuery) -> (Vec<HeldSocket>, HashSet<u64>) {
     let mut pids: Vec<u32> = owners.iter().map(|o| o.0).collect();
     pids.sort_unstable();
@@ -590,9 +591,14 @@ fn owners_sockets(owners: &[(u32, u64)], query: SocketQuery) -> (Vec<HeldSocket>
     let mut read = HashSet::new();
     for (ns, pids) in &by_ns {
         // A namespace is listed for the pids in it, so there is a first.
-        if let (Some(&pid), Some((_, rows))) = (pids.first(), table_rows(&spaces, *ns, &[query])) {
+        if let (Some(&pid), Some((cookies, rows))) =
+            (pids.first(), table_rows(&spaces, *ns, &[query]))
+        {
             out.extend(held(pid, rows));
-            read.insert(*ns);
+            // Rows without cookies cannot tell that a socket is gone.
+            if cookies {
+                read.insert(*ns);
+            }
         }
     }
     // Owners whose socket is in a namespace they are not in (they moved
@@ -619,9 +625,11 @@ fn owners_sockets(owners: &[(u32, u64)], query: SocketQuery) -> (Vec<HeldSocket>
             spaces.add_fd(ns, fd);
         }
         reached.insert(ns);
-        if let Some((_, rows)) = table_rows(&spaces, ns, &[query]) {
+        if let Some((cookies, rows)) = table_rows(&spaces, ns, &[query]) {
             out.extend(held(pid, rows));
-            read.insert(ns);
+            if cookies {
+                read.insert(ns);
+            }
         }
     }
     (out, read)
@@ -679,6 +687,7 @@ fn entry_listener(e: &SocketEntry, pid: u32, comm: String, cgroup: String) -> Li
         inode: Some(e.inode),
         netns: e.netns,
         cgroup,
+        socket_cgroup: e.cgroup,
         container: None,
         opened_at: None,
         exposure: None,
@@ -881,6 +890,7 @@ mod tests {
             inode,
             cookie: Some(inode + 1000),
             netns: 7,
+            cgroup: 0,
         }
     }
 

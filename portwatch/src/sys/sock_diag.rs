@@ -7,12 +7,12 @@
 use std::{io, net::SocketAddr, os::fd::BorrowedFd};
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla},
 };
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
@@ -115,6 +115,26 @@ fn cookie(bytes: &[u8; 8]) -> u64 {
     word(0) | word(4) << 32
 }
 
+/// `INET_DIAG_CGROUP_ID` (Linux 5.9 and later; the crate has no name for
+/// it): the socket's cgroup v2 id, in every dump row.
+const INET_DIAG_CGROUP_ID: u16 = 21;
+
+/// The socket's cgroup id from a row's attributes; 0 when absent.
+fn cgroup_id(nlas: &[Nla]) -> u64 {
+    nlas.iter()
+        .find_map(|nla| match nla {
+            Nla::Other(other) if other.kind() == INET_DIAG_CGROUP_ID => {
+                let mut value = [0u8; 8];
+                (other.value_len() == value.len()).then(|| {
+                    other.emit_value(&mut value);
+                    u64::from_ne_bytes(value)
+                })
+            }
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 fn dump(
     socket: &Socket,
     family: u8,
@@ -167,6 +187,7 @@ fn dump(
                         inode: u64::from(h.inode),
                         cookie: Some(cookie(&id.cookie)),
                         netns,
+                        cgroup: cgroup_id(&r.nlas),
                     });
                 }
                 NetlinkPayload::Done(_) => return Ok(()),

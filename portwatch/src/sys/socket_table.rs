@@ -64,6 +64,8 @@ pub(crate) struct SocketEntry {
     /// The socket cookie; only sock_diag shows it.
     pub cookie: Option<u64>,
     pub netns: u64,
+    /// The socket's cgroup v2 id; only sock_diag shows it (0 unknown).
+    pub cgroup: u64,
 }
 
 #[cfg(test)]

@@ -335,6 +335,8 @@ fn port_event(p: Port, change: Change) -> PortEvent {
             inode: None,
             netns: p.netns,
             cgroup: p.cgroup,
+            // The daemon's own, as its keys.
+            socket_cgroup: 0,
             container: p.container,
             // A live open is when it opened; the baseline's age is unknown.
             opened_at: (change == Change::Opened && p.source != Source::Baseline).then_some(p.ts),

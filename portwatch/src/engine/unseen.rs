@@ -1,0 +1,253 @@
+//! UDP sockets bound before the release program watched their cgroup
+//! (pure). The kernel recorded no owner for them; the engine had the
+//! program attached and recorded the owner itself, but a socket released
+//! before that ran no program: it is looked for again, twice, and one
+//! gone is reported closed. One that cannot be looked for (its namespace
+//! unreadable) is doubted: the next resync, brought forward, settles it.
+
+use std::collections::HashSet;
+
+use tokio::time::{Duration, Instant};
+
+use crate::event::KernelEvent;
+
+/// When an unseen socket is looked for again, after its bind was read:
+/// soon (a release that began before the attach is over), then once more
+/// later (one preempted in between). Then it is left to the program.
+pub(super) const LOOKS: [Duration; 2] = [Duration::from_millis(10), Duration::from_secs(1)];
+
+/// Sockets looked for at once, at most, and sockets doubted: past them a
+/// socket is left to the interval resync (another user can bind many).
+pub(super) const CAPACITY: usize = 4096;
+
+/// A UDP socket bound before the release program covered its cgroup.
+#[derive(Debug)]
+pub(super) struct Unseen {
+    /// Its open, as the kernel reported it.
+    pub open: KernelEvent,
+    /// Looks done.
+    looks: usize,
+    due: Instant,
+}
+
+/// What one look found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Missing from two reads of its namespace's table (one dump is no
+    /// snapshot: a live socket can be skipped when others close).
+    Gone,
+    There,
+    /// Its namespace's table could not be read with cookies.
+    Unknown,
+}
+
+/// One read of the UDP tables: the cookies seen, and the namespaces read.
+#[derive(Debug, Default)]
+pub(super) struct Read {
+    pub alive: HashSet<u64>,
+    pub namespaces: HashSet<u64>,
+}
+
+impl Read {
+    fn misses(&self, u: &Unseen) -> bool {
+        self.namespaces.contains(&u.open.netns) && !self.alive.contains(&u.open.sock)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct UnseenBinds {
+    looking: Vec<Unseen>,
+    /// Cookies of sockets whose owner is recorded but whose presence is
+    /// unknown: a resync keeps the owners of those it finds.
+    doubtful: HashSet<u64>,
+}
+
+impl UnseenBinds {
+    /// Looks for `open`'s socket later; false when too many are looked
+    /// for already.
+    pub(super) fn add(&mut self, open: KernelEvent, now: Instant) -> bool {
+        if self.looking.len() >= CAPACITY {
+            return false;
+        }
+        self.looking.push(Unseen {
+            open,
+            looks: 0,
+            due: now + LOOKS[0],
+        });
+        true
+    }
+
+    /// When the next look is due.
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.looking.iter().map(|u| u.due).min()
+    }
+
+    /// Takes out the sockets due for a look; the others wait.
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<Unseen> {
+        let (due, later) = std::mem::take(&mut self.looking)
+            .into_iter()
+            .partition(|u| u.due <= now);
+        self.looking = later;
+        due
+    }
+
+    /// The owners (pid, namespace) to read the tables of for `due`.
+    pub(super) fn owners(due: &[Unseen]) -> Vec<(u32, u64)> {
+        due.iter().map(|u| (u.open.tgid, u.open.netns)).collect()
+    }
+
+    /// The owners of the sockets `first` missed: a second read confirms.
+    pub(super) fn missed(due: &[Unseen], first: &Read) -> Vec<(u32, u64)> {
+        due.iter()
+            .filter(|u| first.misses(u))
+            .map(|u| (u.open.tgid, u.open.netns))
+            .collect()
+    }
+
+    /// What the reads found of `u`.
+    pub(super) fn judge(u: &Unseen, first: &Read, second: &Read) -> Found {
+        if first.misses(u) && second.misses(u) {
+            Found::Gone
+        } else if first.alive.contains(&u.open.sock) || second.alive.contains(&u.open.sock) {
+            Found::There
+        } else {
+            Found::Unknown
+        }
+    }
+
+    /// Looks for `u` once more later if a look is left; else gives it
+    /// back.
+    pub(super) fn again(&mut self, mut u: Unseen, now: Instant) -> Option<Unseen> {
+        u.looks += 1;
+        match LOOKS.get(u.looks) {
+            Some(after) => {
+                u.due = now + *after;
+                self.looking.push(u);
+                None
+            }
+            None => Some(u),
+        }
+    }
+
+    /// Leaves `cookie` to the next resync; false when too many are.
+    pub(super) fn doubt(&mut self, cookie: u64) -> bool {
+        if self.doubtful.len() >= CAPACITY {
+            return false;
+        }
+        self.doubtful.insert(cookie);
+        true
+    }
+
+    /// A resync that read the tables found the sockets `found`: the
+    /// doubted ones not among them are gone, their owners to be taken.
+    pub(super) fn settle(&mut self, found: &HashSet<u64>) -> Vec<u64> {
+        let mut gone: Vec<u64> = self
+            .doubtful
+            .drain()
+            .filter(|c| !found.contains(c))
+            .collect();
+        gone.sort_unstable();
+        gone
+    }
+
+    pub(super) fn has_doubts(&self) -> bool {
+        !self.doubtful.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::kernel_event;
+    use portwatch_common::SockEventKind;
+
+    fn open(cookie: u64) -> KernelEvent {
+        kernel_event(SockEventKind::Opened, 1, cookie, "0.0.0.0", 5353, 7)
+    }
+
+    fn read(alive: &[u64], namespaces: &[u64]) -> Read {
+        Read {
+            alive: alive.iter().copied().collect(),
+            namespaces: namespaces.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn each_socket_keeps_its_own_due_times() {
+        let t = Instant::now();
+        let mut b = UnseenBinds::default();
+        assert!(b.add(open(1), t));
+        assert!(b.add(open(2), t + Duration::from_millis(5)));
+        assert_eq!(b.next(), Some(t + LOOKS[0]));
+        let due = b.take_due(t + LOOKS[0]);
+        assert_eq!(due.len(), 1);
+        for u in due {
+            assert!(b.again(u, t + LOOKS[0]).is_none());
+        }
+        // The second's first look is not pushed back by the first's.
+        assert_eq!(b.next(), Some(t + Duration::from_millis(5) + LOOKS[0]));
+        let due = b.take_due(t + Duration::from_millis(15));
+        assert_eq!(due[0].open.sock, 2);
+        for u in due {
+            assert!(b.again(u, t + Duration::from_millis(15)).is_none());
+        }
+        // The first's last look, at 1 s, then none.
+        let due = b.take_due(t + LOOKS[0] + LOOKS[1]);
+        assert_eq!(due.len(), 1);
+        let last = due.into_iter().next().map(|u| b.again(u, t));
+        assert!(matches!(last, Some(Some(_))));
+    }
+
+    #[test]
+    fn a_socket_is_gone_only_when_two_reads_miss_it() {
+        let ns = open(9).netns;
+        let u = Unseen {
+            open: open(9),
+            looks: 0,
+            due: Instant::now(),
+        };
+        let missed = read(&[], &[ns]);
+        let seen = read(&[9], &[ns]);
+        assert_eq!(UnseenBinds::judge(&u, &missed, &missed), Found::Gone);
+        assert_eq!(UnseenBinds::judge(&u, &missed, &seen), Found::There);
+        assert_eq!(
+            UnseenBinds::judge(&u, &seen, &Read::default()),
+            Found::There
+        );
+        // A namespace not read (or read without cookies) says nothing.
+        assert_eq!(
+            UnseenBinds::judge(&u, &read(&[], &[]), &read(&[], &[])),
+            Found::Unknown
+        );
+        assert_eq!(
+            UnseenBinds::judge(&u, &missed, &Read::default()),
+            Found::Unknown
+        );
+        assert_eq!(
+            UnseenBinds::missed(std::slice::from_ref(&u), &missed),
+            [(7, ns)]
+        );
+    }
+
+    #[test]
+    fn the_looks_and_the_doubts_are_bounded() {
+        let t = Instant::now();
+        let mut b = UnseenBinds::default();
+        for c in 0..CAPACITY as u64 {
+            assert!(b.add(open(c), t));
+            assert!(b.doubt(c));
+        }
+        assert!(!b.add(open(u64::MAX), t));
+        assert!(!b.doubt(u64::MAX));
+    }
+
+    #[test]
+    fn a_resync_takes_the_doubted_sockets_it_did_not_find() {
+        let mut b = UnseenBinds::default();
+        assert!(b.doubt(3));
+        assert!(b.doubt(4));
+        assert!(b.has_doubts());
+        assert_eq!(b.settle(&[4].into()), [3]);
+        assert!(!b.has_doubts());
+    }
+}
