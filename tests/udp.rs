@@ -275,6 +275,64 @@ fn a_udp_port_closed_before_its_cgroup_was_covered_is_reported_closed() {
     assert_eq!(closed["pid"], h.pid(), "{closed}");
 }
 
+/// A UDP socket open before the watcher starts is covered in its own
+/// cgroup, which sock_diag tells, not from the root: a host with UDP
+/// sockets at start does not pay the release program on every socket.
+#[test]
+fn a_udp_port_open_at_start_has_the_release_program_in_its_cgroup() {
+    let base = format!("pwtest-release-seed-{}", std::process::id());
+    let cgroup = Cgroup(cgroup2_root().join(&base));
+    fs::create_dir(&cgroup.0).unwrap();
+    let mut h = Sockets::new();
+    h.ask(&format!("join {}", cgroup.0.display()));
+    // Off the ephemeral range: the baseline reports it.
+    let port = h.free_port();
+    let (id, _) = h.bind("4", "127.0.0.1", port);
+    // The socket stays in the cgroup it was made in.
+    h.ask(&format!("join {}", cgroup2_root().display()));
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&cgroup.0).unwrap());
+    assert_eq!(release_cgroups(w.pid()), [inode]);
+    h.close(id);
+    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["source"], "ebpf", "{closed}");
+}
+
+/// Past 64 cgroups the release program goes to the root and leaves the
+/// others: another user with delegated cgroups cannot make portwatch hold
+/// links without bound, and every close is still seen.
+#[test]
+fn past_64_cgroups_the_release_program_runs_from_the_root() {
+    let base = Cgroup(cgroup2_root().join(format!("pwtest-release-64-{}", std::process::id())));
+    fs::create_dir(&base.0).unwrap();
+    let cgroups: Vec<Cgroup> = (0..65)
+        .map(|i| {
+            let c = Cgroup(base.0.join(format!("c{i}")));
+            fs::create_dir(&c.0).unwrap();
+            c
+        })
+        .collect();
+    let mut h = Sockets::new();
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    let mut last = None;
+    for (i, c) in cgroups.iter().enumerate() {
+        h.ask(&format!("join {}", c.0.display()));
+        let (id, port) = h.bind("4", "127.0.0.1", 0);
+        expect_udp(&w, "opened", "127.0.0.1", port);
+        if i == 63 {
+            assert_eq!(release_cgroups(w.pid()).len(), 64);
+        }
+        last = Some((id, port));
+    }
+    // The cgroup2 root's id is 1.
+    assert_eq!(release_cgroups(w.pid()), [1]);
+    let (id, port) = last.unwrap();
+    h.close(id);
+    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["source"], "ebpf", "{closed}");
+    h.ask(&format!("join {}", cgroup2_root().display()));
+}
+
 #[test]
 fn a_binder_in_another_network_namespace_is_seen_in_it() {
     let ns = NetNs::new("udp");
