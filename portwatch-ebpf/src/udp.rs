@@ -144,16 +144,11 @@ fn socket_cgroup(ctx: &SockContext) -> u64 {
 
 /// None when a release program runs for this socket (attached at the
 /// root, or at its cgroup); else the cgroup to attach it to, 0 when
-/// unknown (which only the root covers). UDP-Lite sockets are always 0:
-/// userspace cannot look for them in its UDP tables.
+/// unknown (which only the root covers).
 #[inline(always)]
 fn unseen_cgroup(ctx: &SockContext) -> Option<u64> {
     if RELEASE_EVERYWHERE.get(0).is_some_and(|on| *on != 0) {
         return None;
-    }
-    // SAFETY: a read of this program's own context.
-    if unsafe { (*ctx.sock).protocol } == IPPROTO_UDPLITE {
-        return Some(0);
     }
     let cgroup = socket_cgroup(ctx);
     // SAFETY: the value is only tested for presence.

@@ -1,6 +1,7 @@
 # Holds sockets on command, one command per stdin line, one answer per
 # line on stdout (the test waits on answers, never on time):
-#   bind FAMILY ADDR PORT [reuseport]  -> "bound ID PORT"  (FAMILY 4 or 6)
+#   bind FAMILY ADDR PORT [reuseport] [lite]  -> "bound ID PORT"  (FAMILY 4 or 6;
+#                                          lite: a UDP-Lite socket)
 #   tcp ADDR PORT                       -> "bound ID PORT"  (a TCP listener)
 #   client ADDR PORT                    -> "bound ID PORT"  (sendto() binds it)
 #   free-below N                        -> "port P"  (a UDP port < N, free now)
@@ -43,7 +44,8 @@ for line in sys.stdin:
     cmd, *a = line.split()
     if cmd == "bind":
         family = socket.AF_INET6 if a[0] == "6" else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_DGRAM)
+        # 136: IPPROTO_UDPLITE.
+        s = socket.socket(family, socket.SOCK_DGRAM, 136 if "lite" in a[3:] else 0)
         if "reuseport" in a[3:]:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         s.bind((a[1], int(a[2])))

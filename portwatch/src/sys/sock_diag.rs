@@ -32,7 +32,35 @@ pub(crate) fn sockets_here(queries: &[SocketQuery], netns: u64) -> io::Result<Ve
             (AF_INET, SocketId::new_v4()),
             (AF_INET6, SocketId::new_v6()),
         ] {
-            dump(&socket, family, id, *query, netns, &mut out)?;
+            match query.proto {
+                Proto::Tcp => dump(&socket, family, IPPROTO_TCP, id, *query, netns, &mut out)?,
+                Proto::Udp => {
+                    dump(
+                        &socket,
+                        family,
+                        IPPROTO_UDP,
+                        id.clone(),
+                        *query,
+                        netns,
+                        &mut out,
+                    )?;
+                    // The bind programs report UDP-Lite ports as UDP: a
+                    // table without them would say they closed. A kernel
+                    // without UDP-Lite has no handler for it (ENOENT).
+                    match dump(
+                        &socket,
+                        family,
+                        IPPROTO_UDPLITE,
+                        id,
+                        *query,
+                        netns,
+                        &mut out,
+                    ) {
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                        other => other?,
+                    }
+                }
+            }
         }
     }
     Ok(out)
@@ -135,9 +163,13 @@ fn cgroup_id(nlas: &[Nla]) -> u64 {
         .unwrap_or(0)
 }
 
+/// `IPPROTO_UDPLITE`.
+const IPPROTO_UDPLITE: u8 = 136;
+
 fn dump(
     socket: &Socket,
     family: u8,
+    protocol: u8,
     socket_id: SocketId,
     query: SocketQuery,
     netns: u64,
@@ -149,10 +181,7 @@ fn dump(
         header,
         SockDiagMessage::InetRequest(InetRequest {
             family,
-            protocol: match query.proto {
-                Proto::Tcp => IPPROTO_TCP,
-                Proto::Udp => IPPROTO_UDP,
-            },
+            protocol,
             extensions: ExtensionFlags::empty(),
             states: StateFlags::from_bits_retain(query.states.0),
             socket_id,
