@@ -61,6 +61,41 @@ impl ReleaseCover {
             }
         }
     }
+
+    /// The attached cgroups that `live` (the cgroups the program's links
+    /// still hold) lacks, forgotten: the kernel detached their links when
+    /// the cgroup was freed (no socket can be left in it), which frees
+    /// their places under the bound. Asked only when the bound is hit.
+    pub(crate) fn forget_freed(&mut self, live: &HashSet<u64>) -> Vec<u64> {
+        let mut freed: Vec<u64> = self.attached.difference(live).copied().collect();
+        freed.sort_unstable();
+        for id in &freed {
+            self.attached.remove(id);
+        }
+        freed
+    }
+
+    /// Whether `bound` cgroups are attached one by one (and not the root).
+    pub(crate) fn full(&self, bound: usize) -> bool {
+        !self.everywhere && self.attached.len() >= bound
+    }
+}
+
+/// The cgroup a link of the release program is attached to, from its
+/// `/proc/PID/fdinfo` text: `Some(0)` once the kernel detached it (its
+/// cgroup was freed); None for any other descriptor.
+pub(crate) fn release_link_cgroup(fdinfo: &str) -> Option<u64> {
+    let field = |name: &str| {
+        fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    // 34: BPF_CGROUP_INET_SOCK_RELEASE.
+    if field("link_type:")? != "cgroup" || field("attach_type:")? != "34" {
+        return None;
+    }
+    field("cgroup_id:")?.parse().ok()
 }
 
 #[cfg(test)]
@@ -89,6 +124,35 @@ mod tests {
         c.done(&plan);
         assert_eq!(c.plan(5, 3), Cover::Nothing);
         assert_eq!(c.plan(99, 3), Cover::Nothing);
+    }
+
+    #[test]
+    fn freed_cgroups_give_their_places_back() {
+        let mut c = ReleaseCover::default();
+        for id in [4, 2, 3] {
+            let plan = c.plan(id, 3);
+            c.done(&plan);
+        }
+        assert!(c.full(3));
+        assert_eq!(c.forget_freed(&[2, 4].into()), [3]);
+        assert!(!c.full(3));
+        assert_eq!(c.plan(5, 3), Cover::Attach(5));
+        assert_eq!(c.plan(2, 3), Cover::Nothing);
+    }
+
+    #[test]
+    fn a_release_links_cgroup_is_read_from_its_fdinfo() {
+        let link = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nlink_type:\tcgroup\n\
+                    link_id:\t12\nprog_tag:\t0123456789abcdef\nprog_id:\t40\n\
+                    cgroup_id:\t6712\nattach_type:\t34\n";
+        assert_eq!(release_link_cgroup(link), Some(6712));
+        assert_eq!(
+            release_link_cgroup(&link.replace("6712", "0")),
+            Some(0),
+            "detached by the kernel"
+        );
+        assert_eq!(release_link_cgroup(&link.replace("\t34", "\t9")), None);
+        assert_eq!(release_link_cgroup("pos:\t0\nflags:\t02\n"), None);
     }
 
     #[test]

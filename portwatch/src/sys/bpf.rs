@@ -501,6 +501,28 @@ impl KernelProbe {
         cgroup::open_dir(self.cgroup_mount.as_ref()?, id)
     }
 
+    /// Lets go of the cgroups the kernel detached the release program
+    /// from (freed since: transient units, sessions, containers), so that
+    /// a long-lived host does not drift past the bound to the root.
+    fn forget_freed_cgroups(&mut self) {
+        let Some(live) = live_release_cgroups() else {
+            return;
+        };
+        let freed = self.release_cover.forget_freed(&live);
+        for id in freed {
+            if let Some(link) = self.release_links.remove(&id)
+                && let Ok(program) = release_program(&mut self._ebpf)
+            {
+                let _ = program.detach(link);
+            }
+            if let Some(map) = self._ebpf.map_mut(RELEASE_CGROUPS_MAP)
+                && let Ok(mut map) = BpfHashMap::<&mut MapData, u64, u32>::try_from(map)
+            {
+                let _ = map.remove(&id);
+            }
+        }
+    }
+
     /// Attaches the release program to cgroup `id`, then tells the bind
     /// programs: a bind there records its owner from then on.
     fn attach_release(&mut self, id: u64, dir: &fs::File) -> Result<()> {
@@ -655,16 +677,20 @@ impl EventSource for KernelProbe {
         if !self.config.udp || self.udp_missing.is_some() {
             return Err(Error::MissingObject("the UDP programs"));
         }
-        let plan = self
-            .release_cover
-            .plan(cgroup, RELEASE_CGROUPS_CAPACITY as usize);
-        let plan = match plan {
+        let bound = RELEASE_CGROUPS_CAPACITY as usize;
+        if self.release_cover.full(bound) {
+            self.forget_freed_cgroups();
+        }
+        let plan = match self.release_cover.plan(cgroup, bound) {
             Cover::Nothing => return Ok(()),
             Cover::Attach(id) => match self.open_cgroup(id) {
-                Some(dir) => {
-                    self.attach_release(id, &dir)?;
-                    Cover::Attach(id)
-                }
+                Some(dir) => match self.attach_release(id, &dir) {
+                    Ok(()) => Cover::Attach(id),
+                    Err(e) => {
+                        tracing::debug!("the UDP release program stays off cgroup {id}: {e}");
+                        Cover::Everywhere(self.release_links.keys().copied().collect())
+                    }
+                },
                 // Gone, or no right to open it by id: the root covers it.
                 None => Cover::Everywhere(self.release_links.keys().copied().collect()),
             },
@@ -1040,6 +1066,19 @@ fn attach_udp(ebpf: &mut Ebpf, release_at_root: bool) -> std::result::Result<(),
     Ok(())
 }
 
+/// The cgroups this process's links of the release program are attached
+/// to, from its descriptors' fdinfo; None when /proc cannot be read.
+fn live_release_cgroups() -> Option<std::collections::HashSet<u64>> {
+    let dir = fs::read_dir("/proc/self/fdinfo").ok()?;
+    Some(
+        dir.flatten()
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .filter_map(|text| crate::release_cover::release_link_cgroup(&text))
+            .filter(|id| *id != 0)
+            .collect(),
+    )
+}
+
 /// A map's error, named.
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     move |e| Error::Map {
@@ -1063,24 +1102,31 @@ fn release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock> {
 }
 
 /// Attaches the release program at the cgroup root, then tells the bind
-/// programs that every socket's release is seen.
+/// programs that every socket's release is seen; the attach is undone if
+/// they cannot be told.
 fn release_everywhere(ebpf: &mut Ebpf) -> Result<()> {
     let root = cgroup::root_dir().ok_or(Error::MissingObject("the cgroup v2 root"))?;
     let dir = fs::File::open(&root).map_err(|source| Error::Io {
         what: "opening the cgroup v2 root failed",
         source,
     })?;
-    release_program(ebpf)?
+    let link = release_program(ebpf)?
         .attach(&dir, CgroupAttachMode::Single)
         .map_err(|e| program_err("attach the UDP release program at the cgroup root", e))?;
-    let mut everywhere: Array<&mut MapData, u32> = Array::try_from(
-        ebpf.map_mut(RELEASE_EVERYWHERE_MAP)
-            .ok_or(Error::MissingObject("the RELEASE_EVERYWHERE map"))?,
-    )
-    .map_err(map_error(RELEASE_EVERYWHERE_MAP))?;
-    everywhere
-        .set(0, 1, 0)
-        .map_err(map_error(RELEASE_EVERYWHERE_MAP))
+    let told = ebpf
+        .map_mut(RELEASE_EVERYWHERE_MAP)
+        .ok_or(Error::MissingObject("the RELEASE_EVERYWHERE map"))
+        .and_then(|m| {
+            let mut everywhere: Array<&mut MapData, u32> =
+                Array::try_from(m).map_err(map_error(RELEASE_EVERYWHERE_MAP))?;
+            everywhere
+                .set(0, 1, 0)
+                .map_err(map_error(RELEASE_EVERYWHERE_MAP))
+        });
+    if told.is_err() {
+        let _ = release_program(ebpf)?.detach(link);
+    }
+    told
 }
 
 fn attach_tracepoint(
