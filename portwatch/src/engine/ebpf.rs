@@ -79,6 +79,8 @@ pub(super) fn covered(source: &mut dyn EventSource, listeners: &[Listener]) -> V
     if listeners.is_empty() || source.udp_missing().is_some() {
         return Vec::new();
     }
+    // Only a socket with a cookie can have its owner recorded.
+    let listeners: Vec<&Listener> = listeners.iter().filter(|l| l.cookie.is_some()).collect();
     let mut cgroups: Vec<u64> = listeners.iter().map(|l| l.socket_cgroup).collect();
     cgroups.sort_unstable();
     cgroups.dedup();
@@ -90,7 +92,7 @@ pub(super) fn covered(source: &mut dyn EventSource, listeners: &[Listener]) -> V
         }
     }
     listeners
-        .iter()
+        .into_iter()
         .filter(|l| !failed.contains(&l.socket_cgroup))
         .cloned()
         .collect()
@@ -237,7 +239,7 @@ impl EbpfWatch {
         self.source.cover_release(cgroup)?;
         self.source.seed_owners(&[ev.listener()])?;
         if !self.unseen.add(ev.clone(), Instant::now()) {
-            self.doubt(ev.sock);
+            self.doubt(ev);
         }
         Ok(())
     }
@@ -246,10 +248,11 @@ impl EbpfWatch {
     /// brought forward: it keeps the owner if it finds the socket. Past
     /// the bound, the owner is taken now and the close left to the
     /// interval resync.
-    fn doubt(&mut self, cookie: u64) {
-        if self.unseen.doubt(cookie) {
-            self.schedule.unresolved(Instant::now());
-        } else if let Err(e) = self.source.unseed_owner(cookie) {
+    fn doubt(&mut self, open: &KernelEvent) {
+        let now = Instant::now();
+        if self.unseen.doubt(open, now) {
+            self.schedule.unresolved(now);
+        } else if let Err(e) = self.source.unseed_owner(open.sock) {
             tracing::warn!("cannot take back a UDP socket's owner: {e}");
         }
     }
@@ -273,7 +276,12 @@ impl EbpfWatch {
             self.read_udp(&missed)
         };
         for u in due {
-            match UnseenBinds::judge(&u, &first, &second) {
+            let found = UnseenBinds::judge(&u, &first, &second);
+            tracing::debug!(
+                "UDP socket {:#x} bound before its cgroup was covered: {found:?}",
+                u.open.sock
+            );
+            match found {
                 Found::Gone => match self.source.unseed_owner(u.open.sock) {
                     Ok(true) => {
                         let close = KernelEvent {
@@ -290,7 +298,7 @@ impl EbpfWatch {
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!("cannot take back a UDP socket's owner: {e}");
-                        self.doubt(u.open.sock);
+                        self.doubt(&u.open);
                     }
                 },
                 Found::There => {
@@ -298,7 +306,7 @@ impl EbpfWatch {
                 }
                 Found::Unknown => {
                     if let Some(u) = self.unseen.again(u, now) {
-                        self.doubt(u.open.sock);
+                        self.doubt(&u.open);
                     }
                 }
             }
@@ -547,8 +555,9 @@ impl EbpfWatch {
             if let (SockEventKind::Opened, Some(cgroup)) = (ev.kind, ev.release_unseen)
                 && let Err(e) = self.cover_unseen(&ev, cgroup)
             {
-                // Its close is left to a resync, as a full owner map's.
+                // Its close is left to a resync, brought forward.
                 tracing::warn!("a UDP socket's release cannot be watched: {e}");
+                self.schedule.unresolved(Instant::now());
             }
         }
         self.pending = pending;
@@ -687,23 +696,27 @@ impl EbpfWatch {
         Ok(())
     }
 
-    /// Doubted UDP sockets (see `doubt`) that the scan did not find are
-    /// gone: their recorded owners are taken (the table's reconcile
-    /// reports the close). Those found keep theirs.
-    fn settle_doubts(&mut self, scan: &Scan) {
+    /// Doubted UDP sockets (see `doubt`) that the scan, which started at
+    /// `started`, did not find are gone: their recorded owners are taken
+    /// (the table's reconcile reports the close). Those found keep
+    /// theirs; those doubted since wait for the next resync.
+    fn settle_doubts(&mut self, scan: &Scan, started: Instant) {
         if !self.unseen.has_doubts() {
             return;
         }
-        let found: HashSet<u64> = scan.listeners.iter().filter_map(|l| l.cookie).collect();
-        for cookie in self.unseen.settle(&found) {
+        for cookie in self.unseen.settle(scan, started) {
             if let Err(e) = self.source.unseed_owner(cookie) {
                 tracing::warn!("cannot take back a UDP socket's owner: {e}");
             }
         }
+        if self.unseen.has_doubts() {
+            self.schedule.unresolved(Instant::now());
+        }
     }
 
     fn resync(&mut self, reason: ResyncReason) -> Result<Vec<Report>> {
-        self.schedule.start(Instant::now());
+        let started_at = Instant::now();
+        self.schedule.start(started_at);
         let started = self.host.boot_now_ns();
         let scan = self.scan()?;
         // Events up to now: the ones older than the scan are already in it;
@@ -716,7 +729,7 @@ impl EbpfWatch {
         // hide a lost close or open: one more scan settles it.
         let disagreements = self.table.unsettled_disagreements(&scan, &unsettled);
         self.schedule.finish(reason, disagreements, Instant::now());
-        self.settle_doubts(&scan);
+        self.settle_doubts(&scan, started_at);
         let now = self.host.wall_now();
         let fixes = self.table.reconcile(scan, &unsettled, now);
         let summary = ResyncSummary {

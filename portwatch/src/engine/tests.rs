@@ -999,6 +999,7 @@ async fn an_unseen_bind_released_before_the_program_ran_is_reported_closed() {
     );
     assert_eq!(os.world().covered, [77]);
     assert_eq!(os.world().seeded, [0x20]);
+    assert_eq!(os.world().seeded_uncovered, 0);
     let closed = within(&mut engine, Duration::from_secs(1)).await.unwrap();
     assert_eq!(summary(&closed), [(Change::Closed, 41100, 7, Source::Ebpf)]);
     assert!(os.world().seeded.is_empty());
@@ -1138,4 +1139,38 @@ async fn the_sockets_found_at_start_are_covered_by_their_cgroups() {
     assert_eq!(baseline.len(), 3);
     assert_eq!(os.world().covered, [11, 12]);
     assert_eq!(os.world().seeded, [0x40, 0x42]);
+    assert_eq!(os.world().seeded_uncovered, 0);
+}
+
+/// An unseen bind whose cgroup cannot be covered records no owner (none
+/// would be taken); a resync, brought forward, settles its port.
+#[tokio::test(start_paused = true)]
+async fn an_unseen_bind_whose_cgroup_cannot_be_covered_is_left_to_a_resync() {
+    let os = FakeOs::new();
+    {
+        let mut w = os.world();
+        w.cookies = true;
+        w.namespaces = [(NETNS, true)].into();
+        w.cover_fails = [81].into();
+    }
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.emit([KernelEvent {
+        release_unseen: Some(81),
+        ..uev(Opened, t, 0x27, 41107, 7)
+    }]);
+    assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 1);
+    assert!(os.world().seeded.is_empty());
+    let mut later = Vec::new();
+    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
+        later.extend(reports);
+    }
+    assert_eq!(
+        resyncs(&later).iter().map(|r| r.reason).collect::<Vec<_>>(),
+        [ResyncReason::Unresolved]
+    );
+    assert_eq!(
+        summary(&later),
+        [(Change::Closed, 41107, 7, Source::Resync)]
+    );
 }

@@ -5,11 +5,11 @@
 //! gone is reported closed. One that cannot be looked for (its namespace
 //! unreadable) is doubted: the next resync, brought forward, settles it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tokio::time::{Duration, Instant};
 
-use crate::event::KernelEvent;
+use crate::event::{KernelEvent, ListenerKey, Scan};
 
 /// When an unseen socket is looked for again, after its bind was read:
 /// soon (a release that began before the attach is over), then once more
@@ -19,6 +19,11 @@ pub(super) const LOOKS: [Duration; 2] = [Duration::from_millis(10), Duration::fr
 /// Sockets looked for at once, at most, and sockets doubted: past them a
 /// socket is left to the interval resync (another user can bind many).
 pub(super) const CAPACITY: usize = 4096;
+
+/// Namespaces whose tables one check reads, at most: the rest wait for
+/// the next, so that a burst of binds from many namespaces does not hold
+/// up other events.
+pub(super) const NAMESPACES_PER_CHECK: usize = 16;
 
 /// A UDP socket bound before the release program covered its cgroup.
 #[derive(Debug)]
@@ -57,9 +62,15 @@ impl Read {
 #[derive(Debug, Default)]
 pub(super) struct UnseenBinds {
     looking: Vec<Unseen>,
-    /// Cookies of sockets whose owner is recorded but whose presence is
+    /// Sockets (by cookie) whose owner is recorded but whose presence is
     /// unknown: a resync keeps the owners of those it finds.
-    doubtful: HashSet<u64>,
+    doubtful: HashMap<u64, Doubt>,
+}
+
+#[derive(Debug)]
+struct Doubt {
+    key: ListenerKey,
+    since: Instant,
 }
 
 impl UnseenBinds {
@@ -82,11 +93,18 @@ impl UnseenBinds {
         self.looking.iter().map(|u| u.due).min()
     }
 
-    /// Takes out the sockets due for a look; the others wait.
+    /// Takes out the sockets due for a look, of at most
+    /// [`NAMESPACES_PER_CHECK`] namespaces; the others wait.
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<Unseen> {
+        let mut namespaces = HashSet::new();
         let (due, later) = std::mem::take(&mut self.looking)
             .into_iter()
-            .partition(|u| u.due <= now);
+            .partition(|u| {
+                u.due <= now
+                    && (namespaces.contains(&u.open.netns)
+                        || namespaces.len() < NAMESPACES_PER_CHECK
+                            && namespaces.insert(u.open.netns))
+            });
         self.looking = later;
         due
     }
@@ -129,23 +147,47 @@ impl UnseenBinds {
         }
     }
 
-    /// Leaves `cookie` to the next resync; false when too many are.
-    pub(super) fn doubt(&mut self, cookie: u64) -> bool {
+    /// Leaves `open`'s socket to the next resync that starts after `now`;
+    /// false when too many are.
+    pub(super) fn doubt(&mut self, open: &KernelEvent, now: Instant) -> bool {
         if self.doubtful.len() >= CAPACITY {
             return false;
         }
-        self.doubtful.insert(cookie);
+        self.doubtful.insert(
+            open.sock,
+            Doubt {
+                key: open.key(),
+                since: now,
+            },
+        );
         true
     }
 
-    /// A resync that read the tables found the sockets `found`: the
-    /// doubted ones not among them are gone, their owners to be taken.
-    pub(super) fn settle(&mut self, found: &HashSet<u64>) -> Vec<u64> {
-        let mut gone: Vec<u64> = self
-            .doubtful
-            .drain()
-            .filter(|c| !found.contains(c))
-            .collect();
+    /// A resync whose scan started at `started` found what `scan` holds:
+    /// the doubted sockets from before it (or the same instant) are
+    /// settled, and those gone are
+    /// given back, their owners to be taken. A socket is there when its
+    /// namespace was read with cookies and its cookie is found, or read
+    /// without and its address is; a namespace not read at all has no
+    /// process holding a socket in it.
+    pub(super) fn settle(&mut self, scan: &Scan, started: Instant) -> Vec<u64> {
+        let cookies: HashSet<u64> = scan.listeners.iter().filter_map(|l| l.cookie).collect();
+        let keys: HashSet<ListenerKey> = scan.listeners.iter().map(|l| l.key()).collect();
+        let mut gone = Vec::new();
+        self.doubtful.retain(|cookie, d| {
+            if d.since > started {
+                return true;
+            }
+            let there = match scan.namespaces.get(&d.key.netns) {
+                Some(true) => cookies.contains(cookie),
+                Some(false) => keys.contains(&d.key),
+                None => false,
+            };
+            if !there {
+                gone.push(*cookie);
+            }
+            false
+        });
         gone.sort_unstable();
         gone
     }
@@ -162,7 +204,10 @@ mod tests {
     use portwatch_common::SockEventKind;
 
     fn open(cookie: u64) -> KernelEvent {
-        kernel_event(SockEventKind::Opened, 1, cookie, "0.0.0.0", 5353, 7)
+        KernelEvent {
+            proto: crate::event::Proto::Udp,
+            ..kernel_event(SockEventKind::Opened, 1, cookie, "0.0.0.0", 5353, 7)
+        }
     }
 
     fn read(alive: &[u64], namespaces: &[u64]) -> Read {
@@ -235,19 +280,89 @@ mod tests {
         let mut b = UnseenBinds::default();
         for c in 0..CAPACITY as u64 {
             assert!(b.add(open(c), t));
-            assert!(b.doubt(c));
+            assert!(b.doubt(&open(c), t));
         }
         assert!(!b.add(open(u64::MAX), t));
-        assert!(!b.doubt(u64::MAX));
+        assert!(!b.doubt(&open(u64::MAX), t));
+    }
+
+    #[test]
+    fn one_check_reads_a_bounded_number_of_namespaces() {
+        let t = Instant::now();
+        let mut b = UnseenBinds::default();
+        for i in 0..NAMESPACES_PER_CHECK as u64 + 2 {
+            let mut u = open(i);
+            u.netns = 100 + i;
+            assert!(b.add(u, t));
+            // Two sockets in the first namespace.
+            if i == 0 {
+                let mut u = open(1000);
+                u.netns = 100;
+                assert!(b.add(u, t));
+            }
+        }
+        let due = b.take_due(t + LOOKS[0]);
+        assert_eq!(due.len(), NAMESPACES_PER_CHECK + 1);
+        assert_eq!(b.take_due(t + LOOKS[0]).len(), 2);
+        assert_eq!(b.next(), None);
+    }
+
+    fn scan(found: &[(u64, u16)], namespaces: &[(u64, bool)]) -> Scan {
+        Scan {
+            listeners: found
+                .iter()
+                .map(|(cookie, port)| crate::event::Listener {
+                    cookie: Some(*cookie),
+                    netns: open(0).netns,
+                    ..crate::event::Listener::new(
+                        crate::event::Proto::Udp,
+                        [0, 0, 0, 0].into(),
+                        *port,
+                    )
+                })
+                .collect(),
+            namespaces: namespaces.iter().copied().collect(),
+        }
     }
 
     #[test]
     fn a_resync_takes_the_doubted_sockets_it_did_not_find() {
+        let t = Instant::now();
+        let ns = open(0).netns;
         let mut b = UnseenBinds::default();
-        assert!(b.doubt(3));
-        assert!(b.doubt(4));
+        assert!(b.doubt(&open(3), t));
+        assert!(b.doubt(&open(4), t));
         assert!(b.has_doubts());
-        assert_eq!(b.settle(&[4].into()), [3]);
+        assert_eq!(
+            b.settle(&scan(&[(4, 5353)], &[(ns, true)]), t + LOOKS[1]),
+            [3]
+        );
         assert!(!b.has_doubts());
+    }
+
+    #[test]
+    fn a_doubt_is_settled_only_by_a_scan_that_started_after_it() {
+        let t = Instant::now();
+        let mut b = UnseenBinds::default();
+        assert!(b.doubt(&open(3), t + LOOKS[0]));
+        assert!(b.settle(&scan(&[], &[]), t).is_empty());
+        assert!(b.has_doubts());
+    }
+
+    #[test]
+    fn without_cookies_a_doubted_socket_is_looked_for_by_its_address() {
+        let t = Instant::now();
+        let ns = open(0).netns;
+        let mut b = UnseenBinds::default();
+        assert!(b.doubt(&open(3), t));
+        // The scan's row has no cookie to match, but the address.
+        let mut found = scan(&[(99, 5353)], &[(ns, false)]);
+        found.listeners[0].cookie = None;
+        assert!(b.settle(&found, t + LOOKS[0]).is_empty());
+        assert!(b.doubt(&open(3), t));
+        assert_eq!(b.settle(&scan(&[], &[(ns, false)]), t + LOOKS[0]), [3]);
+        // A namespace no scan reached holds no socket any process has.
+        assert!(b.doubt(&open(3), t));
+        assert_eq!(b.settle(&scan(&[], &[]), t + LOOKS[0]), [3]);
     }
 }

@@ -60,6 +60,8 @@ pub(crate) struct World {
     pub udp_skipped_once: HashSet<u64>,
     /// Cgroups `cover_release` fails for.
     pub cover_fails: HashSet<u64>,
+    /// Owners seeded before their cgroup was covered (a leak).
+    pub seeded_uncovered: usize,
     pub links: Vec<(u32, u32)>,
     pub processes: HashSet<u32>,
     /// Threads: tid -> their process.
@@ -291,10 +293,16 @@ impl EventSource for FakeSource {
     }
 
     fn seed_owners(&mut self, listeners: &[Listener]) -> Result<()> {
-        self.0
-            .world()
-            .seeded
-            .extend(listeners.iter().filter_map(|l| l.cookie));
+        let mut w = self.0.world();
+        // An owner recorded where no release program runs is never taken.
+        let uncovered = listeners
+            .iter()
+            .filter(|l| {
+                !w.covered.contains(&l.socket_cgroup) || w.cover_fails.contains(&l.socket_cgroup)
+            })
+            .count();
+        w.seeded_uncovered += uncovered;
+        w.seeded.extend(listeners.iter().filter_map(|l| l.cookie));
         Ok(())
     }
 
