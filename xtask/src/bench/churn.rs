@@ -105,6 +105,10 @@ enum Mode {
     /// The default without the UDP programs (`--proto tcp`): what their
     /// release hook, which runs for every socket, costs TCP.
     TpBtfTcpOnly,
+    /// The default with a UDP port bound in the churn's own cgroup: the
+    /// release program then runs there, at every socket's release (the
+    /// worst case; elsewhere a connection runs no release program).
+    TpBtfUdpHere,
     /// tp_btf alone: what the listen confirmation costs.
     TpBtfNoCallback,
     Tracepoint,
@@ -117,6 +121,7 @@ impl Mode {
             Mode::None => "no monitor",
             Mode::TpBtf => "portwatch (tp_btf + listen confirmation + UDP)",
             Mode::TpBtfTcpOnly => "portwatch --proto tcp (no UDP programs)",
+            Mode::TpBtfUdpHere => "portwatch, a UDP port bound in the churn's cgroup",
             Mode::TpBtfNoCallback => "portwatch (tp_btf alone)",
             Mode::Tracepoint => "portwatch (tracepoint)",
             Mode::Bpftrace => "bpftrace",
@@ -128,7 +133,7 @@ fn start(mode: Mode, root: &Path) -> Result<Option<Lines>> {
     let bin = super::portwatch_bin(root);
     let lines = match mode {
         Mode::None => return Ok(None),
-        Mode::TpBtf => {
+        Mode::TpBtf | Mode::TpBtfUdpHere => {
             Lines::spawn(Command::new(&bin).args(["watch", "--json", "--hook", "tp-btf"]))?
         }
         Mode::TpBtfTcpOnly => Lines::spawn(
@@ -209,8 +214,19 @@ pub fn hot_path(root: &Path, rounds: usize, seconds: f64) -> Result<Value> {
     }
 
     let mut per_run = Vec::new();
-    for mode in &modes[1..] {
+    let with_udp = [Mode::TpBtfUdpHere];
+    for mode in modes[1..].iter().chain(&with_udp) {
         let mon = start(*mode, root)?.context("a monitor")?;
+        // This process shares the churn worker's cgroup: a port bound
+        // here has the release program attached there.
+        let _udp = if *mode == Mode::TpBtfUdpHere {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            let port = udp.local_addr()?.port();
+            mon.wait_for(&format!("\"port\":{port},"), Duration::from_secs(10))?;
+            Some(udp)
+        } else {
+            None
+        };
         set_bpf_stats(true);
         let rate = run_worker("churn", seconds)?;
         let stats = prog_stats(mon.child.id());
