@@ -1,9 +1,18 @@
-//! UDP, which has no state changes to trace: cgroup sock programs at the
-//! cgroup v2 root. `post_bind4`/`post_bind6` run in the bind() caller's
-//! context once the port is assigned (bind to port 0 shows the real port);
-//! `sock_release` runs when a socket is released. A socket is named by its
-//! cookie (the release hook cannot read the port): the bind records its
-//! owner under the cookie, the release looks it up and forgets it.
+//! UDP, which has no state changes to trace: cgroup sock programs.
+//! `post_bind4`/`post_bind6`, at the cgroup v2 root, run in the bind()
+//! caller's context once the port is assigned (bind to port 0 shows the
+//! real port); `sock_release` runs when a socket is released. A socket is
+//! named by its cookie (the release hook cannot read the port): the bind
+//! records its owner under the cookie, the release looks it up and
+//! forgets it.
+//!
+//! The release program runs for every socket released under the cgroups
+//! it is attached to, TCP connections included, so userspace attaches it
+//! only to the cgroups of the UDP sockets it reports (`RELEASE_CGROUPS`),
+//! or at the root (`RELEASE_EVERYWHERE`). A bind in a cgroup it does not
+//! run for records no owner (none would be taken) and says so in its
+//! event, with the socket's cgroup: userspace covers it and records the
+//! owner itself.
 //!
 //! A UDP churn sends hundreds of thousands of records a second, and a
 //! reader that has caught up would be woken for each one: UDP records
@@ -17,9 +26,10 @@
 //! release then reports only the sockets userspace seeded the owner map
 //! with.
 //!
-//! These programs run for every bind() and every socket release on the
-//! host, and one that returned 0 would make the bind() or close fail:
-//! every path returns `ALLOW`, whatever happens to the map or the ring.
+//! The bind programs run for every bind() on the host, the release
+//! program for every socket release where it is attached, and one that
+//! returned 0 would make the bind() or close fail: every path returns
+//! `ALLOW`, whatever happens to the map or the ring.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 

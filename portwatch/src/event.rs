@@ -128,8 +128,10 @@ pub struct Listener {
     /// when unknown.
     pub cgroup: String,
     /// The cgroup v2 id of the socket itself: its creator's at socket(),
-    /// which may differ from its owner's now (sock_diag shows it, as does
-    /// a UDP bind's event); 0 when unknown.
+    /// which may differ from its owner's now. Known from sock_diag (a
+    /// scan) and from a UDP bind in a cgroup the release program did not
+    /// cover yet; 0 otherwise (other kernel events, listeners read from
+    /// the event socket).
     pub socket_cgroup: u64,
     /// The container or service unit the owner runs in, from its cgroup.
     pub container: Option<Container>,

@@ -6,7 +6,7 @@
 //! so past a bound the program goes to the root instead, which covers
 //! every cgroup, and the others are let go.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The cgroup2 root's id (its kernfs node's): attached there, the
 /// program covers every cgroup.
@@ -62,17 +62,12 @@ impl ReleaseCover {
         }
     }
 
-    /// The attached cgroups that `live` (the cgroups the program's links
-    /// still hold) lacks, forgotten: the kernel detached their links when
-    /// the cgroup was freed (no socket can be left in it), which frees
-    /// their places under the bound. Asked only when the bound is hit.
-    pub(crate) fn forget_freed(&mut self, live: &HashSet<u64>) -> Vec<u64> {
-        let mut freed: Vec<u64> = self.attached.difference(live).copied().collect();
-        freed.sort_unstable();
-        for id in &freed {
+    /// Forgets cgroups whose links are gone (see [`freed`]): their places
+    /// under the bound are free again.
+    pub(crate) fn forget(&mut self, cgroups: &[u64]) {
+        for id in cgroups {
             self.attached.remove(id);
         }
-        freed
     }
 
     /// Whether `bound` cgroups are attached one by one (and not the root).
@@ -81,10 +76,24 @@ impl ReleaseCover {
     }
 }
 
-/// The cgroup a link of the release program is attached to, from its
-/// `/proc/PID/fdinfo` text: `Some(0)` once the kernel detached it (its
-/// cgroup was freed); None for any other descriptor.
-pub(crate) fn release_link_cgroup(fdinfo: &str) -> Option<u64> {
+/// Of `ours` (cgroup -> the kernel id of its link), the cgroups whose
+/// link the kernel detached, as `seen` tells (link id -> cgroup id from
+/// its fdinfo; 0 once detached): the cgroup was freed, and no socket can
+/// be left in it. A link not seen is not judged.
+pub(crate) fn freed(ours: &HashMap<u64, u32>, seen: &HashMap<u32, u64>) -> Vec<u64> {
+    let mut freed: Vec<u64> = ours
+        .iter()
+        .filter(|(_, link)| seen.get(link) == Some(&0))
+        .map(|(cgroup, _)| *cgroup)
+        .collect();
+    freed.sort_unstable();
+    freed
+}
+
+/// A link of the release program, from its `/proc/PID/fdinfo` text: its
+/// kernel id and its cgroup (0 once the kernel detached it, its cgroup
+/// freed); None for any other descriptor.
+pub(crate) fn release_link_cgroup(fdinfo: &str) -> Option<(u32, u64)> {
     let field = |name: &str| {
         fdinfo
             .lines()
@@ -95,7 +104,10 @@ pub(crate) fn release_link_cgroup(fdinfo: &str) -> Option<u64> {
     if field("link_type:")? != "cgroup" || field("attach_type:")? != "34" {
         return None;
     }
-    field("cgroup_id:")?.parse().ok()
+    Some((
+        field("link_id:")?.parse().ok()?,
+        field("cgroup_id:")?.parse().ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -134,7 +146,11 @@ mod tests {
             c.done(&plan);
         }
         assert!(c.full(3));
-        assert_eq!(c.forget_freed(&[2, 4].into()), [3]);
+        let ours = [(4, 40), (2, 20), (3, 30)].into();
+        // Link 30 detached, 40 live, 20 not seen (not judged).
+        let freed = freed(&ours, &[(30, 0), (40, 4)].into());
+        assert_eq!(freed, [3]);
+        c.forget(&freed);
         assert!(!c.full(3));
         assert_eq!(c.plan(5, 3), Cover::Attach(5));
         assert_eq!(c.plan(2, 3), Cover::Nothing);
@@ -145,10 +161,10 @@ mod tests {
         let link = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nlink_type:\tcgroup\n\
                     link_id:\t12\nprog_tag:\t0123456789abcdef\nprog_id:\t40\n\
                     cgroup_id:\t6712\nattach_type:\t34\n";
-        assert_eq!(release_link_cgroup(link), Some(6712));
+        assert_eq!(release_link_cgroup(link), Some((12, 6712)));
         assert_eq!(
             release_link_cgroup(&link.replace("6712", "0")),
-            Some(0),
+            Some((12, 0)),
             "detached by the kernel"
         );
         assert_eq!(release_link_cgroup(&link.replace("\t34", "\t9")), None);

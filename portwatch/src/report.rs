@@ -21,8 +21,12 @@ pub struct Stats {
     /// Ring buffer records that did not decode (only a kernel object that
     /// does not match this binary sends them).
     pub malformed: u64,
-    /// Listeners opened without `bind()` whose port was not found in
-    /// /proc (only without the listen confirmation); a resync reported them.
+    /// Opens the engine could not settle by itself: listeners opened
+    /// without `bind()` whose port was not found in /proc (only without
+    /// the listen confirmation; a resync reported them), and UDP sockets
+    /// bound before their cgroup's release was watched that no look or
+    /// resync could find or rule out (their namespace out of reach): they
+    /// stay reported open until their release is seen.
     pub unresolved: u64,
     /// UDP binds the aggregate mode's kernel tally had no room for.
     pub binds_full: u64,

@@ -283,7 +283,8 @@ impl EbpfWatch {
             );
             match found {
                 Found::Gone => match self.source.unseed_owner(u.open.sock) {
-                    Ok(true) => {
+                    // Unless a resync closed it already.
+                    Ok(true) if self.table.has_id(u.open.sock) => {
                         let close = KernelEvent {
                             kind: SockEventKind::Closed,
                             ts_ns: self.host.boot_now_ns(),
@@ -294,8 +295,8 @@ impl EbpfWatch {
                         let ts = self.clock.to_wall(close.ts_ns);
                         self.table.apply(&close, ts, self.policy, out);
                     }
-                    // The program saw its release.
-                    Ok(false) => {}
+                    // The program saw its release, or a resync did.
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::warn!("cannot take back a UDP socket's owner: {e}");
                         self.doubt(&u.open);
@@ -699,16 +700,21 @@ impl EbpfWatch {
     /// Doubted UDP sockets (see `doubt`) that the scan, which started at
     /// `started`, did not find are gone: their recorded owners are taken
     /// (the table's reconcile reports the close). Those found keep
-    /// theirs; those doubted since wait for the next resync.
+    /// theirs, and so do those of namespaces it did not reach (counted as
+    /// unresolved); those doubted since wait for the next resync.
     fn settle_doubts(&mut self, scan: &Scan, started: Instant) {
         if !self.unseen.has_doubts() {
             return;
         }
-        for cookie in self.unseen.settle(scan, started) {
+        let settled = self.unseen.settle(scan, started);
+        for cookie in settled.gone {
             if let Err(e) = self.source.unseed_owner(cookie) {
                 tracing::warn!("cannot take back a UDP socket's owner: {e}");
             }
         }
+        // Open for the table as for the release program, as the resync
+        // could not tell.
+        self.unresolved += settled.unreached as u64;
         if self.unseen.has_doubts() {
             self.schedule.unresolved(Instant::now());
         }

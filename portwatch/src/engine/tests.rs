@@ -1174,3 +1174,35 @@ async fn an_unseen_bind_whose_cgroup_cannot_be_covered_is_left_to_a_resync() {
         [(Change::Closed, 41107, 7, Source::Resync)]
     );
 }
+
+/// A resync between an unseen bind and its look that found the socket
+/// gone and reported its close: the look takes the owner back and
+/// reports nothing more.
+#[tokio::test(start_paused = true)]
+async fn an_unseen_socket_closed_by_a_resync_is_not_reported_closed_again() {
+    let os = FakeOs::new();
+    {
+        let mut w = os.world();
+        w.cookies = true;
+        w.namespaces = [(NETNS, true)].into();
+    }
+    let (mut engine, _) = start(&os, config());
+    let t = os.world().boot_ns;
+    os.emit([KernelEvent {
+        release_unseen: Some(82),
+        ..uev(Opened, t, 0x28, 41108, 7)
+    }]);
+    assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 1);
+    engine.request_resync();
+    let resynced = engine.next_reports().await.unwrap();
+    assert_eq!(
+        summary(&resynced),
+        [(Change::Closed, 41108, 7, Source::Resync)]
+    );
+    let mut later = Vec::new();
+    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
+        later.extend(summary(&reports));
+    }
+    assert!(later.is_empty(), "{later:?}");
+    assert!(os.world().seeded.is_empty(), "the owner is taken back");
+}

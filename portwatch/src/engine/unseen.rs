@@ -25,6 +25,9 @@ pub(super) const CAPACITY: usize = 4096;
 /// up other events.
 pub(super) const NAMESPACES_PER_CHECK: usize = 16;
 
+/// Between two checks, at least.
+pub(super) const CHECK_SPACING: Duration = Duration::from_millis(1);
+
 /// A UDP socket bound before the release program covered its cgroup.
 #[derive(Debug)]
 pub(super) struct Unseen {
@@ -67,6 +70,15 @@ pub(super) struct UnseenBinds {
     doubtful: HashMap<u64, Doubt>,
 }
 
+/// What a resync told of the doubted sockets.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Settled {
+    /// Cookies of those gone.
+    pub gone: Vec<u64>,
+    /// Those in namespaces it did not reach, left as they are.
+    pub unreached: usize,
+}
+
 #[derive(Debug)]
 struct Doubt {
     key: ListenerKey,
@@ -94,10 +106,11 @@ impl UnseenBinds {
     }
 
     /// Takes out the sockets due for a look, of at most
-    /// [`NAMESPACES_PER_CHECK`] namespaces; the others wait.
+    /// [`NAMESPACES_PER_CHECK`] namespaces; the others wait. Those due but
+    /// left wait [`CHECK_SPACING`], so that events are read in between.
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<Unseen> {
         let mut namespaces = HashSet::new();
-        let (due, later) = std::mem::take(&mut self.looking)
+        let (due, mut later): (Vec<Unseen>, Vec<Unseen>) = std::mem::take(&mut self.looking)
             .into_iter()
             .partition(|u| {
                 u.due <= now
@@ -105,6 +118,9 @@ impl UnseenBinds {
                         || namespaces.len() < NAMESPACES_PER_CHECK
                             && namespaces.insert(u.open.netns))
             });
+        for u in &mut later {
+            u.due = u.due.max(now + CHECK_SPACING);
+        }
         self.looking = later;
         due
     }
@@ -165,31 +181,37 @@ impl UnseenBinds {
 
     /// A resync whose scan started at `started` found what `scan` holds:
     /// the doubted sockets from before it (or the same instant) are
-    /// settled, and those gone are
-    /// given back, their owners to be taken. A socket is there when its
-    /// namespace was read with cookies and its cookie is found, or read
-    /// without and its address is; a namespace not read at all has no
-    /// process holding a socket in it.
-    pub(super) fn settle(&mut self, scan: &Scan, started: Instant) -> Vec<u64> {
+    /// settled. One is there when its namespace was read with cookies and
+    /// its cookie is found, or read without and its address is; those
+    /// gone are given back, their owners to be taken. One whose namespace
+    /// the scan did not reach (no process there or holding a socket of
+    /// it) cannot be told: it keeps its owner, as the table keeps its
+    /// port, and is counted.
+    pub(super) fn settle(&mut self, scan: &Scan, started: Instant) -> Settled {
         let cookies: HashSet<u64> = scan.listeners.iter().filter_map(|l| l.cookie).collect();
         let keys: HashSet<ListenerKey> = scan.listeners.iter().map(|l| l.key()).collect();
-        let mut gone = Vec::new();
+        let mut settled = Settled::default();
         self.doubtful.retain(|cookie, d| {
+            // Equal only under a paused clock: a doubt is made between
+            // events, never while a scan runs.
             if d.since > started {
                 return true;
             }
             let there = match scan.namespaces.get(&d.key.netns) {
                 Some(true) => cookies.contains(cookie),
                 Some(false) => keys.contains(&d.key),
-                None => false,
+                None => {
+                    settled.unreached += 1;
+                    true
+                }
             };
             if !there {
-                gone.push(*cookie);
+                settled.gone.push(*cookie);
             }
             false
         });
-        gone.sort_unstable();
-        gone
+        settled.gone.sort_unstable();
+        settled
     }
 
     pub(super) fn has_doubts(&self) -> bool {
@@ -303,7 +325,10 @@ mod tests {
         }
         let due = b.take_due(t + LOOKS[0]);
         assert_eq!(due.len(), NAMESPACES_PER_CHECK + 1);
-        assert_eq!(b.take_due(t + LOOKS[0]).len(), 2);
+        // The rest after a pause, for the events in between.
+        assert_eq!(b.next(), Some(t + LOOKS[0] + CHECK_SPACING));
+        assert!(b.take_due(t + LOOKS[0]).is_empty());
+        assert_eq!(b.take_due(t + LOOKS[0] + CHECK_SPACING).len(), 2);
         assert_eq!(b.next(), None);
     }
 
@@ -334,7 +359,8 @@ mod tests {
         assert!(b.doubt(&open(4), t));
         assert!(b.has_doubts());
         assert_eq!(
-            b.settle(&scan(&[(4, 5353)], &[(ns, true)]), t + LOOKS[1]),
+            b.settle(&scan(&[(4, 5353)], &[(ns, true)]), t + LOOKS[1])
+                .gone,
             [3]
         );
         assert!(!b.has_doubts());
@@ -345,7 +371,7 @@ mod tests {
         let t = Instant::now();
         let mut b = UnseenBinds::default();
         assert!(b.doubt(&open(3), t + LOOKS[0]));
-        assert!(b.settle(&scan(&[], &[]), t).is_empty());
+        assert_eq!(b.settle(&scan(&[], &[]), t), Settled::default());
         assert!(b.has_doubts());
     }
 
@@ -358,11 +384,19 @@ mod tests {
         // The scan's row has no cookie to match, but the address.
         let mut found = scan(&[(99, 5353)], &[(ns, false)]);
         found.listeners[0].cookie = None;
-        assert!(b.settle(&found, t + LOOKS[0]).is_empty());
+        assert_eq!(b.settle(&found, t + LOOKS[0]), Settled::default());
         assert!(b.doubt(&open(3), t));
-        assert_eq!(b.settle(&scan(&[], &[(ns, false)]), t + LOOKS[0]), [3]);
-        // A namespace no scan reached holds no socket any process has.
+        assert_eq!(b.settle(&scan(&[], &[(ns, false)]), t + LOOKS[0]).gone, [3]);
+        // A namespace no scan reached: its socket may live on (in flight,
+        // say), and its close will be seen; it keeps its owner.
         assert!(b.doubt(&open(3), t));
-        assert_eq!(b.settle(&scan(&[], &[]), t + LOOKS[0]), [3]);
+        assert_eq!(
+            b.settle(&scan(&[], &[]), t + LOOKS[0]),
+            Settled {
+                gone: Vec::new(),
+                unreached: 1
+            }
+        );
+        assert!(!b.has_doubts());
     }
 }

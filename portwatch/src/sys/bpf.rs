@@ -10,9 +10,7 @@ use std::{
 use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint, cgroup_sock::CgroupSockLinkId,
-    },
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint, links::FdLink},
 };
 use portwatch_common::{
     CONN_PROG, COUNTER_BINDS_FULL, COUNTER_OWNERS_FULL, COUNTER_RING_FULL, COUNTERS_MAP,
@@ -143,7 +141,8 @@ pub(crate) struct KernelProbe {
     sock_offsets: SockOffsets,
     /// Where the UDP release program runs, and its links per cgroup.
     release_cover: ReleaseCover,
-    release_links: HashMap<u64, CgroupSockLinkId>,
+    /// Dropping one detaches it.
+    release_links: HashMap<u64, ReleaseLink>,
     /// The cgroup2 mount, opened at the first attach to a cgroup.
     cgroup_mount: Option<fs::File>,
     /// The release program goes to the root at start: the benchmark's
@@ -503,18 +502,21 @@ impl KernelProbe {
 
     /// Lets go of the cgroups the kernel detached the release program
     /// from (freed since: transient units, sessions, containers), so that
-    /// a long-lived host does not drift past the bound to the root.
+    /// a long-lived host does not drift past the bound to the root. A
+    /// link counts as detached only when its own fdinfo says so.
     fn forget_freed_cgroups(&mut self) {
-        let Some(live) = live_release_cgroups() else {
+        let Some(seen) = release_links_seen() else {
             return;
         };
-        let freed = self.release_cover.forget_freed(&live);
+        let ours: HashMap<u64, u32> = self
+            .release_links
+            .iter()
+            .map(|(cgroup, l)| (*cgroup, l.kernel_id))
+            .collect();
+        let freed = crate::release_cover::freed(&ours, &seen);
+        self.release_cover.forget(&freed);
         for id in freed {
-            if let Some(link) = self.release_links.remove(&id)
-                && let Ok(program) = release_program(&mut self._ebpf)
-            {
-                let _ = program.detach(link);
-            }
+            self.release_links.remove(&id);
             if let Some(map) = self._ebpf.map_mut(RELEASE_CGROUPS_MAP)
                 && let Ok(mut map) = BpfHashMap::<&mut MapData, u64, u32>::try_from(map)
             {
@@ -526,9 +528,21 @@ impl KernelProbe {
     /// Attaches the release program to cgroup `id`, then tells the bind
     /// programs: a bind there records its owner from then on.
     fn attach_release(&mut self, id: u64, dir: &fs::File) -> Result<()> {
-        let link = release_program(&mut self._ebpf)?
+        let program = release_program(&mut self._ebpf)?;
+        let attached = program
             .attach(dir, CgroupAttachMode::Single)
             .map_err(|e| program_err("attach the UDP release program to a cgroup", e))?;
+        // Ours to hold: its kernel id tells its fdinfo apart.
+        let link_err = |e: aya::programs::links::LinkError| Error::Io {
+            what: "reading the UDP release program's link failed",
+            source: std::io::Error::other(e),
+        };
+        let link: FdLink = program
+            .take_link(attached)
+            .map_err(|e| program_err("take the UDP release program's link", e))?
+            .try_into()
+            .map_err(link_err)?;
+        let kernel_id = link.info().map_err(link_err)?.id();
         let told = self
             ._ebpf
             .map_mut(RELEASE_CGROUPS_MAP)
@@ -538,18 +552,25 @@ impl KernelProbe {
                     BpfHashMap::try_from(m).map_err(map_error(RELEASE_CGROUPS_MAP))?;
                 map.insert(id, 1, 0).map_err(map_error(RELEASE_CGROUPS_MAP))
             });
-        match told {
-            Ok(()) => {
-                self.release_links.insert(id, link);
-                Ok(())
-            }
-            Err(e) => {
-                // Not left attached where no bind records an owner.
-                let _ = release_program(&mut self._ebpf)?.detach(link);
-                Err(e)
-            }
-        }
+        // On an error the link drops here: not left attached where no
+        // bind records an owner.
+        told?;
+        self.release_links.insert(
+            id,
+            ReleaseLink {
+                _link: link,
+                kernel_id,
+            },
+        );
+        Ok(())
     }
+}
+
+/// A link of the release program to one cgroup.
+struct ReleaseLink {
+    /// Held only to be dropped: that detaches it.
+    _link: FdLink,
+    kernel_id: u32,
 }
 
 impl EventSource for KernelProbe {
@@ -699,11 +720,8 @@ impl EventSource for KernelProbe {
         if let Cover::Everywhere(_) = plan {
             release_everywhere(&mut self._ebpf)?;
             // The root's program runs for them now: the others would run
-            // a second time.
-            let program = release_program(&mut self._ebpf)?;
-            for (_, link) in self.release_links.drain() {
-                let _ = program.detach(link);
-            }
+            // a second time (dropped, they detach).
+            self.release_links.clear();
         }
         self.release_cover.done(&plan);
         Ok(())
@@ -1066,17 +1084,25 @@ fn attach_udp(ebpf: &mut Ebpf, release_at_root: bool) -> std::result::Result<(),
     Ok(())
 }
 
-/// The cgroups this process's links of the release program are attached
-/// to, from its descriptors' fdinfo; None when /proc cannot be read.
-fn live_release_cgroups() -> Option<std::collections::HashSet<u64>> {
-    let dir = fs::read_dir("/proc/self/fdinfo").ok()?;
-    Some(
-        dir.flatten()
-            .filter_map(|e| fs::read_to_string(e.path()).ok())
-            .filter_map(|text| crate::release_cover::release_link_cgroup(&text))
-            .filter(|id| *id != 0)
-            .collect(),
-    )
+/// The links of the release program this process holds, by kernel link
+/// id, with their cgroups (0: detached by the kernel), from its
+/// descriptors' fdinfo; None when that cannot be read whole.
+fn release_links_seen() -> Option<HashMap<u32, u64>> {
+    let mut seen = HashMap::new();
+    for entry in fs::read_dir("/proc/self/fdinfo").ok()? {
+        let path = entry.ok()?.path();
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                if let Some((link, cgroup)) = crate::release_cover::release_link_cgroup(&text) {
+                    seen.insert(link, cgroup);
+                }
+            }
+            // A descriptor closed meanwhile: none of the links.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    Some(seen)
 }
 
 /// A map's error, named.
