@@ -45,7 +45,6 @@ pub mod owner;
 mod owner_cache;
 pub mod policy;
 pub mod process;
-pub(crate) mod release_cover;
 pub mod report;
 pub mod rules;
 pub mod safe_text;

@@ -16,6 +16,7 @@ use super::{
     resync::ResyncSchedule,
     scan_queries,
     udp_aggregate::UdpAggregate,
+    udp_seeds,
     unseen::{self, Found, UnseenBinds},
 };
 use crate::{
@@ -68,34 +69,6 @@ pub(super) struct EbpfWatch {
     /// UDP sockets bound where no release program ran yet, whose owners
     /// userspace recorded once it ran (see `check_unseen`).
     unseen: UnseenBinds,
-}
-
-/// The UDP sockets of `listeners` whose release the release program
-/// watches, attached to their cgroups first: only those may have their
-/// owners recorded (one recorded elsewhere would never be taken). Without
-/// the UDP programs there are none; a cgroup that cannot be covered is
-/// warned of, its sockets' closes left to a resync.
-pub(super) fn covered(source: &mut dyn EventSource, listeners: &[Listener]) -> Vec<Listener> {
-    if listeners.is_empty() || source.udp_missing().is_some() {
-        return Vec::new();
-    }
-    // Only a socket with a cookie can have its owner recorded.
-    let listeners: Vec<&Listener> = listeners.iter().filter(|l| l.cookie.is_some()).collect();
-    let mut cgroups: Vec<u64> = listeners.iter().map(|l| l.socket_cgroup).collect();
-    cgroups.sort_unstable();
-    cgroups.dedup();
-    let mut failed = HashSet::new();
-    for cgroup in cgroups {
-        if let Err(e) = source.cover_release(cgroup) {
-            tracing::warn!("the release of UDP sockets in cgroup {cgroup} cannot be watched: {e}");
-            failed.insert(cgroup);
-        }
-    }
-    listeners
-        .into_iter()
-        .filter(|l| !failed.contains(&l.socket_cgroup))
-        .cloned()
-        .collect()
 }
 
 /// What ends a wait for kernel events besides the events.
@@ -225,7 +198,7 @@ impl EbpfWatch {
             .filter(|l| l.proto == crate::event::Proto::Udp)
             .cloned()
             .collect();
-        let udp = covered(self.source.as_mut(), &udp);
+        let udp = udp_seeds::covered(self.source.as_mut(), &udp);
         if udp.is_empty() {
             return Ok(());
         }

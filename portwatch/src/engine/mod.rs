@@ -15,6 +15,7 @@ mod resync;
 #[cfg(test)]
 mod tests;
 mod udp_aggregate;
+mod udp_seeds;
 mod unseen;
 
 use std::time::Duration;

@@ -106,7 +106,7 @@ impl UdpAggregate {
             }
             l.container = host.container(&l.cgroup);
         }
-        let seeds = super::ebpf::covered(source, &fresh);
+        let seeds = super::udp_seeds::covered(source, &fresh);
         source.seed_owners(&seeds)?;
         if !fresh.is_empty() {
             let mut owners: Vec<u32> = fresh.iter().map(|l| l.pid).collect();

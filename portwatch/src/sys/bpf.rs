@@ -24,8 +24,12 @@ use portwatch_common::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::{EventSource, btf, cgroup, lean_loader, ring_recheck::Rechecks, tracefs};
-use crate::release_cover::{Cover, ReleaseCover};
+use super::{
+    EventSource, btf, cgroup, lean_loader,
+    release_cover::{self, Cover, ReleaseCover},
+    ring_recheck::Rechecks,
+    tracefs,
+};
 use crate::{
     error::{Error, Result},
     event::KernelEvent,
@@ -513,7 +517,7 @@ impl KernelProbe {
             .iter()
             .map(|(cgroup, l)| (*cgroup, l.kernel_id))
             .collect();
-        let freed = crate::release_cover::freed(&ours, &seen);
+        let freed = release_cover::freed(&ours, &seen);
         self.release_cover.forget(&freed);
         for id in freed {
             self.release_links.remove(&id);
@@ -1093,7 +1097,7 @@ fn release_links_seen() -> Option<HashMap<u32, u64>> {
         let path = entry.ok()?.path();
         match fs::read_to_string(&path) {
             Ok(text) => {
-                if let Some((link, cgroup)) = crate::release_cover::release_link_cgroup(&text) {
+                if let Some((link, cgroup)) = release_cover::release_link_cgroup(&text) {
                     seen.insert(link, cgroup);
                 }
             }

@@ -31,6 +31,7 @@ pub(crate) mod privilege;
 pub(crate) mod procfs_scan;
 pub(crate) mod procinfo;
 pub(crate) mod prog_stats;
+pub(crate) mod release_cover;
 pub(crate) mod ring_recheck;
 pub(crate) mod slow_reads;
 pub(crate) mod sock_diag;
