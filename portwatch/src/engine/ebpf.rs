@@ -17,14 +17,14 @@ use super::{
     scan_queries,
     udp_aggregate::UdpAggregate,
     udp_seeds,
-    unseen::{self, Found, UnseenBinds},
+    unseen::{Found, UnseenBinds},
 };
 use crate::{
     error::{Error, Result},
     event::{Change, KernelEvent, Listener, PortEvent, Scan, Source},
     filter::{Filter, descendants},
     report::{Connection, ResyncReason, ResyncSummary, Stats},
-    sys::{EventSource, HeldSocket, Host, SocketQuery, clock::BootClock},
+    sys::{EventSource, HeldSocket, Host, SocketQuery, UdpTables, clock::BootClock},
     table::{ListenerTable, PairingPolicy, Unsettled},
 };
 
@@ -241,12 +241,12 @@ impl EbpfWatch {
         if due.is_empty() {
             return;
         }
-        let first = self.read_udp(&UnseenBinds::owners(&due));
+        let first = self.host.udp_sockets(&UnseenBinds::owners(&due));
         let missed = UnseenBinds::missed(&due, &first);
         let second = if missed.is_empty() {
-            unseen::Read::default()
+            UdpTables::default()
         } else {
-            self.read_udp(&missed)
+            self.host.udp_sockets(&missed)
         };
         for u in due {
             let found = UnseenBinds::judge(&u, &first, &second);
@@ -285,11 +285,6 @@ impl EbpfWatch {
                 }
             }
         }
-    }
-
-    fn read_udp(&mut self, owners: &[(u32, u64)]) -> unseen::Read {
-        let (alive, namespaces) = self.host.udp_sockets(owners);
-        unseen::Read { alive, namespaces }
     }
 
     pub(super) fn set_connections(&mut self, on: bool) -> Result<()> {

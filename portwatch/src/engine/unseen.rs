@@ -9,7 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use tokio::time::{Duration, Instant};
 
-use crate::event::{KernelEvent, ListenerKey, Scan};
+use crate::{
+    event::{KernelEvent, ListenerKey, Scan},
+    sys::UdpTables,
+};
 
 /// When an unseen socket is looked for again, after its bind was read:
 /// soon (a release that began before the attach is over), then once more
@@ -49,17 +52,9 @@ pub(super) enum Found {
     Unknown,
 }
 
-/// One read of the UDP tables: the cookies seen, and the namespaces read.
-#[derive(Debug, Default)]
-pub(super) struct Read {
-    pub alive: HashSet<u64>,
-    pub namespaces: HashSet<u64>,
-}
-
-impl Read {
-    fn misses(&self, u: &Unseen) -> bool {
-        self.namespaces.contains(&u.open.netns) && !self.alive.contains(&u.open.sock)
-    }
+/// Whether `read` missed `u`: read its namespace and did not see it.
+fn misses(read: &UdpTables, u: &Unseen) -> bool {
+    read.namespaces.contains(&u.open.netns) && !read.alive.contains(&u.open.sock)
 }
 
 #[derive(Debug, Default)]
@@ -131,16 +126,16 @@ impl UnseenBinds {
     }
 
     /// The owners of the sockets `first` missed: a second read confirms.
-    pub(super) fn missed(due: &[Unseen], first: &Read) -> Vec<(u32, u64)> {
+    pub(super) fn missed(due: &[Unseen], first: &UdpTables) -> Vec<(u32, u64)> {
         due.iter()
-            .filter(|u| first.misses(u))
+            .filter(|u| misses(first, u))
             .map(|u| (u.open.tgid, u.open.netns))
             .collect()
     }
 
     /// What the reads found of `u`.
-    pub(super) fn judge(u: &Unseen, first: &Read, second: &Read) -> Found {
-        if first.misses(u) && second.misses(u) {
+    pub(super) fn judge(u: &Unseen, first: &UdpTables, second: &UdpTables) -> Found {
+        if misses(first, u) && misses(second, u) {
             Found::Gone
         } else if first.alive.contains(&u.open.sock) || second.alive.contains(&u.open.sock) {
             Found::There
@@ -232,8 +227,8 @@ mod tests {
         }
     }
 
-    fn read(alive: &[u64], namespaces: &[u64]) -> Read {
-        Read {
+    fn read(alive: &[u64], namespaces: &[u64]) -> UdpTables {
+        UdpTables {
             alive: alive.iter().copied().collect(),
             namespaces: namespaces.iter().copied().collect(),
         }
@@ -278,7 +273,7 @@ mod tests {
         assert_eq!(UnseenBinds::judge(&u, &missed, &missed), Found::Gone);
         assert_eq!(UnseenBinds::judge(&u, &missed, &seen), Found::There);
         assert_eq!(
-            UnseenBinds::judge(&u, &seen, &Read::default()),
+            UnseenBinds::judge(&u, &seen, &UdpTables::default()),
             Found::There
         );
         // A namespace not read (or read without cookies) says nothing.
@@ -287,7 +282,7 @@ mod tests {
             Found::Unknown
         );
         assert_eq!(
-            UnseenBinds::judge(&u, &missed, &Read::default()),
+            UnseenBinds::judge(&u, &missed, &UdpTables::default()),
             Found::Unknown
         );
         assert_eq!(

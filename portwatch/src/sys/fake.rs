@@ -427,16 +427,16 @@ impl Host for FakeHost {
             .collect()
     }
 
-    fn udp_sockets(&mut self, owners: &[(u32, u64)]) -> (HashSet<u64>, HashSet<u64>) {
+    fn udp_sockets(&mut self, owners: &[(u32, u64)]) -> crate::sys::UdpTables {
         let mut w = self.0.world();
         let skipped = std::mem::take(&mut w.udp_skipped_once);
         let alive = w.udp_alive.difference(&skipped).copied().collect();
-        let read = owners
+        let namespaces = owners
             .iter()
             .map(|o| o.1)
             .filter(|ns| !w.udp_unreadable.contains(ns))
             .collect();
-        (alive, read)
+        crate::sys::UdpTables { alive, namespaces }
     }
 
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {

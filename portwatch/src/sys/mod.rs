@@ -46,7 +46,7 @@ use chrono::{DateTime, Utc};
 
 pub(crate) use self::{
     bpf::{KernelCounters, ProbeConfig},
-    procfs_scan::{HeldSocket, HeldUdp, ProcessKind},
+    procfs_scan::{HeldSocket, HeldUdp, ProcessKind, UdpTables},
     socket_table::SocketQuery,
     usage::ProcessUsage,
 };
@@ -142,13 +142,7 @@ pub(crate) trait Host: Send {
     /// `owners` (reached as [`Self::listening_sockets`] reaches them), and
     /// the namespaces whose tables were read with cookies: a cookie
     /// missing from one of those was not in the table when it was read.
-    fn udp_sockets(
-        &mut self,
-        owners: &[(u32, u64)],
-    ) -> (
-        std::collections::HashSet<u64>,
-        std::collections::HashSet<u64>,
-    );
+    fn udp_sockets(&mut self, owners: &[(u32, u64)]) -> UdpTables;
     /// The UDP sockets processes `pids` hold, any state (one table read
     /// per namespace).
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp>;
@@ -298,13 +292,7 @@ impl Host for SystemHost {
     fn listening_sockets(&mut self, owners: &[(u32, u64)]) -> Vec<HeldSocket> {
         procfs_scan::listening_sockets(owners)
     }
-    fn udp_sockets(
-        &mut self,
-        owners: &[(u32, u64)],
-    ) -> (
-        std::collections::HashSet<u64>,
-        std::collections::HashSet<u64>,
-    ) {
+    fn udp_sockets(&mut self, owners: &[(u32, u64)]) -> UdpTables {
         procfs_scan::udp_sockets(owners)
     }
     fn held_udp(&mut self, pids: &[u32]) -> Vec<HeldUdp> {

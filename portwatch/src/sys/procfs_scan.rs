@@ -564,11 +564,24 @@ pub(crate) fn listening_sockets(owners: &[(u32, u64)]) -> Vec<HeldSocket> {
     owners_sockets(owners, SocketQuery::TCP_LISTEN).0
 }
 
+/// One read of the UDP tables of some namespaces (see
+/// `Host::udp_sockets`).
+#[derive(Debug, Default)]
+pub(crate) struct UdpTables {
+    /// The cookies of the sockets seen.
+    pub alive: HashSet<u64>,
+    /// The namespaces whose tables were read with cookies.
+    pub namespaces: HashSet<u64>,
+}
+
 /// The cookies of every UDP socket in the namespaces of `owners`, and the
 /// namespaces read (see `Host::udp_sockets`).
-pub(crate) fn udp_sockets(owners: &[(u32, u64)]) -> (HashSet<u64>, HashSet<u64>) {
-    let (held, read) = owners_sockets(owners, SocketQuery::every_state(Proto::Udp));
-    (held.into_iter().filter_map(|h| h.cookie).collect(), read)
+pub(crate) fn udp_sockets(owners: &[(u32, u64)]) -> UdpTables {
+    let (held, namespaces) = owners_sockets(owners, SocketQuery::every_state(Proto::Udp));
+    UdpTables {
+        alive: held.into_iter().filter_map(|h| h.cookie).collect(),
+        namespaces,
+    }
 }
 
 /// The sockets `query` asks for in the namespaces of `owners` (a pid, and
