@@ -208,13 +208,27 @@ impl EbpfWatch {
     /// A UDP bind where no release program ran: the program is attached
     /// to the socket's cgroup, its owner recorded, and the socket looked
     /// for again shortly (it may have been released before the attach).
-    fn cover_unseen(&mut self, ev: &KernelEvent, cgroup: u64) -> Result<()> {
-        self.source.cover_release(cgroup)?;
-        self.source.seed_owners(&[ev.listener()])?;
+    /// Where the cgroup cannot be covered, a resync brought forward
+    /// settles its port.
+    fn cover_unseen(&mut self, ev: &KernelEvent) -> Result<()> {
+        let seeds = udp_seeds::covered(self.source.as_mut(), &[ev.listener()]);
+        if seeds.is_empty() {
+            self.schedule.unresolved(Instant::now());
+            return Ok(());
+        }
+        self.source.seed_owners(&seeds)?;
         if !self.unseen.add(ev.clone(), Instant::now()) {
             self.doubt(ev);
         }
         Ok(())
+    }
+
+    /// Takes back a recorded owner whose socket is gone or left; a
+    /// failure leaves it for a resync.
+    fn take_owner(&mut self, cookie: u64) {
+        if let Err(e) = self.source.unseed_owner(cookie) {
+            tracing::warn!("cannot take back a UDP socket's owner: {e}");
+        }
     }
 
     /// Leaves an unseen socket, whose owner is recorded, to a resync
@@ -225,8 +239,8 @@ impl EbpfWatch {
         let now = Instant::now();
         if self.unseen.doubt(open, now) {
             self.schedule.unresolved(now);
-        } else if let Err(e) = self.source.unseed_owner(open.sock) {
-            tracing::warn!("cannot take back a UDP socket's owner: {e}");
+        } else {
+            self.take_owner(open.sock);
         }
     }
 
@@ -521,8 +535,9 @@ impl EbpfWatch {
                 continue;
             }
             self.table.apply(&ev, ts, self.policy, out);
-            if let (SockEventKind::Opened, Some(cgroup)) = (ev.kind, ev.release_unseen)
-                && let Err(e) = self.cover_unseen(&ev, cgroup)
+            if ev.kind == SockEventKind::Opened
+                && ev.release_unseen.is_some()
+                && let Err(e) = self.cover_unseen(&ev)
             {
                 // Its close is left to a resync, brought forward.
                 tracing::warn!("a UDP socket's release cannot be watched: {e}");
@@ -676,9 +691,7 @@ impl EbpfWatch {
         }
         let settled = self.unseen.settle(scan, started);
         for cookie in settled.gone {
-            if let Err(e) = self.source.unseed_owner(cookie) {
-                tracing::warn!("cannot take back a UDP socket's owner: {e}");
-            }
+            self.take_owner(cookie);
         }
         // Open for the table as for the release program, as the resync
         // could not tell.
