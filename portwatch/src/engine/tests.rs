@@ -72,6 +72,15 @@ async fn within(engine: &mut Engine, limit: Duration) -> Option<Vec<Report>> {
         .map(|r| r.unwrap())
 }
 
+/// Every report until `limit` passes without one (paused time).
+async fn all_within(engine: &mut Engine, limit: Duration) -> Vec<Report> {
+    let mut all = Vec::new();
+    while let Some(reports) = within(engine, limit).await {
+        all.extend(reports);
+    }
+    all
+}
+
 #[tokio::test(start_paused = true)]
 async fn start_up_reconciles_the_events_that_arrive_during_the_scan() {
     let os = FakeOs::new();
@@ -523,6 +532,15 @@ async fn protocols_are_scanned_as_asked_and_kept_apart() {
 
 /// A UDP event as the cgroup sock programs send it: by cookie, the close
 /// without a port.
+/// A UDP bind by pid 7 at `t` in a cgroup no release program covered
+/// yet.
+fn unseen_bind(t: u64, cookie: u64, port: u16, cgroup: u64) -> KernelEvent {
+    KernelEvent {
+        release_unseen: Some(cgroup),
+        ..uev(Opened, t, cookie, port, 7)
+    }
+}
+
 fn uev(
     kind: portwatch_common::SockEventKind,
     ts: u64,
@@ -827,9 +845,8 @@ async fn an_unconfirmed_open_whose_close_says_it_never_listened_is_never_reporte
     assert!(summary(&engine.next_reports().await.unwrap()).is_empty());
     // No report, no resync for a second (at most the look already due,
     // which finds nothing to look for).
-    while let Some(reports) = within(&mut engine, Duration::from_secs(1)).await {
-        assert!(reports.is_empty(), "{reports:?}");
-    }
+    let later = all_within(&mut engine, Duration::from_secs(1)).await;
+    assert!(later.is_empty(), "{later:?}");
     assert_eq!(engine.stats().unresolved, 0);
 }
 
@@ -989,10 +1006,7 @@ async fn an_unseen_bind_released_before_the_program_ran_is_reported_closed() {
     os.world().cookies = true;
     let (mut engine, _) = start(&os, config());
     let t = os.world().boot_ns;
-    os.emit([KernelEvent {
-        release_unseen: Some(77),
-        ..uev(Opened, t, 0x20, 41100, 7)
-    }]);
+    os.emit([unseen_bind(t, 0x20, 41100, 77)]);
     assert_eq!(
         summary(&engine.next_reports().await.unwrap()),
         [(Change::Opened, 41100, 7, Source::Ebpf)]
@@ -1017,22 +1031,13 @@ async fn an_unseen_bind_still_there_or_seen_released_is_left_to_the_program() {
     os.world().udp_alive = [0x21].into();
     os.world().released_before_seed.insert(0x22);
     os.emit([
-        KernelEvent {
-            release_unseen: Some(78),
-            ..uev(Opened, t, 0x21, 41101, 7)
-        },
-        KernelEvent {
-            release_unseen: Some(78),
-            ..uev(Opened, t, 0x22, 41102, 7)
-        },
+        unseen_bind(t, 0x21, 41101, 78),
+        unseen_bind(t, 0x22, 41102, 78),
     ]);
     assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 2);
     assert_eq!(os.world().covered, [78, 78]);
     // Both looks (10 ms, 1 s) report nothing.
-    let mut later = Vec::new();
-    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
-        later.extend(summary(&reports));
-    }
+    let later = summary(&all_within(&mut engine, Duration::from_secs(5)).await);
     assert!(later.is_empty(), "{later:?}");
     assert_eq!(os.world().seeded, [0x21]);
 }
@@ -1050,15 +1055,9 @@ async fn an_unseen_bind_skipped_by_one_read_is_not_reported_closed() {
         w.udp_alive = [0x23].into();
         w.udp_skipped_once = [0x23].into();
     }
-    os.emit([KernelEvent {
-        release_unseen: Some(79),
-        ..uev(Opened, t, 0x23, 41103, 7)
-    }]);
+    os.emit([unseen_bind(t, 0x23, 41103, 79)]);
     assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 1);
-    let mut later = Vec::new();
-    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
-        later.extend(summary(&reports));
-    }
+    let later = summary(&all_within(&mut engine, Duration::from_secs(5)).await);
     assert!(later.is_empty(), "{later:?}");
     assert!(os.world().udp_skipped_once.is_empty(), "not read");
     assert_eq!(os.world().seeded, [0x23]);
@@ -1084,14 +1083,8 @@ async fn an_unseen_bind_that_cannot_be_looked_for_is_settled_by_a_resync() {
     os.world().seeded.clear();
     let t = os.world().boot_ns;
     os.emit([
-        KernelEvent {
-            release_unseen: Some(80),
-            ..uev(Opened, t, 0x24, 41104, 7)
-        },
-        KernelEvent {
-            release_unseen: Some(80),
-            ..uev(Opened, t, 0x26, 41106, 7)
-        },
+        unseen_bind(t, 0x24, 41104, 80),
+        unseen_bind(t, 0x26, 41106, 80),
     ]);
     let opened = summary(&engine.next_reports().await.unwrap());
     assert_eq!(opened.len(), 2);
@@ -1100,10 +1093,7 @@ async fn an_unseen_bind_that_cannot_be_looked_for_is_settled_by_a_resync() {
         cookie: Some(0x26),
         ..scanned(Proto::Udp, "0.0.0.0", 41106, 7)
     });
-    let mut later = Vec::new();
-    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
-        later.extend(reports);
-    }
+    let later = all_within(&mut engine, Duration::from_secs(5)).await;
     assert_eq!(
         resyncs(&later).iter().map(|r| r.reason).collect::<Vec<_>>(),
         [ResyncReason::Unresolved]
@@ -1155,16 +1145,10 @@ async fn an_unseen_bind_whose_cgroup_cannot_be_covered_is_left_to_a_resync() {
     }
     let (mut engine, _) = start(&os, config());
     let t = os.world().boot_ns;
-    os.emit([KernelEvent {
-        release_unseen: Some(81),
-        ..uev(Opened, t, 0x27, 41107, 7)
-    }]);
+    os.emit([unseen_bind(t, 0x27, 41107, 81)]);
     assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 1);
     assert!(os.world().seeded.is_empty());
-    let mut later = Vec::new();
-    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
-        later.extend(reports);
-    }
+    let later = all_within(&mut engine, Duration::from_secs(5)).await;
     assert_eq!(
         resyncs(&later).iter().map(|r| r.reason).collect::<Vec<_>>(),
         [ResyncReason::Unresolved]
@@ -1188,10 +1172,7 @@ async fn an_unseen_socket_closed_by_a_resync_is_not_reported_closed_again() {
     }
     let (mut engine, _) = start(&os, config());
     let t = os.world().boot_ns;
-    os.emit([KernelEvent {
-        release_unseen: Some(82),
-        ..uev(Opened, t, 0x28, 41108, 7)
-    }]);
+    os.emit([unseen_bind(t, 0x28, 41108, 82)]);
     assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 1);
     engine.request_resync();
     let resynced = engine.next_reports().await.unwrap();
@@ -1199,10 +1180,7 @@ async fn an_unseen_socket_closed_by_a_resync_is_not_reported_closed_again() {
         summary(&resynced),
         [(Change::Closed, 41108, 7, Source::Resync)]
     );
-    let mut later = Vec::new();
-    while let Some(reports) = within(&mut engine, Duration::from_secs(5)).await {
-        later.extend(summary(&reports));
-    }
+    let later = summary(&all_within(&mut engine, Duration::from_secs(5)).await);
     assert!(later.is_empty(), "{later:?}");
     assert!(os.world().seeded.is_empty(), "the owner is taken back");
 }
