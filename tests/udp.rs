@@ -172,10 +172,32 @@ fn each_socket_of_a_reuseport_group_is_its_own_port() {
 /// A cgroup made for one test, removed after it (once empty).
 struct Cgroup(PathBuf);
 
+impl Cgroup {
+    /// Makes the cgroup at `path`.
+    fn make(path: PathBuf) -> Cgroup {
+        fs::create_dir(&path).unwrap();
+        Cgroup(path)
+    }
+
+    /// Its id: its directory's inode.
+    fn id(&self) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(&self.0).unwrap())
+    }
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = fs::remove_dir(&self.0);
     }
+}
+
+/// Closes the helper's socket `id` on 127.0.0.1:`port`: its close is
+/// reported from the kernel's release program.
+fn close_seen_by_the_kernel(h: &mut Sockets, w: &Watcher, id: u32, port: u16) -> Value {
+    h.close(id);
+    let closed = expect_udp(w, "closed", "127.0.0.1", port);
+    assert_eq!(closed["source"], "ebpf", "{closed}");
+    closed
 }
 
 #[test]
@@ -236,8 +258,7 @@ fn release_cgroups(pid: u32) -> Vec<u64> {
 #[test]
 fn the_release_program_is_attached_only_where_a_udp_port_was_bound() {
     let base = format!("pwtest-release-{}", std::process::id());
-    let cgroup = Cgroup(cgroup2_root().join(&base));
-    fs::create_dir(&cgroup.0).unwrap();
+    let cgroup = Cgroup::make(cgroup2_root().join(&base));
     // Declared after the cgroup: dropped (killed) before it is removed.
     let mut h = Sockets::new();
     // Only the helper's binds are reported, so other tests' binds attach
@@ -247,11 +268,9 @@ fn the_release_program_is_attached_only_where_a_udp_port_was_bound() {
     h.ask(&format!("join {}", cgroup.0.display()));
     let (id, port) = h.bind("4", "127.0.0.1", 0);
     expect_udp(&w, "opened", "127.0.0.1", port);
-    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&cgroup.0).unwrap());
+    let inode = cgroup.id();
     assert_eq!(release_cgroups(w.pid()), [inode]);
-    h.close(id);
-    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
-    assert_eq!(closed["source"], "ebpf", "{closed}");
+    let closed = close_seen_by_the_kernel(&mut h, &w, id, port);
     assert_eq!(closed["pid"], h.pid(), "{closed}");
 }
 
@@ -261,8 +280,7 @@ fn the_release_program_is_attached_only_where_a_udp_port_was_bound() {
 #[test]
 fn a_udp_port_closed_before_its_cgroup_was_covered_is_reported_closed() {
     let base = format!("pwtest-release-race-{}", std::process::id());
-    let cgroup = Cgroup(cgroup2_root().join(&base));
-    fs::create_dir(&cgroup.0).unwrap();
+    let cgroup = Cgroup::make(cgroup2_root().join(&base));
     let mut h = Sockets::new();
     let w = Watcher::start(&["--pid", &h.pid().to_string()]);
     h.ask(&format!("join {}", cgroup.0.display()));
@@ -281,8 +299,7 @@ fn a_udp_port_closed_before_its_cgroup_was_covered_is_reported_closed() {
 #[test]
 fn a_udp_port_open_at_start_has_the_release_program_in_its_cgroup() {
     let base = format!("pwtest-release-seed-{}", std::process::id());
-    let cgroup = Cgroup(cgroup2_root().join(&base));
-    fs::create_dir(&cgroup.0).unwrap();
+    let cgroup = Cgroup::make(cgroup2_root().join(&base));
     let mut h = Sockets::new();
     h.ask(&format!("join {}", cgroup.0.display()));
     // Off the ephemeral range: the baseline reports it.
@@ -291,11 +308,9 @@ fn a_udp_port_open_at_start_has_the_release_program_in_its_cgroup() {
     // The socket stays in the cgroup it was made in.
     h.ask(&format!("join {}", cgroup2_root().display()));
     let w = Watcher::start(&["--pid", &h.pid().to_string()]);
-    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&cgroup.0).unwrap());
+    let inode = cgroup.id();
     assert_eq!(release_cgroups(w.pid()), [inode]);
-    h.close(id);
-    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
-    assert_eq!(closed["source"], "ebpf", "{closed}");
+    close_seen_by_the_kernel(&mut h, &w, id, port);
 }
 
 /// Past 64 cgroups the release program goes to the root and leaves the
@@ -303,14 +318,10 @@ fn a_udp_port_open_at_start_has_the_release_program_in_its_cgroup() {
 /// links without bound, and every close is still seen.
 #[test]
 fn past_64_cgroups_the_release_program_runs_from_the_root() {
-    let base = Cgroup(cgroup2_root().join(format!("pwtest-release-64-{}", std::process::id())));
-    fs::create_dir(&base.0).unwrap();
+    let base =
+        Cgroup::make(cgroup2_root().join(format!("pwtest-release-64-{}", std::process::id())));
     let cgroups: Vec<Cgroup> = (0..65)
-        .map(|i| {
-            let c = Cgroup(base.0.join(format!("c{i}")));
-            fs::create_dir(&c.0).unwrap();
-            c
-        })
+        .map(|i| Cgroup::make(base.0.join(format!("c{i}"))))
         .collect();
     let mut h = Sockets::new();
     let w = Watcher::start(&["--pid", &h.pid().to_string()]);
@@ -327,9 +338,7 @@ fn past_64_cgroups_the_release_program_runs_from_the_root() {
     // The cgroup2 root's id is 1.
     assert_eq!(release_cgroups(w.pid()), [1]);
     let (id, port) = last.unwrap();
-    h.close(id);
-    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
-    assert_eq!(closed["source"], "ebpf", "{closed}");
+    close_seen_by_the_kernel(&mut h, &w, id, port);
     h.ask(&format!("join {}", cgroup2_root().display()));
 }
 
@@ -339,13 +348,12 @@ fn past_64_cgroups_the_release_program_runs_from_the_root() {
 /// the root.
 #[test]
 fn freed_cgroups_do_not_count_toward_the_64() {
-    let base = Cgroup(cgroup2_root().join(format!("pwtest-release-freed-{}", std::process::id())));
-    fs::create_dir(&base.0).unwrap();
+    let base =
+        Cgroup::make(cgroup2_root().join(format!("pwtest-release-freed-{}", std::process::id())));
     let mut h = Sockets::new();
     let w = Watcher::start(&["--pid", &h.pid().to_string()]);
     for i in 0..64 {
-        let c = Cgroup(base.0.join(format!("c{i}")));
-        fs::create_dir(&c.0).unwrap();
+        let c = Cgroup::make(base.0.join(format!("c{i}")));
         h.ask(&format!("join {}", c.0.display()));
         let (id, port) = h.bind("4", "127.0.0.1", 0);
         expect_udp(&w, "opened", "127.0.0.1", port);
@@ -361,17 +369,14 @@ fn freed_cgroups_do_not_count_toward_the_64() {
         assert!(std::time::Instant::now() < deadline, "cgroups not freed");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let last = Cgroup(base.0.join("last"));
-    fs::create_dir(&last.0).unwrap();
+    let last = Cgroup::make(base.0.join("last"));
     h.ask(&format!("join {}", last.0.display()));
     let (id, port) = h.bind("4", "127.0.0.1", 0);
     expect_udp(&w, "opened", "127.0.0.1", port);
-    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&last.0).unwrap());
+    let inode = last.id();
     // The freed cgroups' links are let go, not only no longer counted.
     assert_eq!(release_cgroups(w.pid()), [inode]);
-    h.close(id);
-    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
-    assert_eq!(closed["source"], "ebpf", "{closed}");
+    close_seen_by_the_kernel(&mut h, &w, id, port);
     h.ask(&format!("join {}", cgroup2_root().display()));
 }
 
@@ -380,8 +385,8 @@ fn freed_cgroups_do_not_count_toward_the_64() {
 /// nor a resync takes one for closed while it is open.
 #[test]
 fn a_udp_lite_port_is_not_reported_closed_while_open() {
-    let cgroup = Cgroup(cgroup2_root().join(format!("pwtest-udplite-{}", std::process::id())));
-    fs::create_dir(&cgroup.0).unwrap();
+    let cgroup =
+        Cgroup::make(cgroup2_root().join(format!("pwtest-udplite-{}", std::process::id())));
     let mut h = Sockets::new();
     let w = Watcher::start(&["--pid", &h.pid().to_string(), "--resync-interval", "100ms"]);
     h.ask(&format!("join {}", cgroup.0.display()));
@@ -397,9 +402,7 @@ fn a_udp_lite_port_is_not_reported_closed_while_open() {
         }
         resyncs == 12
     });
-    h.close(id);
-    let closed = expect_udp(&w, "closed", "127.0.0.1", port);
-    assert_eq!(closed["source"], "ebpf", "{closed}");
+    close_seen_by_the_kernel(&mut h, &w, id, port);
     h.ask(&format!("join {}", cgroup2_root().display()));
 }
 
