@@ -4,22 +4,15 @@
 
 use std::{
     collections::HashSet,
-    fs,
     time::{Duration, Instant},
 };
 
-use crate::support::{EVENT_TIMEOUT, Helper, Signal, Watcher, is_event};
+use crate::support::{EVENT_TIMEOUT, Helper, Signal, Watcher, fdinfo_texts, is_event};
 
 /// The ids of the BPF programs a process holds, from its fdinfo.
 fn prog_ids_of(pid: u32) -> HashSet<u32> {
     let mut ids = HashSet::new();
-    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .unwrap()
-        .flatten()
-    {
-        let Ok(text) = fs::read_to_string(entry.path()) else {
-            continue;
-        };
+    for text in fdinfo_texts(pid) {
         for line in text.lines() {
             if let Some(id) = line.strip_prefix("prog_id:") {
                 ids.insert(id.trim().parse().unwrap());

@@ -10,8 +10,8 @@ use std::{collections::HashSet, fs, path::PathBuf, process::Command, time::Durat
 use serde_json::Value;
 
 use crate::support::{
-    EVENT_TIMEOUT, Helper, NetNs, Watcher, as_nobody, cgroup2_root, helper_path, is_event,
-    own_netns, rule_with_cooldown,
+    EVENT_TIMEOUT, Helper, NetNs, Watcher, as_nobody, cgroup2_root, fdinfo_texts, helper_path,
+    is_event, own_netns, rule_with_cooldown,
 };
 
 /// tests/helpers/udp.py: holds sockets on command.
@@ -228,13 +228,7 @@ fn a_binder_in_a_child_cgroup_is_seen_with_its_cgroup() {
 /// `BPF_CGROUP_INET_SOCK_RELEASE`.
 fn release_cgroups(pid: u32) -> Vec<u64> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .unwrap()
-        .flatten()
-    {
-        let Ok(text) = fs::read_to_string(entry.path()) else {
-            continue;
-        };
+    for text in fdinfo_texts(pid) {
         let field = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))

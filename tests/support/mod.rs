@@ -380,6 +380,16 @@ pub fn listening_of(pid: u32) -> std::collections::BTreeSet<(String, u16)> {
         .collect()
 }
 
+/// The fdinfo text of each descriptor process `pid` holds (those closed
+/// meanwhile left out).
+pub fn fdinfo_texts(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .collect()
+}
+
 /// The inode of the test process's network namespace.
 pub fn own_netns() -> u64 {
     std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").unwrap())
