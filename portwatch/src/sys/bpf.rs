@@ -498,10 +498,7 @@ impl KernelProbe {
     /// The directory of cgroup `id`, through the cgroup2 mount opened
     /// once.
     fn open_cgroup(&mut self, id: u64) -> Option<fs::File> {
-        if self.cgroup_mount.is_none() {
-            self.cgroup_mount = cgroup::open_root();
-        }
-        cgroup::open_dir(self.cgroup_mount.as_ref()?, id)
+        cgroup::open_dir(cgroup_root(&mut self.cgroup_mount)?, id)
     }
 
     /// Lets go of the cgroups the kernel detached the release program
@@ -568,6 +565,14 @@ impl KernelProbe {
         );
         Ok(())
     }
+}
+
+/// The cgroup2 hierarchy's root, opened into `mount` once.
+fn cgroup_root(mount: &mut Option<fs::File>) -> Option<&fs::File> {
+    if mount.is_none() {
+        *mount = cgroup::open_root();
+    }
+    mount.as_ref()
 }
 
 /// A link of the release program to one cgroup.
@@ -713,19 +718,23 @@ impl EventSource for KernelProbe {
                     Ok(()) => Cover::Attach(id),
                     Err(e) => {
                         tracing::debug!("the UDP release program stays off cgroup {id}: {e}");
-                        Cover::Everywhere(self.release_links.keys().copied().collect())
+                        self.release_cover.everywhere()
                     }
                 },
                 // Gone, or no right to open it by id: the root covers it.
-                None => Cover::Everywhere(self.release_links.keys().copied().collect()),
+                None => self.release_cover.everywhere(),
             },
             everywhere @ Cover::Everywhere(_) => everywhere,
         };
-        if let Cover::Everywhere(_) = plan {
-            release_everywhere(&mut self._ebpf)?;
+        if let Cover::Everywhere(attached) = &plan {
+            let root = cgroup_root(&mut self.cgroup_mount)
+                .ok_or(Error::MissingObject("the cgroup v2 root"))?;
+            release_everywhere(&mut self._ebpf, root)?;
             // The root's program runs for them now: the others would run
             // a second time (dropped, they detach).
-            self.release_links.clear();
+            for id in attached {
+                self.release_links.remove(id);
+            }
         }
         self.release_cover.done(&plan);
         Ok(())
@@ -1060,12 +1069,7 @@ fn attach_udp(ebpf: &mut Ebpf, release_at_root: bool) -> std::result::Result<(),
         fs::File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
     for name in [UDP_RELEASE_PROG, UDP_BIND4_PROG, UDP_BIND6_PROG] {
         if name == UDP_BIND4_PROG && release_at_root {
-            let mut everywhere: Array<&mut MapData, u32> = Array::try_from(
-                ebpf.map_mut(RELEASE_EVERYWHERE_MAP)
-                    .ok_or("the eBPF object has no RELEASE_EVERYWHERE map")?,
-            )
-            .map_err(|e| format!("{e}"))?;
-            everywhere.set(0, 1, 0).map_err(|e| format!("{e}"))?;
+            tell_release_everywhere(ebpf).map_err(|e| e.to_string())?;
         }
         let program: &mut CgroupSock = ebpf
             .program_mut(name)
@@ -1131,32 +1135,31 @@ fn release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock> {
         .map_err(|e| program_err("use the UDP release program", e))
 }
 
-/// Attaches the release program at the cgroup root, then tells the bind
-/// programs that every socket's release is seen; the attach is undone if
-/// they cannot be told.
-fn release_everywhere(ebpf: &mut Ebpf) -> Result<()> {
-    let root = cgroup::root_dir().ok_or(Error::MissingObject("the cgroup v2 root"))?;
-    let dir = fs::File::open(&root).map_err(|source| Error::Io {
-        what: "opening the cgroup v2 root failed",
-        source,
-    })?;
+/// Attaches the release program at the cgroup root (`root`), then tells
+/// the bind programs that every socket's release is seen; the attach is
+/// undone if they cannot be told.
+fn release_everywhere(ebpf: &mut Ebpf, root: &fs::File) -> Result<()> {
     let link = release_program(ebpf)?
-        .attach(&dir, CgroupAttachMode::Single)
+        .attach(root, CgroupAttachMode::Single)
         .map_err(|e| program_err("attach the UDP release program at the cgroup root", e))?;
-    let told = ebpf
-        .map_mut(RELEASE_EVERYWHERE_MAP)
-        .ok_or(Error::MissingObject("the RELEASE_EVERYWHERE map"))
-        .and_then(|m| {
-            let mut everywhere: Array<&mut MapData, u32> =
-                Array::try_from(m).map_err(map_error(RELEASE_EVERYWHERE_MAP))?;
-            everywhere
-                .set(0, 1, 0)
-                .map_err(map_error(RELEASE_EVERYWHERE_MAP))
-        });
+    let told = tell_release_everywhere(ebpf);
     if told.is_err() {
         let _ = release_program(ebpf)?.detach(link);
     }
     told
+}
+
+/// Tells the bind programs that the release program runs at the root:
+/// every bind records its owner.
+fn tell_release_everywhere(ebpf: &mut Ebpf) -> Result<()> {
+    let mut everywhere: Array<&mut MapData, u32> = Array::try_from(
+        ebpf.map_mut(RELEASE_EVERYWHERE_MAP)
+            .ok_or(Error::MissingObject("the RELEASE_EVERYWHERE map"))?,
+    )
+    .map_err(map_error(RELEASE_EVERYWHERE_MAP))?;
+    everywhere
+        .set(0, 1, 0)
+        .map_err(map_error(RELEASE_EVERYWHERE_MAP))
 }
 
 fn attach_tracepoint(

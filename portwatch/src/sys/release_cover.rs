@@ -40,12 +40,17 @@ impl ReleaseCover {
         if self.everywhere || self.attached.contains(&cgroup) {
             Cover::Nothing
         } else if cgroup == 0 || cgroup == ROOT_CGROUP || self.attached.len() >= bound {
-            let mut all: Vec<u64> = self.attached.iter().copied().collect();
-            all.sort_unstable();
-            Cover::Everywhere(all)
+            self.everywhere()
         } else {
             Cover::Attach(cgroup)
         }
+    }
+
+    /// The root instead, and the cgroups attached one by one let go.
+    pub(crate) fn everywhere(&self) -> Cover {
+        let mut all: Vec<u64> = self.attached.iter().copied().collect();
+        all.sort_unstable();
+        Cover::Everywhere(all)
     }
 
     /// The plan was carried out.
