@@ -593,25 +593,26 @@ fn owners_sockets(owners: &[(u32, u64)], query: SocketQuery) -> (Vec<HeldSocket>
     pids.sort_unstable();
     pids.dedup();
     let (mut spaces, by_ns) = namespaces_of(&pids);
-    let held = |pid: u32, rows: Vec<SocketEntry>| {
-        rows.into_iter().map(move |r| HeldSocket {
-            pid,
-            local: r.local,
-            cookie: r.cookie,
-        })
-    };
     let mut out = Vec::new();
     let mut read = HashSet::new();
-    for (ns, pids) in &by_ns {
-        // A namespace is listed for the pids in it, so there is a first.
-        if let (Some(&pid), Some((cookies, rows))) =
-            (pids.first(), table_rows(&spaces, *ns, &[query]))
-        {
-            out.extend(held(pid, rows));
+    // Namespace `ns`'s table, its sockets named with `pid`.
+    let mut read_table = |spaces: &Namespaces, ns: u64, pid: u32| {
+        if let Some((cookies, rows)) = table_rows(spaces, ns, &[query]) {
+            out.extend(rows.into_iter().map(|r| HeldSocket {
+                pid,
+                local: r.local,
+                cookie: r.cookie,
+            }));
             // Rows without cookies cannot tell that a socket is gone.
             if cookies {
-                read.insert(*ns);
+                read.insert(ns);
             }
+        }
+    };
+    for (ns, pids) in &by_ns {
+        // A namespace is listed for the pids in it, so there is a first.
+        if let Some(&pid) = pids.first() {
+            read_table(&spaces, *ns, pid);
         }
     }
     // Owners whose socket is in a namespace they are not in (they moved
@@ -638,12 +639,7 @@ fn owners_sockets(owners: &[(u32, u64)], query: SocketQuery) -> (Vec<HeldSocket>
             spaces.add_fd(ns, fd);
         }
         reached.insert(ns);
-        if let Some((cookies, rows)) = table_rows(&spaces, ns, &[query]) {
-            out.extend(held(pid, rows));
-            if cookies {
-                read.insert(ns);
-            }
-        }
+        read_table(&spaces, ns, pid);
     }
     (out, read)
 }
