@@ -122,6 +122,19 @@ fn udp_binds_of_every_family_are_reported_with_their_binder() {
     }
 }
 
+/// A bind within a millisecond of one that woke the reader sends its
+/// record without a wake-up: the reader's next look finds it, though
+/// nothing else happens after it.
+#[test]
+fn a_bind_right_after_another_is_reported_without_a_wake_up() {
+    let mut h = Sockets::new();
+    let w = Watcher::start(&["--pid", &h.pid().to_string()]);
+    let a = h.ask("pair 127.0.0.1");
+    for port in [&a[1], &a[3]] {
+        expect_udp(&w, "opened", "127.0.0.1", port.parse().unwrap());
+    }
+}
+
 #[test]
 fn tcp_and_udp_on_one_port_number_are_kept_apart() {
     let mut h = Sockets::new();

@@ -18,6 +18,9 @@
 #                                          then binds both to ADDR:0 and listens on the
 #                                          TCP one: their ports are in the namespace
 #                                          they were made in; no privilege needed)
+#   pair ADDR                           -> "bound ID1 PORT1 ID2 PORT2"  (two UDP sockets
+#                                          bound to ADDR:0 back to back: the second's
+#                                          record comes without a wake-up)
 #   churn N                             -> "churned N"  (N UDP sockets bound to
 #                                          127.0.0.1:0 and closed, one at a time)
 #   disconnect ID ADDR PORT             -> "moved ID PORT"  (connect, disconnect: the
@@ -55,6 +58,12 @@ for line in sys.stdin:
         s.bind((a[0], int(a[1])))
         s.listen()
         answer("bound", keep(s), s.getsockname()[1])
+    elif cmd == "pair":
+        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        first.bind((a[0], 0))
+        second.bind((a[0], 0))
+        answer("bound", keep(first), first.getsockname()[1], keep(second), second.getsockname()[1])
     elif cmd == "client":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.sendto(b"q", (a[0], int(a[1])))

@@ -27,12 +27,12 @@ use tokio::io::{Interest, unix::AsyncFd};
 use super::{
     EventSource, btf, cgroup, lean_loader,
     release_cover::{self, Cover, ReleaseCover},
-    ring_recheck::Rechecks,
+    ring_recheck::{NextLook, Rechecks},
     tracefs,
 };
 use crate::{
     error::{Error, Result},
-    event::KernelEvent,
+    event::{KernelEvent, Proto},
     report::{BindCount, BindKey, PortClass},
 };
 
@@ -492,6 +492,24 @@ impl KernelProbe {
         }
         self.recheck.as_mut().map(Pin::as_mut)
     }
+
+    /// Counts a read and sets the next look at the ring (`look`: the
+    /// re-check timer made this read).
+    fn after_read(&mut self, look: bool, read: Drained) {
+        self.drained += read.bytes;
+        if self.udp_missing.is_some() || !self.config.udp {
+            return;
+        }
+        match self.rechecks.after_read(look, read.udp) {
+            NextLook::Again => self.recheck_at = Some(tokio::time::Instant::now() + RECHECK),
+            NextLook::Unchanged => {}
+            NextLook::Stop => {
+                self.recheck_at = None;
+                // The looks are over: a timer left set would wake the reader.
+                self.recheck = None;
+            }
+        }
+    }
 }
 
 impl KernelProbe {
@@ -838,17 +856,17 @@ impl EventSource for KernelProbe {
 
     fn poll_read(&mut self, cx: &mut Context<'_>, out: &mut Vec<KernelEvent>) -> Poll<Result<()>> {
         let mut woken = false;
-        let bytes = match self.events.poll_read_ready_mut(cx) {
+        let read = match self.events.poll_read_ready_mut(cx) {
             Poll::Ready(Ok(mut guard)) => {
                 woken = true;
-                let bytes = drain(
+                let read = drain(
                     guard.get_inner_mut(),
                     out,
                     &mut self.malformed,
                     self.discard,
                 );
                 guard.clear_ready();
-                bytes
+                read
             }
             Poll::Ready(Err(source)) => {
                 return Poll::Ready(Err(Error::Io {
@@ -872,15 +890,8 @@ impl EventSource for KernelProbe {
                 )
             }
         };
-        self.drained += bytes;
-        let udp = self.udp_missing.is_none() && self.config.udp;
-        self.recheck_at = (udp && self.rechecks.after_read(woken, bytes))
-            .then(|| tokio::time::Instant::now() + RECHECK);
-        if self.recheck_at.is_none() {
-            // The looks are over: a timer left set would wake the reader.
-            self.recheck = None;
-        }
-        if bytes == 0 && !woken {
+        self.after_read(!woken, read);
+        if read.bytes == 0 && !woken {
             // A look that found nothing: wait for a wake-up (the fd's
             // waker was registered above) or the next look, whose timer
             // learns of this task by being polled once.
@@ -893,12 +904,15 @@ impl EventSource for KernelProbe {
     }
 
     fn read_now(&mut self, out: &mut Vec<KernelEvent>) {
-        self.drained += drain(
+        let read = drain(
             self.events.get_mut(),
             out,
             &mut self.malformed,
             self.discard,
         );
+        // A UDP record read here may be one whose wake-up comes later and
+        // finds nothing: the looks start from this read.
+        self.after_read(false, read);
     }
 
     /// A record is dropped only when the buffer is full, and every byte
@@ -961,26 +975,43 @@ const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
 /// record rounded up to 8 bytes.
 const RECORD_BYTES: u64 = (8 + size_of::<SockEvent>() as u64).next_multiple_of(8);
 
+/// What one read of the ring took.
+#[derive(Clone, Copy, Debug, Default)]
+struct Drained {
+    /// Ring buffer bytes the records took.
+    bytes: u64,
+    /// Whether a record was UDP's, or could be (one dropped unread or
+    /// malformed): see `ring_recheck`.
+    udp: bool,
+}
+
 /// Reads every record (and drops it unread with `discard`, the
-/// benchmark's ring stage); returns the ring buffer bytes they took.
+/// benchmark's ring stage).
 fn drain(
     ring: &mut RingBuf<MapData>,
     out: &mut Vec<KernelEvent>,
     malformed: &mut u64,
     discard: bool,
-) -> u64 {
-    let mut bytes = 0;
+) -> Drained {
+    let mut read = Drained::default();
     while let Some(item) = ring.next() {
-        bytes += (8 + item.len() as u64).next_multiple_of(8);
+        read.bytes += (8 + item.len() as u64).next_multiple_of(8);
         if discard {
+            read.udp = true;
             continue;
         }
         match KernelEvent::decode(&item) {
-            Some(ev) => out.push(ev),
-            None => *malformed += 1,
+            Some(ev) => {
+                read.udp |= ev.proto != Proto::Tcp;
+                out.push(ev);
+            }
+            None => {
+                read.udp = true;
+                *malformed += 1;
+            }
         }
     }
-    bytes
+    read
 }
 
 /// The `struct sock` and `struct net` offsets the programs read.

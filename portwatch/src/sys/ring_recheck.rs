@@ -2,31 +2,65 @@
 //!
 //! UDP records wake the reader only when the last record that did so on
 //! their CPU is 1 ms old (`portwatch-ebpf/src/udp.rs`): a record sent
-//! without a wake-up comes less than 1 ms after one that woke the reader,
-//! and so after a read that wake-up caused (or one already under way).
-//! After every such read the reader looks again 1 ms later, and keeps
-//! looking until two looks in a row found nothing: the second comes at
-//! least 2 ms after the read, past the commit of any record sent within
-//! 1 ms of its wake-up. Then an idle monitor sleeps until the next wake-up.
+//! without a wake-up comes less than 1 ms after one that woke the reader.
+//! That one was read by some read (the one its wake-up caused, or one
+//! already under way, or a resync's), at or after its commit. After every
+//! read that found UDP records the reader looks again 1 ms later, and
+//! keeps looking until two looks in a row found none: the second comes at
+//! least 2 ms after that read, past the commit of any record sent within
+//! 1 ms of the wake-up. Then an idle monitor sleeps until the next
+//! wake-up.
+//!
+//! A read that found no UDP record (a listener's record, which always
+//! wakes the reader, or a wake-up whose record an earlier read took)
+//! leaves the looks as they were: no UDP record can be waiting on it, and
+//! a TCP-only host is not woken twice more after each of its events.
 
-/// Looks in a row that found nothing before the reader stops looking.
+/// Looks in a row that found no UDP record before the reader stops.
 const EMPTY_LOOKS: u8 = 2;
 
-#[derive(Debug, Default)]
+/// What the reader does about its next look after a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NextLook {
+    /// Look again one re-check interval from now.
+    Again,
+    /// Leave the next look (or none) as it was.
+    Unchanged,
+    /// No more looks: wait for a wake-up.
+    Stop,
+}
+
+#[derive(Debug)]
 pub(crate) struct Rechecks {
     empty_looks: u8,
 }
 
+impl Default for Rechecks {
+    /// Idle: nothing read yet, no look due.
+    fn default() -> Self {
+        Self {
+            empty_looks: EMPTY_LOOKS,
+        }
+    }
+}
+
 impl Rechecks {
-    /// After a read (`woken`: one a wake-up caused; `bytes`: what it
-    /// read): whether to look again.
-    pub(crate) fn after_read(&mut self, woken: bool, bytes: u64) -> bool {
-        if woken || bytes > 0 {
+    /// After a read (`look`: one the re-check timer made; `udp`: it found
+    /// UDP records, or records it could not tell apart).
+    pub(crate) fn after_read(&mut self, look: bool, udp: bool) -> NextLook {
+        if udp {
             self.empty_looks = 0;
-            return true;
+            return NextLook::Again;
+        }
+        if !look {
+            return NextLook::Unchanged;
         }
         self.empty_looks = self.empty_looks.saturating_add(1);
-        self.empty_looks < EMPTY_LOOKS
+        if self.empty_looks < EMPTY_LOOKS {
+            NextLook::Again
+        } else {
+            NextLook::Stop
+        }
     }
 }
 
@@ -35,34 +69,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_burst_is_followed_by_two_empty_looks_then_sleep() {
+    fn udp_records_are_followed_by_two_empty_looks_then_sleep() {
         let mut r = Rechecks::default();
-        assert!(r.after_read(true, 128));
-        assert!(
-            r.after_read(false, 0),
+        assert_eq!(r.after_read(false, true), NextLook::Again);
+        assert_eq!(
+            r.after_read(true, false),
+            NextLook::Again,
             "the first empty look is not the last"
         );
-        assert!(!r.after_read(false, 0), "two in a row: sleep");
+        assert_eq!(r.after_read(true, false), NextLook::Stop, "two in a row");
     }
 
     #[test]
-    fn a_wake_up_that_found_nothing_still_looks_again() {
-        // Its record was read by an earlier read; one sent within 1 ms
-        // after it, without a wake-up, must still be found.
+    fn a_read_without_udp_records_leaves_the_looks_alone() {
+        // Idle: a listener's record starts no looks.
         let mut r = Rechecks::default();
-        assert!(r.after_read(true, 0));
-        assert!(r.after_read(false, 0));
-        assert!(!r.after_read(false, 0));
+        assert_eq!(r.after_read(false, false), NextLook::Unchanged);
+        // Looking: a listener's record read in between neither counts
+        // as an empty look nor moves the next one.
+        assert_eq!(r.after_read(false, true), NextLook::Again);
+        assert_eq!(r.after_read(false, false), NextLook::Unchanged);
+        assert_eq!(r.after_read(true, false), NextLook::Again);
+        assert_eq!(r.after_read(false, false), NextLook::Unchanged);
+        assert_eq!(r.after_read(true, false), NextLook::Stop);
     }
 
     #[test]
-    fn a_look_that_finds_records_starts_the_count_again() {
+    fn a_look_that_finds_udp_records_starts_the_count_again() {
         let mut r = Rechecks::default();
-        assert!(r.after_read(true, 128));
-        assert!(r.after_read(false, 0));
-        assert!(r.after_read(false, 256), "records found: look again");
-        assert!(r.after_read(false, 0));
-        assert!(!r.after_read(false, 0));
-        assert!(r.after_read(true, 128), "a new wake-up starts over");
+        assert_eq!(r.after_read(false, true), NextLook::Again);
+        assert_eq!(r.after_read(true, false), NextLook::Again);
+        assert_eq!(r.after_read(true, true), NextLook::Again, "found: again");
+        assert_eq!(r.after_read(true, false), NextLook::Again);
+        assert_eq!(r.after_read(true, false), NextLook::Stop);
+        assert_eq!(r.after_read(false, true), NextLook::Again, "starts over");
     }
 }
