@@ -116,3 +116,36 @@ fn an_io_uring_listen_after_its_caller_left_the_sockets_namespace_is_reported_at
         "bound-after-leaving",
     );
 }
+
+/// The state change starts the reader's wake-up with an empty record
+/// before the confirmation sends the open: the reader skips it, counts
+/// nothing malformed, and still reports the open (once) and its close.
+#[test]
+fn the_early_wake_up_is_read_as_nothing() {
+    use portwatch::{Change, Monitor, MonitorConfig, MonitorEvent};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut monitor = Monitor::start(MonitorConfig::default()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut next_of_ours = async |change| loop {
+            let ev = tokio::time::timeout(EVENT_TIMEOUT, monitor.next())
+                .await
+                .expect("an event in time")
+                .unwrap();
+            if let MonitorEvent::Port(p) = ev
+                && p.listener.port == port
+            {
+                assert_eq!(p.change, change, "{p:?}");
+                return;
+            }
+        };
+        next_of_ours(Change::Opened).await;
+        drop(listener);
+        next_of_ours(Change::Closed).await;
+        assert_eq!(monitor.stats().malformed, 0);
+    });
+}

@@ -996,6 +996,10 @@ fn drain(
     let mut read = Drained::default();
     while let Some(item) = ring.next() {
         read.bytes += (8 + item.len() as u64).next_multiple_of(8);
+        // The listen program's early wake-up: nothing to read.
+        if item.is_empty() {
+            continue;
+        }
         if discard {
             read.udp = true;
             continue;
