@@ -6,11 +6,15 @@
 //! (or, for a call whose return no hook sees, sends the open unconfirmed).
 //! Without it, the state change reports the open itself.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
-    generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf, bpf_get_stack,
-        bpf_ktime_get_boot_ns, bpf_task_pt_regs,
+use aya_ebpf::{
+    bindings::BPF_RB_AVAIL_DATA,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_get_stack, bpf_ktime_get_boot_ns, bpf_task_pt_regs,
+        },
     },
 };
 use portwatch_common::{
@@ -432,15 +436,18 @@ pub fn new_event(
 
 /// Starts the reader's wake-up while `listen()` still runs, before the
 /// confirmation sends the open at its return: the ring wakes the reader
-/// through an interrupt the kernel raises after the record, which takes
+/// through an interrupt the kernel raises after a record, which took
 /// about 10 us to arrive on the virtual machines measured (BENCHMARKS.md,
-/// "Where the latency goes"), and this way it overlaps the rest of the
-/// call. An empty record, which userspace reads and skips; it wakes the
-/// reader only if the reader had read everything (the kernel's default),
-/// and when the ring is full it is simply not sent: it carries nothing.
+/// "Where the latency goes"); this way it overlaps the rest of the call.
+/// An empty record, which userspace reads and skips, sent only when the
+/// reader has read everything: a reader with records waiting is awake or
+/// being woken, and a flood of listens puts no extra bytes in the ring.
+/// A full ring just does not take it: it carries nothing.
 #[inline(always)]
 fn wake_reader_early() {
-    if let Some(entry) = EVENTS.reserve_bytes(0, 0) {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) == 0
+        && let Some(entry) = EVENTS.reserve_bytes(0, 0)
+    {
         entry.submit(0);
     }
 }
