@@ -103,9 +103,6 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
             // SAFETY: the value is only tested for presence.
             let watched = FILTER_TREE.load() == 0
                 || unsafe { WATCHED.get((pid_tgid >> 32) as u32) }.is_some();
-            if confirming && watched {
-                wake_reader_early();
-            }
             // Only the native listen() syscall's return is seen: leave
             // the open pending for it. Any other call (io_uring, a 32-bit
             // syscall) is sent unconfirmed, as is one the pending map has
@@ -122,6 +119,9 @@ pub fn handle(t: &impl Transition, kind: SockEventKind) {
                         0,
                     )
                     .is_ok();
+            if pending && watched {
+                wake_reader_early();
+            }
             let mut owner = current_owner(skaddr);
             owner.family = t.family();
             owner.addr = t.addr(owner.family);
@@ -459,10 +459,13 @@ pub fn submit(ev: &SockEvent) {
     submit_with(ev, 0);
 }
 
-/// [`submit`] with the ring buffer's `BPF_RB_*` wake-up flags.
+/// [`submit`] with the ring buffer's `BPF_RB_*` wake-up flags; false
+/// when the ring was full.
 #[inline(always)]
-pub fn submit_with(ev: &SockEvent, flags: u64) {
+pub fn submit_with(ev: &SockEvent, flags: u64) -> bool {
     if EVENTS.output::<SockEvent>(ev, flags).is_err() {
         count(COUNTER_RING_FULL);
+        return false;
     }
+    true
 }

@@ -241,12 +241,28 @@ fn add_one(key: &UdpBindKey) -> bool {
 /// module's notes), or counts the record lost when the ring is full.
 #[inline(always)]
 fn submit(ev: &SockEvent) {
-    let flags = if wake_due(ev.ts_ns) {
+    let wake = wake_due(ev.ts_ns);
+    let flags = if wake {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    submit_with(ev, u64::from(flags));
+    if !submit_with(ev, u64::from(flags)) && wake {
+        // A full ring took no record and woke no one: the next record
+        // on this CPU must not count on this one's wake-up (the reader's
+        // looks follow the reads of UDP records, `sys/ring_recheck.rs`).
+        forget_wake();
+    }
+}
+
+/// Makes the next UDP record on this CPU wake the reader.
+#[inline(always)]
+fn forget_wake() {
+    if let Some(last) = LAST_WAKE.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, touched only by programs on this CPU,
+        // from a successful lookup.
+        unsafe { *last = 0 };
+    }
 }
 
 #[inline(always)]

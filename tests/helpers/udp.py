@@ -19,14 +19,14 @@
 #                                          TCP one: their ports are in the namespace
 #                                          they were made in; no privilege needed)
 #   pair ADDR                           -> "bound ID1 PORT1 ID2 PORT2"  (two UDP sockets
-#                                          bound to ADDR:0 back to back: the second's
-#                                          record comes without a wake-up)
+#                                          bound to ADDR:0 on one CPU, 0.2 ms apart: the
+#                                          second's record comes without a wake-up)
 #   churn N                             -> "churned N"  (N UDP sockets bound to
 #                                          127.0.0.1:0 and closed, one at a time)
 #   disconnect ID ADDR PORT             -> "moved ID PORT"  (connect, disconnect: the
 #                                          kernel releases a port-0 bind; sendto()
 #                                          then binds another port)
-import ctypes, os, socket, sys
+import ctypes, os, socket, sys, time
 
 socks = {}
 last = 0
@@ -61,8 +61,15 @@ for line in sys.stdin:
     elif cmd == "pair":
         first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Both on one CPU (the 1 ms is per CPU), the second 0.2 ms after
+        # the first: after the first's wake-up has been read, within its
+        # millisecond.
+        allowed = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(allowed)})
         first.bind((a[0], 0))
+        time.sleep(0.0002)
         second.bind((a[0], 0))
+        os.sched_setaffinity(0, allowed)
         answer("bound", keep(first), first.getsockname()[1], keep(second), second.getsockname()[1])
     elif cmd == "client":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -123,6 +123,8 @@ pub(crate) struct KernelProbe {
     /// were last read: see [`EventSource::loss_possible`].
     ring_bytes: u64,
     drained: u64,
+    /// Records the full ring dropped, as last read.
+    ring_full_seen: u64,
     netns_known: bool,
     hook: Hook,
     config: ProbeConfig,
@@ -215,6 +217,7 @@ impl KernelProbe {
             rechecks: Rechecks::default(),
             ring_bytes: u64::from(config.ring_buffer_bytes),
             drained: 0,
+            ring_full_seen: 0,
             netns_known: sock_offsets.valid != 0,
             hook,
             config: config.clone(),
@@ -926,7 +929,20 @@ impl EventSource for KernelProbe {
     fn read_counters(&mut self) -> Result<KernelCounters> {
         // Reset first: bytes read from here on may follow a later drop.
         self.drained = 0;
-        self.counters()
+        let counters = self.counters()?;
+        if counters.ring_full > self.ring_full_seen {
+            self.ring_full_seen = counters.ring_full;
+            // A dropped record may have been the UDP one whose wake-up
+            // a later record counts on: look, as after a read of one.
+            self.after_read(
+                false,
+                Drained {
+                    bytes: 0,
+                    udp: true,
+                },
+            );
+        }
+        Ok(counters)
     }
 
     fn counters(&self) -> Result<KernelCounters> {

@@ -4,17 +4,22 @@
 //! their CPU is 1 ms old (`portwatch-ebpf/src/udp.rs`): a record sent
 //! without a wake-up comes less than 1 ms after one that woke the reader.
 //! That one was read by some read (the one its wake-up caused, or one
-//! already under way, or a resync's), at or after its commit. After every
+//! already under way, or a resync's), at or after its commit; or a full
+//! ring dropped it, and then the next record on its CPU wakes the reader
+//! again, and the drop, once counted, brings a look (`bpf.rs`,
+//! `read_counters`). After every
 //! read that found UDP records the reader looks again 1 ms later, and
 //! keeps looking until two looks in a row found none: the second comes at
 //! least 2 ms after that read, past the commit of any record sent within
 //! 1 ms of the wake-up. Then an idle monitor sleeps until the next
 //! wake-up.
 //!
-//! A read that found no UDP record (a listener's record, which always
-//! wakes the reader, or a wake-up whose record an earlier read took)
-//! leaves the looks as they were: no UDP record can be waiting on it, and
-//! a TCP-only host is not woken twice more after each of its events.
+//! A read that found no UDP record (listeners' records, or a wake-up
+//! whose record an earlier read took) leaves the looks as they were: a
+//! UDP record sent without a wake-up is covered by the looks of the read
+//! that found the one before it, and a TCP-only host is not woken twice
+//! more after each of its events. (A listener's record behind an unread
+//! UDP one wakes no one either, and is read with it.)
 
 /// Looks in a row that found no UDP record before the reader stops.
 const EMPTY_LOOKS: u8 = 2;
