@@ -500,10 +500,16 @@ impl KernelProbe {
     /// re-check timer made this read).
     fn after_read(&mut self, look: bool, read: Drained) {
         self.drained += read.bytes;
+        self.next_look(look, read.udp);
+    }
+
+    /// Sets the next look at the ring after a read (`look`: the re-check
+    /// timer's; `udp`: it found UDP records, or may have).
+    fn next_look(&mut self, look: bool, udp: bool) {
         if self.udp_missing.is_some() || !self.config.udp {
             return;
         }
-        match self.rechecks.after_read(look, read.udp) {
+        match self.rechecks.after_read(look, udp) {
             NextLook::Again => self.recheck_at = Some(tokio::time::Instant::now() + RECHECK),
             NextLook::Unchanged => {}
             NextLook::Stop => {
@@ -934,13 +940,7 @@ impl EventSource for KernelProbe {
             self.ring_full_seen = counters.ring_full;
             // A dropped record may have been the UDP one whose wake-up
             // a later record counts on: look, as after a read of one.
-            self.after_read(
-                false,
-                Drained {
-                    bytes: 0,
-                    udp: true,
-                },
-            );
+            self.next_look(false, true);
         }
         Ok(counters)
     }
