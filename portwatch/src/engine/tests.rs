@@ -532,6 +532,18 @@ async fn protocols_are_scanned_as_asked_and_kept_apart() {
 
 /// A UDP event as the cgroup sock programs send it: by cookie, the close
 /// without a port.
+/// An engine started on a host whose sockets carry cookies, with its one
+/// namespace readable; and the boot time it started at.
+fn start_with_cookies(os: &FakeOs) -> (Engine, u64) {
+    {
+        let mut w = os.world();
+        w.cookies = true;
+        w.namespaces = [(NETNS, true)].into();
+    }
+    let (engine, _) = start(os, config());
+    (engine, os.world().boot_ns)
+}
+
 /// A UDP bind by pid 7 at `t` in a cgroup no release program covered
 /// yet.
 fn unseen_bind(t: u64, cookie: u64, port: u16, cgroup: u64) -> KernelEvent {
@@ -657,13 +669,7 @@ async fn udp_clients_are_left_out_and_baseline_owners_are_told_to_the_kernel() {
 #[tokio::test(start_paused = true)]
 async fn a_udp_port_bound_live_is_closed_by_cookie_and_survives_resyncs_anywhere_it_is() {
     let os = FakeOs::new();
-    {
-        let mut w = os.world();
-        w.cookies = true;
-        w.namespaces = [(NETNS, true)].into();
-    }
-    let (mut engine, _) = start(&os, config());
-    let t = os.world().boot_ns;
+    let (mut engine, t) = start_with_cookies(&os);
     // bind(0): the kernel's port, from the ephemeral range; and a TCP
     // listener on the same port number.
     os.emit([
@@ -1137,14 +1143,8 @@ async fn the_sockets_found_at_start_are_covered_by_their_cgroups() {
 #[tokio::test(start_paused = true)]
 async fn an_unseen_bind_whose_cgroup_cannot_be_covered_is_left_to_a_resync() {
     let os = FakeOs::new();
-    {
-        let mut w = os.world();
-        w.cookies = true;
-        w.namespaces = [(NETNS, true)].into();
-        w.cover_fails = [81].into();
-    }
-    let (mut engine, _) = start(&os, config());
-    let t = os.world().boot_ns;
+    os.world().cover_fails = [81].into();
+    let (mut engine, t) = start_with_cookies(&os);
     os.emit([unseen_bind(t, 0x27, 41107, 81)]);
     assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 1);
     assert!(os.world().seeded.is_empty());
@@ -1165,13 +1165,7 @@ async fn an_unseen_bind_whose_cgroup_cannot_be_covered_is_left_to_a_resync() {
 #[tokio::test(start_paused = true)]
 async fn an_unseen_socket_closed_by_a_resync_is_not_reported_closed_again() {
     let os = FakeOs::new();
-    {
-        let mut w = os.world();
-        w.cookies = true;
-        w.namespaces = [(NETNS, true)].into();
-    }
-    let (mut engine, _) = start(&os, config());
-    let t = os.world().boot_ns;
+    let (mut engine, t) = start_with_cookies(&os);
     os.emit([unseen_bind(t, 0x28, 41108, 82)]);
     assert_eq!(summary(&engine.next_reports().await.unwrap()).len(), 1);
     engine.request_resync();
