@@ -119,6 +119,16 @@ pub(crate) fn release_link_cgroup(fdinfo: &str) -> Option<(u32, u64)> {
 mod tests {
     use super::*;
 
+    /// A cover that attached `ids` in turn, under `bound`.
+    fn covering(ids: &[u64], bound: usize) -> ReleaseCover {
+        let mut c = ReleaseCover::default();
+        for id in ids {
+            let plan = c.plan(*id, bound);
+            c.done(&plan);
+        }
+        c
+    }
+
     #[test]
     fn a_cgroup_is_attached_once() {
         let mut c = ReleaseCover::default();
@@ -131,11 +141,7 @@ mod tests {
 
     #[test]
     fn past_the_bound_the_root_covers_all_and_the_others_go() {
-        let mut c = ReleaseCover::default();
-        for id in [4, 2, 3] {
-            let plan = c.plan(id, 3);
-            c.done(&plan);
-        }
+        let mut c = covering(&[4, 2, 3], 3);
         let plan = c.plan(5, 3);
         assert_eq!(plan, Cover::Everywhere(vec![2, 3, 4]));
         c.done(&plan);
@@ -145,11 +151,7 @@ mod tests {
 
     #[test]
     fn freed_cgroups_give_their_places_back() {
-        let mut c = ReleaseCover::default();
-        for id in [4, 2, 3] {
-            let plan = c.plan(id, 3);
-            c.done(&plan);
-        }
+        let mut c = covering(&[4, 2, 3], 3);
         assert!(c.full(3));
         let ours = [(4, 40), (2, 20), (3, 30)].into();
         // Link 30 detached, 40 live, 20 not seen (not judged).
